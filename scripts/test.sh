@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Runs every test of the workspace on a fresh machine: installs nats-server if
+# needed, then unit, integration and doc tests. Extra arguments go to the test runner
+# (cargo nextest run, or cargo test when nextest is not installed).
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+# shellcheck source=scripts/ensure-nats-server.sh
+source scripts/ensure-nats-server.sh
+
+if cargo nextest --version >/dev/null 2>&1; then
+    cargo nextest run --workspace --all-targets --no-fail-fast "$@"
+else
+    echo "test.sh: cargo-nextest not found, using cargo test" >&2
+    cargo test --workspace --all-targets --no-fail-fast "$@"
+fi
+# nextest does not run doctests.
+cargo test --workspace --doc

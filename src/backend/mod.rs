@@ -1,0 +1,145 @@
+//! The seam between the worker and the places jobs run: a [`Backend`] launches a
+//! workload and hands back a [`Launched`] with the workload's name, a channel of
+//! [`Observation`]s and a [`WorkloadControl`] to stop it.
+//!
+//! Observations are pushed by the backend (a process watcher here; a shared Docker
+//! event stream or Kubernetes watch for the container backends), so a job task
+//! costs nothing while its workload runs.
+
+pub mod process;
+
+use crate::protocol::{BackendKind, BackendRef, LaunchRequest};
+use crate::state::Exit;
+use async_trait::async_trait;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+/// What a backend saw happen to a workload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Observation {
+    /// The workload runs.
+    Running,
+    /// The workload ended.
+    Exited(Exit),
+    /// The workload will never run (e.g. its image cannot be pulled).
+    StartFailed {
+        /// Machine-readable cause, e.g. `ImagePullBackOff`.
+        reason: String,
+        /// Human-readable detail.
+        message: String,
+    },
+    /// The workload is gone and nobody can tell how it ended.
+    Vanished {
+        /// What is known.
+        message: String,
+    },
+}
+
+/// A workload that was created.
+pub struct Launched {
+    /// Names the workload.
+    pub backend_ref: BackendRef,
+    /// Human-readable detail for the `running` event (e.g. where the log goes).
+    pub detail: Option<String>,
+    /// What happens to it, in order; closed after the last observation.
+    pub observations: mpsc::Receiver<Observation>,
+    /// How to stop it.
+    pub control: Box<dyn WorkloadControl>,
+}
+
+/// Stops a workload.
+#[async_trait]
+pub trait WorkloadControl: Send + Sync {
+    /// Asks the workload to stop politely now and kills it after `grace`. Returns
+    /// once the stop is under way; the exit arrives as an [`Observation`].
+    async fn stop(&self, grace: Duration);
+}
+
+/// Why a workload could not be launched. Each kind maps to the `reason` of the
+/// job's `error` event.
+#[derive(Debug, thiserror::Error)]
+pub enum LaunchError {
+    /// The request asks for something this backend cannot do.
+    #[error("{0}")]
+    Unsupported(String),
+    /// The program could not be started.
+    #[error("could not start {program:?}: {source}")]
+    Spawn {
+        /// argv\[0\].
+        program: String,
+        /// The operating system's error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The backend is not available on this worker.
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+impl LaunchError {
+    /// The `reason` the job's `error` event carries.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            LaunchError::Unsupported(_) => "InvalidRequest",
+            LaunchError::Spawn { .. } => "SpawnFailed",
+            LaunchError::Unavailable(_) => "BackendUnavailable",
+        }
+    }
+}
+
+/// A place to run jobs.
+#[async_trait]
+pub trait Backend: Send + Sync {
+    /// Which backend this is.
+    fn kind(&self) -> BackendKind;
+
+    /// Creates the workload for `request`.
+    ///
+    /// # Errors
+    /// A [`LaunchError`] when no workload could be created.
+    async fn launch(&self, request: &LaunchRequest) -> Result<Launched, LaunchError>;
+}
+
+/// The backends a worker has, and the one used when a request names none.
+#[derive(Clone)]
+pub struct Backends {
+    available: HashMap<BackendKind, Arc<dyn Backend>>,
+    default: BackendKind,
+}
+
+impl Backends {
+    /// A set with only `default`.
+    pub fn new(default: Arc<dyn Backend>) -> Self {
+        let kind = default.kind();
+        Backends {
+            available: HashMap::from([(kind, default)]),
+            default: kind,
+        }
+    }
+
+    /// The backend used when a request names none.
+    pub fn default_kind(&self) -> BackendKind {
+        self.default
+    }
+
+    /// The backend a request runs on.
+    pub fn kind_for(&self, request: &LaunchRequest) -> BackendKind {
+        request.backend.unwrap_or(self.default)
+    }
+
+    /// The backend for `request`.
+    ///
+    /// # Errors
+    /// [`LaunchError::Unavailable`] when this worker does not have it.
+    pub fn for_request(&self, request: &LaunchRequest) -> Result<Arc<dyn Backend>, LaunchError> {
+        let kind = self.kind_for(request);
+        self.available.get(&kind).cloned().ok_or_else(|| {
+            LaunchError::Unavailable(format!(
+                "this worker has no {kind} backend (it runs {})",
+                self.default
+            ))
+        })
+    }
+}

@@ -1,0 +1,145 @@
+//! The process backend: a job is a local process, started from its argv without a
+//! shell as the leader of its own process group, with stdout and stderr in a log
+//! file per job. Stopping it sends SIGTERM to the group and SIGKILL after the grace.
+
+use super::{Backend, LaunchError, Launched, Observation, WorkloadControl};
+use crate::protocol::{BackendKind, BackendRef, LaunchRequest};
+use crate::state::Exit;
+use async_trait::async_trait;
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+use std::os::unix::process::ExitStatusExt;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+use tokio::process::{Child, Command};
+use tokio::sync::mpsc;
+use tokio::time::{Instant, sleep_until};
+
+/// Runs jobs as local processes.
+pub struct ProcessBackend {
+    log_dir: PathBuf,
+}
+
+impl ProcessBackend {
+    /// A backend writing job logs to `log_dir/JOB_ID.log`.
+    ///
+    /// # Errors
+    /// The I/O error when `log_dir` cannot be created.
+    pub fn new(log_dir: PathBuf) -> std::io::Result<Self> {
+        std::fs::create_dir_all(&log_dir)?;
+        Ok(ProcessBackend { log_dir })
+    }
+
+    /// Where a job's output goes.
+    pub fn log_path(&self, job_id: &str) -> PathBuf {
+        self.log_dir.join(format!("{job_id}.log"))
+    }
+}
+
+#[async_trait]
+impl Backend for ProcessBackend {
+    fn kind(&self) -> BackendKind {
+        BackendKind::Process
+    }
+
+    async fn launch(&self, request: &LaunchRequest) -> Result<Launched, LaunchError> {
+        if !request.mounts.is_empty() {
+            return Err(LaunchError::Unsupported(
+                "the process backend cannot mount volumes; use the docker or k8s backend".into(),
+            ));
+        }
+        let program = request.command[0].clone();
+        let spawn_error = |source| LaunchError::Spawn {
+            program: program.clone(),
+            source,
+        };
+        let log_path = self.log_path(&request.job_id);
+        let log = std::fs::File::create(&log_path).map_err(spawn_error)?;
+        let log_err = log.try_clone().map_err(spawn_error)?;
+
+        let mut command = Command::new(&program);
+        command
+            .args(&request.command[1..])
+            .envs(&request.env)
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(log_err)
+            .process_group(0);
+        if let Some(workdir) = &request.workdir {
+            command.current_dir(workdir);
+        }
+        let child = command.spawn().map_err(spawn_error)?;
+        let pid = child.id().ok_or_else(|| {
+            spawn_error(std::io::Error::other("the process ended before its pid was read"))
+        })?;
+
+        let (observe, observations) = mpsc::channel(4);
+        let (stop, stops) = mpsc::channel(1);
+        // The channel has room, so this cannot fail or wait.
+        let _ = observe.try_send(Observation::Running);
+        tokio::spawn(watch(child, pid, stops, observe));
+        Ok(Launched {
+            backend_ref: BackendRef::Process { pid },
+            detail: Some(format!("pid {pid}, output in {}", log_path.display())),
+            observations,
+            control: Box::new(ProcessControl { stop }),
+        })
+    }
+}
+
+/// Stops one process group through its watcher.
+struct ProcessControl {
+    stop: mpsc::Sender<Duration>,
+}
+
+#[async_trait]
+impl WorkloadControl for ProcessControl {
+    async fn stop(&self, grace: Duration) {
+        // An error means the watcher is gone: the process has ended already.
+        let _ = self.stop.send(grace).await;
+    }
+}
+
+/// Waits for the process, signals its group when asked, and reports the exit.
+async fn watch(mut child: Child, pid: u32, mut stops: mpsc::Receiver<Duration>, observe: mpsc::Sender<Observation>) {
+    let group = Pid::from_raw(pid as i32);
+    let mut kill_at: Option<Instant> = None;
+    let status = loop {
+        tokio::select! {
+            status = child.wait() => break status,
+            Some(grace) = stops.recv() => {
+                signal_group(group, Signal::SIGTERM);
+                let at = Instant::now() + grace;
+                kill_at = Some(kill_at.map_or(at, |earlier| earlier.min(at)));
+            }
+            () = sleep_until(kill_at.unwrap_or_else(Instant::now)), if kill_at.is_some() => {
+                signal_group(group, Signal::SIGKILL);
+                kill_at = None;
+            }
+        }
+    };
+    let observation = match status {
+        Ok(status) => match (status.code(), status.signal()) {
+            (Some(code), _) => Observation::Exited(Exit::Code(code)),
+            (None, Some(signal)) => Observation::Exited(Exit::Signal(signal)),
+            (None, None) => Observation::Vanished {
+                message: format!("process {pid} ended without an exit code or signal"),
+            },
+        },
+        Err(e) => Observation::Vanished {
+            message: format!("could not wait for process {pid}: {e}"),
+        },
+    };
+    // The job task may have gone already (e.g. after a start timeout); nobody is left to tell.
+    let _ = observe.send(observation).await;
+}
+
+fn signal_group(group: Pid, signal: Signal) {
+    if let Err(e) = killpg(group, signal) {
+        // ESRCH: the group is gone already, which is what we wanted.
+        if e != nix::errno::Errno::ESRCH {
+            tracing::warn!(pgid = group.as_raw(), ?signal, error = %e, "could not signal process group");
+        }
+    }
+}

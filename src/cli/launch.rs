@@ -1,0 +1,148 @@
+//! `flare-launcher launch -- ARGV...`: publishes a launch request built from
+//! flags, follows its events, and exits with the job's return code.
+
+use super::output::print_event;
+use super::{CliError, client};
+use crate::config::Settings;
+use crate::protocol::{BackendKind, LaunchRequest, Mount, Resources, Timeouts};
+use futures::StreamExt;
+use std::collections::BTreeMap;
+
+#[derive(Debug, clap::Args)]
+pub struct LaunchArgs {
+    /// Job id [default: a fresh random one]
+    #[arg(long)]
+    job_id: Option<String>,
+    /// FL site the job belongs to
+    #[arg(long)]
+    site: Option<String>,
+    /// Backend to run on [default: the worker's]
+    #[arg(long)]
+    backend: Option<BackendKind>,
+    /// Container image (docker, k8s)
+    #[arg(long)]
+    image: Option<String>,
+    /// Environment variable, NAME=VALUE (repeatable)
+    #[arg(long = "env", value_parser = key_value)]
+    env: Vec<(String, String)>,
+    /// Working directory of the job
+    #[arg(long)]
+    workdir: Option<String>,
+    /// GPUs the job needs
+    #[arg(long)]
+    gpus: Option<u32>,
+    /// CPU cores the job needs
+    #[arg(long)]
+    cpus: Option<f64>,
+    /// Memory the job needs, MiB
+    #[arg(long)]
+    memory_mb: Option<u64>,
+    /// Mount, SOURCE=TARGET or SOURCE=TARGET:ro, SOURCE being pvc:NAME, host:/PATH, secret:NAME or emptydir: (repeatable)
+    #[arg(long = "mount", value_parser = mount)]
+    mounts: Vec<Mount>,
+    /// Seconds from acceptance to running before the job ends in error [default: 120]
+    #[arg(long)]
+    start_timeout: Option<u64>,
+    /// Seconds the job may run before it is terminated
+    #[arg(long)]
+    run_timeout: Option<u64>,
+    /// Label, NAME=VALUE (repeatable)
+    #[arg(long = "label", value_parser = key_value)]
+    labels: Vec<(String, String)>,
+    /// Publish only; do not follow the events
+    #[arg(long)]
+    no_follow: bool,
+    /// Print events as JSON lines
+    #[arg(long)]
+    json: bool,
+    /// The job's argv
+    #[arg(last = true, required = true)]
+    command: Vec<String>,
+}
+
+fn key_value(text: &str) -> Result<(String, String), String> {
+    text.split_once('=')
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .ok_or_else(|| format!("expected NAME=VALUE, got {text:?}"))
+}
+
+fn mount(text: &str) -> Result<Mount, String> {
+    let (source, target) = text
+        .rsplit_once('=')
+        .ok_or_else(|| format!("expected SOURCE=TARGET[:ro], got {text:?}"))?;
+    let (target, read_only) = match target.strip_suffix(":ro") {
+        Some(target) => (target, true),
+        None => (target, false),
+    };
+    Ok(Mount {
+        source: source.to_owned(),
+        target: target.to_owned(),
+        read_only,
+    })
+}
+
+impl LaunchArgs {
+    fn request(self) -> LaunchRequest {
+        let job_id = self.job_id.unwrap_or_else(random_job_id);
+        let mut request = LaunchRequest::new(job_id, self.command);
+        request.site = self.site;
+        request.backend = self.backend;
+        request.image = self.image;
+        request.env = self.env.into_iter().collect::<BTreeMap<_, _>>();
+        request.workdir = self.workdir;
+        if self.gpus.is_some() || self.cpus.is_some() || self.memory_mb.is_some() {
+            request.resources = Some(Resources {
+                gpus: self.gpus,
+                cpus: self.cpus,
+                memory_mb: self.memory_mb,
+            });
+        }
+        request.mounts = self.mounts;
+        if self.start_timeout.is_some() || self.run_timeout.is_some() {
+            request.timeouts = Some(Timeouts {
+                start_s: self.start_timeout,
+                run_s: self.run_timeout,
+            });
+        }
+        request.labels = self.labels.into_iter().collect();
+        request
+    }
+}
+
+fn random_job_id() -> String {
+    use rand::Rng;
+    let suffix: String = rand::rng()
+        .sample_iter(rand::distr::Alphanumeric)
+        .take(12)
+        .map(|c| char::from(c).to_ascii_lowercase())
+        .collect();
+    format!("job-{suffix}")
+}
+
+pub async fn run(settings: &Settings, args: LaunchArgs) -> Result<i32, CliError> {
+    let (follow, json) = (!args.no_follow, args.json);
+    let request = args.request();
+    request
+        .validate()
+        .map_err(|e| CliError::Other(format!("invalid launch request: {e}")))?;
+    let client = client(settings).await?;
+    client.ensure_streams().await?;
+    // Subscribe first (replaying this job's subject), so no event can be missed.
+    let events = match follow {
+        true => Some(Box::pin(client.events(Some(&request.job_id), true).await?)),
+        false => None,
+    };
+    client.launch(&request).await?;
+    eprintln!("launch request for job {} published", request.job_id);
+    let Some(mut events) = events else {
+        return Ok(0);
+    };
+    while let Some(event) = events.next().await {
+        let event = event?;
+        print_event(&event, json);
+        if let Some(code) = event.return_code {
+            return Ok(code);
+        }
+    }
+    Err(CliError::Other("the event stream ended before the job did".into()))
+}

@@ -1,0 +1,116 @@
+//! The `flare-launcher` command line: argument parsing and one small function per
+//! command over the library.
+
+mod bench;
+mod dev;
+mod events;
+mod launch;
+mod output;
+mod schemas;
+mod status;
+mod terminate;
+mod worker;
+
+use crate::client::{Client, ClientError};
+use crate::config::{ConfigError, GlobalArgs, Settings, WorkerArgs};
+use crate::nats::connect::{self, ConnectError};
+use crate::nats::subjects::Subjects;
+use crate::worker::WorkerError;
+use clap::{Parser, Subcommand};
+
+/// Runs NVIDIA FLARE jobs as processes, containers or pods, driven over NATS.
+#[derive(Debug, Parser)]
+#[command(name = "flare-launcher", version, about, propagate_version = true)]
+pub struct Cli {
+    /// Options every command shares.
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    /// The command.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a worker: take launch requests of its pool, run the jobs, publish their events
+    Worker(WorkerArgs),
+    /// Publish a launch request, follow its events and exit with the job's return code
+    Launch(launch::LaunchArgs),
+    /// Ask the workers to terminate a job
+    Terminate(terminate::TerminateArgs),
+    /// Print a job's record
+    Status(status::StatusArgs),
+    /// Follow job events (of one job, or all)
+    Events(events::EventsArgs),
+    /// Start a local nats-server (if none is reachable) and a worker with the process backend
+    Dev(WorkerArgs),
+    /// Drive a running system with many jobs and print latency, throughput and worker memory
+    Bench(bench::BenchArgs),
+    /// Write the protocol's JSON Schemas into a directory
+    Schemas(schemas::SchemasArgs),
+}
+
+/// Why a command failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// The config file is unusable.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// NATS could not be reached.
+    #[error(transparent)]
+    Connect(#[from] ConnectError),
+    /// The worker could not start.
+    #[error(transparent)]
+    Worker(#[from] WorkerError),
+    /// Talking to the workers failed.
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    /// Anything else, said plainly.
+    #[error("{0}")]
+    Other(String),
+}
+
+/// Runs a parsed command line; returns the process exit code.
+///
+/// # Errors
+/// A [`CliError`] to print before exiting with status 2.
+pub async fn run(cli: Cli) -> Result<i32, CliError> {
+    let worker_args = match &cli.command {
+        Command::Worker(args) | Command::Dev(args) => args.clone(),
+        _ => WorkerArgs::default(),
+    };
+    let settings = Settings::load(cli.global, worker_args)?;
+    let long_running = matches!(cli.command, Command::Worker(_) | Command::Dev(_));
+    crate::telemetry::init(settings.log_format, if long_running { "info" } else { "warn" });
+    match cli.command {
+        Command::Worker(_) => worker::run(&settings).await,
+        Command::Dev(_) => dev::run(&settings).await,
+        Command::Launch(args) => launch::run(&settings, args).await,
+        Command::Terminate(args) => terminate::run(&settings, args).await,
+        Command::Status(args) => status::run(&settings, args).await,
+        Command::Events(args) => events::run(&settings, args).await,
+        Command::Bench(args) => bench::run(&settings, args).await,
+        Command::Schemas(args) => schemas::run(args),
+    }
+}
+
+/// Connects a client for the CLI's short-lived commands: fail fast when NATS is
+/// not there.
+async fn client(settings: &Settings) -> Result<Client, CliError> {
+    let nats = connect::connect(&settings.nats, "flare-launcher cli", false).await?;
+    Ok(Client::new(nats, Subjects::new(&settings.subject_prefix), &settings.pool))
+}
+
+/// Resolves when the process gets SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        tracing::error!("cannot listen for SIGTERM/SIGINT; stop the worker with SIGKILL");
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+        _ = int.recv() => tracing::info!("SIGINT received"),
+    }
+}

@@ -1,0 +1,203 @@
+//! The engine's side of the protocol: publish launch requests, ask for terminate
+//! and status, follow events. The CLI, the benchmark and the tests use it.
+
+use crate::nats::setup::{self, SetupError};
+use crate::nats::subjects::{EVENTS_STREAM, Subjects};
+use crate::protocol::{ErrorReply, JobEvent, JobRecord, LaunchRequest, TerminateReply, TerminateRequest};
+use async_nats::jetstream::{self, consumer, message::PublishMessage};
+use bytes::Bytes;
+use futures::{Stream, StreamExt};
+
+/// What went wrong talking to the workers.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// Streams could not be prepared.
+    #[error(transparent)]
+    Setup(#[from] SetupError),
+    /// JetStream did not store a launch request.
+    #[error("the launch request was not stored: {0}")]
+    Publish(String),
+    /// No worker is listening.
+    #[error("no worker answered on {0}: is a worker running with this subject prefix?")]
+    NoWorker(String),
+    /// The request failed (timed out, connection lost).
+    #[error("request on {subject} failed: {message}")]
+    Request {
+        /// The subject asked.
+        subject: String,
+        /// What happened.
+        message: String,
+    },
+    /// A worker answered with an error reply (e.g. `not_found`).
+    #[error("{}: {}", .0.error, .0.message)]
+    Refused(ErrorReply),
+    /// The answer or event could not be decoded.
+    #[error("unreadable message on {subject}: {message}")]
+    Decode {
+        /// Where it came from.
+        subject: String,
+        /// The decoding error.
+        message: String,
+    },
+    /// Following events failed.
+    #[error("following events failed: {0}")]
+    Events(String),
+}
+
+/// A connection to a flare-launcher system.
+#[derive(Clone)]
+pub struct Client {
+    nats: async_nats::Client,
+    js: jetstream::Context,
+    subjects: Subjects,
+    pool: String,
+}
+
+impl Client {
+    /// A client using an established connection, publishing launches to `pool`.
+    pub fn new(nats: async_nats::Client, subjects: Subjects, pool: impl Into<String>) -> Self {
+        let js = jetstream::new(nats.clone());
+        Client {
+            nats,
+            js,
+            subjects,
+            pool: pool.into(),
+        }
+    }
+
+    /// The subjects used.
+    pub fn subjects(&self) -> &Subjects {
+        &self.subjects
+    }
+
+    /// The NATS connection.
+    pub fn nats(&self) -> &async_nats::Client {
+        &self.nats
+    }
+
+    /// Creates the launch and events streams if no worker has yet, so that a
+    /// request published before any worker starts is kept.
+    ///
+    /// # Errors
+    /// [`ClientError::Setup`].
+    pub async fn ensure_streams(&self) -> Result<(), ClientError> {
+        setup::ensure_streams(&self.js, &self.subjects).await?;
+        Ok(())
+    }
+
+    /// Publishes a launch request, with `Nats-Msg-Id: JOB_ID` so that the stream
+    /// drops a duplicate inside its window, and waits until it is stored.
+    ///
+    /// # Errors
+    /// [`ClientError::Publish`] when the stream did not take it.
+    pub async fn launch(&self, request: &LaunchRequest) -> Result<(), ClientError> {
+        let payload = serde_json::to_vec(request).expect("a LaunchRequest always serializes");
+        self.publish_launch(payload.into(), Some(&request.job_id)).await
+    }
+
+    /// Publishes any payload as a launch request (for tests and tools that send
+    /// what a careless engine might).
+    ///
+    /// # Errors
+    /// [`ClientError::Publish`] when the stream did not take it.
+    pub async fn publish_launch(&self, payload: Bytes, msg_id: Option<&str>) -> Result<(), ClientError> {
+        let mut publish = PublishMessage::build().payload(payload);
+        if let Some(id) = msg_id {
+            publish = publish.message_id(id);
+        }
+        let ack = self
+            .js
+            .send_publish(self.subjects.launch(&self.pool), publish)
+            .await
+            .map_err(|e| ClientError::Publish(e.to_string()))?;
+        ack.await.map_err(|e| ClientError::Publish(e.to_string()))?;
+        Ok(())
+    }
+
+    /// Asks the workers to terminate a job (`grace_s` None: the protocol's default).
+    ///
+    /// # Errors
+    /// [`ClientError`] when no worker answered or the answer is unreadable.
+    pub async fn terminate(&self, job_id: &str, grace_s: Option<u64>) -> Result<TerminateReply, ClientError> {
+        let body = match grace_s {
+            Some(_) => serde_json::to_vec(&TerminateRequest { grace_s }).expect("serializes").into(),
+            None => Bytes::new(),
+        };
+        self.request(self.subjects.terminate(job_id), body).await
+    }
+
+    /// Asks for a job's record.
+    ///
+    /// # Errors
+    /// [`ClientError::Refused`] with `not_found` for an unknown job.
+    pub async fn status(&self, job_id: &str) -> Result<JobRecord, ClientError> {
+        self.request(self.subjects.status(job_id), Bytes::new()).await
+    }
+
+    async fn request<T: serde::de::DeserializeOwned>(&self, subject: String, body: Bytes) -> Result<T, ClientError> {
+        let answer = self.nats.request(subject.clone(), body).await.map_err(|e| match e.kind() {
+            async_nats::RequestErrorKind::NoResponders => ClientError::NoWorker(subject.clone()),
+            _ => ClientError::Request {
+                subject: subject.clone(),
+                message: e.to_string(),
+            },
+        })?;
+        let decode_error = |e: serde_json::Error| ClientError::Decode {
+            subject: subject.clone(),
+            message: e.to_string(),
+        };
+        let is_error = answer
+            .headers
+            .as_ref()
+            .is_some_and(|h| h.get("Nats-Service-Error-Code").is_some());
+        if is_error {
+            let error: ErrorReply = serde_json::from_slice(&answer.payload).map_err(decode_error)?;
+            return Err(ClientError::Refused(error));
+        }
+        serde_json::from_slice(&answer.payload).map_err(decode_error)
+    }
+
+    /// Follows job events, in order: of one job or all, from the start of the
+    /// stream (`replay`) or from now.
+    ///
+    /// # Errors
+    /// [`ClientError::Events`] when the events stream cannot be read.
+    pub async fn events(
+        &self,
+        job_id: Option<&str>,
+        replay: bool,
+    ) -> Result<impl Stream<Item = Result<JobEvent, ClientError>> + use<>, ClientError> {
+        let stream = self
+            .js
+            .get_stream(EVENTS_STREAM)
+            .await
+            .map_err(|e| ClientError::Events(e.to_string()))?;
+        let filter = match job_id {
+            Some(id) => self.subjects.events(id),
+            None => self.subjects.all("events"),
+        };
+        let consumer = stream
+            .create_consumer(consumer::pull::OrderedConfig {
+                filter_subject: filter,
+                deliver_policy: if replay {
+                    consumer::DeliverPolicy::All
+                } else {
+                    consumer::DeliverPolicy::New
+                },
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| ClientError::Events(e.to_string()))?;
+        let messages = consumer
+            .messages()
+            .await
+            .map_err(|e| ClientError::Events(e.to_string()))?;
+        Ok(messages.map(|message| {
+            let message = message.map_err(|e| ClientError::Events(e.to_string()))?;
+            serde_json::from_slice(&message.payload).map_err(|e| ClientError::Decode {
+                subject: message.subject.to_string(),
+                message: e.to_string(),
+            })
+        }))
+    }
+}

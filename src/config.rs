@@ -1,0 +1,383 @@
+//! Configuration: command-line flags, `FLARE_*` environment variables and an
+//! optional TOML file, merged in that order of precedence over the defaults.
+//!
+//! Every flag is an `Option` so that a layer that says nothing lets the next one
+//! speak; defaults are applied last, in [`Settings::worker_config`] and friends.
+
+use crate::nats::connect::NatsArgs;
+use crate::nats::subjects::check_token;
+use crate::protocol::BackendKind;
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Default subject prefix.
+pub const DEFAULT_SUBJECT_PREFIX: &str = "flare.jobs";
+/// Default worker pool.
+pub const DEFAULT_POOL: &str = "default";
+/// Default number of jobs a worker runs at once.
+pub const DEFAULT_MAX_JOBS: usize = 64;
+/// Default drain timeout at shutdown.
+pub const DEFAULT_DRAIN_TIMEOUT_S: u64 = 30;
+/// Default time the server waits for a launch request's acknowledgement before
+/// handing it to another worker.
+pub const DEFAULT_ACK_WAIT_S: u64 = 30;
+
+/// How logs are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Compact lines for people.
+    #[default]
+    Human,
+    /// One JSON object per line, for machines.
+    Json,
+}
+
+/// Options every command shares.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct GlobalArgs {
+    /// TOML config file with `[nats]` and `[worker]` tables
+    #[arg(long, env = "FLARE_CONFIG", global = true)]
+    pub config: Option<PathBuf>,
+    /// Subject prefix [default: flare.jobs]
+    #[arg(long, env = "FLARE_SUBJECT_PREFIX", global = true)]
+    pub subject_prefix: Option<String>,
+    /// Worker pool [default: default]
+    #[arg(long, env = "FLARE_POOL", global = true)]
+    pub pool: Option<String>,
+    /// Log format [default: human]
+    #[arg(long, env = "FLARE_LOG_FORMAT", global = true, value_enum)]
+    pub log_format: Option<LogFormat>,
+    /// NATS connection.
+    #[command(flatten)]
+    pub nats: NatsArgs,
+}
+
+/// Options of the worker.
+#[derive(Debug, Clone, Default, PartialEq, clap::Args, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkerArgs {
+    /// Backend for requests that name none: process, docker or k8s [default: process]
+    #[arg(long, env = "FLARE_BACKEND")]
+    pub backend: Option<BackendKind>,
+    /// Worker id in records and events [default: hostname plus a short random suffix]
+    #[arg(long, env = "FLARE_WORKER_ID")]
+    pub worker_id: Option<String>,
+    /// Directory for job logs and local state [default: ~/.local/state/flare-launcher]
+    #[arg(long, env = "FLARE_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Most jobs run at once [default: 64]
+    #[arg(long, env = "FLARE_MAX_JOBS")]
+    pub max_jobs: Option<usize>,
+    /// Seconds running jobs get to finish at shutdown before they are terminated [default: 30]
+    #[arg(long = "drain-timeout", env = "FLARE_DRAIN_TIMEOUT_S")]
+    pub drain_timeout_s: Option<u64>,
+    /// Seconds before an unacknowledged launch request goes to another worker [default: 30]
+    #[arg(long = "ack-wait", env = "FLARE_ACK_WAIT_S")]
+    pub ack_wait_s: Option<u64>,
+}
+
+impl WorkerArgs {
+    /// `self`'s values where set, else `fallback`'s.
+    pub fn or(self, fallback: WorkerArgs) -> WorkerArgs {
+        WorkerArgs {
+            backend: self.backend.or(fallback.backend),
+            worker_id: self.worker_id.or(fallback.worker_id),
+            data_dir: self.data_dir.or(fallback.data_dir),
+            max_jobs: self.max_jobs.or(fallback.max_jobs),
+            drain_timeout_s: self.drain_timeout_s.or(fallback.drain_timeout_s),
+            ack_wait_s: self.ack_wait_s.or(fallback.ack_wait_s),
+        }
+    }
+}
+
+/// The `[worker]` table of the config file: the shared options plus the worker's.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileWorker {
+    subject_prefix: Option<String>,
+    pool: Option<String>,
+    log_format: Option<LogFormat>,
+    backend: Option<BackendKind>,
+    worker_id: Option<String>,
+    data_dir: Option<PathBuf>,
+    max_jobs: Option<usize>,
+    drain_timeout_s: Option<u64>,
+    ack_wait_s: Option<u64>,
+}
+
+/// The config file.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    #[serde(default)]
+    nats: NatsArgs,
+    #[serde(default)]
+    worker: FileWorker,
+}
+
+/// A config file that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// It cannot be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// It is not valid TOML of the expected shape.
+    #[error("config file {path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// All layers merged: what the commands use.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// NATS connection.
+    pub nats: NatsArgs,
+    /// Subject prefix.
+    pub subject_prefix: String,
+    /// Worker pool.
+    pub pool: String,
+    /// Log format.
+    pub log_format: LogFormat,
+    worker: WorkerArgs,
+}
+
+impl Settings {
+    /// Merges flags and environment (already in `global` and `worker`) over the
+    /// config file (if any) over the defaults.
+    ///
+    /// # Errors
+    /// A [`ConfigError`] when the config file cannot be used.
+    pub fn load(global: GlobalArgs, worker: WorkerArgs) -> Result<Settings, ConfigError> {
+        let file = match &global.config {
+            Some(path) => read_file(path)?,
+            None => FileConfig::default(),
+        };
+        let file_worker = WorkerArgs {
+            backend: file.worker.backend,
+            worker_id: file.worker.worker_id,
+            data_dir: file.worker.data_dir,
+            max_jobs: file.worker.max_jobs,
+            drain_timeout_s: file.worker.drain_timeout_s,
+            ack_wait_s: file.worker.ack_wait_s,
+        };
+        Ok(Settings {
+            nats: global.nats.or(file.nats),
+            subject_prefix: global
+                .subject_prefix
+                .or(file.worker.subject_prefix)
+                .unwrap_or_else(|| DEFAULT_SUBJECT_PREFIX.into()),
+            pool: global.pool.or(file.worker.pool).unwrap_or_else(|| DEFAULT_POOL.into()),
+            log_format: global.log_format.or(file.worker.log_format).unwrap_or_default(),
+            worker: worker.or(file_worker),
+        })
+    }
+
+    /// The worker's configuration, defaults applied.
+    pub fn worker_config(&self) -> WorkerConfig {
+        let w = &self.worker;
+        WorkerConfig {
+            nats: self.nats.clone(),
+            subject_prefix: self.subject_prefix.clone(),
+            pool: self.pool.clone(),
+            worker_id: w.worker_id.clone().unwrap_or_else(default_worker_id),
+            backend: w.backend.unwrap_or(BackendKind::Process),
+            data_dir: w.data_dir.clone().unwrap_or_else(default_data_dir),
+            max_jobs: w.max_jobs.unwrap_or(DEFAULT_MAX_JOBS),
+            drain_timeout: Duration::from_secs(w.drain_timeout_s.unwrap_or(DEFAULT_DRAIN_TIMEOUT_S)),
+            ack_wait: Duration::from_secs(w.ack_wait_s.unwrap_or(DEFAULT_ACK_WAIT_S)),
+        }
+    }
+}
+
+fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    toml::from_str(&text).map_err(|e| ConfigError::Parse {
+        path: path.to_owned(),
+        message: e.to_string(),
+    })
+}
+
+/// Everything a worker needs, resolved.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    /// NATS connection.
+    pub nats: NatsArgs,
+    /// Subject prefix.
+    pub subject_prefix: String,
+    /// The pool served.
+    pub pool: String,
+    /// The worker's id.
+    pub worker_id: String,
+    /// Backend for requests that name none.
+    pub backend: BackendKind,
+    /// Job logs and local state.
+    pub data_dir: PathBuf,
+    /// Most jobs at once.
+    pub max_jobs: usize,
+    /// How long running jobs get at shutdown.
+    pub drain_timeout: Duration,
+    /// How long the server waits for a launch request's acknowledgement.
+    pub ack_wait: Duration,
+}
+
+impl WorkerConfig {
+    /// A worker on the defaults, talking to `nats_url`, keeping state in `data_dir`.
+    pub fn new(nats_url: &str, data_dir: PathBuf) -> Self {
+        let nats = NatsArgs {
+            url: Some(nats_url.to_owned()),
+            ..NatsArgs::default()
+        };
+        let global = GlobalArgs {
+            nats,
+            ..GlobalArgs::default()
+        };
+        let worker = WorkerArgs {
+            data_dir: Some(data_dir),
+            ..WorkerArgs::default()
+        };
+        Settings::load(global, worker)
+            .expect("no config file is read")
+            .worker_config()
+    }
+
+    /// Checks values the types allow but the worker cannot use.
+    ///
+    /// # Errors
+    /// A message naming the bad value.
+    pub fn validate(&self) -> Result<(), String> {
+        check_token("pool", &self.pool)?;
+        check_token("worker id", &self.worker_id)?;
+        if self.subject_prefix.is_empty()
+            || self
+                .subject_prefix
+                .split('.')
+                .any(|t| t.is_empty() || t.contains(['*', '>', ' ']))
+        {
+            return Err(format!(
+                "subject prefix {:?} must be dot-separated non-empty tokens without wildcards",
+                self.subject_prefix
+            ));
+        }
+        if self.max_jobs == 0 {
+            return Err("max jobs must be at least 1".into());
+        }
+        if self.ack_wait.is_zero() {
+            return Err("ack wait must be at least 1 s".into());
+        }
+        Ok(())
+    }
+}
+
+/// The host name, made a valid worker-id token, plus a short random suffix.
+pub fn default_worker_id() -> String {
+    use rand::Rng;
+    let host = nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .unwrap_or_else(|| "worker".into());
+    let host: String = host
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '-' })
+        .collect();
+    let suffix: String = rand::rng()
+        .sample_iter(rand::distr::Alphanumeric)
+        .take(6)
+        .map(|c| char::from(c).to_ascii_lowercase())
+        .collect();
+    format!("{host}-{suffix}")
+}
+
+fn default_data_dir() -> PathBuf {
+    match std::env::var_os("HOME") {
+        Some(home) => PathBuf::from(home).join(".local/state/flare-launcher"),
+        None => PathBuf::from(".flare-launcher"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    #[test]
+    fn flags_beat_the_file_which_beats_the_defaults() {
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        writeln!(
+            file,
+            "[nats]\nurl = \"nats://file:4222\"\ntoken = \"t\"\n[worker]\npool = \"gpu\"\nmax_jobs = 5\ndrain_timeout_s = 7"
+        )
+        .unwrap();
+        let global = GlobalArgs {
+            config: Some(file.path().to_owned()),
+            nats: NatsArgs {
+                url: Some("nats://flag:4222".into()),
+                ..NatsArgs::default()
+            },
+            ..GlobalArgs::default()
+        };
+        let worker = WorkerArgs {
+            max_jobs: Some(9),
+            ..WorkerArgs::default()
+        };
+        let settings = Settings::load(global, worker).unwrap();
+        let config = settings.worker_config();
+        assert_eq!(config.nats.url.as_deref(), Some("nats://flag:4222"));
+        assert_eq!(config.nats.token.as_deref(), Some("t"));
+        assert_eq!(config.pool, "gpu");
+        assert_eq!(config.max_jobs, 9);
+        assert_eq!(config.drain_timeout, Duration::from_secs(7));
+        assert_eq!(config.ack_wait, Duration::from_secs(DEFAULT_ACK_WAIT_S));
+        assert_eq!(config.subject_prefix, DEFAULT_SUBJECT_PREFIX);
+        assert_eq!(config.backend, BackendKind::Process);
+    }
+
+    #[test]
+    fn unknown_keys_in_the_file_are_errors() {
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        writeln!(file, "[worker]\nmax_job = 5").unwrap();
+        let global = GlobalArgs {
+            config: Some(file.path().to_owned()),
+            ..GlobalArgs::default()
+        };
+        let err = Settings::load(global, WorkerArgs::default()).unwrap_err();
+        assert!(err.to_string().contains("max_job"), "{err}");
+    }
+
+    #[test]
+    fn default_worker_ids_are_valid_tokens_and_differ() {
+        let a = default_worker_id();
+        assert!(check_token("worker id", &a).is_ok(), "{a}");
+        assert_ne!(a, default_worker_id());
+    }
+
+    #[test]
+    fn bad_values_are_refused() {
+        let mut config = WorkerConfig::new("nats://127.0.0.1:4222", PathBuf::from("/tmp/x"));
+        assert!(config.validate().is_ok());
+        config.pool = "a.b".into();
+        assert!(config.validate().is_err());
+        config.pool = "p".into();
+        config.subject_prefix = "a..b".into();
+        assert!(config.validate().is_err());
+        config.subject_prefix = "a.*".into();
+        assert!(config.validate().is_err());
+        config.subject_prefix = "a.b".into();
+        config.max_jobs = 0;
+        assert!(config.validate().is_err());
+    }
+}

@@ -1,0 +1,33 @@
+//! flare-launcher runs NVIDIA FLARE jobs (local processes, Docker containers or
+//! Kubernetes pods) on behalf of an FL engine that talks to it over NATS.
+//!
+//! The engine publishes launch requests on `P.launch.POOL` (a JetStream work
+//! queue) and terminate and status requests on `P.terminate.JOB_ID` and
+//! `P.status.JOB_ID`; workers take the requests, run the workloads, and publish
+//! every state change and the final NVFlare return code on `P.events.JOB_ID`.
+//!
+//! Layout, each layer using only those below it:
+//!
+//! - [`cli`]: one small function per command of the `flare-launcher` binary.
+//! - [`worker`]: intake (pull while capacity lasts, claim, ack), control
+//!   (terminate, status), one task per job, event publishing, shutdown.
+//! - [`client`]: what the CLI, the benchmark and tests use to talk to workers.
+//! - [`backend`]: the launch/observe/stop seam and its implementations.
+//! - [`store`]: job records in KV (claim by create).
+//! - [`nats`]: connection options, subjects, streams and buckets.
+//! - [`protocol`], [`state`], [`schema`]: the wire contract, the job state
+//!   machine with NVFlare's return codes, and the JSON Schemas.
+//! - [`config`], [`telemetry`], [`retry`]: settings, logging, the retry policy.
+
+pub mod backend;
+pub mod cli;
+pub mod client;
+pub mod config;
+pub mod nats;
+pub mod protocol;
+pub mod retry;
+pub mod schema;
+pub mod state;
+pub mod store;
+pub mod telemetry;
+pub mod worker;

@@ -1,0 +1,539 @@
+//! The one place a NATS connection is made: every authentication and TLS option, the
+//! checks that catch contradictory settings before any network traffic, and the
+//! reconnect policy and connection-event logging that every command and the worker share.
+
+use std::fmt;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use async_nats::{ConnectErrorKind, ConnectOptions, Event, ServerAddr};
+
+/// Server used when no URL is configured.
+pub const DEFAULT_URL: &str = "nats://127.0.0.1:4222";
+/// Seconds allowed for one connection attempt (TCP, TLS and the NATS handshake).
+pub const DEFAULT_CONNECT_TIMEOUT_S: u64 = 5;
+
+/// First non-zero reconnect delay; it doubles with every failed attempt.
+const BACKOFF_MIN: Duration = Duration::from_millis(100);
+/// Longest reconnect delay.
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+/// NATS connection settings. Every field is optional so that the layers can be merged:
+/// command-line flag > environment variable > `[nats]` table of the TOML config file > default.
+///
+/// `Debug` hides the password and the token.
+#[derive(Clone, Default, PartialEq, clap::Args, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NatsArgs {
+    /// NATS server URLs, comma-separated [default: nats://127.0.0.1:4222]
+    #[arg(long = "nats-url", env = "FLARE_NATS_URL", global = true)]
+    pub url: Option<String>,
+
+    /// User name for user/password authentication (needs --nats-password)
+    #[arg(long = "nats-user", env = "FLARE_NATS_USER", global = true)]
+    pub user: Option<String>,
+
+    /// Password for user/password authentication (needs --nats-user)
+    #[arg(
+        long = "nats-password",
+        env = "FLARE_NATS_PASSWORD",
+        global = true,
+        hide_env_values = true
+    )]
+    pub password: Option<String>,
+
+    /// Token for token authentication
+    #[arg(
+        long = "nats-token",
+        env = "FLARE_NATS_TOKEN",
+        global = true,
+        hide_env_values = true
+    )]
+    pub token: Option<String>,
+
+    /// File holding a user nkey seed (starts with SU) for nkey authentication
+    #[arg(
+        long = "nats-nkey-seed-file",
+        env = "FLARE_NATS_NKEY_SEED_FILE",
+        global = true
+    )]
+    pub nkey_seed_file: Option<PathBuf>,
+
+    /// NATS credentials file (user JWT and nkey seed), for decentralized authentication
+    #[arg(
+        long = "nats-credentials-file",
+        env = "FLARE_NATS_CREDENTIALS_FILE",
+        global = true
+    )]
+    pub credentials_file: Option<PathBuf>,
+
+    /// PEM file with the CA certificate(s) that signed the server's certificate
+    #[arg(long = "nats-tls-ca", env = "FLARE_NATS_TLS_CA", global = true)]
+    pub tls_ca: Option<PathBuf>,
+
+    /// PEM client certificate for mutual TLS (needs --nats-tls-key)
+    #[arg(long = "nats-tls-cert", env = "FLARE_NATS_TLS_CERT", global = true)]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key of the client certificate (needs --nats-tls-cert)
+    #[arg(long = "nats-tls-key", env = "FLARE_NATS_TLS_KEY", global = true)]
+    pub tls_key: Option<PathBuf>,
+
+    /// Refuse to talk to the server without TLS (implied by any TLS file or a tls:// URL)
+    #[arg(
+        long = "nats-tls-required",
+        env = "FLARE_NATS_TLS_REQUIRED",
+        global = true,
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true",
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
+    pub tls_required: Option<bool>,
+
+    /// Seconds allowed for one connection attempt [default: 5]
+    #[arg(
+        long = "nats-connect-timeout-s",
+        env = "FLARE_NATS_CONNECT_TIMEOUT_S",
+        global = true
+    )]
+    pub connect_timeout_s: Option<u64>,
+}
+
+impl fmt::Debug for NatsArgs {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let hidden = |secret: &Option<String>| secret.as_ref().map(|_| "<hidden>");
+        f.debug_struct("NatsArgs")
+            .field("url", &self.url.as_deref().map(redact_url))
+            .field("user", &self.user)
+            .field("password", &hidden(&self.password))
+            .field("token", &hidden(&self.token))
+            .field("nkey_seed_file", &self.nkey_seed_file)
+            .field("credentials_file", &self.credentials_file)
+            .field("tls_ca", &self.tls_ca)
+            .field("tls_cert", &self.tls_cert)
+            .field("tls_key", &self.tls_key)
+            .field("tls_required", &self.tls_required)
+            .field("connect_timeout_s", &self.connect_timeout_s)
+            .finish()
+    }
+}
+
+impl NatsArgs {
+    /// `self`'s values where set, else `fallback`'s.
+    ///
+    /// Fields merge one by one, so a password from the environment can complete a user
+    /// from the config file; [`connect`] then checks that the result makes sense.
+    pub fn or(self, fallback: NatsArgs) -> NatsArgs {
+        NatsArgs {
+            url: self.url.or(fallback.url),
+            user: self.user.or(fallback.user),
+            password: self.password.or(fallback.password),
+            token: self.token.or(fallback.token),
+            nkey_seed_file: self.nkey_seed_file.or(fallback.nkey_seed_file),
+            credentials_file: self.credentials_file.or(fallback.credentials_file),
+            tls_ca: self.tls_ca.or(fallback.tls_ca),
+            tls_cert: self.tls_cert.or(fallback.tls_cert),
+            tls_key: self.tls_key.or(fallback.tls_key),
+            tls_required: self.tls_required.or(fallback.tls_required),
+            connect_timeout_s: self.connect_timeout_s.or(fallback.connect_timeout_s),
+        }
+    }
+
+    /// The server URLs to use (default applied), split on commas, trimmed.
+    ///
+    /// Empty pieces (`"a,,b"`, a trailing comma) are dropped.
+    pub fn urls(&self) -> Vec<String> {
+        self.url
+            .as_deref()
+            .unwrap_or(DEFAULT_URL)
+            .split(',')
+            .map(str::trim)
+            .filter(|url| !url.is_empty())
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// The connection timeout, default applied.
+    pub fn connect_timeout(&self) -> Duration {
+        Duration::from_secs(self.connect_timeout_s.unwrap_or(DEFAULT_CONNECT_TIMEOUT_S))
+    }
+}
+
+/// Why no connection was made.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    /// The settings contradict each other or are incomplete; nothing was tried.
+    #[error("invalid NATS settings: {0}")]
+    InvalidSettings(String),
+
+    /// A server URL cannot be parsed (any password in it is masked).
+    #[error("invalid NATS server URL {url:?}")]
+    InvalidUrl {
+        /// The URL as given, password masked.
+        url: String,
+        /// What the parser said.
+        #[source]
+        source: io::Error,
+    },
+
+    /// The credentials file cannot be read or parsed.
+    #[error("cannot read NATS credentials file {}", path.display())]
+    ReadCredentials {
+        /// The file named by `--nats-credentials-file`.
+        path: PathBuf,
+        /// The underlying failure.
+        #[source]
+        source: io::Error,
+    },
+
+    /// The nkey seed file cannot be read.
+    #[error("cannot read NATS nkey seed file {}", path.display())]
+    ReadNkeySeed {
+        /// The file named by `--nats-nkey-seed-file`.
+        path: PathBuf,
+        /// The underlying failure.
+        #[source]
+        source: io::Error,
+    },
+
+    /// A TLS certificate or key file cannot be read.
+    #[error("cannot read {flag} file {}", path.display())]
+    ReadTlsFile {
+        /// The flag that named the file, such as `--nats-tls-ca`.
+        flag: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// The underlying failure.
+        #[source]
+        source: io::Error,
+    },
+
+    /// No server accepted the connection: unreachable, refused the credentials, or
+    /// failed the TLS handshake.
+    #[error("cannot connect to NATS at {urls}")]
+    Connect {
+        /// The URLs tried, comma-separated, passwords masked.
+        urls: String,
+        /// The last failure, from the client library.
+        #[source]
+        source: async_nats::ConnectError,
+    },
+}
+
+impl ConnectError {
+    /// The client library's classification, for connection failures.
+    pub fn connect_kind(&self) -> Option<ConnectErrorKind> {
+        match self {
+            ConnectError::Connect { source, .. } => Some(source.kind()),
+            _ => None,
+        }
+    }
+}
+
+/// Connects with every option applied. `client_name` is sent to the server (shows in
+/// monitoring).
+///
+/// Once connected, the client reconnects forever after a lost connection, waiting
+/// between attempts with capped exponential backoff plus jitter (immediately, then
+/// 100 ms doubling up to 5 s), and logs every connection event with `tracing`.
+///
+/// With `wait_for_server` false, one attempt is made on each URL and the first failure
+/// is returned as [`ConnectError::Connect`], naming the URLs (for CLI commands).
+///
+/// With `wait_for_server` true, a server that is unreachable at start-up (refused,
+/// timed out, DNS) is retried with the same backoff, each failure logged at warn, and
+/// the function returns only once a server has answered, so the caller can use the
+/// client at once (create streams and buckets). Failures that retrying cannot fix
+/// (credentials refused, TLS handshake failed) are still returned. To bound the wait,
+/// wrap the call in `tokio::time::timeout` or a `select!` on a shutdown signal: dropping
+/// the future stops the retries. (async-nats' `retry_on_initial_connect` is not used: it
+/// returns a client before any server has answered and retries in the background.)
+///
+/// # Errors
+///
+/// [`ConnectError::InvalidSettings`] and the read errors before any network traffic;
+/// [`ConnectError::Connect`] as described above.
+pub async fn connect(
+    args: &NatsArgs,
+    client_name: &str,
+    wait_for_server: bool,
+) -> Result<async_nats::Client, ConnectError> {
+    let servers = server_addrs(args)?;
+    let options = options(args, &servers, client_name).await?;
+    let urls = shown_urls(&args.urls());
+    tracing::info!(%urls, client_name, wait_for_server, "connecting to NATS");
+
+    let mut round: usize = 0;
+    let client = loop {
+        match options.clone().connect(servers.clone()).await {
+            Ok(client) => break client,
+            Err(source) if wait_for_server && is_transient(source.kind()) => {
+                round += 1;
+                let delay = reconnect_delay(round + 1);
+                tracing::warn!(
+                    %urls,
+                    error = %source,
+                    attempt = round,
+                    retry_in_ms = delay.as_millis() as u64,
+                    "NATS server not reachable yet, retrying"
+                );
+                tokio::time::sleep(delay).await;
+            }
+            Err(source) => return Err(ConnectError::Connect { urls, source }),
+        }
+    };
+
+    let info = client.server_info();
+    tracing::info!(
+        server_name = %info.server_name,
+        server_version = %info.version,
+        server_host = %info.host,
+        server_port = info.port,
+        "connected to NATS"
+    );
+    Ok(client)
+}
+
+/// Checks the settings and parses the URLs.
+fn server_addrs(args: &NatsArgs) -> Result<Vec<ServerAddr>, ConnectError> {
+    validate(args)?;
+    let urls = args.urls();
+    if urls.is_empty() {
+        return Err(ConnectError::InvalidSettings(
+            "--nats-url (FLARE_NATS_URL) holds no server URL".to_owned(),
+        ));
+    }
+    urls.iter()
+        .map(|url| {
+            url.parse::<ServerAddr>()
+                .map_err(|source| ConnectError::InvalidUrl {
+                    url: redact_url(url),
+                    source,
+                })
+        })
+        .collect()
+}
+
+/// Rejects combinations that cannot work, with messages that name the flags.
+fn validate(args: &NatsArgs) -> Result<(), ConnectError> {
+    let invalid = |message: &str| Err(ConnectError::InvalidSettings(message.to_owned()));
+    match (&args.user, &args.password) {
+        (Some(_), None) => return invalid("--nats-user needs --nats-password (FLARE_NATS_PASSWORD)"),
+        (None, Some(_)) => return invalid("--nats-password needs --nats-user (FLARE_NATS_USER)"),
+        _ => {}
+    }
+    let methods: Vec<&str> = [
+        (args.user.is_some(), "--nats-user/--nats-password"),
+        (args.token.is_some(), "--nats-token"),
+        (args.nkey_seed_file.is_some(), "--nats-nkey-seed-file"),
+        (args.credentials_file.is_some(), "--nats-credentials-file"),
+    ]
+    .into_iter()
+    .filter_map(|(set, name)| set.then_some(name))
+    .collect();
+    if methods.len() > 1 {
+        return Err(ConnectError::InvalidSettings(format!(
+            "choose one NATS authentication method, not {}",
+            methods.join(" and ")
+        )));
+    }
+    if args.tls_cert.is_some() != args.tls_key.is_some() {
+        return invalid("--nats-tls-cert and --nats-tls-key go together");
+    }
+    if args.connect_timeout_s == Some(0) {
+        return invalid("--nats-connect-timeout-s must be at least 1");
+    }
+    if args.token.as_deref().is_some_and(str::is_empty) {
+        return invalid("--nats-token is empty");
+    }
+    if args.user.as_deref().is_some_and(str::is_empty) {
+        return invalid("--nats-user is empty");
+    }
+    Ok(())
+}
+
+/// Builds the client options: authentication, TLS, timeouts, reconnect policy, events.
+async fn options(
+    args: &NatsArgs,
+    servers: &[ServerAddr],
+    client_name: &str,
+) -> Result<ConnectOptions, ConnectError> {
+    let mut options = ConnectOptions::new()
+        .name(client_name)
+        .connection_timeout(args.connect_timeout())
+        .max_reconnects(None)
+        .reconnect_delay_callback(reconnect_delay)
+        .event_callback(event_logger());
+
+    if let (Some(user), Some(password)) = (&args.user, &args.password) {
+        options = options.user_and_password(user.clone(), password.clone());
+    }
+    if let Some(token) = &args.token {
+        options = options.token(token.clone());
+    }
+    if let Some(path) = &args.nkey_seed_file {
+        options = options.nkey(read_nkey_seed(path).await?);
+    }
+    if let Some(path) = &args.credentials_file {
+        options = options
+            .credentials_file(path)
+            .await
+            .map_err(|source| ConnectError::ReadCredentials {
+                path: path.clone(),
+                source,
+            })?;
+    }
+
+    if let Some(ca) = &args.tls_ca {
+        check_readable("--nats-tls-ca", ca).await?;
+        options = options.add_root_certificates(ca.clone());
+    }
+    if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
+        check_readable("--nats-tls-cert", cert).await?;
+        check_readable("--nats-tls-key", key).await?;
+        options = options.add_client_certificate(cert.clone(), key.clone());
+    }
+    let tls_files = args.tls_ca.is_some() || args.tls_cert.is_some();
+    let tls_urls = servers.iter().any(|server| server.tls_required());
+    if args.tls_required == Some(true) || tls_files || tls_urls {
+        options = options.require_tls(true);
+    }
+    Ok(options)
+}
+
+/// Reads a user nkey seed, surrounding whitespace removed.
+async fn read_nkey_seed(path: &Path) -> Result<String, ConnectError> {
+    let text = tokio::fs::read_to_string(path)
+        .await
+        .map_err(|source| ConnectError::ReadNkeySeed {
+            path: path.to_owned(),
+            source,
+        })?;
+    let seed = text.trim();
+    if !seed.starts_with("SU") {
+        // The seed itself is never echoed: it is the private key.
+        return Err(ConnectError::InvalidSettings(format!(
+            "{} does not hold a user nkey seed (one starts with SU)",
+            path.display()
+        )));
+    }
+    Ok(seed.to_owned())
+}
+
+/// Fails early, naming the flag, when a TLS file cannot be read; the client library
+/// would only report a TLS error at connect time.
+async fn check_readable(flag: &'static str, path: &Path) -> Result<(), ConnectError> {
+    tokio::fs::File::open(path)
+        .await
+        .map(drop)
+        .map_err(|source| ConnectError::ReadTlsFile {
+            flag,
+            path: path.to_owned(),
+            source,
+        })
+}
+
+/// Whether retrying can help: the server may come up or become reachable, but it will
+/// not start accepting wrong credentials or a certificate it rejected.
+fn is_transient(kind: ConnectErrorKind) -> bool {
+    matches!(
+        kind,
+        ConnectErrorKind::Io | ConnectErrorKind::TimedOut | ConnectErrorKind::Dns
+    )
+}
+
+/// Delay before reconnect attempt `attempt` (counted from 1 since the last success):
+/// none for the first, then 100 ms doubling up to 5 s, each shortened by a random
+/// 0-25 % so that workers that lost the same server do not come back in lockstep.
+fn reconnect_delay(attempt: usize) -> Duration {
+    if attempt <= 1 {
+        return Duration::ZERO;
+    }
+    let doublings = u32::try_from(attempt - 2).unwrap_or(u32::MAX).min(16);
+    let base = BACKOFF_MIN.saturating_mul(1 << doublings).min(BACKOFF_MAX);
+    base.mul_f64(1.0 - rand::random_range(0.0..0.25))
+}
+
+/// Logs every connection event; the first `Connected` is the initial connection, which
+/// [`connect`] logs itself with the server's details.
+fn event_logger() -> impl Fn(Event) -> std::future::Ready<()> + Send + Sync + 'static {
+    let connected_before = Arc::new(AtomicBool::new(false));
+    move |event| {
+        match event {
+            Event::Connected => {
+                if connected_before.swap(true, Ordering::Relaxed) {
+                    tracing::info!("reconnected to NATS");
+                }
+            }
+            Event::Disconnected => tracing::warn!("disconnected from NATS, reconnecting"),
+            Event::LameDuckMode => {
+                tracing::warn!("NATS server entered lame-duck mode and will shut down soon")
+            }
+            Event::SlowConsumer(sid) => {
+                tracing::warn!(subscription = sid, "NATS slow consumer, messages dropped")
+            }
+            Event::ServerError(error) => tracing::warn!(%error, "NATS server error"),
+            Event::ClientError(error) => tracing::warn!(%error, "NATS client error"),
+            Event::Draining => tracing::info!("NATS connection draining"),
+            Event::Closed => tracing::info!("NATS connection closed"),
+        }
+        std::future::ready(())
+    }
+}
+
+/// The URLs for logs and errors, comma-separated, passwords masked.
+fn shown_urls(urls: &[String]) -> String {
+    urls.iter()
+        .map(|url| redact_url(url))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Masks the user-info part of a URL (`nats://user:secret@host` becomes
+/// `nats://***@host`), so URLs can be logged.
+fn redact_url(url: &str) -> String {
+    let start = url.find("://").map_or(0, |i| i + 3);
+    let authority_end = url[start..].find('/').map_or(url.len(), |i| start + i);
+    match url[start..authority_end].rfind('@') {
+        Some(at) => format!("{}***{}", &url[..start], &url[start + at..]),
+        None => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redacts_user_info() {
+        assert_eq!(redact_url("nats://a:b@h:4222"), "nats://***@h:4222");
+        assert_eq!(redact_url("tok@h"), "***@h");
+        assert_eq!(redact_url("nats://h:4222/x@y"), "nats://h:4222/x@y");
+        assert_eq!(redact_url("nats://h:4222"), "nats://h:4222");
+    }
+
+    #[test]
+    fn backoff_grows_to_the_cap() {
+        assert_eq!(reconnect_delay(1), Duration::ZERO);
+        let second = reconnect_delay(2);
+        assert!(second > Duration::from_millis(74) && second <= BACKOFF_MIN);
+        let late = reconnect_delay(100);
+        assert!(late >= BACKOFF_MAX.mul_f64(0.75) && late <= BACKOFF_MAX);
+    }
+
+    #[test]
+    fn debug_hides_secrets() {
+        let args = NatsArgs {
+            url: Some("nats://u:pw1@h".into()),
+            password: Some("pw2".into()),
+            token: Some("tk".into()),
+            ..NatsArgs::default()
+        };
+        let shown = format!("{args:?}");
+        assert!(!shown.contains("pw1") && !shown.contains("pw2") && !shown.contains("tk\""));
+    }
+}

@@ -1,0 +1,6 @@
+//! The NATS side of the project: connecting, naming subjects, and preparing the
+//! streams, consumer and buckets.
+
+pub mod connect;
+pub mod setup;
+pub mod subjects;

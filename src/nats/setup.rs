@@ -1,0 +1,171 @@
+//! Start-up checks of the NATS server and the idempotent creation of the
+//! streams, consumer and KV bucket the project needs.
+
+use super::subjects::{EVENTS_STREAM, JOBS_BUCKET, JOBS_STREAM, Subjects};
+use async_nats::jetstream::{self, consumer, kv, stream};
+use std::time::Duration;
+
+/// Oldest nats-server the project supports: it relies on the consumer and KV
+/// behaviour of the 2.10 series.
+pub const MIN_SERVER_VERSION: (u64, u64, u64) = (2, 10, 0);
+/// How long the events stream keeps events for subscribers that were away.
+pub const EVENTS_MAX_AGE: Duration = Duration::from_secs(7 * 24 * 3600);
+/// Window inside which the streams drop a publish whose `Nats-Msg-Id` they saw.
+pub const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
+
+/// Why the NATS side could not be prepared.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    /// The server is older than [`MIN_SERVER_VERSION`].
+    #[error(
+        "nats-server {found} is too old: flare-launcher needs {}.{}.{} or newer",
+        MIN_SERVER_VERSION.0, MIN_SERVER_VERSION.1, MIN_SERVER_VERSION.2
+    )]
+    ServerTooOld {
+        /// The version the server reported.
+        found: String,
+    },
+    /// JetStream is off on the server or for this account.
+    #[error("JetStream is not enabled for this account on the NATS server: start nats-server with -js (or `jetstream {{}}` in its config) and give the account JetStream limits ({0})")]
+    JetStreamDisabled(String),
+    /// A JetStream call failed.
+    #[error("could not {what}: {source}")]
+    JetStream {
+        /// What was being done.
+        what: String,
+        /// The client's error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+}
+
+fn jetstream_error(what: impl Into<String>) -> impl FnOnce(Box<dyn std::error::Error + Send + Sync>) -> SetupError {
+    let what = what.into();
+    move |source| SetupError::JetStream { what, source }
+}
+
+/// Parses `major.minor.patch` (anything after a `-` or `+` ignored).
+pub fn parse_version(version: &str) -> Option<(u64, u64, u64)> {
+    let core = version.trim_start_matches('v').split(['-', '+']).next()?;
+    let mut parts = core.split('.').map(|p| p.parse::<u64>().ok());
+    Some((parts.next()??, parts.next()??, parts.next().flatten().unwrap_or(0)))
+}
+
+/// Checks the server's version and that JetStream answers for this account.
+///
+/// # Errors
+/// [`SetupError::ServerTooOld`] or [`SetupError::JetStreamDisabled`], with what to do.
+pub async fn check_server(client: &async_nats::Client, js: &jetstream::Context) -> Result<(), SetupError> {
+    let found = client.server_info().version;
+    match parse_version(&found) {
+        Some(version) if version >= MIN_SERVER_VERSION => {}
+        _ => return Err(SetupError::ServerTooOld { found }),
+    }
+    js.query_account()
+        .await
+        .map_err(|e| SetupError::JetStreamDisabled(e.to_string()))?;
+    Ok(())
+}
+
+/// Creates the launch and events streams if they are missing.
+///
+/// # Errors
+/// [`SetupError::JetStream`] naming the stream.
+pub async fn ensure_streams(js: &jetstream::Context, subjects: &Subjects) -> Result<(stream::Stream, stream::Stream), SetupError> {
+    let jobs = js
+        .get_or_create_stream(stream::Config {
+            name: JOBS_STREAM.into(),
+            description: Some("flare-launcher launch requests, one work queue per pool".into()),
+            subjects: vec![subjects.all("launch")],
+            retention: stream::RetentionPolicy::WorkQueue,
+            storage: stream::StorageType::File,
+            duplicate_window: DUPLICATE_WINDOW,
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| jetstream_error(format!("create stream {JOBS_STREAM}"))(e.into()))?;
+    let events = js
+        .get_or_create_stream(stream::Config {
+            name: EVENTS_STREAM.into(),
+            description: Some("flare-launcher job events".into()),
+            subjects: vec![subjects.all("events")],
+            retention: stream::RetentionPolicy::Limits,
+            storage: stream::StorageType::File,
+            max_age: EVENTS_MAX_AGE,
+            duplicate_window: DUPLICATE_WINDOW,
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| jetstream_error(format!("create stream {EVENTS_STREAM}"))(e.into()))?;
+    Ok((jobs, events))
+}
+
+/// Opens the job-record bucket, creating it if it is missing.
+///
+/// # Errors
+/// [`SetupError::JetStream`] naming the bucket.
+pub async fn ensure_jobs_bucket(js: &jetstream::Context) -> Result<kv::Store, SetupError> {
+    if let Ok(store) = js.get_key_value(JOBS_BUCKET).await {
+        return Ok(store);
+    }
+    let created = js
+        .create_key_value(kv::Config {
+            bucket: JOBS_BUCKET.into(),
+            description: "flare-launcher job records, one per job id".into(),
+            history: 5,
+            storage: stream::StorageType::File,
+            ..Default::default()
+        })
+        .await;
+    match created {
+        Ok(store) => Ok(store),
+        // Another worker may have created it in between.
+        Err(create_error) => js
+            .get_key_value(JOBS_BUCKET)
+            .await
+            .map_err(|_| jetstream_error(format!("create bucket {JOBS_BUCKET}"))(create_error.into())),
+    }
+}
+
+/// Gets or creates the durable pull consumer a pool's workers share.
+///
+/// # Errors
+/// [`SetupError::JetStream`] naming the consumer.
+pub async fn ensure_launch_consumer(
+    jobs_stream: &stream::Stream,
+    subjects: &Subjects,
+    pool: &str,
+    ack_wait: Duration,
+) -> Result<consumer::PullConsumer, SetupError> {
+    let name = Subjects::consumer(pool);
+    jobs_stream
+        .get_or_create_consumer(
+            &name,
+            consumer::pull::Config {
+                durable_name: Some(name.clone()),
+                description: Some(format!("launch requests of pool {pool}")),
+                filter_subject: subjects.launch(pool),
+                ack_policy: consumer::AckPolicy::Explicit,
+                ack_wait,
+                max_ack_pending: 10_000,
+                ..Default::default()
+            },
+        )
+        .await
+        .map_err(|e| jetstream_error(format!("create consumer {name}"))(e.into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_parse_and_compare() {
+        assert_eq!(parse_version("2.15.1"), Some((2, 15, 1)));
+        assert_eq!(parse_version("v2.10.0-beta.1"), Some((2, 10, 0)));
+        assert_eq!(parse_version("2.11"), Some((2, 11, 0)));
+        assert_eq!(parse_version("x"), None);
+        assert!(parse_version("2.9.25").unwrap() < MIN_SERVER_VERSION);
+        assert!(parse_version("2.10.0").unwrap() >= MIN_SERVER_VERSION);
+    }
+}

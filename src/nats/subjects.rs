@@ -1,0 +1,159 @@
+//! Every NATS subject, stream, consumer and bucket name the project uses, derived
+//! from the configured subject prefix and pool in one place.
+
+/// JetStream stream that captures launch requests (work-queue retention).
+pub const JOBS_STREAM: &str = "FLARE_JOBS";
+/// JetStream stream that captures job events (limits retention).
+pub const EVENTS_STREAM: &str = "FLARE_JOB_EVENTS";
+/// KV bucket holding one record per job.
+pub const JOBS_BUCKET: &str = "flare_jobs";
+/// Queue group every worker joins for terminate and status requests, so exactly
+/// one worker answers each.
+pub const CONTROL_QUEUE_GROUP: &str = "flare-launcher";
+
+/// Subject names under one prefix (`flare.jobs` unless configured).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Subjects {
+    prefix: String,
+}
+
+impl Subjects {
+    /// Subjects under `prefix`.
+    pub fn new(prefix: impl Into<String>) -> Self {
+        Subjects {
+            prefix: prefix.into(),
+        }
+    }
+
+    /// The prefix itself.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// `P.launch.POOL`: where the engine publishes launch requests for a pool.
+    pub fn launch(&self, pool: &str) -> String {
+        format!("{}.launch.{pool}", self.prefix)
+    }
+
+    /// `P.terminate.JOB_ID`.
+    pub fn terminate(&self, job_id: &str) -> String {
+        format!("{}.terminate.{job_id}", self.prefix)
+    }
+
+    /// `P.status.JOB_ID`.
+    pub fn status(&self, job_id: &str) -> String {
+        format!("{}.status.{job_id}", self.prefix)
+    }
+
+    /// `P.events.JOB_ID`.
+    pub fn events(&self, job_id: &str) -> String {
+        format!("{}.events.{job_id}", self.prefix)
+    }
+
+    /// `P.invalid`: reports of launch payloads without a usable `job_id`.
+    pub fn invalid(&self) -> String {
+        format!("{}.invalid", self.prefix)
+    }
+
+    /// `P.worker.WORKER.terminate.JOB_ID`: a terminate forwarded to the job's
+    /// owner by whichever worker received it (an addition to the protocol).
+    pub fn worker_terminate(&self, worker: &str, job_id: &str) -> String {
+        format!("{}.worker.{worker}.terminate.{job_id}", self.prefix)
+    }
+
+    /// Wildcard matching every subject of `kind` (`launch`, `terminate`, `status`,
+    /// `events`), whatever the job id or pool.
+    pub fn all(&self, kind: &str) -> String {
+        format!("{}.{kind}.>", self.prefix)
+    }
+
+    /// Wildcard for the terminates forwarded to `worker`.
+    pub fn worker_terminate_all(&self, worker: &str) -> String {
+        format!("{}.worker.{worker}.terminate.>", self.prefix)
+    }
+
+    /// The job id at the end of a subject built by [`Subjects::terminate`],
+    /// [`Subjects::status`], [`Subjects::events`] or [`Subjects::worker_terminate`]:
+    /// everything after `head` (job ids may contain dots).
+    pub fn job_id_after<'a>(subject: &'a str, head: &str) -> Option<&'a str> {
+        subject
+            .strip_prefix(head)
+            .and_then(|rest| rest.strip_prefix('.'))
+            .filter(|id| !id.is_empty())
+    }
+
+    /// The durable consumer a pool's workers share.
+    pub fn consumer(pool: &str) -> String {
+        format!("launch-{pool}")
+    }
+}
+
+/// Checks that a job id can be placed in a subject: NATS subjects have no empty
+/// tokens, so an id may not start or end with a dot or hold two in a row.
+///
+/// # Errors
+/// A message saying why the id cannot be used.
+pub fn check_subject_safe(job_id: &str) -> Result<(), String> {
+    if job_id.starts_with('.') || job_id.ends_with('.') || job_id.contains("..") {
+        return Err(format!(
+            "job_id {job_id:?} cannot be used in a NATS subject: it may not start or end with '.' or contain '..'"
+        ));
+    }
+    Ok(())
+}
+
+/// Checks a pool or worker name: it becomes one subject token and part of a
+/// consumer name, so only `A-Z a-z 0-9 _ -` are allowed.
+///
+/// # Errors
+/// A message naming the offending character.
+pub fn check_token(what: &str, value: &str) -> Result<(), String> {
+    if value.is_empty() {
+        return Err(format!("{what} must not be empty"));
+    }
+    match value
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '-')))
+    {
+        Some(bad) => Err(format!(
+            "{what} {value:?} may contain only A-Z a-z 0-9 _ -, found {bad:?}"
+        )),
+        None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subjects_follow_the_protocol() {
+        let s = Subjects::new("flare.jobs");
+        assert_eq!(s.launch("default"), "flare.jobs.launch.default");
+        assert_eq!(s.terminate("j1"), "flare.jobs.terminate.j1");
+        assert_eq!(s.status("j1"), "flare.jobs.status.j1");
+        assert_eq!(s.events("j1"), "flare.jobs.events.j1");
+        assert_eq!(s.invalid(), "flare.jobs.invalid");
+        assert_eq!(s.all("events"), "flare.jobs.events.>");
+    }
+
+    #[test]
+    fn job_ids_with_dots_survive_the_subject() {
+        let s = Subjects::new("p.q");
+        let subject = s.status("a.b.c");
+        assert_eq!(Subjects::job_id_after(&subject, "p.q.status"), Some("a.b.c"));
+        assert_eq!(Subjects::job_id_after("p.q.status", "p.q.status"), None);
+        assert_eq!(Subjects::job_id_after("p.q.statusx.a", "p.q.status"), None);
+    }
+
+    #[test]
+    fn subject_safety_and_tokens() {
+        assert!(check_subject_safe("a.b").is_ok());
+        for bad in [".a", "a.", "a..b"] {
+            assert!(check_subject_safe(bad).is_err(), "{bad}");
+        }
+        assert!(check_token("pool", "gpu-pool_1").is_ok());
+        assert!(check_token("pool", "a.b").is_err());
+        assert!(check_token("pool", "").is_err());
+    }
+}

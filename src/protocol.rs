@@ -1,0 +1,661 @@
+//! The wire contract (PROTOCOL.md, version 1) as Rust types, and the decoding of
+//! launch requests with every rule of the contract enforced.
+//!
+//! The JSON Schemas in `schemas/` are generated from these types (see
+//! [`crate::schema`]); a test fails when the two drift apart.
+
+use crate::state::JobState;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use std::collections::BTreeMap;
+use std::fmt;
+
+/// The protocol version this crate speaks.
+pub const PROTOCOL_VERSION: u32 = 1;
+/// Longest allowed `job_id`.
+pub const MAX_JOB_ID_LEN: usize = 128;
+/// How much of a rejected payload an [`InvalidRequest`] carries.
+pub const MAX_ECHOED_PAYLOAD: usize = 4096;
+/// Default `start_s`: longest time from acceptance to `running`.
+pub const DEFAULT_START_TIMEOUT_S: u64 = 120;
+/// Default `grace_s` of a terminate request.
+pub const DEFAULT_GRACE_S: u64 = 10;
+
+fn default_version() -> u32 {
+    PROTOCOL_VERSION
+}
+
+fn is_default_version(v: &u32) -> bool {
+    *v == PROTOCOL_VERSION
+}
+
+/// Where a job runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum BackendKind {
+    /// A local process on the worker's host.
+    Process,
+    /// A container on the worker's Docker engine.
+    Docker,
+    /// A pod in a Kubernetes cluster.
+    K8s,
+}
+
+impl BackendKind {
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BackendKind::Process => "process",
+            BackendKind::Docker => "docker",
+            BackendKind::K8s => "k8s",
+        }
+    }
+}
+
+impl fmt::Display for BackendKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for BackendKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "process" => Ok(BackendKind::Process),
+            "docker" => Ok(BackendKind::Docker),
+            "k8s" => Ok(BackendKind::K8s),
+            other => Err(format!(
+                "unknown backend {other:?}: expected process, docker or k8s"
+            )),
+        }
+    }
+}
+
+/// What a job needs. `gpus: 0` means none, explicitly.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Resources {
+    /// Number of GPUs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpus: Option<u32>,
+    /// CPU cores, fractions allowed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0.0))]
+    pub cpus: Option<f64>,
+    /// Memory in MiB.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_mb: Option<u64>,
+}
+
+/// A volume mounted into the job.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Mount {
+    /// `pvc:NAME`, `host:/ABS/PATH`, `secret:NAME` or `emptydir:`.
+    #[schemars(regex(pattern = r"^(pvc:.+|host:/.*|secret:.+|emptydir:)$"))]
+    pub source: String,
+    /// Absolute path inside the job.
+    #[schemars(regex(pattern = r"^/"))]
+    pub target: String,
+    /// Mount read-only.
+    #[serde(default)]
+    pub read_only: bool,
+}
+
+/// The parsed `source` of a [`Mount`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MountSource {
+    /// A Kubernetes PersistentVolumeClaim.
+    Pvc(String),
+    /// A path on the host.
+    Host(String),
+    /// A Kubernetes Secret.
+    Secret(String),
+    /// A fresh empty directory.
+    EmptyDir,
+}
+
+impl Mount {
+    /// Parses `source`.
+    ///
+    /// # Errors
+    /// A message naming what is wrong with it.
+    pub fn parsed_source(&self) -> Result<MountSource, String> {
+        let bad = || {
+            format!(
+                "mount source {:?} must be pvc:NAME, host:/ABS/PATH, secret:NAME or emptydir:",
+                self.source
+            )
+        };
+        let (kind, rest) = self.source.split_once(':').ok_or_else(bad)?;
+        match (kind, rest) {
+            ("pvc", name) if !name.is_empty() => Ok(MountSource::Pvc(name.to_owned())),
+            ("secret", name) if !name.is_empty() => Ok(MountSource::Secret(name.to_owned())),
+            ("host", path) if path.starts_with('/') => Ok(MountSource::Host(path.to_owned())),
+            ("emptydir", "") => Ok(MountSource::EmptyDir),
+            _ => Err(bad()),
+        }
+    }
+}
+
+/// Time limits of a job.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Timeouts {
+    /// Longest time from acceptance to `running`, in seconds (default 120).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_s: Option<u64>,
+    /// Longest run time in seconds (default: none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_s: Option<u64>,
+}
+
+/// A request to run one job, published on `P.launch.POOL`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LaunchRequest {
+    /// Protocol version; only 1 is known.
+    #[serde(default = "default_version", skip_serializing_if = "is_default_version")]
+    pub v: u32,
+    /// The job's identity, unique forever.
+    #[schemars(length(min = 1, max = 128), regex(pattern = r"^[A-Za-z0-9._-]+$"))]
+    pub job_id: String,
+    /// The FL site the job belongs to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub site: Option<String>,
+    /// Where to run it; default: the worker's configured backend.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backend: Option<BackendKind>,
+    /// argv, executed without a shell.
+    #[schemars(length(min = 1))]
+    pub command: Vec<String>,
+    /// Container image, required for docker and k8s.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    /// Environment variables.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env: BTreeMap<String, String>,
+    /// Working directory inside the job.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workdir: Option<String>,
+    /// What the job needs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<Resources>,
+    /// Volumes to mount.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mounts: Vec<Mount>,
+    /// Time limits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeouts: Option<Timeouts>,
+    /// Copied onto the pod or container.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    /// Free-form extensions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub x: Option<Map<String, Value>>,
+}
+
+impl LaunchRequest {
+    /// A request with only the required fields set.
+    pub fn new(job_id: impl Into<String>, command: Vec<String>) -> Self {
+        LaunchRequest {
+            v: PROTOCOL_VERSION,
+            job_id: job_id.into(),
+            site: None,
+            backend: None,
+            command,
+            image: None,
+            env: BTreeMap::new(),
+            workdir: None,
+            resources: None,
+            mounts: Vec::new(),
+            timeouts: None,
+            labels: BTreeMap::new(),
+            x: None,
+        }
+    }
+
+    /// `start_s`, defaulted.
+    pub fn start_timeout_s(&self) -> u64 {
+        self.timeouts
+            .as_ref()
+            .and_then(|t| t.start_s)
+            .unwrap_or(DEFAULT_START_TIMEOUT_S)
+    }
+
+    /// `run_s`, if any.
+    pub fn run_timeout_s(&self) -> Option<u64> {
+        self.timeouts.as_ref().and_then(|t| t.run_s)
+    }
+
+    /// Checks the rules serde cannot express.
+    ///
+    /// # Errors
+    /// A message naming the first rule broken.
+    pub fn validate(&self) -> Result<(), String> {
+        check_job_id(&self.job_id)?;
+        if self.v != PROTOCOL_VERSION {
+            return Err(format!(
+                "unsupported protocol version {}; this worker speaks version {PROTOCOL_VERSION}",
+                self.v
+            ));
+        }
+        if self.command.is_empty() {
+            return Err("command must be a non-empty array of strings".into());
+        }
+        if self.command[0].is_empty() {
+            return Err("command[0] (the program) must not be empty".into());
+        }
+        if let Some(arg) = self.command.iter().find(|a| a.contains('\0')) {
+            return Err(format!("command argument {arg:?} contains a NUL byte"));
+        }
+        if matches!(self.backend, Some(BackendKind::Docker | BackendKind::K8s))
+            && self.image.as_deref().is_none_or(str::is_empty)
+        {
+            return Err(format!(
+                "image is required for the {} backend",
+                self.backend.unwrap_or(BackendKind::Process)
+            ));
+        }
+        for (key, value) in &self.env {
+            if key.is_empty() || key.contains('=') || key.contains('\0') || value.contains('\0')
+            {
+                return Err(format!(
+                    "env variable {key:?} is invalid: names must be non-empty without '=' or NUL, values without NUL"
+                ));
+            }
+        }
+        if let Some(cpus) = self.resources.as_ref().and_then(|r| r.cpus)
+            && !(cpus.is_finite() && cpus >= 0.0)
+        {
+            return Err(format!("resources.cpus must be a non-negative number, got {cpus}"));
+        }
+        for mount in &self.mounts {
+            mount.parsed_source()?;
+            if !mount.target.starts_with('/') {
+                return Err(format!(
+                    "mount target {:?} must be an absolute path",
+                    mount.target
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Checks a `job_id` against the protocol: 1 to 128 characters of `A-Z a-z 0-9 . _ -`.
+///
+/// # Errors
+/// A message saying which rule the id breaks.
+pub fn check_job_id(job_id: &str) -> Result<(), String> {
+    if job_id.is_empty() || job_id.len() > MAX_JOB_ID_LEN {
+        return Err(format!(
+            "job_id must be 1 to {MAX_JOB_ID_LEN} characters, got {}",
+            job_id.len()
+        ));
+    }
+    if let Some(bad) = job_id
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
+    {
+        return Err(format!(
+            "job_id may contain only A-Z a-z 0-9 . _ -, found {bad:?}"
+        ));
+    }
+    Ok(())
+}
+
+/// Why a launch payload was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LaunchDecodeError {
+    /// No valid `job_id` could be read: reported on `P.invalid`.
+    #[error("{error}")]
+    Unidentifiable {
+        /// What is wrong.
+        error: String,
+    },
+    /// The job is known by its id but the request is invalid: the job ends in
+    /// `error` with reason `InvalidRequest`.
+    #[error("job {job_id}: {error}")]
+    Invalid {
+        /// The job's id.
+        job_id: String,
+        /// What is wrong.
+        error: String,
+    },
+}
+
+/// Decodes and validates a launch payload.
+///
+/// # Errors
+/// [`LaunchDecodeError::Unidentifiable`] when no valid `job_id` can be read,
+/// [`LaunchDecodeError::Invalid`] for any other broken rule.
+pub fn decode_launch(payload: &[u8]) -> Result<LaunchRequest, LaunchDecodeError> {
+    let unidentifiable = |error: String| LaunchDecodeError::Unidentifiable { error };
+    let value: Value = serde_json::from_slice(payload)
+        .map_err(|e| unidentifiable(format!("payload is not valid JSON: {e}")))?;
+    let Value::Object(object) = &value else {
+        return Err(unidentifiable("payload is not a JSON object".into()));
+    };
+    let job_id = match object.get("job_id") {
+        None => return Err(unidentifiable("job_id is missing".into())),
+        Some(Value::String(id)) => id.clone(),
+        Some(_) => return Err(unidentifiable("job_id is not a string".into())),
+    };
+    check_job_id(&job_id).map_err(unidentifiable)?;
+    let invalid = |error: String| LaunchDecodeError::Invalid {
+        job_id: job_id.clone(),
+        error,
+    };
+    let request: LaunchRequest = serde_json::from_value(value).map_err(|e| invalid(e.to_string()))?;
+    request.validate().map_err(invalid)?;
+    Ok(request)
+}
+
+/// Names the workload a job runs as.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum BackendRef {
+    /// A local process (the leader of its own process group).
+    Process {
+        /// Its process id.
+        pid: u32,
+    },
+    /// A Docker container.
+    Docker {
+        /// The container's id.
+        container_id: String,
+        /// The container's name.
+        name: String,
+    },
+    /// A Kubernetes pod.
+    K8s {
+        /// The pod's namespace.
+        namespace: String,
+        /// The pod's name.
+        pod: String,
+        /// The pod's uid.
+        uid: String,
+    },
+}
+
+/// A state change of a job, published on `P.events.JOB_ID`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct JobEvent {
+    /// Protocol version, 1.
+    pub v: u32,
+    /// The job.
+    pub job_id: String,
+    /// Per-job sequence number, from 1, gap-free.
+    #[schemars(range(min = 1))]
+    pub seq: u64,
+    /// The state entered.
+    pub state: JobState,
+    /// NVFlare return code; non-null exactly when `state` is terminal.
+    pub return_code: Option<i32>,
+    /// Raw exit code of the workload, when known.
+    pub exit_code: Option<i32>,
+    /// Machine-readable cause.
+    pub reason: Option<String>,
+    /// Human-readable detail.
+    pub message: Option<String>,
+    /// Id of the worker that published the event.
+    pub worker: String,
+    /// Where the job runs.
+    pub backend: BackendKind,
+    /// RFC 3339 UTC time of the change.
+    pub ts: String,
+}
+
+/// The body of a terminate request; an empty body means all defaults.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TerminateRequest {
+    /// Seconds between the polite stop and the kill (default 10).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grace_s: Option<u64>,
+}
+
+impl TerminateRequest {
+    /// Decodes a terminate body; empty (or whitespace) means defaults.
+    ///
+    /// # Errors
+    /// The JSON error, for a body that is neither empty nor a valid request.
+    pub fn decode(payload: &[u8]) -> Result<Self, String> {
+        if payload.iter().all(u8::is_ascii_whitespace) {
+            return Ok(TerminateRequest::default());
+        }
+        serde_json::from_slice(payload).map_err(|e| format!("invalid terminate request: {e}"))
+    }
+
+    /// `grace_s`, defaulted.
+    pub fn grace_s(&self) -> u64 {
+        self.grace_s.unwrap_or(DEFAULT_GRACE_S)
+    }
+}
+
+/// The reply to a terminate request.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct TerminateReply {
+    /// The job.
+    pub job_id: String,
+    /// Whether the terminate was taken on (recorded or acted on).
+    pub accepted: bool,
+    /// The job's state when the reply was sent.
+    pub state: JobState,
+    /// What happened.
+    pub message: String,
+}
+
+/// What a worker knows about a job: the reply to `P.status.JOB_ID`, and the value
+/// stored for the job in the `flare_jobs` bucket.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct JobRecord {
+    /// The job.
+    pub job_id: String,
+    /// Its current state.
+    pub state: JobState,
+    /// NVFlare return code, once terminal.
+    pub return_code: Option<i32>,
+    /// Raw exit code, when known.
+    pub exit_code: Option<i32>,
+    /// Machine-readable cause of the last change.
+    pub reason: Option<String>,
+    /// Human-readable detail.
+    pub message: Option<String>,
+    /// The worker that owns the job (or recorded its tombstone).
+    pub worker: String,
+    /// Where the job runs; null for a tombstone whose launch has not come yet.
+    pub backend: Option<BackendKind>,
+    /// The job's FL site.
+    pub site: Option<String>,
+    /// Sequence number of the last event published; 0 for a tombstone.
+    pub seq: u64,
+    /// RFC 3339 UTC time the record was created.
+    pub created: String,
+    /// RFC 3339 UTC time of the last change.
+    pub updated: String,
+    /// The workload, once it exists.
+    pub backend_ref: Option<BackendRef>,
+    /// The worker pool the job was launched in (an addition to the protocol).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pool: Option<String>,
+    /// True while the record is only a terminate that came before its launch (an
+    /// addition to the protocol).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub tombstone: bool,
+}
+
+impl JobRecord {
+    /// The event announcing the record's current state.
+    pub fn event(&self, backend: BackendKind) -> JobEvent {
+        JobEvent {
+            v: PROTOCOL_VERSION,
+            job_id: self.job_id.clone(),
+            seq: self.seq,
+            state: self.state,
+            return_code: self.return_code,
+            exit_code: self.exit_code,
+            reason: self.reason.clone(),
+            message: self.message.clone(),
+            worker: self.worker.clone(),
+            backend: self.backend.unwrap_or(backend),
+            ts: self.updated.clone(),
+        }
+    }
+}
+
+/// Reported on `P.invalid` for a launch payload without a usable `job_id`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct InvalidRequest {
+    /// Protocol version, 1.
+    pub v: u32,
+    /// What is wrong with the payload.
+    pub error: String,
+    /// The raw payload, cut at 4 KiB.
+    pub payload: String,
+    /// RFC 3339 UTC time it was seen.
+    pub ts: String,
+}
+
+impl InvalidRequest {
+    /// Reports `payload`, cut at [`MAX_ECHOED_PAYLOAD`] bytes (on a character boundary).
+    pub fn new(error: String, payload: &[u8]) -> Self {
+        let mut cut = payload.len().min(MAX_ECHOED_PAYLOAD);
+        let text = loop {
+            match std::str::from_utf8(&payload[..cut]) {
+                Ok(text) => break text.to_owned(),
+                Err(e) if e.error_len().is_none() => cut = e.valid_up_to(),
+                Err(_) => break String::from_utf8_lossy(&payload[..cut]).into_owned(),
+            }
+        };
+        InvalidRequest {
+            v: PROTOCOL_VERSION,
+            error,
+            payload: text,
+            ts: timestamp_now(),
+        }
+    }
+}
+
+/// An error reply to a request (e.g. status of an unknown job).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct ErrorReply {
+    /// Machine-readable kind, e.g. `not_found`.
+    pub error: String,
+    /// Human-readable detail.
+    pub message: String,
+}
+
+/// The current time in RFC 3339 UTC, with microseconds.
+pub fn timestamp_now() -> String {
+    let now = time::OffsetDateTime::now_utc();
+    let format = time::macros::format_description!(
+        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]Z"
+    );
+    now.format(&format)
+        .unwrap_or_else(|_| now.unix_timestamp().to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn unidentifiable(payload: &str) -> String {
+        match decode_launch(payload.as_bytes()) {
+            Err(LaunchDecodeError::Unidentifiable { error }) => error,
+            other => panic!("{payload}: expected Unidentifiable, got {other:?}"),
+        }
+    }
+
+    fn invalid(payload: &str) -> String {
+        match decode_launch(payload.as_bytes()) {
+            Err(LaunchDecodeError::Invalid { job_id, error }) => {
+                assert_eq!(job_id, "j1");
+                error
+            }
+            other => panic!("{payload}: expected Invalid, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn minimal_request_decodes_with_defaults() {
+        let req = decode_launch(br#"{"job_id":"j1","command":["sleep","5"]}"#).unwrap();
+        assert_eq!(req, LaunchRequest::new("j1", vec!["sleep".into(), "5".into()]));
+        assert_eq!(req.start_timeout_s(), 120);
+        assert_eq!(req.run_timeout_s(), None);
+    }
+
+    #[test]
+    fn full_request_round_trips() {
+        let text = r#"{"v":1,"job_id":"a.B_c-9","site":"site-1","backend":"k8s",
+            "command":["python","-m","x"],"image":"img:1","env":{"A":"b"},"workdir":"/w",
+            "resources":{"gpus":0,"cpus":1.5,"memory_mb":512},
+            "mounts":[{"source":"pvc:data","target":"/data","read_only":true},{"source":"emptydir:","target":"/tmp/x"}],
+            "timeouts":{"start_s":5,"run_s":60},"labels":{"team":"a"},"x":{"anything":[1,{"goes":true}]}}"#;
+        let req = decode_launch(text.as_bytes()).unwrap();
+        assert_eq!(req.backend, Some(BackendKind::K8s));
+        assert_eq!(req.run_timeout_s(), Some(60));
+        let again = decode_launch(&serde_json::to_vec(&req).unwrap()).unwrap();
+        assert_eq!(again, req);
+    }
+
+    #[test]
+    fn payloads_without_a_usable_job_id_are_unidentifiable() {
+        assert!(unidentifiable("{not json").contains("not valid JSON"));
+        assert!(unidentifiable("[1,2]").contains("not a JSON object"));
+        assert!(unidentifiable(r#"{"command":["x"]}"#).contains("missing"));
+        assert!(unidentifiable(r#"{"job_id":7,"command":["x"]}"#).contains("not a string"));
+        assert!(unidentifiable(r#"{"job_id":"","command":["x"]}"#).contains("1 to 128"));
+        assert!(unidentifiable(r#"{"job_id":"a b","command":["x"]}"#).contains("' '"));
+        assert!(unidentifiable(r#"{"job_id":"a/b","command":["x"]}"#).contains("'/'"));
+        let long = format!(r#"{{"job_id":"{}","command":["x"]}}"#, "a".repeat(129));
+        assert!(unidentifiable(&long).contains("got 129"));
+        let longest = format!(r#"{{"job_id":"{}","command":["x"]}}"#, "a".repeat(128));
+        assert!(decode_launch(longest.as_bytes()).is_ok());
+    }
+
+    #[test]
+    fn identifiable_but_invalid_requests_name_the_rule() {
+        assert!(invalid(r#"{"job_id":"j1"}"#).contains("missing field `command`"));
+        assert!(invalid(r#"{"job_id":"j1","command":[]}"#).contains("non-empty"));
+        assert!(invalid(r#"{"job_id":"j1","command":"ls"}"#).contains("invalid type"));
+        assert!(invalid(r#"{"job_id":"j1","command":["x"],"comand":1}"#).contains("unknown field `comand`"));
+        assert!(invalid(r#"{"job_id":"j1","command":["x"],"v":2}"#).contains("version 2"));
+        assert!(invalid(r#"{"job_id":"j1","command":["x"],"backend":"vm"}"#).contains("unknown variant"));
+        assert!(invalid(r#"{"job_id":"j1","command":["x"],"backend":"docker"}"#).contains("image is required"));
+        assert!(invalid(r#"{"job_id":"j1","command":["x"],"resources":{"gpu":1}}"#).contains("unknown field `gpu`"));
+        assert!(invalid(r#"{"job_id":"j1","command":["x"],"resources":{"gpus":-1}}"#).contains("invalid value"));
+        assert!(invalid(r#"{"job_id":"j1","command":["x"],"mounts":[{"source":"nfs:x","target":"/d"}]}"#).contains("pvc:NAME"));
+        assert!(invalid(r#"{"job_id":"j1","command":["x"],"mounts":[{"source":"pvc:d","target":"d"}]}"#).contains("absolute"));
+        assert!(invalid(r#"{"job_id":"j1","command":["x"],"env":{"A=B":"c"}}"#).contains("env variable"));
+        assert!(invalid(r#"{"job_id":"j1","command":["x"],"timeouts":{"start":1}}"#).contains("unknown field `start`"));
+    }
+
+    #[test]
+    fn terminate_body_may_be_empty() {
+        assert_eq!(TerminateRequest::decode(b"").unwrap().grace_s(), 10);
+        assert_eq!(TerminateRequest::decode(b" \n").unwrap().grace_s(), 10);
+        assert_eq!(TerminateRequest::decode(br#"{"grace_s":3}"#).unwrap().grace_s(), 3);
+        assert!(TerminateRequest::decode(br#"{"grace":3}"#).is_err());
+    }
+
+    #[test]
+    fn invalid_request_cuts_the_payload_on_a_char_boundary() {
+        let mut payload = vec![b'x'; MAX_ECHOED_PAYLOAD - 1];
+        payload.extend_from_slice("é and more".as_bytes());
+        let report = InvalidRequest::new("bad".into(), &payload);
+        assert_eq!(report.payload.len(), MAX_ECHOED_PAYLOAD - 1);
+        let short = InvalidRequest::new("bad".into(), b"{oops");
+        assert_eq!(short.payload, "{oops");
+    }
+
+    #[test]
+    fn timestamps_are_rfc3339_utc() {
+        let ts = timestamp_now();
+        assert!(time::OffsetDateTime::parse(&ts, &time::format_description::well_known::Rfc3339).is_ok(), "{ts}");
+        assert!(ts.ends_with('Z'));
+    }
+}

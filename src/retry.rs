@@ -1,0 +1,88 @@
+//! The project's one retry policy: capped exponential backoff with jitter (backon),
+//! for NATS calls that must eventually succeed, such as recording a job's state.
+
+use backon::{ExponentialBuilder, Retryable};
+use std::fmt::Display;
+use std::future::Future;
+use std::time::Duration;
+
+const MIN_DELAY: Duration = Duration::from_millis(50);
+const MAX_DELAY: Duration = Duration::from_secs(5);
+
+/// The backoff used everywhere: 50 ms doubling to 5 s, with jitter, no limit on
+/// attempts (callers bound the time by cancelling the future).
+pub fn backoff() -> ExponentialBuilder {
+    ExponentialBuilder::default()
+        .with_min_delay(MIN_DELAY)
+        .with_max_delay(MAX_DELAY)
+        .with_jitter()
+        .without_max_times()
+}
+
+/// Runs `op` until it succeeds or fails with an error `is_transient` rejects,
+/// logging each failed attempt once with `what` it was doing.
+///
+/// # Errors
+/// The first error that is not transient.
+pub async fn retry_transient<T, E, Fut, F>(
+    what: &str,
+    op: F,
+    is_transient: impl Fn(&E) -> bool,
+) -> Result<T, E>
+where
+    E: Display,
+    Fut: Future<Output = Result<T, E>>,
+    F: FnMut() -> Fut,
+{
+    op.retry(backoff())
+        .when(|e| is_transient(e))
+        .notify(|e, delay| tracing::warn!(error = %e, retry_in = ?delay, "{what} failed; retrying"))
+        .await
+}
+
+/// The delays of [`backoff`] for loops that retry by hand.
+pub struct Delays {
+    current: backon::ExponentialBackoff,
+}
+
+impl Default for Delays {
+    fn default() -> Self {
+        Delays {
+            current: backon::BackoffBuilder::build(backoff()),
+        }
+    }
+}
+
+impl Delays {
+    /// The delay before the next attempt.
+    pub fn next_delay(&mut self) -> Duration {
+        self.current.next().unwrap_or(MAX_DELAY)
+    }
+
+    /// Starts over after a success.
+    pub fn reset(&mut self) {
+        *self = Delays::default();
+    }
+}
+
+/// Runs `op` until it succeeds, with the same backoff and logging as
+/// [`retry_transient`]; for writes that must land whatever happens (the caller
+/// bounds the time by dropping the future).
+pub async fn retry_forever<T, E, Fut, F>(what: &str, mut op: F) -> T
+where
+    E: Display,
+    Fut: Future<Output = Result<T, E>>,
+    F: FnMut() -> Fut,
+{
+    let mut delays = Delays::default();
+    loop {
+        match op().await {
+            Ok(value) => return value,
+            Err(e) => {
+                let delay = delays.next_delay();
+                tracing::warn!(error = %e, retry_in = ?delay, "{what} failed; retrying");
+                tokio::time::sleep(delay).await;
+            }
+        }
+    }
+}

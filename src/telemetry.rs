@@ -1,0 +1,19 @@
+//! Logging: `tracing` to stderr, compact lines for people or JSON for machines,
+//! filtered by `RUST_LOG` (default: `info` for long-running commands, `warn` for
+//! the short ones, whose output is their result).
+
+use crate::config::LogFormat;
+use tracing_subscriber::EnvFilter;
+
+/// Installs the global subscriber. Calling it twice is harmless (the second call
+/// changes nothing), which keeps tests simple.
+pub fn init(format: LogFormat, default_level: &str) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Human => builder.compact().try_init(),
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    };
+}

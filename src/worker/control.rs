@@ -1,0 +1,213 @@
+//! Control requests: status and terminate on `P.status.JOB_ID` and
+//! `P.terminate.JOB_ID` (one worker of all answers each, through a queue group),
+//! and terminates forwarded to this worker as a job's owner.
+//!
+//! Any worker answers status from the job's record. A terminate is acted on by the
+//! job's owner: the worker that receives it either owns the job, forwards it to the
+//! owner on `P.worker.OWNER.terminate.JOB_ID`, or, for a job not seen yet, records
+//! a tombstone so that the launch, when it comes, ends at once in `terminated`.
+
+use super::Shared;
+use super::job::{self, reason};
+use super::registry::JobCommand;
+use crate::nats::subjects::{CONTROL_QUEUE_GROUP, Subjects};
+use crate::protocol::{ErrorReply, JobRecord, TerminateReply, TerminateRequest, check_job_id};
+use crate::state::JobState;
+use crate::store::{Claim, StoreError};
+use async_nats::{HeaderMap, Message, Subscriber};
+use futures::StreamExt;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// How long a forwarded terminate waits for the owner's reply.
+const FORWARD_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A request this module refuses, with the service error code it replies with.
+#[derive(Debug, thiserror::Error)]
+enum ControlError {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("no job {0} is known")]
+    NotFound(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl ControlError {
+    fn kind(&self) -> (&'static str, u16) {
+        match self {
+            ControlError::BadRequest(_) => ("bad_request", 400),
+            ControlError::NotFound(_) => ("not_found", 404),
+            ControlError::Store(_) => ("unavailable", 503),
+        }
+    }
+}
+
+/// The subscriptions control requests arrive on.
+pub struct ControlSubscriptions {
+    status: Subscriber,
+    terminate: Subscriber,
+    forwarded: Subscriber,
+}
+
+impl ControlSubscriptions {
+    /// Subscribes; done before intake starts so no terminate for a job this worker
+    /// takes can miss it.
+    ///
+    /// # Errors
+    /// The client's error when a subscription fails.
+    pub async fn subscribe(client: &async_nats::Client, subjects: &Subjects, worker_id: &str) -> Result<Self, async_nats::SubscribeError> {
+        Ok(ControlSubscriptions {
+            status: client.queue_subscribe(subjects.all("status"), CONTROL_QUEUE_GROUP.into()).await?,
+            terminate: client.queue_subscribe(subjects.all("terminate"), CONTROL_QUEUE_GROUP.into()).await?,
+            forwarded: client.subscribe(subjects.worker_terminate_all(worker_id)).await?,
+        })
+    }
+}
+
+/// Answers control requests until `stop` is cancelled.
+pub async fn run(shared: Arc<Shared>, mut subs: ControlSubscriptions, stop: CancellationToken, tracker: TaskTracker) {
+    let status_head = format!("{}.status", shared.subjects.prefix());
+    let terminate_head = format!("{}.terminate", shared.subjects.prefix());
+    let forwarded_head = format!("{}.worker.{}.terminate", shared.subjects.prefix(), shared.worker_id);
+    loop {
+        let (message, kind) = tokio::select! {
+            () = stop.cancelled() => break,
+            Some(m) = subs.status.next() => (m, Request::Status),
+            Some(m) = subs.terminate.next() => (m, Request::Terminate),
+            Some(m) = subs.forwarded.next() => (m, Request::Forwarded),
+            else => break,
+        };
+        let head = match kind {
+            Request::Status => &status_head,
+            Request::Terminate => &terminate_head,
+            Request::Forwarded => &forwarded_head,
+        };
+        let job_id = Subjects::job_id_after(&message.subject, head).map(str::to_owned);
+        tracker.spawn(answer(shared.clone(), message, kind, job_id));
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Request {
+    Status,
+    Terminate,
+    Forwarded,
+}
+
+async fn answer(shared: Arc<Shared>, message: Message, kind: Request, job_id: Option<String>) {
+    let Some(reply_to) = message.reply.clone() else {
+        tracing::debug!(subject = %message.subject, "control message without a reply subject ignored");
+        return;
+    };
+    let result = async {
+        let job_id = job_id.ok_or_else(|| ControlError::BadRequest("the subject names no job".into()))?;
+        check_job_id(&job_id).map_err(ControlError::BadRequest)?;
+        match kind {
+            Request::Status => status(&shared, &job_id).await.map(|r| to_json(&r)),
+            Request::Terminate | Request::Forwarded => {
+                let request = TerminateRequest::decode(&message.payload).map_err(ControlError::BadRequest)?;
+                let grace = Duration::from_secs(request.grace_s());
+                let reply = match kind {
+                    Request::Forwarded => terminate_owned(&shared, &job_id, grace).await?,
+                    _ => terminate(&shared, &job_id, &message.payload, grace).await?,
+                };
+                Ok(to_json(&reply))
+            }
+        }
+    }
+    .await;
+    let sent = match result {
+        Ok(body) => shared.client.publish(reply_to, body.into()).await,
+        Err(e) => {
+            let (error, code) = e.kind();
+            let mut headers = HeaderMap::new();
+            headers.insert("Nats-Service-Error", e.to_string().as_str());
+            headers.insert("Nats-Service-Error-Code", code.to_string().as_str());
+            let body = to_json(&ErrorReply { error: error.into(), message: e.to_string() });
+            shared.client.publish_with_headers(reply_to, headers, body.into()).await
+        }
+    };
+    if let Err(e) = sent {
+        tracing::warn!(error = %e, "could not send a control reply");
+    }
+}
+
+fn to_json<T: serde::Serialize>(value: &T) -> Vec<u8> {
+    serde_json::to_vec(value).expect("protocol types always serialize")
+}
+
+async fn status(shared: &Shared, job_id: &str) -> Result<JobRecord, ControlError> {
+    shared
+        .store
+        .get(job_id)
+        .await?
+        .ok_or_else(|| ControlError::NotFound(job_id.to_owned()))
+}
+
+fn reply(job_id: &str, accepted: bool, state: JobState, message: impl Into<String>) -> TerminateReply {
+    TerminateReply { job_id: job_id.to_owned(), accepted, state, message: message.into() }
+}
+
+/// A terminate that may concern any job.
+async fn terminate(shared: &Shared, job_id: &str, body: &[u8], grace: Duration) -> Result<TerminateReply, ControlError> {
+    if shared.registry.get(job_id).is_some() {
+        return terminate_owned(shared, job_id, grace).await;
+    }
+    let record = match shared.store.get(job_id).await? {
+        Some(record) => record,
+        None => {
+            let mut tombstone = job::fresh_record(job_id, &shared.worker_id, JobState::Terminated);
+            tombstone.tombstone = true;
+            tombstone.reason = Some(reason::TERMINATE_REQUESTED.into());
+            tombstone.message = Some("terminated before its launch came".into());
+            match shared.store.claim(&tombstone).await? {
+                Claim::Created => {
+                    tracing::info!(%job_id, "terminate for an unknown job recorded as a tombstone");
+                    return Ok(reply(job_id, true, JobState::Terminated, "the job has not been launched yet: the terminate is recorded, and its launch will end in terminated without starting anything"));
+                }
+                // The launch won the race: deal with the job as it is now.
+                Claim::Exists(record) => record,
+            }
+        }
+    };
+    if record.tombstone {
+        return Ok(reply(job_id, true, record.state, "a terminate for this job is recorded already; its launch will end in terminated"));
+    }
+    if record.state.is_terminal() {
+        return Ok(reply(job_id, false, record.state, format!("the job has ended already ({})", record.state)));
+    }
+    if record.worker == shared.worker_id {
+        return terminate_owned(shared, job_id, grace).await;
+    }
+    forward(shared, &record, body).await
+}
+
+/// Hands a terminate to the job's owner and relays its reply.
+async fn forward(shared: &Shared, record: &JobRecord, body: &[u8]) -> Result<TerminateReply, ControlError> {
+    let subject = shared.subjects.worker_terminate(&record.worker, &record.job_id);
+    let request = shared.client.request(subject, body.to_vec().into());
+    match tokio::time::timeout(FORWARD_TIMEOUT, request).await {
+        Ok(Ok(answer)) => serde_json::from_slice(&answer.payload)
+            .map_err(|e| ControlError::Store(StoreError::Unavailable(format!("owner {} sent an unreadable reply: {e}", record.worker)))),
+        Ok(Err(e)) => Ok(reply(&record.job_id, false, record.state, format!("the job's worker {} is not reachable ({e}); the job will be finished by the worker that adopts it", record.worker))),
+        Err(_) => Ok(reply(&record.job_id, false, record.state, format!("the job's worker {} did not answer within {} s", record.worker, FORWARD_TIMEOUT.as_secs()))),
+    }
+}
+
+/// A terminate for a job this worker owns (or owned).
+async fn terminate_owned(shared: &Shared, job_id: &str, grace: Duration) -> Result<TerminateReply, ControlError> {
+    let sent = match shared.registry.get(job_id) {
+        Some(commands) => commands.send(JobCommand::Terminate { grace }).await.is_ok(),
+        None => false,
+    };
+    // A job registered a moment before its claim record is written is starting.
+    let state = shared.store.get(job_id).await?.map_or(JobState::Starting, |r| r.state);
+    Ok(if sent {
+        reply(job_id, true, state, format!("stopping the job: polite stop now, kill after {} s", grace.as_secs()))
+    } else {
+        reply(job_id, false, state, format!("the job is not running on this worker ({state})"))
+    })
+}

@@ -1,0 +1,286 @@
+//! One task per job: it launches the workload, follows the backend's observations,
+//! acts on terminate commands and time limits, and is the only writer of the job's
+//! record and events, so `seq` is gap-free without locks.
+
+use super::Shared;
+use super::registry::JobCommand;
+use crate::backend::{Launched, Observation};
+use crate::protocol::{DEFAULT_GRACE_S, JobRecord, LaunchRequest, timestamp_now};
+use crate::state::{self, JobState};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{OwnedSemaphorePermit, mpsc};
+use tokio::time::{Instant, sleep_until};
+
+/// Machine-readable causes this module puts in events.
+pub mod reason {
+    /// A terminate request stopped the job.
+    pub const TERMINATE_REQUESTED: &str = "TerminateRequested";
+    /// `run_s` ran out.
+    pub const RUN_TIMEOUT: &str = "RunTimeout";
+    /// `start_s` ran out before the workload ran.
+    pub const START_TIMEOUT: &str = "StartTimeout";
+    /// The worker shut down and its drain timeout ran out.
+    pub const WORKER_SHUTDOWN: &str = "WorkerShutdown";
+    /// The request was invalid.
+    pub const INVALID_REQUEST: &str = "InvalidRequest";
+}
+
+/// What changes with a state, besides the state.
+#[derive(Debug, Default)]
+pub struct Change {
+    /// Machine-readable cause.
+    pub reason: Option<String>,
+    /// Human-readable detail.
+    pub message: Option<String>,
+    /// Raw exit code, if known.
+    pub exit_code: Option<i32>,
+}
+
+impl Change {
+    /// A change with a reason and a message.
+    pub fn because(reason: &str, message: impl Into<String>) -> Self {
+        Change {
+            reason: Some(reason.to_owned()),
+            message: Some(message.into()),
+            exit_code: None,
+        }
+    }
+}
+
+/// A record that has published nothing yet (seq 0): the first [`apply`] may put
+/// it in any state, since that is the job's first event.
+pub fn fresh_record(job_id: &str, worker: &str, state: JobState) -> JobRecord {
+    let now = timestamp_now();
+    JobRecord {
+        job_id: job_id.to_owned(),
+        state,
+        return_code: state::return_code_for(state, None),
+        exit_code: None,
+        reason: None,
+        message: None,
+        worker: worker.to_owned(),
+        backend: None,
+        site: None,
+        seq: 0,
+        created: now.clone(),
+        updated: now,
+        backend_ref: None,
+        pool: None,
+        tombstone: false,
+    }
+}
+
+/// Applies a state change to a record: the one place where `seq`, `return_code`
+/// and `updated` move. Returns `false` (and leaves the record alone) when the
+/// state machine forbids the transition.
+pub fn apply(record: &mut JobRecord, to: JobState, change: Change) -> bool {
+    if record.seq > 0 {
+        if let Err(e) = state::transition(record.state, to) {
+            tracing::error!(job_id = %record.job_id, error = %e, "refusing a state change");
+            return false;
+        }
+    }
+    record.state = to;
+    record.exit_code = change.exit_code;
+    record.return_code = state::return_code_for(to, change.exit_code);
+    record.reason = change.reason;
+    record.message = change.message;
+    record.seq += 1;
+    record.updated = timestamp_now();
+    true
+}
+
+/// Why the worker itself asked the workload to stop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum StopCause {
+    Terminate,
+    RunTimeout,
+    WorkerShutdown,
+}
+
+impl StopCause {
+    fn reason(self) -> &'static str {
+        match self {
+            StopCause::Terminate => reason::TERMINATE_REQUESTED,
+            StopCause::RunTimeout => reason::RUN_TIMEOUT,
+            StopCause::WorkerShutdown => reason::WORKER_SHUTDOWN,
+        }
+    }
+
+    fn describe(self) -> &'static str {
+        match self {
+            StopCause::Terminate => "stopped by a terminate request",
+            StopCause::RunTimeout => "stopped because its run time (run_s) ran out",
+            StopCause::WorkerShutdown => "stopped because its worker shut down",
+        }
+    }
+}
+
+/// A job this worker claimed, with everything its task needs.
+pub struct Job {
+    shared: Arc<Shared>,
+    request: LaunchRequest,
+    record: JobRecord,
+    commands: mpsc::Receiver<JobCommand>,
+    start_deadline: Instant,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Job {
+    /// A job whose claim record (state `starting`, seq 1) is written.
+    pub fn new(
+        shared: Arc<Shared>,
+        request: LaunchRequest,
+        record: JobRecord,
+        commands: mpsc::Receiver<JobCommand>,
+        permit: OwnedSemaphorePermit,
+    ) -> Self {
+        let start_deadline = Instant::now() + Duration::from_secs(request.start_timeout_s());
+        Job {
+            shared,
+            request,
+            record,
+            commands,
+            start_deadline,
+            _permit: permit,
+        }
+    }
+
+    /// Runs the job to its terminal event.
+    pub async fn run(mut self) {
+        self.shared.events.publish(&self.record.event(self.shared.backends.default_kind())).await;
+        let launched = self.launch().await;
+        if let Some(launched) = launched {
+            self.follow(launched).await;
+        }
+        self.shared.registry.remove(&self.record.job_id);
+        tracing::info!(
+            job_id = %self.record.job_id,
+            state = %self.record.state,
+            return_code = ?self.record.return_code,
+            "job ended"
+        );
+    }
+
+    /// Creates the workload, or ends the job in `error`.
+    async fn launch(&mut self) -> Option<Launched> {
+        let backend = match self.shared.backends.for_request(&self.request) {
+            Ok(backend) => backend,
+            Err(e) => {
+                self.advance(JobState::Error, Change::because(e.reason(), e.to_string())).await;
+                return None;
+            }
+        };
+        let launch = backend.launch(&self.request);
+        match tokio::time::timeout_at(self.start_deadline, launch).await {
+            Ok(Ok(launched)) => {
+                self.record.backend_ref = Some(launched.backend_ref.clone());
+                Some(launched)
+            }
+            Ok(Err(e)) => {
+                self.advance(JobState::Error, Change::because(e.reason(), e.to_string())).await;
+                None
+            }
+            Err(_) => {
+                let message = format!("the backend did not create the workload within {} s", self.request.start_timeout_s());
+                self.advance(JobState::Error, Change::because(reason::START_TIMEOUT, message)).await;
+                None
+            }
+        }
+    }
+
+    /// Follows the workload until the job is terminal.
+    async fn follow(&mut self, mut launched: Launched) {
+        let control = launched.control;
+        let mut stop: Option<StopCause> = None;
+        let mut run_deadline: Option<Instant> = None;
+        let far_future = Instant::now() + Duration::from_secs(100 * 365 * 24 * 3600);
+        while !self.record.state.is_terminal() {
+            let starting = self.record.state == JobState::Starting;
+            tokio::select! {
+                observation = launched.observations.recv() => {
+                    let observation = observation.unwrap_or_else(|| Observation::Vanished {
+                        message: "the backend stopped reporting on the workload".into(),
+                    });
+                    if self.observe(observation, stop, launched.detail.take()).await
+                        && self.record.state == JobState::Running
+                    {
+                        run_deadline = self.request.run_timeout_s().map(|s| Instant::now() + Duration::from_secs(s));
+                    }
+                }
+                Some(command) = self.commands.recv() => match command {
+                    JobCommand::Terminate { grace } => {
+                        if stop.is_none() {
+                            stop = Some(StopCause::Terminate);
+                        }
+                        control.stop(grace).await;
+                    }
+                },
+                () = sleep_until(self.start_deadline), if starting => {
+                    control.stop(Duration::ZERO).await;
+                    let message = format!("the workload did not start running within {} s", self.request.start_timeout_s());
+                    self.advance(JobState::Error, Change::because(reason::START_TIMEOUT, message)).await;
+                }
+                () = sleep_until(run_deadline.unwrap_or(far_future)), if run_deadline.is_some() && stop.is_none() => {
+                    stop = Some(StopCause::RunTimeout);
+                    control.stop(Duration::from_secs(DEFAULT_GRACE_S)).await;
+                }
+                () = self.shared.hard_stop.cancelled(), if stop.is_none() => {
+                    stop = Some(StopCause::WorkerShutdown);
+                    control.stop(Duration::from_secs(DEFAULT_GRACE_S)).await;
+                }
+            }
+        }
+    }
+
+    /// Turns an observation into state changes. Returns whether the state changed.
+    async fn observe(&mut self, observation: Observation, stop: Option<StopCause>, detail: Option<String>) -> bool {
+        match observation {
+            Observation::Running => {
+                if self.record.state != JobState::Starting {
+                    return false;
+                }
+                let change = Change { message: detail, ..Change::default() };
+                self.advance(JobState::Running, change).await
+            }
+            Observation::Exited(exit) => {
+                let to = state::state_after_exit(exit, stop.is_some());
+                // A workload seen only after it ended did run: say so before the end.
+                if !self.record.state.can_become(to) && JobState::Running.can_become(to) {
+                    let change = Change { message: Some("the workload ended before it was seen running".into()), ..Change::default() };
+                    self.advance(JobState::Running, change).await;
+                }
+                let what = match exit {
+                    state::Exit::Signal(signal) => format!("killed by signal {signal}"),
+                    state::Exit::Code(code) => format!("exit code {code}"),
+                };
+                let (reason, message) = match stop {
+                    Some(cause) if to == JobState::Terminated => {
+                        (Some(cause.reason().to_owned()), format!("{}; {what}", cause.describe()))
+                    }
+                    _ => (None, what),
+                };
+                let change = Change { reason, message: Some(message), exit_code: Some(exit.exit_code()) };
+                self.advance(to, change).await
+            }
+            Observation::StartFailed { reason, message } => {
+                self.advance(JobState::Error, Change { reason: Some(reason), message: Some(message), exit_code: None }).await
+            }
+            Observation::Vanished { message } => {
+                self.advance(JobState::Lost, Change { reason: Some("WorkloadVanished".into()), message: Some(message), exit_code: None }).await
+            }
+        }
+    }
+
+    /// Records a state change, then publishes its event.
+    async fn advance(&mut self, to: JobState, change: Change) -> bool {
+        if !apply(&mut self.record, to, change) {
+            return false;
+        }
+        tracing::info!(job_id = %self.record.job_id, seq = self.record.seq, state = %to, "job state changed");
+        self.shared.store.put(&self.record).await;
+        self.shared.events.publish(&self.record.event(self.shared.backends.default_kind())).await;
+        true
+    }
+}

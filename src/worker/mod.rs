@@ -1,0 +1,207 @@
+//! The worker: wiring of intake, control and job tasks, and an orderly shutdown.
+//!
+//! [`Worker::start`] connects, checks the server, prepares streams and buckets,
+//! subscribes to control requests and starts pulling launch requests.
+//! [`Worker::shutdown`] stops pulling, lets running jobs finish within the drain
+//! timeout, then terminates the rest (reason `WorkerShutdown`) and waits for their
+//! final events.
+
+pub mod control;
+pub mod events;
+pub mod intake;
+pub mod job;
+pub mod registry;
+
+use crate::backend::{Backends, process::ProcessBackend};
+use crate::config::WorkerConfig;
+use crate::nats::connect::{self, ConnectError};
+use crate::nats::setup::{self, SetupError};
+use crate::nats::subjects::Subjects;
+use crate::protocol::{BackendKind, DEFAULT_GRACE_S};
+use crate::store::JobStore;
+use events::EventPublisher;
+use registry::Registry;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Semaphore;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// How long shutdown waits, after terminating the remaining jobs, for their final
+/// events beyond their grace period.
+const FINAL_EVENTS_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Why a worker could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    /// The configuration is unusable.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    /// NATS could not be reached.
+    #[error(transparent)]
+    Connect(#[from] ConnectError),
+    /// The server lacks something, or streams and buckets could not be prepared.
+    #[error(transparent)]
+    Setup(#[from] SetupError),
+    /// Control subjects could not be subscribed.
+    #[error("could not subscribe to control subjects: {0}")]
+    Subscribe(#[from] async_nats::SubscribeError),
+    /// The data directory cannot be used.
+    #[error("data directory {path}: {source}")]
+    DataDir {
+        /// The directory.
+        path: std::path::PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// What every task of a worker shares.
+pub struct Shared {
+    /// The worker's id, in records and events.
+    pub worker_id: String,
+    /// The pool it serves.
+    pub pool: String,
+    /// Subject names.
+    pub subjects: Subjects,
+    /// The NATS connection.
+    pub client: async_nats::Client,
+    /// Job records.
+    pub store: JobStore,
+    /// Event publishing.
+    pub events: EventPublisher,
+    /// Where jobs run.
+    pub backends: Backends,
+    /// The jobs this worker runs.
+    pub registry: Registry,
+    /// Cancelled when the drain timeout has run out: jobs still running stop.
+    pub hard_stop: CancellationToken,
+}
+
+/// A running worker.
+pub struct Worker {
+    shared: Arc<Shared>,
+    drain_timeout: Duration,
+    stop_intake: CancellationToken,
+    stop_control: CancellationToken,
+    intake: JoinHandle<()>,
+    control: JoinHandle<()>,
+    tasks: TaskTracker,
+}
+
+impl Worker {
+    /// Starts a worker and returns once it takes requests.
+    ///
+    /// # Errors
+    /// A [`WorkerError`] saying what is missing.
+    pub async fn start(config: WorkerConfig) -> Result<Worker, WorkerError> {
+        config.validate().map_err(WorkerError::Config)?;
+        let backend = match config.backend {
+            BackendKind::Process => {
+                let log_dir = config.data_dir.join("logs");
+                ProcessBackend::new(log_dir.clone()).map_err(|source| WorkerError::DataDir { path: log_dir, source })?
+            }
+            other => {
+                return Err(WorkerError::Config(format!(
+                    "the {other} backend is not available in this version; use --backend process"
+                )));
+            }
+        };
+        let client = connect::connect(&config.nats, &format!("flare-launcher worker {}", config.worker_id), true).await?;
+        let js = async_nats::jetstream::new(client.clone());
+        setup::check_server(&client, &js).await?;
+        let subjects = Subjects::new(&config.subject_prefix);
+        let (jobs_stream, _) = setup::ensure_streams(&js, &subjects).await?;
+        let bucket = setup::ensure_jobs_bucket(&js).await?;
+        let consumer = setup::ensure_launch_consumer(&jobs_stream, &subjects, &config.pool, config.ack_wait).await?;
+
+        let shared = Arc::new(Shared {
+            worker_id: config.worker_id.clone(),
+            pool: config.pool.clone(),
+            subjects: subjects.clone(),
+            client: client.clone(),
+            store: JobStore::new(bucket),
+            events: EventPublisher::new(js, subjects.clone()),
+            backends: Backends::new(Arc::new(backend)),
+            registry: Registry::default(),
+            hard_stop: CancellationToken::new(),
+        });
+        let subscriptions = control::ControlSubscriptions::subscribe(&client, &subjects, &config.worker_id).await?;
+        let tasks = TaskTracker::new();
+        let stop_control = CancellationToken::new();
+        let control = tokio::spawn(control::run(shared.clone(), subscriptions, stop_control.clone(), tasks.clone()));
+        let stop_intake = CancellationToken::new();
+        let capacity = Arc::new(Semaphore::new(config.max_jobs));
+        let intake = tokio::spawn(intake::run(shared.clone(), consumer, capacity, stop_intake.clone(), tasks.clone()));
+        tracing::info!(
+            worker_id = %config.worker_id,
+            pool = %config.pool,
+            backend = %config.backend,
+            max_jobs = config.max_jobs,
+            launch_subject = %subjects.launch(&config.pool),
+            "worker ready"
+        );
+        Ok(Worker {
+            shared,
+            drain_timeout: config.drain_timeout,
+            stop_intake,
+            stop_control,
+            intake,
+            control,
+            tasks,
+        })
+    }
+
+    /// Starts a worker, runs it until `shutdown` completes, then shuts it down.
+    ///
+    /// # Errors
+    /// A [`WorkerError`] when it cannot start.
+    pub async fn run(config: WorkerConfig, shutdown: impl Future<Output = ()>) -> Result<(), WorkerError> {
+        let worker = Worker::start(config).await?;
+        shutdown.await;
+        worker.shutdown().await;
+        Ok(())
+    }
+
+    /// The worker's id.
+    pub fn id(&self) -> &str {
+        &self.shared.worker_id
+    }
+
+    /// How many jobs the worker runs now.
+    pub fn running_jobs(&self) -> usize {
+        self.shared.registry.len()
+    }
+
+    /// Stops taking requests, drains running jobs, terminates the rest and waits
+    /// for their final events.
+    pub async fn shutdown(self) {
+        let Worker { shared, drain_timeout, stop_intake, stop_control, intake, control, tasks } = self;
+        let running = || shared.registry.len();
+        tracing::info!(running = running(), ?drain_timeout, "shutting down: no new jobs");
+        stop_intake.cancel();
+        if let Err(e) = intake.await {
+            tracing::error!(error = %e, "intake task failed");
+        }
+        tasks.close();
+        if tokio::time::timeout(drain_timeout, tasks.wait()).await.is_err() {
+            tracing::warn!(running = running(), "drain timeout ran out; terminating the remaining jobs");
+            shared.hard_stop.cancel();
+            let limit = Duration::from_secs(DEFAULT_GRACE_S) + FINAL_EVENTS_TIMEOUT;
+            if tokio::time::timeout(limit, tasks.wait()).await.is_err() {
+                tracing::error!(running = running(), "jobs did not finish after being terminated; exiting anyway");
+            }
+        }
+        stop_control.cancel();
+        if let Err(e) = control.await {
+            tracing::error!(error = %e, "control task failed");
+        }
+        if let Err(e) = shared.client.flush().await {
+            tracing::warn!(error = %e, "could not flush the NATS connection");
+        }
+        tracing::info!("worker stopped");
+    }
+}

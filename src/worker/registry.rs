@@ -1,0 +1,62 @@
+//! The jobs this worker owns right now: job id to the command channel of the task
+//! that runs it. Control requests use it to reach a job's task.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+/// What a job task can be told to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobCommand {
+    /// Stop the job: polite stop now, kill after `grace`.
+    Terminate {
+        /// Time between the polite stop and the kill.
+        grace: Duration,
+    },
+}
+
+/// Job id → the job task's command channel.
+#[derive(Clone, Default)]
+pub struct Registry {
+    jobs: Arc<Mutex<HashMap<String, mpsc::Sender<JobCommand>>>>,
+}
+
+impl Registry {
+    fn lock(&self) -> MutexGuard<'_, HashMap<String, mpsc::Sender<JobCommand>>> {
+        // A panic while holding this lock leaves the map itself intact.
+        self.jobs.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Registers a job's task and returns the receiving end of its channel, or
+    /// `None` when the job is registered already.
+    pub fn register(&self, job_id: &str) -> Option<mpsc::Receiver<JobCommand>> {
+        let mut jobs = self.lock();
+        if jobs.contains_key(job_id) {
+            return None;
+        }
+        let (sender, receiver) = mpsc::channel(4);
+        jobs.insert(job_id.to_owned(), sender);
+        Some(receiver)
+    }
+
+    /// Forgets a job whose task has ended.
+    pub fn remove(&self, job_id: &str) {
+        self.lock().remove(job_id);
+    }
+
+    /// The channel of a job this worker runs.
+    pub fn get(&self, job_id: &str) -> Option<mpsc::Sender<JobCommand>> {
+        self.lock().get(job_id).cloned()
+    }
+
+    /// How many jobs this worker runs.
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// Whether the worker runs no job.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
