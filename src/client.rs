@@ -3,7 +3,9 @@
 
 use crate::nats::setup::{self, SetupError};
 use crate::nats::subjects::{EVENTS_STREAM, Subjects};
-use crate::protocol::{ErrorReply, JobEvent, JobRecord, LaunchRequest, TerminateReply, TerminateRequest};
+use crate::protocol::{
+    ErrorReply, JobEvent, JobRecord, LaunchRequest, TerminateReply, TerminateRequest,
+};
 use async_nats::jetstream::{self, consumer, message::PublishMessage};
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
@@ -92,7 +94,8 @@ impl Client {
     /// [`ClientError::Publish`] when the stream did not take it.
     pub async fn launch(&self, request: &LaunchRequest) -> Result<(), ClientError> {
         let payload = serde_json::to_vec(request).expect("a LaunchRequest always serializes");
-        self.publish_launch(payload.into(), Some(&request.job_id)).await
+        self.publish_launch(payload.into(), Some(&request.job_id))
+            .await
     }
 
     /// Publishes any payload as a launch request (for tests and tools that send
@@ -100,7 +103,11 @@ impl Client {
     ///
     /// # Errors
     /// [`ClientError::Publish`] when the stream did not take it.
-    pub async fn publish_launch(&self, payload: Bytes, msg_id: Option<&str>) -> Result<(), ClientError> {
+    pub async fn publish_launch(
+        &self,
+        payload: Bytes,
+        msg_id: Option<&str>,
+    ) -> Result<(), ClientError> {
         let mut publish = PublishMessage::build().payload(payload);
         if let Some(id) = msg_id {
             publish = publish.message_id(id);
@@ -118,9 +125,15 @@ impl Client {
     ///
     /// # Errors
     /// [`ClientError`] when no worker answered or the answer is unreadable.
-    pub async fn terminate(&self, job_id: &str, grace_s: Option<u64>) -> Result<TerminateReply, ClientError> {
+    pub async fn terminate(
+        &self,
+        job_id: &str,
+        grace_s: Option<u64>,
+    ) -> Result<TerminateReply, ClientError> {
         let body = match grace_s {
-            Some(_) => serde_json::to_vec(&TerminateRequest { grace_s }).expect("serializes").into(),
+            Some(_) => serde_json::to_vec(&TerminateRequest { grace_s })
+                .expect("serializes")
+                .into(),
             None => Bytes::new(),
         };
         self.request(self.subjects.terminate(job_id), body).await
@@ -131,17 +144,28 @@ impl Client {
     /// # Errors
     /// [`ClientError::Refused`] with `not_found` for an unknown job.
     pub async fn status(&self, job_id: &str) -> Result<JobRecord, ClientError> {
-        self.request(self.subjects.status(job_id), Bytes::new()).await
+        self.request(self.subjects.status(job_id), Bytes::new())
+            .await
     }
 
-    async fn request<T: serde::de::DeserializeOwned>(&self, subject: String, body: Bytes) -> Result<T, ClientError> {
-        let answer = self.nats.request(subject.clone(), body).await.map_err(|e| match e.kind() {
-            async_nats::RequestErrorKind::NoResponders => ClientError::NoWorker(subject.clone()),
-            _ => ClientError::Request {
-                subject: subject.clone(),
-                message: e.to_string(),
-            },
-        })?;
+    async fn request<T: serde::de::DeserializeOwned>(
+        &self,
+        subject: String,
+        body: Bytes,
+    ) -> Result<T, ClientError> {
+        let answer = self
+            .nats
+            .request(subject.clone(), body)
+            .await
+            .map_err(|e| match e.kind() {
+                async_nats::RequestErrorKind::NoResponders => {
+                    ClientError::NoWorker(subject.clone())
+                }
+                _ => ClientError::Request {
+                    subject: subject.clone(),
+                    message: e.to_string(),
+                },
+            })?;
         let decode_error = |e: serde_json::Error| ClientError::Decode {
             subject: subject.clone(),
             message: e.to_string(),
@@ -151,7 +175,8 @@ impl Client {
             .as_ref()
             .is_some_and(|h| h.get("Nats-Service-Error-Code").is_some());
         if is_error {
-            let error: ErrorReply = serde_json::from_slice(&answer.payload).map_err(decode_error)?;
+            let error: ErrorReply =
+                serde_json::from_slice(&answer.payload).map_err(decode_error)?;
             return Err(ClientError::Refused(error));
         }
         serde_json::from_slice(&answer.payload).map_err(decode_error)

@@ -178,8 +178,14 @@ impl Settings {
                 .subject_prefix
                 .or(file.worker.subject_prefix)
                 .unwrap_or_else(|| DEFAULT_SUBJECT_PREFIX.into()),
-            pool: global.pool.or(file.worker.pool).unwrap_or_else(|| DEFAULT_POOL.into()),
-            log_format: global.log_format.or(file.worker.log_format).unwrap_or_default(),
+            pool: global
+                .pool
+                .or(file.worker.pool)
+                .unwrap_or_else(|| DEFAULT_POOL.into()),
+            log_format: global
+                .log_format
+                .or(file.worker.log_format)
+                .unwrap_or_default(),
             worker: worker.or(file_worker),
         })
     }
@@ -195,7 +201,9 @@ impl Settings {
             backend: w.backend.unwrap_or(BackendKind::Process),
             data_dir: w.data_dir.clone().unwrap_or_else(default_data_dir),
             max_jobs: w.max_jobs.unwrap_or(DEFAULT_MAX_JOBS),
-            drain_timeout: Duration::from_secs(w.drain_timeout_s.unwrap_or(DEFAULT_DRAIN_TIMEOUT_S)),
+            drain_timeout: Duration::from_secs(
+                w.drain_timeout_s.unwrap_or(DEFAULT_DRAIN_TIMEOUT_S),
+            ),
             ack_wait: Duration::from_secs(w.ack_wait_s.unwrap_or(DEFAULT_ACK_WAIT_S)),
         }
     }
@@ -292,7 +300,13 @@ pub fn default_worker_id() -> String {
         .unwrap_or_else(|| "worker".into());
     let host: String = host
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '-' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '-'
+            }
+        })
         .collect();
     let suffix: String = rand::rng()
         .sample_iter(rand::distr::Alphanumeric)

@@ -157,7 +157,10 @@ pub struct Timeouts {
 #[serde(deny_unknown_fields)]
 pub struct LaunchRequest {
     /// Protocol version; only 1 is known.
-    #[serde(default = "default_version", skip_serializing_if = "is_default_version")]
+    #[serde(
+        default = "default_version",
+        skip_serializing_if = "is_default_version"
+    )]
     pub v: u32,
     /// The job's identity, unique forever.
     #[schemars(length(min = 1, max = 128), regex(pattern = r"^[A-Za-z0-9._-]+$"))]
@@ -260,8 +263,7 @@ impl LaunchRequest {
             ));
         }
         for (key, value) in &self.env {
-            if key.is_empty() || key.contains('=') || key.contains('\0') || value.contains('\0')
-            {
+            if key.is_empty() || key.contains('=') || key.contains('\0') || value.contains('\0') {
                 return Err(format!(
                     "env variable {key:?} is invalid: names must be non-empty without '=' or NUL, values without NUL"
                 ));
@@ -270,7 +272,9 @@ impl LaunchRequest {
         if let Some(cpus) = self.resources.as_ref().and_then(|r| r.cpus)
             && !(cpus.is_finite() && cpus >= 0.0)
         {
-            return Err(format!("resources.cpus must be a non-negative number, got {cpus}"));
+            return Err(format!(
+                "resources.cpus must be a non-negative number, got {cpus}"
+            ));
         }
         for mount in &self.mounts {
             mount.parsed_source()?;
@@ -349,7 +353,8 @@ pub fn decode_launch(payload: &[u8]) -> Result<LaunchRequest, LaunchDecodeError>
         job_id: job_id.clone(),
         error,
     };
-    let request: LaunchRequest = serde_json::from_value(value).map_err(|e| invalid(e.to_string()))?;
+    let request: LaunchRequest =
+        serde_json::from_value(value).map_err(|e| invalid(e.to_string()))?;
     request.validate().map_err(invalid)?;
     Ok(request)
 }
@@ -583,7 +588,10 @@ mod tests {
     #[test]
     fn minimal_request_decodes_with_defaults() {
         let req = decode_launch(br#"{"job_id":"j1","command":["sleep","5"]}"#).unwrap();
-        assert_eq!(req, LaunchRequest::new("j1", vec!["sleep".into(), "5".into()]));
+        assert_eq!(
+            req,
+            LaunchRequest::new("j1", vec!["sleep".into(), "5".into()])
+        );
         assert_eq!(req.start_timeout_s(), 120);
         assert_eq!(req.run_timeout_s(), None);
     }
@@ -622,23 +630,59 @@ mod tests {
         assert!(invalid(r#"{"job_id":"j1"}"#).contains("missing field `command`"));
         assert!(invalid(r#"{"job_id":"j1","command":[]}"#).contains("non-empty"));
         assert!(invalid(r#"{"job_id":"j1","command":"ls"}"#).contains("invalid type"));
-        assert!(invalid(r#"{"job_id":"j1","command":["x"],"comand":1}"#).contains("unknown field `comand`"));
+        assert!(
+            invalid(r#"{"job_id":"j1","command":["x"],"comand":1}"#)
+                .contains("unknown field `comand`")
+        );
         assert!(invalid(r#"{"job_id":"j1","command":["x"],"v":2}"#).contains("version 2"));
-        assert!(invalid(r#"{"job_id":"j1","command":["x"],"backend":"vm"}"#).contains("unknown variant"));
-        assert!(invalid(r#"{"job_id":"j1","command":["x"],"backend":"docker"}"#).contains("image is required"));
-        assert!(invalid(r#"{"job_id":"j1","command":["x"],"resources":{"gpu":1}}"#).contains("unknown field `gpu`"));
-        assert!(invalid(r#"{"job_id":"j1","command":["x"],"resources":{"gpus":-1}}"#).contains("invalid value"));
-        assert!(invalid(r#"{"job_id":"j1","command":["x"],"mounts":[{"source":"nfs:x","target":"/d"}]}"#).contains("pvc:NAME"));
-        assert!(invalid(r#"{"job_id":"j1","command":["x"],"mounts":[{"source":"pvc:d","target":"d"}]}"#).contains("absolute"));
-        assert!(invalid(r#"{"job_id":"j1","command":["x"],"env":{"A=B":"c"}}"#).contains("env variable"));
-        assert!(invalid(r#"{"job_id":"j1","command":["x"],"timeouts":{"start":1}}"#).contains("unknown field `start`"));
+        assert!(
+            invalid(r#"{"job_id":"j1","command":["x"],"backend":"vm"}"#)
+                .contains("unknown variant")
+        );
+        assert!(
+            invalid(r#"{"job_id":"j1","command":["x"],"backend":"docker"}"#)
+                .contains("image is required")
+        );
+        assert!(
+            invalid(r#"{"job_id":"j1","command":["x"],"resources":{"gpu":1}}"#)
+                .contains("unknown field `gpu`")
+        );
+        assert!(
+            invalid(r#"{"job_id":"j1","command":["x"],"resources":{"gpus":-1}}"#)
+                .contains("invalid value")
+        );
+        assert!(
+            invalid(
+                r#"{"job_id":"j1","command":["x"],"mounts":[{"source":"nfs:x","target":"/d"}]}"#
+            )
+            .contains("pvc:NAME")
+        );
+        assert!(
+            invalid(
+                r#"{"job_id":"j1","command":["x"],"mounts":[{"source":"pvc:d","target":"d"}]}"#
+            )
+            .contains("absolute")
+        );
+        assert!(
+            invalid(r#"{"job_id":"j1","command":["x"],"env":{"A=B":"c"}}"#)
+                .contains("env variable")
+        );
+        assert!(
+            invalid(r#"{"job_id":"j1","command":["x"],"timeouts":{"start":1}}"#)
+                .contains("unknown field `start`")
+        );
     }
 
     #[test]
     fn terminate_body_may_be_empty() {
         assert_eq!(TerminateRequest::decode(b"").unwrap().grace_s(), 10);
         assert_eq!(TerminateRequest::decode(b" \n").unwrap().grace_s(), 10);
-        assert_eq!(TerminateRequest::decode(br#"{"grace_s":3}"#).unwrap().grace_s(), 3);
+        assert_eq!(
+            TerminateRequest::decode(br#"{"grace_s":3}"#)
+                .unwrap()
+                .grace_s(),
+            3
+        );
         assert!(TerminateRequest::decode(br#"{"grace":3}"#).is_err());
     }
 
@@ -655,7 +699,11 @@ mod tests {
     #[test]
     fn timestamps_are_rfc3339_utc() {
         let ts = timestamp_now();
-        assert!(time::OffsetDateTime::parse(&ts, &time::format_description::well_known::Rfc3339).is_ok(), "{ts}");
+        assert!(
+            time::OffsetDateTime::parse(&ts, &time::format_description::well_known::Rfc3339)
+                .is_ok(),
+            "{ts}"
+        );
         assert!(ts.ends_with('Z'));
     }
 }

@@ -2,7 +2,10 @@
 //! [`crate::protocol`]. `schemas/` holds them checked in; a test fails when they
 //! drift, and `flare-launcher schemas DIR` writes them anew.
 
-use crate::protocol::{ErrorReply, InvalidRequest, JobEvent, JobRecord, LaunchRequest, TerminateReply, TerminateRequest};
+use crate::protocol::{
+    ErrorReply, InvalidRequest, JobEvent, JobRecord, LaunchRequest, TerminateReply,
+    TerminateRequest,
+};
 use schemars::schema_for;
 use std::path::Path;
 
@@ -17,7 +20,10 @@ pub fn all() -> Vec<(&'static str, String)> {
     vec![
         ("launch_request.json", render(schema_for!(LaunchRequest))),
         ("job_event.json", render(schema_for!(JobEvent))),
-        ("terminate_request.json", render(schema_for!(TerminateRequest))),
+        (
+            "terminate_request.json",
+            render(schema_for!(TerminateRequest)),
+        ),
         ("terminate_reply.json", render(schema_for!(TerminateReply))),
         ("job_record.json", render(schema_for!(JobRecord))),
         ("invalid_request.json", render(schema_for!(InvalidRequest))),

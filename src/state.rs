@@ -159,7 +159,10 @@ pub fn return_code_for(state: JobState, exit_code: Option<i32>) -> Option<i32> {
         JobState::Starting | JobState::Running => None,
         JobState::Succeeded => Some(SUCCESS),
         JobState::Failed => Some(match exit_code {
-            Some(code @ (ABORTED | EXCEPTION | UNSAFE_COMPONENT | CONFIG_ERROR | INFRASTRUCTURE_ERROR)) => code,
+            Some(
+                code @ (ABORTED | EXCEPTION | UNSAFE_COMPONENT | CONFIG_ERROR
+                | INFRASTRUCTURE_ERROR),
+            ) => code,
             _ => EXECUTION_ERROR,
         }),
         JobState::Terminated => Some(ABORTED),
@@ -202,7 +205,10 @@ mod tests {
                 !matches!(state, Starting | Running),
                 "{state}"
             );
-            assert_eq!(return_code_for(state, Some(0)).is_some(), state.is_terminal());
+            assert_eq!(
+                return_code_for(state, Some(0)).is_some(),
+                state.is_terminal()
+            );
             if state.is_terminal() {
                 assert!(JobState::ALL.iter().all(|&to| !state.can_become(to)));
             }

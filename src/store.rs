@@ -75,10 +75,15 @@ impl JobStore {
         let created = retry_transient(
             "claiming a job record",
             || async {
-                self.kv.create(&key, value.clone().into()).await.map_err(|e| match e.kind() {
-                    kv::CreateErrorKind::AlreadyExists => StoreError::AlreadyExists(record.job_id.clone()),
-                    _ => StoreError::Unavailable(e.to_string()),
-                })
+                self.kv
+                    .create(&key, value.clone().into())
+                    .await
+                    .map_err(|e| match e.kind() {
+                        kv::CreateErrorKind::AlreadyExists => {
+                            StoreError::AlreadyExists(record.job_id.clone())
+                        }
+                        _ => StoreError::Unavailable(e.to_string()),
+                    })
             },
             StoreError::is_transient,
         )

@@ -71,7 +71,9 @@ impl Backend for ProcessBackend {
         }
         let child = command.spawn().map_err(spawn_error)?;
         let pid = child.id().ok_or_else(|| {
-            spawn_error(std::io::Error::other("the process ended before its pid was read"))
+            spawn_error(std::io::Error::other(
+                "the process ended before its pid was read",
+            ))
         })?;
 
         let (observe, observations) = mpsc::channel(4);
@@ -102,7 +104,12 @@ impl WorkloadControl for ProcessControl {
 }
 
 /// Waits for the process, signals its group when asked, and reports the exit.
-async fn watch(mut child: Child, pid: u32, mut stops: mpsc::Receiver<Duration>, observe: mpsc::Sender<Observation>) {
+async fn watch(
+    mut child: Child,
+    pid: u32,
+    mut stops: mpsc::Receiver<Duration>,
+    observe: mpsc::Sender<Observation>,
+) {
     let group = Pid::from_raw(pid as i32);
     let mut kill_at: Option<Instant> = None;
     let status = loop {

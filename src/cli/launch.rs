@@ -144,5 +144,7 @@ pub async fn run(settings: &Settings, args: LaunchArgs) -> Result<i32, CliError>
             return Ok(code);
         }
     }
-    Err(CliError::Other("the event stream ended before the job did".into()))
+    Err(CliError::Other(
+        "the event stream ended before the job did".into(),
+    ))
 }

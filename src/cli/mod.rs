@@ -82,7 +82,10 @@ pub async fn run(cli: Cli) -> Result<i32, CliError> {
     };
     let settings = Settings::load(cli.global, worker_args)?;
     let long_running = matches!(cli.command, Command::Worker(_) | Command::Dev(_));
-    crate::telemetry::init(settings.log_format, if long_running { "info" } else { "warn" });
+    crate::telemetry::init(
+        settings.log_format,
+        if long_running { "info" } else { "warn" },
+    );
     match cli.command {
         Command::Worker(_) => worker::run(&settings).await,
         Command::Dev(_) => dev::run(&settings).await,
@@ -99,13 +102,20 @@ pub async fn run(cli: Cli) -> Result<i32, CliError> {
 /// not there.
 async fn client(settings: &Settings) -> Result<Client, CliError> {
     let nats = connect::connect(&settings.nats, "flare-launcher cli", false).await?;
-    Ok(Client::new(nats, Subjects::new(&settings.subject_prefix), &settings.pool))
+    Ok(Client::new(
+        nats,
+        Subjects::new(&settings.subject_prefix),
+        &settings.pool,
+    ))
 }
 
 /// Resolves when the process gets SIGTERM or SIGINT.
 async fn shutdown_signal() {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
         tracing::error!("cannot listen for SIGTERM/SIGINT; stop the worker with SIGKILL");
         return std::future::pending().await;
     };

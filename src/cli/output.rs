@@ -5,10 +5,16 @@ use crate::protocol::JobEvent;
 /// Prints one event on stdout.
 pub fn print_event(event: &JobEvent, json: bool) {
     if json {
-        println!("{}", serde_json::to_string(event).expect("events serialize"));
+        println!(
+            "{}",
+            serde_json::to_string(event).expect("events serialize")
+        );
         return;
     }
-    let mut line = format!("{} {} #{} {}", event.ts, event.job_id, event.seq, event.state);
+    let mut line = format!(
+        "{} {} #{} {}",
+        event.ts, event.job_id, event.seq, event.state
+    );
     if let Some(code) = event.return_code {
         line.push_str(&format!(" return_code={code}"));
     }

@@ -11,8 +11,12 @@ pub struct SchemasArgs {
 }
 
 pub fn run(args: SchemasArgs) -> Result<i32, CliError> {
-    crate::schema::write_all(&args.dir)
-        .map_err(|e| CliError::Other(format!("cannot write schemas into {}: {e}", args.dir.display())))?;
+    crate::schema::write_all(&args.dir).map_err(|e| {
+        CliError::Other(format!(
+            "cannot write schemas into {}: {e}",
+            args.dir.display()
+        ))
+    })?;
     println!("schemas written to {}", args.dir.display());
     Ok(0)
 }

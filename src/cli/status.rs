@@ -11,6 +11,9 @@ pub struct StatusArgs {
 
 pub async fn run(settings: &Settings, args: StatusArgs) -> Result<i32, CliError> {
     let record = client(settings).await?.status(&args.job_id).await?;
-    println!("{}", serde_json::to_string_pretty(&record).expect("records serialize"));
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&record).expect("records serialize")
+    );
     Ok(0)
 }

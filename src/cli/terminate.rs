@@ -14,7 +14,13 @@ pub struct TerminateArgs {
 }
 
 pub async fn run(settings: &Settings, args: TerminateArgs) -> Result<i32, CliError> {
-    let reply = client(settings).await?.terminate(&args.job_id, args.grace).await?;
-    println!("{}", serde_json::to_string_pretty(&reply).expect("replies serialize"));
+    let reply = client(settings)
+        .await?
+        .terminate(&args.job_id, args.grace)
+        .await?;
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&reply).expect("replies serialize")
+    );
     Ok(if reply.accepted { 0 } else { 1 })
 }

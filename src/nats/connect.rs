@@ -322,7 +322,9 @@ fn server_addrs(args: &NatsArgs) -> Result<Vec<ServerAddr>, ConnectError> {
 fn validate(args: &NatsArgs) -> Result<(), ConnectError> {
     let invalid = |message: &str| Err(ConnectError::InvalidSettings(message.to_owned()));
     match (&args.user, &args.password) {
-        (Some(_), None) => return invalid("--nats-user needs --nats-password (FLARE_NATS_PASSWORD)"),
+        (Some(_), None) => {
+            return invalid("--nats-user needs --nats-password (FLARE_NATS_PASSWORD)");
+        }
         (None, Some(_)) => return invalid("--nats-password needs --nats-user (FLARE_NATS_USER)"),
         _ => {}
     }
@@ -379,13 +381,12 @@ async fn options(
         options = options.nkey(read_nkey_seed(path).await?);
     }
     if let Some(path) = &args.credentials_file {
-        options = options
-            .credentials_file(path)
-            .await
-            .map_err(|source| ConnectError::ReadCredentials {
+        options = options.credentials_file(path).await.map_err(|source| {
+            ConnectError::ReadCredentials {
                 path: path.clone(),
                 source,
-            })?;
+            }
+        })?;
     }
 
     if let Some(ca) = &args.tls_ca {
@@ -407,12 +408,13 @@ async fn options(
 
 /// Reads a user nkey seed, surrounding whitespace removed.
 async fn read_nkey_seed(path: &Path) -> Result<String, ConnectError> {
-    let text = tokio::fs::read_to_string(path)
-        .await
-        .map_err(|source| ConnectError::ReadNkeySeed {
-            path: path.to_owned(),
-            source,
-        })?;
+    let text =
+        tokio::fs::read_to_string(path)
+            .await
+            .map_err(|source| ConnectError::ReadNkeySeed {
+                path: path.to_owned(),
+                source,
+            })?;
     let seed = text.trim();
     if !seed.starts_with("SU") {
         // The seed itself is never echoed: it is the private key.

@@ -26,7 +26,9 @@ pub enum SetupError {
         found: String,
     },
     /// JetStream is off on the server or for this account.
-    #[error("JetStream is not enabled for this account on the NATS server: start nats-server with -js (or `jetstream {{}}` in its config) and give the account JetStream limits ({0})")]
+    #[error(
+        "JetStream is not enabled for this account on the NATS server: start nats-server with -js (or `jetstream {{}}` in its config) and give the account JetStream limits ({0})"
+    )]
     JetStreamDisabled(String),
     /// A JetStream call failed.
     #[error("could not {what}: {source}")]
@@ -39,7 +41,9 @@ pub enum SetupError {
     },
 }
 
-fn jetstream_error(what: impl Into<String>) -> impl FnOnce(Box<dyn std::error::Error + Send + Sync>) -> SetupError {
+fn jetstream_error(
+    what: impl Into<String>,
+) -> impl FnOnce(Box<dyn std::error::Error + Send + Sync>) -> SetupError {
     let what = what.into();
     move |source| SetupError::JetStream { what, source }
 }
@@ -48,14 +52,21 @@ fn jetstream_error(what: impl Into<String>) -> impl FnOnce(Box<dyn std::error::E
 pub fn parse_version(version: &str) -> Option<(u64, u64, u64)> {
     let core = version.trim_start_matches('v').split(['-', '+']).next()?;
     let mut parts = core.split('.').map(|p| p.parse::<u64>().ok());
-    Some((parts.next()??, parts.next()??, parts.next().flatten().unwrap_or(0)))
+    Some((
+        parts.next()??,
+        parts.next()??,
+        parts.next().flatten().unwrap_or(0),
+    ))
 }
 
 /// Checks the server's version and that JetStream answers for this account.
 ///
 /// # Errors
 /// [`SetupError::ServerTooOld`] or [`SetupError::JetStreamDisabled`], with what to do.
-pub async fn check_server(client: &async_nats::Client, js: &jetstream::Context) -> Result<(), SetupError> {
+pub async fn check_server(
+    client: &async_nats::Client,
+    js: &jetstream::Context,
+) -> Result<(), SetupError> {
     let found = client.server_info().version;
     match parse_version(&found) {
         Some(version) if version >= MIN_SERVER_VERSION => {}
@@ -71,7 +82,10 @@ pub async fn check_server(client: &async_nats::Client, js: &jetstream::Context) 
 ///
 /// # Errors
 /// [`SetupError::JetStream`] naming the stream.
-pub async fn ensure_streams(js: &jetstream::Context, subjects: &Subjects) -> Result<(stream::Stream, stream::Stream), SetupError> {
+pub async fn ensure_streams(
+    js: &jetstream::Context,
+    subjects: &Subjects,
+) -> Result<(stream::Stream, stream::Stream), SetupError> {
     let jobs = js
         .get_or_create_stream(stream::Config {
             name: JOBS_STREAM.into(),
@@ -120,10 +134,9 @@ pub async fn ensure_jobs_bucket(js: &jetstream::Context) -> Result<kv::Store, Se
     match created {
         Ok(store) => Ok(store),
         // Another worker may have created it in between.
-        Err(create_error) => js
-            .get_key_value(JOBS_BUCKET)
-            .await
-            .map_err(|_| jetstream_error(format!("create bucket {JOBS_BUCKET}"))(create_error.into())),
+        Err(create_error) => js.get_key_value(JOBS_BUCKET).await.map_err(|_| {
+            jetstream_error(format!("create bucket {JOBS_BUCKET}"))(create_error.into())
+        }),
     }
 }
 

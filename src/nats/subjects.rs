@@ -141,7 +141,10 @@ mod tests {
     fn job_ids_with_dots_survive_the_subject() {
         let s = Subjects::new("p.q");
         let subject = s.status("a.b.c");
-        assert_eq!(Subjects::job_id_after(&subject, "p.q.status"), Some("a.b.c"));
+        assert_eq!(
+            Subjects::job_id_after(&subject, "p.q.status"),
+            Some("a.b.c")
+        );
         assert_eq!(Subjects::job_id_after("p.q.status", "p.q.status"), None);
         assert_eq!(Subjects::job_id_after("p.q.statusx.a", "p.q.status"), None);
     }

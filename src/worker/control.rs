@@ -58,20 +58,39 @@ impl ControlSubscriptions {
     ///
     /// # Errors
     /// The client's error when a subscription fails.
-    pub async fn subscribe(client: &async_nats::Client, subjects: &Subjects, worker_id: &str) -> Result<Self, async_nats::SubscribeError> {
+    pub async fn subscribe(
+        client: &async_nats::Client,
+        subjects: &Subjects,
+        worker_id: &str,
+    ) -> Result<Self, async_nats::SubscribeError> {
         Ok(ControlSubscriptions {
-            status: client.queue_subscribe(subjects.all("status"), CONTROL_QUEUE_GROUP.into()).await?,
-            terminate: client.queue_subscribe(subjects.all("terminate"), CONTROL_QUEUE_GROUP.into()).await?,
-            forwarded: client.subscribe(subjects.worker_terminate_all(worker_id)).await?,
+            status: client
+                .queue_subscribe(subjects.all("status"), CONTROL_QUEUE_GROUP.into())
+                .await?,
+            terminate: client
+                .queue_subscribe(subjects.all("terminate"), CONTROL_QUEUE_GROUP.into())
+                .await?,
+            forwarded: client
+                .subscribe(subjects.worker_terminate_all(worker_id))
+                .await?,
         })
     }
 }
 
 /// Answers control requests until `stop` is cancelled.
-pub async fn run(shared: Arc<Shared>, mut subs: ControlSubscriptions, stop: CancellationToken, tracker: TaskTracker) {
+pub async fn run(
+    shared: Arc<Shared>,
+    mut subs: ControlSubscriptions,
+    stop: CancellationToken,
+    tracker: TaskTracker,
+) {
     let status_head = format!("{}.status", shared.subjects.prefix());
     let terminate_head = format!("{}.terminate", shared.subjects.prefix());
-    let forwarded_head = format!("{}.worker.{}.terminate", shared.subjects.prefix(), shared.worker_id);
+    let forwarded_head = format!(
+        "{}.worker.{}.terminate",
+        shared.subjects.prefix(),
+        shared.worker_id
+    );
     loop {
         let (message, kind) = tokio::select! {
             () = stop.cancelled() => break,
@@ -103,12 +122,14 @@ async fn answer(shared: Arc<Shared>, message: Message, kind: Request, job_id: Op
         return;
     };
     let result = async {
-        let job_id = job_id.ok_or_else(|| ControlError::BadRequest("the subject names no job".into()))?;
+        let job_id =
+            job_id.ok_or_else(|| ControlError::BadRequest("the subject names no job".into()))?;
         check_job_id(&job_id).map_err(ControlError::BadRequest)?;
         match kind {
             Request::Status => status(&shared, &job_id).await.map(|r| to_json(&r)),
             Request::Terminate | Request::Forwarded => {
-                let request = TerminateRequest::decode(&message.payload).map_err(ControlError::BadRequest)?;
+                let request =
+                    TerminateRequest::decode(&message.payload).map_err(ControlError::BadRequest)?;
                 let grace = Duration::from_secs(request.grace_s());
                 let reply = match kind {
                     Request::Forwarded => terminate_owned(&shared, &job_id, grace).await?,
@@ -126,8 +147,14 @@ async fn answer(shared: Arc<Shared>, message: Message, kind: Request, job_id: Op
             let mut headers = HeaderMap::new();
             headers.insert("Nats-Service-Error", e.to_string().as_str());
             headers.insert("Nats-Service-Error-Code", code.to_string().as_str());
-            let body = to_json(&ErrorReply { error: error.into(), message: e.to_string() });
-            shared.client.publish_with_headers(reply_to, headers, body.into()).await
+            let body = to_json(&ErrorReply {
+                error: error.into(),
+                message: e.to_string(),
+            });
+            shared
+                .client
+                .publish_with_headers(reply_to, headers, body.into())
+                .await
         }
     };
     if let Err(e) = sent {
@@ -147,12 +174,27 @@ async fn status(shared: &Shared, job_id: &str) -> Result<JobRecord, ControlError
         .ok_or_else(|| ControlError::NotFound(job_id.to_owned()))
 }
 
-fn reply(job_id: &str, accepted: bool, state: JobState, message: impl Into<String>) -> TerminateReply {
-    TerminateReply { job_id: job_id.to_owned(), accepted, state, message: message.into() }
+fn reply(
+    job_id: &str,
+    accepted: bool,
+    state: JobState,
+    message: impl Into<String>,
+) -> TerminateReply {
+    TerminateReply {
+        job_id: job_id.to_owned(),
+        accepted,
+        state,
+        message: message.into(),
+    }
 }
 
 /// A terminate that may concern any job.
-async fn terminate(shared: &Shared, job_id: &str, body: &[u8], grace: Duration) -> Result<TerminateReply, ControlError> {
+async fn terminate(
+    shared: &Shared,
+    job_id: &str,
+    body: &[u8],
+    grace: Duration,
+) -> Result<TerminateReply, ControlError> {
     if shared.registry.get(job_id).is_some() {
         return terminate_owned(shared, job_id, grace).await;
     }
@@ -166,7 +208,12 @@ async fn terminate(shared: &Shared, job_id: &str, body: &[u8], grace: Duration) 
             match shared.store.claim(&tombstone).await? {
                 Claim::Created => {
                     tracing::info!(%job_id, "terminate for an unknown job recorded as a tombstone");
-                    return Ok(reply(job_id, true, JobState::Terminated, "the job has not been launched yet: the terminate is recorded, and its launch will end in terminated without starting anything"));
+                    return Ok(reply(
+                        job_id,
+                        true,
+                        JobState::Terminated,
+                        "the job has not been launched yet: the terminate is recorded, and its launch will end in terminated without starting anything",
+                    ));
                 }
                 // The launch won the race: deal with the job as it is now.
                 Claim::Exists(record) => record,
@@ -174,10 +221,20 @@ async fn terminate(shared: &Shared, job_id: &str, body: &[u8], grace: Duration) 
         }
     };
     if record.tombstone {
-        return Ok(reply(job_id, true, record.state, "a terminate for this job is recorded already; its launch will end in terminated"));
+        return Ok(reply(
+            job_id,
+            true,
+            record.state,
+            "a terminate for this job is recorded already; its launch will end in terminated",
+        ));
     }
     if record.state.is_terminal() {
-        return Ok(reply(job_id, false, record.state, format!("the job has ended already ({})", record.state)));
+        return Ok(reply(
+            job_id,
+            false,
+            record.state,
+            format!("the job has ended already ({})", record.state),
+        ));
     }
     if record.worker == shared.worker_id {
         return terminate_owned(shared, job_id, grace).await;
@@ -186,28 +243,76 @@ async fn terminate(shared: &Shared, job_id: &str, body: &[u8], grace: Duration) 
 }
 
 /// Hands a terminate to the job's owner and relays its reply.
-async fn forward(shared: &Shared, record: &JobRecord, body: &[u8]) -> Result<TerminateReply, ControlError> {
-    let subject = shared.subjects.worker_terminate(&record.worker, &record.job_id);
+async fn forward(
+    shared: &Shared,
+    record: &JobRecord,
+    body: &[u8],
+) -> Result<TerminateReply, ControlError> {
+    let subject = shared
+        .subjects
+        .worker_terminate(&record.worker, &record.job_id);
     let request = shared.client.request(subject, body.to_vec().into());
     match tokio::time::timeout(FORWARD_TIMEOUT, request).await {
-        Ok(Ok(answer)) => serde_json::from_slice(&answer.payload)
-            .map_err(|e| ControlError::Store(StoreError::Unavailable(format!("owner {} sent an unreadable reply: {e}", record.worker)))),
-        Ok(Err(e)) => Ok(reply(&record.job_id, false, record.state, format!("the job's worker {} is not reachable ({e}); the job will be finished by the worker that adopts it", record.worker))),
-        Err(_) => Ok(reply(&record.job_id, false, record.state, format!("the job's worker {} did not answer within {} s", record.worker, FORWARD_TIMEOUT.as_secs()))),
+        Ok(Ok(answer)) => serde_json::from_slice(&answer.payload).map_err(|e| {
+            ControlError::Store(StoreError::Unavailable(format!(
+                "owner {} sent an unreadable reply: {e}",
+                record.worker
+            )))
+        }),
+        Ok(Err(e)) => Ok(reply(
+            &record.job_id,
+            false,
+            record.state,
+            format!(
+                "the job's worker {} is not reachable ({e}); the job will be finished by the worker that adopts it",
+                record.worker
+            ),
+        )),
+        Err(_) => Ok(reply(
+            &record.job_id,
+            false,
+            record.state,
+            format!(
+                "the job's worker {} did not answer within {} s",
+                record.worker,
+                FORWARD_TIMEOUT.as_secs()
+            ),
+        )),
     }
 }
 
 /// A terminate for a job this worker owns (or owned).
-async fn terminate_owned(shared: &Shared, job_id: &str, grace: Duration) -> Result<TerminateReply, ControlError> {
+async fn terminate_owned(
+    shared: &Shared,
+    job_id: &str,
+    grace: Duration,
+) -> Result<TerminateReply, ControlError> {
     let sent = match shared.registry.get(job_id) {
         Some(commands) => commands.send(JobCommand::Terminate { grace }).await.is_ok(),
         None => false,
     };
     // A job registered a moment before its claim record is written is starting.
-    let state = shared.store.get(job_id).await?.map_or(JobState::Starting, |r| r.state);
+    let state = shared
+        .store
+        .get(job_id)
+        .await?
+        .map_or(JobState::Starting, |r| r.state);
     Ok(if sent {
-        reply(job_id, true, state, format!("stopping the job: polite stop now, kill after {} s", grace.as_secs()))
+        reply(
+            job_id,
+            true,
+            state,
+            format!(
+                "stopping the job: polite stop now, kill after {} s",
+                grace.as_secs()
+            ),
+        )
     } else {
-        reply(job_id, false, state, format!("the job is not running on this worker ({state})"))
+        reply(
+            job_id,
+            false,
+            state,
+            format!("the job is not running on this worker ({state})"),
+        )
     })
 }

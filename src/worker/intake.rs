@@ -93,7 +93,10 @@ pub async fn run(
 
 /// Handles one launch request.
 async fn handle(shared: Arc<Shared>, message: Message, permit: OwnedSemaphorePermit) {
-    let redelivered = message.info().map(|info| info.delivered > 1).unwrap_or(false);
+    let redelivered = message
+        .info()
+        .map(|info| info.delivered > 1)
+        .unwrap_or(false);
     let (record, request) = match decode_launch(&message.payload) {
         Err(LaunchDecodeError::Unidentifiable { error }) => {
             return report_invalid(&shared, &message, error).await;
@@ -106,14 +109,19 @@ async fn handle(shared: Arc<Shared>, message: Message, permit: OwnedSemaphorePer
             let mut record = job::fresh_record(&job_id, &shared.worker_id, JobState::Error);
             record.pool = Some(shared.pool.clone());
             record.backend = Some(shared.backends.default_kind());
-            job::apply(&mut record, JobState::Error, Change::because(reason::INVALID_REQUEST, error));
+            job::apply(
+                &mut record,
+                JobState::Error,
+                Change::because(reason::INVALID_REQUEST, error),
+            );
             (record, None)
         }
         Ok(request) => {
             if let Err(unsafe_id) = check_subject_safe(&request.job_id) {
                 return report_invalid(&shared, &message, unsafe_id).await;
             }
-            let mut record = job::fresh_record(&request.job_id, &shared.worker_id, JobState::Starting);
+            let mut record =
+                job::fresh_record(&request.job_id, &shared.worker_id, JobState::Starting);
             record.pool = Some(shared.pool.clone());
             record.backend = Some(shared.backends.kind_for(&request));
             record.site = request.site.clone();
@@ -144,11 +152,16 @@ async fn handle(shared: Arc<Shared>, message: Message, permit: OwnedSemaphorePer
         (Claim::Created, Some(request)) => {
             ack(&message).await;
             tracing::info!(%job_id, backend = ?record.backend, "job accepted");
-            Job::new(shared, request, record, commands, permit).run().await;
+            Job::new(shared, request, record, commands, permit)
+                .run()
+                .await;
         }
         (Claim::Created, None) => {
             ack(&message).await;
-            shared.events.publish(&record.event(shared.backends.default_kind())).await;
+            shared
+                .events
+                .publish(&record.event(shared.backends.default_kind()))
+                .await;
         }
         (Claim::Exists(existing), request) if existing.tombstone => {
             end_tombstoned(&shared, existing, record, request.as_ref()).await;
@@ -160,7 +173,10 @@ async fn handle(shared: Arc<Shared>, message: Message, permit: OwnedSemaphorePer
             // if the job ended, its final event may not have gone out, so send it
             // again (the stream drops it if it did).
             if redelivered && existing.state.is_terminal() && existing.seq > 0 {
-                shared.events.publish(&existing.event(shared.backends.default_kind())).await;
+                shared
+                    .events
+                    .publish(&existing.event(shared.backends.default_kind()))
+                    .await;
             }
             ack(&message).await;
         }
@@ -169,16 +185,28 @@ async fn handle(shared: Arc<Shared>, message: Message, permit: OwnedSemaphorePer
 
 /// Ends a job whose terminate came before its launch: it goes straight to
 /// `terminated`, and nothing is started.
-async fn end_tombstoned(shared: &Shared, tombstone: JobRecord, mut record: JobRecord, request: Option<&LaunchRequest>) {
+async fn end_tombstoned(
+    shared: &Shared,
+    tombstone: JobRecord,
+    mut record: JobRecord,
+    request: Option<&LaunchRequest>,
+) {
     record.created = tombstone.created;
     record.seq = 0;
     let message = match request {
         Some(_) => "a terminate request came before the launch; nothing was started",
         None => "a terminate request came before the (invalid) launch; nothing was started",
     };
-    job::apply(&mut record, JobState::Terminated, Change::because(reason::TERMINATE_REQUESTED, message));
+    job::apply(
+        &mut record,
+        JobState::Terminated,
+        Change::because(reason::TERMINATE_REQUESTED, message),
+    );
     shared.store.put(&record).await;
-    shared.events.publish(&record.event(shared.backends.default_kind())).await;
+    shared
+        .events
+        .publish(&record.event(shared.backends.default_kind()))
+        .await;
     tracing::info!(job_id = %record.job_id, "launch of a job terminated before it came; nothing started");
 }
 

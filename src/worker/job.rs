@@ -149,7 +149,10 @@ impl Job {
 
     /// Runs the job to its terminal event.
     pub async fn run(mut self) {
-        self.shared.events.publish(&self.record.event(self.shared.backends.default_kind())).await;
+        self.shared
+            .events
+            .publish(&self.record.event(self.shared.backends.default_kind()))
+            .await;
         let launched = self.launch().await;
         if let Some(launched) = launched {
             self.follow(launched).await;
@@ -168,7 +171,8 @@ impl Job {
         let backend = match self.shared.backends.for_request(&self.request) {
             Ok(backend) => backend,
             Err(e) => {
-                self.advance(JobState::Error, Change::because(e.reason(), e.to_string())).await;
+                self.advance(JobState::Error, Change::because(e.reason(), e.to_string()))
+                    .await;
                 return None;
             }
         };
@@ -179,12 +183,20 @@ impl Job {
                 Some(launched)
             }
             Ok(Err(e)) => {
-                self.advance(JobState::Error, Change::because(e.reason(), e.to_string())).await;
+                self.advance(JobState::Error, Change::because(e.reason(), e.to_string()))
+                    .await;
                 None
             }
             Err(_) => {
-                let message = format!("the backend did not create the workload within {} s", self.request.start_timeout_s());
-                self.advance(JobState::Error, Change::because(reason::START_TIMEOUT, message)).await;
+                let message = format!(
+                    "the backend did not create the workload within {} s",
+                    self.request.start_timeout_s()
+                );
+                self.advance(
+                    JobState::Error,
+                    Change::because(reason::START_TIMEOUT, message),
+                )
+                .await;
                 None
             }
         }
@@ -235,20 +247,31 @@ impl Job {
     }
 
     /// Turns an observation into state changes. Returns whether the state changed.
-    async fn observe(&mut self, observation: Observation, stop: Option<StopCause>, detail: Option<String>) -> bool {
+    async fn observe(
+        &mut self,
+        observation: Observation,
+        stop: Option<StopCause>,
+        detail: Option<String>,
+    ) -> bool {
         match observation {
             Observation::Running => {
                 if self.record.state != JobState::Starting {
                     return false;
                 }
-                let change = Change { message: detail, ..Change::default() };
+                let change = Change {
+                    message: detail,
+                    ..Change::default()
+                };
                 self.advance(JobState::Running, change).await
             }
             Observation::Exited(exit) => {
                 let to = state::state_after_exit(exit, stop.is_some());
                 // A workload seen only after it ended did run: say so before the end.
                 if !self.record.state.can_become(to) && JobState::Running.can_become(to) {
-                    let change = Change { message: Some("the workload ended before it was seen running".into()), ..Change::default() };
+                    let change = Change {
+                        message: Some("the workload ended before it was seen running".into()),
+                        ..Change::default()
+                    };
                     self.advance(JobState::Running, change).await;
                 }
                 let what = match exit {
@@ -256,19 +279,40 @@ impl Job {
                     state::Exit::Code(code) => format!("exit code {code}"),
                 };
                 let (reason, message) = match stop {
-                    Some(cause) if to == JobState::Terminated => {
-                        (Some(cause.reason().to_owned()), format!("{}; {what}", cause.describe()))
-                    }
+                    Some(cause) if to == JobState::Terminated => (
+                        Some(cause.reason().to_owned()),
+                        format!("{}; {what}", cause.describe()),
+                    ),
                     _ => (None, what),
                 };
-                let change = Change { reason, message: Some(message), exit_code: Some(exit.exit_code()) };
+                let change = Change {
+                    reason,
+                    message: Some(message),
+                    exit_code: Some(exit.exit_code()),
+                };
                 self.advance(to, change).await
             }
             Observation::StartFailed { reason, message } => {
-                self.advance(JobState::Error, Change { reason: Some(reason), message: Some(message), exit_code: None }).await
+                self.advance(
+                    JobState::Error,
+                    Change {
+                        reason: Some(reason),
+                        message: Some(message),
+                        exit_code: None,
+                    },
+                )
+                .await
             }
             Observation::Vanished { message } => {
-                self.advance(JobState::Lost, Change { reason: Some("WorkloadVanished".into()), message: Some(message), exit_code: None }).await
+                self.advance(
+                    JobState::Lost,
+                    Change {
+                        reason: Some("WorkloadVanished".into()),
+                        message: Some(message),
+                        exit_code: None,
+                    },
+                )
+                .await
             }
         }
     }
@@ -280,7 +324,10 @@ impl Job {
         }
         tracing::info!(job_id = %self.record.job_id, seq = self.record.seq, state = %to, "job state changed");
         self.shared.store.put(&self.record).await;
-        self.shared.events.publish(&self.record.event(self.shared.backends.default_kind())).await;
+        self.shared
+            .events
+            .publish(&self.record.event(self.shared.backends.default_kind()))
+            .await;
         true
     }
 }

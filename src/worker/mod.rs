@@ -102,7 +102,10 @@ impl Worker {
         let backend = match config.backend {
             BackendKind::Process => {
                 let log_dir = config.data_dir.join("logs");
-                ProcessBackend::new(log_dir.clone()).map_err(|source| WorkerError::DataDir { path: log_dir, source })?
+                ProcessBackend::new(log_dir.clone()).map_err(|source| WorkerError::DataDir {
+                    path: log_dir,
+                    source,
+                })?
             }
             other => {
                 return Err(WorkerError::Config(format!(
@@ -110,13 +113,20 @@ impl Worker {
                 )));
             }
         };
-        let client = connect::connect(&config.nats, &format!("flare-launcher worker {}", config.worker_id), true).await?;
+        let client = connect::connect(
+            &config.nats,
+            &format!("flare-launcher worker {}", config.worker_id),
+            true,
+        )
+        .await?;
         let js = async_nats::jetstream::new(client.clone());
         setup::check_server(&client, &js).await?;
         let subjects = Subjects::new(&config.subject_prefix);
         let (jobs_stream, _) = setup::ensure_streams(&js, &subjects).await?;
         let bucket = setup::ensure_jobs_bucket(&js).await?;
-        let consumer = setup::ensure_launch_consumer(&jobs_stream, &subjects, &config.pool, config.ack_wait).await?;
+        let consumer =
+            setup::ensure_launch_consumer(&jobs_stream, &subjects, &config.pool, config.ack_wait)
+                .await?;
 
         let shared = Arc::new(Shared {
             worker_id: config.worker_id.clone(),
@@ -129,13 +139,25 @@ impl Worker {
             registry: Registry::default(),
             hard_stop: CancellationToken::new(),
         });
-        let subscriptions = control::ControlSubscriptions::subscribe(&client, &subjects, &config.worker_id).await?;
+        let subscriptions =
+            control::ControlSubscriptions::subscribe(&client, &subjects, &config.worker_id).await?;
         let tasks = TaskTracker::new();
         let stop_control = CancellationToken::new();
-        let control = tokio::spawn(control::run(shared.clone(), subscriptions, stop_control.clone(), tasks.clone()));
+        let control = tokio::spawn(control::run(
+            shared.clone(),
+            subscriptions,
+            stop_control.clone(),
+            tasks.clone(),
+        ));
         let stop_intake = CancellationToken::new();
         let capacity = Arc::new(Semaphore::new(config.max_jobs));
-        let intake = tokio::spawn(intake::run(shared.clone(), consumer, capacity, stop_intake.clone(), tasks.clone()));
+        let intake = tokio::spawn(intake::run(
+            shared.clone(),
+            consumer,
+            capacity,
+            stop_intake.clone(),
+            tasks.clone(),
+        ));
         tracing::info!(
             worker_id = %config.worker_id,
             pool = %config.pool,
@@ -159,7 +181,10 @@ impl Worker {
     ///
     /// # Errors
     /// A [`WorkerError`] when it cannot start.
-    pub async fn run(config: WorkerConfig, shutdown: impl Future<Output = ()>) -> Result<(), WorkerError> {
+    pub async fn run(
+        config: WorkerConfig,
+        shutdown: impl Future<Output = ()>,
+    ) -> Result<(), WorkerError> {
         let worker = Worker::start(config).await?;
         shutdown.await;
         worker.shutdown().await;
@@ -179,20 +204,41 @@ impl Worker {
     /// Stops taking requests, drains running jobs, terminates the rest and waits
     /// for their final events.
     pub async fn shutdown(self) {
-        let Worker { shared, drain_timeout, stop_intake, stop_control, intake, control, tasks } = self;
+        let Worker {
+            shared,
+            drain_timeout,
+            stop_intake,
+            stop_control,
+            intake,
+            control,
+            tasks,
+        } = self;
         let running = || shared.registry.len();
-        tracing::info!(running = running(), ?drain_timeout, "shutting down: no new jobs");
+        tracing::info!(
+            running = running(),
+            ?drain_timeout,
+            "shutting down: no new jobs"
+        );
         stop_intake.cancel();
         if let Err(e) = intake.await {
             tracing::error!(error = %e, "intake task failed");
         }
         tasks.close();
-        if tokio::time::timeout(drain_timeout, tasks.wait()).await.is_err() {
-            tracing::warn!(running = running(), "drain timeout ran out; terminating the remaining jobs");
+        if tokio::time::timeout(drain_timeout, tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                running = running(),
+                "drain timeout ran out; terminating the remaining jobs"
+            );
             shared.hard_stop.cancel();
             let limit = Duration::from_secs(DEFAULT_GRACE_S) + FINAL_EVENTS_TIMEOUT;
             if tokio::time::timeout(limit, tasks.wait()).await.is_err() {
-                tracing::error!(running = running(), "jobs did not finish after being terminated; exiting anyway");
+                tracing::error!(
+                    running = running(),
+                    "jobs did not finish after being terminated; exiting anyway"
+                );
             }
         }
         stop_control.cancel();

@@ -25,7 +25,9 @@ pub struct Registry {
 impl Registry {
     fn lock(&self) -> MutexGuard<'_, HashMap<String, mpsc::Sender<JobCommand>>> {
         // A panic while holding this lock leaves the map itself intact.
-        self.jobs.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.jobs
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Registers a job's task and returns the receiving end of its channel, or

@@ -2,3 +2,4 @@
 #![allow(dead_code)]
 
 pub mod nats_server;
+pub mod system;

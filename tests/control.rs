@@ -1,0 +1,197 @@
+//! Terminate and status over a real nats-server: terminating running jobs (also
+//! ones that ignore SIGTERM), terminating before the launch, terminating finished
+//! jobs, and status of finished and unknown jobs.
+
+mod common;
+
+use common::system::{System, assert_well_formed, sh, states};
+use flare_launcher::client::ClientError;
+use flare_launcher::state::JobState;
+use std::time::{Duration, Instant};
+
+#[tokio::test]
+async fn terminating_a_running_job_ends_it_in_terminated() {
+    let system = System::start().await;
+    system.client.launch(&sh("long", "sleep 60")).await.unwrap();
+    system
+        .events_until("long", |e| e.state == JobState::Running)
+        .await;
+    let reply = system.client.terminate("long", None).await.unwrap();
+    assert!(reply.accepted, "{reply:?}");
+    assert_eq!(reply.state, JobState::Running);
+    let events = system.events_until_terminal("long").await;
+    assert_well_formed(&events);
+    assert_eq!(states(&events), ["starting", "running", "terminated"]);
+    let last = events.last().unwrap();
+    assert_eq!(last.return_code, Some(9));
+    assert_eq!(last.reason.as_deref(), Some("TerminateRequested"));
+    assert_eq!(last.exit_code, Some(128 + 15));
+}
+
+#[tokio::test]
+async fn a_job_that_ignores_sigterm_is_killed_after_the_grace() {
+    let system = System::start().await;
+    let ready = system.path("trap-set");
+    let script = format!(
+        "trap '' TERM; touch {}; while true; do sleep 0.1; done",
+        ready.display()
+    );
+    system
+        .client
+        .launch(&sh("stubborn", &script))
+        .await
+        .unwrap();
+    system
+        .events_until("stubborn", |e| e.state == JobState::Running)
+        .await;
+    while !ready.exists() {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let asked = Instant::now();
+    let reply = system.client.terminate("stubborn", Some(1)).await.unwrap();
+    assert!(reply.accepted);
+    let events = system.events_until_terminal("stubborn").await;
+    let last = events.last().unwrap();
+    assert_eq!(last.state, JobState::Terminated);
+    assert_eq!(
+        last.exit_code,
+        Some(128 + 9),
+        "killed, not stopped politely: {last:?}"
+    );
+    assert!(
+        asked.elapsed() >= Duration::from_secs(1),
+        "the grace was honoured"
+    );
+}
+
+#[tokio::test]
+async fn a_terminate_before_the_launch_means_it_never_starts() {
+    let system = System::start().await;
+    let reply = system.client.terminate("early", None).await.unwrap();
+    assert!(reply.accepted, "{reply:?}");
+    assert_eq!(reply.state, JobState::Terminated);
+    let marker = system.path("early-ran");
+    let events = system
+        .run(&sh("early", &format!("touch {}", marker.display())))
+        .await;
+    assert_well_formed(&events);
+    assert_eq!(states(&events), ["terminated"]);
+    let last = &events[0];
+    assert_eq!(last.return_code, Some(9));
+    assert_eq!(last.reason.as_deref(), Some("TerminateRequested"));
+    assert!(!marker.exists(), "the job must not have started");
+    let record = system.client.status("early").await.unwrap();
+    assert_eq!(
+        (record.state, record.seq, record.tombstone),
+        (JobState::Terminated, 1, false)
+    );
+    // A second terminate changes nothing.
+    let again = system.client.terminate("early", None).await.unwrap();
+    assert!(!again.accepted);
+    assert_eq!(again.state, JobState::Terminated);
+}
+
+#[tokio::test]
+async fn terminating_a_finished_job_changes_nothing() {
+    let system = System::start().await;
+    system.run(&sh("done", "exit 0")).await;
+    let reply = system.client.terminate("done", Some(0)).await.unwrap();
+    assert!(!reply.accepted);
+    assert_eq!(reply.state, JobState::Succeeded);
+    let record = system.client.status("done").await.unwrap();
+    assert_eq!((record.state, record.seq), (JobState::Succeeded, 3));
+}
+
+#[tokio::test]
+async fn status_of_a_finished_job_is_its_record() {
+    let system = System::start().await;
+    let mut request = sh("stat", "exit 103");
+    request.site = Some("site-a".into());
+    system.run(&request).await;
+    let record = system.client.status("stat").await.unwrap();
+    assert_eq!(record.job_id, "stat");
+    assert_eq!(record.state, JobState::Failed);
+    assert_eq!(
+        (record.return_code, record.exit_code),
+        (Some(103), Some(103))
+    );
+    assert_eq!(record.seq, 3);
+    assert_eq!(record.site.as_deref(), Some("site-a"));
+    assert_eq!(record.worker, "w1");
+    assert!(record.created <= record.updated);
+}
+
+#[tokio::test]
+async fn status_of_an_unknown_job_is_a_not_found_error_reply() {
+    let system = System::start().await;
+    match system.client.status("never-seen").await {
+        Err(ClientError::Refused(error)) => {
+            assert_eq!(error.error, "not_found");
+            assert!(error.message.contains("never-seen"));
+        }
+        other => panic!("expected not_found, got {other:?}"),
+    }
+    // The raw reply carries the NATS service error headers.
+    let reply = system
+        .client
+        .nats()
+        .request("flare.jobs.status.never-seen", "".into())
+        .await
+        .unwrap();
+    let headers = reply.headers.expect("error headers");
+    assert_eq!(
+        headers.get("Nats-Service-Error-Code").map(|v| v.as_str()),
+        Some("404")
+    );
+}
+
+#[tokio::test]
+async fn a_terminate_with_a_bad_body_is_refused_and_the_job_runs_on() {
+    let system = System::start().await;
+    system.client.launch(&sh("kept", "sleep 60")).await.unwrap();
+    system
+        .events_until("kept", |e| e.state == JobState::Running)
+        .await;
+    let reply = system
+        .client
+        .nats()
+        .request("flare.jobs.terminate.kept", r#"{"grace":1}"#.into())
+        .await
+        .unwrap();
+    let headers = reply.headers.expect("error headers");
+    assert_eq!(
+        headers.get("Nats-Service-Error-Code").map(|v| v.as_str()),
+        Some("400")
+    );
+    let record = system.client.status("kept").await.unwrap();
+    assert_eq!(record.state, JobState::Running);
+}
+
+#[tokio::test]
+async fn a_terminate_landing_on_another_worker_reaches_the_owner() {
+    let mut system = System::start_with(|c| c.max_jobs = 1).await;
+    // A second worker of the same pool with no room for jobs of its own: every
+    // job is w1's, but terminates are shared out between both.
+    let mut other = system.config.clone();
+    other.worker_id = "w2".into();
+    other.pool = "other".into();
+    let w2 = flare_launcher::worker::Worker::start(other).await.unwrap();
+    system
+        .client
+        .launch(&sh("owned", "sleep 60"))
+        .await
+        .unwrap();
+    system
+        .events_until("owned", |e| e.state == JobState::Running)
+        .await;
+    // Queue groups spread requests at random: enough terminates land on w2.
+    for _ in 0..6 {
+        let reply = system.client.terminate("owned", None).await.unwrap();
+        assert!(reply.accepted || reply.state.is_terminal(), "{reply:?}");
+    }
+    let events = system.events_until_terminal("owned").await;
+    assert_eq!(events.last().unwrap().state, JobState::Terminated);
+    assert_eq!(events.last().unwrap().worker, "w1");
+    w2.shutdown().await;
+    system.shutdown_worker().await;
+}

@@ -1,0 +1,131 @@
+//! Jobs run as local processes, end to end over a real nats-server: exit codes
+//! and return codes, spawn failures, environment, working directory, logs and
+//! time limits.
+
+mod common;
+
+use common::system::{System, assert_well_formed, sh, states};
+use flare_launcher::protocol::{BackendKind, BackendRef, LaunchRequest, Timeouts};
+
+#[tokio::test]
+async fn a_job_that_exits_0_succeeds() {
+    let system = System::start().await;
+    let events = system.run(&sh("ok", "exit 0")).await;
+    assert_well_formed(&events);
+    assert_eq!(states(&events), ["starting", "running", "succeeded"]);
+    let last = events.last().unwrap();
+    assert_eq!((last.return_code, last.exit_code), (Some(0), Some(0)));
+    assert!(
+        events
+            .iter()
+            .all(|e| e.worker == "w1" && e.backend == BackendKind::Process)
+    );
+}
+
+#[tokio::test]
+async fn a_job_that_exits_3_fails_with_execution_error() {
+    let system = System::start().await;
+    let events = system.run(&sh("three", "exit 3")).await;
+    assert_well_formed(&events);
+    assert_eq!(states(&events), ["starting", "running", "failed"]);
+    let last = events.last().unwrap();
+    assert_eq!((last.return_code, last.exit_code), (Some(1), Some(3)));
+}
+
+#[tokio::test]
+async fn a_job_that_exits_101_keeps_nvflares_code() {
+    let system = System::start().await;
+    let events = system.run(&sh("exception", "exit 101")).await;
+    assert_well_formed(&events);
+    let last = events.last().unwrap();
+    assert_eq!(last.state.as_str(), "failed");
+    assert_eq!((last.return_code, last.exit_code), (Some(101), Some(101)));
+}
+
+#[tokio::test]
+async fn a_job_killed_by_a_signal_nobody_asked_for_fails() {
+    let system = System::start().await;
+    let events = system.run(&sh("killed", "kill -KILL $$")).await;
+    assert_well_formed(&events);
+    let last = events.last().unwrap();
+    assert_eq!(last.state.as_str(), "failed");
+    assert_eq!((last.return_code, last.exit_code), (Some(1), Some(137)));
+}
+
+#[tokio::test]
+async fn a_command_that_cannot_be_spawned_ends_in_error() {
+    let system = System::start().await;
+    let request = LaunchRequest::new("nosuch", vec!["/no/such/program".into()]);
+    let events = system.run(&request).await;
+    assert_well_formed(&events);
+    assert_eq!(states(&events), ["starting", "error"]);
+    let last = events.last().unwrap();
+    assert_eq!(last.return_code, Some(104));
+    assert_eq!(last.reason.as_deref(), Some("SpawnFailed"));
+    let message = last.message.as_deref().unwrap();
+    assert!(message.contains("No such file or directory"), "{message}");
+}
+
+#[tokio::test]
+async fn env_workdir_and_the_log_file_reach_the_job() {
+    let system = System::start().await;
+    let workdir = system.path("work");
+    std::fs::create_dir_all(&workdir).unwrap();
+    let mut request = sh("envjob", r#"echo "$GREETING from $(pwd)"; echo oops >&2"#);
+    request.env.insert("GREETING".into(), "hello world".into());
+    request.workdir = Some(workdir.to_string_lossy().into_owned());
+    let events = system.run(&request).await;
+    assert_eq!(events.last().unwrap().state.as_str(), "succeeded");
+    let log = std::fs::read_to_string(system.config.data_dir.join("logs/envjob.log")).unwrap();
+    assert_eq!(
+        log,
+        format!("hello world from {}\noops\n", workdir.display())
+    );
+    let record = system.client.status("envjob").await.unwrap();
+    assert!(matches!(record.backend_ref, Some(BackendRef::Process { pid }) if pid > 0));
+}
+
+#[tokio::test]
+async fn run_timeout_terminates_the_job() {
+    let system = System::start().await;
+    let mut request = LaunchRequest::new("slow", vec!["sleep".into(), "30".into()]);
+    request.timeouts = Some(Timeouts {
+        start_s: None,
+        run_s: Some(1),
+    });
+    let events = system.run(&request).await;
+    assert_well_formed(&events);
+    let last = events.last().unwrap();
+    assert_eq!(last.state.as_str(), "terminated");
+    assert_eq!(last.return_code, Some(9));
+    assert_eq!(last.reason.as_deref(), Some("RunTimeout"));
+}
+
+#[tokio::test]
+async fn a_backend_this_worker_lacks_is_an_error() {
+    let system = System::start().await;
+    let mut request = sh("dockerjob", "true");
+    request.backend = Some(BackendKind::Docker);
+    request.image = Some("busybox".into());
+    let events = system.run(&request).await;
+    assert_well_formed(&events);
+    let last = events.last().unwrap();
+    assert_eq!(last.state.as_str(), "error");
+    assert_eq!(last.reason.as_deref(), Some("BackendUnavailable"));
+    assert_eq!(last.backend, BackendKind::Docker);
+}
+
+#[tokio::test]
+async fn mounts_are_refused_by_the_process_backend() {
+    let system = System::start().await;
+    let mut request = sh("mounted", "true");
+    request.mounts = vec![flare_launcher::protocol::Mount {
+        source: "emptydir:".into(),
+        target: "/scratch".into(),
+        read_only: false,
+    }];
+    let events = system.run(&request).await;
+    let last = events.last().unwrap();
+    assert_eq!(last.state.as_str(), "error");
+    assert_eq!(last.reason.as_deref(), Some("InvalidRequest"));
+}
