@@ -31,6 +31,13 @@ impl System {
 
     /// A system whose worker configuration `configure` adjusts.
     pub async fn start_with(configure: impl FnOnce(&mut WorkerConfig)) -> System {
+        let mut system = Self::without_worker(configure).await;
+        system.start_worker().await;
+        system
+    }
+
+    /// A nats-server and a client, with streams, but no worker yet.
+    pub async fn without_worker(configure: impl FnOnce(&mut WorkerConfig)) -> System {
         let nats = NatsServer::start();
         let dir = tempfile::tempdir().expect("tempdir");
         let mut config = WorkerConfig::new(&nats.url(), dir.path().join("data"));
@@ -38,14 +45,21 @@ impl System {
         configure(&mut config);
         let client = connect_client(&nats.url()).await;
         client.ensure_streams().await.expect("streams");
-        let worker = Worker::start(config.clone()).await.expect("worker starts");
         System {
             nats,
             client,
-            worker: Some(worker),
+            worker: None,
             config,
             dir,
         }
+    }
+
+    /// Starts the worker (after [`System::without_worker`]).
+    pub async fn start_worker(&mut self) {
+        let worker = Worker::start(self.config.clone())
+            .await
+            .expect("worker starts");
+        self.worker = Some(worker);
     }
 
     /// A scratch path inside the test's directory.

@@ -1,0 +1,226 @@
+//! Intake over a real nats-server: a job is started once however often its launch
+//! is delivered, malformed and invalid requests are reported without blocking the
+//! requests behind them, and capacity bounds the jobs a worker runs.
+
+mod common;
+
+use async_nats::jetstream;
+use common::system::{JOB_TIMEOUT, System, assert_well_formed, sh, states};
+use flare_launcher::nats::setup;
+use flare_launcher::protocol::InvalidRequest;
+use futures::StreamExt;
+use std::time::Duration;
+
+/// A job that appends a line to `file` and returns, so the file tells how often it ran.
+fn appender(job_id: &str, file: &std::path::Path) -> flare_launcher::protocol::LaunchRequest {
+    sh(job_id, &format!("echo ran >> {}", file.display()))
+}
+
+fn runs(file: &std::path::Path) -> usize {
+    std::fs::read_to_string(file)
+        .map(|t| t.lines().count())
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn the_same_launch_published_twice_starts_one_process() {
+    let system = System::start().await;
+    let file = system.path("dup-runs");
+    let request = appender("dup", &file);
+    let payload = serde_json::to_vec(&request).unwrap();
+    // Without a Nats-Msg-Id the stream keeps both copies: the worker must see that
+    // the job is claimed.
+    system
+        .client
+        .publish_launch(payload.clone().into(), None)
+        .await
+        .unwrap();
+    system
+        .client
+        .publish_launch(payload.clone().into(), None)
+        .await
+        .unwrap();
+    let events = system.events_until_terminal("dup").await;
+    assert_well_formed(&events);
+    system
+        .client
+        .publish_launch(payload.into(), None)
+        .await
+        .unwrap();
+    system.wait_until_intake_idle().await;
+    assert_eq!(runs(&file), 1);
+    let record = system.client.status("dup").await.unwrap();
+    assert_eq!(record.seq, 3, "no events beyond the first run's");
+}
+
+#[tokio::test]
+async fn a_launch_redelivered_after_a_worker_died_before_its_ack_runs_once() {
+    let mut system = System::without_worker(|c| {
+        c.ack_wait = Duration::from_secs(1);
+        c.worker_id = "survivor".into();
+    })
+    .await;
+    let file = system.path("crashy-runs");
+    system
+        .client
+        .launch(&appender("crashy", &file))
+        .await
+        .unwrap();
+
+    // A first worker takes the request and dies before it records or acks it:
+    // pull it on the pool's consumer and drop it.
+    let js = jetstream::new(system.client.nats().clone());
+    let (jobs, _) = setup::ensure_streams(&js, system.client.subjects())
+        .await
+        .unwrap();
+    let consumer = setup::ensure_launch_consumer(
+        &jobs,
+        system.client.subjects(),
+        "default",
+        system.config.ack_wait,
+    )
+    .await
+    .unwrap();
+    let mut taken = consumer.fetch().max_messages(1).messages().await.unwrap();
+    let message = taken.next().await.expect("one request").unwrap();
+    assert_eq!(message.info().unwrap().delivered, 1);
+    drop(message);
+
+    system.start_worker().await;
+    let events = system.events_until_terminal("crashy").await;
+    assert_well_formed(&events);
+    assert_eq!(events.last().unwrap().worker, "survivor");
+    system.wait_until_intake_idle().await;
+    assert_eq!(runs(&file), 1);
+}
+
+#[tokio::test]
+async fn a_worker_that_claimed_but_did_not_ack_is_not_run_again() {
+    let system = System::start_with(|c| c.ack_wait = Duration::from_secs(1)).await;
+    let file = system.path("claimed-runs");
+    // Simulate a worker that wrote the claim record and died before its ack: the
+    // record exists, so the redelivered request must start nothing.
+    let request = appender("claimed", &file);
+    let js = jetstream::new(system.client.nats().clone());
+    let bucket = js.get_key_value("flare_jobs").await.unwrap();
+    let mut claim = serde_json::to_value(flare_launcher::worker::job::fresh_record(
+        "claimed",
+        "gone-worker",
+        flare_launcher::state::JobState::Starting,
+    ))
+    .unwrap();
+    claim["seq"] = 1.into();
+    bucket
+        .create("claimed", serde_json::to_vec(&claim).unwrap().into())
+        .await
+        .unwrap();
+    system.client.launch(&request).await.unwrap();
+    system.wait_until_intake_idle().await;
+    assert_eq!(runs(&file), 0);
+    let record = system.client.status("claimed").await.unwrap();
+    assert_eq!(record.worker, "gone-worker");
+}
+
+#[tokio::test]
+async fn malformed_and_invalid_requests_are_reported_and_the_next_one_runs() {
+    let system = System::start().await;
+    let mut invalid = system
+        .client
+        .nats()
+        .subscribe("flare.jobs.invalid")
+        .await
+        .unwrap();
+    system.client.nats().flush().await.unwrap();
+
+    system
+        .client
+        .publish_launch("{not json".into(), None)
+        .await
+        .unwrap();
+    system
+        .client
+        .publish_launch(r#"{"job_id":"bad id","command":["true"]}"#.into(), None)
+        .await
+        .unwrap();
+    system
+        .client
+        .publish_launch(r#"{"job_id":"a..b","command":["true"]}"#.into(), None)
+        .await
+        .unwrap();
+    system
+        .client
+        .publish_launch(r#"{"job_id":"bad1","command":[]}"#.into(), None)
+        .await
+        .unwrap();
+    system
+        .client
+        .publish_launch(
+            r#"{"job_id":"bad2","command":["true"],"comand":["x"]}"#.into(),
+            None,
+        )
+        .await
+        .unwrap();
+    let events = system.run(&sh("good", "exit 0")).await;
+    assert_eq!(events.last().unwrap().state.as_str(), "succeeded");
+
+    let mut reports = Vec::new();
+    for _ in 0..3 {
+        let message = tokio::time::timeout(JOB_TIMEOUT, invalid.next())
+            .await
+            .unwrap()
+            .unwrap();
+        let report: InvalidRequest = serde_json::from_slice(&message.payload).unwrap();
+        reports.push(report);
+    }
+    assert!(reports[0].error.contains("not valid JSON"), "{reports:?}");
+    assert_eq!(reports[0].payload, "{not json");
+    assert!(reports[1].error.contains("' '"), "{reports:?}");
+    assert!(reports[2].error.contains(".."), "{reports:?}");
+
+    for (job_id, needle) in [("bad1", "non-empty"), ("bad2", "unknown field `comand`")] {
+        let events = system.events_until_terminal(job_id).await;
+        assert_eq!(states(&events), ["error"]);
+        let event = &events[0];
+        assert_eq!((event.seq, event.return_code), (1, Some(104)));
+        assert_eq!(event.reason.as_deref(), Some("InvalidRequest"));
+        assert!(
+            event.message.as_deref().unwrap().contains(needle),
+            "{event:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn two_hundred_jobs_through_eight_slots_all_finish() {
+    let system = System::start_with(|c| c.max_jobs = 8).await;
+    let mut all = Box::pin(system.client.events(None, true).await.unwrap());
+    let worker = system.worker.as_ref().unwrap();
+    for n in 0..200 {
+        system
+            .client
+            .launch(&sh(&format!("many-{n}"), "sleep 0.02"))
+            .await
+            .unwrap();
+    }
+    let mut terminal = std::collections::HashMap::new();
+    let mut most_running = 0;
+    tokio::time::timeout(Duration::from_secs(120), async {
+        while terminal.len() < 200 {
+            let event = all.next().await.unwrap().unwrap();
+            most_running = most_running.max(worker.running_jobs());
+            if event.state.is_terminal() {
+                assert!(
+                    terminal.insert(event.job_id.clone(), event).is_none(),
+                    "one terminal event per job"
+                );
+            }
+        }
+    })
+    .await
+    .expect("all 200 jobs end");
+    assert!(terminal.values().all(|e| e.state.as_str() == "succeeded"));
+    assert!(
+        most_running <= 8,
+        "never more than --max-jobs at once: {most_running}"
+    );
+}

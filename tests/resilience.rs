@@ -1,0 +1,102 @@
+//! Faults and shutdown over a real nats-server: the server restarted while jobs
+//! run loses no request and no event; a worker shutting down drains, then
+//! terminates what is left.
+
+mod common;
+
+use common::system::{System, assert_well_formed, sh};
+use flare_launcher::state::JobState;
+use std::time::{Duration, Instant};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nats_server_restart_mid_run_loses_no_request_and_no_event() {
+    let mut system = System::start_with(|c| c.max_jobs = 10).await;
+    for n in 0..10 {
+        system
+            .client
+            .launch(&sh(&format!("before-{n}"), "sleep 2"))
+            .await
+            .unwrap();
+    }
+    for n in 0..10 {
+        system
+            .events_until(&format!("before-{n}"), |e| e.state == JobState::Running)
+            .await;
+    }
+    // The worker is full: these wait in the stream across the restart.
+    for n in 0..5 {
+        system
+            .client
+            .launch(&sh(&format!("queued-{n}"), "exit 0"))
+            .await
+            .unwrap();
+    }
+    // The jobs end while the server is down, so their final events and records
+    // must wait for it.
+    system.nats.stop();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    system.nats.restart();
+    for n in 0..10 {
+        system
+            .client
+            .launch(&sh(&format!("after-{n}"), "exit 0"))
+            .await
+            .unwrap();
+    }
+    for (prefix, count) in [("before", 10), ("queued", 5), ("after", 10)] {
+        for n in 0..count {
+            let job_id = format!("{prefix}-{n}");
+            let events = system.events_until_terminal(&job_id).await;
+            assert_well_formed(&events);
+            assert_eq!(
+                events.last().unwrap().state,
+                JobState::Succeeded,
+                "{job_id}: {events:#?}"
+            );
+            let record = system.client.status(&job_id).await.unwrap();
+            assert_eq!(record.seq, events.len() as u64);
+        }
+    }
+}
+
+#[tokio::test]
+async fn shutdown_lets_short_jobs_finish_and_terminates_the_rest() {
+    let mut system = System::start_with(|c| c.drain_timeout = Duration::from_secs(2)).await;
+    system
+        .client
+        .launch(&sh("short", "sleep 0.5"))
+        .await
+        .unwrap();
+    system.client.launch(&sh("long", "sleep 60")).await.unwrap();
+    for job_id in ["short", "long"] {
+        system
+            .events_until(job_id, |e| e.state == JobState::Running)
+            .await;
+    }
+    let began = Instant::now();
+    system.shutdown_worker().await;
+    assert!(
+        began.elapsed() < Duration::from_secs(20),
+        "shutdown is bounded"
+    );
+
+    let short = system.events_until_terminal("short").await;
+    assert_eq!(short.last().unwrap().state, JobState::Succeeded);
+    let long = system.events_until_terminal("long").await;
+    assert_well_formed(&long);
+    let last = long.last().unwrap();
+    assert_eq!(last.state, JobState::Terminated);
+    assert_eq!(last.reason.as_deref(), Some("WorkerShutdown"));
+    assert_eq!(last.return_code, Some(9));
+
+    // Requests published after the worker stopped wait for the next worker.
+    system.client.launch(&sh("later", "exit 0")).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(matches!(
+        system.client.status("later").await,
+        Err(flare_launcher::client::ClientError::NoWorker(_))
+    ));
+    system.start_worker().await;
+    let later = system.events_until_terminal("later").await;
+    assert_eq!(later.last().unwrap().state, JobState::Succeeded);
+}
