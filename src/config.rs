@@ -373,6 +373,21 @@ mod tests {
     }
 
     #[test]
+    fn the_example_config_file_loads() {
+        let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/config.example.toml");
+        let global = GlobalArgs {
+            config: Some(example),
+            ..GlobalArgs::default()
+        };
+        let settings = Settings::load(global, WorkerArgs::default()).unwrap();
+        let config = settings.worker_config();
+        assert_eq!(config.nats.url.as_deref(), Some("nats://127.0.0.1:4222"));
+        assert_eq!(config.pool, DEFAULT_POOL);
+        assert_eq!(config.max_jobs, DEFAULT_MAX_JOBS);
+        assert!(config.validate().is_ok());
+    }
+
+    #[test]
     fn default_worker_ids_are_valid_tokens_and_differ() {
         let a = default_worker_id();
         assert!(check_token("worker id", &a).is_ok(), "{a}");

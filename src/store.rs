@@ -41,7 +41,7 @@ pub enum Claim {
     /// The record was created: the job is ours.
     Created,
     /// A record was there already.
-    Exists(JobRecord),
+    Exists(Box<JobRecord>),
 }
 
 /// The `flare_jobs` bucket.
@@ -92,7 +92,7 @@ impl JobStore {
             Ok(_) => Ok(Claim::Created),
             Err(StoreError::AlreadyExists(_)) => match self.get(&record.job_id).await? {
                 Some(existing) if existing == *record => Ok(Claim::Created),
-                Some(existing) => Ok(Claim::Exists(existing)),
+                Some(existing) => Ok(Claim::Exists(Box::new(existing))),
                 // Deleted in between (by an operator): the job is still not ours to run.
                 None => Err(StoreError::Unavailable(format!(
                     "record of job {} vanished while claiming it",

@@ -216,7 +216,7 @@ async fn terminate(
                     ));
                 }
                 // The launch won the race: deal with the job as it is now.
-                Claim::Exists(record) => record,
+                Claim::Exists(record) => *record,
             }
         }
     };

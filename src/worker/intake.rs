@@ -164,7 +164,7 @@ async fn handle(shared: Arc<Shared>, message: Message, permit: OwnedSemaphorePer
                 .await;
         }
         (Claim::Exists(existing), request) if existing.tombstone => {
-            end_tombstoned(&shared, existing, record, request.as_ref()).await;
+            end_tombstoned(&shared, *existing, record, request.as_ref()).await;
             ack(&message).await;
         }
         (Claim::Exists(existing), _) => {
