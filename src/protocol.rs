@@ -155,12 +155,17 @@ pub struct Timeouts {
 /// A request to run one job, published on `P.launch.POOL`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(extend(
+    "if" = {"properties": {"backend": {"enum": ["docker", "k8s"]}}, "required": ["backend"]},
+    "then" = {"properties": {"image": {"type": "string", "minLength": 1}}, "required": ["image"]}
+))]
 pub struct LaunchRequest {
     /// Protocol version; only 1 is known.
     #[serde(
         default = "default_version",
         skip_serializing_if = "is_default_version"
     )]
+    #[schemars(extend("const" = PROTOCOL_VERSION, "default" = PROTOCOL_VERSION))]
     pub v: u32,
     /// The job's identity, unique forever.
     #[schemars(length(min = 1, max = 128), regex(pattern = r"^[A-Za-z0-9._-]+$"))]
@@ -388,8 +393,16 @@ pub enum BackendRef {
 
 /// A state change of a job, published on `P.events.JOB_ID`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[schemars(extend(
+    "required" = ["v", "job_id", "seq", "state", "return_code", "exit_code", "reason",
+                  "message", "worker", "backend", "ts"],
+    "if" = {"properties": {"state": {"enum": ["starting", "running"]}}},
+    "then" = {"properties": {"return_code": {"type": "null"}}},
+    "else" = {"properties": {"return_code": {"type": "integer"}}}
+))]
 pub struct JobEvent {
     /// Protocol version, 1.
+    #[schemars(extend("const" = PROTOCOL_VERSION))]
     pub v: u32,
     /// The job.
     pub job_id: String,
@@ -411,6 +424,7 @@ pub struct JobEvent {
     /// Where the job runs.
     pub backend: BackendKind,
     /// RFC 3339 UTC time of the change.
+    #[schemars(extend("format" = "date-time"))]
     pub ts: String,
 }
 
@@ -457,6 +471,10 @@ pub struct TerminateReply {
 /// What a worker knows about a job: the reply to `P.status.JOB_ID`, and the value
 /// stored for the job in the `flare_jobs` bucket.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[schemars(extend(
+    "required" = ["job_id", "state", "return_code", "exit_code", "reason", "message", "worker",
+                  "backend", "site", "seq", "created", "updated", "backend_ref"]
+))]
 pub struct JobRecord {
     /// The job.
     pub job_id: String,
@@ -479,8 +497,10 @@ pub struct JobRecord {
     /// Sequence number of the last event published; 0 for a tombstone.
     pub seq: u64,
     /// RFC 3339 UTC time the record was created.
+    #[schemars(extend("format" = "date-time"))]
     pub created: String,
     /// RFC 3339 UTC time of the last change.
+    #[schemars(extend("format" = "date-time"))]
     pub updated: String,
     /// The workload, once it exists.
     pub backend_ref: Option<BackendRef>,
@@ -516,12 +536,15 @@ impl JobRecord {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct InvalidRequest {
     /// Protocol version, 1.
+    #[schemars(extend("const" = PROTOCOL_VERSION))]
     pub v: u32,
     /// What is wrong with the payload.
     pub error: String,
     /// The raw payload, cut at 4 KiB.
+    #[schemars(length(max = MAX_ECHOED_PAYLOAD))]
     pub payload: String,
     /// RFC 3339 UTC time it was seen.
+    #[schemars(extend("format" = "date-time"))]
     pub ts: String,
 }
 
@@ -627,50 +650,52 @@ mod tests {
 
     #[test]
     fn identifiable_but_invalid_requests_name_the_rule() {
-        assert!(invalid(r#"{"job_id":"j1"}"#).contains("missing field `command`"));
-        assert!(invalid(r#"{"job_id":"j1","command":[]}"#).contains("non-empty"));
-        assert!(invalid(r#"{"job_id":"j1","command":"ls"}"#).contains("invalid type"));
-        assert!(
-            invalid(r#"{"job_id":"j1","command":["x"],"comand":1}"#)
-                .contains("unknown field `comand`")
-        );
-        assert!(invalid(r#"{"job_id":"j1","command":["x"],"v":2}"#).contains("version 2"));
-        assert!(
-            invalid(r#"{"job_id":"j1","command":["x"],"backend":"vm"}"#)
-                .contains("unknown variant")
-        );
-        assert!(
-            invalid(r#"{"job_id":"j1","command":["x"],"backend":"docker"}"#)
-                .contains("image is required")
-        );
-        assert!(
-            invalid(r#"{"job_id":"j1","command":["x"],"resources":{"gpu":1}}"#)
-                .contains("unknown field `gpu`")
-        );
-        assert!(
-            invalid(r#"{"job_id":"j1","command":["x"],"resources":{"gpus":-1}}"#)
-                .contains("invalid value")
-        );
-        assert!(
-            invalid(
-                r#"{"job_id":"j1","command":["x"],"mounts":[{"source":"nfs:x","target":"/d"}]}"#
-            )
-            .contains("pvc:NAME")
-        );
-        assert!(
-            invalid(
-                r#"{"job_id":"j1","command":["x"],"mounts":[{"source":"pvc:d","target":"d"}]}"#
-            )
-            .contains("absolute")
-        );
-        assert!(
-            invalid(r#"{"job_id":"j1","command":["x"],"env":{"A=B":"c"}}"#)
-                .contains("env variable")
-        );
-        assert!(
-            invalid(r#"{"job_id":"j1","command":["x"],"timeouts":{"start":1}}"#)
-                .contains("unknown field `start`")
-        );
+        let cases = [
+            (r#"{"job_id":"j1"}"#, "missing field `command`"),
+            (r#"{"job_id":"j1","command":[]}"#, "non-empty"),
+            (r#"{"job_id":"j1","command":"ls"}"#, "invalid type"),
+            (
+                r#"{"job_id":"j1","command":["x"],"comand":1}"#,
+                "unknown field `comand`",
+            ),
+            (r#"{"job_id":"j1","command":["x"],"v":2}"#, "version 2"),
+            (
+                r#"{"job_id":"j1","command":["x"],"backend":"vm"}"#,
+                "unknown variant",
+            ),
+            (
+                r#"{"job_id":"j1","command":["x"],"backend":"docker"}"#,
+                "image is required",
+            ),
+            (
+                r#"{"job_id":"j1","command":["x"],"resources":{"gpu":1}}"#,
+                "unknown field `gpu`",
+            ),
+            (
+                r#"{"job_id":"j1","command":["x"],"resources":{"gpus":-1}}"#,
+                "invalid value",
+            ),
+            (
+                r#"{"job_id":"j1","command":["x"],"mounts":[{"source":"nfs:x","target":"/d"}]}"#,
+                "pvc:NAME",
+            ),
+            (
+                r#"{"job_id":"j1","command":["x"],"mounts":[{"source":"pvc:d","target":"d"}]}"#,
+                "absolute",
+            ),
+            (
+                r#"{"job_id":"j1","command":["x"],"env":{"A=B":"c"}}"#,
+                "env variable",
+            ),
+            (
+                r#"{"job_id":"j1","command":["x"],"timeouts":{"start":1}}"#,
+                "unknown field `start`",
+            ),
+        ];
+        for (payload, needle) in cases {
+            let error = invalid(payload);
+            assert!(error.contains(needle), "{payload}: {error}");
+        }
     }
 
     #[test]

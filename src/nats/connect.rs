@@ -27,6 +27,7 @@ const BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// `Debug` hides the password and the token.
 #[derive(Clone, Default, PartialEq, clap::Args, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
+#[command(next_help_heading = "NATS connection")]
 pub struct NatsArgs {
     /// NATS server URLs, comma-separated [default: nats://127.0.0.1:4222]
     #[arg(long = "nats-url", env = "FLARE_NATS_URL", global = true)]
@@ -241,8 +242,8 @@ impl ConnectError {
 /// between attempts with capped exponential backoff plus jitter (immediately, then
 /// 100 ms doubling up to 5 s), and logs every connection event with `tracing`.
 ///
-/// With `wait_for_server` false, one attempt is made on each URL and the first failure
-/// is returned as [`ConnectError::Connect`], naming the URLs (for CLI commands).
+/// With `wait_for_server` false (CLI commands), each URL is tried once and, if none
+/// accepts, [`ConnectError::Connect`] names the URLs and carries the last failure.
 ///
 /// With `wait_for_server` true, a server that is unreachable at start-up (refused,
 /// timed out, DNS) is retried with the same backoff, each failure logged at warn, and

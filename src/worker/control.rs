@@ -53,8 +53,9 @@ pub struct ControlSubscriptions {
 }
 
 impl ControlSubscriptions {
-    /// Subscribes; done before intake starts so no terminate for a job this worker
-    /// takes can miss it.
+    /// Subscribes. Subscriptions reach the server asynchronously; the worker
+    /// subscribes before its JetStream set-up calls, whose replies prove the server
+    /// has processed the subscriptions, so it answers requests once it is ready.
     ///
     /// # Errors
     /// The client's error when a subscription fails.

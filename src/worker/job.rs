@@ -149,13 +149,21 @@ impl Job {
 
     /// Runs the job to its terminal event.
     pub async fn run(mut self) {
-        self.shared
-            .events
-            .publish(&self.record.event(self.shared.backends.default_kind()))
-            .await;
-        let launched = self.launch().await;
-        if let Some(launched) = launched {
-            self.follow(launched).await;
+        let starting = self.record.event(self.shared.backends.default_kind());
+        // The workload is created while the `starting` event is on its way; nothing
+        // else is published before both are done, so events stay in order.
+        let (_, created) = tokio::join!(
+            self.shared.events.publish(&starting),
+            self.create_workload()
+        );
+        match created {
+            Ok(launched) => {
+                self.record.backend_ref = Some(launched.backend_ref.clone());
+                self.follow(launched).await;
+            }
+            Err(change) => {
+                self.advance(JobState::Error, change).await;
+            }
         }
         self.shared.registry.remove(&self.record.job_id);
         tracing::info!(
@@ -166,39 +174,23 @@ impl Job {
         );
     }
 
-    /// Creates the workload, or ends the job in `error`.
-    async fn launch(&mut self) -> Option<Launched> {
-        let backend = match self.shared.backends.for_request(&self.request) {
-            Ok(backend) => backend,
-            Err(e) => {
-                self.advance(JobState::Error, Change::because(e.reason(), e.to_string()))
-                    .await;
-                return None;
-            }
-        };
-        let launch = backend.launch(&self.request);
-        match tokio::time::timeout_at(self.start_deadline, launch).await {
-            Ok(Ok(launched)) => {
-                self.record.backend_ref = Some(launched.backend_ref.clone());
-                Some(launched)
-            }
-            Ok(Err(e)) => {
-                self.advance(JobState::Error, Change::because(e.reason(), e.to_string()))
-                    .await;
-                None
-            }
-            Err(_) => {
-                let message = format!(
+    /// Creates the workload within the start timeout; on failure, the change that
+    /// ends the job in `error`.
+    async fn create_workload(&self) -> Result<Launched, Change> {
+        let backend = self
+            .shared
+            .backends
+            .for_request(&self.request)
+            .map_err(|e| Change::because(e.reason(), e.to_string()))?;
+        match tokio::time::timeout_at(self.start_deadline, backend.launch(&self.request)).await {
+            Ok(launched) => launched.map_err(|e| Change::because(e.reason(), e.to_string())),
+            Err(_) => Err(Change::because(
+                reason::START_TIMEOUT,
+                format!(
                     "the backend did not create the workload within {} s",
                     self.request.start_timeout_s()
-                );
-                self.advance(
-                    JobState::Error,
-                    Change::because(reason::START_TIMEOUT, message),
-                )
-                .await;
-                None
-            }
+                ),
+            )),
         }
     }
 

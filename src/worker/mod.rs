@@ -120,8 +120,10 @@ impl Worker {
         )
         .await?;
         let js = async_nats::jetstream::new(client.clone());
-        setup::check_server(&client, &js).await?;
         let subjects = Subjects::new(&config.subject_prefix);
+        let subscriptions =
+            control::ControlSubscriptions::subscribe(&client, &subjects, &config.worker_id).await?;
+        setup::check_server(&client, &js).await?;
         let (jobs_stream, _) = setup::ensure_streams(&js, &subjects).await?;
         let bucket = setup::ensure_jobs_bucket(&js).await?;
         let consumer =
@@ -139,8 +141,6 @@ impl Worker {
             registry: Registry::default(),
             hard_stop: CancellationToken::new(),
         });
-        let subscriptions =
-            control::ControlSubscriptions::subscribe(&client, &subjects, &config.worker_id).await?;
         let tasks = TaskTracker::new();
         let stop_control = CancellationToken::new();
         let control = tokio::spawn(control::run(
