@@ -1,0 +1,36 @@
+//! Start-up checks against real nats-servers: a server without JetStream is
+//! refused with a plain explanation, and a bad configuration never connects.
+
+mod common;
+
+use common::nats_server::NatsServer;
+use flare_launcher::config::WorkerConfig;
+use flare_launcher::worker::{Worker, WorkerError};
+
+#[tokio::test]
+async fn a_server_without_jetstream_is_refused_plainly() {
+    let nats = NatsServer::start_with_config("jetstream: disabled");
+    let dir = tempfile::tempdir().unwrap();
+    let config = WorkerConfig::new(&nats.url(), dir.path().to_owned());
+    match Worker::start(config).await {
+        Err(error @ WorkerError::Setup(_)) => {
+            let message = error.to_string();
+            assert!(message.contains("JetStream is not enabled"), "{message}");
+            assert!(message.contains("-js"), "says what to do: {message}");
+        }
+        Err(other) => panic!("expected a set-up error, got {other}"),
+        Ok(_) => panic!("a worker must not start without JetStream"),
+    }
+}
+
+#[tokio::test]
+async fn an_invalid_pool_is_refused_before_connecting() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = WorkerConfig::new("nats://127.0.0.1:1", dir.path().to_owned());
+    config.pool = "gpu.a100".into();
+    match Worker::start(config).await {
+        Err(WorkerError::Config(message)) => assert!(message.contains("pool"), "{message}"),
+        Err(other) => panic!("expected a configuration error, got {other}"),
+        Ok(_) => panic!("an invalid pool must be refused"),
+    }
+}
