@@ -8,11 +8,13 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 # shellcheck source=scripts/ensure-nats-server.sh
 source scripts/ensure-nats-server.sh
 
+# nextest does not run doctests; they go first so that the runner's summary of all
+# the other tests closes the output.
+cargo test --workspace --doc
+
 if cargo nextest --version >/dev/null 2>&1; then
     cargo nextest run --workspace --all-targets --no-fail-fast "$@"
 else
     echo "test.sh: cargo-nextest not found, using cargo test" >&2
     cargo test --workspace --all-targets --no-fail-fast "$@"
 fi
-# nextest does not run doctests.
-cargo test --workspace --doc

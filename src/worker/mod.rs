@@ -191,14 +191,9 @@ impl Worker {
         Ok(())
     }
 
-    /// The worker's id.
-    pub fn id(&self) -> &str {
-        &self.shared.worker_id
-    }
-
     /// How many jobs the worker runs now.
     pub fn running_jobs(&self) -> usize {
-        self.shared.registry.len()
+        self.shared.registry.count()
     }
 
     /// Stops taking requests, drains running jobs, terminates the rest and waits
@@ -213,7 +208,7 @@ impl Worker {
             control,
             tasks,
         } = self;
-        let running = || shared.registry.len();
+        let running = || shared.registry.count();
         tracing::info!(
             running = running(),
             ?drain_timeout,

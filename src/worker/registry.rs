@@ -53,12 +53,7 @@ impl Registry {
     }
 
     /// How many jobs this worker runs.
-    pub fn len(&self) -> usize {
+    pub fn count(&self) -> usize {
         self.lock().len()
-    }
-
-    /// Whether the worker runs no job.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 }
