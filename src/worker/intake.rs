@@ -151,7 +151,7 @@ async fn handle(shared: Arc<Shared>, message: Message, permit: OwnedSemaphorePer
     match (claim, request) {
         (Claim::Created, Some(request)) => {
             ack(&message).await;
-            tracing::info!(%job_id, backend = ?record.backend, "job accepted");
+            tracing::debug!(%job_id, backend = ?record.backend, "job accepted");
             Job::new(shared, request, record, commands, permit)
                 .run()
                 .await;

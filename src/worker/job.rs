@@ -314,7 +314,7 @@ impl Job {
         if !apply(&mut self.record, to, change) {
             return false;
         }
-        tracing::info!(job_id = %self.record.job_id, seq = self.record.seq, state = %to, "job state changed");
+        tracing::debug!(job_id = %self.record.job_id, seq = self.record.seq, state = %to, "job state changed");
         self.shared.store.put(&self.record).await;
         self.shared
             .events
