@@ -21,6 +21,19 @@ pub const MAX_ECHOED_PAYLOAD: usize = 4096;
 pub const DEFAULT_START_TIMEOUT_S: u64 = 120;
 /// Default `grace_s` of a terminate request.
 pub const DEFAULT_GRACE_S: u64 = 10;
+/// Longest `start_s`, `run_s` or `grace_s` a worker accepts (a year): larger values
+/// are surely mistakes, and would overflow the worker's clocks.
+pub const MAX_DURATION_S: u64 = 366 * 24 * 3600;
+
+/// Checks one duration field of a request against [`MAX_DURATION_S`] and `min`.
+fn check_duration(name: &str, value: Option<u64>, min: u64) -> Result<(), String> {
+    match value {
+        Some(v) if v < min || v > MAX_DURATION_S => Err(format!(
+            "{name} must be between {min} and {MAX_DURATION_S} seconds, got {v}"
+        )),
+        _ => Ok(()),
+    }
+}
 
 fn default_version() -> u32 {
     PROTOCOL_VERSION
@@ -259,6 +272,9 @@ impl LaunchRequest {
         if let Some(arg) = self.command.iter().find(|a| a.contains('\0')) {
             return Err(format!("command argument {arg:?} contains a NUL byte"));
         }
+        let timeouts = self.timeouts.clone().unwrap_or_default();
+        check_duration("timeouts.start_s", timeouts.start_s, 1)?;
+        check_duration("timeouts.run_s", timeouts.run_s, 1)?;
         if matches!(self.backend, Some(BackendKind::Docker | BackendKind::K8s))
             && self.image.as_deref().is_none_or(str::is_empty)
         {
@@ -441,12 +457,17 @@ impl TerminateRequest {
     /// Decodes a terminate body; empty (or whitespace) means defaults.
     ///
     /// # Errors
-    /// The JSON error, for a body that is neither empty nor a valid request.
+    /// The JSON error, for a body that is neither empty nor a valid request, or
+    /// the broken rule.
     pub fn decode(payload: &[u8]) -> Result<Self, String> {
         if payload.iter().all(u8::is_ascii_whitespace) {
             return Ok(TerminateRequest::default());
         }
-        serde_json::from_slice(payload).map_err(|e| format!("invalid terminate request: {e}"))
+        let request: TerminateRequest = serde_json::from_slice(payload)
+            .map_err(|e| format!("invalid terminate request: {e}"))?;
+        check_duration("grace_s", request.grace_s, 0)
+            .map_err(|e| format!("invalid terminate request: {e}"))?;
+        Ok(request)
     }
 
     /// `grace_s`, defaulted.
@@ -709,6 +730,14 @@ mod tests {
             3
         );
         assert!(TerminateRequest::decode(br#"{"grace":3}"#).is_err());
+        assert_eq!(
+            TerminateRequest::decode(br#"{"grace_s":0}"#)
+                .unwrap()
+                .grace_s(),
+            0
+        );
+        let huge = TerminateRequest::decode(br#"{"grace_s":18446744073709551615}"#);
+        assert!(huge.unwrap_err().contains("grace_s must be between"));
     }
 
     #[test]

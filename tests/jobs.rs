@@ -129,3 +129,47 @@ async fn mounts_are_refused_by_the_process_backend() {
     assert_eq!(last.state.as_str(), "error");
     assert_eq!(last.reason.as_deref(), Some("InvalidRequest"));
 }
+
+#[tokio::test]
+async fn processes_a_job_leaves_behind_are_killed_with_it() {
+    let system = System::start().await;
+    let pidfile = system.path("orphan.pid");
+    let script = format!("sleep 60 & echo $! > {}; exit 0", pidfile.display());
+    let events = system.run(&sh("orphans", &script)).await;
+    assert_eq!(events.last().unwrap().state.as_str(), "succeeded");
+    let pid: i32 = std::fs::read_to_string(&pidfile)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        // Gone, or a zombie waiting for its new parent to reap it.
+        let alive = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .map(|stat| !stat.split(") ").nth(1).unwrap_or("").starts_with('Z'))
+            .unwrap_or(false);
+        if !alive {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the background sleep {pid} outlived its job"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn jobs_do_not_inherit_the_workers_flare_settings() {
+    // Each test runs in its own process, so this variable reaches only this worker.
+    unsafe { std::env::set_var("FLARE_NATS_PASSWORD", "worker-secret") };
+    let system = System::start().await;
+    let mut request = sh(
+        "scrubbed",
+        r#"echo "password=${FLARE_NATS_PASSWORD:-unset} own=$OWN""#,
+    );
+    request.env.insert("OWN".into(), "kept".into());
+    system.run(&request).await;
+    let log = std::fs::read_to_string(system.config.data_dir.join("logs/scrubbed.log")).unwrap();
+    assert_eq!(log, "password=unset own=kept\n");
+}

@@ -100,3 +100,39 @@ async fn shutdown_lets_short_jobs_finish_and_terminates_the_rest() {
     let later = system.events_until_terminal("later").await;
     assert_eq!(later.last().unwrap().state, JobState::Succeeded);
 }
+
+#[tokio::test]
+async fn shutdown_stops_a_job_even_while_a_long_grace_runs() {
+    let mut system = System::start_with(|c| c.drain_timeout = Duration::from_secs(1)).await;
+    let ready = system.path("stubborn-ready");
+    let script = format!(
+        "trap '' TERM; touch {}; while true; do sleep 0.1; done",
+        ready.display()
+    );
+    system
+        .client
+        .launch(&sh("stubborn", &script))
+        .await
+        .unwrap();
+    system
+        .events_until("stubborn", |e| e.state == JobState::Running)
+        .await;
+    while !ready.exists() {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let reply = system
+        .client
+        .terminate("stubborn", Some(3600))
+        .await
+        .unwrap();
+    assert!(reply.accepted);
+    system.shutdown_worker().await;
+    let events = system.events_until_terminal("stubborn").await;
+    let last = events.last().unwrap();
+    assert_eq!(last.state, JobState::Terminated);
+    assert_eq!(
+        last.exit_code,
+        Some(128 + 9),
+        "killed at shutdown, not after an hour"
+    );
+}

@@ -16,6 +16,9 @@ use tokio::process::{Child, Command};
 use tokio::sync::mpsc;
 use tokio::time::{Instant, sleep_until};
 
+/// Environment variables of the worker that its jobs do not inherit.
+const WORKER_ENV_PREFIX: &str = "FLARE_";
+
 /// Runs jobs as local processes.
 pub struct ProcessBackend {
     log_dir: PathBuf,
@@ -59,6 +62,12 @@ impl Backend for ProcessBackend {
         let log_err = log.try_clone().map_err(spawn_error)?;
 
         let mut command = Command::new(&program);
+        // The worker's own settings (NATS credentials among them) are not the job's.
+        for (name, _) in std::env::vars_os() {
+            if name.to_string_lossy().starts_with(WORKER_ENV_PREFIX) {
+                command.env_remove(name);
+            }
+        }
         command
             .args(&request.command[1..])
             .envs(&request.env)
@@ -104,6 +113,8 @@ impl WorkloadControl for ProcessControl {
 }
 
 /// Waits for the process, signals its group when asked, and reports the exit.
+/// When the leader has exited, whatever it left in its group is killed, as a
+/// container's processes end with its main process.
 async fn watch(
     mut child: Child,
     pid: u32,
@@ -126,6 +137,7 @@ async fn watch(
             }
         }
     };
+    signal_group(group, Signal::SIGKILL);
     let observation = match status {
         Ok(status) => match (status.code(), status.signal()) {
             (Some(code), _) => Observation::Exited(Exit::Code(code)),

@@ -1,333 +1,459 @@
-//! `flare-launcher bench`: drives a running system with N process jobs at
-//! concurrency C and prints latency (publish → `running`, publish → terminal
-//! event), throughput and the worker's memory. A benchmark, not a test: the
-//! figures depend on the machine.
+//! `flare-launcher bench`: drives a running system (workers on the same NATS)
+//! with many process jobs and reports latency, throughput and worker memory.
+//!
+//! One core subscription to `P.events.>`, made before anything is published,
+//! feeds a map from job id to the moment its launch was published; `C` permits
+//! bound the jobs in flight, and a permit comes back when its job's terminal event
+//! arrives or its timeout runs out. Latencies are publish → `running` and
+//! publish → terminal event; throughput is measured jobs over the wall time of the
+//! measured phase, which follows a warm-up phase that is not counted.
 
 use super::{CliError, client};
+use crate::client::Client;
 use crate::config::Settings;
 use crate::protocol::LaunchRequest;
 use crate::state::JobState;
 use futures::StreamExt;
 use hdrhistogram::Histogram;
-use serde::Serialize;
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+/// Highest latency the histograms hold, in microseconds (one hour).
+const MAX_LATENCY_US: u64 = 3_600_000_000;
+/// How often timed-out jobs are looked for.
+const SWEEP_INTERVAL: Duration = Duration::from_millis(200);
+/// How often the workers' RSS is sampled during the run.
+const RSS_SAMPLE_INTERVAL: Duration = Duration::from_millis(250);
+/// Bytes per MiB.
+const MIB: f64 = 1024.0 * 1024.0;
 
 #[derive(Debug, clap::Args)]
 pub struct BenchArgs {
-    /// Jobs to measure
+    /// Jobs measured
     #[arg(long, default_value_t = 1000)]
     jobs: usize,
-    /// Jobs in flight at once
-    #[arg(long, default_value_t = 50)]
-    concurrency: usize,
-    /// Jobs run first and not measured
+    /// Jobs in flight at once (1: one job at a time, for plain latency)
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..))]
+    concurrency: u32,
+    /// Jobs run first and not counted
     #[arg(long, default_value_t = 20)]
     warmup: usize,
-    /// Seconds a job may take before it counts as failed
-    #[arg(long, default_value_t = 60)]
-    job_timeout: u64,
-    /// Worker process to read memory from [default: every local flare-launcher worker]
+    /// Seconds a job may take from publish to its terminal event before it counts as failed
+    #[arg(long = "timeout-s", default_value_t = 60)]
+    timeout_s: u64,
+    /// The worker's pid, for its memory [default: every flare-launcher worker or dev process found in /proc]
     #[arg(long)]
     worker_pid: Option<u32>,
-    /// Print the result as one JSON object
+    /// Also print the result as one JSON object on stdout (the text then goes to stderr)
     #[arg(long)]
     json: bool,
-    /// Each job's argv [default: true]
-    #[arg(last = true)]
+    /// Each job's argv
+    #[arg(last = true, default_value = "true")]
     command: Vec<String>,
 }
 
-/// When each job was published, and when its milestones were seen.
-struct Timeline {
-    published: HashMap<String, Instant>,
-    running: Histogram<u64>,
-    terminal: Histogram<u64>,
-    done: HashMap<String, JobState>,
+/// A job published and not yet finished.
+struct InFlight {
+    published: Instant,
+    /// Returned to the semaphore when the job finishes.
+    _permit: OwnedSemaphorePermit,
 }
 
-impl Timeline {
-    fn new() -> Self {
-        let histogram =
-            || Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid histogram bounds");
-        Timeline {
-            published: HashMap::new(),
-            running: histogram(),
-            terminal: histogram(),
-            done: HashMap::new(),
+/// What one phase measured.
+struct Stats {
+    to_running: Histogram<u64>,
+    to_terminal: Histogram<u64>,
+    completed: u64,
+    succeeded: u64,
+    timeouts: u64,
+    publish_errors: u64,
+}
+
+impl Stats {
+    fn new() -> Result<Stats, CliError> {
+        let histogram = || {
+            Histogram::new_with_bounds(1, MAX_LATENCY_US, 3)
+                .map_err(|e| CliError::Other(format!("cannot create a histogram: {e}")))
+        };
+        Ok(Stats {
+            to_running: histogram()?,
+            to_terminal: histogram()?,
+            completed: 0,
+            succeeded: 0,
+            timeouts: 0,
+            publish_errors: 0,
+        })
+    }
+}
+
+/// What the event reader, the sweeper and the publishers share.
+struct Tracker {
+    in_flight: HashMap<String, InFlight>,
+    stats: Stats,
+    unreadable_events: u64,
+}
+
+type Shared = Arc<Mutex<Tracker>>;
+
+fn lock(shared: &Shared) -> MutexGuard<'_, Tracker> {
+    shared.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The two fields of an event the bench reads.
+#[derive(serde::Deserialize)]
+struct EventHead {
+    job_id: String,
+    state: JobState,
+}
+
+fn micros(elapsed: Duration) -> u64 {
+    u64::try_from(elapsed.as_micros())
+        .unwrap_or(u64::MAX)
+        .max(1)
+}
+
+/// Records one event of a job this run is waiting for; events of other jobs,
+/// and late ones of jobs already counted, are ignored.
+fn on_event(shared: &Shared, payload: &[u8]) {
+    let mut tracker = lock(shared);
+    let Ok(event) = serde_json::from_slice::<EventHead>(payload) else {
+        tracker.unreadable_events += 1;
+        return;
+    };
+    let Some(job) = tracker.in_flight.get(&event.job_id) else {
+        return;
+    };
+    let elapsed = micros(job.published.elapsed());
+    if event.state == JobState::Running {
+        tracker.stats.to_running.saturating_record(elapsed);
+    } else if event.state.is_terminal() {
+        tracker.in_flight.remove(&event.job_id);
+        let stats = &mut tracker.stats;
+        stats.to_terminal.saturating_record(elapsed);
+        stats.completed += 1;
+        if event.state == JobState::Succeeded {
+            stats.succeeded += 1;
         }
     }
 }
 
-/// What one run measured.
-#[derive(Debug, Serialize)]
-struct Report {
-    jobs: usize,
-    concurrency: usize,
-    completed: usize,
-    failed: usize,
-    timed_out: usize,
-    running_ms: Percentiles,
-    terminal_ms: Percentiles,
-    jobs_per_s: f64,
-    workers: Vec<WorkerMemory>,
+/// Drops the jobs that have waited longer than `timeout`, counting them.
+fn sweep(shared: &Shared, timeout: Duration) {
+    let mut tracker = lock(shared);
+    let before = tracker.in_flight.len();
+    tracker
+        .in_flight
+        .retain(|_, job| job.published.elapsed() < timeout);
+    let expired = before - tracker.in_flight.len();
+    tracker.stats.timeouts += expired as u64;
 }
 
-#[derive(Debug, Serialize)]
-struct Percentiles {
-    p50: f64,
-    p99: f64,
-    max: f64,
-}
-
-impl Percentiles {
-    fn of(histogram: &Histogram<u64>) -> Self {
-        let ms = |us: u64| us as f64 / 1000.0;
-        Percentiles {
-            p50: ms(histogram.value_at_quantile(0.5)),
-            p99: ms(histogram.value_at_quantile(0.99)),
-            max: ms(histogram.max()),
-        }
+/// One phase: `count` jobs, at most `concurrency` in flight; returns its stats and
+/// wall time once every job has finished or timed out.
+async fn run_phase(
+    client: &Client,
+    shared: &Shared,
+    ids: impl Iterator<Item = String>,
+    command: &[String],
+    concurrency: u32,
+) -> Result<(Stats, Duration), CliError> {
+    lock(shared).stats = Stats::new()?;
+    let permits = Arc::new(Semaphore::new(concurrency as usize));
+    let started = Instant::now();
+    for job_id in ids {
+        let permit = permits
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|e| CliError::Other(format!("bench semaphore: {e}")))?;
+        let request = LaunchRequest::new(job_id.clone(), command.to_vec());
+        lock(shared).in_flight.insert(
+            job_id.clone(),
+            InFlight {
+                published: Instant::now(),
+                _permit: permit,
+            },
+        );
+        let (client, shared) = (client.clone(), shared.clone());
+        tokio::spawn(async move {
+            if let Err(e) = client.launch(&request).await {
+                tracing::warn!(%job_id, error = %e, "launch request not stored");
+                let mut tracker = lock(&shared);
+                if tracker.in_flight.remove(&job_id).is_some() {
+                    tracker.stats.publish_errors += 1;
+                }
+            }
+        });
     }
+    // Every permit back: every job has finished, failed to publish or timed out.
+    let _all = permits
+        .acquire_many(concurrency)
+        .await
+        .map_err(|e| CliError::Other(format!("bench semaphore: {e}")))?;
+    let wall = started.elapsed();
+    let stats = std::mem::replace(&mut lock(shared).stats, Stats::new()?);
+    Ok((stats, wall))
 }
 
-#[derive(Debug, Serialize)]
+/// A worker process found for the memory report.
 struct WorkerMemory {
     pid: u32,
-    peak_rss_mib: f64,
-    rss_mib: f64,
+    /// `VmHWM`, bytes.
+    peak: Option<u64>,
+    /// `VmRSS` at the end, bytes.
+    current: Option<u64>,
+    /// Highest `VmRSS` sampled during the measured phase, bytes.
+    max_sampled: u64,
 }
 
-pub async fn run(settings: &Settings, args: BenchArgs) -> Result<i32, CliError> {
-    if args.concurrency == 0 || args.jobs == 0 {
-        return Err(CliError::Other(
-            "--jobs and --concurrency must be at least 1".into(),
-        ));
-    }
-    let client = client(settings).await?;
-    client.ensure_streams().await?;
-    let command = match args.command.is_empty() {
-        true => vec!["true".to_owned()],
-        false => args.command.clone(),
-    };
-    let run_id = random_suffix();
-    if args.warmup > 0 {
-        drive(
-            &client,
-            &args,
-            &command,
-            &format!("bench-{run_id}-warmup"),
-            args.warmup,
-        )
-        .await?;
-    }
-    let began = Instant::now();
-    let timeline = drive(
-        &client,
-        &args,
-        &command,
-        &format!("bench-{run_id}"),
-        args.jobs,
-    )
-    .await?;
-    let elapsed = began.elapsed();
+/// A field of `/proc/PID/status` given in kB, in bytes.
+fn proc_status_bytes(pid: u32, field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status
+        .lines()
+        .find(|l| l.starts_with(field) && l[field.len()..].starts_with(':'))?;
+    let kb: u64 = line[field.len() + 1..]
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kb * 1024)
+}
 
-    let completed = timeline.done.len();
-    let report = Report {
-        jobs: args.jobs,
-        concurrency: args.concurrency,
-        completed,
-        failed: timeline
-            .done
-            .values()
-            .filter(|s| **s != JobState::Succeeded)
-            .count(),
-        timed_out: args.jobs - completed,
-        running_ms: Percentiles::of(&timeline.running),
-        terminal_ms: Percentiles::of(&timeline.terminal),
-        jobs_per_s: completed as f64 / elapsed.as_secs_f64(),
-        workers: worker_pids(args.worker_pid)
-            .into_iter()
-            .filter_map(memory_of)
-            .collect(),
+/// Every `flare-launcher` process but this one whose arguments include `worker` or `dev`.
+fn find_workers() -> Vec<u32> {
+    let own = std::process::id();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
     };
-    print_report(&report);
-    if args.json {
-        println!(
-            "{}",
-            serde_json::to_string(&report).expect("reports serialize")
-        );
-    }
-    Ok(if report.failed + report.timed_out == 0 {
-        0
-    } else {
-        1
+    let mut pids: Vec<u32> = entries
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|&pid| pid != own)
+        .filter(|pid| {
+            let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+                return false;
+            };
+            let mut args = cmdline.split(|&b| b == 0).filter(|a| !a.is_empty());
+            let is_launcher = args.next().is_some_and(|argv0| {
+                argv0.rsplit(|&b| b == b'/').next() == Some(b"flare-launcher")
+            });
+            is_launcher && args.any(|a| a == b"worker" || a == b"dev")
+        })
+        .collect();
+    pids.sort_unstable();
+    pids
+}
+
+/// Samples the workers' RSS until the returned task is aborted, keeping the maxima.
+fn sample_rss(pids: &[u32]) -> (tokio::task::JoinHandle<()>, Arc<Mutex<Vec<u64>>>) {
+    let maxima = Arc::new(Mutex::new(vec![0; pids.len()]));
+    let (pids, out) = (pids.to_vec(), maxima.clone());
+    let handle = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(RSS_SAMPLE_INTERVAL);
+        loop {
+            tick.tick().await;
+            let mut maxima = out.lock().unwrap_or_else(PoisonError::into_inner);
+            for (max, &pid) in maxima.iter_mut().zip(&pids) {
+                *max = (*max).max(proc_status_bytes(pid, "VmRSS").unwrap_or(0));
+            }
+        }
+    });
+    (handle, maxima)
+}
+
+fn millis(us: u64) -> f64 {
+    us as f64 / 1000.0
+}
+
+fn mib(bytes: Option<u64>) -> serde_json::Value {
+    bytes.map_or(serde_json::Value::Null, |b| {
+        serde_json::json!(round3(b as f64 / MIB))
     })
 }
 
-/// Publishes `count` jobs with at most `concurrency` in flight and records when
-/// each reached `running` and its end.
-async fn drive(
-    client: &crate::client::Client,
-    args: &BenchArgs,
-    command: &[String],
-    prefix: &str,
-    count: usize,
-) -> Result<Timeline, CliError> {
-    let timeline = Arc::new(Mutex::new(Timeline::new()));
-    let slots = Arc::new(Semaphore::new(args.concurrency));
-    // Core NATS is the cheapest way to see every event. The subscription reaches
-    // the server before the first launch on the same connection, so no event is
-    // missed; events of other jobs are ignored.
+fn round3(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
+}
+
+fn latency_json(h: &Histogram<u64>) -> serde_json::Value {
+    serde_json::json!({
+        "count": h.len(),
+        "p50_ms": millis(h.value_at_quantile(0.5)),
+        "p99_ms": millis(h.value_at_quantile(0.99)),
+        "max_ms": millis(h.max()),
+    })
+}
+
+fn latency_text(h: &Histogram<u64>) -> String {
+    if h.is_empty() {
+        return "no samples".into();
+    }
+    format!(
+        "p50 {:.3} ms, p99 {:.3} ms, max {:.3} ms ({} samples)",
+        millis(h.value_at_quantile(0.5)),
+        millis(h.value_at_quantile(0.99)),
+        millis(h.max()),
+        h.len()
+    )
+}
+
+/// Runs the bench; exits 0 when every measured job succeeded, 1 otherwise.
+pub async fn run(settings: &Settings, args: BenchArgs) -> Result<i32, CliError> {
+    let client = client(settings).await?;
+    client.ensure_streams().await?;
     let mut events = client
         .nats()
         .subscribe(client.subjects().all("events"))
         .await
         .map_err(|e| CliError::Other(format!("cannot subscribe to events: {e}")))?;
-    let listener = {
-        let timeline = timeline.clone();
-        let slots = slots.clone();
+    // The server has the subscription before the first launch is published.
+    client
+        .nats()
+        .flush()
+        .await
+        .map_err(|e| CliError::Other(format!("cannot reach NATS: {e}")))?;
+
+    let shared: Shared = Arc::new(Mutex::new(Tracker {
+        in_flight: HashMap::new(),
+        stats: Stats::new()?,
+        unreadable_events: 0,
+    }));
+    let reader = {
+        let shared = shared.clone();
         tokio::spawn(async move {
             while let Some(message) = events.next().await {
-                let Ok(event) = serde_json::from_slice::<Milestone>(&message.payload) else {
-                    continue;
-                };
-                let mut timeline = timeline.lock().unwrap_or_else(|p| p.into_inner());
-                record(&mut timeline, &event, &slots);
-                if timeline.done.len() == count {
-                    break;
-                }
+                on_event(&shared, &message.payload);
             }
         })
     };
-    // Each publish waits for the stream's ack on its own task, so the publisher
-    // does not serialise the round trips.
-    let mut publishes = tokio::task::JoinSet::new();
-    for n in 0..count {
-        let permit = slots
-            .acquire()
-            .await
-            .map_err(|_| CliError::Other("the bench stopped".into()))?;
-        permit.forget();
-        let request = LaunchRequest::new(format!("{prefix}-{n}"), command.to_vec());
-        timeline
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .published
-            .insert(request.job_id.clone(), Instant::now());
-        let client = client.clone();
-        publishes.spawn(async move { client.launch(&request).await });
-        while let Some(published) = publishes.try_join_next() {
-            published.map_err(|e| CliError::Other(format!("publishing task failed: {e}")))??;
-        }
-    }
-    while let Some(published) = publishes.join_next().await {
-        published.map_err(|e| CliError::Other(format!("publishing task failed: {e}")))??;
-    }
-    let limit = Duration::from_secs(args.job_timeout);
-    if tokio::time::timeout(limit, listener).await.is_err() {
-        tracing::warn!("some jobs did not end within {limit:?}");
-    }
-    let timeline = std::mem::replace(
-        &mut *timeline.lock().unwrap_or_else(|p| p.into_inner()),
-        Timeline::new(),
-    );
-    Ok(timeline)
-}
-
-/// The part of a [`crate::protocol::JobEvent`] the bench reads (decoding the rest would make the
-/// bench, not the system, the bottleneck).
-#[derive(serde::Deserialize)]
-struct Milestone<'a> {
-    job_id: &'a str,
-    state: JobState,
-}
-
-/// Notes one event; a terminal event frees a slot.
-fn record(timeline: &mut Timeline, event: &Milestone<'_>, slots: &Semaphore) {
-    let Some(published) = timeline.published.get(event.job_id).copied() else {
-        return;
-    };
-    let micros = published.elapsed().as_micros() as u64;
-    if event.state == JobState::Running {
-        let _ = timeline.running.record(micros);
-    }
-    if event.state.is_terminal() && !timeline.done.contains_key(event.job_id) {
-        let _ = timeline.terminal.record(micros);
-        timeline.done.insert(event.job_id.to_owned(), event.state);
-        slots.add_permits(1);
-    }
-}
-
-fn random_suffix() -> String {
-    use rand::Rng;
-    rand::rng()
-        .sample_iter(rand::distr::Alphanumeric)
-        .take(6)
-        .map(|c| char::from(c).to_ascii_lowercase())
-        .collect()
-}
-
-/// The given worker, or every local process running `flare-launcher worker` or `dev`.
-fn worker_pids(given: Option<u32>) -> Vec<u32> {
-    if let Some(pid) = given {
-        return vec![pid];
-    }
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    entries
-        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| {
-            let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
-                return false;
-            };
-            let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
-            args.first().is_some_and(|a| a.ends_with(b"flare-launcher"))
-                && args.iter().any(|a| *a == b"worker" || *a == b"dev")
+    let sweeper = {
+        let (shared, timeout) = (shared.clone(), Duration::from_secs(args.timeout_s));
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(SWEEP_INTERVAL);
+            loop {
+                tick.tick().await;
+                sweep(&shared, timeout);
+            }
         })
-        .collect()
-}
-
-/// Peak and current resident memory of a process, from /proc.
-fn memory_of(pid: u32) -> Option<WorkerMemory> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let kib = |field: &str| {
-        status
-            .lines()
-            .find_map(|line| line.strip_prefix(field))
-            .and_then(|rest| rest.split_whitespace().next()?.parse::<f64>().ok())
     };
-    Some(WorkerMemory {
-        pid,
-        peak_rss_mib: kib("VmHWM:")? / 1024.0,
-        rss_mib: kib("VmRSS:")? / 1024.0,
-    })
-}
 
-fn print_report(report: &Report) {
-    let line = |name: &str, p: &Percentiles| {
-        println!(
-            "{name:<24} p50 {:>8.2} ms   p99 {:>8.2} ms   max {:>8.2} ms",
-            p.p50, p.p99, p.max
-        );
+    let run_id: String = {
+        use rand::Rng;
+        rand::rng()
+            .sample_iter(rand::distr::Alphanumeric)
+            .take(8)
+            .map(|c| char::from(c).to_ascii_lowercase())
+            .collect()
     };
-    println!(
-        "jobs {} at concurrency {}: {} completed, {} failed, {} timed out",
-        report.jobs, report.concurrency, report.completed, report.failed, report.timed_out
+    let workers = match args.worker_pid {
+        Some(pid) => vec![pid],
+        None => find_workers(),
+    };
+    let outcome = async {
+        if args.warmup > 0 {
+            let ids = (0..args.warmup).map(|n| format!("bench-{run_id}-w{n}"));
+            let (warmup, _) = run_phase(&client, &shared, ids, &args.command, args.concurrency).await?;
+            if warmup.completed == 0 {
+                return Err(CliError::Other(format!(
+                    "none of the {} warm-up jobs finished within {} s: is a worker serving pool {:?} with prefix {:?}? \
+                     (requests not taken stay queued for the next worker)",
+                    args.warmup, args.timeout_s, settings.pool, settings.subject_prefix
+                )));
+            }
+        }
+        let (sampler, maxima) = sample_rss(&workers);
+        let ids = (0..args.jobs).map(|n| format!("bench-{run_id}-{n}"));
+        let measured = run_phase(&client, &shared, ids, &args.command, args.concurrency).await;
+        sampler.abort();
+        let maxima = maxima.lock().unwrap_or_else(PoisonError::into_inner).clone();
+        Ok((measured?, maxima))
+    }
+    .await;
+    reader.abort();
+    sweeper.abort();
+    let ((stats, wall), maxima) = outcome?;
+
+    let memory: Vec<WorkerMemory> = workers
+        .iter()
+        .zip(maxima)
+        .map(|(&pid, max_sampled)| WorkerMemory {
+            pid,
+            peak: proc_status_bytes(pid, "VmHWM"),
+            current: proc_status_bytes(pid, "VmRSS"),
+            max_sampled,
+        })
+        .collect();
+    let jobs = args.jobs as u64;
+    let failures = jobs - stats.succeeded;
+    let per_second = match wall.as_secs_f64() {
+        s if s > 0.0 => jobs as f64 / s,
+        _ => 0.0,
+    };
+    let unreadable = lock(&shared).unreadable_events;
+
+    let mut text = format!(
+        "bench: {jobs} jobs (after {} warm-up), concurrency {}, command {:?}\n\
+         completed: {} (succeeded {}), failures: {failures} (timeouts {}, publish errors {})\n\
+         publish → running:  {}\n\
+         publish → terminal: {}\n\
+         throughput: {per_second:.1} jobs/s ({jobs} jobs in {:.3} s)\n",
+        args.warmup,
+        args.concurrency,
+        args.command,
+        stats.completed,
+        stats.succeeded,
+        stats.timeouts,
+        stats.publish_errors,
+        latency_text(&stats.to_running),
+        latency_text(&stats.to_terminal),
+        wall.as_secs_f64(),
     );
-    line("publish -> running", &report.running_ms);
-    line("publish -> terminal", &report.terminal_ms);
-    println!("throughput               {:.0} jobs/s", report.jobs_per_s);
-    if report.workers.is_empty() {
-        println!("worker RSS               unknown (pass --worker-pid)");
+    if unreadable > 0 {
+        text.push_str(&format!("unreadable events: {unreadable}\n"));
     }
-    for worker in &report.workers {
-        println!(
-            "worker {:<17} RSS {:.1} MiB, peak {:.1} MiB",
-            worker.pid, worker.rss_mib, worker.peak_rss_mib
-        );
+    if memory.is_empty() {
+        text.push_str("worker RSS: unknown (pass --worker-pid)\n");
     }
+    for m in &memory {
+        let show =
+            |b: Option<u64>| b.map_or("?".to_owned(), |b| format!("{:.1} MiB", b as f64 / MIB));
+        text.push_str(&format!(
+            "worker {}: peak RSS {}, current RSS {}, highest RSS sampled during the run {}\n",
+            m.pid,
+            show(m.peak),
+            show(m.current),
+            show(Some(m.max_sampled)),
+        ));
+    }
+    if args.json {
+        eprint!("{text}");
+        let result = serde_json::json!({
+            "jobs": jobs,
+            "warmup": args.warmup,
+            "concurrency": args.concurrency,
+            "command": args.command,
+            "completed": stats.completed,
+            "succeeded": stats.succeeded,
+            "failures": failures,
+            "timeouts": stats.timeouts,
+            "publish_errors": stats.publish_errors,
+            "to_running": latency_json(&stats.to_running),
+            "to_terminal": latency_json(&stats.to_terminal),
+            "wall_s": round3(wall.as_secs_f64()),
+            "jobs_per_s": round3(per_second),
+            "workers": memory.iter().map(|m| serde_json::json!({
+                "pid": m.pid,
+                "peak_rss_mib": mib(m.peak),
+                "rss_mib": mib(m.current),
+                "max_sampled_rss_mib": mib(Some(m.max_sampled)),
+            })).collect::<Vec<_>>(),
+        });
+        println!("{result}");
+    } else {
+        print!("{text}");
+    }
+    Ok(if failures == 0 { 0 } else { 1 })
 }

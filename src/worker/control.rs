@@ -23,6 +23,8 @@ use tokio_util::task::TaskTracker;
 
 /// How long a forwarded terminate waits for the owner's reply.
 const FORWARD_TIMEOUT: Duration = Duration::from_secs(5);
+/// Longest time spent answering one control request (more than a forward).
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(8);
 
 /// A request this module refuses, with the service error code it replies with.
 #[derive(Debug, thiserror::Error)]
@@ -33,6 +35,8 @@ enum ControlError {
     NotFound(String),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 impl ControlError {
@@ -40,7 +44,7 @@ impl ControlError {
         match self {
             ControlError::BadRequest(_) => ("bad_request", 400),
             ControlError::NotFound(_) => ("not_found", 404),
-            ControlError::Store(_) => ("unavailable", 503),
+            ControlError::Store(_) | ControlError::Unavailable(_) => ("unavailable", 503),
         }
     }
 }
@@ -118,11 +122,7 @@ enum Request {
 }
 
 async fn answer(shared: Arc<Shared>, message: Message, kind: Request, job_id: Option<String>) {
-    let Some(reply_to) = message.reply.clone() else {
-        tracing::debug!(subject = %message.subject, "control message without a reply subject ignored");
-        return;
-    };
-    let result = async {
+    let work = async {
         let job_id =
             job_id.ok_or_else(|| ControlError::BadRequest("the subject names no job".into()))?;
         check_job_id(&job_id).map_err(ControlError::BadRequest)?;
@@ -139,8 +139,23 @@ async fn answer(shared: Arc<Shared>, message: Message, kind: Request, job_id: Op
                 Ok(to_json(&reply))
             }
         }
-    }
-    .await;
+    };
+    // Store calls retry while JetStream is away; the requester has long given up
+    // by then, so the answer is bounded too.
+    let result = tokio::time::timeout(ANSWER_TIMEOUT, work)
+        .await
+        .unwrap_or_else(|_| {
+            Err(ControlError::Unavailable(format!(
+                "no answer from the job store within {ANSWER_TIMEOUT:?}"
+            )))
+        });
+    // `nats pub` sends no reply subject: the request is acted on all the same.
+    let Some(reply_to) = message.reply.clone() else {
+        if let Err(e) = result {
+            tracing::warn!(subject = %message.subject, error = %e, "control request without a reply subject failed");
+        }
+        return;
+    };
     let sent = match result {
         Ok(body) => shared.client.publish(reply_to, body.into()).await,
         Err(e) => {
@@ -255,17 +270,17 @@ async fn forward(
     let request = shared.client.request(subject, body.to_vec().into());
     match tokio::time::timeout(FORWARD_TIMEOUT, request).await {
         Ok(Ok(answer)) => serde_json::from_slice(&answer.payload).map_err(|e| {
-            ControlError::Store(StoreError::Unavailable(format!(
+            ControlError::Unavailable(format!(
                 "owner {} sent an unreadable reply: {e}",
                 record.worker
-            )))
+            ))
         }),
         Ok(Err(e)) => Ok(reply(
             &record.job_id,
             false,
             record.state,
             format!(
-                "the job's worker {} is not reachable ({e}); the job will be finished by the worker that adopts it",
+                "the job's worker {} is not reachable ({e}); nothing was done",
                 record.worker
             ),
         )),
@@ -298,7 +313,7 @@ async fn terminate_owned(
         .get(job_id)
         .await?
         .map_or(JobState::Starting, |r| r.state);
-    Ok(if sent {
+    Ok(if sent && !state.is_terminal() {
         reply(
             job_id,
             true,

@@ -82,8 +82,12 @@ pub async fn run(
                     tracker.spawn(handle(shared.clone(), message, permit));
                 }
                 Some(Err(e)) => {
-                    tracing::warn!(error = %e, "pulling launch requests failed");
-                    break;
+                    let delay = failures.next_delay();
+                    tracing::warn!(error = %e, retry_in = ?delay, "pulling launch requests failed");
+                    tokio::select! {
+                        () = stop.cancelled() => break 'pulling,
+                        () = tokio::time::sleep(delay) => break,
+                    }
                 }
             }
         }
@@ -157,11 +161,13 @@ async fn handle(shared: Arc<Shared>, message: Message, permit: OwnedSemaphorePer
                 .await;
         }
         (Claim::Created, None) => {
-            ack(&message).await;
+            // Published before the ack: a crash in between means a redelivery,
+            // which publishes the event again (the stream drops the duplicate).
             shared
                 .events
                 .publish(&record.event(shared.backends.default_kind()))
                 .await;
+            ack(&message).await;
         }
         (Claim::Exists(existing), request) if existing.tombstone => {
             end_tombstoned(&shared, *existing, record, request.as_ref()).await;

@@ -198,6 +198,7 @@ impl Job {
     async fn follow(&mut self, mut launched: Launched) {
         let control = launched.control;
         let mut stop: Option<StopCause> = None;
+        let mut shutting_down = false;
         let mut run_deadline: Option<Instant> = None;
         let far_future = Instant::now() + Duration::from_secs(100 * 365 * 24 * 3600);
         while !self.record.state.is_terminal() {
@@ -230,8 +231,11 @@ impl Job {
                     stop = Some(StopCause::RunTimeout);
                     control.stop(Duration::from_secs(DEFAULT_GRACE_S)).await;
                 }
-                () = self.shared.hard_stop.cancelled(), if stop.is_none() => {
-                    stop = Some(StopCause::WorkerShutdown);
+                // Also after a terminate with a long grace: the worker is leaving
+                // and must not leave the workload behind.
+                () = self.shared.hard_stop.cancelled(), if !shutting_down => {
+                    shutting_down = true;
+                    stop.get_or_insert(StopCause::WorkerShutdown);
                     control.stop(Duration::from_secs(DEFAULT_GRACE_S)).await;
                 }
             }

@@ -32,6 +32,8 @@ use tokio_util::task::TaskTracker;
 /// How long shutdown waits, after terminating the remaining jobs, for their final
 /// events beyond their grace period.
 const FINAL_EVENTS_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long shutdown waits for the connection to hand over its last messages.
+const FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Why a worker could not start.
 #[derive(Debug, thiserror::Error)]
@@ -240,8 +242,12 @@ impl Worker {
         if let Err(e) = control.await {
             tracing::error!(error = %e, "control task failed");
         }
-        if let Err(e) = shared.client.flush().await {
-            tracing::warn!(error = %e, "could not flush the NATS connection");
+        match tokio::time::timeout(FLUSH_TIMEOUT, shared.client.flush()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "could not flush the NATS connection"),
+            Err(_) => {
+                tracing::warn!("NATS did not take the last messages within {FLUSH_TIMEOUT:?}")
+            }
         }
         tracing::info!("worker stopped");
     }

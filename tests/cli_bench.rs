@@ -1,0 +1,121 @@
+//! `flare-launcher bench` against a real nats-server and an in-process worker:
+//! it finishes by itself and reports every job, latencies and the worker's memory.
+
+use flare_launcher::config::WorkerConfig;
+use flare_launcher::worker::Worker;
+use std::net::{TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_flare-launcher");
+
+/// A nats-server with JetStream on a free port, killed when dropped.
+struct Server {
+    child: Child,
+    port: u16,
+    _store: tempfile::TempDir,
+}
+
+impl Server {
+    fn start() -> Server {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("find a free port")
+            .port();
+        let store = tempfile::tempdir().expect("temporary store");
+        let child = Command::new("nats-server")
+            .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
+            .arg(store.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start nats-server (is it on PATH?)");
+        let server = Server {
+            child,
+            port,
+            _store: store,
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "nats-server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        server
+    }
+
+    fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bench_reports_every_job_its_latencies_and_the_worker_memory() {
+    let server = Server::start();
+    let data_dir = tempfile::tempdir().expect("temporary data dir");
+    let worker = Worker::start(WorkerConfig::new(&server.url(), data_dir.path().to_owned()))
+        .await
+        .expect("worker starts");
+
+    let output = tokio::process::Command::new(BIN)
+        .args([
+            "--nats-url",
+            &server.url(),
+            "bench",
+            "--jobs",
+            "30",
+            "--concurrency",
+            "5",
+        ])
+        .args([
+            "--warmup",
+            "2",
+            "--json",
+            "--worker-pid",
+            &std::process::id().to_string(),
+        ])
+        .output()
+        .await
+        .expect("run flare-launcher bench");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "bench failed:\n{stdout}\n{stderr}");
+    let result: serde_json::Value =
+        serde_json::from_str(stdout.trim()).expect("one JSON object on stdout");
+
+    assert_eq!(result["jobs"], 30, "{result}");
+    assert_eq!(result["completed"], 30, "{result}");
+    assert_eq!(result["succeeded"], 30, "{result}");
+    assert_eq!(result["failures"], 0, "{result}");
+    for latency in ["to_running", "to_terminal"] {
+        assert_eq!(result[latency]["count"], 30, "{result}");
+        assert!(
+            result[latency]["p50_ms"]
+                .as_f64()
+                .is_some_and(|ms| ms > 0.0),
+            "{result}"
+        );
+    }
+    let worker_memory = &result["workers"][0];
+    assert_eq!(worker_memory["pid"], std::process::id(), "{result}");
+    assert!(
+        worker_memory["peak_rss_mib"]
+            .as_f64()
+            .is_some_and(|mib| mib > 0.0),
+        "{result}"
+    );
+    assert!(
+        worker_memory["rss_mib"]
+            .as_f64()
+            .is_some_and(|mib| mib > 0.0),
+        "{result}"
+    );
+
+    worker.shutdown().await;
+}
