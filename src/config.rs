@@ -17,6 +17,8 @@ pub const DEFAULT_SUBJECT_PREFIX: &str = "flare.jobs";
 pub const DEFAULT_POOL: &str = "default";
 /// Default number of jobs a worker runs at once.
 pub const DEFAULT_MAX_JOBS: usize = 64;
+/// Largest `--max-jobs` accepted.
+pub const MAX_MAX_JOBS: usize = 100_000;
 /// Default drain timeout at shutdown.
 pub const DEFAULT_DRAIN_TIMEOUT_S: u64 = 30;
 /// Default time the server waits for a launch request's acknowledgement before
@@ -281,8 +283,8 @@ impl WorkerConfig {
                 self.subject_prefix
             ));
         }
-        if self.max_jobs == 0 {
-            return Err("max jobs must be at least 1".into());
+        if !(1..=MAX_MAX_JOBS).contains(&self.max_jobs) {
+            return Err(format!("max jobs must be between 1 and {MAX_MAX_JOBS}"));
         }
         if self.ack_wait.is_zero() {
             return Err("ack wait must be at least 1 s".into());

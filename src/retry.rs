@@ -9,7 +9,8 @@ use std::time::Duration;
 const MIN_DELAY: Duration = Duration::from_millis(50);
 const MAX_DELAY: Duration = Duration::from_secs(5);
 
-/// The backoff used everywhere: 50 ms doubling to 5 s, with jitter, no limit on
+/// The backoff used everywhere: 50 ms doubling to 5 s, plus up to as much again
+/// of random jitter, no limit on
 /// attempts (callers bound the time by cancelling the future).
 pub fn backoff() -> ExponentialBuilder {
     ExponentialBuilder::default()

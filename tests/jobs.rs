@@ -67,6 +67,20 @@ async fn a_command_that_cannot_be_spawned_ends_in_error() {
 }
 
 #[tokio::test]
+async fn a_missing_workdir_is_named_in_the_error() {
+    let system = System::start().await;
+    let mut request = sh("nowhere", "true");
+    request.workdir = Some("/no/such/dir".into());
+    let events = system.run(&request).await;
+    let last = events.last().unwrap();
+    assert_eq!(last.reason.as_deref(), Some("SpawnFailed"));
+    assert!(
+        last.message.as_deref().unwrap().contains("/no/such/dir"),
+        "{last:?}"
+    );
+}
+
+#[tokio::test]
 async fn env_workdir_and_the_log_file_reach_the_job() {
     let system = System::start().await;
     let workdir = system.path("work");

@@ -8,7 +8,7 @@
 
 pub mod process;
 
-use crate::protocol::{BackendKind, BackendRef, LaunchRequest};
+use crate::protocol::{BackendKind, BackendRef, LaunchRequest, reason};
 use crate::state::Exit;
 use async_trait::async_trait;
 use std::collections::HashMap;
@@ -82,9 +82,9 @@ impl LaunchError {
     /// The `reason` the job's `error` event carries.
     pub fn reason(&self) -> &'static str {
         match self {
-            LaunchError::Unsupported(_) => "InvalidRequest",
-            LaunchError::Spawn { .. } => "SpawnFailed",
-            LaunchError::Unavailable(_) => "BackendUnavailable",
+            LaunchError::Unsupported(_) => reason::INVALID_REQUEST,
+            LaunchError::Spawn { .. } => reason::SPAWN_FAILED,
+            LaunchError::Unavailable(_) => reason::BACKEND_UNAVAILABLE,
         }
     }
 }

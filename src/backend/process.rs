@@ -57,6 +57,14 @@ impl Backend for ProcessBackend {
             program: program.clone(),
             source,
         };
+        if let Some(workdir) = request.workdir.as_deref()
+            && !std::path::Path::new(workdir).is_dir()
+        {
+            return Err(spawn_error(std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                format!("its working directory {workdir} is not a directory"),
+            )));
+        }
         let log_path = self.log_path(&request.job_id);
         let log = std::fs::File::create(&log_path).map_err(spawn_error)?;
         let log_err = log.try_clone().map_err(spawn_error)?;

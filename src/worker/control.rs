@@ -8,10 +8,12 @@
 //! a tombstone so that the launch, when it comes, ends at once in `terminated`.
 
 use super::Shared;
-use super::job::{self, reason};
+use super::job;
 use super::registry::JobCommand;
 use crate::nats::subjects::{CONTROL_QUEUE_GROUP, Subjects};
-use crate::protocol::{ErrorReply, JobRecord, TerminateReply, TerminateRequest, check_job_id};
+use crate::protocol::{
+    ErrorReply, JobRecord, TerminateReply, TerminateRequest, check_job_id, reason,
+};
 use crate::state::JobState;
 use crate::store::{Claim, StoreError};
 use async_nats::{HeaderMap, Message, Subscriber};

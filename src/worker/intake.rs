@@ -7,9 +7,11 @@
 //! and the pool's other workers get the requests.
 
 use super::Shared;
-use super::job::{self, Change, Job, reason};
+use super::job::{self, Change, Job};
 use crate::nats::subjects::check_subject_safe;
-use crate::protocol::{InvalidRequest, JobRecord, LaunchDecodeError, LaunchRequest, decode_launch};
+use crate::protocol::{
+    InvalidRequest, JobRecord, LaunchDecodeError, LaunchRequest, decode_launch, reason,
+};
 use crate::state::JobState;
 use crate::store::Claim;
 use async_nats::jetstream::{AckKind, Message, consumer::PullConsumer};

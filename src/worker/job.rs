@@ -5,26 +5,12 @@
 use super::Shared;
 use super::registry::JobCommand;
 use crate::backend::{Launched, Observation};
-use crate::protocol::{DEFAULT_GRACE_S, JobRecord, LaunchRequest, timestamp_now};
+use crate::protocol::{DEFAULT_GRACE_S, JobRecord, LaunchRequest, reason, timestamp_now};
 use crate::state::{self, JobState};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, mpsc};
 use tokio::time::{Instant, sleep_until};
-
-/// Machine-readable causes this module puts in events.
-pub mod reason {
-    /// A terminate request stopped the job.
-    pub const TERMINATE_REQUESTED: &str = "TerminateRequested";
-    /// `run_s` ran out.
-    pub const RUN_TIMEOUT: &str = "RunTimeout";
-    /// `start_s` ran out before the workload ran.
-    pub const START_TIMEOUT: &str = "StartTimeout";
-    /// The worker shut down and its drain timeout ran out.
-    pub const WORKER_SHUTDOWN: &str = "WorkerShutdown";
-    /// The request was invalid.
-    pub const INVALID_REQUEST: &str = "InvalidRequest";
-}
 
 /// What changes with a state, besides the state.
 #[derive(Debug, Default)]
@@ -303,7 +289,7 @@ impl Job {
                 self.advance(
                     JobState::Lost,
                     Change {
-                        reason: Some("WorkloadVanished".into()),
+                        reason: Some(reason::WORKLOAD_VANISHED.into()),
                         message: Some(message),
                         exit_code: None,
                     },
