@@ -1,63 +1,17 @@
 //! `flare-launcher bench` against a real nats-server and an in-process worker:
 //! it finishes by itself and reports every job, latencies and the worker's memory.
 
+mod common;
+
+use common::nats_server::NatsServer;
 use flare_launcher::config::WorkerConfig;
 use flare_launcher::worker::Worker;
-use std::net::{TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_flare-launcher");
 
-/// A nats-server with JetStream on a free port, killed when dropped.
-struct Server {
-    child: Child,
-    port: u16,
-    _store: tempfile::TempDir,
-}
-
-impl Server {
-    fn start() -> Server {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("find a free port")
-            .port();
-        let store = tempfile::tempdir().expect("temporary store");
-        let child = Command::new("nats-server")
-            .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
-            .arg(store.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start nats-server (is it on PATH?)");
-        let server = Server {
-            child,
-            port,
-            _store: store,
-        };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "nats-server did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        server
-    }
-
-    fn url(&self) -> String {
-        format!("nats://127.0.0.1:{}", self.port)
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn bench_reports_every_job_its_latencies_and_the_worker_memory() {
-    let server = Server::start();
+    let server = NatsServer::start();
     let data_dir = tempfile::tempdir().expect("temporary data dir");
     let worker = Worker::start(WorkerConfig::new(&server.url(), data_dir.path().to_owned()))
         .await

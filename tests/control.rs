@@ -31,22 +31,7 @@ async fn terminating_a_running_job_ends_it_in_terminated() {
 #[tokio::test]
 async fn a_job_that_ignores_sigterm_is_killed_after_the_grace() {
     let system = System::start().await;
-    let ready = system.path("trap-set");
-    let script = format!(
-        "trap '' TERM; touch {}; while true; do sleep 0.1; done",
-        ready.display()
-    );
-    system
-        .client
-        .launch(&sh("stubborn", &script))
-        .await
-        .unwrap();
-    system
-        .events_until("stubborn", |e| e.state == JobState::Running)
-        .await;
-    while !ready.exists() {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    system.launch_stubborn("stubborn").await;
     let asked = Instant::now();
     let reply = system.client.terminate("stubborn", Some(1)).await.unwrap();
     assert!(reply.accepted);

@@ -104,22 +104,7 @@ async fn shutdown_lets_short_jobs_finish_and_terminates_the_rest() {
 #[tokio::test]
 async fn shutdown_stops_a_job_even_while_a_long_grace_runs() {
     let mut system = System::start_with(|c| c.drain_timeout = Duration::from_secs(1)).await;
-    let ready = system.path("stubborn-ready");
-    let script = format!(
-        "trap '' TERM; touch {}; while true; do sleep 0.1; done",
-        ready.display()
-    );
-    system
-        .client
-        .launch(&sh("stubborn", &script))
-        .await
-        .unwrap();
-    system
-        .events_until("stubborn", |e| e.state == JobState::Running)
-        .await;
-    while !ready.exists() {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    system.launch_stubborn("stubborn").await;
     let reply = system
         .client
         .terminate("stubborn", Some(3600))

@@ -6,6 +6,7 @@ use flare_launcher::client::Client;
 use flare_launcher::config::WorkerConfig;
 use flare_launcher::nats::subjects::Subjects;
 use flare_launcher::protocol::{JobEvent, LaunchRequest};
+use flare_launcher::state::JobState;
 use flare_launcher::worker::Worker;
 use futures::StreamExt;
 use std::path::PathBuf;
@@ -125,6 +126,25 @@ impl System {
                 "intake never became idle: {info:?}"
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Launches a job that ignores SIGTERM, and returns once it runs with its
+    /// trap set.
+    pub async fn launch_stubborn(&self, job_id: &str) {
+        let ready = self.path(&format!("{job_id}-trap-set"));
+        let script = format!(
+            "trap '' TERM; touch {}; while true; do sleep 0.1; done",
+            ready.display()
+        );
+        self.client
+            .launch(&sh(job_id, &script))
+            .await
+            .expect("launch published");
+        self.events_until(job_id, |e| e.state == JobState::Running)
+            .await;
+        while !ready.exists() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 
