@@ -3,7 +3,8 @@
 //!
 //! Creating the record is what claims a job, so a second delivery of the same
 //! launch finds the record and starts nothing. Only the owning job task writes a
-//! record after that, so updates need no compare-and-set.
+//! record after that, so its updates need no compare-and-set; a record that
+//! several workers may want to change at once (a tombstone) is replaced with one.
 
 use crate::protocol::JobRecord;
 use crate::retry::{retry_forever, retry_transient};
@@ -18,6 +19,9 @@ pub enum StoreError {
     /// NATS did not answer or refused; worth retrying.
     #[error("job store unavailable: {0}")]
     Unavailable(String),
+    /// The record changed since it was read (the answer to a compare-and-set).
+    #[error("the record of job {0} changed meanwhile")]
+    Changed(String),
     /// The stored value is not a record.
     #[error("record of job {job_id} is corrupt: {error}")]
     Corrupt {
@@ -41,7 +45,29 @@ pub enum Claim {
     /// The record was created: the job is ours.
     Created,
     /// A record was there already.
-    Exists(Box<JobRecord>),
+    Exists {
+        /// The record found.
+        record: Box<JobRecord>,
+        /// Its revision, for [`JobStore::replace`].
+        revision: u64,
+    },
+}
+
+/// How a conditional write ended.
+enum Written {
+    /// The record is stored.
+    Stored,
+    /// The condition failed: the record found instead, if any.
+    Refused(Option<(Box<JobRecord>, u64)>),
+}
+
+/// How replacing a record ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Replaced {
+    /// The new record is stored.
+    Done,
+    /// Someone else changed the record first; nothing was written.
+    Lost,
 }
 
 /// The `flare_jobs` bucket.
@@ -70,13 +96,10 @@ impl JobStore {
     /// # Errors
     /// [`StoreError::Corrupt`] when an existing record cannot be read.
     pub async fn claim(&self, record: &JobRecord) -> Result<Claim, StoreError> {
-        let key = Self::key(&record.job_id);
-        let value = encode(record);
-        let created = retry_transient(
-            "claiming a job record",
-            || async {
+        let written = self
+            .write_conditionally("claiming a job record", record, |key, value| async move {
                 self.kv
-                    .create(&key, value.clone().into())
+                    .create(key, value)
                     .await
                     .map_err(|e| match e.kind() {
                         kv::CreateErrorKind::AlreadyExists => {
@@ -84,21 +107,79 @@ impl JobStore {
                         }
                         _ => StoreError::Unavailable(e.to_string()),
                     })
-            },
+            })
+            .await?;
+        match written {
+            Written::Stored => Ok(Claim::Created),
+            Written::Refused(Some((existing, revision))) => Ok(Claim::Exists {
+                record: existing,
+                revision,
+            }),
+            // Deleted in between (by an operator): the job is still not ours to run.
+            Written::Refused(None) => Err(StoreError::Unavailable(format!(
+                "record of job {} vanished while claiming it",
+                record.job_id
+            ))),
+        }
+    }
+
+    /// Replaces a record if it is still at `revision` (compare-and-set), retrying
+    /// transient failures. A replace whose acknowledgement was lost and that finds
+    /// its own record on the retry counts as done.
+    ///
+    /// # Errors
+    /// [`StoreError::Corrupt`] when the record found instead cannot be read.
+    pub async fn replace(&self, record: &JobRecord, revision: u64) -> Result<Replaced, StoreError> {
+        let written = self
+            .write_conditionally("replacing a job record", record, |key, value| async move {
+                self.kv
+                    .update(key, value, revision)
+                    .await
+                    .map_err(|e| match e.kind() {
+                        kv::UpdateErrorKind::WrongLastRevision => {
+                            StoreError::Changed(record.job_id.clone())
+                        }
+                        _ => StoreError::Unavailable(e.to_string()),
+                    })
+            })
+            .await?;
+        Ok(match written {
+            Written::Stored => Replaced::Done,
+            Written::Refused(_) => Replaced::Lost,
+        })
+    }
+
+    /// Runs a conditional write of `record` (create, compare-and-set), retrying
+    /// transient failures. When the condition fails, returns the record found
+    /// instead, unless it is `record` itself: an earlier attempt stored it and only
+    /// its acknowledgement was lost.
+    async fn write_conditionally<Fut>(
+        &self,
+        what: &str,
+        record: &JobRecord,
+        write: impl Fn(String, bytes::Bytes) -> Fut,
+    ) -> Result<Written, StoreError>
+    where
+        Fut: std::future::Future<Output = Result<u64, StoreError>>,
+    {
+        let key = Self::key(&record.job_id);
+        let value = bytes::Bytes::from(encode(record));
+        let written = retry_transient(
+            what,
+            || write(key.clone(), value.clone()),
             StoreError::is_transient,
         )
         .await;
-        match created {
-            Ok(_) => Ok(Claim::Created),
-            Err(StoreError::AlreadyExists(_)) => match self.get(&record.job_id).await? {
-                Some(existing) if existing == *record => Ok(Claim::Created),
-                Some(existing) => Ok(Claim::Exists(Box::new(existing))),
-                // Deleted in between (by an operator): the job is still not ours to run.
-                None => Err(StoreError::Unavailable(format!(
-                    "record of job {} vanished while claiming it",
-                    record.job_id
-                ))),
-            },
+        match written {
+            Ok(_) => Ok(Written::Stored),
+            Err(StoreError::AlreadyExists(_) | StoreError::Changed(_)) => {
+                match self.get_with_revision(&record.job_id).await? {
+                    Some((found, _)) if found == *record => Ok(Written::Stored),
+                    found => Ok(Written::Refused(
+                        found.map(|(record, revision)| (Box::new(record), revision)),
+                    )),
+                }
+            }
             Err(other) => Err(other),
         }
     }
@@ -108,26 +189,40 @@ impl JobStore {
     /// # Errors
     /// [`StoreError::Corrupt`] when the stored value is not a record.
     pub async fn get(&self, job_id: &str) -> Result<Option<JobRecord>, StoreError> {
+        Ok(self
+            .get_with_revision(job_id)
+            .await?
+            .map(|(record, _)| record))
+    }
+
+    /// Reads a job's record and its revision, retrying transient failures.
+    ///
+    /// # Errors
+    /// [`StoreError::Corrupt`] when the stored value is not a record.
+    pub async fn get_with_revision(
+        &self,
+        job_id: &str,
+    ) -> Result<Option<(JobRecord, u64)>, StoreError> {
         let key = Self::key(job_id);
-        let bytes = retry_transient(
+        let entry = retry_transient(
             "reading a job record",
             || async {
                 self.kv
-                    .get(&key)
+                    .entry(&key)
                     .await
                     .map_err(|e| StoreError::Unavailable(e.to_string()))
             },
             StoreError::is_transient,
         )
         .await?;
-        bytes
-            .map(|b| {
-                serde_json::from_slice(&b).map_err(|e| StoreError::Corrupt {
-                    job_id: job_id.to_owned(),
-                    error: e.to_string(),
-                })
-            })
-            .transpose()
+        let Some(entry) = entry.filter(|e| e.operation == kv::Operation::Put) else {
+            return Ok(None);
+        };
+        let record = serde_json::from_slice(&entry.value).map_err(|e| StoreError::Corrupt {
+            job_id: job_id.to_owned(),
+            error: e.to_string(),
+        })?;
+        Ok(Some((record, entry.revision)))
     }
 
     /// Writes a job's record, retrying until the bucket takes it (the caller

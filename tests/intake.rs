@@ -22,6 +22,26 @@ fn runs(file: &std::path::Path) -> usize {
         .unwrap_or(0)
 }
 
+/// Acts as a worker that takes the pool's next launch request and dies before it
+/// records or acks it: the request is pulled and dropped.
+async fn take_without_ack(system: &System) {
+    let js = jetstream::new(system.client.nats().clone());
+    let (jobs, _) = setup::ensure_streams(&js, system.client.subjects())
+        .await
+        .unwrap();
+    let consumer = setup::ensure_launch_consumer(
+        &jobs,
+        system.client.subjects(),
+        "default",
+        system.config.ack_wait,
+    )
+    .await
+    .unwrap();
+    let mut taken = consumer.fetch().max_messages(1).messages().await.unwrap();
+    let message = taken.next().await.expect("one request").unwrap();
+    assert_eq!(message.info().unwrap().delivered, 1);
+}
+
 #[tokio::test]
 async fn the_same_launch_published_twice_starts_one_process() {
     let system = System::start().await;
@@ -67,24 +87,8 @@ async fn a_launch_redelivered_after_a_worker_died_before_its_ack_runs_once() {
         .await
         .unwrap();
 
-    // A first worker takes the request and dies before it records or acks it:
-    // pull it on the pool's consumer and drop it.
-    let js = jetstream::new(system.client.nats().clone());
-    let (jobs, _) = setup::ensure_streams(&js, system.client.subjects())
-        .await
-        .unwrap();
-    let consumer = setup::ensure_launch_consumer(
-        &jobs,
-        system.client.subjects(),
-        "default",
-        system.config.ack_wait,
-    )
-    .await
-    .unwrap();
-    let mut taken = consumer.fetch().max_messages(1).messages().await.unwrap();
-    let message = taken.next().await.expect("one request").unwrap();
-    assert_eq!(message.info().unwrap().delivered, 1);
-    drop(message);
+    // A first worker takes the request and dies before it records or acks it.
+    take_without_ack(&system).await;
 
     system.start_worker().await;
     let events = system.events_until_terminal("crashy").await;
@@ -92,6 +96,41 @@ async fn a_launch_redelivered_after_a_worker_died_before_its_ack_runs_once() {
     assert_eq!(events.last().unwrap().worker, "survivor");
     system.wait_until_intake_idle().await;
     assert_eq!(runs(&file), 1);
+}
+
+#[tokio::test]
+async fn a_redelivery_long_after_a_job_ended_publishes_no_second_terminal_event() {
+    let mut system = System::start_with(|c| c.ack_wait = Duration::from_secs(1)).await;
+    // A short duplicate window on the events stream stands for a redelivery that
+    // comes after the window has passed.
+    let js = jetstream::new(system.client.nats().clone());
+    let mut events_stream = js.get_stream("FLARE_JOB_EVENTS").await.unwrap();
+    let mut config = events_stream.info().await.unwrap().config.clone();
+    config.duplicate_window = Duration::from_secs(1);
+    js.update_stream(&config).await.unwrap();
+
+    let file = system.path("late-runs");
+    let request = appender("late", &file);
+    let first = system.run(&request).await;
+    assert_well_formed(&first);
+    system.shutdown_worker().await;
+
+    // The launch again, taken by a worker that died before its ack; its redelivery
+    // comes after the events' duplicate window.
+    let payload = serde_json::to_vec(&request).unwrap();
+    system
+        .client
+        .publish_launch(payload.into(), None)
+        .await
+        .unwrap();
+    take_without_ack(&system).await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    system.start_worker().await;
+    system.wait_until_intake_idle().await;
+
+    assert_eq!(runs(&file), 1);
+    let stored = events_stream.info().await.unwrap().state.messages;
+    assert_eq!(stored, first.len() as u64, "no event published twice");
 }
 
 #[tokio::test]

@@ -121,3 +121,37 @@ async fn shutdown_stops_a_job_even_while_a_long_grace_runs() {
         "killed at shutdown, not after an hour"
     );
 }
+
+#[tokio::test]
+async fn requests_published_while_a_worker_shuts_down_go_to_the_next_worker_at_once() {
+    let mut system = System::start_with(|c| {
+        c.drain_timeout = Duration::from_secs(5);
+        c.ack_wait = Duration::from_secs(120);
+    })
+    .await;
+    // A running job keeps the stopping worker connected while it drains.
+    system
+        .client
+        .launch(&sh("holder", "sleep 60"))
+        .await
+        .unwrap();
+    system
+        .events_until("holder", |e| e.state == JobState::Running)
+        .await;
+    let stopping = system.worker.take().unwrap();
+    let shutdown = tokio::spawn(stopping.shutdown());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    system.client.launch(&sh("later", "exit 0")).await.unwrap();
+
+    system.config.worker_id = "w2".into();
+    system.start_worker().await;
+    let began = Instant::now();
+    let events = system.events_until_terminal("later").await;
+    assert_eq!(events.last().unwrap().worker, "w2");
+    assert!(
+        began.elapsed() < Duration::from_secs(60),
+        "the request waited for the ack timeout: {:?}",
+        began.elapsed()
+    );
+    shutdown.await.unwrap();
+}

@@ -1,5 +1,6 @@
 //! Start-up checks against real nats-servers: a server without JetStream is
-//! refused with a plain explanation, and a bad configuration never connects.
+//! refused with a plain explanation, a bad configuration never connects, and the
+//! shared consumer follows the newest worker's settings.
 
 mod common;
 
@@ -33,4 +34,23 @@ async fn an_invalid_pool_is_refused_before_connecting() {
         Err(other) => panic!("expected a configuration error, got {other}"),
         Ok(_) => panic!("an invalid pool must be refused"),
     }
+}
+
+#[tokio::test]
+async fn a_worker_started_with_another_ack_wait_updates_the_pools_consumer() {
+    let mut system = common::system::System::start().await;
+    system.shutdown_worker().await;
+    system.config.ack_wait = std::time::Duration::from_secs(7);
+    system.start_worker().await;
+    let js = async_nats::jetstream::new(system.client.nats().clone());
+    let mut consumer: async_nats::jetstream::consumer::PullConsumer = js
+        .get_consumer_from_stream("launch-default", "FLARE_JOBS")
+        .await
+        .unwrap();
+    let config = &consumer.info().await.unwrap().config;
+    assert_eq!(config.ack_wait, std::time::Duration::from_secs(7));
+    assert_eq!(
+        config.filter_subject, "flare.jobs.launch.default",
+        "the rest is kept"
+    );
 }

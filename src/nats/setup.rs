@@ -2,6 +2,7 @@
 //! streams, consumer and KV bucket the project needs.
 
 use super::subjects::{EVENTS_STREAM, JOBS_BUCKET, JOBS_STREAM, Subjects};
+use async_nats::jetstream::consumer::FromConsumer;
 use async_nats::jetstream::{self, consumer, kv, stream};
 use std::time::Duration;
 
@@ -151,7 +152,7 @@ pub async fn ensure_launch_consumer(
     ack_wait: Duration,
 ) -> Result<consumer::PullConsumer, SetupError> {
     let name = Subjects::consumer(pool);
-    jobs_stream
+    let mut consumer = jobs_stream
         .get_or_create_consumer(
             &name,
             consumer::pull::Config {
@@ -165,7 +166,22 @@ pub async fn ensure_launch_consumer(
             },
         )
         .await
-        .map_err(|e| jetstream_error(format!("create consumer {name}"))(e.into()))
+        .map_err(|e| jetstream_error(format!("create consumer {name}"))(e.into()))?;
+    let existing = consumer.cached_info().config.ack_wait;
+    if existing != ack_wait {
+        // The consumer outlives workers: the newest worker's setting wins, so that
+        // changing `--ack-wait` and restarting takes effect.
+        let mut config =
+            consumer::pull::Config::try_from_consumer_config(consumer.cached_info().config.clone())
+                .map_err(jetstream_error(format!("read consumer {name}")))?;
+        config.ack_wait = ack_wait;
+        consumer = jobs_stream
+            .update_consumer(config)
+            .await
+            .map_err(|e| jetstream_error(format!("update consumer {name}"))(e.into()))?;
+        tracing::info!(consumer = %name, from = ?existing, to = ?ack_wait, "changed the ack wait of the launch consumer");
+    }
+    Ok(consumer)
 }
 
 #[cfg(test)]

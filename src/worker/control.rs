@@ -213,9 +213,9 @@ async fn terminate(
     body: &[u8],
     grace: Duration,
 ) -> Result<TerminateReply, ControlError> {
-    if shared.registry.get(job_id).is_some() {
-        return terminate_owned(shared, job_id, grace).await;
-    }
+    // The record, not the registry, says who owns the job: a worker registers a job
+    // before it tries to claim it, and a duplicate delivery that loses the claim
+    // must not swallow the terminate meant for the real owner.
     let record = match shared.store.get(job_id).await? {
         Some(record) => record,
         None => {
@@ -234,7 +234,7 @@ async fn terminate(
                     ));
                 }
                 // The launch won the race: deal with the job as it is now.
-                Claim::Exists(record) => *record,
+                Claim::Exists { record, .. } => *record,
             }
         }
     };
@@ -309,12 +309,12 @@ async fn terminate_owned(
         Some(commands) => commands.send(JobCommand::Terminate { grace }).await.is_ok(),
         None => false,
     };
-    // A job registered a moment before its claim record is written is starting.
     let state = shared
         .store
         .get(job_id)
         .await?
-        .map_or(JobState::Starting, |r| r.state);
+        .ok_or_else(|| ControlError::NotFound(job_id.to_owned()))?
+        .state;
     Ok(if sent && !state.is_terminal() {
         reply(
             job_id,

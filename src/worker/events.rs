@@ -2,24 +2,60 @@
 //!
 //! Each event carries `Nats-Msg-Id: JOB_ID:SEQ`, so a publish retried after a lost
 //! acknowledgement, or repeated after a crash, is dropped by the stream instead of
-//! being seen twice.
+//! being seen twice. A terminal event sent again long after the job ended (when
+//! the stream's duplicate window has passed) is first looked up on the stream.
 
 use crate::nats::subjects::Subjects;
 use crate::protocol::{InvalidRequest, JobEvent};
 use crate::retry::retry_forever;
+use async_nats::jetstream::stream::{LastRawMessageErrorKind, Stream};
 use async_nats::jetstream::{self, message::PublishMessage};
 
 /// Publishes events for one worker.
 #[derive(Clone)]
 pub struct EventPublisher {
     js: jetstream::Context,
+    stream: Stream,
     subjects: Subjects,
 }
 
 impl EventPublisher {
-    /// A publisher on `js` under `subjects`.
-    pub fn new(js: jetstream::Context, subjects: Subjects) -> Self {
-        EventPublisher { js, subjects }
+    /// A publisher on `js` into the events `stream`, under `subjects`.
+    pub fn new(js: jetstream::Context, stream: Stream, subjects: Subjects) -> Self {
+        EventPublisher {
+            js,
+            stream,
+            subjects,
+        }
+    }
+
+    /// Publishes `event` unless the stream holds it (or a later event of its job)
+    /// already: for an event that may have gone out before a crash, at any time
+    /// after it.
+    pub async fn publish_unless_stored(&self, event: &JobEvent) {
+        match self.last_stored_seq(&event.job_id).await {
+            Ok(Some(stored)) if stored >= event.seq => {
+                tracing::debug!(job_id = %event.job_id, seq = event.seq, "event stored already");
+            }
+            Ok(_) => self.publish(event).await,
+            Err(error) => {
+                // The duplicate window still drops a recent copy.
+                tracing::warn!(job_id = %event.job_id, %error, "could not read the job's last event; publishing it again");
+                self.publish(event).await;
+            }
+        }
+    }
+
+    /// The `seq` of the last event the stream holds for a job.
+    async fn last_stored_seq(&self, job_id: &str) -> Result<Option<u64>, String> {
+        let subject = self.subjects.events(job_id);
+        match self.stream.get_last_raw_message_by_subject(&subject).await {
+            Ok(message) => serde_json::from_slice::<JobEvent>(&message.payload)
+                .map(|stored| Some(stored.seq))
+                .map_err(|e| format!("unreadable event on {subject}: {e}")),
+            Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => Ok(None),
+            Err(e) => Err(e.to_string()),
+        }
     }
 
     /// Publishes `event` and waits until the events stream stored it, retrying

@@ -13,9 +13,10 @@ use crate::protocol::{
     InvalidRequest, JobRecord, LaunchDecodeError, LaunchRequest, decode_launch, reason,
 };
 use crate::state::JobState;
-use crate::store::Claim;
+use crate::store::{Claim, Replaced, StoreError};
+use async_nats::jetstream::consumer::pull::Batch;
 use async_nats::jetstream::{AckKind, Message, consumer::PullConsumer};
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -70,7 +71,10 @@ pub async fn run(
         };
         loop {
             let next = tokio::select! {
-                () = stop.cancelled() => break 'pulling,
+                () = stop.cancelled() => {
+                    hand_back_received(&mut batch).await;
+                    break 'pulling;
+                }
                 next = batch.next() => next,
             };
             match next {
@@ -95,6 +99,19 @@ pub async fn run(
         }
     }
     tracing::info!("stopped taking launch requests");
+}
+
+/// Gives the requests that reached this worker but were not taken yet back to
+/// the stream, so that another worker gets them now rather than after the ack
+/// wait. (The server sends nothing more to a pull nobody reads.)
+async fn hand_back_received(batch: &mut Batch) {
+    while let Some(Some(next)) = batch.next().now_or_never() {
+        if let Ok(message) = next {
+            if let Err(e) = message.ack_with(AckKind::Nak(None)).await {
+                tracing::warn!(error = %e, "could not hand a launch request back");
+            }
+        }
+    }
 }
 
 /// Handles one launch request.
@@ -171,19 +188,36 @@ async fn handle(shared: Arc<Shared>, message: Message, permit: OwnedSemaphorePer
                 .await;
             ack(&message).await;
         }
-        (Claim::Exists(existing), request) if existing.tombstone => {
-            end_tombstoned(&shared, *existing, record, request.as_ref()).await;
+        (
+            Claim::Exists {
+                record: existing,
+                revision,
+            },
+            request,
+        ) if existing.tombstone => {
+            let tombstone = Tombstone {
+                record: *existing,
+                revision,
+            };
+            if let Err(e) = end_tombstoned(&shared, tombstone, record, request.as_ref()).await {
+                tracing::error!(%job_id, error = %e, "could not end a job terminated before its launch; request dropped");
+                return report_invalid(&shared, &message, e.to_string()).await;
+            }
             ack(&message).await;
         }
-        (Claim::Exists(existing), _) => {
+        (
+            Claim::Exists {
+                record: existing, ..
+            },
+            _,
+        ) => {
             tracing::info!(%job_id, owner = %existing.worker, state = %existing.state, "duplicate launch request ignored");
             // A redelivery means a worker took the request and died before its ack:
-            // if the job ended, its final event may not have gone out, so send it
-            // again (the stream drops it if it did).
+            // if the job ended, its final event may not have gone out.
             if redelivered && existing.state.is_terminal() && existing.seq > 0 {
                 shared
                     .events
-                    .publish(&existing.event(shared.backends.default_kind()))
+                    .publish_unless_stored(&existing.event(shared.backends.default_kind()))
                     .await;
             }
             ack(&message).await;
@@ -191,15 +225,25 @@ async fn handle(shared: Arc<Shared>, message: Message, permit: OwnedSemaphorePer
     }
 }
 
+/// The record a terminate left for a job before its launch came.
+struct Tombstone {
+    record: JobRecord,
+    revision: u64,
+}
+
 /// Ends a job whose terminate came before its launch: it goes straight to
-/// `terminated`, and nothing is started.
+/// `terminated`, and nothing is started. The tombstone is replaced by a
+/// compare-and-set, so when two deliveries of the launch race, one publishes.
+///
+/// # Errors
+/// [`StoreError::Corrupt`] when the record found instead cannot be read.
 async fn end_tombstoned(
     shared: &Shared,
-    tombstone: JobRecord,
+    tombstone: Tombstone,
     mut record: JobRecord,
     request: Option<&LaunchRequest>,
-) {
-    record.created = tombstone.created;
+) -> Result<(), StoreError> {
+    record.created = tombstone.record.created;
     record.seq = 0;
     let message = match request {
         Some(_) => "a terminate request came before the launch; nothing was started",
@@ -210,12 +254,16 @@ async fn end_tombstoned(
         JobState::Terminated,
         Change::because(reason::TERMINATE_REQUESTED, message),
     );
-    shared.store.put(&record).await;
+    if shared.store.replace(&record, tombstone.revision).await? == Replaced::Lost {
+        tracing::info!(job_id = %record.job_id, "another delivery ended the terminated job first");
+        return Ok(());
+    }
     shared
         .events
         .publish(&record.event(shared.backends.default_kind()))
         .await;
     tracing::info!(job_id = %record.job_id, "launch of a job terminated before it came; nothing started");
+    Ok(())
 }
 
 /// Reports a payload without a usable job id and drops it.

@@ -126,7 +126,7 @@ impl Worker {
         let subscriptions =
             control::ControlSubscriptions::subscribe(&client, &subjects, &config.worker_id).await?;
         setup::check_server(&client, &js).await?;
-        let (jobs_stream, _) = setup::ensure_streams(&js, &subjects).await?;
+        let (jobs_stream, events_stream) = setup::ensure_streams(&js, &subjects).await?;
         let bucket = setup::ensure_jobs_bucket(&js).await?;
         let consumer =
             setup::ensure_launch_consumer(&jobs_stream, &subjects, &config.pool, config.ack_wait)
@@ -138,7 +138,7 @@ impl Worker {
             subjects: subjects.clone(),
             client: client.clone(),
             store: JobStore::new(bucket),
-            events: EventPublisher::new(js, subjects.clone()),
+            events: EventPublisher::new(js, events_stream, subjects.clone()),
             backends: Backends::new(Arc::new(backend)),
             registry: Registry::default(),
             hard_stop: CancellationToken::new(),
