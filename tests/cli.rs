@@ -1,6 +1,6 @@
 //! The `flare-launcher` command line against a real system: `launch` exits with
 //! the job's return code, `status`, `terminate` and `events` print what the
-//! protocol says.
+//! protocol says; a worker raises its open-files limit for `--max-jobs`.
 
 mod common;
 
@@ -114,4 +114,39 @@ async fn status_terminate_and_events_speak_json() {
         states.push(event.state.as_str());
     }
     assert_eq!(states, ["starting", "running", "terminated"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_raises_its_open_files_limit_to_what_max_jobs_needs() {
+    let system = System::without_worker(|_| {}).await;
+    let (_, hard) = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+        .expect("the test's own limit");
+    let max_jobs = 2000;
+    let script = format!(
+        "ulimit -Sn 300 && exec {} --nats-url {} worker --worker-id fd --max-jobs {max_jobs} --data-dir {}",
+        env!("CARGO_BIN_EXE_flare-launcher"),
+        system.nats.url(),
+        system.path("data").display()
+    );
+    let _worker = Command::new("sh")
+        .args(["-c", &script])
+        .kill_on_drop(true)
+        .spawn()
+        .expect("the worker starts");
+    // Jobs inherit the worker's limit, so a job can report it.
+    let file = system.path("limit");
+    let events = system
+        .run(&common::system::sh(
+            "fd-limit",
+            &format!("ulimit -n > {}", file.display()),
+        ))
+        .await;
+    assert_eq!(events.last().unwrap().state.as_str(), "succeeded");
+    let limit: u64 = std::fs::read_to_string(&file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let needed = flare_launcher::worker::fd_limit::needed(max_jobs);
+    assert_eq!(limit, needed.min(hard));
 }

@@ -8,6 +8,7 @@ use crate::state::Exit;
 use async_trait::async_trait;
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
+use std::ffi::OsString;
 use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -22,6 +23,9 @@ const WORKER_ENV_PREFIX: &str = "FLARE_";
 /// Runs jobs as local processes.
 pub struct ProcessBackend {
     log_dir: PathBuf,
+    /// The worker's own settings (NATS credentials among them), which are not the
+    /// jobs': the names of its `FLARE_*` variables, read once.
+    withheld_env: Vec<OsString>,
 }
 
 impl ProcessBackend {
@@ -31,7 +35,14 @@ impl ProcessBackend {
     /// The I/O error when `log_dir` cannot be created.
     pub fn new(log_dir: PathBuf) -> std::io::Result<Self> {
         std::fs::create_dir_all(&log_dir)?;
-        Ok(ProcessBackend { log_dir })
+        let withheld_env = std::env::vars_os()
+            .map(|(name, _)| name)
+            .filter(|name| name.to_string_lossy().starts_with(WORKER_ENV_PREFIX))
+            .collect();
+        Ok(ProcessBackend {
+            log_dir,
+            withheld_env,
+        })
     }
 
     /// Where a job's output goes.
@@ -70,11 +81,8 @@ impl Backend for ProcessBackend {
         let log_err = log.try_clone().map_err(spawn_error)?;
 
         let mut command = Command::new(&program);
-        // The worker's own settings (NATS credentials among them) are not the job's.
-        for (name, _) in std::env::vars_os() {
-            if name.to_string_lossy().starts_with(WORKER_ENV_PREFIX) {
-                command.env_remove(name);
-            }
+        for name in &self.withheld_env {
+            command.env_remove(name);
         }
         command
             .args(&request.command[1..])

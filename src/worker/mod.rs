@@ -8,6 +8,7 @@
 
 pub mod control;
 pub mod events;
+pub mod fd_limit;
 pub mod intake;
 pub mod job;
 pub mod registry;
@@ -101,6 +102,7 @@ impl Worker {
     /// A [`WorkerError`] saying what is missing.
     pub async fn start(config: WorkerConfig) -> Result<Worker, WorkerError> {
         config.validate().map_err(WorkerError::Config)?;
+        fd_limit::ensure_open_files(config.max_jobs).log();
         let backend = match config.backend {
             BackendKind::Process => {
                 let log_dir = config.data_dir.join("logs");
