@@ -2,68 +2,18 @@
 //! TLS with and without client certificates, several URLs, the settings checks and the
 //! layering of `NatsArgs`.
 
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use async_nats::ConnectErrorKind;
 use clap::Parser;
+use common::nats_server::NatsServer;
 use flare_launcher::nats::connect::{ConnectError, NatsArgs, connect};
 use futures::StreamExt;
 use tempfile::TempDir;
-
-/// A `nats-server` on a free port of 127.0.0.1, killed when dropped.
-struct Server {
-    child: Child,
-    port: u16,
-    _dir: TempDir,
-}
-
-impl Server {
-    /// Starts a server whose config file holds `config` plus the listen address.
-    async fn start(config: &str) -> Server {
-        Server::start_on(free_port(), config).await
-    }
-
-    async fn start_on(port: u16, config: &str) -> Server {
-        let dir = TempDir::new().unwrap();
-        let file = dir.path().join("nats.conf");
-        std::fs::write(&file, format!("listen: 127.0.0.1:{port}\n{config}\n")).unwrap();
-        let child = Command::new("nats-server")
-            .arg("-c")
-            .arg(&file)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("nats-server on PATH");
-        let server = Server {
-            child,
-            port,
-            _dir: dir,
-        };
-        for _ in 0..250 {
-            if tokio::net::TcpStream::connect(("127.0.0.1", port))
-                .await
-                .is_ok()
-            {
-                return server;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        panic!("nats-server did not listen on port {port}");
-    }
-
-    fn url(&self) -> String {
-        format!("nats://127.0.0.1:{}", self.port)
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// A port nothing listens on right now.
 fn free_port() -> u16 {
@@ -209,7 +159,7 @@ fn invalid_settings(result: Result<async_nats::Client, ConnectError>) -> String 
 
 #[tokio::test]
 async fn token_auth_connects_and_round_trips() {
-    let server = Server::start("authorization { token: \"s3cret\" }").await;
+    let server = NatsServer::start_with_config("authorization { token: \"s3cret\" }");
     let good = NatsArgs {
         token: Some("s3cret".into()),
         ..args(&server.url())
@@ -221,7 +171,7 @@ async fn token_auth_connects_and_round_trips() {
 
 #[tokio::test]
 async fn wrong_token_fails_fast_naming_the_url() {
-    let server = Server::start("authorization { token: \"s3cret\" }").await;
+    let server = NatsServer::start_with_config("authorization { token: \"s3cret\" }");
     let wrong = NatsArgs {
         token: Some("guess".into()),
         ..args(&server.url())
@@ -243,8 +193,9 @@ async fn wrong_token_fails_fast_naming_the_url() {
 
 #[tokio::test]
 async fn user_and_password_auth() {
-    let server =
-        Server::start("authorization { users = [ { user: alice, password: \"pw-1\" } ] }").await;
+    let server = NatsServer::start_with_config(
+        "authorization { users = [ { user: alice, password: \"pw-1\" } ] }",
+    );
     let good = NatsArgs {
         user: Some("alice".into()),
         password: Some("pw-1".into()),
@@ -272,10 +223,9 @@ async fn nkey_seed_file_auth() {
         seed.starts_with("SU") && public.starts_with('U'),
         "{seed:.2} {public}"
     );
-    let server = Server::start(&format!(
+    let server = NatsServer::start_with_config(&format!(
         "authorization {{ users = [ {{ nkey: {public} }} ] }}"
-    ))
-    .await;
+    ));
 
     let seed_file = keys.path().join("user.nk");
     std::fs::write(&seed_file, format!("  {seed}\n\n")).unwrap();
@@ -331,7 +281,7 @@ async fn unreadable_or_wrong_seed_file() {
 async fn tls_with_private_ca() {
     let pki = TempDir::new().unwrap();
     make_certificates(pki.path());
-    let server = Server::start(&tls_block(pki.path(), false)).await;
+    let server = NatsServer::start_with_config(&tls_block(pki.path(), false));
 
     let trusted = NatsArgs {
         tls_ca: Some(pki.path().join("ca.pem")),
@@ -342,7 +292,7 @@ async fn tls_with_private_ca() {
     round_trip(&client, &client).await;
 
     // A tls:// URL alone turns TLS on; without the CA the certificate is not trusted.
-    let untrusted = args(&format!("tls://127.0.0.1:{}", server.port));
+    let untrusted = args(&format!("tls://127.0.0.1:{}", server.port()));
     let error = connect(&untrusted, "test", false).await.unwrap_err();
     assert!(matches!(error, ConnectError::Connect { .. }), "{error:?}");
 }
@@ -351,7 +301,7 @@ async fn tls_with_private_ca() {
 async fn mutual_tls_with_client_certificate() {
     let pki = TempDir::new().unwrap();
     make_certificates(pki.path());
-    let server = Server::start(&tls_block(pki.path(), true)).await;
+    let server = NatsServer::start_with_config(&tls_block(pki.path(), true));
 
     let with_cert = NatsArgs {
         tls_ca: Some(pki.path().join("ca.pem")),
@@ -384,11 +334,11 @@ async fn mutual_tls_with_client_certificate() {
 
 #[tokio::test]
 async fn dead_first_url_falls_over_to_live_second() {
-    let server = Server::start("").await;
+    let server = NatsServer::start_with_config("");
     let dead = format!("nats://127.0.0.1:{}", free_port());
     let both = args(&format!("{dead} , {}", server.url()));
     let client = connect(&both, "test", false).await.unwrap();
-    assert_eq!(client.server_info().port, server.port);
+    assert_eq!(client.server_info().port, server.port());
     round_trip(&client, &client).await;
 }
 
@@ -404,21 +354,23 @@ async fn unreachable_server_fails_fast_without_waiting() {
 
 #[tokio::test]
 async fn waits_for_a_server_that_starts_later() {
-    let port = free_port();
+    // A server that is down now and comes back on the same port.
+    let mut server = NatsServer::start_with_config("authorization { token: \"t\" }");
+    server.stop();
     let waiting = NatsArgs {
         token: Some("t".into()),
-        ..args(&format!("nats://127.0.0.1:{port}"))
+        ..args(&server.url())
     };
     let connecting = tokio::spawn(async move { connect(&waiting, "test", true).await });
     tokio::time::sleep(Duration::from_millis(400)).await;
     assert!(!connecting.is_finished());
-    let server = Server::start_on(port, "authorization { token: \"t\" }").await;
+    server.restart();
     let client = tokio::time::timeout(Duration::from_secs(2), connecting)
         .await
         .expect("connected soon after the server started")
         .unwrap()
         .unwrap();
-    assert_eq!(client.server_info().port, server.port);
+    assert_eq!(client.server_info().port, server.port());
     round_trip(&client, &client).await;
 }
 
