@@ -430,8 +430,6 @@ pub enum BackendRef {
 /// A state change of a job, published on `P.events.JOB_ID`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[schemars(extend(
-    "required" = ["v", "job_id", "seq", "state", "return_code", "exit_code", "reason",
-                  "message", "worker", "backend", "ts"],
     "if" = {"properties": {"state": {"enum": ["starting", "running"]}}},
     "then" = {"properties": {"return_code": {"type": "null"}}},
     "else" = {"properties": {"return_code": {"type": "integer"}}}
@@ -512,10 +510,6 @@ pub struct TerminateReply {
 /// What a worker knows about a job: the reply to `P.status.JOB_ID`, and the value
 /// stored for the job in the `flare_jobs` bucket.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[schemars(extend(
-    "required" = ["job_id", "state", "return_code", "exit_code", "reason", "message", "worker",
-                  "backend", "site", "seq", "created", "updated", "backend_ref"]
-))]
 pub struct JobRecord {
     /// The job.
     pub job_id: String,
