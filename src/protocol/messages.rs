@@ -1,0 +1,258 @@
+//! What workers send (job events, job records, terminate replies, reports of
+//! unusable requests, error replies) and the terminate request they answer.
+
+use super::{
+    BackendKind, DEFAULT_GRACE_S, MAX_ECHOED_PAYLOAD, PROTOCOL_VERSION, check_duration,
+    timestamp_now,
+};
+use crate::state::JobState;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// Names the workload a job runs as.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum BackendRef {
+    /// A local process (the leader of its own process group).
+    Process {
+        /// Its process id.
+        pid: u32,
+    },
+    /// A Docker container.
+    Docker {
+        /// The container's id.
+        container_id: String,
+        /// The container's name.
+        name: String,
+    },
+    /// A Kubernetes pod.
+    K8s {
+        /// The pod's namespace.
+        namespace: String,
+        /// The pod's name.
+        pod: String,
+        /// The pod's uid.
+        uid: String,
+    },
+}
+
+/// A state change of a job, published on `P.events.JOB_ID`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[schemars(extend(
+    "if" = {"properties": {"state": {"enum": ["starting", "running"]}}},
+    "then" = {"properties": {"return_code": {"type": "null"}}},
+    "else" = {"properties": {"return_code": {"type": "integer"}}}
+))]
+pub struct JobEvent {
+    /// Protocol version, 1.
+    #[schemars(extend("const" = PROTOCOL_VERSION))]
+    pub v: u32,
+    /// The job.
+    pub job_id: String,
+    /// Per-job sequence number, from 1, gap-free.
+    #[schemars(range(min = 1))]
+    pub seq: u64,
+    /// The state entered.
+    pub state: JobState,
+    /// NVFlare return code; non-null exactly when `state` is terminal.
+    pub return_code: Option<i32>,
+    /// Raw exit code of the workload, when known.
+    pub exit_code: Option<i32>,
+    /// Machine-readable cause.
+    pub reason: Option<String>,
+    /// Human-readable detail.
+    pub message: Option<String>,
+    /// Id of the worker that published the event.
+    pub worker: String,
+    /// Where the job runs.
+    pub backend: BackendKind,
+    /// RFC 3339 UTC time of the change.
+    #[schemars(extend("format" = "date-time"))]
+    pub ts: String,
+}
+
+/// The body of a terminate request; an empty body means all defaults.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TerminateRequest {
+    /// Seconds between the polite stop and the kill (default 10).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grace_s: Option<u64>,
+}
+
+impl TerminateRequest {
+    /// Decodes a terminate body; empty (or whitespace) means defaults.
+    ///
+    /// # Errors
+    /// The JSON error, for a body that is neither empty nor a valid request, or
+    /// the broken rule.
+    pub fn decode(payload: &[u8]) -> Result<Self, String> {
+        if payload.iter().all(u8::is_ascii_whitespace) {
+            return Ok(TerminateRequest::default());
+        }
+        let request: TerminateRequest = serde_json::from_slice(payload)
+            .map_err(|e| format!("invalid terminate request: {e}"))?;
+        check_duration("grace_s", request.grace_s, 0)
+            .map_err(|e| format!("invalid terminate request: {e}"))?;
+        Ok(request)
+    }
+
+    /// `grace_s`, defaulted.
+    pub fn grace_s(&self) -> u64 {
+        self.grace_s.unwrap_or(DEFAULT_GRACE_S)
+    }
+}
+
+/// The reply to a terminate request.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct TerminateReply {
+    /// The job.
+    pub job_id: String,
+    /// Whether the terminate was taken on (recorded or acted on).
+    pub accepted: bool,
+    /// The job's state when the reply was sent.
+    pub state: JobState,
+    /// What happened.
+    pub message: String,
+}
+
+/// What a worker knows about a job: the reply to `P.status.JOB_ID`, and the value
+/// stored for the job in the `flare_jobs` bucket.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct JobRecord {
+    /// The job.
+    pub job_id: String,
+    /// Its current state.
+    pub state: JobState,
+    /// NVFlare return code, once terminal.
+    pub return_code: Option<i32>,
+    /// Raw exit code, when known.
+    pub exit_code: Option<i32>,
+    /// Machine-readable cause of the last change.
+    pub reason: Option<String>,
+    /// Human-readable detail.
+    pub message: Option<String>,
+    /// The worker that owns the job (or recorded its tombstone).
+    pub worker: String,
+    /// Where the job runs; null for a tombstone whose launch has not come yet.
+    pub backend: Option<BackendKind>,
+    /// The job's FL site.
+    pub site: Option<String>,
+    /// Sequence number of the last event published; 0 for a tombstone.
+    pub seq: u64,
+    /// RFC 3339 UTC time the record was created.
+    #[schemars(extend("format" = "date-time"))]
+    pub created: String,
+    /// RFC 3339 UTC time of the last change.
+    #[schemars(extend("format" = "date-time"))]
+    pub updated: String,
+    /// The workload, once it exists.
+    pub backend_ref: Option<BackendRef>,
+    /// The worker pool the job was launched in (an addition to the protocol).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pool: Option<String>,
+    /// True while the record is only a terminate that came before its launch (an
+    /// addition to the protocol).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub tombstone: bool,
+}
+
+impl JobRecord {
+    /// The event announcing the record's current state.
+    pub fn event(&self, backend: BackendKind) -> JobEvent {
+        JobEvent {
+            v: PROTOCOL_VERSION,
+            job_id: self.job_id.clone(),
+            seq: self.seq,
+            state: self.state,
+            return_code: self.return_code,
+            exit_code: self.exit_code,
+            reason: self.reason.clone(),
+            message: self.message.clone(),
+            worker: self.worker.clone(),
+            backend: self.backend.unwrap_or(backend),
+            ts: self.updated.clone(),
+        }
+    }
+}
+
+/// Reported on `P.invalid` for a launch payload without a usable `job_id`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct InvalidRequest {
+    /// Protocol version, 1.
+    #[schemars(extend("const" = PROTOCOL_VERSION))]
+    pub v: u32,
+    /// What is wrong with the payload.
+    pub error: String,
+    /// The raw payload, cut at 4 KiB.
+    #[schemars(length(max = MAX_ECHOED_PAYLOAD))]
+    pub payload: String,
+    /// RFC 3339 UTC time it was seen.
+    #[schemars(extend("format" = "date-time"))]
+    pub ts: String,
+}
+
+impl InvalidRequest {
+    /// Reports `payload`, cut at [`MAX_ECHOED_PAYLOAD`] bytes (on a character boundary).
+    pub fn new(error: String, payload: &[u8]) -> Self {
+        let mut cut = payload.len().min(MAX_ECHOED_PAYLOAD);
+        let text = loop {
+            match std::str::from_utf8(&payload[..cut]) {
+                Ok(text) => break text.to_owned(),
+                Err(e) if e.error_len().is_none() => cut = e.valid_up_to(),
+                Err(_) => break String::from_utf8_lossy(&payload[..cut]).into_owned(),
+            }
+        };
+        InvalidRequest {
+            v: PROTOCOL_VERSION,
+            error,
+            payload: text,
+            ts: timestamp_now(),
+        }
+    }
+}
+
+/// An error reply to a request (e.g. status of an unknown job).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct ErrorReply {
+    /// Machine-readable kind, e.g. `not_found`.
+    pub error: String,
+    /// Human-readable detail.
+    pub message: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn terminate_body_may_be_empty() {
+        assert_eq!(TerminateRequest::decode(b"").unwrap().grace_s(), 10);
+        assert_eq!(TerminateRequest::decode(b" \n").unwrap().grace_s(), 10);
+        assert_eq!(
+            TerminateRequest::decode(br#"{"grace_s":3}"#)
+                .unwrap()
+                .grace_s(),
+            3
+        );
+        assert!(TerminateRequest::decode(br#"{"grace":3}"#).is_err());
+        assert_eq!(
+            TerminateRequest::decode(br#"{"grace_s":0}"#)
+                .unwrap()
+                .grace_s(),
+            0
+        );
+        let huge = TerminateRequest::decode(br#"{"grace_s":18446744073709551615}"#);
+        assert!(huge.unwrap_err().contains("grace_s must be between"));
+    }
+
+    #[test]
+    fn invalid_request_cuts_the_payload_on_a_char_boundary() {
+        let mut payload = vec![b'x'; MAX_ECHOED_PAYLOAD - 1];
+        payload.extend_from_slice("é and more".as_bytes());
+        let report = InvalidRequest::new("bad".into(), &payload);
+        assert_eq!(report.payload.len(), MAX_ECHOED_PAYLOAD - 1);
+        let short = InvalidRequest::new("bad".into(), b"{oops");
+        assert_eq!(short.payload, "{oops");
+    }
+}

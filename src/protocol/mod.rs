@@ -1,0 +1,127 @@
+//! The wire contract (PROTOCOL.md, version 1) as Rust types, and the decoding of
+//! launch requests with every rule of the contract enforced.
+//!
+//! The JSON Schemas in `schemas/` are generated from these types (see
+//! [`crate::schema`]); a test fails when the two drift apart.
+//!
+//! - `launch`: the launch request and its decoding.
+//! - `messages`: what workers send (events, records, replies, reports) and the
+//!   terminate request.
+//! - [`reason`]: the machine-readable causes events carry.
+
+mod launch;
+mod messages;
+pub mod reason;
+
+pub use launch::{
+    LaunchDecodeError, LaunchRequest, Mount, MountSource, Resources, Timeouts, check_job_id,
+    decode_launch,
+};
+pub use messages::{
+    BackendRef, ErrorReply, InvalidRequest, JobEvent, JobRecord, TerminateReply, TerminateRequest,
+};
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// The protocol version this crate speaks.
+pub const PROTOCOL_VERSION: u32 = 1;
+/// Longest allowed `job_id`.
+pub const MAX_JOB_ID_LEN: usize = 128;
+/// How much of a rejected payload an [`InvalidRequest`] carries.
+pub const MAX_ECHOED_PAYLOAD: usize = 4096;
+/// Default `start_s`: longest time from acceptance to `running`.
+pub const DEFAULT_START_TIMEOUT_S: u64 = 120;
+/// Default `grace_s` of a terminate request.
+pub const DEFAULT_GRACE_S: u64 = 10;
+/// Longest `start_s`, `run_s` or `grace_s` a worker accepts (a year): larger values
+/// are surely mistakes, and would overflow the worker's clocks.
+pub const MAX_DURATION_S: u64 = 366 * 24 * 3600;
+
+/// Checks one duration field of a request against [`MAX_DURATION_S`] and `min`.
+fn check_duration(name: &str, value: Option<u64>, min: u64) -> Result<(), String> {
+    match value {
+        Some(v) if v < min || v > MAX_DURATION_S => Err(format!(
+            "{name} must be between {min} and {MAX_DURATION_S} seconds, got {v}"
+        )),
+        _ => Ok(()),
+    }
+}
+
+fn default_version() -> u32 {
+    PROTOCOL_VERSION
+}
+
+fn is_default_version(v: &u32) -> bool {
+    *v == PROTOCOL_VERSION
+}
+
+/// Where a job runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum BackendKind {
+    /// A local process on the worker's host.
+    Process,
+    /// A container on the worker's Docker engine.
+    Docker,
+    /// A pod in a Kubernetes cluster.
+    K8s,
+}
+
+impl BackendKind {
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BackendKind::Process => "process",
+            BackendKind::Docker => "docker",
+            BackendKind::K8s => "k8s",
+        }
+    }
+}
+
+impl fmt::Display for BackendKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for BackendKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "process" => Ok(BackendKind::Process),
+            "docker" => Ok(BackendKind::Docker),
+            "k8s" => Ok(BackendKind::K8s),
+            other => Err(format!(
+                "unknown backend {other:?}: expected process, docker or k8s"
+            )),
+        }
+    }
+}
+
+/// The current time in RFC 3339 UTC, with microseconds.
+pub fn timestamp_now() -> String {
+    let now = time::OffsetDateTime::now_utc();
+    let format = time::macros::format_description!(
+        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]Z"
+    );
+    now.format(&format)
+        .unwrap_or_else(|_| now.unix_timestamp().to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_are_rfc3339_utc() {
+        let ts = timestamp_now();
+        assert!(
+            time::OffsetDateTime::parse(&ts, &time::format_description::well_known::Rfc3339)
+                .is_ok(),
+            "{ts}"
+        );
+        assert!(ts.ends_with('Z'));
+    }
+}

@@ -1,0 +1,18 @@
+//! The machine-readable causes (`reason`) that events carry.
+
+/// A terminate request stopped the job (or came before its launch).
+pub const TERMINATE_REQUESTED: &str = "TerminateRequested";
+/// `run_s` ran out.
+pub const RUN_TIMEOUT: &str = "RunTimeout";
+/// `start_s` ran out before the workload ran.
+pub const START_TIMEOUT: &str = "StartTimeout";
+/// The worker shut down and its drain timeout ran out.
+pub const WORKER_SHUTDOWN: &str = "WorkerShutdown";
+/// The request was invalid.
+pub const INVALID_REQUEST: &str = "InvalidRequest";
+/// The program could not be started.
+pub const SPAWN_FAILED: &str = "SpawnFailed";
+/// The worker does not have the backend the request asks for.
+pub const BACKEND_UNAVAILABLE: &str = "BackendUnavailable";
+/// The workload disappeared and nobody can tell how it ended.
+pub const WORKLOAD_VANISHED: &str = "WorkloadVanished";
