@@ -37,6 +37,13 @@ pub enum Observation {
     },
 }
 
+impl Observation {
+    /// Whether the job ends with this observation, whatever state it is in.
+    pub fn is_final(&self) -> bool {
+        !matches!(self, Observation::Running)
+    }
+}
+
 /// A workload that was created.
 pub struct Launched {
     /// Names the workload.

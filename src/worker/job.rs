@@ -103,6 +103,16 @@ impl StopCause {
     }
 }
 
+/// When a state change is written to the job's record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Record {
+    /// Before its event is published.
+    Now,
+    /// With the change that follows at once (already observed): a record
+    /// passing through a state only for an instant is written once, not twice.
+    WithNext,
+}
+
 /// A job this worker claimed, with everything its task needs.
 pub struct Job {
     shared: Arc<Shared>,
@@ -148,7 +158,7 @@ impl Job {
                 self.follow(launched).await;
             }
             Err(change) => {
-                self.advance(JobState::Error, change).await;
+                self.advance(JobState::Error, change, Record::Now).await;
             }
         }
         self.shared.registry.remove(&self.record.job_id);
@@ -191,13 +201,26 @@ impl Job {
             let starting = self.record.state == JobState::Starting;
             tokio::select! {
                 observation = launched.observations.recv() => {
-                    let observation = observation.unwrap_or_else(|| Observation::Vanished {
+                    let mut observation = observation.unwrap_or_else(|| Observation::Vanished {
                         message: "the backend stopped reporting on the workload".into(),
                     });
-                    if self.observe(observation, stop, launched.detail.take()).await
-                        && self.record.state == JobState::Running
-                    {
-                        run_deadline = self.request.run_timeout_s().map(|s| Instant::now() + Duration::from_secs(s));
+                    loop {
+                        // With the job's end observed already, this state is over:
+                        // its event goes out, its record is written with the end.
+                        let later = launched.observations.try_recv().ok();
+                        let record = match &later {
+                            Some(next) if next.is_final() => Record::WithNext,
+                            _ => Record::Now,
+                        };
+                        if self.observe(observation, stop, launched.detail.take(), record).await
+                            && self.record.state == JobState::Running
+                        {
+                            run_deadline = self.request.run_timeout_s().map(|s| Instant::now() + Duration::from_secs(s));
+                        }
+                        match later {
+                            Some(next) => observation = next,
+                            None => break,
+                        }
                     }
                 }
                 Some(command) = self.commands.recv() => match command {
@@ -211,7 +234,7 @@ impl Job {
                 () = sleep_until(self.start_deadline), if starting => {
                     control.stop(Duration::ZERO).await;
                     let message = format!("the workload did not start running within {} s", self.request.start_timeout_s());
-                    self.advance(JobState::Error, Change::because(reason::START_TIMEOUT, message)).await;
+                    self.advance(JobState::Error, Change::because(reason::START_TIMEOUT, message), Record::Now).await;
                 }
                 () = sleep_until(run_deadline.unwrap_or(far_future)), if run_deadline.is_some() && stop.is_none() => {
                     stop = Some(StopCause::RunTimeout);
@@ -234,6 +257,7 @@ impl Job {
         observation: Observation,
         stop: Option<StopCause>,
         detail: Option<String>,
+        record: Record,
     ) -> bool {
         match observation {
             Observation::Running => {
@@ -244,7 +268,7 @@ impl Job {
                     message: detail,
                     ..Change::default()
                 };
-                self.advance(JobState::Running, change).await
+                self.advance(JobState::Running, change, record).await
             }
             Observation::Exited(exit) => {
                 let to = state::state_after_exit(exit, stop.is_some());
@@ -254,7 +278,8 @@ impl Job {
                         message: Some("the workload ended before it was seen running".into()),
                         ..Change::default()
                     };
-                    self.advance(JobState::Running, change).await;
+                    self.advance(JobState::Running, change, Record::WithNext)
+                        .await;
                 }
                 let what = match exit {
                     state::Exit::Signal(signal) => format!("killed by signal {signal}"),
@@ -272,7 +297,7 @@ impl Job {
                     message: Some(message),
                     exit_code: Some(exit.exit_code()),
                 };
-                self.advance(to, change).await
+                self.advance(to, change, Record::Now).await
             }
             Observation::StartFailed { reason, message } => {
                 self.advance(
@@ -282,6 +307,7 @@ impl Job {
                         message: Some(message),
                         exit_code: None,
                     },
+                    Record::Now,
                 )
                 .await
             }
@@ -293,19 +319,23 @@ impl Job {
                         message: Some(message),
                         exit_code: None,
                     },
+                    Record::Now,
                 )
                 .await
             }
         }
     }
 
-    /// Records a state change, then publishes its event.
-    async fn advance(&mut self, to: JobState, change: Change) -> bool {
+    /// Records a state change (now, or with the change that follows), then
+    /// publishes its event.
+    async fn advance(&mut self, to: JobState, change: Change, record: Record) -> bool {
         if !apply(&mut self.record, to, change) {
             return false;
         }
         tracing::debug!(job_id = %self.record.job_id, seq = self.record.seq, state = %to, "job state changed");
-        self.shared.store.put(&self.record).await;
+        if record == Record::Now {
+            self.shared.store.put(&self.record).await;
+        }
         self.shared
             .events
             .publish(&self.record.event(self.shared.backends.default_kind()))
