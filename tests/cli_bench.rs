@@ -1,5 +1,6 @@
 //! `flare-launcher bench` against a real nats-server and an in-process worker:
-//! it finishes by itself and reports every job, latencies and the worker's memory.
+//! it finishes by itself and reports every job, latencies and the worker's memory
+//! and CPU time.
 
 mod common;
 
@@ -68,6 +69,13 @@ async fn bench_reports_every_job_its_latencies_and_the_worker_memory() {
         worker_memory["rss_mib"]
             .as_f64()
             .is_some_and(|mib| mib > 0.0),
+        "{result}"
+    );
+    // Clock ticks are coarse: 30 jobs may cost less than one.
+    assert!(
+        worker_memory["cpu_ms_per_job"]
+            .as_f64()
+            .is_some_and(|ms| ms >= 0.0),
         "{result}"
     );
 

@@ -1,5 +1,6 @@
 //! `flare-launcher bench`: drives a running system (workers on the same NATS)
-//! with many process jobs and reports latency, throughput and worker memory.
+//! with many process jobs and reports latency, throughput, and the worker's memory
+//! and CPU time.
 //!
 //! One core subscription to `P.events.>`, made before anything is published,
 //! feeds a map from job id to the moment its launch was published; `C` permits
@@ -197,8 +198,8 @@ async fn run_phase(
     Ok((stats, wall))
 }
 
-/// A worker process found for the memory report.
-struct WorkerMemory {
+/// A worker process found for the memory and CPU report.
+struct WorkerUsage {
     pid: u32,
     /// `VmHWM`, bytes.
     peak: Option<u64>,
@@ -206,6 +207,19 @@ struct WorkerMemory {
     current: Option<u64>,
     /// Highest `VmRSS` sampled during the measured phase, bytes.
     max_sampled: u64,
+    /// CPU time (user and system) spent during the measured phase.
+    cpu: Option<Duration>,
+}
+
+/// CPU time (user and system) a process has used so far, from `/proc/PID/stat`.
+fn proc_cpu_time(pid: u32) -> Option<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which may hold spaces) start with the state,
+    // field 3; utime and stime are fields 14 and 15.
+    let fields: Vec<&str> = stat[stat.rfind(')')? + 1..].split_whitespace().collect();
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    let per_second = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK).ok()??;
+    Some(Duration::from_secs_f64(ticks as f64 / per_second as f64))
 }
 
 /// A field of `/proc/PID/status` given in kB, in bytes.
@@ -365,25 +379,30 @@ pub async fn run(settings: &Settings, args: BenchArgs) -> Result<i32, CliError> 
             }
         }
         let (sampler, maxima) = sample_rss(&workers);
+        let cpu_before: Vec<Option<Duration>> = workers.iter().map(|&pid| proc_cpu_time(pid)).collect();
         let ids = (0..args.jobs).map(|n| format!("bench-{run_id}-{n}"));
         let measured = run_phase(&client, &shared, ids, &args.command, args.concurrency).await;
         sampler.abort();
         let maxima = maxima.lock().unwrap_or_else(PoisonError::into_inner).clone();
-        Ok((measured?, maxima))
+        Ok((measured?, maxima, cpu_before))
     }
     .await;
     reader.abort();
     sweeper.abort();
-    let ((stats, wall), maxima) = outcome?;
+    let ((stats, wall), maxima, cpu_before) = outcome?;
 
-    let memory: Vec<WorkerMemory> = workers
+    let usage: Vec<WorkerUsage> = workers
         .iter()
         .zip(maxima)
-        .map(|(&pid, max_sampled)| WorkerMemory {
+        .zip(cpu_before)
+        .map(|((&pid, max_sampled), before)| WorkerUsage {
             pid,
             peak: proc_status_bytes(pid, "VmHWM"),
             current: proc_status_bytes(pid, "VmRSS"),
             max_sampled,
+            cpu: proc_cpu_time(pid)
+                .zip(before)
+                .map(|(after, before)| after.saturating_sub(before)),
         })
         .collect();
     let jobs = args.jobs as u64;
@@ -414,14 +433,25 @@ pub async fn run(settings: &Settings, args: BenchArgs) -> Result<i32, CliError> 
     if unreadable > 0 {
         text.push_str(&format!("unreadable events: {unreadable}\n"));
     }
-    if memory.is_empty() {
-        text.push_str("worker RSS: unknown (pass --worker-pid)\n");
+    if usage.is_empty() {
+        text.push_str("worker RSS and CPU: unknown (pass --worker-pid)\n");
     }
-    for m in &memory {
+    let cpu_ms_per_job = |cpu: Option<Duration>| {
+        cpu.filter(|_| jobs > 0)
+            .map(|cpu| cpu.as_secs_f64() * 1000.0 / jobs as f64)
+    };
+    for m in &usage {
         let show =
             |b: Option<u64>| b.map_or("?".to_owned(), |b| format!("{:.1} MiB", b as f64 / MIB));
+        let cpu = match (m.cpu, cpu_ms_per_job(m.cpu)) {
+            (Some(cpu), Some(per_job)) => format!(
+                "{per_job:.3} ms per job ({:.0} % of one core)",
+                100.0 * cpu.as_secs_f64() / wall.as_secs_f64().max(f64::EPSILON)
+            ),
+            _ => "?".to_owned(),
+        };
         text.push_str(&format!(
-            "worker {}: peak RSS {}, current RSS {}, highest RSS sampled during the run {}\n",
+            "worker {}: peak RSS {}, current RSS {}, highest RSS sampled during the run {}; CPU {cpu}\n",
             m.pid,
             show(m.peak),
             show(m.current),
@@ -444,11 +474,12 @@ pub async fn run(settings: &Settings, args: BenchArgs) -> Result<i32, CliError> 
             "to_terminal": latency_json(&stats.to_terminal),
             "wall_s": round3(wall.as_secs_f64()),
             "jobs_per_s": round3(per_second),
-            "workers": memory.iter().map(|m| serde_json::json!({
+            "workers": usage.iter().map(|m| serde_json::json!({
                 "pid": m.pid,
                 "peak_rss_mib": mib(m.peak),
                 "rss_mib": mib(m.current),
                 "max_sampled_rss_mib": mib(Some(m.max_sampled)),
+                "cpu_ms_per_job": cpu_ms_per_job(m.cpu).map(round3),
             })).collect::<Vec<_>>(),
         });
         println!("{result}");
