@@ -62,12 +62,13 @@ enum Written {
 }
 
 /// How replacing a record ended.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, PartialEq)]
 pub enum Replaced {
     /// The new record is stored.
     Done,
-    /// Someone else changed the record first; nothing was written.
-    Lost,
+    /// Someone else changed the record first; nothing was written. Holds the
+    /// record found instead, if there is one.
+    Lost(Option<Box<JobRecord>>),
 }
 
 /// The `flare_jobs` bucket.
@@ -145,7 +146,7 @@ impl JobStore {
             .await?;
         Ok(match written {
             Written::Stored => Replaced::Done,
-            Written::Refused(_) => Replaced::Lost,
+            Written::Refused(found) => Replaced::Lost(found.map(|(record, _)| record)),
         })
     }
 

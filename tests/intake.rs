@@ -8,6 +8,8 @@ use async_nats::jetstream;
 use common::system::{JOB_TIMEOUT, System, assert_well_formed, sh, states};
 use flare_launcher::nats::setup;
 use flare_launcher::protocol::InvalidRequest;
+use flare_launcher::state::JobState;
+use flare_launcher::worker::job::fresh_record;
 use futures::StreamExt;
 use std::time::Duration;
 
@@ -20,6 +22,32 @@ fn runs(file: &std::path::Path) -> usize {
     std::fs::read_to_string(file)
         .map(|t| t.lines().count())
         .unwrap_or(0)
+}
+
+/// Stores `value` as the record of `job_id`, as another worker (or an operator) would have.
+async fn store_record(system: &System, job_id: &str, value: Vec<u8>) {
+    let js = jetstream::new(system.client.nats().clone());
+    let bucket = js.get_key_value("flare_jobs").await.unwrap();
+    bucket.create(job_id, value.into()).await.unwrap();
+}
+
+/// A record of `job_id` owned by a worker that is gone.
+fn record_of_gone_worker(job_id: &str, state: JobState, seq: u64) -> Vec<u8> {
+    let mut record = fresh_record(job_id, "gone-worker", state);
+    record.seq = seq;
+    serde_json::to_vec(&record).unwrap()
+}
+
+/// Subscribes to reports of unusable requests, before anything is published.
+async fn invalid_reports(system: &System) -> async_nats::Subscriber {
+    let subscriber = system
+        .client
+        .nats()
+        .subscribe("flare.jobs.invalid")
+        .await
+        .unwrap();
+    system.client.nats().flush().await.unwrap();
+    subscriber
 }
 
 /// Acts as a worker that takes the pool's next launch request and dies before it
@@ -140,19 +168,8 @@ async fn a_worker_that_claimed_but_did_not_ack_is_not_run_again() {
     // Simulate a worker that wrote the claim record and died before its ack: the
     // record exists, so the redelivered request must start nothing.
     let request = appender("claimed", &file);
-    let js = jetstream::new(system.client.nats().clone());
-    let bucket = js.get_key_value("flare_jobs").await.unwrap();
-    let mut claim = serde_json::to_value(flare_launcher::worker::job::fresh_record(
-        "claimed",
-        "gone-worker",
-        flare_launcher::state::JobState::Starting,
-    ))
-    .unwrap();
-    claim["seq"] = 1.into();
-    bucket
-        .create("claimed", serde_json::to_vec(&claim).unwrap().into())
-        .await
-        .unwrap();
+    let claim = record_of_gone_worker("claimed", JobState::Starting, 1);
+    store_record(&system, "claimed", claim).await;
     system.client.launch(&request).await.unwrap();
     system.wait_until_intake_idle().await;
     assert_eq!(runs(&file), 0);
@@ -161,15 +178,65 @@ async fn a_worker_that_claimed_but_did_not_ack_is_not_run_again() {
 }
 
 #[tokio::test]
-async fn malformed_and_invalid_requests_are_reported_and_the_next_one_runs() {
+async fn a_duplicate_of_a_job_whose_final_event_never_went_out_publishes_it() {
     let system = System::start().await;
-    let mut invalid = system
+    let file = system.path("ended-runs");
+    // A worker ended the job, wrote its final record and died before publishing the
+    // event; the duplicate delivery seen here is the last chance to publish it.
+    let ended = record_of_gone_worker("ended", JobState::Succeeded, 3);
+    store_record(&system, "ended", ended).await;
+    system
         .client
-        .nats()
-        .subscribe("flare.jobs.invalid")
+        .launch(&appender("ended", &file))
         .await
         .unwrap();
-    system.client.nats().flush().await.unwrap();
+    let events = system.events_until_terminal("ended").await;
+    assert_eq!(states(&events), ["succeeded"]);
+    assert_eq!((events[0].seq, events[0].return_code), (3, Some(0)));
+    assert_eq!(events[0].worker, "gone-worker");
+    system.wait_until_intake_idle().await;
+    assert_eq!(runs(&file), 0);
+}
+
+#[tokio::test]
+async fn a_launch_whose_record_is_unreadable_waits_in_the_queue() {
+    let system = System::start().await;
+    let mut invalid = invalid_reports(&system).await;
+    store_record(&system, "garbled", b"not a record".to_vec()).await;
+    let file = system.path("garbled-runs");
+    system
+        .client
+        .launch(&appender("garbled", &file))
+        .await
+        .unwrap();
+    // The request is taken, left unacknowledged for later, and not reported as
+    // unusable; the jobs behind it run.
+    let events = system.run(&sh("behind", "exit 0")).await;
+    assert_eq!(states(&events), ["starting", "running", "succeeded"]);
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), invalid.next())
+            .await
+            .is_err(),
+        "nothing reported on the invalid subject"
+    );
+    let js = jetstream::new(system.client.nats().clone());
+    let mut consumer: jetstream::consumer::PullConsumer = js
+        .get_consumer_from_stream("launch-default", "FLARE_JOBS")
+        .await
+        .unwrap();
+    let info = consumer.info().await.unwrap();
+    assert_eq!(
+        (info.num_pending, info.num_ack_pending),
+        (0, 1),
+        "kept: {info:?}"
+    );
+    assert_eq!(runs(&file), 0);
+}
+
+#[tokio::test]
+async fn malformed_and_invalid_requests_are_reported_and_the_next_one_runs() {
+    let system = System::start().await;
+    let mut invalid = invalid_reports(&system).await;
 
     system
         .client

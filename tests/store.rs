@@ -46,7 +46,10 @@ async fn a_replace_loses_to_a_change_made_since_the_read() {
     let mine = fresh_record("j2", "w2", JobState::Terminated);
     let theirs = fresh_record("j2", "w3", JobState::Terminated);
     assert_eq!(store.replace(&theirs, read).await.unwrap(), Replaced::Done);
-    assert_eq!(store.replace(&mine, read).await.unwrap(), Replaced::Lost);
+    assert_eq!(
+        store.replace(&mine, read).await.unwrap(),
+        Replaced::Lost(Some(Box::new(theirs.clone())))
+    );
     // Replaying the winner's own write (a lost acknowledgement) counts as done.
     assert_eq!(store.replace(&theirs, read).await.unwrap(), Replaced::Done);
     assert_eq!(store.get("j2").await.unwrap().unwrap().worker, "w3");

@@ -38,9 +38,10 @@ pub enum Observation {
 }
 
 impl Observation {
-    /// Whether the job ends with this observation, whatever state it is in.
-    pub fn is_final(&self) -> bool {
-        !matches!(self, Observation::Running)
+    /// Whether this ends a workload that runs (a start failure does not: it
+    /// concerns a workload that never ran).
+    pub fn ends_running_workload(&self) -> bool {
+        matches!(self, Observation::Exited(_) | Observation::Vanished { .. })
     }
 }
 

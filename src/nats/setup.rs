@@ -179,7 +179,7 @@ pub async fn ensure_launch_consumer(
             .update_consumer(config)
             .await
             .map_err(|e| jetstream_error(format!("update consumer {name}"))(e.into()))?;
-        tracing::info!(consumer = %name, from = ?existing, to = ?ack_wait, "changed the ack wait of the launch consumer");
+        tracing::warn!(consumer = %name, from = ?existing, to = ?ack_wait, "changed the ack wait of the pool's launch consumer (workers of one pool should agree on --ack-wait)");
     }
     Ok(consumer)
 }

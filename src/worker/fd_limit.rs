@@ -26,6 +26,11 @@ pub enum OpenFiles {
         /// The limit now.
         to: u64,
     },
+    /// The limit could not be read.
+    Unknown {
+        /// The system's error.
+        error: nix::errno::Errno,
+    },
     /// Even the hard limit is lower than `max_jobs` needs (or it could not be
     /// raised): jobs beyond it fail to start.
     TooLow {
@@ -49,8 +54,9 @@ fn target(soft: u64, hard: u64, needed: u64) -> u64 {
 /// Raises this process's soft open-files limit to what `max_jobs` needs.
 pub fn ensure_open_files(max_jobs: usize) -> OpenFiles {
     let needed = needed(max_jobs);
-    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
-        return OpenFiles::TooLow { soft: 0, needed };
+    let (soft, hard) = match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok(limits) => limits,
+        Err(error) => return OpenFiles::Unknown { error },
     };
     let to = target(soft, hard, needed);
     if to == soft {
@@ -77,6 +83,9 @@ impl OpenFiles {
             OpenFiles::Enough { soft } => tracing::debug!(soft, "open-files limit is enough"),
             OpenFiles::Raised { from, to } => {
                 tracing::info!(from, to, "raised the open-files limit for --max-jobs")
+            }
+            OpenFiles::Unknown { error } => {
+                tracing::warn!(%error, "could not read the open-files limit")
             }
             OpenFiles::TooLow { soft, needed } => tracing::warn!(
                 soft,

@@ -16,7 +16,7 @@ use crate::state::JobState;
 use crate::store::{Claim, Replaced, StoreError};
 use async_nats::jetstream::consumer::pull::Batch;
 use async_nats::jetstream::{AckKind, Message, consumer::PullConsumer};
-use futures::{FutureExt, StreamExt};
+use futures::StreamExt;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -27,6 +27,12 @@ use tokio_util::task::TaskTracker;
 const MAX_BATCH: usize = 64;
 /// How long one pull request waits on the server for messages.
 const PULL_EXPIRES: Duration = Duration::from_secs(5);
+/// How long after it stops pulling a worker waits for requests still on their way.
+const HAND_BACK_WINDOW: Duration = Duration::from_millis(100);
+/// Longest time a stopping worker spends handing requests back.
+const HAND_BACK_LIMIT: Duration = Duration::from_secs(2);
+/// When a request comes back whose job record cannot be read.
+const UNREADABLE_RECORD_RETRY: Duration = Duration::from_secs(60);
 
 /// Pulls and dispatches launch requests until `stop` is cancelled.
 pub async fn run(
@@ -101,25 +107,31 @@ pub async fn run(
     tracing::info!("stopped taking launch requests");
 }
 
-/// Gives the requests that reached this worker but were not taken yet back to
-/// the stream, so that another worker gets them now rather than after the ack
-/// wait. (The server sends nothing more to a pull nobody reads.)
+/// Gives the requests that reached this worker but were not taken, and those
+/// still on their way within [`HAND_BACK_WINDOW`], back to the stream, so that
+/// another worker gets them now rather than after the ack wait. Bounded by
+/// [`HAND_BACK_LIMIT`] (a nak is a publish, which waits while NATS is away).
 async fn hand_back_received(batch: &mut Batch) {
-    while let Some(Some(next)) = batch.next().now_or_never() {
-        if let Ok(message) = next {
-            if let Err(e) = message.ack_with(AckKind::Nak(None)).await {
+    let hand_back = async {
+        while let Ok(Some(next)) = tokio::time::timeout(HAND_BACK_WINDOW, batch.next()).await {
+            // Errors are the pull's status messages, not requests.
+            if let Ok(message) = next
+                && let Err(e) = message.ack_with(AckKind::Nak(None)).await
+            {
                 tracing::warn!(error = %e, "could not hand a launch request back");
             }
         }
+    };
+    if tokio::time::timeout(HAND_BACK_LIMIT, hand_back)
+        .await
+        .is_err()
+    {
+        tracing::warn!("stopped handing launch requests back; the rest return after the ack wait");
     }
 }
 
 /// Handles one launch request.
 async fn handle(shared: Arc<Shared>, message: Message, permit: OwnedSemaphorePermit) {
-    let redelivered = message
-        .info()
-        .map(|info| info.delivered > 1)
-        .unwrap_or(false);
     let (record, request) = match decode_launch(&message.payload) {
         Err(LaunchDecodeError::Unidentifiable { error }) => {
             return report_invalid(&shared, &message, error).await;
@@ -165,11 +177,7 @@ async fn handle(shared: Arc<Shared>, message: Message, permit: OwnedSemaphorePer
     }
     let claim = match claim {
         Ok(claim) => claim,
-        Err(e) => {
-            tracing::error!(%job_id, error = %e, "could not claim the job; request dropped");
-            report_invalid(&shared, &message, e.to_string()).await;
-            return;
-        }
+        Err(e) => return leave_for_later(&message, &job_id, &e).await,
     };
     match (claim, request) {
         (Claim::Created, Some(request)) => {
@@ -199,9 +207,14 @@ async fn handle(shared: Arc<Shared>, message: Message, permit: OwnedSemaphorePer
                 record: *existing,
                 revision,
             };
-            if let Err(e) = end_tombstoned(&shared, tombstone, record, request.as_ref()).await {
-                tracing::error!(%job_id, error = %e, "could not end a job terminated before its launch; request dropped");
-                return report_invalid(&shared, &message, e.to_string()).await;
+            match end_tombstoned(&shared, tombstone, record, request.as_ref()).await {
+                Ok(Replaced::Done) => {}
+                Ok(Replaced::Lost(found)) => {
+                    if let Some(found) = found {
+                        finish_story(&shared, &found).await;
+                    }
+                }
+                Err(e) => return leave_for_later(&message, &job_id, &e).await,
             }
             ack(&message).await;
         }
@@ -212,16 +225,34 @@ async fn handle(shared: Arc<Shared>, message: Message, permit: OwnedSemaphorePer
             _,
         ) => {
             tracing::info!(%job_id, owner = %existing.worker, state = %existing.state, "duplicate launch request ignored");
-            // A redelivery means a worker took the request and died before its ack:
-            // if the job ended, its final event may not have gone out.
-            if redelivered && existing.state.is_terminal() && existing.seq > 0 {
-                shared
-                    .events
-                    .publish_unless_stored(&existing.event(shared.backends.default_kind()))
-                    .await;
-            }
+            finish_story(&shared, &existing).await;
             ack(&message).await;
         }
+    }
+}
+
+/// For a job another delivery of its launch has ended: that delivery's worker may
+/// have died after writing the final record and before publishing its event, and
+/// the request acknowledged here is the last chance to publish it. The stream is
+/// read first, so the event is never published twice.
+async fn finish_story(shared: &Shared, existing: &JobRecord) {
+    if existing.state.is_terminal() && existing.seq > 0 && !existing.tombstone {
+        shared
+            .events
+            .publish_unless_stored(&existing.event(shared.backends.default_kind()))
+            .await;
+    }
+}
+
+/// Leaves a request whose job record cannot be read in the queue: it comes back
+/// after [`UNREADABLE_RECORD_RETRY`], until the record is repaired or removed.
+async fn leave_for_later(message: &Message, job_id: &str, error: &StoreError) {
+    tracing::error!(%job_id, %error, retry_in = ?UNREADABLE_RECORD_RETRY, "cannot read the job's record; the launch request waits in the queue");
+    if let Err(e) = message
+        .ack_with(AckKind::Nak(Some(UNREADABLE_RECORD_RETRY)))
+        .await
+    {
+        tracing::warn!(error = %e, "could not hand a launch request back");
     }
 }
 
@@ -233,7 +264,8 @@ struct Tombstone {
 
 /// Ends a job whose terminate came before its launch: it goes straight to
 /// `terminated`, and nothing is started. The tombstone is replaced by a
-/// compare-and-set, so when two deliveries of the launch race, one publishes.
+/// compare-and-set, so when two deliveries of the launch race, one publishes;
+/// the other gets [`Replaced::Lost`] with the record it lost to.
 ///
 /// # Errors
 /// [`StoreError::Corrupt`] when the record found instead cannot be read.
@@ -242,7 +274,7 @@ async fn end_tombstoned(
     tombstone: Tombstone,
     mut record: JobRecord,
     request: Option<&LaunchRequest>,
-) -> Result<(), StoreError> {
+) -> Result<Replaced, StoreError> {
     record.created = tombstone.record.created;
     record.seq = 0;
     let message = match request {
@@ -254,16 +286,17 @@ async fn end_tombstoned(
         JobState::Terminated,
         Change::because(reason::TERMINATE_REQUESTED, message),
     );
-    if shared.store.replace(&record, tombstone.revision).await? == Replaced::Lost {
+    let replaced = shared.store.replace(&record, tombstone.revision).await?;
+    if let Replaced::Lost(_) = replaced {
         tracing::info!(job_id = %record.job_id, "another delivery ended the terminated job first");
-        return Ok(());
+        return Ok(replaced);
     }
     shared
         .events
         .publish(&record.event(shared.backends.default_kind()))
         .await;
     tracing::info!(job_id = %record.job_id, "launch of a job terminated before it came; nothing started");
-    Ok(())
+    Ok(replaced)
 }
 
 /// Reports a payload without a usable job id and drops it.

@@ -118,6 +118,8 @@ pub struct Job {
     shared: Arc<Shared>,
     request: LaunchRequest,
     record: JobRecord,
+    /// The record holds a change not yet written (see [`Record::WithNext`]).
+    record_behind: bool,
     commands: mpsc::Receiver<JobCommand>,
     start_deadline: Instant,
     _permit: OwnedSemaphorePermit,
@@ -137,6 +139,7 @@ impl Job {
             shared,
             request,
             record,
+            record_behind: false,
             commands,
             start_deadline,
             _permit: permit,
@@ -205,11 +208,12 @@ impl Job {
                         message: "the backend stopped reporting on the workload".into(),
                     });
                     loop {
-                        // With the job's end observed already, this state is over:
-                        // its event goes out, its record is written with the end.
+                        // With the workload's end observed already, `running` is
+                        // over at once: its event goes out, its record is written
+                        // with the end.
                         let later = launched.observations.try_recv().ok();
                         let record = match &later {
-                            Some(next) if next.is_final() => Record::WithNext,
+                            Some(next) if next.ends_running_workload() => Record::WithNext,
                             _ => Record::Now,
                         };
                         if self.observe(observation, stop, launched.detail.take(), record).await
@@ -218,9 +222,14 @@ impl Job {
                             run_deadline = self.request.run_timeout_s().map(|s| Instant::now() + Duration::from_secs(s));
                         }
                         match later {
-                            Some(next) => observation = next,
-                            None => break,
+                            Some(next) if !self.record.state.is_terminal() => observation = next,
+                            _ => break,
                         }
+                    }
+                    // Should the end not have come as expected, the record catches up.
+                    if self.record_behind {
+                        self.shared.store.put(&self.record).await;
+                        self.record_behind = false;
                     }
                 }
                 Some(command) = self.commands.recv() => match command {
@@ -333,8 +342,12 @@ impl Job {
             return false;
         }
         tracing::debug!(job_id = %self.record.job_id, seq = self.record.seq, state = %to, "job state changed");
-        if record == Record::Now {
-            self.shared.store.put(&self.record).await;
+        match record {
+            Record::Now => {
+                self.shared.store.put(&self.record).await;
+                self.record_behind = false;
+            }
+            Record::WithNext => self.record_behind = true,
         }
         self.shared
             .events
