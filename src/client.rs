@@ -2,7 +2,7 @@
 //! and status, follow events. The CLI, the benchmark and the tests use it.
 
 use crate::nats::setup::{self, SetupError};
-use crate::nats::subjects::{EVENTS_STREAM, Subjects};
+use crate::nats::subjects::Subjects;
 use crate::protocol::{
     ErrorReply, JobEvent, JobRecord, LaunchRequest, TerminateReply, TerminateRequest,
 };
@@ -194,7 +194,7 @@ impl Client {
     ) -> Result<impl Stream<Item = Result<JobEvent, ClientError>> + use<>, ClientError> {
         let stream = self
             .js
-            .get_stream(EVENTS_STREAM)
+            .get_stream(self.subjects.events_stream())
             .await
             .map_err(|e| ClientError::Events(e.to_string()))?;
         let filter = match job_id {

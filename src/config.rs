@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// Default subject prefix.
-pub const DEFAULT_SUBJECT_PREFIX: &str = "flare.jobs";
+pub const DEFAULT_SUBJECT_PREFIX: &str = crate::nats::subjects::DEFAULT_PREFIX;
 /// Default worker pool.
 pub const DEFAULT_POOL: &str = "default";
 /// Default number of jobs a worker runs at once.

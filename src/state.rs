@@ -139,14 +139,14 @@ impl Exit {
     }
 }
 
-/// The terminal state of a workload that ended: `stop_requested` says whether the
-/// worker itself asked it to stop (terminate request, run timeout, shutdown). A
-/// workload that was asked to stop is `terminated` however it ended, unless it
-/// managed to finish cleanly with code 0 first.
-pub fn state_after_exit(exit: Exit, stop_requested: bool) -> JobState {
+/// The terminal state of a workload that ended: `stopped` says whether it had
+/// been asked to stop (terminate request, run timeout, shutdown) before it ended.
+/// Then it is `terminated`, whatever its code, even 0 from a clean shutdown on
+/// SIGTERM; otherwise its code decides.
+pub fn state_after_exit(exit: Exit, stopped: bool) -> JobState {
     match exit {
+        _ if stopped => JobState::Terminated,
         Exit::Code(0) => JobState::Succeeded,
-        _ if stop_requested => JobState::Terminated,
         _ => JobState::Failed,
     }
 }
@@ -235,7 +235,7 @@ mod tests {
     #[test]
     fn exits_map_to_states() {
         assert_eq!(state_after_exit(Exit::Code(0), false), Succeeded);
-        assert_eq!(state_after_exit(Exit::Code(0), true), Succeeded);
+        assert_eq!(state_after_exit(Exit::Code(0), true), Terminated);
         assert_eq!(state_after_exit(Exit::Code(3), false), Failed);
         assert_eq!(state_after_exit(Exit::Code(3), true), Terminated);
         assert_eq!(state_after_exit(Exit::Signal(9), false), Failed);

@@ -1,6 +1,7 @@
 //! Start-up checks against real nats-servers: a server without JetStream is
 //! refused with a plain explanation, a bad configuration never connects, and the
-//! shared consumer follows the newest worker's settings.
+//! shared consumer follows the newest worker's settings; each subject prefix has
+//! its own streams.
 
 mod common;
 
@@ -53,4 +54,56 @@ async fn a_worker_started_with_another_ack_wait_updates_the_pools_consumer() {
         config.filter_subject, "flare.jobs.launch.default",
         "the rest is kept"
     );
+}
+
+#[tokio::test]
+async fn each_subject_prefix_has_its_own_streams_and_a_clash_is_refused() {
+    use flare_launcher::client::Client;
+    use flare_launcher::nats::subjects::Subjects;
+    use futures::StreamExt;
+
+    let nats = NatsServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let mut workers = Vec::new();
+    for prefix in ["flare.jobs", "staging.jobs"] {
+        let mut config = WorkerConfig::new(&nats.url(), dir.path().join(prefix));
+        config.subject_prefix = prefix.into();
+        config.worker_id = format!("w-{}", prefix.replace('.', "-"));
+        workers.push(Worker::start(config).await.expect("worker starts"));
+    }
+    for prefix in ["flare.jobs", "staging.jobs"] {
+        let connection = async_nats::connect(nats.url()).await.unwrap();
+        let client = Client::new(connection, Subjects::new(prefix), "default");
+        let request = flare_launcher::protocol::LaunchRequest::new("same-id", vec!["true".into()]);
+        client.launch(&request).await.unwrap();
+        let mut events = Box::pin(client.events(Some("same-id"), true).await.unwrap());
+        let last = tokio::time::timeout(std::time::Duration::from_secs(30), async {
+            loop {
+                let event = events.next().await.unwrap().unwrap();
+                if event.state.is_terminal() {
+                    break event;
+                }
+            }
+        })
+        .await
+        .expect("the job ends");
+        assert_eq!(last.state.as_str(), "succeeded", "{prefix}");
+        assert_eq!(last.worker, format!("w-{}", prefix.replace('.', "-")));
+    }
+
+    // `staging_jobs` maps to the same stream names as `staging.jobs`.
+    let mut clash = WorkerConfig::new(&nats.url(), dir.path().join("clash"));
+    clash.subject_prefix = "staging_jobs".into();
+    match Worker::start(clash).await {
+        Err(error @ WorkerError::Setup(_)) => {
+            let message = error.to_string();
+            assert!(message.contains("FLARE_JOBS_STAGING_JOBS"), "{message}");
+            assert!(message.contains("staging.jobs.launch.>"), "{message}");
+        }
+        Err(other) => panic!("expected a set-up error, got {other}"),
+        Ok(_) => panic!("a prefix whose streams serve another prefix must be refused"),
+    }
+    for worker in workers {
+        worker.shutdown().await;
+    }
 }

@@ -6,6 +6,7 @@ mod common;
 
 use common::nats_server::NatsServer;
 use flare_launcher::nats::setup;
+use flare_launcher::nats::subjects::Subjects;
 use flare_launcher::state::JobState;
 use flare_launcher::store::{Claim, JobStore, Replaced};
 use flare_launcher::worker::job::fresh_record;
@@ -13,7 +14,11 @@ use flare_launcher::worker::job::fresh_record;
 async fn store(nats: &NatsServer) -> JobStore {
     let client = async_nats::connect(nats.url()).await.unwrap();
     let js = async_nats::jetstream::new(client);
-    JobStore::new(setup::ensure_jobs_bucket(&js).await.unwrap())
+    JobStore::new(
+        setup::ensure_jobs_bucket(&js, &Subjects::new("flare.jobs"))
+            .await
+            .unwrap(),
+    )
 }
 
 #[tokio::test]

@@ -22,7 +22,13 @@ pub enum Observation {
     /// The workload runs.
     Running,
     /// The workload ended.
-    Exited(Exit),
+    Exited {
+        /// How it ended.
+        exit: Exit,
+        /// Whether the backend had asked it to stop (polite stop or kill) before
+        /// it ended: then it ended because it was told to, whatever its code.
+        stopped: bool,
+    },
     /// The workload will never run (e.g. its image cannot be pulled).
     StartFailed {
         /// Machine-readable cause, e.g. `ImagePullBackOff`.
@@ -41,7 +47,10 @@ impl Observation {
     /// Whether this ends a workload that runs (a start failure does not: it
     /// concerns a workload that never ran).
     pub fn ends_running_workload(&self) -> bool {
-        matches!(self, Observation::Exited(_) | Observation::Vanished { .. })
+        matches!(
+            self,
+            Observation::Exited { .. } | Observation::Vanished { .. }
+        )
     }
 }
 

@@ -139,10 +139,14 @@ async fn watch(
 ) {
     let group = Pid::from_raw(pid as i32);
     let mut kill_at: Option<Instant> = None;
+    let mut stopped = false;
     let status = loop {
         tokio::select! {
+            // An exit that is there already wins over a stop arriving with it.
+            biased;
             status = child.wait() => break status,
             Some(grace) = stops.recv() => {
+                stopped = true;
                 signal_group(group, Signal::SIGTERM);
                 let at = Instant::now() + grace;
                 kill_at = Some(kill_at.map_or(at, |earlier| earlier.min(at)));
@@ -156,8 +160,14 @@ async fn watch(
     signal_group(group, Signal::SIGKILL);
     let observation = match status {
         Ok(status) => match (status.code(), status.signal()) {
-            (Some(code), _) => Observation::Exited(Exit::Code(code)),
-            (None, Some(signal)) => Observation::Exited(Exit::Signal(signal)),
+            (Some(code), _) => Observation::Exited {
+                exit: Exit::Code(code),
+                stopped,
+            },
+            (None, Some(signal)) => Observation::Exited {
+                exit: Exit::Signal(signal),
+                stopped,
+            },
             (None, None) => Observation::Vanished {
                 message: format!("process {pid} ended without an exit code or signal"),
             },

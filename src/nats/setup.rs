@@ -1,7 +1,7 @@
 //! Start-up checks of the NATS server and the idempotent creation of the
 //! streams, consumer and KV bucket the project needs.
 
-use super::subjects::{EVENTS_STREAM, JOBS_BUCKET, JOBS_STREAM, Subjects};
+use super::subjects::Subjects;
 use async_nats::jetstream::consumer::FromConsumer;
 use async_nats::jetstream::{self, consumer, kv, stream};
 use std::time::Duration;
@@ -31,6 +31,19 @@ pub enum SetupError {
         "JetStream is not enabled for this account on the NATS server: start nats-server with -js (or `jetstream {{}}` in its config) and give the account JetStream limits ({0})"
     )]
     JetStreamDisabled(String),
+    /// A stream or consumer of that name exists but serves other subjects (another
+    /// subject prefix or pool whose names map to the same).
+    #[error(
+        "{what} exists but captures {found:?}, not {expected:?}: another subject prefix uses it; choose a prefix that does not map to the same names, or remove it"
+    )]
+    Mismatch {
+        /// The stream or consumer.
+        what: String,
+        /// The subjects this configuration needs.
+        expected: String,
+        /// What it captures.
+        found: Vec<String>,
+    },
     /// A JetStream call failed.
     #[error("could not {what}: {source}")]
     JetStream {
@@ -79,17 +92,20 @@ pub async fn check_server(
     Ok(())
 }
 
-/// Creates the launch and events streams if they are missing.
+/// Creates the launch and events streams if they are missing, and checks that
+/// existing ones capture this prefix's subjects.
 ///
 /// # Errors
-/// [`SetupError::JetStream`] naming the stream.
+/// [`SetupError::JetStream`] naming the stream, [`SetupError::Mismatch`] when it
+/// captures other subjects.
 pub async fn ensure_streams(
     js: &jetstream::Context,
     subjects: &Subjects,
 ) -> Result<(stream::Stream, stream::Stream), SetupError> {
+    let (jobs_name, events_name) = (subjects.jobs_stream(), subjects.events_stream());
     let jobs = js
         .get_or_create_stream(stream::Config {
-            name: JOBS_STREAM.into(),
+            name: jobs_name.clone(),
             description: Some("flare-launcher launch requests, one work queue per pool".into()),
             subjects: vec![subjects.all("launch")],
             retention: stream::RetentionPolicy::WorkQueue,
@@ -98,10 +114,11 @@ pub async fn ensure_streams(
             ..Default::default()
         })
         .await
-        .map_err(|e| jetstream_error(format!("create stream {JOBS_STREAM}"))(e.into()))?;
+        .map_err(|e| jetstream_error(format!("create stream {jobs_name}"))(e.into()))?;
+    check_captures(&jobs, &subjects.all("launch"))?;
     let events = js
         .get_or_create_stream(stream::Config {
-            name: EVENTS_STREAM.into(),
+            name: events_name.clone(),
             description: Some("flare-launcher job events".into()),
             subjects: vec![subjects.all("events")],
             retention: stream::RetentionPolicy::Limits,
@@ -111,21 +128,39 @@ pub async fn ensure_streams(
             ..Default::default()
         })
         .await
-        .map_err(|e| jetstream_error(format!("create stream {EVENTS_STREAM}"))(e.into()))?;
+        .map_err(|e| jetstream_error(format!("create stream {events_name}"))(e.into()))?;
+    check_captures(&events, &subjects.all("events"))?;
     Ok((jobs, events))
+}
+
+/// Checks that an existing stream captures `wanted`.
+fn check_captures(stream: &stream::Stream, wanted: &str) -> Result<(), SetupError> {
+    let config = &stream.cached_info().config;
+    if config.subjects.iter().any(|s| s == wanted) {
+        return Ok(());
+    }
+    Err(SetupError::Mismatch {
+        what: format!("stream {}", config.name),
+        expected: wanted.to_owned(),
+        found: config.subjects.clone(),
+    })
 }
 
 /// Opens the job-record bucket, creating it if it is missing.
 ///
 /// # Errors
 /// [`SetupError::JetStream`] naming the bucket.
-pub async fn ensure_jobs_bucket(js: &jetstream::Context) -> Result<kv::Store, SetupError> {
-    if let Ok(store) = js.get_key_value(JOBS_BUCKET).await {
+pub async fn ensure_jobs_bucket(
+    js: &jetstream::Context,
+    subjects: &Subjects,
+) -> Result<kv::Store, SetupError> {
+    let name = subjects.jobs_bucket();
+    if let Ok(store) = js.get_key_value(&name).await {
         return Ok(store);
     }
     let created = js
         .create_key_value(kv::Config {
-            bucket: JOBS_BUCKET.into(),
+            bucket: name.clone(),
             description: "flare-launcher job records, one per job id".into(),
             history: 5,
             storage: stream::StorageType::File,
@@ -135,9 +170,10 @@ pub async fn ensure_jobs_bucket(js: &jetstream::Context) -> Result<kv::Store, Se
     match created {
         Ok(store) => Ok(store),
         // Another worker may have created it in between.
-        Err(create_error) => js.get_key_value(JOBS_BUCKET).await.map_err(|_| {
-            jetstream_error(format!("create bucket {JOBS_BUCKET}"))(create_error.into())
-        }),
+        Err(create_error) => js
+            .get_key_value(&name)
+            .await
+            .map_err(|_| jetstream_error(format!("create bucket {name}"))(create_error.into())),
     }
 }
 

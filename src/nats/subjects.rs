@@ -1,12 +1,18 @@
 //! Every NATS subject, stream, consumer and bucket name the project uses, derived
 //! from the configured subject prefix and pool in one place.
+//!
+//! Under the default prefix the streams and the bucket have the protocol's names
+//! (`FLARE_JOBS`, `FLARE_JOB_EVENTS`, `flare_jobs`); under any other prefix the
+//! names carry the prefix too, so that several prefixes can share one account.
 
+/// The protocol's subject prefix, under which the protocol's names apply.
+pub const DEFAULT_PREFIX: &str = "flare.jobs";
 /// JetStream stream that captures launch requests (work-queue retention).
-pub const JOBS_STREAM: &str = "FLARE_JOBS";
+const JOBS_STREAM: &str = "FLARE_JOBS";
 /// JetStream stream that captures job events (limits retention).
-pub const EVENTS_STREAM: &str = "FLARE_JOB_EVENTS";
+const EVENTS_STREAM: &str = "FLARE_JOB_EVENTS";
 /// KV bucket holding one record per job.
-pub const JOBS_BUCKET: &str = "flare_jobs";
+const JOBS_BUCKET: &str = "flare_jobs";
 /// Queue group every worker joins for terminate and status requests, so exactly
 /// one worker answers each.
 pub const CONTROL_QUEUE_GROUP: &str = "flare-launcher";
@@ -28,6 +34,45 @@ impl Subjects {
     /// The prefix itself.
     pub fn prefix(&self) -> &str {
         &self.prefix
+    }
+
+    /// A JetStream name: `base` under the default prefix, else `base` plus the
+    /// prefix with every character other than `A-Z a-z 0-9 _ -` written as `_`.
+    fn jetstream_name(&self, base: &str) -> String {
+        if self.prefix == DEFAULT_PREFIX {
+            return base.to_owned();
+        }
+        let token: String = self
+            .prefix
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        if base.starts_with(|c: char| c.is_ascii_uppercase()) {
+            format!("{base}_{}", token.to_ascii_uppercase())
+        } else {
+            format!("{base}_{token}")
+        }
+    }
+
+    /// The stream that captures launch requests.
+    pub fn jobs_stream(&self) -> String {
+        self.jetstream_name(JOBS_STREAM)
+    }
+
+    /// The stream that captures job events.
+    pub fn events_stream(&self) -> String {
+        self.jetstream_name(EVENTS_STREAM)
+    }
+
+    /// The KV bucket of job records.
+    pub fn jobs_bucket(&self) -> String {
+        self.jetstream_name(JOBS_BUCKET)
     }
 
     /// `P.launch.POOL`: where the engine publishes launch requests for a pool.
@@ -135,6 +180,18 @@ mod tests {
         assert_eq!(s.events("j1"), "flare.jobs.events.j1");
         assert_eq!(s.invalid(), "flare.jobs.invalid");
         assert_eq!(s.all("events"), "flare.jobs.events.>");
+    }
+
+    #[test]
+    fn jetstream_names_are_the_protocols_under_the_default_prefix_only() {
+        let default = Subjects::new(DEFAULT_PREFIX);
+        assert_eq!(default.jobs_stream(), "FLARE_JOBS");
+        assert_eq!(default.events_stream(), "FLARE_JOB_EVENTS");
+        assert_eq!(default.jobs_bucket(), "flare_jobs");
+        let other = Subjects::new("staging.fl-jobs");
+        assert_eq!(other.jobs_stream(), "FLARE_JOBS_STAGING_FL-JOBS");
+        assert_eq!(other.events_stream(), "FLARE_JOB_EVENTS_STAGING_FL-JOBS");
+        assert_eq!(other.jobs_bucket(), "flare_jobs_staging_fl-jobs");
     }
 
     #[test]

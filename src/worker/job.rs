@@ -105,7 +105,7 @@ impl StopCause {
 
 /// When a state change is written to the job's record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Record {
+enum Persist {
     /// Before its event is published.
     Now,
     /// With the change that follows at once (already observed): a record
@@ -118,7 +118,7 @@ pub struct Job {
     shared: Arc<Shared>,
     request: LaunchRequest,
     record: JobRecord,
-    /// The record holds a change not yet written (see [`Record::WithNext`]).
+    /// The record holds a change not yet written (see [`Persist::WithNext`]).
     record_behind: bool,
     commands: mpsc::Receiver<JobCommand>,
     start_deadline: Instant,
@@ -161,7 +161,7 @@ impl Job {
                 self.follow(launched).await;
             }
             Err(change) => {
-                self.advance(JobState::Error, change, Record::Now).await;
+                self.advance(JobState::Error, change, Persist::Now).await;
             }
         }
         self.shared.registry.remove(&self.record.job_id);
@@ -212,11 +212,11 @@ impl Job {
                         // over at once: its event goes out, its record is written
                         // with the end.
                         let later = launched.observations.try_recv().ok();
-                        let record = match &later {
-                            Some(next) if next.ends_running_workload() => Record::WithNext,
-                            _ => Record::Now,
+                        let persist = match &later {
+                            Some(next) if next.ends_running_workload() => Persist::WithNext,
+                            _ => Persist::Now,
                         };
-                        if self.observe(observation, stop, launched.detail.take(), record).await
+                        if self.observe(observation, stop, launched.detail.take(), persist).await
                             && self.record.state == JobState::Running
                         {
                             run_deadline = self.request.run_timeout_s().map(|s| Instant::now() + Duration::from_secs(s));
@@ -243,7 +243,7 @@ impl Job {
                 () = sleep_until(self.start_deadline), if starting => {
                     control.stop(Duration::ZERO).await;
                     let message = format!("the workload did not start running within {} s", self.request.start_timeout_s());
-                    self.advance(JobState::Error, Change::because(reason::START_TIMEOUT, message), Record::Now).await;
+                    self.advance(JobState::Error, Change::because(reason::START_TIMEOUT, message), Persist::Now).await;
                 }
                 () = sleep_until(run_deadline.unwrap_or(far_future)), if run_deadline.is_some() && stop.is_none() => {
                     stop = Some(StopCause::RunTimeout);
@@ -266,7 +266,7 @@ impl Job {
         observation: Observation,
         stop: Option<StopCause>,
         detail: Option<String>,
-        record: Record,
+        persist: Persist,
     ) -> bool {
         match observation {
             Observation::Running => {
@@ -277,17 +277,17 @@ impl Job {
                     message: detail,
                     ..Change::default()
                 };
-                self.advance(JobState::Running, change, record).await
+                self.advance(JobState::Running, change, persist).await
             }
-            Observation::Exited(exit) => {
-                let to = state::state_after_exit(exit, stop.is_some());
+            Observation::Exited { exit, stopped } => {
+                let to = state::state_after_exit(exit, stopped);
                 // A workload seen only after it ended did run: say so before the end.
                 if !self.record.state.can_become(to) && JobState::Running.can_become(to) {
                     let change = Change {
                         message: Some("the workload ended before it was seen running".into()),
                         ..Change::default()
                     };
-                    self.advance(JobState::Running, change, Record::WithNext)
+                    self.advance(JobState::Running, change, Persist::WithNext)
                         .await;
                 }
                 let what = match exit {
@@ -306,7 +306,7 @@ impl Job {
                     message: Some(message),
                     exit_code: Some(exit.exit_code()),
                 };
-                self.advance(to, change, Record::Now).await
+                self.advance(to, change, Persist::Now).await
             }
             Observation::StartFailed { reason, message } => {
                 self.advance(
@@ -316,7 +316,7 @@ impl Job {
                         message: Some(message),
                         exit_code: None,
                     },
-                    Record::Now,
+                    Persist::Now,
                 )
                 .await
             }
@@ -328,7 +328,7 @@ impl Job {
                         message: Some(message),
                         exit_code: None,
                     },
-                    Record::Now,
+                    Persist::Now,
                 )
                 .await
             }
@@ -337,17 +337,17 @@ impl Job {
 
     /// Records a state change (now, or with the change that follows), then
     /// publishes its event.
-    async fn advance(&mut self, to: JobState, change: Change, record: Record) -> bool {
+    async fn advance(&mut self, to: JobState, change: Change, persist: Persist) -> bool {
         if !apply(&mut self.record, to, change) {
             return false;
         }
         tracing::debug!(job_id = %self.record.job_id, seq = self.record.seq, state = %to, "job state changed");
-        match record {
-            Record::Now => {
+        match persist {
+            Persist::Now => {
                 self.shared.store.put(&self.record).await;
                 self.record_behind = false;
             }
-            Record::WithNext => self.record_behind = true,
+            Persist::WithNext => self.record_behind = true,
         }
         self.shared
             .events

@@ -129,7 +129,7 @@ impl Worker {
             control::ControlSubscriptions::subscribe(&client, &subjects, &config.worker_id).await?;
         setup::check_server(&client, &js).await?;
         let (jobs_stream, events_stream) = setup::ensure_streams(&js, &subjects).await?;
-        let bucket = setup::ensure_jobs_bucket(&js).await?;
+        let bucket = setup::ensure_jobs_bucket(&js, &subjects).await?;
         let consumer =
             setup::ensure_launch_consumer(&jobs_stream, &subjects, &config.pool, config.ack_wait)
                 .await?;
