@@ -1,6 +1,7 @@
 //! Terminate and status over a real nats-server: terminating running jobs (also
 //! ones that ignore SIGTERM), terminating before the launch, terminating finished
-//! jobs, and status of finished and unknown jobs.
+//! jobs, a job that exits 0 when asked to stop, and status of finished and
+//! unknown jobs.
 
 mod common;
 
@@ -154,29 +155,51 @@ async fn a_terminate_with_a_bad_body_is_refused_and_the_job_runs_on() {
 
 #[tokio::test]
 async fn a_terminate_landing_on_another_worker_reaches_the_owner() {
-    let mut system = System::start_with(|c| c.max_jobs = 1).await;
-    // A second worker of the same pool with no room for jobs of its own: every
-    // job is w1's, but terminates are shared out between both.
+    const JOBS: usize = 16;
+    let mut system = System::start_with(|c| c.max_jobs = JOBS).await;
+    // A second worker in another pool: it never takes a launch, so every job is
+    // w1's, but control requests go to one queue group for all pools, so
+    // terminates are shared out between both workers.
     let mut other = system.config.clone();
     other.worker_id = "w2".into();
     other.pool = "other".into();
     let w2 = flare_launcher::worker::Worker::start(other).await.unwrap();
-    system
-        .client
-        .launch(&sh("owned", "sleep 60"))
-        .await
-        .unwrap();
-    system
-        .events_until("owned", |e| e.state == JobState::Running)
-        .await;
-    // Queue groups spread requests at random: enough terminates land on w2.
-    for _ in 0..6 {
-        let reply = system.client.terminate("owned", None).await.unwrap();
-        assert!(reply.accepted || reply.state.is_terminal(), "{reply:?}");
+    let job_ids: Vec<String> = (0..JOBS).map(|n| format!("owned-{n}")).collect();
+    for job_id in &job_ids {
+        system.client.launch(&sh(job_id, "sleep 60")).await.unwrap();
     }
-    let events = system.events_until_terminal("owned").await;
-    assert_eq!(events.last().unwrap().state, JobState::Terminated);
-    assert_eq!(events.last().unwrap().worker, "w1");
+    for job_id in &job_ids {
+        system
+            .events_until(job_id, |e| e.state == JobState::Running)
+            .await;
+    }
+    // One terminate per job: each lands on w2 (and is forwarded) half the time,
+    // so all of them reaching w1 directly has a chance of 2^-16.
+    for job_id in &job_ids {
+        let reply = system.client.terminate(job_id, None).await.unwrap();
+        assert!(reply.accepted, "{reply:?}");
+    }
+    for job_id in &job_ids {
+        let events = system.events_until_terminal(job_id).await;
+        let last = events.last().unwrap();
+        assert_eq!(last.state, JobState::Terminated, "{events:#?}");
+        assert_eq!(last.reason.as_deref(), Some("TerminateRequested"));
+        assert_eq!(last.worker, "w1");
+    }
     w2.shutdown().await;
     system.shutdown_worker().await;
+}
+
+#[tokio::test]
+async fn a_job_that_exits_0_when_asked_to_stop_is_terminated_not_succeeded() {
+    let system = System::start().await;
+    system.launch_trapping_term("polite", "'exit 0'").await;
+    let reply = system.client.terminate("polite", Some(30)).await.unwrap();
+    assert!(reply.accepted, "{reply:?}");
+    let events = system.events_until_terminal("polite").await;
+    let last = events.last().unwrap();
+    assert_eq!(last.state, JobState::Terminated, "{events:#?}");
+    assert_eq!(last.exit_code, Some(0));
+    assert_eq!(last.return_code, Some(9));
+    assert_eq!(last.reason.as_deref(), Some("TerminateRequested"));
 }

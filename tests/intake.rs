@@ -307,21 +307,30 @@ async fn malformed_and_invalid_requests_are_reported_and_the_next_one_runs() {
 #[tokio::test]
 async fn two_hundred_jobs_through_eight_slots_all_finish() {
     let system = System::start_with(|c| c.max_jobs = 8).await;
+    // Each job holds a marker file while it runs and records how many markers it
+    // sees, so the jobs themselves measure how many run at once.
+    let markers = system.path("running");
+    std::fs::create_dir(&markers).unwrap();
+    let counts = system.path("counts");
     let mut all = Box::pin(system.client.events(None, true).await.unwrap());
-    let worker = system.worker.as_ref().unwrap();
     for n in 0..200 {
+        let marker = markers.join(format!("many-{n}"));
+        let script = format!(
+            "touch {marker} && ls {markers} | wc -l >> {counts} && sleep 0.02; rm -f {marker}",
+            marker = marker.display(),
+            markers = markers.display(),
+            counts = counts.display(),
+        );
         system
             .client
-            .launch(&sh(&format!("many-{n}"), "sleep 0.02"))
+            .launch(&sh(&format!("many-{n}"), &script))
             .await
             .unwrap();
     }
     let mut terminal = std::collections::HashMap::new();
-    let mut most_running = 0;
     tokio::time::timeout(Duration::from_secs(120), async {
         while terminal.len() < 200 {
             let event = all.next().await.unwrap().unwrap();
-            most_running = most_running.max(worker.running_jobs());
             if event.state.is_terminal() {
                 assert!(
                     terminal.insert(event.job_id.clone(), event).is_none(),
@@ -333,8 +342,19 @@ async fn two_hundred_jobs_through_eight_slots_all_finish() {
     .await
     .expect("all 200 jobs end");
     assert!(terminal.values().all(|e| e.state.as_str() == "succeeded"));
+    let counts: Vec<usize> = std::fs::read_to_string(&counts)
+        .unwrap()
+        .lines()
+        .map(|line| line.trim().parse().unwrap())
+        .collect();
+    assert_eq!(counts.len(), 200, "every job counted once");
+    let most_running = counts.into_iter().max().unwrap();
     assert!(
         most_running <= 8,
         "never more than --max-jobs at once: {most_running}"
+    );
+    assert!(
+        most_running >= 2,
+        "jobs run side by side: at most {most_running} at once"
     );
 }

@@ -173,17 +173,30 @@ async fn processes_a_job_leaves_behind_are_killed_with_it() {
     }
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jobs_do_not_inherit_the_workers_flare_settings() {
-    // Each test runs in its own process, so this variable reaches only this worker.
-    unsafe { std::env::set_var("FLARE_NATS_PASSWORD", "worker-secret") };
-    let system = System::start().await;
+    // The worker runs as its own process, so the variable is set in its environment
+    // only. FLARE_TEST_SECRET is not one the worker reads (a FLARE_NATS_PASSWORD
+    // without a user would stop it from connecting), but it is withheld all the same.
+    let system = System::without_worker(|_| {}).await;
+    let data_dir = system.path("data");
+    let _worker = tokio::process::Command::new(env!("CARGO_BIN_EXE_flare-launcher"))
+        .env("FLARE_TEST_SECRET", "worker-secret")
+        .arg("--nats-url")
+        .arg(system.nats.url())
+        .args(["worker", "--worker-id", "scrub", "--data-dir"])
+        .arg(&data_dir)
+        .kill_on_drop(true)
+        .spawn()
+        .expect("the worker starts");
     let mut request = sh(
         "scrubbed",
-        r#"echo "password=${FLARE_NATS_PASSWORD:-unset} own=$OWN""#,
+        r#"echo "secret=${FLARE_TEST_SECRET:-unset} own=$OWN""#,
     );
     request.env.insert("OWN".into(), "kept".into());
-    system.run(&request).await;
-    let log = std::fs::read_to_string(system.config.data_dir.join("logs/scrubbed.log")).unwrap();
-    assert_eq!(log, "password=unset own=kept\n");
+    let events = system.run(&request).await;
+    assert_eq!(events.last().unwrap().state.as_str(), "succeeded");
+    assert_eq!(events.last().unwrap().worker, "scrub");
+    let log = std::fs::read_to_string(data_dir.join("logs/scrubbed.log")).unwrap();
+    assert_eq!(log, "secret=unset own=kept\n");
 }

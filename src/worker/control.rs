@@ -20,13 +20,19 @@ use async_nats::{HeaderMap, Message, Subscriber};
 use futures::StreamExt;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-/// How long a forwarded terminate waits for the owner's reply.
-const FORWARD_TIMEOUT: Duration = Duration::from_secs(5);
-/// Longest time spent answering one control request (more than a forward).
-const ANSWER_TIMEOUT: Duration = Duration::from_secs(8);
+/// Longest time an owner spends answering a forwarded terminate.
+const FORWARDED_ANSWER_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a forwarded terminate waits for the owner's reply: longer than the
+/// owner may take, so a slow yes is not reported as a no.
+const FORWARD_TIMEOUT: Duration = Duration::from_secs(6);
+/// Longest time spent answering one request from outside (more than a forward).
+pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(8);
+/// Most control requests answered at once; more wait in the subscriptions.
+const MAX_ANSWERS_IN_FLIGHT: usize = 256;
 
 /// A request this module refuses, with the service error code it replies with.
 #[derive(Debug, thiserror::Error)]
@@ -98,7 +104,15 @@ pub async fn run(
         shared.subjects.prefix(),
         shared.worker_id
     );
+    let in_flight = Arc::new(Semaphore::new(MAX_ANSWERS_IN_FLIGHT));
     loop {
+        let permit = tokio::select! {
+            () = stop.cancelled() => break,
+            permit = in_flight.clone().acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_) => break,
+            },
+        };
         let (message, kind) = tokio::select! {
             () = stop.cancelled() => break,
             Some(m) = subs.status.next() => (m, Request::Status),
@@ -112,7 +126,11 @@ pub async fn run(
             Request::Forwarded => &forwarded_head,
         };
         let job_id = Subjects::job_id_after(&message.subject, head).map(str::to_owned);
-        tracker.spawn(answer(shared.clone(), message, kind, job_id));
+        let shared = shared.clone();
+        tracker.spawn(async move {
+            answer(&shared, message, kind, job_id).await;
+            drop(permit);
+        });
     }
 }
 
@@ -123,34 +141,37 @@ enum Request {
     Forwarded,
 }
 
-async fn answer(shared: Arc<Shared>, message: Message, kind: Request, job_id: Option<String>) {
+async fn answer(shared: &Shared, message: Message, kind: Request, job_id: Option<String>) {
     let work = async {
         let job_id =
             job_id.ok_or_else(|| ControlError::BadRequest("the subject names no job".into()))?;
         check_job_id(&job_id).map_err(ControlError::BadRequest)?;
         match kind {
-            Request::Status => status(&shared, &job_id).await.map(|r| to_json(&r)),
+            Request::Status => status(shared, &job_id).await.map(|r| to_json(&r)),
             Request::Terminate | Request::Forwarded => {
                 let request =
                     TerminateRequest::decode(&message.payload).map_err(ControlError::BadRequest)?;
                 let grace = Duration::from_secs(request.grace_s());
                 let reply = match kind {
-                    Request::Forwarded => terminate_owned(&shared, &job_id, grace).await?,
-                    _ => terminate(&shared, &job_id, &message.payload, grace).await?,
+                    Request::Forwarded => terminate_owned(shared, &job_id, grace).await?,
+                    _ => terminate(shared, &job_id, &message.payload, grace).await?,
                 };
                 Ok(to_json(&reply))
             }
         }
     };
     // Store calls retry while JetStream is away; the requester has long given up
-    // by then, so the answer is bounded too.
-    let result = tokio::time::timeout(ANSWER_TIMEOUT, work)
-        .await
-        .unwrap_or_else(|_| {
-            Err(ControlError::Unavailable(format!(
-                "no answer from the job store within {ANSWER_TIMEOUT:?}"
-            )))
-        });
+    // by then, so the answer is bounded too (a forwarded one within the time its
+    // forwarder waits).
+    let limit = match kind {
+        Request::Forwarded => FORWARDED_ANSWER_TIMEOUT,
+        Request::Status | Request::Terminate => ANSWER_TIMEOUT,
+    };
+    let result = tokio::time::timeout(limit, work).await.unwrap_or_else(|_| {
+        Err(ControlError::Unavailable(format!(
+            "no answer from the job store within {limit:?}"
+        )))
+    });
     // `nats pub` sends no reply subject: the request is acted on all the same.
     let Some(reply_to) = message.reply.clone() else {
         if let Err(e) = result {
@@ -271,12 +292,7 @@ async fn forward(
         .worker_terminate(&record.worker, &record.job_id);
     let request = shared.client.request(subject, body.to_vec().into());
     match tokio::time::timeout(FORWARD_TIMEOUT, request).await {
-        Ok(Ok(answer)) => serde_json::from_slice(&answer.payload).map_err(|e| {
-            ControlError::Unavailable(format!(
-                "owner {} sent an unreadable reply: {e}",
-                record.worker
-            ))
-        }),
+        Ok(Ok(answer)) => relay(record, &answer.payload),
         Ok(Err(e)) => Ok(reply(
             &record.job_id,
             false,
@@ -296,6 +312,25 @@ async fn forward(
                 FORWARD_TIMEOUT.as_secs()
             ),
         )),
+    }
+}
+
+/// The owner's answer to a forwarded terminate, as this worker's own: its reply,
+/// or its error reply as the same kind of error.
+fn relay(record: &JobRecord, payload: &[u8]) -> Result<TerminateReply, ControlError> {
+    let owner = &record.worker;
+    if let Ok(reply) = serde_json::from_slice::<TerminateReply>(payload) {
+        return Ok(reply);
+    }
+    match serde_json::from_slice::<ErrorReply>(payload) {
+        Ok(error) => Err(match error.error.as_str() {
+            "bad_request" => ControlError::BadRequest(error.message),
+            "not_found" => ControlError::NotFound(record.job_id.clone()),
+            _ => ControlError::Unavailable(format!("owner {owner}: {}", error.message)),
+        }),
+        Err(e) => Err(ControlError::Unavailable(format!(
+            "owner {owner} sent an unreadable reply: {e}"
+        ))),
     }
 }
 
@@ -333,4 +368,36 @@ async fn terminate_owned(
             format!("the job is not running on this worker ({state})"),
         )
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_owners_reply_or_error_reply_is_relayed_as_its_own_kind() {
+        let record = job::fresh_record("j1", "owner", JobState::Running);
+        let accepted = reply("j1", true, JobState::Running, "stopping");
+        assert_eq!(relay(&record, &to_json(&accepted)).unwrap(), accepted);
+        let refused = ErrorReply {
+            error: "bad_request".into(),
+            message: "invalid terminate request".into(),
+        };
+        assert!(matches!(
+            relay(&record, &to_json(&refused)),
+            Err(ControlError::BadRequest(m)) if m == "invalid terminate request"
+        ));
+        let gone = ErrorReply {
+            error: "not_found".into(),
+            message: "whatever".into(),
+        };
+        assert!(matches!(
+            relay(&record, &to_json(&gone)),
+            Err(ControlError::NotFound(id)) if id == "j1"
+        ));
+        assert!(matches!(
+            relay(&record, b"{oops"),
+            Err(ControlError::Unavailable(m)) if m.contains("owner")
+        ));
+    }
 }

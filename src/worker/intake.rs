@@ -167,68 +167,69 @@ async fn handle(shared: Arc<Shared>, message: Message, permit: OwnedSemaphorePer
     let job_id = record.job_id.clone();
     // Registered before the claim, so that a terminate arriving right after it
     // finds the job's task.
-    let Some(commands) = shared.registry.register(&job_id) else {
+    let Some(registration) = shared.registry.register(&job_id) else {
         tracing::info!(%job_id, "launch request for a job this worker runs already; ignored");
         return ack(&message).await;
     };
-    let claim = shared.store.claim(&record).await;
-    if !matches!((&claim, &request), (Ok(Claim::Created), Some(_))) {
-        shared.registry.remove(&job_id);
-    }
-    let claim = match claim {
+    let claim = match shared.store.claim(&record).await {
         Ok(claim) => claim,
         Err(e) => return leave_for_later(&message, &job_id, &e).await,
     };
-    match (claim, request) {
-        (Claim::Created, Some(request)) => {
-            ack(&message).await;
-            tracing::debug!(%job_id, backend = ?record.backend, "job accepted");
-            Job::new(shared, request, record, commands, permit)
-                .run()
-                .await;
-        }
-        (Claim::Created, None) => {
-            // Published before the ack: a crash in between means a redelivery,
-            // which publishes the event again (the stream drops the duplicate).
-            shared
-                .events
-                .publish(&record.event(shared.backends.default_kind()))
-                .await;
-            ack(&message).await;
-        }
-        (
-            Claim::Exists {
-                record: existing,
-                revision,
-            },
-            request,
-        ) if existing.tombstone => {
-            let tombstone = Tombstone {
-                record: *existing,
-                revision,
-            };
-            match end_tombstoned(&shared, tombstone, record, request.as_ref()).await {
-                Ok(Replaced::Done) => {}
-                Ok(Replaced::Lost(found)) => {
-                    if let Some(found) = found {
-                        finish_story(&shared, &found).await;
-                    }
-                }
-                Err(e) => return leave_for_later(&message, &job_id, &e).await,
-            }
-            ack(&message).await;
-        }
-        (
-            Claim::Exists {
-                record: existing, ..
-            },
-            _,
-        ) => {
-            tracing::info!(%job_id, owner = %existing.worker, state = %existing.state, "duplicate launch request ignored");
-            finish_story(&shared, &existing).await;
-            ack(&message).await;
-        }
+    if let Claim::Exists {
+        record: found,
+        revision,
+    } = claim
+    {
+        // Not this worker's to run.
+        drop(registration);
+        let found = Found {
+            record: *found,
+            revision,
+        };
+        end_unclaimed(&shared, found, record, request.as_ref(), &message).await;
+        return;
     }
+    let Some(request) = request else {
+        drop(registration);
+        // Published before the ack: a crash in between means a redelivery, which
+        // publishes the event if the stream lacks it.
+        shared
+            .events
+            .publish(&record.event(shared.backends.default_kind()))
+            .await;
+        return ack(&message).await;
+    };
+    ack(&message).await;
+    // The request is decoded; the message need not live as long as the job.
+    drop(message);
+    tracing::debug!(%job_id, backend = ?record.backend, "job accepted");
+    Job::new(shared, request, record, registration, permit)
+        .run()
+        .await;
+}
+
+/// Handles a launch whose job record existed already: a tombstone ends the job
+/// at once; anything else is a duplicate, whose job may need its final event.
+async fn end_unclaimed(
+    shared: &Shared,
+    found: Found,
+    record: JobRecord,
+    request: Option<&LaunchRequest>,
+    message: &Message,
+) {
+    let job_id = record.job_id.clone();
+    if found.record.tombstone {
+        match end_tombstoned(shared, found, record, request).await {
+            Ok(Replaced::Done) => {}
+            Ok(Replaced::Lost(Some(winner))) => finish_story(shared, &winner).await,
+            Ok(Replaced::Lost(None)) => {}
+            Err(e) => return leave_for_later(message, &job_id, &e).await,
+        }
+    } else {
+        tracing::info!(%job_id, owner = %found.record.worker, state = %found.record.state, "duplicate launch request ignored");
+        finish_story(shared, &found.record).await;
+    }
+    ack(message).await;
 }
 
 /// For a job another delivery of its launch has ended: that delivery's worker may
@@ -256,8 +257,8 @@ async fn leave_for_later(message: &Message, job_id: &str, error: &StoreError) {
     }
 }
 
-/// The record a terminate left for a job before its launch came.
-struct Tombstone {
+/// The record found where a launch wanted to create one, with its revision.
+struct Found {
     record: JobRecord,
     revision: u64,
 }
@@ -271,7 +272,7 @@ struct Tombstone {
 /// [`StoreError::Corrupt`] when the record found instead cannot be read.
 async fn end_tombstoned(
     shared: &Shared,
-    tombstone: Tombstone,
+    tombstone: Found,
     mut record: JobRecord,
     request: Option<&LaunchRequest>,
 ) -> Result<Replaced, StoreError> {

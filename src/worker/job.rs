@@ -3,13 +3,13 @@
 //! record and events, so `seq` is gap-free without locks.
 
 use super::Shared;
-use super::registry::JobCommand;
+use super::registry::{JobCommand, Registration};
 use crate::backend::{Launched, Observation};
 use crate::protocol::{DEFAULT_GRACE_S, JobRecord, LaunchRequest, reason, timestamp_now};
 use crate::state::{self, JobState};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{OwnedSemaphorePermit, mpsc};
+use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::{Instant, sleep_until};
 
 /// What changes with a state, besides the state.
@@ -120,7 +120,8 @@ pub struct Job {
     record: JobRecord,
     /// The record holds a change not yet written (see [`Persist::WithNext`]).
     record_behind: bool,
-    commands: mpsc::Receiver<JobCommand>,
+    /// Its registry entry, with the commands sent to it; gone with the task.
+    registration: Registration,
     start_deadline: Instant,
     _permit: OwnedSemaphorePermit,
 }
@@ -131,7 +132,7 @@ impl Job {
         shared: Arc<Shared>,
         request: LaunchRequest,
         record: JobRecord,
-        commands: mpsc::Receiver<JobCommand>,
+        registration: Registration,
         permit: OwnedSemaphorePermit,
     ) -> Self {
         let start_deadline = Instant::now() + Duration::from_secs(request.start_timeout_s());
@@ -140,7 +141,7 @@ impl Job {
             request,
             record,
             record_behind: false,
-            commands,
+            registration,
             start_deadline,
             _permit: permit,
         }
@@ -164,7 +165,6 @@ impl Job {
                 self.advance(JobState::Error, change, Persist::Now).await;
             }
         }
-        self.shared.registry.remove(&self.record.job_id);
         tracing::info!(
             job_id = %self.record.job_id,
             state = %self.record.state,
@@ -232,7 +232,7 @@ impl Job {
                         self.record_behind = false;
                     }
                 }
-                Some(command) = self.commands.recv() => match command {
+                Some(command) = self.registration.commands.recv() => match command {
                     JobCommand::Terminate { grace } => {
                         if stop.is_none() {
                             stop = Some(StopCause::Terminate);

@@ -92,7 +92,10 @@ pub struct Worker {
     stop_control: CancellationToken,
     intake: JoinHandle<()>,
     control: JoinHandle<()>,
+    /// Job tasks (and the intake's), which the drain waits for.
     tasks: TaskTracker,
+    /// Control answers in flight, which shutdown lets finish after the jobs.
+    answers: TaskTracker,
 }
 
 impl Worker {
@@ -146,12 +149,13 @@ impl Worker {
             hard_stop: CancellationToken::new(),
         });
         let tasks = TaskTracker::new();
+        let answers = TaskTracker::new();
         let stop_control = CancellationToken::new();
         let control = tokio::spawn(control::run(
             shared.clone(),
             subscriptions,
             stop_control.clone(),
-            tasks.clone(),
+            answers.clone(),
         ));
         let stop_intake = CancellationToken::new();
         let capacity = Arc::new(Semaphore::new(config.max_jobs));
@@ -178,6 +182,7 @@ impl Worker {
             intake,
             control,
             tasks,
+            answers,
         })
     }
 
@@ -195,11 +200,6 @@ impl Worker {
         Ok(())
     }
 
-    /// How many jobs the worker runs now.
-    pub fn running_jobs(&self) -> usize {
-        self.shared.registry.count()
-    }
-
     /// Stops taking requests, drains running jobs, terminates the rest and waits
     /// for their final events.
     pub async fn shutdown(self) {
@@ -211,6 +211,7 @@ impl Worker {
             intake,
             control,
             tasks,
+            answers,
         } = self;
         let running = || shared.registry.count();
         tracing::info!(
@@ -243,6 +244,13 @@ impl Worker {
         stop_control.cancel();
         if let Err(e) = control.await {
             tracing::error!(error = %e, "control task failed");
+        }
+        answers.close();
+        if tokio::time::timeout(control::ANSWER_TIMEOUT, answers.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("control answers still in flight at exit");
         }
         match tokio::time::timeout(FLUSH_TIMEOUT, shared.client.flush()).await {
             Ok(Ok(())) => {}

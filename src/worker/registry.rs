@@ -16,6 +16,21 @@ pub enum JobCommand {
     },
 }
 
+/// A job's entry in the registry, held by whatever handles the job: dropping it
+/// removes the entry, also when the job's task ends by a panic.
+pub struct Registration {
+    registry: Registry,
+    job_id: String,
+    /// The commands sent to the job.
+    pub commands: mpsc::Receiver<JobCommand>,
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        self.registry.lock().remove(&self.job_id);
+    }
+}
+
 /// Job id → the job task's command channel.
 #[derive(Clone, Default)]
 pub struct Registry {
@@ -30,21 +45,19 @@ impl Registry {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Registers a job's task and returns the receiving end of its channel, or
-    /// `None` when the job is registered already.
-    pub fn register(&self, job_id: &str) -> Option<mpsc::Receiver<JobCommand>> {
+    /// Registers a job, or returns `None` when it is registered already.
+    pub fn register(&self, job_id: &str) -> Option<Registration> {
         let mut jobs = self.lock();
         if jobs.contains_key(job_id) {
             return None;
         }
-        let (sender, receiver) = mpsc::channel(4);
+        let (sender, commands) = mpsc::channel(4);
         jobs.insert(job_id.to_owned(), sender);
-        Some(receiver)
-    }
-
-    /// Forgets a job whose task has ended.
-    pub fn remove(&self, job_id: &str) {
-        self.lock().remove(job_id);
+        Some(Registration {
+            registry: self.clone(),
+            job_id: job_id.to_owned(),
+            commands,
+        })
     }
 
     /// The channel of a job this worker runs.

@@ -132,9 +132,15 @@ impl System {
     /// Launches a job that ignores SIGTERM, and returns once it runs with its
     /// trap set.
     pub async fn launch_stubborn(&self, job_id: &str) {
+        self.launch_trapping_term(job_id, "''").await;
+    }
+
+    /// Launches a job that runs until stopped, handling SIGTERM with the shell
+    /// command `handler` (quoted for `trap`), and returns once its trap is set.
+    pub async fn launch_trapping_term(&self, job_id: &str, handler: &str) {
         let ready = self.path(&format!("{job_id}-trap-set"));
         let script = format!(
-            "trap '' TERM; touch {}; while true; do sleep 0.1; done",
+            "trap {handler} TERM; touch {}; while true; do sleep 0.1; done",
             ready.display()
         );
         self.client
