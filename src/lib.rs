@@ -13,11 +13,13 @@
 //!   (terminate, status), one task per job, event publishing, shutdown.
 //! - [`client`]: what the CLI, the benchmark and tests use to talk to workers.
 //! - [`backend`]: the launch/observe/stop seam and its implementations.
-//! - [`store`]: job records in KV (claim by create).
+//! - [`store`]: job records in KV (claim by create, compare-and-set).
+//! - [`telemetry`]: logging.
+//! - [`config`]: settings from flags, environment and file.
 //! - [`nats`]: connection options, subjects, streams and buckets.
-//! - [`protocol`], [`state`], [`schema`]: the wire contract, the job state
-//!   machine with NVFlare's return codes, and the JSON Schemas.
-//! - [`config`], [`telemetry`], [`retry`]: settings, logging, the retry policy.
+//! - [`schema`], [`protocol`], [`state`]: the JSON Schemas, the wire contract,
+//!   and the job state machine with NVFlare's return codes.
+//! - [`retry`]: the retry policy.
 
 pub mod backend;
 pub mod cli;

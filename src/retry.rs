@@ -1,5 +1,7 @@
-//! The project's one retry policy: capped exponential backoff with jitter (backon),
-//! for NATS calls that must eventually succeed, such as recording a job's state.
+//! The retry policy for NATS calls that must eventually succeed, such as recording
+//! a job's state: capped exponential backoff with jitter (backon). Reconnecting the
+//! connection itself is the NATS client's job, paced by the reconnect delay in
+//! [`crate::nats::connect`], which the client asks for by attempt number.
 
 use backon::{ExponentialBuilder, Retryable};
 use std::fmt::Display;

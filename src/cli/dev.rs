@@ -37,6 +37,9 @@ const LOG_TAIL_LINES: usize = 30;
 /// Runs dev until SIGTERM or SIGINT; returns the exit code.
 pub async fn run(settings: &Settings) -> Result<i32, CliError> {
     let mut config = settings.worker_config();
+    if config.backend != BackendKind::Process {
+        tracing::warn!(backend = %config.backend, "dev runs the process backend; the configured backend is ignored");
+    }
     config.backend = BackendKind::Process;
     let url = settings
         .nats
