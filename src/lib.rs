@@ -14,7 +14,7 @@
 //! - [`client`]: what the CLI, the benchmark and tests use to talk to workers.
 //! - [`backend`]: the launch/observe/stop seam and its implementations.
 //! - [`store`]: job records in KV (claim by create, compare-and-set).
-//! - [`telemetry`]: logging.
+//! - [`telemetry`]: logs, for people or machines.
 //! - [`config`]: settings from flags, environment and file.
 //! - [`nats`]: connection options, subjects, streams and buckets.
 //! - [`schema`], [`protocol`], [`state`]: the JSON Schemas, the wire contract,
