@@ -295,7 +295,6 @@ impl WorkerConfig {
 
 /// The host name, made a valid worker-id token, plus a short random suffix.
 pub fn default_worker_id() -> String {
-    use rand::Rng;
     let host = nix::unistd::gethostname()
         .ok()
         .and_then(|h| h.into_string().ok())
@@ -310,12 +309,7 @@ pub fn default_worker_id() -> String {
             }
         })
         .collect();
-    let suffix: String = rand::rng()
-        .sample_iter(rand::distr::Alphanumeric)
-        .take(6)
-        .map(|c| char::from(c).to_ascii_lowercase())
-        .collect();
-    format!("{host}-{suffix}")
+    format!("{host}-{}", crate::protocol::random_suffix(6))
 }
 
 fn default_data_dir() -> PathBuf {

@@ -354,14 +354,7 @@ pub async fn run(settings: &Settings, args: BenchArgs) -> Result<i32, CliError> 
         })
     };
 
-    let run_id: String = {
-        use rand::Rng;
-        rand::rng()
-            .sample_iter(rand::distr::Alphanumeric)
-            .take(8)
-            .map(|c| char::from(c).to_ascii_lowercase())
-            .collect()
-    };
+    let run_id = crate::protocol::random_suffix(8);
     let workers = match args.worker_pid {
         Some(pid) => vec![pid],
         None => find_workers(),

@@ -110,13 +110,7 @@ impl LaunchArgs {
 }
 
 fn random_job_id() -> String {
-    use rand::Rng;
-    let suffix: String = rand::rng()
-        .sample_iter(rand::distr::Alphanumeric)
-        .take(12)
-        .map(|c| char::from(c).to_ascii_lowercase())
-        .collect();
-    format!("job-{suffix}")
+    format!("job-{}", crate::protocol::random_suffix(12))
 }
 
 pub async fn run(settings: &Settings, args: LaunchArgs) -> Result<i32, CliError> {

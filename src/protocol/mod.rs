@@ -100,6 +100,17 @@ impl std::str::FromStr for BackendKind {
     }
 }
 
+/// `len` random lowercase letters and digits, for generated names (job ids,
+/// worker ids): valid in a job id, a subject token and a KV key.
+pub fn random_suffix(len: usize) -> String {
+    use rand::Rng;
+    rand::rng()
+        .sample_iter(rand::distr::Alphanumeric)
+        .take(len)
+        .map(|c| char::from(c).to_ascii_lowercase())
+        .collect()
+}
+
 /// The current time in RFC 3339 UTC, with microseconds.
 pub fn timestamp_now() -> String {
     let now = time::OffsetDateTime::now_utc();
