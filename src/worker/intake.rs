@@ -10,7 +10,7 @@ use super::Shared;
 use super::job::{self, Change, Job};
 use crate::nats::subjects::check_subject_safe;
 use crate::protocol::{
-    InvalidRequest, JobRecord, LaunchDecodeError, LaunchRequest, decode_launch, reason,
+    BackendKind, InvalidRequest, JobRecord, LaunchDecodeError, LaunchRequest, decode_launch, reason,
 };
 use crate::state::JobState;
 use crate::store::{Claim, Replaced, StoreError};
@@ -141,26 +141,24 @@ async fn handle(shared: Arc<Shared>, message: Message, permit: OwnedSemaphorePer
                 return report_invalid(&shared, &message, unsafe_id).await;
             }
             tracing::warn!(%job_id, %error, "invalid launch request");
-            let mut record = job::fresh_record(&job_id, &shared.worker_id, JobState::Error);
-            record.pool = Some(shared.pool.clone());
-            record.backend = Some(shared.backends.default_kind());
-            job::apply(
-                &mut record,
-                JobState::Error,
-                Change::because(reason::INVALID_REQUEST, error),
-            );
+            let backend = shared.backends.default_kind();
+            let change = Change::because(reason::INVALID_REQUEST, error);
+            let record = first_record(&shared, &job_id, backend, JobState::Error, change);
             (record, None)
         }
         Ok(request) => {
             if let Err(unsafe_id) = check_subject_safe(&request.job_id) {
                 return report_invalid(&shared, &message, unsafe_id).await;
             }
-            let mut record =
-                job::fresh_record(&request.job_id, &shared.worker_id, JobState::Starting);
-            record.pool = Some(shared.pool.clone());
-            record.backend = Some(shared.backends.kind_for(&request));
+            let backend = shared.backends.kind_for(&request);
+            let mut record = first_record(
+                &shared,
+                &request.job_id,
+                backend,
+                JobState::Starting,
+                Change::default(),
+            );
             record.site = request.site.clone();
-            job::apply(&mut record, JobState::Starting, Change::default());
             (record, Some(request))
         }
     };
@@ -206,6 +204,22 @@ async fn handle(shared: Arc<Shared>, message: Message, permit: OwnedSemaphorePer
     Job::new(shared, request, record, registration, permit)
         .run()
         .await;
+}
+
+/// The first record of a job this worker takes on: its first state (seq 1), in
+/// this worker's pool.
+fn first_record(
+    shared: &Shared,
+    job_id: &str,
+    backend: BackendKind,
+    state: JobState,
+    change: Change,
+) -> JobRecord {
+    let mut record = job::fresh_record(job_id, &shared.worker_id, state);
+    record.pool = Some(shared.pool.clone());
+    record.backend = Some(backend);
+    job::apply(&mut record, state, change);
+    record
 }
 
 /// Handles a launch whose job record existed already: a tombstone ends the job
