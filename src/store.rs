@@ -6,6 +6,7 @@
 //! record after that, so its updates need no compare-and-set; a record that
 //! several workers may want to change at once (a tombstone) is replaced with one.
 
+use crate::nats::setup::Layout;
 use crate::protocol::JobRecord;
 use crate::retry::{retry_forever, retry_transient};
 use async_nats::jetstream::kv;
@@ -75,12 +76,23 @@ pub enum Replaced {
 #[derive(Clone)]
 pub struct JobStore {
     kv: kv::Store,
+    layout: Layout,
 }
 
 impl JobStore {
-    /// Wraps an opened bucket.
-    pub fn new(kv: kv::Store) -> Self {
-        JobStore { kv }
+    /// Wraps an opened bucket of `layout`.
+    pub fn new(kv: kv::Store, layout: Layout) -> Self {
+        JobStore { kv, layout }
+    }
+
+    /// Passes a write's result on; when the write failed, first creates the
+    /// bucket again should it be gone (an operator removed it), so that the retry
+    /// can succeed.
+    async fn healed<T, E>(&self, result: Result<T, E>) -> Result<T, E> {
+        if result.is_err() {
+            self.layout.restore_if_missing().await;
+        }
+        result
     }
 
     /// The key of a job's record. Job ids may hold dots, which KV keys treat as
@@ -99,8 +111,7 @@ impl JobStore {
     pub async fn claim(&self, record: &JobRecord) -> Result<Claim, StoreError> {
         let written = self
             .write_conditionally("claiming a job record", record, |key, value| async move {
-                self.kv
-                    .create(key, value)
+                self.healed(self.kv.create(key, value).await)
                     .await
                     .map_err(|e| match e.kind() {
                         kv::CreateErrorKind::AlreadyExists => {
@@ -133,8 +144,7 @@ impl JobStore {
     pub async fn replace(&self, record: &JobRecord, revision: u64) -> Result<Replaced, StoreError> {
         let written = self
             .write_conditionally("replacing a job record", record, |key, value| async move {
-                self.kv
-                    .update(key, value, revision)
+                self.healed(self.kv.update(key, value, revision).await)
                     .await
                     .map_err(|e| match e.kind() {
                         kv::UpdateErrorKind::WrongLastRevision => {
@@ -232,7 +242,8 @@ impl JobStore {
         let key = Self::key(&record.job_id);
         let value = encode(record);
         retry_forever("writing a job record", || async {
-            self.kv.put(&key, value.clone().into()).await
+            self.healed(self.kv.put(&key, value.clone().into()).await)
+                .await
         })
         .await;
     }

@@ -6,7 +6,7 @@ mod common;
 
 use async_nats::jetstream;
 use common::system::{JOB_TIMEOUT, System, assert_well_formed, sh, states};
-use flare_launcher::nats::setup;
+use flare_launcher::nats::setup::Layout;
 use flare_launcher::protocol::InvalidRequest;
 use flare_launcher::state::JobState;
 use flare_launcher::worker::job::fresh_record;
@@ -54,17 +54,13 @@ async fn invalid_reports(system: &System) -> async_nats::Subscriber {
 /// records or acks it: the request is pulled and dropped.
 async fn take_without_ack(system: &System) {
     let js = jetstream::new(system.client.nats().clone());
-    let (jobs, _) = setup::ensure_streams(&js, system.client.subjects())
-        .await
-        .unwrap();
-    let consumer = setup::ensure_launch_consumer(
-        &jobs,
-        system.client.subjects(),
+    let layout = Layout::new(
+        js,
+        system.client.subjects().clone(),
         "default",
         system.config.ack_wait,
-    )
-    .await
-    .unwrap();
+    );
+    let consumer = layout.launch_consumer().await.unwrap();
     // Waits for the request: a no-wait fetch may run ahead of the consumer on a busy server.
     let mut taken = consumer
         .batch()

@@ -1,6 +1,7 @@
 //! Faults and shutdown over a real nats-server: the server restarted while jobs
 //! run loses no request and no event; a worker shutting down drains, then
-//! terminates what is left.
+//! terminates what is left; streams and buckets removed while it runs are created
+//! again.
 
 mod common;
 
@@ -154,4 +155,41 @@ async fn requests_published_while_a_worker_shuts_down_go_to_the_next_worker_at_o
         began.elapsed()
     );
     shutdown.await.unwrap();
+}
+
+#[tokio::test]
+async fn streams_and_the_bucket_removed_while_a_worker_runs_are_created_again() {
+    let system = System::start().await;
+    let js = async_nats::jetstream::new(system.client.nats().clone());
+    let reappears = |name: &'static str| {
+        let js = js.clone();
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while js.get_stream(name).await.is_err() {
+                assert!(Instant::now() < deadline, "{name} was not created again");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+
+    // The job store and the events stream go: the next job's writes create them again.
+    js.delete_stream("FLARE_JOB_EVENTS").await.unwrap();
+    js.delete_key_value("flare_jobs").await.unwrap();
+    system
+        .client
+        .launch(&sh("after-removal", "exit 0"))
+        .await
+        .unwrap();
+    reappears("FLARE_JOB_EVENTS").await;
+    let events = system.events_until_terminal("after-removal").await;
+    assert_well_formed(&events);
+    assert_eq!(events.last().unwrap().state, JobState::Succeeded);
+    assert_eq!(system.client.status("after-removal").await.unwrap().seq, 3);
+
+    // The launch stream goes, and the pool's consumer with it: the worker notices
+    // on its next pull and creates both again.
+    js.delete_stream("FLARE_JOBS").await.unwrap();
+    reappears("FLARE_JOBS").await;
+    let events = system.run(&sh("after-stream-removal", "exit 0")).await;
+    assert_eq!(events.last().unwrap().state, JobState::Succeeded);
 }

@@ -5,20 +5,23 @@
 mod common;
 
 use common::nats_server::NatsServer;
-use flare_launcher::nats::setup;
+use flare_launcher::nats::setup::Layout;
 use flare_launcher::nats::subjects::Subjects;
 use flare_launcher::state::JobState;
 use flare_launcher::store::{Claim, JobStore, Replaced};
 use flare_launcher::worker::job::fresh_record;
+use std::time::Duration;
 
 async fn store(nats: &NatsServer) -> JobStore {
     let client = async_nats::connect(nats.url()).await.unwrap();
     let js = async_nats::jetstream::new(client);
-    JobStore::new(
-        setup::ensure_jobs_bucket(&js, &Subjects::new("flare.jobs"))
-            .await
-            .unwrap(),
-    )
+    let layout = Layout::new(
+        js,
+        Subjects::new("flare.jobs"),
+        "default",
+        Duration::from_secs(30),
+    );
+    JobStore::new(layout.prepare().await.unwrap().bucket, layout)
 }
 
 #[tokio::test]

@@ -1,5 +1,6 @@
 //! Start-up checks of the NATS server and the idempotent creation of the
-//! streams, consumer and KV bucket the project needs.
+//! streams, consumer and KV bucket the project needs, also again while workers run
+//! should an operator have removed them.
 
 use super::subjects::Subjects;
 use async_nats::jetstream::consumer::FromConsumer;
@@ -60,6 +61,101 @@ fn jetstream_error(
 ) -> impl FnOnce(Box<dyn std::error::Error + Send + Sync>) -> SetupError {
     let what = what.into();
     move |source| SetupError::JetStream { what, source }
+}
+
+/// Everything a worker needs on the server, and the means to create it again.
+#[derive(Clone)]
+pub struct Layout {
+    js: jetstream::Context,
+    subjects: Subjects,
+    pool: String,
+    ack_wait: Duration,
+}
+
+/// What [`Layout::prepare`] opened.
+pub struct Prepared {
+    /// The events stream.
+    pub events: stream::Stream,
+    /// The job-record bucket.
+    pub bucket: kv::Store,
+    /// The pool's launch consumer.
+    pub consumer: consumer::PullConsumer,
+}
+
+impl Layout {
+    /// The layout of a worker of `pool` under `subjects`.
+    pub fn new(
+        js: jetstream::Context,
+        subjects: Subjects,
+        pool: impl Into<String>,
+        ack_wait: Duration,
+    ) -> Self {
+        Layout {
+            js,
+            subjects,
+            pool: pool.into(),
+            ack_wait,
+        }
+    }
+
+    /// Creates what is missing and opens it all.
+    ///
+    /// # Errors
+    /// The first [`SetupError`].
+    pub async fn prepare(&self) -> Result<Prepared, SetupError> {
+        let (jobs, events) = ensure_streams(&self.js, &self.subjects).await?;
+        let bucket = ensure_jobs_bucket(&self.js, &self.subjects).await?;
+        let consumer =
+            ensure_launch_consumer(&jobs, &self.subjects, &self.pool, self.ack_wait).await?;
+        Ok(Prepared {
+            events,
+            bucket,
+            consumer,
+        })
+    }
+
+    /// After a failed write: if the server answers and says a stream or the
+    /// bucket is gone (an operator removed it while workers ran), creates again
+    /// what is missing, so that the retry can succeed. A few lookups otherwise.
+    pub async fn restore_if_missing(&self) {
+        if self.js.client().connection_state() != async_nats::connection::State::Connected {
+            return;
+        }
+        let names = [
+            self.subjects.jobs_stream(),
+            self.subjects.events_stream(),
+            format!("KV_{}", self.subjects.jobs_bucket()),
+        ];
+        let mut missing = Vec::new();
+        for name in names {
+            if let Err(e) = self.js.get_stream(&name).await
+                && matches!(e.kind(), jetstream::context::GetStreamErrorKind::JetStream(api)
+                    if api.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND)
+            {
+                missing.push(name);
+            }
+        }
+        if missing.is_empty() {
+            return;
+        }
+        match self.prepare().await {
+            Ok(_) => tracing::warn!(
+                ?missing,
+                "streams removed while workers ran; created them again"
+            ),
+            Err(e) => {
+                tracing::warn!(?missing, error = %e, "could not create removed streams again")
+            }
+        }
+    }
+
+    /// The pool's launch consumer, created again (with its stream) if it is gone.
+    ///
+    /// # Errors
+    /// The first [`SetupError`].
+    pub async fn launch_consumer(&self) -> Result<consumer::PullConsumer, SetupError> {
+        Ok(self.prepare().await?.consumer)
+    }
 }
 
 /// Parses `major.minor.patch` (anything after a `-` or `+` ignored).
@@ -150,7 +246,7 @@ fn check_captures(stream: &stream::Stream, wanted: &str) -> Result<(), SetupErro
 ///
 /// # Errors
 /// [`SetupError::JetStream`] naming the bucket.
-pub async fn ensure_jobs_bucket(
+async fn ensure_jobs_bucket(
     js: &jetstream::Context,
     subjects: &Subjects,
 ) -> Result<kv::Store, SetupError> {
@@ -181,7 +277,7 @@ pub async fn ensure_jobs_bucket(
 ///
 /// # Errors
 /// [`SetupError::JetStream`] naming the consumer.
-pub async fn ensure_launch_consumer(
+async fn ensure_launch_consumer(
     jobs_stream: &stream::Stream,
     subjects: &Subjects,
     pool: &str,

@@ -5,6 +5,7 @@
 //! being seen twice. A terminal event sent again long after the job ended (when
 //! the stream's duplicate window has passed) is first looked up on the stream.
 
+use crate::nats::setup::Layout;
 use crate::nats::subjects::Subjects;
 use crate::protocol::{InvalidRequest, JobEvent};
 use crate::retry::retry_forever;
@@ -17,15 +18,17 @@ pub struct EventPublisher {
     js: jetstream::Context,
     stream: Stream,
     subjects: Subjects,
+    layout: Layout,
 }
 
 impl EventPublisher {
-    /// A publisher on `js` into the events `stream`, under `subjects`.
-    pub fn new(js: jetstream::Context, stream: Stream, subjects: Subjects) -> Self {
+    /// A publisher on `js` into the events `stream` of `layout`, under `subjects`.
+    pub fn new(js: jetstream::Context, stream: Stream, subjects: Subjects, layout: Layout) -> Self {
         EventPublisher {
             js,
             stream,
             subjects,
+            layout,
         }
     }
 
@@ -73,7 +76,12 @@ impl EventPublisher {
                 .send_publish(subject.clone(), publish)
                 .await
                 .map_err(|e| e.to_string())?;
-            ack.await.map(drop).map_err(|e| e.to_string())
+            let stored = ack.await;
+            if stored.is_err() {
+                // Should an operator have removed the stream, it is back for the retry.
+                self.layout.restore_if_missing().await;
+            }
+            stored.map(drop).map_err(|e| e.to_string())
         })
         .await;
         tracing::debug!(job_id = %event.job_id, seq = event.seq, state = %event.state, "event published");

@@ -8,6 +8,7 @@
 
 use super::Shared;
 use super::job::{self, Change, Job};
+use crate::nats::setup::Layout;
 use crate::nats::subjects::check_subject_safe;
 use crate::protocol::{
     BackendKind, InvalidRequest, JobRecord, LaunchDecodeError, LaunchRequest, decode_launch, reason,
@@ -35,9 +36,12 @@ const HAND_BACK_LIMIT: Duration = Duration::from_secs(2);
 const UNREADABLE_RECORD_RETRY: Duration = Duration::from_secs(60);
 
 /// Pulls and dispatches launch requests until `stop` is cancelled.
+/// After a failed pull, the consumer is looked up again through `layout`, and
+/// created again if an operator removed it.
 pub async fn run(
     shared: Arc<Shared>,
-    consumer: PullConsumer,
+    mut consumer: PullConsumer,
+    layout: Layout,
     capacity: Arc<Semaphore>,
     stop: CancellationToken,
     tracker: TaskTracker,
@@ -71,7 +75,7 @@ pub async fn run(
                 tracing::warn!(error = %e, retry_in = ?delay, "could not pull launch requests");
                 tokio::select! {
                     () = stop.cancelled() => break,
-                    () = tokio::time::sleep(delay) => continue,
+                    () = reopen_after(delay, &layout, &mut consumer) => continue,
                 }
             }
         };
@@ -98,13 +102,23 @@ pub async fn run(
                     tracing::warn!(error = %e, retry_in = ?delay, "pulling launch requests failed");
                     tokio::select! {
                         () = stop.cancelled() => break 'pulling,
-                        () = tokio::time::sleep(delay) => break,
+                        () = reopen_after(delay, &layout, &mut consumer) => break,
                     }
                 }
             }
         }
     }
     tracing::info!("stopped taking launch requests");
+}
+
+/// Opens the pool's consumer again `delay` after a failed pull, creating it (and
+/// its stream) should it be gone; keeps the old handle when the server cannot say.
+async fn reopen_after(delay: Duration, layout: &Layout, consumer: &mut PullConsumer) {
+    tokio::time::sleep(delay).await;
+    match layout.launch_consumer().await {
+        Ok(reopened) => *consumer = reopened,
+        Err(e) => tracing::debug!(error = %e, "could not open the launch consumer again"),
+    }
 }
 
 /// Gives the requests that reached this worker but were not taken, and those

@@ -16,7 +16,7 @@ pub mod registry;
 use crate::backend::{Backends, process::ProcessBackend};
 use crate::config::WorkerConfig;
 use crate::nats::connect::{self, ConnectError};
-use crate::nats::setup::{self, SetupError};
+use crate::nats::setup::{self, Layout, SetupError};
 use crate::nats::subjects::Subjects;
 use crate::protocol::{BackendKind, DEFAULT_GRACE_S};
 use crate::store::JobStore;
@@ -131,19 +131,16 @@ impl Worker {
         let subscriptions =
             control::ControlSubscriptions::subscribe(&client, &subjects, &config.worker_id).await?;
         setup::check_server(&client, &js).await?;
-        let (jobs_stream, events_stream) = setup::ensure_streams(&js, &subjects).await?;
-        let bucket = setup::ensure_jobs_bucket(&js, &subjects).await?;
-        let consumer =
-            setup::ensure_launch_consumer(&jobs_stream, &subjects, &config.pool, config.ack_wait)
-                .await?;
+        let layout = Layout::new(js.clone(), subjects.clone(), &config.pool, config.ack_wait);
+        let prepared = layout.prepare().await?;
 
         let shared = Arc::new(Shared {
             worker_id: config.worker_id.clone(),
             pool: config.pool.clone(),
             subjects: subjects.clone(),
             client: client.clone(),
-            store: JobStore::new(bucket),
-            events: EventPublisher::new(js, events_stream, subjects.clone()),
+            store: JobStore::new(prepared.bucket, layout.clone()),
+            events: EventPublisher::new(js, prepared.events, subjects.clone(), layout.clone()),
             backends: Backends::new(Arc::new(backend)),
             registry: Registry::default(),
             hard_stop: CancellationToken::new(),
@@ -161,7 +158,8 @@ impl Worker {
         let capacity = Arc::new(Semaphore::new(config.max_jobs));
         let intake = tokio::spawn(intake::run(
             shared.clone(),
-            consumer,
+            prepared.consumer,
+            layout,
             capacity,
             stop_intake.clone(),
             tasks.clone(),
