@@ -117,7 +117,14 @@ impl Layout {
     /// After a failed write: if the server answers and says a stream or the
     /// bucket is gone (an operator removed it while workers ran), creates again
     /// what is missing, so that the retry can succeed. A few lookups otherwise.
-    pub async fn restore_if_missing(&self) {
+    ///
+    /// The future is boxed: it is large, and rarely run, so it is kept out of
+    /// the state of every job task that might run it.
+    pub fn restore_if_missing(&self) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send + '_>> {
+        Box::pin(self.restore_missing())
+    }
+
+    async fn restore_missing(&self) {
         if self.js.client().connection_state() != async_nats::connection::State::Connected {
             return;
         }

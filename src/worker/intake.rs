@@ -191,7 +191,15 @@ async fn handle(shared: Arc<Shared>, message: Message, permit: OwnedSemaphorePer
             record: *found,
             revision,
         };
-        end_unclaimed(&shared, found, record, request.as_ref(), &message).await;
+        // Boxed: a rare path, kept out of the state of every job's task.
+        Box::pin(end_unclaimed(
+            &shared,
+            found,
+            record,
+            request.as_ref(),
+            &message,
+        ))
+        .await;
         return;
     }
     let Some(request) = request else {
