@@ -20,7 +20,7 @@ use async_nats::{HeaderMap, Message, Subscriber};
 use futures::StreamExt;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -31,11 +31,6 @@ const FORWARDED_ANSWER_TIMEOUT: Duration = Duration::from_secs(5);
 const FORWARD_TIMEOUT: Duration = Duration::from_secs(6);
 /// Longest time spent answering one request from outside (more than a forward).
 pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(8);
-/// How long a terminate for a job this worker has just claimed waits for the
-/// job's task to register.
-const REGISTRATION_WAIT: Duration = Duration::from_secs(1);
-/// How often it looks.
-const REGISTRATION_POLL: Duration = Duration::from_millis(5);
 /// Most control requests answered at once; more wait in the subscriptions.
 const MAX_ANSWERS_IN_FLIGHT: usize = 256;
 
@@ -239,7 +234,9 @@ async fn terminate(
     body: &[u8],
     grace: Duration,
 ) -> Result<TerminateReply, ControlError> {
-    // The record says who owns the job.
+    // The record, not the registry, says who owns the job: a worker registers a job
+    // before it tries to claim it, and a duplicate delivery that loses the claim
+    // must not swallow the terminate meant for the real owner.
     let record = match shared.store.get(job_id).await? {
         Some(record) => record,
         None => {
@@ -343,54 +340,34 @@ async fn terminate_owned(
     job_id: &str,
     grace: Duration,
 ) -> Result<TerminateReply, ControlError> {
-    let record = shared
-        .store
-        .get(job_id)
-        .await?
-        .ok_or_else(|| ControlError::NotFound(job_id.to_owned()))?;
-    if !record.state.is_terminal()
-        && let Some(commands) = registered(shared, job_id).await
-        && commands.send(JobCommand::Terminate { grace }).await.is_ok()
-    {
-        return Ok(reply(
-            job_id,
-            true,
-            record.state,
-            format!(
-                "stopping the job: polite stop now, kill after {} s",
-                grace.as_secs()
-            ),
-        ));
-    }
-    // It ended meanwhile, or no task of this worker runs it (a worker of the same
-    // id before a restart claimed it).
+    let sent = match shared.registry.get(job_id) {
+        Some(commands) => commands.send(JobCommand::Terminate { grace }).await.is_ok(),
+        None => false,
+    };
     let state = shared
         .store
         .get(job_id)
         .await?
-        .map_or(record.state, |r| r.state);
-    Ok(reply(
-        job_id,
-        false,
-        state,
-        format!("the job is not running on this worker ({state})"),
-    ))
-}
-
-/// The command channel of a job this worker claimed. Its task registers right
-/// after the claim is stored, so a terminate that read the claim may come a moment
-/// early: it waits up to [`REGISTRATION_WAIT`].
-async fn registered(shared: &Shared, job_id: &str) -> Option<mpsc::Sender<JobCommand>> {
-    let deadline = tokio::time::Instant::now() + REGISTRATION_WAIT;
-    loop {
-        if let Some(commands) = shared.registry.get(job_id) {
-            return Some(commands);
-        }
-        if tokio::time::Instant::now() >= deadline {
-            return None;
-        }
-        tokio::time::sleep(REGISTRATION_POLL).await;
-    }
+        .ok_or_else(|| ControlError::NotFound(job_id.to_owned()))?
+        .state;
+    Ok(if sent && !state.is_terminal() {
+        reply(
+            job_id,
+            true,
+            state,
+            format!(
+                "stopping the job: polite stop now, kill after {} s",
+                grace.as_secs()
+            ),
+        )
+    } else {
+        reply(
+            job_id,
+            false,
+            state,
+            format!("the job is not running on this worker ({state})"),
+        )
+    })
 }
 
 #[cfg(test)]

@@ -177,6 +177,12 @@ async fn handle(shared: Arc<Shared>, message: Message, permit: OwnedSemaphorePer
         }
     };
     let job_id = record.job_id.clone();
+    // Registered before the claim, so that a terminate arriving right after it
+    // finds the job's task.
+    let Some(registration) = shared.registry.register(&job_id) else {
+        tracing::info!(%job_id, "launch request for a job this worker runs already; ignored");
+        return ack(&message).await;
+    };
     let claim = match shared.store.claim(&record).await {
         Ok(claim) => claim,
         Err(e) => return leave_for_later(&message, &job_id, &e).await,
@@ -186,7 +192,8 @@ async fn handle(shared: Arc<Shared>, message: Message, permit: OwnedSemaphorePer
         revision,
     } = claim
     {
-        // Not this worker's to run (or it runs it already).
+        // Not this worker's to run.
+        drop(registration);
         let found = Found {
             record: *found,
             revision,
@@ -203,19 +210,13 @@ async fn handle(shared: Arc<Shared>, message: Message, permit: OwnedSemaphorePer
         return;
     }
     let Some(request) = request else {
+        drop(registration);
         // Published before the ack: a crash in between means a redelivery, which
         // publishes the event if the stream lacks it.
         shared
             .events
             .publish(&record.event(shared.backends.default_kind()))
             .await;
-        return ack(&message).await;
-    };
-    // Registered once claimed: a terminate that reads the claim first waits a
-    // moment for this (see `control`).
-    let Some(registration) = shared.registry.register(&job_id) else {
-        // A task of this worker runs the job already: not to be started twice.
-        tracing::info!(%job_id, "launch request for a job this worker runs already; ignored");
         return ack(&message).await;
     };
     ack(&message).await;
