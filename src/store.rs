@@ -85,11 +85,11 @@ impl JobStore {
         JobStore { kv, layout }
     }
 
-    /// Passes a write's result on; when the write failed, first creates the
-    /// bucket again should it be gone (an operator removed it), so that the retry
-    /// can succeed.
-    async fn healed<T, E>(&self, result: Result<T, E>) -> Result<T, E> {
-        if result.is_err() {
+    /// Passes a write's result on; when the write failed (not merely refused,
+    /// as a create of an existing record is), first creates the bucket again
+    /// should it be gone (an operator removed it), so that the retry can succeed.
+    async fn healed<T>(&self, result: Result<T, StoreError>) -> Result<T, StoreError> {
+        if matches!(result, Err(StoreError::Unavailable(_))) {
             self.layout.restore_if_missing().await;
         }
         result
@@ -111,14 +111,14 @@ impl JobStore {
     pub async fn claim(&self, record: &JobRecord) -> Result<Claim, StoreError> {
         let written = self
             .write_conditionally("claiming a job record", record, |key, value| async move {
-                self.healed(self.kv.create(key, value).await)
-                    .await
-                    .map_err(|e| match e.kind() {
-                        kv::CreateErrorKind::AlreadyExists => {
-                            StoreError::AlreadyExists(record.job_id.clone())
-                        }
-                        _ => StoreError::Unavailable(e.to_string()),
-                    })
+                let created = self.kv.create(key, value).await;
+                self.healed(created.map_err(|e| match e.kind() {
+                    kv::CreateErrorKind::AlreadyExists => {
+                        StoreError::AlreadyExists(record.job_id.clone())
+                    }
+                    _ => StoreError::Unavailable(e.to_string()),
+                }))
+                .await
             })
             .await?;
         match written {
@@ -144,14 +144,14 @@ impl JobStore {
     pub async fn replace(&self, record: &JobRecord, revision: u64) -> Result<Replaced, StoreError> {
         let written = self
             .write_conditionally("replacing a job record", record, |key, value| async move {
-                self.healed(self.kv.update(key, value, revision).await)
-                    .await
-                    .map_err(|e| match e.kind() {
-                        kv::UpdateErrorKind::WrongLastRevision => {
-                            StoreError::Changed(record.job_id.clone())
-                        }
-                        _ => StoreError::Unavailable(e.to_string()),
-                    })
+                let updated = self.kv.update(key, value, revision).await;
+                self.healed(updated.map_err(|e| match e.kind() {
+                    kv::UpdateErrorKind::WrongLastRevision => {
+                        StoreError::Changed(record.job_id.clone())
+                    }
+                    _ => StoreError::Unavailable(e.to_string()),
+                }))
+                .await
             })
             .await?;
         Ok(match written {
@@ -242,7 +242,8 @@ impl JobStore {
         let key = Self::key(&record.job_id);
         let value = encode(record);
         retry_forever("writing a job record", || async {
-            self.healed(self.kv.put(&key, value.clone().into()).await)
+            let put = self.kv.put(&key, value.clone().into()).await;
+            self.healed(put.map_err(|e| StoreError::Unavailable(e.to_string())))
                 .await
         })
         .await;

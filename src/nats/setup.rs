@@ -5,6 +5,7 @@
 use super::subjects::Subjects;
 use async_nats::jetstream::consumer::FromConsumer;
 use async_nats::jetstream::{self, consumer, kv, stream};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Oldest nats-server the project supports: it relies on the consumer and KV
@@ -70,6 +71,8 @@ pub struct Layout {
     subjects: Subjects,
     pool: String,
     ack_wait: Duration,
+    /// Held while a repair runs.
+    repairing: Arc<tokio::sync::Mutex<()>>,
 }
 
 /// What [`Layout::prepare`] opened.
@@ -95,6 +98,7 @@ impl Layout {
             subjects,
             pool: pool.into(),
             ack_wait,
+            repairing: Arc::new(tokio::sync::Mutex::new(())),
         }
     }
 
@@ -107,6 +111,9 @@ impl Layout {
         let bucket = ensure_jobs_bucket(&self.js, &self.subjects).await?;
         let consumer =
             ensure_launch_consumer(&jobs, &self.subjects, &self.pool, self.ack_wait).await?;
+        // At start-up the consumer takes this worker's ack wait; later calls
+        // (repairs) leave settings alone.
+        let consumer = apply_ack_wait(&jobs, consumer, self.ack_wait).await?;
         Ok(Prepared {
             events,
             bucket,
@@ -128,6 +135,14 @@ impl Layout {
         if self.js.client().connection_state() != async_nats::connection::State::Connected {
             return;
         }
+        // One repair at a time: tasks failing meanwhile wait for it, then retry.
+        let _repairing = match self.repairing.try_lock() {
+            Ok(guard) => guard,
+            Err(_) => {
+                drop(self.repairing.lock().await);
+                return;
+            }
+        };
         let names = [
             self.subjects.jobs_stream(),
             self.subjects.events_stream(),
@@ -145,8 +160,8 @@ impl Layout {
         if missing.is_empty() {
             return;
         }
-        match self.prepare().await {
-            Ok(_) => tracing::warn!(
+        match self.create_missing().await {
+            Ok(()) => tracing::warn!(
                 ?missing,
                 "streams removed while workers ran; created them again"
             ),
@@ -161,7 +176,16 @@ impl Layout {
     /// # Errors
     /// The first [`SetupError`].
     pub async fn launch_consumer(&self) -> Result<consumer::PullConsumer, SetupError> {
-        Ok(self.prepare().await?.consumer)
+        let (jobs, _) = ensure_streams(&self.js, &self.subjects).await?;
+        ensure_launch_consumer(&jobs, &self.subjects, &self.pool, self.ack_wait).await
+    }
+
+    /// Creates whatever of the streams, the bucket and the consumer is missing,
+    /// changing nothing that exists.
+    async fn create_missing(&self) -> Result<(), SetupError> {
+        self.launch_consumer().await?;
+        ensure_jobs_bucket(&self.js, &self.subjects).await?;
+        Ok(())
     }
 }
 
@@ -280,7 +304,8 @@ async fn ensure_jobs_bucket(
     }
 }
 
-/// Gets or creates the durable pull consumer a pool's workers share.
+/// Gets or creates the durable pull consumer a pool's workers share (an existing
+/// one as it is).
 ///
 /// # Errors
 /// [`SetupError::JetStream`] naming the consumer.
@@ -291,7 +316,7 @@ async fn ensure_launch_consumer(
     ack_wait: Duration,
 ) -> Result<consumer::PullConsumer, SetupError> {
     let name = Subjects::consumer(pool);
-    let mut consumer = jobs_stream
+    jobs_stream
         .get_or_create_consumer(
             &name,
             consumer::pull::Config {
@@ -305,22 +330,34 @@ async fn ensure_launch_consumer(
             },
         )
         .await
-        .map_err(|e| jetstream_error(format!("create consumer {name}"))(e.into()))?;
-    let existing = consumer.cached_info().config.ack_wait;
-    if existing != ack_wait {
-        // The consumer outlives workers: the newest worker's setting wins, so that
-        // changing `--ack-wait` and restarting takes effect.
-        let mut config =
-            consumer::pull::Config::try_from_consumer_config(consumer.cached_info().config.clone())
-                .map_err(jetstream_error(format!("read consumer {name}")))?;
-        config.ack_wait = ack_wait;
-        consumer = jobs_stream
-            .update_consumer(config)
-            .await
-            .map_err(|e| jetstream_error(format!("update consumer {name}"))(e.into()))?;
-        tracing::warn!(consumer = %name, from = ?existing, to = ?ack_wait, "changed the ack wait of the pool's launch consumer (workers of one pool should agree on --ack-wait)");
+        .map_err(|e| jetstream_error(format!("create consumer {name}"))(e.into()))
+}
+
+/// Gives the consumer `ack_wait` if it has another. The consumer outlives
+/// workers: the newest worker's setting wins, so that changing `--ack-wait` and
+/// restarting takes effect.
+///
+/// # Errors
+/// [`SetupError::JetStream`] naming the consumer.
+async fn apply_ack_wait(
+    jobs_stream: &stream::Stream,
+    consumer: consumer::PullConsumer,
+    ack_wait: Duration,
+) -> Result<consumer::PullConsumer, SetupError> {
+    let info = consumer.cached_info();
+    let (name, existing) = (info.name.clone(), info.config.ack_wait);
+    if existing == ack_wait {
+        return Ok(consumer);
     }
-    Ok(consumer)
+    let mut config = consumer::pull::Config::try_from_consumer_config(info.config.clone())
+        .map_err(jetstream_error(format!("read consumer {name}")))?;
+    config.ack_wait = ack_wait;
+    let updated = jobs_stream
+        .update_consumer(config)
+        .await
+        .map_err(|e| jetstream_error(format!("update consumer {name}"))(e.into()))?;
+    tracing::warn!(consumer = %name, from = ?existing, to = ?ack_wait, "changed the ack wait of the pool's launch consumer (workers of one pool should agree on --ack-wait)");
+    Ok(updated)
 }
 
 #[cfg(test)]
