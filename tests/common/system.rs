@@ -41,7 +41,7 @@ impl System {
     pub async fn without_worker(configure: impl FnOnce(&mut WorkerConfig)) -> System {
         let nats = NatsServer::start();
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut config = WorkerConfig::new(&nats.url(), dir.path().join("data"));
+        let mut config = worker_config(&nats.url(), dir.path().join("data"));
         config.worker_id = "w1".into();
         configure(&mut config);
         let client = connect_client(&nats.url()).await;
@@ -160,6 +160,14 @@ impl System {
             worker.shutdown().await;
         }
     }
+}
+
+/// A worker configuration on the defaults, its supervisor being the project's
+/// binary (the test binary cannot supervise).
+pub fn worker_config(nats_url: &str, data_dir: PathBuf) -> WorkerConfig {
+    let mut config = WorkerConfig::new(nats_url, data_dir);
+    config.supervisor_program = PathBuf::from(env!("CARGO_BIN_EXE_flare-launcher"));
+    config
 }
 
 /// A client on `url` for the default prefix and pool.
