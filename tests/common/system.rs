@@ -154,6 +154,25 @@ impl System {
         }
     }
 
+    /// Runs a worker as a process of its own (the binary), on this system's
+    /// nats-server, with `env` added to its environment; killed when dropped.
+    pub fn spawn_worker_process(
+        &self,
+        worker_id: &str,
+        data_dir: &std::path::Path,
+        env: &[(&str, &str)],
+    ) -> tokio::process::Child {
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_flare-launcher"))
+            .envs(env.iter().copied())
+            .arg("--nats-url")
+            .arg(self.nats.url())
+            .args(["worker", "--worker-id", worker_id, "--data-dir"])
+            .arg(data_dir)
+            .kill_on_drop(true)
+            .spawn()
+            .expect("the worker starts")
+    }
+
     /// Shuts the worker down (drain, then terminate what is left).
     pub async fn shutdown_worker(&mut self) {
         if let Some(worker) = self.worker.take() {
