@@ -207,8 +207,14 @@ impl Settings {
                 w.drain_timeout_s.unwrap_or(DEFAULT_DRAIN_TIMEOUT_S),
             ),
             ack_wait: Duration::from_secs(w.ack_wait_s.unwrap_or(DEFAULT_ACK_WAIT_S)),
+            supervisor_program: default_supervisor_program(),
         }
     }
+}
+
+/// This program, which the worker runs in supervisor mode for its process jobs.
+fn default_supervisor_program() -> PathBuf {
+    std::env::current_exe().unwrap_or_else(|_| PathBuf::from("flare-launcher"))
 }
 
 fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
@@ -243,6 +249,10 @@ pub struct WorkerConfig {
     pub drain_timeout: Duration,
     /// How long the server waits for a launch request's acknowledgement.
     pub ack_wait: Duration,
+    /// The `flare-launcher` program run as the supervisor of process jobs
+    /// (`flare-launcher supervise`): this program, unless a test or an embedding
+    /// program says otherwise.
+    pub supervisor_program: PathBuf,
 }
 
 impl WorkerConfig {

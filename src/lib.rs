@@ -14,6 +14,8 @@
 //! - [`client`]: what the CLI, the benchmark and tests use to talk to workers.
 //! - [`backend`]: the launch/observe/stop seam and its implementations.
 //! - [`store`]: job records in KV (claim by create, compare-and-set).
+//! - [`supervisor`]: the process that supervises process jobs and outlives a
+//!   worker that dies.
 //! - [`telemetry`]: logs, for people or machines.
 //! - [`config`]: settings from flags, environment and file.
 //! - [`nats`]: connection options, subjects, streams and buckets.
@@ -31,5 +33,6 @@ pub mod retry;
 pub mod schema;
 pub mod state;
 pub mod store;
+pub mod supervisor;
 pub mod telemetry;
 pub mod worker;

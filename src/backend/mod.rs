@@ -38,6 +38,8 @@ pub enum Observation {
     },
     /// The workload is gone and nobody can tell how it ended.
     Vanished {
+        /// Machine-readable cause, e.g. `OwnerLost`.
+        reason: &'static str,
         /// What is known.
         message: String,
     },
@@ -81,15 +83,9 @@ pub enum LaunchError {
     /// The request asks for something this backend cannot do.
     #[error("{0}")]
     Unsupported(String),
-    /// The program could not be started.
-    #[error("could not start {program:?}: {source}")]
-    Spawn {
-        /// argv\[0\].
-        program: String,
-        /// The operating system's error.
-        #[source]
-        source: std::io::Error,
-    },
+    /// The program could not be started: why, as the operating system said it.
+    #[error("{0}")]
+    Spawn(String),
     /// The backend is not available on this worker.
     #[error("{0}")]
     Unavailable(String),
@@ -100,7 +96,7 @@ impl LaunchError {
     pub fn reason(&self) -> &'static str {
         match self {
             LaunchError::Unsupported(_) => reason::INVALID_REQUEST,
-            LaunchError::Spawn { .. } => reason::SPAWN_FAILED,
+            LaunchError::Spawn(_) => reason::SPAWN_FAILED,
             LaunchError::Unavailable(_) => reason::BACKEND_UNAVAILABLE,
         }
     }
@@ -117,6 +113,26 @@ pub trait Backend: Send + Sync {
     /// # Errors
     /// A [`LaunchError`] when no workload could be created.
     async fn launch(&self, request: &LaunchRequest) -> Result<Launched, LaunchError>;
+
+    /// The workloads this worker had before it restarted, each with its current
+    /// state as first observation; taken once, at start-up.
+    async fn recover(&self) -> Vec<Recovered> {
+        Vec::new()
+    }
+
+    /// Lets go of a job's workload once its end is recorded.
+    async fn release(&self, _job_id: &str) {}
+
+    /// The worker leaves in order: the backend lets go of whatever it still holds.
+    async fn close(&self) {}
+}
+
+/// A workload found again after the worker restarted.
+pub struct Recovered {
+    /// Its job.
+    pub job_id: String,
+    /// The workload, as if just launched: observations start with its state now.
+    pub launched: Launched,
 }
 
 /// The backends a worker has, and the one used when a request names none.
@@ -139,6 +155,16 @@ impl Backends {
     /// The backend used when a request names none.
     pub fn default_kind(&self) -> BackendKind {
         self.default
+    }
+
+    /// Every backend of this worker.
+    pub fn all(&self) -> impl Iterator<Item = &Arc<dyn Backend>> {
+        self.available.values()
+    }
+
+    /// The backend of `kind`, if this worker has it.
+    pub fn get(&self, kind: BackendKind) -> Option<Arc<dyn Backend>> {
+        self.available.get(&kind).cloned()
     }
 
     /// The backend a request runs on.

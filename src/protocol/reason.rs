@@ -16,3 +16,6 @@ pub const SPAWN_FAILED: &str = "SpawnFailed";
 pub const BACKEND_UNAVAILABLE: &str = "BackendUnavailable";
 /// The workload disappeared and nobody can tell how it ended.
 pub const WORKLOAD_VANISHED: &str = "WorkloadVanished";
+/// The job's owner (its worker, or the supervisor that held it) went away and the
+/// job could not be found again.
+pub const OWNER_LOST: &str = "OwnerLost";

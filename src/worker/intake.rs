@@ -126,17 +126,15 @@ async fn reopen_after(delay: Duration, layout: &Layout, consumer: &mut PullConsu
 /// another worker gets them now rather than after the ack wait. Bounded by
 /// [`HAND_BACK_LIMIT`] (a nak is a publish, which waits while NATS is away).
 async fn hand_back_received(batch: &mut Batch) {
-    let hand_back = async {
+    let handing_back = async {
         while let Ok(Some(next)) = tokio::time::timeout(HAND_BACK_WINDOW, batch.next()).await {
             // Errors are the pull's status messages, not requests.
-            if let Ok(message) = next
-                && let Err(e) = message.ack_with(AckKind::Nak(None)).await
-            {
-                tracing::warn!(error = %e, "could not hand a launch request back");
+            if let Ok(message) = next {
+                hand_back(&message).await;
             }
         }
     };
-    if tokio::time::timeout(HAND_BACK_LIMIT, hand_back)
+    if tokio::time::timeout(HAND_BACK_LIMIT, handing_back)
         .await
         .is_err()
     {
@@ -183,7 +181,16 @@ async fn handle(shared: Arc<Shared>, message: Message, permit: OwnedSemaphorePer
         tracing::info!(%job_id, "launch request for a job this worker runs already; ignored");
         return ack(&message).await;
     };
-    let claim = match shared.store.claim(&record).await {
+    // A claim retries while JetStream is away; a worker that gives up on its jobs
+    // at shutdown gives up on the claim too, and the request goes back.
+    let claim = tokio::select! {
+        claim = shared.store.claim(&record) => claim,
+        () = shared.hard_stop.cancelled() => {
+            tracing::warn!(%job_id, "shutting down before the job could be claimed; its request goes back");
+            return hand_back(&message).await;
+        }
+    };
+    let claim = match claim {
         Ok(claim) => claim,
         Err(e) => return leave_for_later(&message, &job_id, &e).await,
     };
@@ -223,8 +230,8 @@ async fn handle(shared: Arc<Shared>, message: Message, permit: OwnedSemaphorePer
     // The request is decoded; the message need not live as long as the job.
     drop(message);
     tracing::debug!(%job_id, backend = ?record.backend, "job accepted");
-    Job::new(shared, request, record, registration, permit)
-        .run()
+    Job::new(shared, record, registration, Some(permit))
+        .launch(request)
         .await;
 }
 
@@ -344,6 +351,13 @@ async fn report_invalid(shared: &Shared, message: &Message, error: String) {
         .report_invalid(&InvalidRequest::new(error, &message.payload))
         .await;
     ack(message).await;
+}
+
+/// Gives a request back to the stream for another worker, now.
+async fn hand_back(message: &Message) {
+    if let Err(e) = message.ack_with(AckKind::Nak(None)).await {
+        tracing::warn!(error = %e, "could not hand a launch request back");
+    }
 }
 
 async fn ack(message: &Message) {

@@ -11,9 +11,12 @@ pub mod events;
 pub mod fd_limit;
 pub mod intake;
 pub mod job;
+pub mod reaper;
+pub mod recovery;
 pub mod registry;
 
-use crate::backend::{Backends, process::ProcessBackend};
+use crate::backend::Backends;
+use crate::backend::process::{ProcessBackend, ProcessBackendError, ProcessSettings};
 use crate::config::WorkerConfig;
 use crate::nats::connect::{self, ConnectError};
 use crate::nats::setup::{self, Layout, SetupError};
@@ -51,15 +54,9 @@ pub enum WorkerError {
     /// Control subjects could not be subscribed.
     #[error("could not subscribe to control subjects: {0}")]
     Subscribe(#[from] async_nats::SubscribeError),
-    /// The data directory cannot be used.
-    #[error("data directory {path}: {source}")]
-    DataDir {
-        /// The directory.
-        path: std::path::PathBuf,
-        /// The I/O error.
-        #[source]
-        source: std::io::Error,
-    },
+    /// The process backend cannot be used (its log directory or supervisor).
+    #[error(transparent)]
+    ProcessBackend(#[from] ProcessBackendError),
 }
 
 /// What every task of a worker shares.
@@ -106,20 +103,7 @@ impl Worker {
     pub async fn start(config: WorkerConfig) -> Result<Worker, WorkerError> {
         config.validate().map_err(WorkerError::Config)?;
         fd_limit::ensure_open_files(config.max_jobs).log();
-        let backend = match config.backend {
-            BackendKind::Process => {
-                let log_dir = config.data_dir.join("logs");
-                ProcessBackend::new(log_dir.clone()).map_err(|source| WorkerError::DataDir {
-                    path: log_dir,
-                    source,
-                })?
-            }
-            other => {
-                return Err(WorkerError::Config(format!(
-                    "the {other} backend is not available in this version; use --backend process"
-                )));
-            }
-        };
+        reaper::reap_orphans_if_init();
         let client = connect::connect(
             &config.nats,
             &format!("flare-launcher worker {}", config.worker_id),
@@ -133,6 +117,24 @@ impl Worker {
         setup::check_server(&client, &js).await?;
         let layout = Layout::new(js.clone(), subjects.clone(), &config.pool, config.ack_wait);
         let prepared = layout.prepare().await?;
+        // The backends come last: a worker that cannot reach NATS starts no
+        // supervisor.
+        let backend = match config.backend {
+            BackendKind::Process => {
+                ProcessBackend::start(ProcessSettings {
+                    log_dir: config.data_dir.join("logs"),
+                    supervisor_dir: config.data_dir.join("supervisor").join(&config.worker_id),
+                    supervisor_program: config.supervisor_program.clone(),
+                    job_user: None,
+                })
+                .await?
+            }
+            other => {
+                return Err(WorkerError::Config(format!(
+                    "the {other} backend is not available in this version; use --backend process"
+                )));
+            }
+        };
 
         let shared = Arc::new(Shared {
             worker_id: config.worker_id.clone(),
@@ -156,6 +158,7 @@ impl Worker {
         ));
         let stop_intake = CancellationToken::new();
         let capacity = Arc::new(Semaphore::new(config.max_jobs));
+        recovery::resume_jobs(&shared, &capacity, &tasks).await;
         let intake = tokio::spawn(intake::run(
             shared.clone(),
             prepared.consumer,
@@ -242,6 +245,10 @@ impl Worker {
         stop_control.cancel();
         if let Err(e) = control.await {
             tracing::error!(error = %e, "control task failed");
+        }
+        // Whatever still runs now, the worker gave up on: the backends stop it.
+        for backend in shared.backends.all() {
+            backend.close().await;
         }
         answers.close();
         if tokio::time::timeout(control::ANSWER_TIMEOUT, answers.wait())

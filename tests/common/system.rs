@@ -41,7 +41,7 @@ impl System {
     pub async fn without_worker(configure: impl FnOnce(&mut WorkerConfig)) -> System {
         let nats = NatsServer::start();
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut config = WorkerConfig::new(&nats.url(), dir.path().join("data"));
+        let mut config = worker_config(&nats.url(), dir.path().join("data"));
         config.worker_id = "w1".into();
         configure(&mut config);
         let client = connect_client(&nats.url()).await;
@@ -154,12 +154,39 @@ impl System {
         }
     }
 
+    /// Runs a worker as a process of its own (the binary), on this system's
+    /// nats-server, with `env` added to its environment; killed when dropped.
+    pub fn spawn_worker_process(
+        &self,
+        worker_id: &str,
+        data_dir: &std::path::Path,
+        env: &[(&str, &str)],
+    ) -> tokio::process::Child {
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_flare-launcher"))
+            .envs(env.iter().copied())
+            .arg("--nats-url")
+            .arg(self.nats.url())
+            .args(["worker", "--worker-id", worker_id, "--data-dir"])
+            .arg(data_dir)
+            .kill_on_drop(true)
+            .spawn()
+            .expect("the worker starts")
+    }
+
     /// Shuts the worker down (drain, then terminate what is left).
     pub async fn shutdown_worker(&mut self) {
         if let Some(worker) = self.worker.take() {
             worker.shutdown().await;
         }
     }
+}
+
+/// A worker configuration on the defaults, its supervisor being the project's
+/// binary (the test binary cannot supervise).
+pub fn worker_config(nats_url: &str, data_dir: PathBuf) -> WorkerConfig {
+    let mut config = WorkerConfig::new(nats_url, data_dir);
+    config.supervisor_program = PathBuf::from(env!("CARGO_BIN_EXE_flare-launcher"));
+    config
 }
 
 /// A client on `url` for the default prefix and pool.
