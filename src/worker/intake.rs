@@ -261,30 +261,47 @@ async fn end_unclaimed(
     message: &Message,
 ) {
     let job_id = record.job_id.clone();
-    if found.record.tombstone {
+    let look_again = if found.record.tombstone {
         match end_tombstoned(shared, found, record, request).await {
-            Ok(Replaced::Done) => {}
+            Ok(Replaced::Done | Replaced::Lost(None)) => None,
             Ok(Replaced::Lost(Some(winner))) => finish_story(shared, &winner).await,
-            Ok(Replaced::Lost(None)) => {}
             Err(e) => return leave_for_later(message, &job_id, &e).await,
         }
     } else {
         tracing::info!(%job_id, owner = %found.record.worker, state = %found.record.state, "duplicate launch request ignored");
-        finish_story(shared, &found.record).await;
+        finish_story(shared, &found.record).await
+    };
+    match look_again {
+        Some(wait) => look_again_after(message, &job_id, wait).await,
+        None => ack(message).await,
     }
-    ack(message).await;
 }
 
 /// For a job another delivery of its launch has ended: that delivery's worker may
 /// have died after writing the final record and before publishing its event, and
-/// the request acknowledged here is the last chance to publish it. The stream is
-/// read first, so the event is never published twice.
-async fn finish_story(shared: &Shared, existing: &JobRecord) {
-    if existing.state.is_terminal() && existing.seq > 0 && !existing.tombstone {
-        shared
-            .events
-            .publish_unless_stored(&existing.event(shared.backends.default_kind()))
-            .await;
+/// this request may be the last chance to publish it; or it may be publishing it
+/// right now. [`EventPublisher::settle_final_event`] tells which (its module
+/// docs say how). Returns how long to wait before looking again, if the
+/// owner may still publish the event; a job not ended needs nothing here.
+///
+/// [`EventPublisher::settle_final_event`]: super::events::EventPublisher::settle_final_event
+async fn finish_story(shared: &Shared, existing: &JobRecord) -> Option<Duration> {
+    if !(existing.state.is_terminal() && existing.seq > 0 && !existing.tombstone) {
+        return None;
+    }
+    shared
+        .events
+        .settle_final_event(&existing.event(shared.backends.default_kind()))
+        .await
+}
+
+/// Hands a request back to the queue for `wait`, after which whichever worker
+/// gets it looks at its job's final event again.
+async fn look_again_after(message: &Message, job_id: &str, wait: Duration) {
+    tracing::info!(%job_id, retry_in = ?wait, "the job's final event is not stored yet and its owner may still publish it; looking again later");
+    if let Err(e) = message.ack_with(AckKind::Nak(Some(wait))).await {
+        // Unanswered, the request comes back after the ack wait instead.
+        tracing::warn!(error = %e, "could not hand a launch request back");
     }
 }
 
