@@ -29,7 +29,7 @@ pub struct ProcessBackend {
 }
 
 impl ProcessBackend {
-    /// A backend writing job logs to `log_dir/JOB_ID.log`.
+    /// A backend writing job logs under `log_dir` (see [`Self::log_path`]).
     ///
     /// # Errors
     /// The I/O error when `log_dir` cannot be created.
@@ -45,9 +45,13 @@ impl ProcessBackend {
         })
     }
 
-    /// Where a job's output goes.
-    pub fn log_path(&self, job_id: &str) -> PathBuf {
-        self.log_dir.join(format!("{job_id}.log"))
+    /// Where a job's output goes: `log_dir/YYYY-MM-DD/JOB_ID.log`, under the
+    /// day it starts (see [`crate::job_logs`]).
+    ///
+    /// # Errors
+    /// The I/O error when the day's directory cannot be created.
+    pub fn log_path(&self, job_id: &str) -> std::io::Result<PathBuf> {
+        Ok(crate::job_logs::today(&self.log_dir)?.join(format!("{job_id}.log")))
     }
 }
 
@@ -76,7 +80,7 @@ impl Backend for ProcessBackend {
                 format!("its working directory {workdir} is not a directory"),
             )));
         }
-        let log_path = self.log_path(&request.job_id);
+        let log_path = self.log_path(&request.job_id).map_err(spawn_error)?;
         let log = std::fs::File::create(&log_path).map_err(spawn_error)?;
         let log_err = log.try_clone().map_err(spawn_error)?;
 

@@ -1,7 +1,8 @@
 //! The worker: wiring of intake, control and job tasks, and an orderly shutdown.
 //!
 //! [`Worker::start`] connects, checks the server, prepares streams and buckets,
-//! subscribes to control requests and starts pulling launch requests.
+//! subscribes to control requests, starts pulling launch requests and starts
+//! sweeping old job logs ([`retention`]).
 //! [`Worker::shutdown`] stops pulling, lets running jobs finish within the drain
 //! timeout, then terminates the rest (reason `WorkerShutdown`) and waits for their
 //! final events.
@@ -12,6 +13,7 @@ pub mod fd_limit;
 pub mod intake;
 pub mod job;
 pub mod registry;
+pub mod retention;
 
 use crate::backend::{Backends, process::ProcessBackend};
 use crate::config::WorkerConfig;
@@ -92,6 +94,8 @@ pub struct Worker {
     stop_control: CancellationToken,
     intake: JoinHandle<()>,
     control: JoinHandle<()>,
+    /// Removes old job logs.
+    sweeper: JoinHandle<()>,
     /// Job tasks (and the intake's), which the drain waits for.
     tasks: TaskTracker,
     /// Control answers in flight, which shutdown lets finish after the jobs.
@@ -106,11 +110,11 @@ impl Worker {
     pub async fn start(config: WorkerConfig) -> Result<Worker, WorkerError> {
         config.validate().map_err(WorkerError::Config)?;
         fd_limit::ensure_open_files(config.max_jobs).log();
+        let log_dir = config.data_dir.join("logs");
         let backend = match config.backend {
             BackendKind::Process => {
-                let log_dir = config.data_dir.join("logs");
                 ProcessBackend::new(log_dir.clone()).map_err(|source| WorkerError::DataDir {
-                    path: log_dir,
+                    path: log_dir.clone(),
                     source,
                 })?
             }
@@ -139,7 +143,7 @@ impl Worker {
             pool: config.pool.clone(),
             subjects: subjects.clone(),
             client: client.clone(),
-            store: JobStore::new(prepared.bucket, layout.clone()),
+            store: JobStore::new(prepared.bucket, layout.clone()).with_retention(config.retention),
             events: EventPublisher::new(js, prepared.events, subjects.clone(), layout.clone()),
             backends: Backends::new(Arc::new(backend)),
             registry: Registry::default(),
@@ -155,6 +159,13 @@ impl Worker {
             answers.clone(),
         ));
         let stop_intake = CancellationToken::new();
+        // Stops with the intake.
+        let sweeper = tokio::spawn(retention::run(
+            log_dir,
+            config.retention,
+            shared.registry.clone(),
+            stop_intake.clone(),
+        ));
         let capacity = Arc::new(Semaphore::new(config.max_jobs));
         let intake = tokio::spawn(intake::run(
             shared.clone(),
@@ -179,6 +190,7 @@ impl Worker {
             stop_control,
             intake,
             control,
+            sweeper,
             tasks,
             answers,
         })
@@ -208,6 +220,7 @@ impl Worker {
             stop_control,
             intake,
             control,
+            sweeper,
             tasks,
             answers,
         } = self;
@@ -220,6 +233,9 @@ impl Worker {
         stop_intake.cancel();
         if let Err(e) = intake.await {
             tracing::error!(error = %e, "intake task failed");
+        }
+        if let Err(e) = sweeper.await {
+            tracing::error!(error = %e, "log sweep task failed");
         }
         tasks.close();
         if tokio::time::timeout(drain_timeout, tasks.wait())
