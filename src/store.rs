@@ -13,6 +13,11 @@
 //! a job also rolls up its key (`Nats-Rollup: sub`), removing the earlier
 //! revisions (`starting`, `running`), which have no TTL and would otherwise be
 //! the job's record again once the final one expired.
+//!
+//! Why per-message TTL: the server does the removal, so nothing lists or scans
+//! the records and they expire even while no worker runs; a bucket-wide
+//! `max_age` would also remove the records of jobs running longer than it, and
+//! an index of end times to sweep would be a second write per job.
 
 use crate::nats::setup::{EVENTS_MAX_AGE, Layout};
 use crate::protocol::JobRecord;
