@@ -180,6 +180,7 @@ impl Worker {
             pool = %config.pool,
             backend = %config.backend,
             max_jobs = config.max_jobs,
+            retention = ?config.retention,
             launch_subject = %subjects.launch(&config.pool),
             "worker ready"
         );
