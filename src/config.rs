@@ -24,6 +24,9 @@ pub const DEFAULT_DRAIN_TIMEOUT_S: u64 = 30;
 /// Default time the server waits for a launch request's acknowledgement before
 /// handing it to another worker.
 pub const DEFAULT_ACK_WAIT_S: u64 = 30;
+/// Default and longest retention of ended jobs' records and logs: as long as the
+/// events stream keeps their events (7 days), so a record never outlives them.
+pub const MAX_RETENTION_S: u64 = crate::nats::setup::EVENTS_MAX_AGE.as_secs();
 
 /// How logs are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, clap::ValueEnum)]
@@ -78,6 +81,9 @@ pub struct WorkerArgs {
     /// Seconds before an unacknowledged launch request goes to another worker [default: 30]
     #[arg(long = "ack-wait", env = "FLARE_ACK_WAIT_S")]
     pub ack_wait_s: Option<u64>,
+    /// Seconds the records and logs of ended jobs, and tombstones, are kept, 1 to 604800 [default: 604800, 7 days]
+    #[arg(long = "retention", env = "FLARE_RETENTION_S")]
+    pub retention_s: Option<u64>,
 }
 
 impl WorkerArgs {
@@ -90,6 +96,7 @@ impl WorkerArgs {
             max_jobs: self.max_jobs.or(fallback.max_jobs),
             drain_timeout_s: self.drain_timeout_s.or(fallback.drain_timeout_s),
             ack_wait_s: self.ack_wait_s.or(fallback.ack_wait_s),
+            retention_s: self.retention_s.or(fallback.retention_s),
         }
     }
 }
@@ -107,6 +114,7 @@ struct FileWorker {
     max_jobs: Option<usize>,
     drain_timeout_s: Option<u64>,
     ack_wait_s: Option<u64>,
+    retention_s: Option<u64>,
 }
 
 /// The config file.
@@ -173,6 +181,7 @@ impl Settings {
             max_jobs: file.worker.max_jobs,
             drain_timeout_s: file.worker.drain_timeout_s,
             ack_wait_s: file.worker.ack_wait_s,
+            retention_s: file.worker.retention_s,
         };
         Ok(Settings {
             nats: global.nats.or(file.nats),
@@ -208,6 +217,7 @@ impl Settings {
             ),
             ack_wait: Duration::from_secs(w.ack_wait_s.unwrap_or(DEFAULT_ACK_WAIT_S)),
             supervisor_program: default_supervisor_program(),
+            retention: Duration::from_secs(w.retention_s.unwrap_or(MAX_RETENTION_S)),
         }
     }
 }
@@ -253,6 +263,8 @@ pub struct WorkerConfig {
     /// (`flare-launcher supervise`): this program, unless a test or an embedding
     /// program says otherwise.
     pub supervisor_program: PathBuf,
+    /// How long the records and logs of ended jobs, and tombstones, are kept.
+    pub retention: Duration,
 }
 
 impl WorkerConfig {
@@ -299,6 +311,11 @@ impl WorkerConfig {
         if self.ack_wait.is_zero() {
             return Err("ack wait must be at least 1 s".into());
         }
+        if !(1..=MAX_RETENTION_S).contains(&self.retention.as_secs()) {
+            return Err(format!(
+                "retention must be between 1 and {MAX_RETENTION_S} s (how long the events stream keeps events)"
+            ));
+        }
         Ok(())
     }
 }
@@ -339,7 +356,7 @@ mod tests {
         let mut file = tempfile::NamedTempFile::new().unwrap();
         writeln!(
             file,
-            "[nats]\nurl = \"nats://file:4222\"\ntoken = \"t\"\n[worker]\npool = \"gpu\"\nmax_jobs = 5\ndrain_timeout_s = 7"
+            "[nats]\nurl = \"nats://file:4222\"\ntoken = \"t\"\n[worker]\npool = \"gpu\"\nmax_jobs = 5\ndrain_timeout_s = 7\nretention_s = 3600"
         )
         .unwrap();
         let global = GlobalArgs {
@@ -362,6 +379,7 @@ mod tests {
         assert_eq!(config.max_jobs, 9);
         assert_eq!(config.drain_timeout, Duration::from_secs(7));
         assert_eq!(config.ack_wait, Duration::from_secs(DEFAULT_ACK_WAIT_S));
+        assert_eq!(config.retention, Duration::from_secs(3600));
         assert_eq!(config.subject_prefix, DEFAULT_SUBJECT_PREFIX);
         assert_eq!(config.backend, BackendKind::Process);
     }
@@ -414,5 +432,12 @@ mod tests {
         config.subject_prefix = "a.b".into();
         config.max_jobs = 0;
         assert!(config.validate().is_err());
+        config.max_jobs = 1;
+        config.retention = Duration::ZERO;
+        assert!(config.validate().is_err());
+        config.retention = Duration::from_secs(MAX_RETENTION_S + 1);
+        assert!(config.validate().is_err());
+        config.retention = Duration::from_secs(1);
+        assert!(config.validate().is_ok());
     }
 }

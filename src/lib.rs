@@ -13,6 +13,7 @@
 //!   (terminate, status), one task per job, event publishing, shutdown.
 //! - [`client`]: what the CLI, the benchmark and tests use to talk to workers.
 //! - [`backend`]: the launch/observe/stop seam and its implementations.
+//! - [`job_logs`]: where job logs live (a directory per day).
 //! - [`store`]: job records in KV (claim by create, compare-and-set).
 //! - [`supervisor`]: the process that supervises process jobs and outlives a
 //!   worker that dies.
@@ -27,6 +28,7 @@ pub mod backend;
 pub mod cli;
 pub mod client;
 pub mod config;
+pub mod job_logs;
 pub mod nats;
 pub mod protocol;
 pub mod retry;

@@ -5,7 +5,7 @@
 mod common;
 
 use common::processes::{is_alive, read_pid};
-use common::system::{System, assert_well_formed, sh, states};
+use common::system::{System, assert_well_formed, log_path, sh, states};
 use flare_launcher::protocol::{BackendKind, BackendRef, LaunchRequest, Timeouts};
 
 #[tokio::test]
@@ -91,7 +91,7 @@ async fn env_workdir_and_the_log_file_reach_the_job() {
     request.workdir = Some(workdir.to_string_lossy().into_owned());
     let events = system.run(&request).await;
     assert_eq!(events.last().unwrap().state.as_str(), "succeeded");
-    let log = std::fs::read_to_string(system.config.data_dir.join("logs/envjob.log")).unwrap();
+    let log = std::fs::read_to_string(log_path(&events)).unwrap();
     assert_eq!(
         log,
         format!("hello world from {}\noops\n", workdir.display())
@@ -180,6 +180,6 @@ async fn jobs_do_not_inherit_the_workers_flare_settings() {
     let events = system.run(&request).await;
     assert_eq!(events.last().unwrap().state.as_str(), "succeeded");
     assert_eq!(events.last().unwrap().worker, "scrub");
-    let log = std::fs::read_to_string(data_dir.join("logs/scrubbed.log")).unwrap();
+    let log = std::fs::read_to_string(log_path(&events)).unwrap();
     assert_eq!(log, "secret=unset own=kept\n");
 }

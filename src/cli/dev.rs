@@ -253,7 +253,7 @@ fn first_job_hints(config: &WorkerConfig, url: &str, server: Option<&LocalNatsSe
         "
 flare-launcher dev is ready: worker {worker} serves pool {pool:?} with the process backend.
 {server_line}
-Job output goes to {logs}/JOB.log. Stop with Ctrl-C.
+Job output goes to {logs}/DAY/JOB.log (DAY: the UTC date it started). Stop with Ctrl-C.
 
 Send a first job from another terminal:
 

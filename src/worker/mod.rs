@@ -1,7 +1,8 @@
 //! The worker: wiring of intake, control and job tasks, and an orderly shutdown.
 //!
 //! [`Worker::start`] connects, checks the server, prepares streams and buckets,
-//! subscribes to control requests and starts pulling launch requests.
+//! subscribes to control requests, starts pulling launch requests and starts
+//! sweeping old job logs ([`retention`]).
 //! [`Worker::shutdown`] stops pulling, lets running jobs finish within the drain
 //! timeout, then terminates the rest (reason `WorkerShutdown`) and waits for their
 //! final events.
@@ -14,6 +15,7 @@ pub mod job;
 pub mod reaper;
 pub mod recovery;
 pub mod registry;
+pub mod retention;
 
 use crate::backend::Backends;
 use crate::backend::process::{ProcessBackend, ProcessBackendError, ProcessSettings};
@@ -89,6 +91,8 @@ pub struct Worker {
     stop_control: CancellationToken,
     intake: JoinHandle<()>,
     control: JoinHandle<()>,
+    /// Removes old job logs.
+    sweeper: JoinHandle<()>,
     /// Job tasks (and the intake's), which the drain waits for.
     tasks: TaskTracker,
     /// Control answers in flight, which shutdown lets finish after the jobs.
@@ -104,6 +108,7 @@ impl Worker {
         config.validate().map_err(WorkerError::Config)?;
         fd_limit::ensure_open_files(config.max_jobs).log();
         reaper::reap_orphans_if_init();
+        let log_dir = config.data_dir.join("logs");
         let client = connect::connect(
             &config.nats,
             &format!("flare-launcher worker {}", config.worker_id),
@@ -122,7 +127,7 @@ impl Worker {
         let backend = match config.backend {
             BackendKind::Process => {
                 ProcessBackend::start(ProcessSettings {
-                    log_dir: config.data_dir.join("logs"),
+                    log_dir: log_dir.clone(),
                     supervisor_dir: config.data_dir.join("supervisor").join(&config.worker_id),
                     supervisor_program: config.supervisor_program.clone(),
                     job_user: None,
@@ -141,7 +146,7 @@ impl Worker {
             pool: config.pool.clone(),
             subjects: subjects.clone(),
             client: client.clone(),
-            store: JobStore::new(prepared.bucket, layout.clone()),
+            store: JobStore::new(prepared.bucket, layout.clone()).with_retention(config.retention),
             events: EventPublisher::new(js, prepared.events, subjects.clone(), layout.clone()),
             backends: Backends::new(Arc::new(backend)),
             registry: Registry::default(),
@@ -159,6 +164,14 @@ impl Worker {
         let stop_intake = CancellationToken::new();
         let capacity = Arc::new(Semaphore::new(config.max_jobs));
         recovery::resume_jobs(&shared, &capacity, &tasks).await;
+        // After the recovery, so that re-attached jobs' logs are spared; stops
+        // with the intake.
+        let sweeper = tokio::spawn(retention::run(
+            log_dir,
+            config.retention,
+            shared.registry.clone(),
+            stop_intake.clone(),
+        ));
         let intake = tokio::spawn(intake::run(
             shared.clone(),
             prepared.consumer,
@@ -172,6 +185,7 @@ impl Worker {
             pool = %config.pool,
             backend = %config.backend,
             max_jobs = config.max_jobs,
+            retention = ?config.retention,
             launch_subject = %subjects.launch(&config.pool),
             "worker ready"
         );
@@ -182,6 +196,7 @@ impl Worker {
             stop_control,
             intake,
             control,
+            sweeper,
             tasks,
             answers,
         })
@@ -211,6 +226,7 @@ impl Worker {
             stop_control,
             intake,
             control,
+            sweeper,
             tasks,
             answers,
         } = self;
@@ -223,6 +239,9 @@ impl Worker {
         stop_intake.cancel();
         if let Err(e) = intake.await {
             tracing::error!(error = %e, "intake task failed");
+        }
+        if let Err(e) = sweeper.await {
+            tracing::error!(error = %e, "log sweep task failed");
         }
         tasks.close();
         if tokio::time::timeout(drain_timeout, tasks.wait())

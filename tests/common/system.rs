@@ -346,6 +346,19 @@ pub fn sh(job_id: &str, script: &str) -> LaunchRequest {
     LaunchRequest::new(job_id, vec!["sh".into(), "-c".into(), script.into()])
 }
 
+/// The log file a process job's `running` event names ("..., output in PATH").
+pub fn log_path(events: &[JobEvent]) -> PathBuf {
+    let running = events
+        .iter()
+        .find(|e| e.state == JobState::Running)
+        .and_then(|e| e.message.as_deref())
+        .unwrap_or_else(|| panic!("no running event with a message: {events:#?}"));
+    let (_, path) = running
+        .split_once("output in ")
+        .unwrap_or_else(|| panic!("no log path in {running:?}"));
+    PathBuf::from(path)
+}
+
 /// The states of a list of events, in order.
 pub fn states(events: &[JobEvent]) -> Vec<&'static str> {
     events.iter().map(|e| e.state.as_str()).collect()

@@ -86,9 +86,13 @@ impl ProcessBackend {
         })
     }
 
-    /// Where a job's output goes.
-    pub fn log_path(&self, job_id: &str) -> PathBuf {
-        self.log_dir.join(format!("{job_id}.log"))
+    /// Where a job's output goes: `log_dir/YYYY-MM-DD/JOB_ID.log`, under the
+    /// day it starts (see [`crate::job_logs`]).
+    ///
+    /// # Errors
+    /// The I/O error when the day's directory cannot be created.
+    pub fn log_path(&self, job_id: &str) -> std::io::Result<PathBuf> {
+        Ok(crate::job_logs::today(&self.log_dir)?.join(format!("{job_id}.log")))
     }
 
     fn control(&self, job_id: &str) -> Box<dyn WorkloadControl> {
@@ -128,7 +132,9 @@ impl Backend for ProcessBackend {
                 "could not start the job: its working directory {workdir} is not a directory"
             )));
         }
-        let log = self.log_path(&request.job_id);
+        let log = self.log_path(&request.job_id).map_err(|e| {
+            LaunchError::Spawn(format!("could not create the job's log directory: {e}"))
+        })?;
         let spawn = Spawn {
             job_id: request.job_id.clone(),
             argv: request.command.clone(),
