@@ -1,7 +1,10 @@
 //! The process backend: a job is a local process, started from its argv without a
 //! shell as the leader of its own process group, with stdout and stderr in a log
-//! file per job. Stopping it sends SIGTERM to the group and SIGKILL after the grace.
+//! file per job, which the worker opens itself (so a job user needs no access to the
+//! data directory). Stopping it sends SIGTERM to the group and SIGKILL after the grace.
 
+use super::job_env::{self, JobEnvPolicy};
+use super::job_user::JobUser;
 use super::{Backend, LaunchError, Launched, Observation, WorkloadControl};
 use crate::protocol::{BackendKind, BackendRef, LaunchRequest};
 use crate::state::Exit;
@@ -17,31 +20,33 @@ use tokio::process::{Child, Command};
 use tokio::sync::mpsc;
 use tokio::time::{Instant, sleep_until};
 
-/// Environment variables of the worker that its jobs do not inherit.
-const WORKER_ENV_PREFIX: &str = "FLARE_";
-
 /// Runs jobs as local processes.
 pub struct ProcessBackend {
     log_dir: PathBuf,
-    /// The worker's own settings (NATS credentials among them), which are not the
-    /// jobs': the names of its `FLARE_*` variables, read once.
+    /// The worker's variables its jobs go without (see [`job_env`]), computed once.
     withheld_env: Vec<OsString>,
+    /// Whom jobs run as; `None`: the worker's user.
+    job_user: Option<JobUser>,
 }
 
 impl ProcessBackend {
-    /// A backend writing job logs to `log_dir/JOB_ID.log`.
+    /// A backend writing job logs to `log_dir/JOB_ID.log`, withholding from jobs
+    /// what `env_policy` says of the worker's environment, running them as
+    /// `job_user` when given.
     ///
     /// # Errors
     /// The I/O error when `log_dir` cannot be created.
-    pub fn new(log_dir: PathBuf) -> std::io::Result<Self> {
+    pub fn new(
+        log_dir: PathBuf,
+        env_policy: &JobEnvPolicy,
+        job_user: Option<JobUser>,
+    ) -> std::io::Result<Self> {
         std::fs::create_dir_all(&log_dir)?;
-        let withheld_env = std::env::vars_os()
-            .map(|(name, _)| name)
-            .filter(|name| name.to_string_lossy().starts_with(WORKER_ENV_PREFIX))
-            .collect();
+        let withheld_env = job_env::withheld(std::env::vars_os().map(|(name, _)| name), env_policy);
         Ok(ProcessBackend {
             log_dir,
             withheld_env,
+            job_user,
         })
     }
 
@@ -83,6 +88,12 @@ impl Backend for ProcessBackend {
         let mut command = Command::new(&program);
         for name in &self.withheld_env {
             command.env_remove(name);
+        }
+        if let Some(user) = &self.job_user {
+            command.envs(user.identity_env());
+            // SAFETY: the closure only makes system calls, allocates nothing and
+            // touches no memory shared with the parent.
+            unsafe { command.pre_exec(user.switch_in_child()) };
         }
         command
             .args(&request.command[1..])

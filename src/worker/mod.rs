@@ -13,6 +13,8 @@ pub mod intake;
 pub mod job;
 pub mod registry;
 
+use crate::backend::job_env::{JobEnvError, JobEnvPolicy};
+use crate::backend::job_user::{JobUser, JobUserError};
 use crate::backend::{Backends, process::ProcessBackend};
 use crate::config::WorkerConfig;
 use crate::nats::connect::{self, ConnectError};
@@ -51,6 +53,12 @@ pub enum WorkerError {
     /// Control subjects could not be subscribed.
     #[error("could not subscribe to control subjects: {0}")]
     Subscribe(#[from] async_nats::SubscribeError),
+    /// Jobs cannot run as the configured user.
+    #[error(transparent)]
+    JobUser(#[from] JobUserError),
+    /// The job environment policy is unusable.
+    #[error(transparent)]
+    JobEnv(#[from] JobEnvError),
     /// The data directory cannot be used.
     #[error("data directory {path}: {source}")]
     DataDir {
@@ -105,13 +113,30 @@ impl Worker {
     /// A [`WorkerError`] saying what is missing.
     pub async fn start(config: WorkerConfig) -> Result<Worker, WorkerError> {
         config.validate().map_err(WorkerError::Config)?;
+        // Jobs of the worker's own user cannot read its environment or memory
+        // through /proc then.
+        if let Err(e) = nix::sys::prctl::set_dumpable(false) {
+            tracing::warn!(error = %e, "cannot make the worker non-dumpable: same-user jobs can read its environment");
+        }
         fd_limit::ensure_open_files(config.max_jobs).log();
+        let job_user = config
+            .job_user
+            .as_deref()
+            .map(JobUser::for_jobs)
+            .transpose()?;
+        let job_user_name = job_user.as_ref().map(|user| user.name.clone());
+        let env_policy = JobEnvPolicy::from_lists(
+            config.job_env_allow.as_deref(),
+            config.job_env_deny.as_deref(),
+        )?;
         let backend = match config.backend {
             BackendKind::Process => {
                 let log_dir = config.data_dir.join("logs");
-                ProcessBackend::new(log_dir.clone()).map_err(|source| WorkerError::DataDir {
-                    path: log_dir,
-                    source,
+                ProcessBackend::new(log_dir.clone(), &env_policy, job_user).map_err(|source| {
+                    WorkerError::DataDir {
+                        path: log_dir,
+                        source,
+                    }
                 })?
             }
             other => {
@@ -169,6 +194,7 @@ impl Worker {
             pool = %config.pool,
             backend = %config.backend,
             max_jobs = config.max_jobs,
+            job_user = job_user_name.as_deref().unwrap_or("(the worker's)"),
             launch_subject = %subjects.launch(&config.pool),
             "worker ready"
         );
