@@ -28,6 +28,18 @@ fn root_or_skip(test: &str) -> bool {
     root
 }
 
+/// Whether `setpriv` (util-linux) is installed; says so loudly when it is not.
+fn have_setpriv(test: &str) -> bool {
+    let found = std::process::Command::new("setpriv")
+        .arg("--version")
+        .output()
+        .is_ok();
+    if !found {
+        eprintln!("{test}: setpriv (util-linux) is not installed, part of the test is SKIPPED");
+    }
+    found
+}
+
 /// A worker binary running as its own process against a test's nats-server.
 struct WorkerProcess {
     child: Child,
@@ -163,8 +175,15 @@ async fn a_job_user_finds_the_workers_token_in_no_environment() {
         return;
     }
     let system = System::without_worker(|_| {}).await;
+    // A supplementary group of the worker's, which the job must not keep.
+    let with_a_group: &[&str] = &["--groups=4242"];
     let setup = WorkerSetup {
         args: &["--job-user", "nobody"],
+        setpriv: if have_setpriv("a_job_user_finds_the_workers_token_in_no_environment") {
+            with_a_group
+        } else {
+            &[]
+        },
         ..WorkerSetup::default()
     };
     assert_a_nobody_job_finds_no_token(&system, &system.path("data"), setup).await;
@@ -230,12 +249,7 @@ async fn jobs_of_a_worker_with_capabilities_instead_of_root_get_none() {
     if !root_or_skip(test) {
         return;
     }
-    if std::process::Command::new("setpriv")
-        .arg("--version")
-        .output()
-        .is_err()
-    {
-        eprintln!("SKIPPED {test}: setpriv (util-linux) is not installed");
+    if !have_setpriv(test) {
         return;
     }
     let system = System::without_worker(|_| {}).await;
