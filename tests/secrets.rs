@@ -396,7 +396,7 @@ async fn an_allow_list_from_the_environment_passes_only_its_matches() {
 #[tokio::test]
 async fn secrets_given_as_flags_are_warned_about_and_from_the_environment_not() {
     // --max-jobs 0 stops the worker right after the warnings, before any connection.
-    let warning = "was given on the command line, where every local user can read it";
+    let warning = "on the command line holds a secret, which every local user can read there";
     let output = run_binary(
         &[
             "--nats-url",
@@ -458,6 +458,9 @@ async fn dev_warns_about_a_password_given_as_a_flag() {
     )
     .await;
     assert_refused(&output, "max jobs");
-    assert_refused(&output, "--nats-password was given on the command line");
+    assert_refused(
+        &output,
+        "--nats-password on the command line holds a secret",
+    );
     assert_refused(&output, "set FLARE_NATS_PASSWORD in the environment");
 }
