@@ -84,11 +84,37 @@ pub struct WorkerArgs {
     /// Seconds the records and logs of ended jobs, and tombstones, are kept, 1 to 604800 [default: 604800, 7 days]
     #[arg(long = "retention", env = "FLARE_RETENTION_S")]
     pub retention_s: Option<u64>,
+    /// Run process jobs as this user (and group), not the worker's; needs root or CAP_SETUID and CAP_SETGID
+    #[arg(long, env = "FLARE_JOB_USER", value_name = "USER[:GROUP]")]
+    pub job_user: Option<String>,
+    /// Pass jobs only these of the worker's environment variables: names or prefixes ending in *, comma-separated
+    #[arg(
+        long,
+        env = "FLARE_JOB_ENV_ALLOW",
+        value_name = "NAMES",
+        value_delimiter = ','
+    )]
+    pub job_env_allow: Option<Vec<String>>,
+    /// Pass jobs all of the worker's environment variables but these (FLARE_* never) [default: none]
+    #[arg(
+        long,
+        env = "FLARE_JOB_ENV_DENY",
+        value_name = "NAMES",
+        value_delimiter = ','
+    )]
+    pub job_env_deny: Option<Vec<String>>,
 }
 
 impl WorkerArgs {
-    /// `self`'s values where set, else `fallback`'s.
+    /// `self`'s values where set, else `fallback`'s. The allow-list and the
+    /// deny-list are one setting: the layer that gives either gives both.
     pub fn or(self, fallback: WorkerArgs) -> WorkerArgs {
+        let (job_env_allow, job_env_deny) =
+            if self.job_env_allow.is_some() || self.job_env_deny.is_some() {
+                (self.job_env_allow, self.job_env_deny)
+            } else {
+                (fallback.job_env_allow, fallback.job_env_deny)
+            };
         WorkerArgs {
             backend: self.backend.or(fallback.backend),
             worker_id: self.worker_id.or(fallback.worker_id),
@@ -97,6 +123,9 @@ impl WorkerArgs {
             drain_timeout_s: self.drain_timeout_s.or(fallback.drain_timeout_s),
             ack_wait_s: self.ack_wait_s.or(fallback.ack_wait_s),
             retention_s: self.retention_s.or(fallback.retention_s),
+            job_user: self.job_user.or(fallback.job_user),
+            job_env_allow,
+            job_env_deny,
         }
     }
 }
@@ -115,6 +144,9 @@ struct FileWorker {
     drain_timeout_s: Option<u64>,
     ack_wait_s: Option<u64>,
     retention_s: Option<u64>,
+    job_user: Option<String>,
+    job_env_allow: Option<Vec<String>>,
+    job_env_deny: Option<Vec<String>>,
 }
 
 /// The config file.
@@ -182,6 +214,9 @@ impl Settings {
             drain_timeout_s: file.worker.drain_timeout_s,
             ack_wait_s: file.worker.ack_wait_s,
             retention_s: file.worker.retention_s,
+            job_user: file.worker.job_user,
+            job_env_allow: file.worker.job_env_allow,
+            job_env_deny: file.worker.job_env_deny,
         };
         Ok(Settings {
             nats: global.nats.or(file.nats),
@@ -218,6 +253,9 @@ impl Settings {
             ack_wait: Duration::from_secs(w.ack_wait_s.unwrap_or(DEFAULT_ACK_WAIT_S)),
             supervisor_program: default_supervisor_program(),
             retention: Duration::from_secs(w.retention_s.unwrap_or(MAX_RETENTION_S)),
+            job_user: w.job_user.clone(),
+            job_env_allow: w.job_env_allow.clone(),
+            job_env_deny: w.job_env_deny.clone(),
         }
     }
 }
@@ -265,6 +303,12 @@ pub struct WorkerConfig {
     pub supervisor_program: PathBuf,
     /// How long the records and logs of ended jobs, and tombstones, are kept.
     pub retention: Duration,
+    /// `USER[:GROUP]` process jobs run as; `None`: the worker's user.
+    pub job_user: Option<String>,
+    /// The only worker variables jobs inherit (names, `PREFIX*`), if given.
+    pub job_env_allow: Option<Vec<String>>,
+    /// Worker variables jobs do not inherit (names, `PREFIX*`), if given.
+    pub job_env_deny: Option<Vec<String>>,
 }
 
 impl WorkerConfig {
@@ -382,6 +426,33 @@ mod tests {
         assert_eq!(config.retention, Duration::from_secs(3600));
         assert_eq!(config.subject_prefix, DEFAULT_SUBJECT_PREFIX);
         assert_eq!(config.backend, BackendKind::Process);
+    }
+
+    #[test]
+    fn the_job_env_lists_are_one_setting_across_layers() {
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        writeln!(
+            file,
+            "[worker]\njob_user = \"nobody:nogroup\"\njob_env_deny = [\"AWS_*\"]"
+        )
+        .unwrap();
+        let load = |worker: WorkerArgs| {
+            let global = GlobalArgs {
+                config: Some(file.path().to_owned()),
+                ..GlobalArgs::default()
+            };
+            Settings::load(global, worker).unwrap().worker_config()
+        };
+        let from_file = load(WorkerArgs::default());
+        assert_eq!(from_file.job_user.as_deref(), Some("nobody:nogroup"));
+        assert_eq!(from_file.job_env_deny, Some(vec!["AWS_*".to_string()]));
+        assert_eq!(from_file.job_env_allow, None);
+        let flag = load(WorkerArgs {
+            job_env_allow: Some(vec!["PATH".into()]),
+            ..WorkerArgs::default()
+        });
+        assert_eq!(flag.job_env_allow, Some(vec!["PATH".to_string()]));
+        assert_eq!(flag.job_env_deny, None, "the file's deny-list gives way");
     }
 
     #[test]

@@ -1,11 +1,10 @@
 //! The `flare-launcher` binary: parses the command line and runs the command.
 
-use clap::Parser;
-use flare_launcher::cli::{Cli, run, run_before_runtime};
+use flare_launcher::cli::{parse, run, run_before_runtime};
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = parse();
     if let Some(code) = run_before_runtime(&cli) {
         return exit_code(code);
     }

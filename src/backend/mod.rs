@@ -6,6 +6,8 @@
 //! event stream or Kubernetes watch for the container backends), so a job task
 //! costs nothing while its workload runs.
 
+pub mod job_env;
+pub mod job_user;
 pub mod process;
 
 use crate::protocol::{BackendKind, BackendRef, LaunchRequest, reason};

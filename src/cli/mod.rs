@@ -7,6 +7,7 @@ mod events;
 mod launch;
 mod output;
 mod schemas;
+mod secret_flags;
 mod status;
 mod supervise;
 mod terminate;
@@ -17,7 +18,8 @@ use crate::config::{ConfigError, GlobalArgs, Settings, WorkerArgs};
 use crate::nats::connect::{self, ConnectError};
 use crate::nats::subjects::Subjects;
 use crate::worker::WorkerError;
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
+use secret_flags::SecretFlag;
 
 /// Runs NVIDIA FLARE jobs as processes, containers or pods, driven over NATS.
 #[derive(Debug, Parser)]
@@ -29,6 +31,18 @@ pub struct Cli {
     /// The command.
     #[command(subcommand)]
     pub command: Command,
+    /// Secrets whose value came from the command line (filled in by [`parse`]).
+    #[arg(skip)]
+    pub secrets_given_as_flags: Vec<SecretFlag>,
+}
+
+/// Parses the process's arguments (exiting with clap's message when they are
+/// wrong), noting which secrets were given as flags.
+pub fn parse() -> Cli {
+    let matches = Cli::command().get_matches();
+    let mut cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    cli.secrets_given_as_flags = secret_flags::given_as_flags(&matches);
+    cli
 }
 
 /// The commands.
@@ -100,6 +114,9 @@ pub async fn run(cli: Cli) -> Result<i32, CliError> {
         settings.log_format,
         if long_running { "info" } else { "warn" },
     );
+    if long_running {
+        secret_flags::warn(&cli.secrets_given_as_flags);
+    }
     match cli.command {
         Command::Worker(_) => worker::run(&settings).await,
         Command::Dev(_) => dev::run(&settings).await,

@@ -498,7 +498,7 @@ fn shown_urls(urls: &[String]) -> String {
 
 /// Masks the user-info part of a URL (`nats://user:secret@host` becomes
 /// `nats://***@host`), so URLs can be logged.
-fn redact_url(url: &str) -> String {
+pub(crate) fn redact_url(url: &str) -> String {
     let start = url.find("://").map_or(0, |i| i + 3);
     let authority_end = url[start..].find('/').map_or(url.len(), |i| start + i);
     match url[start..authority_end].rfind('@') {

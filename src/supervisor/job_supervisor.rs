@@ -156,25 +156,48 @@ fn start(
         command.current_dir(workdir);
     }
     if let Some(user) = user.cloned() {
-        // SAFETY: runs in the forked child before exec, calling only
-        // async-signal-safe system calls; groups first, then the group, then the
-        // user, as dropping privileges requires.
-        unsafe {
-            command.pre_exec(move || {
-                nix::unistd::setgroups(
-                    &user
-                        .groups
-                        .iter()
-                        .map(|g| nix::unistd::Gid::from_raw(*g))
-                        .collect::<Vec<_>>(),
-                )?;
-                nix::unistd::setgid(nix::unistd::Gid::from_raw(user.gid))?;
-                nix::unistd::setuid(nix::unistd::Uid::from_raw(user.uid))?;
-                Ok(())
-            });
-        }
+        // SAFETY: runs in the forked child before exec, calling only system calls.
+        unsafe { command.pre_exec(move || become_user(&user)) };
     }
     command.spawn()
+}
+
+/// Becomes the job user, between fork and exec: supplementary groups, group,
+/// user, in that order (each step needs the privilege the next one drops), then
+/// no ambient capabilities, so that a worker holding CAP_SETUID and CAP_SETGID as
+/// ambient capabilities does not hand them to the job (root loses every
+/// capability in `setuid` already).
+fn become_user(user: &JobUserIds) -> std::io::Result<()> {
+    use nix::unistd::{Gid, Uid, setgid, setgroups, setuid};
+    let groups: Vec<Gid> = user.groups.iter().map(|g| Gid::from_raw(*g)).collect();
+    setgroups(&groups)?;
+    setgid(Gid::from_raw(user.gid))?;
+    setuid(Uid::from_raw(user.uid))?;
+    clear_ambient_capabilities()
+}
+
+/// Empties the ambient capability set; a kernel without ambient capabilities
+/// (before 4.3) has none to empty.
+fn clear_ambient_capabilities() -> std::io::Result<()> {
+    use libc::{EINVAL, PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, c_ulong, prctl};
+    // SAFETY: prctl with integer arguments only; it touches no memory of ours.
+    let result = unsafe {
+        prctl(
+            PR_CAP_AMBIENT,
+            PR_CAP_AMBIENT_CLEAR_ALL as c_ulong,
+            0 as c_ulong,
+            0 as c_ulong,
+            0 as c_ulong,
+        )
+    };
+    if result == 0 {
+        return Ok(());
+    }
+    let error = std::io::Error::last_os_error();
+    match error.raw_os_error() {
+        Some(EINVAL) => Ok(()),
+        _ => Err(error),
+    }
 }
 
 fn write_note(

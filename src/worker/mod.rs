@@ -18,6 +18,8 @@ pub mod registry;
 pub mod retention;
 
 use crate::backend::Backends;
+use crate::backend::job_env::{JobEnvError, JobEnvPolicy};
+use crate::backend::job_user::{JobUser, JobUserError};
 use crate::backend::process::{ProcessBackend, ProcessBackendError, ProcessSettings};
 use crate::config::WorkerConfig;
 use crate::nats::connect::{self, ConnectError};
@@ -59,6 +61,12 @@ pub enum WorkerError {
     /// The process backend cannot be used (its log directory or supervisor).
     #[error(transparent)]
     ProcessBackend(#[from] ProcessBackendError),
+    /// Jobs cannot run as the configured user.
+    #[error(transparent)]
+    JobUser(#[from] JobUserError),
+    /// The job environment policy is unusable.
+    #[error(transparent)]
+    JobEnv(#[from] JobEnvError),
 }
 
 /// What every task of a worker shares.
@@ -106,9 +114,24 @@ impl Worker {
     /// A [`WorkerError`] saying what is missing.
     pub async fn start(config: WorkerConfig) -> Result<Worker, WorkerError> {
         config.validate().map_err(WorkerError::Config)?;
+        // Jobs of the worker's own user cannot read its environment or memory
+        // through /proc then.
+        if let Err(e) = nix::sys::prctl::set_dumpable(false) {
+            tracing::warn!(error = %e, "cannot make the worker non-dumpable: same-user jobs can read its environment");
+        }
         fd_limit::ensure_open_files(config.max_jobs).log();
         reaper::reap_orphans_if_init();
         let log_dir = config.data_dir.join("logs");
+        let job_user = config
+            .job_user
+            .as_deref()
+            .map(JobUser::for_jobs)
+            .transpose()?;
+        let job_user_name = job_user.as_ref().map(|user| user.name.clone());
+        let env_policy = JobEnvPolicy::from_lists(
+            config.job_env_allow.as_deref(),
+            config.job_env_deny.as_deref(),
+        )?;
         let client = connect::connect(
             &config.nats,
             &format!("flare-launcher worker {}", config.worker_id),
@@ -130,7 +153,8 @@ impl Worker {
                     log_dir: log_dir.clone(),
                     supervisor_dir: config.data_dir.join("supervisor").join(&config.worker_id),
                     supervisor_program: config.supervisor_program.clone(),
-                    job_user: None,
+                    job_user,
+                    env_policy,
                 })
                 .await?
             }
@@ -186,6 +210,7 @@ impl Worker {
             backend = %config.backend,
             max_jobs = config.max_jobs,
             retention = ?config.retention,
+            job_user = job_user_name.as_deref().unwrap_or("(the worker's)"),
             launch_subject = %subjects.launch(&config.pool),
             "worker ready"
         );

@@ -7,19 +7,18 @@
 
 mod supervisor_link;
 
+use super::job_env::{self, JobEnvPolicy};
+use super::job_user::JobUser;
 use super::{Backend, LaunchError, Launched, Observation, Recovered, WorkloadControl};
 use crate::protocol::{BackendKind, BackendRef, LaunchRequest, reason};
 use crate::supervisor::job_file::JobFile;
-use crate::supervisor::wire::{JobUserIds, RunningJob, Spawn};
+use crate::supervisor::wire::{RunningJob, Spawn};
 use async_trait::async_trait;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Duration;
 use supervisor_link::{LaunchFailure, Supervisor, SupervisorError, observation_of};
 use tokio::sync::mpsc;
-
-/// Environment variables of the worker that its jobs do not inherit.
-const WORKER_ENV_PREFIX: &str = "FLARE_";
 
 /// Where a process backend keeps things, and who its jobs run as.
 #[derive(Debug, Clone)]
@@ -31,7 +30,9 @@ pub struct ProcessSettings {
     /// The program run in supervisor mode (this program).
     pub supervisor_program: PathBuf,
     /// The user jobs run as; `None`: the worker's.
-    pub job_user: Option<JobUserIds>,
+    pub job_user: Option<JobUser>,
+    /// Which of the worker's variables jobs inherit.
+    pub env_policy: JobEnvPolicy,
 }
 
 /// Why a process backend cannot start.
@@ -72,11 +73,19 @@ impl ProcessBackend {
                 source,
             }
         })?;
+        let mut base_env = inherited_env(&settings.env_policy);
+        if let Some(user) = &settings.job_user {
+            base_env.retain(|(name, _)| !matches!(name.as_str(), "HOME" | "USER" | "LOGNAME"));
+            base_env.extend(
+                user.identity_env()
+                    .map(|(name, value)| (name.to_owned(), value.to_string_lossy().into_owned())),
+            );
+        }
         let (supervisor, running) = Supervisor::start(
             &settings.supervisor_dir,
             &settings.supervisor_program,
-            inherited_env(),
-            settings.job_user,
+            base_env,
+            settings.job_user.as_ref().map(JobUser::ids),
         )
         .await?;
         Ok(ProcessBackend {
@@ -103,13 +112,14 @@ impl ProcessBackend {
     }
 }
 
-/// The worker's environment that jobs inherit: everything but the worker's own
-/// `FLARE_*` settings (NATS credentials among them), and but variables that are
+/// The worker's environment that jobs inherit under `policy` (never the worker's
+/// own `FLARE_*` settings, NATS credentials among them), less variables that are
 /// not UTF-8, which cannot travel to the supervisor.
-fn inherited_env() -> Vec<(String, String)> {
+fn inherited_env(policy: &JobEnvPolicy) -> Vec<(String, String)> {
+    let withheld = job_env::withheld(std::env::vars_os().map(|(name, _)| name), policy);
     std::env::vars_os()
+        .filter(|(name, _)| !withheld.contains(name))
         .filter_map(|(name, value)| Some((name.into_string().ok()?, value.into_string().ok()?)))
-        .filter(|(name, _)| !name.starts_with(WORKER_ENV_PREFIX))
         .collect()
 }
 

@@ -1,0 +1,307 @@
+//! The user process jobs run as (`--job-user USER[:GROUP]`): resolved once at
+//! start-up to ids, supplementary groups and a home, checked against what the
+//! worker may do, and put on each job's child process just before it executes the
+//! job's program.
+//!
+//! A job running as another user than the worker cannot read what is the
+//! worker's: its environment and memory (`/proc/PID/environ`, `/proc/PID/mem`),
+//! its configuration and credential files, its data directory.
+
+use crate::supervisor::wire::JobUserIds;
+use nix::unistd::{Gid, Group, Uid, User, getgrouplist};
+use std::ffi::{CString, OsStr};
+use std::path::PathBuf;
+
+/// Longest user or group name accepted (Linux's `LOGIN_NAME_MAX` less its NUL).
+const MAX_NAME_LEN: usize = 255;
+/// Capability numbers from `linux/capability.h`.
+const CAP_SETGID: u32 = 6;
+const CAP_SETUID: u32 = 7;
+
+/// The user, group and supplementary groups jobs run as.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobUser {
+    /// The user's id.
+    pub uid: Uid,
+    /// The job's primary group: the one given, else the user's own.
+    pub gid: Gid,
+    /// Supplementary groups: the user's memberships plus `gid`.
+    pub groups: Vec<Gid>,
+    /// The user's name, for `USER` and `LOGNAME`.
+    pub name: String,
+    /// The user's home directory, for `HOME`.
+    pub home: PathBuf,
+}
+
+/// Why jobs cannot run as the configured user.
+#[derive(Debug, thiserror::Error)]
+pub enum JobUserError {
+    /// The setting is not `USER` or `USER:GROUP`.
+    #[error(
+        "job user {shown:?}: expected USER or USER:GROUP, names of at most {MAX_NAME_LEN} bytes"
+    )]
+    Malformed {
+        /// The setting, cut to a readable length.
+        shown: String,
+    },
+    /// No such user (by name, or by number).
+    #[error("job user {0:?} does not exist")]
+    UnknownUser(String),
+    /// No such group (by name, or by number).
+    #[error("job group {0:?} does not exist")]
+    UnknownGroup(String),
+    /// The user or group database could not be read.
+    #[error("cannot look up {what} {name:?}")]
+    Lookup {
+        /// `user`, `group` or `groups of user`.
+        what: &'static str,
+        /// The name looked up.
+        name: String,
+        /// The system's error.
+        #[source]
+        source: nix::Error,
+    },
+    /// The worker may not change a process's user and groups.
+    #[error(
+        "--job-user (FLARE_JOB_USER) needs a worker that may switch users: root, or the \
+         capabilities CAP_SETUID and CAP_SETGID; this worker runs as uid {uid} without them"
+    )]
+    CannotSwitch {
+        /// The worker's effective user id.
+        uid: u32,
+    },
+    /// The worker's capabilities could not be read.
+    #[error("cannot read this worker's capabilities from /proc/self/status")]
+    Capabilities(#[source] std::io::Error),
+}
+
+impl JobUser {
+    /// Resolves `spec` (`USER` or `USER:GROUP`, names or numeric ids) and checks
+    /// that this process may switch to it.
+    ///
+    /// # Errors
+    /// A [`JobUserError`] saying what is wrong.
+    pub fn for_jobs(spec: &str) -> Result<JobUser, JobUserError> {
+        let user = JobUser::resolve(spec)?;
+        check_can_switch()?;
+        Ok(user)
+    }
+
+    /// Resolves `spec` (`USER` or `USER:GROUP`, names or numeric ids) in the user
+    /// and group databases.
+    ///
+    /// # Errors
+    /// [`JobUserError::Malformed`], [`JobUserError::UnknownUser`],
+    /// [`JobUserError::UnknownGroup`] or [`JobUserError::Lookup`].
+    pub fn resolve(spec: &str) -> Result<JobUser, JobUserError> {
+        let (user_name, group_name) = parse_spec(spec)?;
+        let user = find_user(user_name)?;
+        let gid = match group_name {
+            Some(name) => find_group(name)?.gid,
+            None => user.gid,
+        };
+        let c_name = CString::new(user.name.as_str())
+            .map_err(|_| JobUserError::Malformed { shown: shown(spec) })?;
+        let groups = getgrouplist(&c_name, gid).map_err(|source| JobUserError::Lookup {
+            what: "groups of user",
+            name: user.name.clone(),
+            source,
+        })?;
+        Ok(JobUser {
+            uid: user.uid,
+            gid,
+            groups,
+            name: user.name,
+            home: user.dir,
+        })
+    }
+
+    /// `HOME`, `USER` and `LOGNAME` of this user, for a job's environment (a
+    /// launch request's own `env` goes over them).
+    pub fn identity_env(&self) -> [(&'static str, &OsStr); 3] {
+        [
+            ("HOME", self.home.as_os_str()),
+            ("USER", OsStr::new(&self.name)),
+            ("LOGNAME", OsStr::new(&self.name)),
+        ]
+    }
+
+    /// The ids the job supervisor switches to (see
+    /// [`crate::supervisor`]: groups, group, user, then no ambient capabilities).
+    pub fn ids(&self) -> JobUserIds {
+        JobUserIds {
+            uid: self.uid.as_raw(),
+            gid: self.gid.as_raw(),
+            groups: self.groups.iter().map(|g| g.as_raw()).collect(),
+        }
+    }
+}
+
+/// Splits `USER[:GROUP]`.
+fn parse_spec(spec: &str) -> Result<(&str, Option<&str>), JobUserError> {
+    let (user, group) = match spec.split_once(':') {
+        Some((user, group)) => (user, Some(group)),
+        None => (spec, None),
+    };
+    let valid = |name: &str| !name.is_empty() && name.len() <= MAX_NAME_LEN && !name.contains(':');
+    if valid(user) && group.is_none_or(valid) {
+        Ok((user, group))
+    } else {
+        Err(JobUserError::Malformed { shown: shown(spec) })
+    }
+}
+
+/// The user named `name`, else the one whose id `name` is.
+fn find_user(name: &str) -> Result<User, JobUserError> {
+    find(name, "user", User::from_name, |id| {
+        User::from_uid(Uid::from_raw(id))
+    })?
+    .ok_or_else(|| JobUserError::UnknownUser(name.to_owned()))
+}
+
+/// The group named `name`, else the one whose id `name` is.
+fn find_group(name: &str) -> Result<Group, JobUserError> {
+    find(name, "group", Group::from_name, |id| {
+        Group::from_gid(Gid::from_raw(id))
+    })?
+    .ok_or_else(|| JobUserError::UnknownGroup(name.to_owned()))
+}
+
+/// Looks `name` up as a name, then (when it is a number) as an id.
+fn find<T>(
+    name: &str,
+    what: &'static str,
+    by_name: impl Fn(&str) -> nix::Result<Option<T>>,
+    by_id: impl Fn(u32) -> nix::Result<Option<T>>,
+) -> Result<Option<T>, JobUserError> {
+    let lookup = |source| JobUserError::Lookup {
+        what,
+        name: name.to_owned(),
+        source,
+    };
+    match by_name(name).map_err(lookup)? {
+        Some(found) => Ok(Some(found)),
+        None => match name.parse::<u32>() {
+            Ok(id) => by_id(id).map_err(lookup),
+            Err(_) => Ok(None),
+        },
+    }
+}
+
+/// A setting as shown in an error: at most a name's length.
+fn shown(spec: &str) -> String {
+    spec.chars().take(MAX_NAME_LEN).collect()
+}
+
+/// Checks that this process holds CAP_SETUID and CAP_SETGID (root normally does).
+fn check_can_switch() -> Result<(), JobUserError> {
+    let status =
+        std::fs::read_to_string("/proc/self/status").map_err(JobUserError::Capabilities)?;
+    let effective = effective_capabilities(&status).ok_or_else(|| {
+        JobUserError::Capabilities(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "no readable CapEff line",
+        ))
+    })?;
+    let needed = (1u64 << CAP_SETUID) | (1u64 << CAP_SETGID);
+    if effective & needed == needed {
+        Ok(())
+    } else {
+        Err(JobUserError::CannotSwitch {
+            uid: Uid::effective().as_raw(),
+        })
+    }
+}
+
+/// The effective capability set, from the text of `/proc/PID/status`.
+fn effective_capabilities(status: &str) -> Option<u64> {
+    let hex = status
+        .lines()
+        .find_map(|line| line.strip_prefix("CapEff:"))?
+        .trim();
+    u64::from_str_radix(hex, 16).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_user_alone_gets_its_own_group_home_and_memberships() {
+        let user = JobUser::resolve("root").unwrap();
+        assert_eq!((user.uid.as_raw(), user.gid.as_raw()), (0, 0));
+        assert_eq!(user.name, "root");
+        assert_eq!(user.home, PathBuf::from("/root"));
+        assert!(user.groups.contains(&Gid::from_raw(0)), "{user:?}");
+    }
+
+    #[test]
+    fn a_group_given_replaces_the_users_primary_group() {
+        let nobody = User::from_name("nobody").unwrap().expect("a nobody user");
+        let user = JobUser::resolve("nobody:root").unwrap();
+        assert_eq!(user.uid, nobody.uid);
+        assert_eq!(user.gid.as_raw(), 0);
+        assert!(user.groups.contains(&Gid::from_raw(0)), "{user:?}");
+        assert!(!user.groups.contains(&nobody.gid), "{user:?}");
+    }
+
+    #[test]
+    fn numeric_ids_name_users_and_groups() {
+        let user = JobUser::resolve("0:0").unwrap();
+        assert_eq!(user.name, "root");
+        assert_eq!(user.gid.as_raw(), 0);
+    }
+
+    #[test]
+    fn the_identity_is_the_users() {
+        let user = JobUser::resolve("root").unwrap();
+        let env: Vec<(&str, &str)> = user
+            .identity_env()
+            .iter()
+            .map(|(name, value)| (*name, value.to_str().unwrap()))
+            .collect();
+        assert_eq!(
+            env,
+            [("HOME", "/root"), ("USER", "root"), ("LOGNAME", "root")]
+        );
+    }
+
+    #[test]
+    fn unknown_users_and_groups_are_named() {
+        let error = JobUser::resolve("no-such-user-x7").unwrap_err();
+        assert!(
+            matches!(&error, JobUserError::UnknownUser(name) if name == "no-such-user-x7"),
+            "{error}"
+        );
+        assert!(matches!(
+            JobUser::resolve("4000000000").unwrap_err(),
+            JobUserError::UnknownUser(_)
+        ));
+        let error = JobUser::resolve("root:no-such-group-x7").unwrap_err();
+        assert!(
+            matches!(&error, JobUserError::UnknownGroup(name) if name == "no-such-group-x7"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn malformed_settings_are_refused() {
+        for spec in ["", ":", ":root", "root:", "root:root:root"] {
+            assert!(
+                matches!(JobUser::resolve(spec), Err(JobUserError::Malformed { .. })),
+                "{spec:?}"
+            );
+        }
+        let long = "u".repeat(10_000);
+        let error = JobUser::resolve(&long).unwrap_err();
+        assert!(matches!(error, JobUserError::Malformed { .. }));
+        assert!(error.to_string().len() < 400, "the setting is cut: {error}");
+    }
+
+    #[test]
+    fn capabilities_are_read_from_the_status_text() {
+        let status = "Name:\tx\nCapInh:\t0000000000000000\nCapEff:\t00000000000000c0\n";
+        assert_eq!(effective_capabilities(status), Some(0xc0));
+        assert_eq!(effective_capabilities("Name:\tx\n"), None);
+    }
+}
