@@ -20,6 +20,7 @@
 //! - [`schema`], [`protocol`], [`state`]: the JSON Schemas, the wire contract,
 //!   and the job state machine with NVFlare's return codes.
 //! - [`retry`]: the retry policy.
+//! - [`report`]: errors with their causes, on one line, for people and logs.
 
 pub mod backend;
 pub mod cli;
@@ -27,6 +28,7 @@ pub mod client;
 pub mod config;
 pub mod nats;
 pub mod protocol;
+pub mod report;
 pub mod retry;
 pub mod schema;
 pub mod state;
