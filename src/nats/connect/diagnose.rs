@@ -252,3 +252,112 @@ impl fmt::Display for Cause {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    /// A failure as the client library reports a failed TLS handshake: an I/O error
+    /// around the TLS library's error.
+    fn tls_failure(error: rustls::Error) -> async_nats::ConnectError {
+        let io = io::Error::new(io::ErrorKind::InvalidData, error);
+        async_nats::ConnectError::with_source(ConnectErrorKind::Io, io)
+    }
+
+    fn cause(error: rustls::Error, args: &NatsArgs) -> Cause {
+        Cause::of(&tls_failure(error), args)
+    }
+
+    #[test]
+    fn server_certificate_verdicts() {
+        let args = NatsArgs::default();
+        let invalid = rustls::Error::InvalidCertificate;
+        assert_eq!(
+            cause(invalid(CertificateError::NotValidForName), &args),
+            Cause::WrongHostName
+        );
+        assert_eq!(
+            cause(invalid(CertificateError::Expired), &args),
+            Cause::CertificateDates
+        );
+        let v1 = rustls::OtherError(Arc::new(webpki::Error::UnsupportedCertVersion));
+        assert_eq!(
+            cause(invalid(CertificateError::Other(v1)), &args),
+            Cause::ServerCertificateV1
+        );
+        let other = rustls::OtherError(Arc::new(webpki::Error::BadDer));
+        assert_eq!(
+            cause(invalid(CertificateError::Other(other)), &args),
+            Cause::BadServerCertificate
+        );
+        assert_eq!(
+            cause(invalid(CertificateError::UnknownIssuer), &args),
+            Cause::UnknownIssuer { ca: None }
+        );
+    }
+
+    #[test]
+    fn a_refused_certificate_is_asked_for_when_none_was_given() {
+        let alert = || rustls::Error::AlertReceived(AlertDescription::BadCertificate);
+        assert_eq!(
+            cause(alert(), &NatsArgs::default()),
+            Cause::ClientCertificateRequired
+        );
+        let with_cert = NatsArgs {
+            tls_cert: Some("c.pem".into()),
+            ..NatsArgs::default()
+        };
+        assert_eq!(
+            cause(alert(), &with_cert),
+            Cause::ClientCertificateRejected {
+                cert: "c.pem".into()
+            }
+        );
+        let other = rustls::Error::AlertReceived(AlertDescription::HandshakeFailure);
+        assert_eq!(cause(other, &with_cert), Cause::Tls);
+    }
+
+    #[test]
+    fn socket_errors() {
+        let args = NatsArgs::default();
+        let io = |kind| {
+            let error = io::Error::from(kind);
+            Cause::of(&async_nats::ConnectError::from(error), &args)
+        };
+        assert_eq!(io(io::ErrorKind::ConnectionRefused), Cause::Refused);
+        assert_eq!(io(io::ErrorKind::NetworkUnreachable), Cause::Unreachable);
+        assert_eq!(io(io::ErrorKind::ConnectionReset), Cause::Closed);
+        assert_eq!(
+            io(io::ErrorKind::PermissionDenied),
+            Cause::Other(ConnectErrorKind::Io)
+        );
+    }
+
+    #[test]
+    fn only_what_can_clear_is_transient() {
+        for transient in [
+            Cause::Refused,
+            Cause::Unreachable,
+            Cause::HostNotFound,
+            Cause::TimedOut { after_s: 5 },
+            Cause::Closed,
+            Cause::ServerError,
+            Cause::Other(ConnectErrorKind::Io),
+        ] {
+            assert!(transient.is_transient(), "{transient:?}");
+        }
+        for lasting in [
+            Cause::AuthorizationViolation { method: None },
+            Cause::SigningFailed,
+            Cause::UnknownIssuer { ca: None },
+            Cause::WrongHostName,
+            Cause::ClientCertificateRequired,
+            Cause::NotTls,
+            Cause::Tls,
+            Cause::Other(ConnectErrorKind::Tls),
+        ] {
+            assert!(!lasting.is_transient(), "{lasting:?}");
+        }
+    }
+}
