@@ -1,6 +1,7 @@
 //! `nats::connect` against real `nats-server` processes: every authentication method,
 //! TLS with and without client certificates, several URLs, the settings checks and the
-//! layering of `NatsArgs`.
+//! layering of `NatsArgs`. `causes` holds the failures and what they say;
+//! `pki` makes the certificates and nkeys.
 
 #[path = "nats_connect/causes.rs"]
 mod causes;
