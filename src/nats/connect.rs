@@ -1,6 +1,9 @@
 //! The one place a NATS connection is made: every authentication and TLS option, the
 //! checks that catch contradictory settings before any network traffic, and the
 //! reconnect policy and connection-event logging that every command and the worker share.
+//!
+//! Its parts: `tls_files` checks the TLS files before connecting, `diagnose` reads why
+//! an attempt failed into a [`Cause`], `error` holds [`ConnectError`].
 
 mod diagnose;
 mod error;
