@@ -52,6 +52,8 @@ impl StrictServer {
             tls_key: Some(self.file("client.key")),
             user: Some("alice".into()),
             password: Some("pw-1".into()),
+            // Room for TLS handshakes on a loaded machine.
+            connect_timeout_s: Some(10),
             ..args(&format!("tls://127.0.0.1:{}", self.server.port()))
         }
     }
