@@ -23,6 +23,7 @@
 //! - [`schema`], [`protocol`], [`state`]: the JSON Schemas, the wire contract,
 //!   and the job state machine with NVFlare's return codes.
 //! - [`retry`]: the retry policy.
+//! - [`report`]: errors with their causes, on one line, for people and logs.
 
 pub mod backend;
 pub mod cli;
@@ -31,6 +32,7 @@ pub mod config;
 pub mod job_logs;
 pub mod nats;
 pub mod protocol;
+pub mod report;
 pub mod retry;
 pub mod schema;
 pub mod state;

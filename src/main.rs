@@ -1,6 +1,8 @@
-//! The `flare-launcher` binary: parses the command line and runs the command.
+//! The `flare-launcher` binary: parses the command line, runs the command, and prints
+//! a failure with its causes.
 
 use flare_launcher::cli::{parse, run, run_before_runtime};
+use flare_launcher::report::error_chain;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
@@ -18,7 +20,7 @@ fn main() -> ExitCode {
     match runtime.block_on(run(cli)) {
         Ok(code) => exit_code(code),
         Err(e) => {
-            eprintln!("flare-launcher: {e}");
+            eprintln!("flare-launcher: {}", error_chain(&e));
             ExitCode::from(2)
         }
     }

@@ -1,11 +1,15 @@
 //! `nats::connect` against real `nats-server` processes: every authentication method,
 //! TLS with and without client certificates, several URLs, the settings checks and the
-//! layering of `NatsArgs`.
+//! layering of `NatsArgs`. `causes` holds the failures and what they say;
+//! `pki` makes the certificates and nkeys.
 
+#[path = "nats_connect/causes.rs"]
+mod causes;
 mod common;
+#[path = "nats_connect/pki.rs"]
+mod pki;
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use async_nats::ConnectErrorKind;
@@ -13,6 +17,7 @@ use clap::Parser;
 use common::nats_server::NatsServer;
 use flare_launcher::nats::connect::{ConnectError, NatsArgs, connect};
 use futures::StreamExt;
+use pki::{make_certificates, tls_block, user_nkey_pair};
 use tempfile::TempDir;
 
 /// A port nothing listens on right now.
@@ -45,109 +50,6 @@ async fn round_trip(client: &async_nats::Client, responder: &async_nats::Client)
     let response = client.request("test.echo", "ping".into()).await.unwrap();
     assert_eq!(&response.payload[..], b"ping");
     task.await.unwrap();
-}
-
-/// Runs openssl in `dir` with whitespace-separated arguments; returns its stdout.
-fn openssl(dir: &Path, arguments: &str) -> Vec<u8> {
-    let output = Command::new("openssl")
-        .args(arguments.split_whitespace())
-        .current_dir(dir)
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "openssl {arguments}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    output.stdout
-}
-
-/// A CA, a server certificate for 127.0.0.1 and a client certificate, made by openssl
-/// in `dir`: ca.pem, server.pem, server.key, client.pem, client.key.
-fn make_certificates(dir: &Path) {
-    openssl(
-        dir,
-        "req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=test-ca -keyout ca.key -out ca.pem",
-    );
-    for (name, usage, san) in [
-        ("server", "serverAuth", "subjectAltName=IP:127.0.0.1\n"),
-        ("client", "clientAuth", ""),
-    ] {
-        std::fs::write(
-            dir.join(format!("{name}.ext")),
-            format!("basicConstraints=CA:FALSE\nextendedKeyUsage={usage}\n{san}"),
-        )
-        .unwrap();
-        openssl(
-            dir,
-            &format!(
-                "req -newkey rsa:2048 -nodes -subj /CN={name} -keyout {name}.key -out {name}.csr"
-            ),
-        );
-        openssl(
-            dir,
-            &format!(
-                "x509 -req -in {name}.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 \
-                 -extfile {name}.ext -out {name}.pem"
-            ),
-        );
-    }
-}
-
-fn tls_block(dir: &Path, verify: bool) -> String {
-    let file = |name: &str| dir.join(name).display().to_string();
-    format!(
-        "tls {{\n cert_file: \"{}\"\n key_file: \"{}\"\n ca_file: \"{}\"\n verify: {verify}\n timeout: 2\n}}",
-        file("server.pem"),
-        file("server.key"),
-        file("ca.pem"),
-    )
-}
-
-/// A user nkey pair `(seed, public key)` in the nkeys text encoding, from an Ed25519
-/// key made by openssl. The encoding: base32 (RFC 4648, no padding) of the prefix
-/// byte(s), the 32 raw key bytes and a CRC-16/XMODEM of both, little-endian.
-fn user_nkey_pair(dir: &Path) -> (String, String) {
-    const PREFIX_SEED: u8 = 18 << 3;
-    const PREFIX_USER: u8 = 20 << 3;
-    openssl(dir, "genpkey -algorithm ed25519 -out nkey.pem");
-    // The DER forms end with the 32-byte private seed and the 32-byte public key.
-    let private = openssl(dir, "pkey -in nkey.pem -outform DER");
-    let public = openssl(dir, "pkey -in nkey.pem -pubout -outform DER");
-    let mut seed = vec![PREFIX_SEED | (PREFIX_USER >> 5), (PREFIX_USER & 31) << 3];
-    seed.extend_from_slice(&private[private.len() - 32..]);
-    let mut user = vec![PREFIX_USER];
-    user.extend_from_slice(&public[public.len() - 32..]);
-    (nkey_encode(seed), nkey_encode(user))
-}
-
-fn nkey_encode(mut bytes: Vec<u8>) -> String {
-    let mut crc: u16 = 0;
-    for byte in &bytes {
-        crc ^= u16::from(*byte) << 8;
-        for _ in 0..8 {
-            crc = if crc & 0x8000 != 0 {
-                (crc << 1) ^ 0x1021
-            } else {
-                crc << 1
-            };
-        }
-    }
-    bytes.extend_from_slice(&crc.to_le_bytes());
-    const ALPHABET: &[u8; 32] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
-    let (mut text, mut buffer, mut bits) = (String::new(), 0u32, 0u32);
-    for byte in bytes {
-        buffer = (buffer << 8) | u32::from(byte);
-        bits += 8;
-        while bits >= 5 {
-            bits -= 5;
-            text.push(ALPHABET[((buffer >> bits) & 31) as usize] as char);
-        }
-    }
-    if bits > 0 {
-        text.push(ALPHABET[((buffer << (5 - bits)) & 31) as usize] as char);
-    }
-    text
 }
 
 fn invalid_settings(result: Result<async_nats::Client, ConnectError>) -> String {

@@ -1,15 +1,25 @@
 //! The one place a NATS connection is made: every authentication and TLS option, the
 //! checks that catch contradictory settings before any network traffic, and the
 //! reconnect policy and connection-event logging that every command and the worker share.
+//!
+//! Its parts: `tls_files` checks the TLS files before connecting, `diagnose` reads why
+//! an attempt failed into a [`Cause`], `error` holds [`ConnectError`].
+
+mod diagnose;
+mod error;
+mod tls_files;
 
 use std::fmt;
-use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use async_nats::{ConnectErrorKind, ConnectOptions, Event, ServerAddr};
+use async_nats::{ConnectOptions, Event, ServerAddr};
+
+pub use diagnose::Cause;
+pub use error::ConnectError;
+pub use tls_files::TlsFileProblem;
 
 /// Server used when no URL is configured.
 pub const DEFAULT_URL: &str = "nats://127.0.0.1:4222";
@@ -162,75 +172,42 @@ impl NatsArgs {
     pub fn connect_timeout(&self) -> Duration {
         Duration::from_secs(self.connect_timeout_s.unwrap_or(DEFAULT_CONNECT_TIMEOUT_S))
     }
+
+    /// The authentication methods that are set ([`connect`] refuses more than one).
+    pub fn auth_methods(&self) -> Vec<AuthMethod> {
+        [
+            (self.user.is_some(), AuthMethod::UserPassword),
+            (self.token.is_some(), AuthMethod::Token),
+            (self.nkey_seed_file.is_some(), AuthMethod::NkeySeed),
+            (self.credentials_file.is_some(), AuthMethod::Credentials),
+        ]
+        .into_iter()
+        .filter_map(|(set, method)| set.then_some(method))
+        .collect()
+    }
 }
 
-/// Why no connection was made.
-#[derive(Debug, thiserror::Error)]
-pub enum ConnectError {
-    /// The settings contradict each other or are incomplete; nothing was tried.
-    #[error("invalid NATS settings: {0}")]
-    InvalidSettings(String),
-
-    /// A server URL cannot be parsed (any password in it is masked).
-    #[error("invalid NATS server URL {url:?}")]
-    InvalidUrl {
-        /// The URL as given, password masked.
-        url: String,
-        /// What the parser said.
-        #[source]
-        source: io::Error,
-    },
-
-    /// The credentials file cannot be read or parsed.
-    #[error("cannot read NATS credentials file {}", path.display())]
-    ReadCredentials {
-        /// The file named by `--nats-credentials-file`.
-        path: PathBuf,
-        /// The underlying failure.
-        #[source]
-        source: io::Error,
-    },
-
-    /// The nkey seed file cannot be read.
-    #[error("cannot read NATS nkey seed file {}", path.display())]
-    ReadNkeySeed {
-        /// The file named by `--nats-nkey-seed-file`.
-        path: PathBuf,
-        /// The underlying failure.
-        #[source]
-        source: io::Error,
-    },
-
-    /// A TLS certificate or key file cannot be read.
-    #[error("cannot read {flag} file {}", path.display())]
-    ReadTlsFile {
-        /// The flag that named the file, such as `--nats-tls-ca`.
-        flag: &'static str,
-        /// The file.
-        path: PathBuf,
-        /// The underlying failure.
-        #[source]
-        source: io::Error,
-    },
-
-    /// No server accepted the connection: unreachable, refused the credentials, or
-    /// failed the TLS handshake.
-    #[error("cannot connect to NATS at {urls}")]
-    Connect {
-        /// The URLs tried, comma-separated, passwords masked.
-        urls: String,
-        /// The last failure, from the client library.
-        #[source]
-        source: async_nats::ConnectError,
-    },
+/// A way to authenticate to the server (TLS client certificates aside).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthMethod {
+    /// `--nats-user` and `--nats-password`.
+    UserPassword,
+    /// `--nats-token`.
+    Token,
+    /// `--nats-nkey-seed-file`.
+    NkeySeed,
+    /// `--nats-credentials-file` (user JWT and nkey seed).
+    Credentials,
 }
 
-impl ConnectError {
-    /// The client library's classification, for connection failures.
-    pub fn connect_kind(&self) -> Option<ConnectErrorKind> {
+impl AuthMethod {
+    /// The flags that set it.
+    pub fn flags(self) -> &'static str {
         match self {
-            ConnectError::Connect { source, .. } => Some(source.kind()),
-            _ => None,
+            AuthMethod::UserPassword => "--nats-user/--nats-password",
+            AuthMethod::Token => "--nats-token",
+            AuthMethod::NkeySeed => "--nats-nkey-seed-file",
+            AuthMethod::Credentials => "--nats-credentials-file",
         }
     }
 }
@@ -242,21 +219,28 @@ impl ConnectError {
 /// between attempts with capped exponential backoff plus jitter (immediately, then
 /// 100 ms doubling up to 5 s), and logs every connection event with `tracing`.
 ///
+/// The TLS files and the nkey seed are loaded and checked first, so that a file the
+/// client library would refuse is named with the reason (an X.509 v1 client
+/// certificate, a key that does not belong to it).
+///
 /// With `wait_for_server` false (CLI commands), each URL is tried once and, if none
-/// accepts, [`ConnectError::Connect`] names the URLs and carries the last failure.
+/// accepts, [`ConnectError::Connect`] names the URLs and the [`Cause`] of the last
+/// failure, and carries that failure.
 ///
 /// With `wait_for_server` true, a server that is unreachable at start-up (refused,
-/// timed out, DNS) is retried with the same backoff, each failure logged at warn, and
-/// the function returns only once a server has answered, so the caller can use the
-/// client at once (create streams and buckets). Failures that retrying cannot fix
-/// (credentials refused, TLS handshake failed) are still returned. To bound the wait,
+/// timed out, DNS; see [`Cause::is_transient`]) is retried with the same backoff, each
+/// failure logged at warn with its cause, and the function returns only once a server
+/// has answered, so the caller can use the client at once (create streams and
+/// buckets). Failures that retrying cannot fix (credentials refused, any certificate
+/// or TLS handshake failure) are still returned at once. To bound the wait,
 /// wrap the call in `tokio::time::timeout` or a `select!` on a shutdown signal: dropping
 /// the future stops the retries. (async-nats' `retry_on_initial_connect` is not used: it
 /// returns a client before any server has answered and retries in the background.)
 ///
 /// # Errors
 ///
-/// [`ConnectError::InvalidSettings`] and the read errors before any network traffic;
+/// [`ConnectError::InvalidSettings`], the read errors and
+/// [`ConnectError::UnusableTlsFile`] before any network traffic;
 /// [`ConnectError::Connect`] as described above.
 pub async fn connect(
     args: &NatsArgs,
@@ -270,22 +254,29 @@ pub async fn connect(
 
     let mut round: usize = 0;
     let client = loop {
-        match options.clone().connect(servers.clone()).await {
+        let source = match options.clone().connect(servers.clone()).await {
             Ok(client) => break client,
-            Err(source) if wait_for_server && is_transient(source.kind()) => {
-                round += 1;
-                let delay = reconnect_delay(round + 1);
-                tracing::warn!(
-                    %urls,
-                    error = %source,
-                    attempt = round,
-                    retry_in_ms = delay.as_millis() as u64,
-                    "NATS server not reachable yet, retrying"
-                );
-                tokio::time::sleep(delay).await;
-            }
-            Err(source) => return Err(ConnectError::Connect { urls, source }),
+            Err(source) => source,
+        };
+        let cause = Cause::of(&source, args);
+        let retry = wait_for_server && cause.is_transient();
+        let error = ConnectError::Connect {
+            urls: urls.clone(),
+            cause,
+            source,
+        };
+        if !retry {
+            return Err(error);
         }
+        round += 1;
+        let delay = reconnect_delay(round + 1);
+        tracing::warn!(
+            error = %crate::report::error_chain(&error),
+            attempt = round,
+            retry_in_ms = delay.as_millis() as u64,
+            "NATS server not reachable yet, retrying"
+        );
+        tokio::time::sleep(delay).await;
     };
 
     let info = client.server_info();
@@ -329,19 +320,12 @@ fn validate(args: &NatsArgs) -> Result<(), ConnectError> {
         (None, Some(_)) => return invalid("--nats-password needs --nats-user (FLARE_NATS_USER)"),
         _ => {}
     }
-    let methods: Vec<&str> = [
-        (args.user.is_some(), "--nats-user/--nats-password"),
-        (args.token.is_some(), "--nats-token"),
-        (args.nkey_seed_file.is_some(), "--nats-nkey-seed-file"),
-        (args.credentials_file.is_some(), "--nats-credentials-file"),
-    ]
-    .into_iter()
-    .filter_map(|(set, name)| set.then_some(name))
-    .collect();
+    let methods = args.auth_methods();
     if methods.len() > 1 {
+        let flags: Vec<&str> = methods.into_iter().map(AuthMethod::flags).collect();
         return Err(ConnectError::InvalidSettings(format!(
             "choose one NATS authentication method, not {}",
-            methods.join(" and ")
+            flags.join(" and ")
         )));
     }
     if args.tls_cert.is_some() != args.tls_key.is_some() {
@@ -391,12 +375,11 @@ async fn options(
     }
 
     if let Some(ca) = &args.tls_ca {
-        check_readable("--nats-tls-ca", ca).await?;
+        tls_files::check_ca(ca).await?;
         options = options.add_root_certificates(ca.clone());
     }
     if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
-        check_readable("--nats-tls-cert", cert).await?;
-        check_readable("--nats-tls-key", key).await?;
+        tls_files::check_client_identity(cert, key).await?;
         options = options.add_client_certificate(cert.clone(), key.clone());
     }
     let tls_files = args.tls_ca.is_some() || args.tls_cert.is_some();
@@ -424,29 +407,12 @@ async fn read_nkey_seed(path: &Path) -> Result<String, ConnectError> {
             path.display()
         )));
     }
+    // The client library would only fail later, "failed signing nonce", without the reason.
+    nkeys::KeyPair::from_seed(seed).map_err(|source| ConnectError::InvalidNkeySeed {
+        path: path.to_owned(),
+        source,
+    })?;
     Ok(seed.to_owned())
-}
-
-/// Fails early, naming the flag, when a TLS file cannot be read; the client library
-/// would only report a TLS error at connect time.
-async fn check_readable(flag: &'static str, path: &Path) -> Result<(), ConnectError> {
-    tokio::fs::File::open(path)
-        .await
-        .map(drop)
-        .map_err(|source| ConnectError::ReadTlsFile {
-            flag,
-            path: path.to_owned(),
-            source,
-        })
-}
-
-/// Whether retrying can help: the server may come up or become reachable, but it will
-/// not start accepting wrong credentials or a certificate it rejected.
-fn is_transient(kind: ConnectErrorKind) -> bool {
-    matches!(
-        kind,
-        ConnectErrorKind::Io | ConnectErrorKind::TimedOut | ConnectErrorKind::Dns
-    )
 }
 
 /// Delay before reconnect attempt `attempt` (counted from 1 since the last success):
