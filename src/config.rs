@@ -24,6 +24,10 @@ pub const DEFAULT_DRAIN_TIMEOUT_S: u64 = 30;
 /// Default time the server waits for a launch request's acknowledgement before
 /// handing it to another worker.
 pub const DEFAULT_ACK_WAIT_S: u64 = 30;
+/// Default size limit of a launch request.
+pub const DEFAULT_MAX_REQUEST_BYTES: usize = crate::protocol::DEFAULT_MAX_REQUEST_BYTES;
+/// Smallest `--max-request-bytes` accepted (a guard against a limit meant in KiB).
+pub const MIN_MAX_REQUEST_BYTES: usize = 1024;
 
 /// How logs are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, clap::ValueEnum)]
@@ -78,6 +82,9 @@ pub struct WorkerArgs {
     /// Seconds before an unacknowledged launch request goes to another worker [default: 30]
     #[arg(long = "ack-wait", env = "FLARE_ACK_WAIT_S")]
     pub ack_wait_s: Option<u64>,
+    /// Largest launch request, in bytes, decoded; a larger one ends its job in error [default: 262144]
+    #[arg(long, env = "FLARE_MAX_REQUEST_BYTES")]
+    pub max_request_bytes: Option<usize>,
 }
 
 impl WorkerArgs {
@@ -90,6 +97,7 @@ impl WorkerArgs {
             max_jobs: self.max_jobs.or(fallback.max_jobs),
             drain_timeout_s: self.drain_timeout_s.or(fallback.drain_timeout_s),
             ack_wait_s: self.ack_wait_s.or(fallback.ack_wait_s),
+            max_request_bytes: self.max_request_bytes.or(fallback.max_request_bytes),
         }
     }
 }
@@ -107,6 +115,7 @@ struct FileWorker {
     max_jobs: Option<usize>,
     drain_timeout_s: Option<u64>,
     ack_wait_s: Option<u64>,
+    max_request_bytes: Option<usize>,
 }
 
 /// The config file.
@@ -173,6 +182,7 @@ impl Settings {
             max_jobs: file.worker.max_jobs,
             drain_timeout_s: file.worker.drain_timeout_s,
             ack_wait_s: file.worker.ack_wait_s,
+            max_request_bytes: file.worker.max_request_bytes,
         };
         Ok(Settings {
             nats: global.nats.or(file.nats),
@@ -207,6 +217,7 @@ impl Settings {
                 w.drain_timeout_s.unwrap_or(DEFAULT_DRAIN_TIMEOUT_S),
             ),
             ack_wait: Duration::from_secs(w.ack_wait_s.unwrap_or(DEFAULT_ACK_WAIT_S)),
+            max_request_bytes: w.max_request_bytes.unwrap_or(DEFAULT_MAX_REQUEST_BYTES),
         }
     }
 }
@@ -243,6 +254,8 @@ pub struct WorkerConfig {
     pub drain_timeout: Duration,
     /// How long the server waits for a launch request's acknowledgement.
     pub ack_wait: Duration,
+    /// Largest launch request decoded, in bytes.
+    pub max_request_bytes: usize,
 }
 
 impl WorkerConfig {
@@ -289,6 +302,11 @@ impl WorkerConfig {
         if self.ack_wait.is_zero() {
             return Err("ack wait must be at least 1 s".into());
         }
+        if self.max_request_bytes < MIN_MAX_REQUEST_BYTES {
+            return Err(format!(
+                "max request bytes must be at least {MIN_MAX_REQUEST_BYTES}"
+            ));
+        }
         Ok(())
     }
 }
@@ -329,7 +347,7 @@ mod tests {
         let mut file = tempfile::NamedTempFile::new().unwrap();
         writeln!(
             file,
-            "[nats]\nurl = \"nats://file:4222\"\ntoken = \"t\"\n[worker]\npool = \"gpu\"\nmax_jobs = 5\ndrain_timeout_s = 7"
+            "[nats]\nurl = \"nats://file:4222\"\ntoken = \"t\"\n[worker]\npool = \"gpu\"\nmax_jobs = 5\ndrain_timeout_s = 7\nmax_request_bytes = 4096"
         )
         .unwrap();
         let global = GlobalArgs {
@@ -352,6 +370,7 @@ mod tests {
         assert_eq!(config.max_jobs, 9);
         assert_eq!(config.drain_timeout, Duration::from_secs(7));
         assert_eq!(config.ack_wait, Duration::from_secs(DEFAULT_ACK_WAIT_S));
+        assert_eq!(config.max_request_bytes, 4096);
         assert_eq!(config.subject_prefix, DEFAULT_SUBJECT_PREFIX);
         assert_eq!(config.backend, BackendKind::Process);
     }
@@ -403,6 +422,9 @@ mod tests {
         assert!(config.validate().is_err());
         config.subject_prefix = "a.b".into();
         config.max_jobs = 0;
+        assert!(config.validate().is_err());
+        config.max_jobs = 1;
+        config.max_request_bytes = 256;
         assert!(config.validate().is_err());
     }
 }

@@ -8,6 +8,7 @@
 
 pub mod process;
 
+use crate::protocol::bounded::{bounded, quoted};
 use crate::protocol::{BackendKind, BackendRef, LaunchRequest, reason};
 use crate::state::Exit;
 use async_trait::async_trait;
@@ -75,14 +76,16 @@ pub trait WorkloadControl: Send + Sync {
 }
 
 /// Why a workload could not be launched. Each kind maps to the `reason` of the
-/// job's `error` event.
+/// job's `error` event. The messages quote what the request holds only in part
+/// (a program name of any length, a working directory inside an I/O error), so
+/// they always fit in the job's record.
 #[derive(Debug, thiserror::Error)]
 pub enum LaunchError {
     /// The request asks for something this backend cannot do.
-    #[error("{0}")]
+    #[error("{}", bounded(.0))]
     Unsupported(String),
     /// The program could not be started.
-    #[error("could not start {program:?}: {source}")]
+    #[error("could not start {}: {}", quoted(.program), bounded(&.source.to_string()))]
     Spawn {
         /// argv\[0\].
         program: String,
@@ -91,7 +94,7 @@ pub enum LaunchError {
         source: std::io::Error,
     },
     /// The backend is not available on this worker.
-    #[error("{0}")]
+    #[error("{}", bounded(.0))]
     Unavailable(String),
 }
 
@@ -158,5 +161,28 @@ impl Backends {
                 self.default
             ))
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::bounded::MAX_TEXT;
+
+    #[test]
+    fn launch_errors_quote_the_request_only_in_part() {
+        let spawn = LaunchError::Spawn {
+            program: "\"".repeat(300_000),
+            source: std::io::Error::other(format!(
+                "its working directory {} is not a directory",
+                "d".repeat(100_000)
+            )),
+        };
+        let message = spawn.to_string();
+        assert!(message.len() <= 2 * MAX_TEXT, "{}", message.len());
+        assert!(message.starts_with(r#"could not start "\"\""#), "{message}");
+        assert!(message.contains("bytes cut"));
+        let unsupported = LaunchError::Unsupported("u".repeat(100_000));
+        assert!(unsupported.to_string().len() <= MAX_TEXT);
     }
 }

@@ -4,13 +4,32 @@
 //! acknowledgement, or repeated after a crash, is dropped by the stream instead of
 //! being seen twice. A terminal event sent again long after the job ended (when
 //! the stream's duplicate window has passed) is first looked up on the stream.
+//!
+//! A publish is retried while it fails in a way that may pass (see
+//! [`crate::nats::failure`]); one the server refuses for good is not.
 
+use crate::nats::failure::is_permanent;
 use crate::nats::setup::Layout;
 use crate::nats::subjects::Subjects;
 use crate::protocol::{InvalidRequest, JobEvent};
-use crate::retry::retry_forever;
+use crate::retry::retry_transient;
+use async_nats::jetstream::context::PublishError;
 use async_nats::jetstream::stream::{LastRawMessageErrorKind, Stream};
 use async_nats::jetstream::{self, message::PublishMessage};
+
+/// The events stream refused an event for good (e.g. it is larger than the
+/// server takes); retrying cannot help.
+#[derive(Debug, thiserror::Error)]
+#[error("the events stream refused event {seq} of job {job_id} for good: {source}")]
+pub struct EventRejected {
+    /// The job.
+    pub job_id: String,
+    /// The event's `seq`.
+    pub seq: u64,
+    /// The server's refusal.
+    #[source]
+    pub source: PublishError,
+}
 
 /// Publishes events for one worker.
 #[derive(Clone)]
@@ -40,12 +59,20 @@ impl EventPublisher {
             Ok(Some(stored)) if stored >= event.seq => {
                 tracing::debug!(job_id = %event.job_id, seq = event.seq, "event stored already");
             }
-            Ok(_) => self.publish(event).await,
+            Ok(_) => self.publish_or_log(event).await,
             Err(error) => {
                 // The duplicate window still drops a recent copy.
                 tracing::warn!(job_id = %event.job_id, %error, "could not read the job's last event; publishing it again");
-                self.publish(event).await;
+                self.publish_or_log(event).await;
             }
+        }
+    }
+
+    /// Publishes an event that was published before, or should have been: its
+    /// job ended already, so a refusal can only be reported.
+    async fn publish_or_log(&self, event: &JobEvent) {
+        if let Err(error) = self.publish(event).await {
+            tracing::error!(job_id = %event.job_id, %error, "could not publish the job's event again");
         }
     }
 
@@ -62,29 +89,42 @@ impl EventPublisher {
     }
 
     /// Publishes `event` and waits until the events stream stored it, retrying
-    /// for as long as it takes (the caller bounds that by dropping the future).
-    pub async fn publish(&self, event: &JobEvent) {
+    /// failures that may pass for as long as it takes (the caller bounds that by
+    /// dropping the future).
+    ///
+    /// # Errors
+    /// [`EventRejected`] when the server refuses the event for good.
+    pub async fn publish(&self, event: &JobEvent) -> Result<(), EventRejected> {
         let subject = self.subjects.events(&event.job_id);
-        let payload = serde_json::to_vec(event).expect("a JobEvent always serializes");
+        let payload =
+            bytes::Bytes::from(serde_json::to_vec(event).expect("a JobEvent always serializes"));
         let msg_id = format!("{}:{}", event.job_id, event.seq);
-        retry_forever("publishing a job event", || async {
-            let publish = PublishMessage::build()
-                .payload(payload.clone().into())
-                .message_id(&msg_id);
-            let ack = self
-                .js
-                .send_publish(subject.clone(), publish)
-                .await
-                .map_err(|e| e.to_string())?;
-            let stored = ack.await;
-            if stored.is_err() {
-                // Should an operator have removed the stream, it is back for the retry.
-                self.layout.restore_if_missing().await;
-            }
-            stored.map(drop).map_err(|e| e.to_string())
-        })
+        let stored = retry_transient(
+            "publishing a job event",
+            || async {
+                let publish = PublishMessage::build()
+                    .payload(payload.clone())
+                    .message_id(&msg_id);
+                let ack = self.js.send_publish(subject.clone(), publish).await?;
+                let stored = ack.await.map(drop);
+                if let Err(e) = &stored
+                    && !is_permanent(e)
+                {
+                    // Should an operator have removed the stream, it is back for the retry.
+                    self.layout.restore_if_missing().await;
+                }
+                stored
+            },
+            |e: &PublishError| !is_permanent(e),
+        )
         .await;
+        stored.map_err(|source| EventRejected {
+            job_id: event.job_id.clone(),
+            seq: event.seq,
+            source,
+        })?;
         tracing::debug!(job_id = %event.job_id, seq = event.seq, state = %event.state, "event published");
+        Ok(())
     }
 
     /// Reports a launch payload without a usable job id on `P.invalid` (core NATS:

@@ -4,6 +4,7 @@
 
 use super::Shared;
 use super::registry::{JobCommand, Registration};
+use super::rejected::{self, Refusal};
 use crate::backend::{Launched, Observation};
 use crate::protocol::{DEFAULT_GRACE_S, JobRecord, LaunchRequest, reason, timestamp_now};
 use crate::state::{self, JobState};
@@ -152,10 +153,17 @@ impl Job {
         let starting = self.record.event(self.shared.backends.default_kind());
         // The workload is created while the `starting` event is on its way; nothing
         // else is published before both are done, so events stay in order.
-        let (_, created) = tokio::join!(
+        let (published, created) = tokio::join!(
             self.shared.events.publish(&starting),
             self.create_workload()
         );
+        if let Err(refused) = published {
+            if let Ok(launched) = &created {
+                launched.control.stop(Duration::ZERO).await;
+            }
+            self.record = rejected::end_job(&self.shared, &self.record, &refused.into()).await;
+            return;
+        }
         match created {
             Ok(launched) => {
                 self.record.backend_ref = Some(launched.backend_ref.clone());
@@ -228,7 +236,10 @@ impl Job {
                     }
                     // Should the end not have come as expected, the record catches up.
                     if self.record_behind {
-                        self.shared.store.put(&self.record).await;
+                        if let Err(error) = self.shared.store.put(&self.record).await {
+                            // The job's next change writes it again, and ends the job if refused.
+                            tracing::error!(job_id = %self.record.job_id, %error, "could not catch the job's record up");
+                        }
                         self.record_behind = false;
                     }
                 }
@@ -336,23 +347,26 @@ impl Job {
     }
 
     /// Records a state change (now, or with the change that follows), then
-    /// publishes its event.
+    /// publishes its event. Should the server refuse either for good, the job
+    /// ends at once with a minimal record instead.
     async fn advance(&mut self, to: JobState, change: Change, persist: Persist) -> bool {
         if !apply(&mut self.record, to, change) {
             return false;
         }
         tracing::debug!(job_id = %self.record.job_id, seq = self.record.seq, state = %to, "job state changed");
-        match persist {
-            Persist::Now => {
-                self.shared.store.put(&self.record).await;
-                self.record_behind = false;
+        self.record_behind = persist == Persist::WithNext;
+        let written = async {
+            if persist == Persist::Now {
+                self.shared.store.put(&self.record).await?;
             }
-            Persist::WithNext => self.record_behind = true,
+            let event = self.record.event(self.shared.backends.default_kind());
+            self.shared.events.publish(&event).await?;
+            Ok::<_, Refusal>(())
+        };
+        if let Err(refused) = written.await {
+            self.record = rejected::end_job(&self.shared, &self.record, &refused).await;
+            self.record_behind = false;
         }
-        self.shared
-            .events
-            .publish(&self.record.event(self.shared.backends.default_kind()))
-            .await;
         true
     }
 }

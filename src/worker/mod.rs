@@ -12,6 +12,7 @@ pub mod fd_limit;
 pub mod intake;
 pub mod job;
 pub mod registry;
+pub mod rejected;
 
 use crate::backend::{Backends, process::ProcessBackend};
 use crate::config::WorkerConfig;
@@ -82,6 +83,8 @@ pub struct Shared {
     pub registry: Registry,
     /// Cancelled when the drain timeout has run out: jobs still running stop.
     pub hard_stop: CancellationToken,
+    /// Largest launch request decoded; a larger one ends its job in `error`.
+    pub max_request_bytes: usize,
 }
 
 /// A running worker.
@@ -144,6 +147,7 @@ impl Worker {
             backends: Backends::new(Arc::new(backend)),
             registry: Registry::default(),
             hard_stop: CancellationToken::new(),
+            max_request_bytes: config.max_request_bytes,
         });
         let tasks = TaskTracker::new();
         let answers = TaskTracker::new();
@@ -169,6 +173,7 @@ impl Worker {
             pool = %config.pool,
             backend = %config.backend,
             max_jobs = config.max_jobs,
+            max_request_bytes = config.max_request_bytes,
             launch_subject = %subjects.launch(&config.pool),
             "worker ready"
         );
