@@ -10,8 +10,8 @@ mod common;
 use async_nats::jetstream::{self, stream};
 use common::system::{System, assert_well_formed, sh, states};
 use flare_launcher::nats::subjects::Subjects;
-use flare_launcher::protocol::InvalidRequest;
 use flare_launcher::protocol::bounded::MAX_TEXT;
+use flare_launcher::protocol::{InvalidRequest, JobRecord};
 use flare_launcher::state::JobState;
 use futures::StreamExt;
 use std::time::Duration;
@@ -201,6 +201,62 @@ async fn records_and_events_the_server_refuses_for_good_end_the_job() {
     // Jobs whose records fit run as ever.
     system.client.launch(&sh("fine", "exit 0")).await.unwrap();
     assert_eq!(end_of(&system, "fine").await.state, JobState::Succeeded);
+}
+
+/// Launches a job that touches a marker after 5 s, while the events stream takes
+/// no message over `events_limit` bytes; returns the job's final record once
+/// it ends, after checking that the workload was stopped.
+async fn ends_in_its_record_and_stops(
+    mut system: System,
+    job_id: &str,
+    events_limit: i32,
+) -> JobRecord {
+    limit_message_size(&system, "FLARE_JOB_EVENTS", events_limit).await;
+    let marker = system.path("ran-on");
+    let script = format!("sleep 5; touch {}", marker.display());
+    system.client.launch(&sh(job_id, &script)).await.unwrap();
+    // No event can be awaited: the record is read until it shows the end.
+    let deadline = tokio::time::Instant::now() + common::system::JOB_TIMEOUT;
+    let record = loop {
+        match system.client.status(job_id).await {
+            Ok(record) if record.state.is_terminal() => break record,
+            _ => assert!(tokio::time::Instant::now() < deadline, "no end recorded"),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    // The worker is free to leave, and the workload is gone.
+    tokio::time::timeout(PROMPT_SHUTDOWN, system.shutdown_worker())
+        .await
+        .expect("the worker shuts down promptly");
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert!(!marker.exists(), "the workload ran on");
+    record
+}
+
+#[tokio::test]
+async fn a_job_whose_events_are_all_refused_ends_in_its_record_and_stops() {
+    let system = System::start().await;
+    // No event fits, not even the first.
+    let record = ends_in_its_record_and_stops(system, "mute", 64).await;
+    assert_eq!(
+        (record.state, record.seq, record.reason.as_deref()),
+        (JobState::Error, 1, Some("RecordRejected")),
+        "{record:#?}"
+    );
+}
+
+#[tokio::test]
+async fn a_job_whose_running_event_is_refused_ends_and_stops() {
+    let system = System::start().await;
+    // A long job id: `starting` fits in 450 bytes, `running` (whose message
+    // names the log file, with the job id) does not.
+    let job_id = "r".repeat(120);
+    let record = ends_in_its_record_and_stops(system, &job_id, 450).await;
+    assert_eq!(
+        (record.state, record.seq, record.reason.as_deref()),
+        (JobState::Error, 2, Some("RecordRejected")),
+        "{record:#?}"
+    );
 }
 
 /// Makes the job bucket refuse every write for a while (full, and new writes are

@@ -269,6 +269,11 @@ impl Job {
                 }
             }
         }
+        // Ended by a refused write (`running`, say) while its workload may still
+        // run: it must not be left behind (a stop after its exit does nothing).
+        if self.record.reason.as_deref() == Some(reason::RECORD_REJECTED) {
+            control.stop(Duration::ZERO).await;
+        }
     }
 
     /// Turns an observation into state changes. Returns whether the state changed.
