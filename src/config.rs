@@ -28,6 +28,9 @@ pub const DEFAULT_ACK_WAIT_S: u64 = 30;
 pub const DEFAULT_MAX_REQUEST_BYTES: usize = crate::protocol::DEFAULT_MAX_REQUEST_BYTES;
 /// Smallest `--max-request-bytes` accepted (a guard against a limit meant in KiB).
 pub const MIN_MAX_REQUEST_BYTES: usize = 1024;
+/// Default and longest retention of ended jobs' records and logs: as long as the
+/// events stream keeps their events (7 days), so a record never outlives them.
+pub const MAX_RETENTION_S: u64 = crate::nats::setup::EVENTS_MAX_AGE.as_secs();
 
 /// How logs are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, clap::ValueEnum)]
@@ -85,6 +88,9 @@ pub struct WorkerArgs {
     /// Largest launch request, in bytes, decoded; a larger one ends its job in error [default: 262144]
     #[arg(long, env = "FLARE_MAX_REQUEST_BYTES")]
     pub max_request_bytes: Option<usize>,
+    /// Seconds the records and logs of ended jobs, and tombstones, are kept, 1 to 604800 [default: 604800, 7 days]
+    #[arg(long = "retention", env = "FLARE_RETENTION_S")]
+    pub retention_s: Option<u64>,
 }
 
 impl WorkerArgs {
@@ -98,6 +104,7 @@ impl WorkerArgs {
             drain_timeout_s: self.drain_timeout_s.or(fallback.drain_timeout_s),
             ack_wait_s: self.ack_wait_s.or(fallback.ack_wait_s),
             max_request_bytes: self.max_request_bytes.or(fallback.max_request_bytes),
+            retention_s: self.retention_s.or(fallback.retention_s),
         }
     }
 }
@@ -116,6 +123,7 @@ struct FileWorker {
     drain_timeout_s: Option<u64>,
     ack_wait_s: Option<u64>,
     max_request_bytes: Option<usize>,
+    retention_s: Option<u64>,
 }
 
 /// The config file.
@@ -183,6 +191,7 @@ impl Settings {
             drain_timeout_s: file.worker.drain_timeout_s,
             ack_wait_s: file.worker.ack_wait_s,
             max_request_bytes: file.worker.max_request_bytes,
+            retention_s: file.worker.retention_s,
         };
         Ok(Settings {
             nats: global.nats.or(file.nats),
@@ -218,8 +227,15 @@ impl Settings {
             ),
             ack_wait: Duration::from_secs(w.ack_wait_s.unwrap_or(DEFAULT_ACK_WAIT_S)),
             max_request_bytes: w.max_request_bytes.unwrap_or(DEFAULT_MAX_REQUEST_BYTES),
+            supervisor_program: default_supervisor_program(),
+            retention: Duration::from_secs(w.retention_s.unwrap_or(MAX_RETENTION_S)),
         }
     }
+}
+
+/// This program, which the worker runs in supervisor mode for its process jobs.
+fn default_supervisor_program() -> PathBuf {
+    std::env::current_exe().unwrap_or_else(|_| PathBuf::from("flare-launcher"))
 }
 
 fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
@@ -256,6 +272,12 @@ pub struct WorkerConfig {
     pub ack_wait: Duration,
     /// Largest launch request decoded, in bytes.
     pub max_request_bytes: usize,
+    /// The `flare-launcher` program run as the supervisor of process jobs
+    /// (`flare-launcher supervise`): this program, unless a test or an embedding
+    /// program says otherwise.
+    pub supervisor_program: PathBuf,
+    /// How long the records and logs of ended jobs, and tombstones, are kept.
+    pub retention: Duration,
 }
 
 impl WorkerConfig {
@@ -307,6 +329,11 @@ impl WorkerConfig {
                 "max request bytes must be at least {MIN_MAX_REQUEST_BYTES}"
             ));
         }
+        if !(1..=MAX_RETENTION_S).contains(&self.retention.as_secs()) {
+            return Err(format!(
+                "retention must be between 1 and {MAX_RETENTION_S} s (how long the events stream keeps events)"
+            ));
+        }
         Ok(())
     }
 }
@@ -347,7 +374,7 @@ mod tests {
         let mut file = tempfile::NamedTempFile::new().unwrap();
         writeln!(
             file,
-            "[nats]\nurl = \"nats://file:4222\"\ntoken = \"t\"\n[worker]\npool = \"gpu\"\nmax_jobs = 5\ndrain_timeout_s = 7\nmax_request_bytes = 4096"
+            "[nats]\nurl = \"nats://file:4222\"\ntoken = \"t\"\n[worker]\npool = \"gpu\"\nmax_jobs = 5\ndrain_timeout_s = 7\nretention_s = 3600\nmax_request_bytes = 4096"
         )
         .unwrap();
         let global = GlobalArgs {
@@ -371,6 +398,7 @@ mod tests {
         assert_eq!(config.drain_timeout, Duration::from_secs(7));
         assert_eq!(config.ack_wait, Duration::from_secs(DEFAULT_ACK_WAIT_S));
         assert_eq!(config.max_request_bytes, 4096);
+        assert_eq!(config.retention, Duration::from_secs(3600));
         assert_eq!(config.subject_prefix, DEFAULT_SUBJECT_PREFIX);
         assert_eq!(config.backend, BackendKind::Process);
     }
@@ -426,5 +454,12 @@ mod tests {
         config.max_jobs = 1;
         config.max_request_bytes = 256;
         assert!(config.validate().is_err());
+        config.max_request_bytes = 1024;
+        config.retention = Duration::ZERO;
+        assert!(config.validate().is_err());
+        config.retention = Duration::from_secs(MAX_RETENTION_S + 1);
+        assert!(config.validate().is_err());
+        config.retention = Duration::from_secs(1);
+        assert!(config.validate().is_ok());
     }
 }

@@ -13,7 +13,10 @@
 //!   (terminate, status), one task per job, event publishing, shutdown.
 //! - [`client`]: what the CLI, the benchmark and tests use to talk to workers.
 //! - [`backend`]: the launch/observe/stop seam and its implementations.
+//! - [`job_logs`]: where job logs live (a directory per day).
 //! - [`store`]: job records in KV (claim by create, compare-and-set).
+//! - [`supervisor`]: the process that supervises process jobs and outlives a
+//!   worker that dies.
 //! - [`telemetry`]: logs, for people or machines.
 //! - [`config`]: settings from flags, environment and file.
 //! - [`nats`]: connection options, subjects, streams and buckets.
@@ -25,11 +28,13 @@ pub mod backend;
 pub mod cli;
 pub mod client;
 pub mod config;
+pub mod job_logs;
 pub mod nats;
 pub mod protocol;
 pub mod retry;
 pub mod schema;
 pub mod state;
 pub mod store;
+pub mod supervisor;
 pub mod telemetry;
 pub mod worker;

@@ -9,7 +9,8 @@ use std::future::Future;
 use std::time::Duration;
 
 const MIN_DELAY: Duration = Duration::from_millis(50);
-const MAX_DELAY: Duration = Duration::from_secs(5);
+/// The longest delay between attempts, before jitter (which adds up to as much again).
+pub const MAX_DELAY: Duration = Duration::from_secs(5);
 
 /// The backoff used everywhere: 50 ms doubling to 5 s, plus up to as much again
 /// of random jitter, no limit on

@@ -120,7 +120,8 @@ pub fn transition(from: JobState, to: JobState) -> Result<JobState, InvalidTrans
 }
 
 /// How a workload that ran came to an end, as far as the backend could tell.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Exit {
     /// It exited by itself with this code.
     Code(i32),

@@ -6,14 +6,30 @@
 //! record after that, so its updates need no compare-and-set; a record that
 //! several workers may want to change at once (a tombstone) is replaced with one.
 //!
+//! Records do not stay forever: a record that will not change again (a job's
+//! end, a tombstone) is written with a per-message TTL of the retention, so the
+//! server removes it when that has passed, at no cost that grows with the number
+//! of jobs ever run; a record of a job still going has none. The final record of
+//! a job also rolls up its key (`Nats-Rollup: sub`), removing the earlier
+//! revisions (`starting`, `running`), which have no TTL and would otherwise be
+//! the job's record again once the final one expired.
+//!
+//! Why per-message TTL: the server does the removal, so nothing lists or scans
+//! the records and they expire even while no worker runs; a bucket-wide
+//! `max_age` would also remove the records of jobs running longer than it, and
+//! an index of end times to sweep would be a second write per job.
+//!
 //! Failures that may pass (see [`crate::nats::failure`]) are retried; a write the
 //! server refuses for good is not, and comes back as [`StoreError::Rejected`].
 
 use crate::nats::failure::is_permanent;
-use crate::nats::setup::Layout;
+use crate::nats::setup::{EVENTS_MAX_AGE, Layout};
 use crate::protocol::JobRecord;
 use crate::retry::retry_transient;
+use async_nats::jetstream::context::PublishError;
 use async_nats::jetstream::kv;
+use async_nats::jetstream::message::PublishMessage;
+use std::time::Duration;
 
 /// Why a record could not be read or written.
 #[derive(Debug, thiserror::Error)]
@@ -104,12 +120,28 @@ pub enum Replaced {
 pub struct JobStore {
     kv: kv::Store,
     layout: Layout,
+    /// How long the records of ended jobs, and tombstones, are kept.
+    retention: Duration,
 }
 
 impl JobStore {
-    /// Wraps an opened bucket of `layout`.
+    /// Wraps an opened bucket of `layout`, keeping the records of ended jobs as
+    /// long as the events stream keeps events.
     pub fn new(kv: kv::Store, layout: Layout) -> Self {
-        JobStore { kv, layout }
+        JobStore {
+            kv,
+            layout,
+            retention: EVENTS_MAX_AGE,
+        }
+    }
+
+    /// The same store, keeping the records of ended jobs, and tombstones, for
+    /// `retention` (whole seconds, at least one).
+    pub fn with_retention(self, retention: Duration) -> Self {
+        JobStore {
+            retention: retention.max(Duration::from_secs(1)),
+            ..self
+        }
     }
 
     /// Passes a write's result on; when the write failed (not merely refused,
@@ -139,7 +171,7 @@ impl JobStore {
     pub async fn claim(&self, record: &JobRecord) -> Result<Claim, StoreError> {
         let written = self
             .write_conditionally("claiming a job record", record, |key, value| async move {
-                let created = self.kv.create(key, value).await;
+                let created = self.create(key, value, record).await;
                 self.healed(created.map_err(|e| match e.kind() {
                     kv::CreateErrorKind::AlreadyExists => {
                         StoreError::AlreadyExists(record.job_id.clone())
@@ -172,7 +204,7 @@ impl JobStore {
     pub async fn replace(&self, record: &JobRecord, revision: u64) -> Result<Replaced, StoreError> {
         let written = self
             .write_conditionally("replacing a job record", record, |key, value| async move {
-                let updated = self.kv.update(key, value, revision).await;
+                let updated = self.update(key, value, revision, record).await;
                 self.healed(updated.map_err(|e| match e.kind() {
                     kv::UpdateErrorKind::WrongLastRevision => {
                         StoreError::Changed(record.job_id.clone())
@@ -275,7 +307,7 @@ impl JobStore {
         retry_transient(
             "writing a job record",
             || async {
-                let put = self.kv.put(&key, value.clone()).await;
+                let put = self.write(&key, value.clone(), record).await;
                 self.healed(
                     put.map(drop)
                         .map_err(|e| StoreError::failed_write(&record.job_id, e)),
@@ -285,6 +317,83 @@ impl JobStore {
             StoreError::is_transient,
         )
         .await
+    }
+
+    /// The TTL a record is written with: the retention for one that will not
+    /// change again, none for the record of a job still going.
+    fn ttl(&self, record: &JobRecord) -> Option<Duration> {
+        record.state.is_terminal().then_some(self.retention)
+    }
+
+    /// Creates `record` under `key` (failing if it exists), with its TTL.
+    async fn create(
+        &self,
+        key: String,
+        value: bytes::Bytes,
+        record: &JobRecord,
+    ) -> Result<u64, kv::CreateError> {
+        match self.ttl(record) {
+            Some(ttl) => self.kv.create_with_ttl(key, value, ttl).await,
+            None => self.kv.create(key, value).await,
+        }
+    }
+
+    /// Writes `record` under `key` if the key is still at `revision`.
+    async fn update(
+        &self,
+        key: String,
+        value: bytes::Bytes,
+        revision: u64,
+        record: &JobRecord,
+    ) -> Result<u64, kv::UpdateError> {
+        match self.ttl(record) {
+            Some(ttl) => Ok(self.put_final(&key, value, Some(revision), ttl).await?),
+            None => self.kv.update(key, value, revision).await,
+        }
+    }
+
+    /// Writes `record` under `key`.
+    async fn write(
+        &self,
+        key: &str,
+        value: bytes::Bytes,
+        record: &JobRecord,
+    ) -> Result<u64, kv::PutError> {
+        match self.ttl(record) {
+            Some(ttl) => self
+                .put_final(key, value, None, ttl)
+                .await
+                .map_err(|e| kv::PutError::with_source(kv::PutErrorKind::Publish, e)),
+            None => self.kv.put(key, value).await,
+        }
+    }
+
+    /// Publishes a record that will not change again: with a TTL, and rolling up
+    /// the key so that no earlier revision outlives it; at `revision` if given.
+    /// The KV API offers a TTL only on a create. The worker's JetStream context
+    /// has the default API prefix, so the subject is the bucket's own.
+    async fn put_final(
+        &self,
+        key: &str,
+        value: bytes::Bytes,
+        revision: Option<u64>,
+        ttl: Duration,
+    ) -> Result<u64, PublishError> {
+        let mut message = PublishMessage::build()
+            .payload(value)
+            .ttl(ttl)
+            .header(async_nats::header::NATS_ROLLUP, "sub");
+        if let Some(revision) = revision {
+            message = message.expected_last_subject_sequence(revision);
+        }
+        let prefix = self.kv.put_prefix.as_deref().unwrap_or(&self.kv.prefix);
+        let ack = self
+            .layout
+            .jetstream()
+            .send_publish(format!("{prefix}{key}"), message)
+            .await?
+            .await?;
+        Ok(ack.sequence)
     }
 }
 

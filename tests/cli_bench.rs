@@ -5,7 +5,6 @@
 mod common;
 
 use common::nats_server::NatsServer;
-use flare_launcher::config::WorkerConfig;
 use flare_launcher::worker::Worker;
 
 const BIN: &str = env!("CARGO_BIN_EXE_flare-launcher");
@@ -14,9 +13,12 @@ const BIN: &str = env!("CARGO_BIN_EXE_flare-launcher");
 async fn bench_reports_every_job_its_latencies_and_the_worker_memory() {
     let server = NatsServer::start();
     let data_dir = tempfile::tempdir().expect("temporary data dir");
-    let worker = Worker::start(WorkerConfig::new(&server.url(), data_dir.path().to_owned()))
-        .await
-        .expect("worker starts");
+    let worker = Worker::start(common::system::worker_config(
+        &server.url(),
+        data_dir.path().to_owned(),
+    ))
+    .await
+    .expect("worker starts");
 
     let output = tokio::process::Command::new(BIN)
         .args([

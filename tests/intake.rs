@@ -5,13 +5,16 @@
 mod common;
 
 use async_nats::jetstream;
-use common::system::{JOB_TIMEOUT, System, assert_well_formed, sh, states};
+use common::system::{CoreEvents, JOB_TIMEOUT, System, assert_well_formed, sh, states};
 use flare_launcher::nats::setup::Layout;
 use flare_launcher::protocol::InvalidRequest;
 use flare_launcher::state::JobState;
+use flare_launcher::worker::events::OWNER_PUBLISH_BOUND;
 use flare_launcher::worker::job::fresh_record;
 use futures::StreamExt;
 use std::time::Duration;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
 
 /// A job that appends a line to `file` and returns, so the file tells how often it ran.
 fn appender(job_id: &str, file: &std::path::Path) -> flare_launcher::protocol::LaunchRequest {
@@ -33,8 +36,14 @@ async fn store_record(system: &System, job_id: &str, value: Vec<u8>) {
 
 /// A record of `job_id` owned by a worker that is gone.
 fn record_of_gone_worker(job_id: &str, state: JobState, seq: u64) -> Vec<u8> {
+    record_written_at(job_id, state, seq, OffsetDateTime::now_utc())
+}
+
+/// A record of `job_id`, owned by a worker that is gone, last written at `written`.
+fn record_written_at(job_id: &str, state: JobState, seq: u64, written: OffsetDateTime) -> Vec<u8> {
     let mut record = fresh_record(job_id, "gone-worker", state);
     record.seq = seq;
+    record.updated = written.format(&Rfc3339).unwrap();
     serde_json::to_vec(&record).unwrap()
 }
 
@@ -65,6 +74,7 @@ async fn take_without_ack(system: &System) {
 #[tokio::test]
 async fn the_same_launch_published_twice_starts_one_process() {
     let system = System::start().await;
+    let mut core = CoreEvents::subscribe(&system.client).await;
     let file = system.path("dup-runs");
     let request = appender("dup", &file);
     let payload = serde_json::to_vec(&request).unwrap();
@@ -89,8 +99,9 @@ async fn the_same_launch_published_twice_starts_one_process() {
         .unwrap();
     system.wait_until_intake_idle().await;
     assert_eq!(runs(&file), 1);
-    let record = system.client.status("dup").await.unwrap();
-    assert_eq!(record.seq, 3, "no events beyond the first run's");
+    let stored = system.events_until_terminal("dup").await;
+    assert_eq!(states(&stored), ["starting", "running", "succeeded"]);
+    core.assert_each_once(&["dup"]).await;
 }
 
 #[tokio::test]
@@ -121,6 +132,7 @@ async fn a_launch_redelivered_after_a_worker_died_before_its_ack_runs_once() {
 #[tokio::test]
 async fn a_redelivery_long_after_a_job_ended_publishes_no_second_terminal_event() {
     let mut system = System::start_with(|c| c.ack_wait = Duration::from_secs(1)).await;
+    let mut core = CoreEvents::subscribe(&system.client).await;
     // A short duplicate window on the events stream stands for a redelivery that
     // comes after the window has passed.
     let js = jetstream::new(system.client.nats().clone());
@@ -149,8 +161,9 @@ async fn a_redelivery_long_after_a_job_ended_publishes_no_second_terminal_event(
     system.wait_until_intake_idle().await;
 
     assert_eq!(runs(&file), 1);
-    let stored = events_stream.info().await.unwrap().state.messages;
-    assert_eq!(stored, first.len() as u64, "no event published twice");
+    let stored = system.events_until_terminal("late").await;
+    assert_eq!(stored, first, "no event published twice");
+    core.assert_each_once(&["late"]).await;
 }
 
 #[tokio::test]
@@ -172,10 +185,13 @@ async fn a_worker_that_claimed_but_did_not_ack_is_not_run_again() {
 #[tokio::test]
 async fn a_duplicate_of_a_job_whose_final_event_never_went_out_publishes_it() {
     let system = System::start().await;
+    let mut core = CoreEvents::subscribe(&system.client).await;
     let file = system.path("ended-runs");
-    // A worker ended the job, wrote its final record and died before publishing the
-    // event; the duplicate delivery seen here is the last chance to publish it.
-    let ended = record_of_gone_worker("ended", JobState::Succeeded, 3);
+    // A worker ended the job an hour ago, wrote its final record and died before
+    // publishing the event; the duplicate delivery seen here is the last chance to
+    // publish it, and the owner's time is long up.
+    let an_hour_ago = OffsetDateTime::now_utc() - Duration::from_secs(3600);
+    let ended = record_written_at("ended", JobState::Succeeded, 3, an_hour_ago);
     store_record(&system, "ended", ended).await;
     system
         .client
@@ -186,6 +202,36 @@ async fn a_duplicate_of_a_job_whose_final_event_never_went_out_publishes_it() {
     assert_eq!(states(&events), ["succeeded"]);
     assert_eq!((events[0].seq, events[0].return_code), (3, Some(0)));
     assert_eq!(events[0].worker, "gone-worker");
+    system.wait_until_intake_idle().await;
+    assert_eq!(runs(&file), 0);
+    core.assert_each_once(&["ended"]).await;
+}
+
+#[tokio::test]
+async fn a_duplicate_of_a_job_that_ended_just_now_leaves_its_owner_time_to_publish() {
+    let system = System::start().await;
+    let file = system.path("just-ended-runs");
+    // The job's owner wrote its final record a moment ago, so its publish may be
+    // on its way: the duplicate delivery must not publish the event before the
+    // owner's time is up (a few seconds from now), yet must publish it then,
+    // since the owner never will.
+    let written = OffsetDateTime::now_utc() - (OWNER_PUBLISH_BOUND - Duration::from_secs(4));
+    let ended = record_written_at("just-ended", JobState::Failed, 3, written);
+    store_record(&system, "just-ended", ended).await;
+    system
+        .client
+        .launch(&appender("just-ended", &file))
+        .await
+        .unwrap();
+    system.events_until_terminal("just-ended").await;
+    let stored = system.stored_events("just-ended").await;
+    assert_eq!(stored.len(), 1, "{stored:?}");
+    assert_eq!(stored[0].event.worker, "gone-worker");
+    assert!(
+        stored[0].stored >= written + OWNER_PUBLISH_BOUND,
+        "published {} after the record was written, within the owner's {OWNER_PUBLISH_BOUND:?}",
+        stored[0].stored - written
+    );
     system.wait_until_intake_idle().await;
     assert_eq!(runs(&file), 0);
 }

@@ -4,7 +4,8 @@
 
 mod common;
 
-use common::system::{System, assert_well_formed, sh, states};
+use common::processes::{is_alive, read_pid};
+use common::system::{System, assert_well_formed, log_path, sh, states};
 use flare_launcher::protocol::{BackendKind, BackendRef, LaunchRequest, Timeouts};
 
 #[tokio::test]
@@ -90,7 +91,7 @@ async fn env_workdir_and_the_log_file_reach_the_job() {
     request.workdir = Some(workdir.to_string_lossy().into_owned());
     let events = system.run(&request).await;
     assert_eq!(events.last().unwrap().state.as_str(), "succeeded");
-    let log = std::fs::read_to_string(system.config.data_dir.join("logs/envjob.log")).unwrap();
+    let log = std::fs::read_to_string(log_path(&events)).unwrap();
     assert_eq!(
         log,
         format!("hello world from {}\noops\n", workdir.display())
@@ -151,26 +152,12 @@ async fn processes_a_job_leaves_behind_are_killed_with_it() {
     let script = format!("sleep 60 & echo $! > {}; exit 0", pidfile.display());
     let events = system.run(&sh("orphans", &script)).await;
     assert_eq!(events.last().unwrap().state.as_str(), "succeeded");
-    let pid: i32 = std::fs::read_to_string(&pidfile)
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    loop {
-        // Gone, or a zombie waiting for its new parent to reap it.
-        let alive = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-            .map(|stat| !stat.split(") ").nth(1).unwrap_or("").starts_with('Z'))
-            .unwrap_or(false);
-        if !alive {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the background sleep {pid} outlived its job"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    let pid = read_pid(&pidfile).await;
+    // Killed before the end is reported.
+    assert!(
+        !is_alive(pid),
+        "the background sleep {pid} outlived its job"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -180,15 +167,11 @@ async fn jobs_do_not_inherit_the_workers_flare_settings() {
     // without a user would stop it from connecting), but it is withheld all the same.
     let system = System::without_worker(|_| {}).await;
     let data_dir = system.path("data");
-    let _worker = tokio::process::Command::new(env!("CARGO_BIN_EXE_flare-launcher"))
-        .env("FLARE_TEST_SECRET", "worker-secret")
-        .arg("--nats-url")
-        .arg(system.nats.url())
-        .args(["worker", "--worker-id", "scrub", "--data-dir"])
-        .arg(&data_dir)
-        .kill_on_drop(true)
-        .spawn()
-        .expect("the worker starts");
+    let _worker = system.spawn_worker_process(
+        "scrub",
+        &data_dir,
+        &[("FLARE_TEST_SECRET", "worker-secret")],
+    );
     let mut request = sh(
         "scrubbed",
         r#"echo "secret=${FLARE_TEST_SECRET:-unset} own=$OWN""#,
@@ -197,6 +180,6 @@ async fn jobs_do_not_inherit_the_workers_flare_settings() {
     let events = system.run(&request).await;
     assert_eq!(events.last().unwrap().state.as_str(), "succeeded");
     assert_eq!(events.last().unwrap().worker, "scrub");
-    let log = std::fs::read_to_string(data_dir.join("logs/scrubbed.log")).unwrap();
+    let log = std::fs::read_to_string(log_path(&events)).unwrap();
     assert_eq!(log, "secret=unset own=kept\n");
 }

@@ -6,14 +6,13 @@
 mod common;
 
 use common::nats_server::NatsServer;
-use flare_launcher::config::WorkerConfig;
 use flare_launcher::worker::{Worker, WorkerError};
 
 #[tokio::test]
 async fn a_server_without_jetstream_is_refused_plainly() {
     let nats = NatsServer::start_with_config("jetstream: disabled");
     let dir = tempfile::tempdir().unwrap();
-    let config = WorkerConfig::new(&nats.url(), dir.path().to_owned());
+    let config = common::system::worker_config(&nats.url(), dir.path().to_owned());
     match Worker::start(config).await {
         Err(error @ WorkerError::Setup(_)) => {
             let message = error.to_string();
@@ -28,7 +27,7 @@ async fn a_server_without_jetstream_is_refused_plainly() {
 #[tokio::test]
 async fn an_invalid_pool_is_refused_before_connecting() {
     let dir = tempfile::tempdir().unwrap();
-    let mut config = WorkerConfig::new("nats://127.0.0.1:1", dir.path().to_owned());
+    let mut config = common::system::worker_config("nats://127.0.0.1:1", dir.path().to_owned());
     config.pool = "gpu.a100".into();
     match Worker::start(config).await {
         Err(WorkerError::Config(message)) => assert!(message.contains("pool"), "{message}"),
@@ -66,7 +65,7 @@ async fn each_subject_prefix_has_its_own_streams_and_a_clash_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let mut workers = Vec::new();
     for prefix in ["flare.jobs", "staging.jobs"] {
-        let mut config = WorkerConfig::new(&nats.url(), dir.path().join(prefix));
+        let mut config = common::system::worker_config(&nats.url(), dir.path().join(prefix));
         config.subject_prefix = prefix.into();
         config.worker_id = format!("w-{}", prefix.replace('.', "-"));
         workers.push(Worker::start(config).await.expect("worker starts"));
@@ -92,7 +91,7 @@ async fn each_subject_prefix_has_its_own_streams_and_a_clash_is_refused() {
     }
 
     // `staging_jobs` maps to the same stream names as `staging.jobs`.
-    let mut clash = WorkerConfig::new(&nats.url(), dir.path().join("clash"));
+    let mut clash = common::system::worker_config(&nats.url(), dir.path().join("clash"));
     clash.subject_prefix = "staging_jobs".into();
     match Worker::start(clash).await {
         Err(error @ WorkerError::Setup(_)) => {

@@ -8,7 +8,7 @@
 
 pub mod process;
 
-use crate::protocol::bounded::{bounded, quoted};
+use crate::protocol::bounded::bounded;
 use crate::protocol::{BackendKind, BackendRef, LaunchRequest, reason};
 use crate::state::Exit;
 use async_trait::async_trait;
@@ -39,6 +39,8 @@ pub enum Observation {
     },
     /// The workload is gone and nobody can tell how it ended.
     Vanished {
+        /// Machine-readable cause, e.g. `OwnerLost`.
+        reason: &'static str,
         /// What is known.
         message: String,
     },
@@ -77,22 +79,16 @@ pub trait WorkloadControl: Send + Sync {
 
 /// Why a workload could not be launched. Each kind maps to the `reason` of the
 /// job's `error` event. The messages quote what the request holds only in part
-/// (a program name of any length, a working directory inside an I/O error), so
-/// they always fit in the job's record.
+/// (a program name of any length, a working directory), so they always fit in
+/// the job's record.
 #[derive(Debug, thiserror::Error)]
 pub enum LaunchError {
     /// The request asks for something this backend cannot do.
     #[error("{}", bounded(.0))]
     Unsupported(String),
-    /// The program could not be started.
-    #[error("could not start {}: {}", quoted(.program), bounded(&.source.to_string()))]
-    Spawn {
-        /// argv\[0\].
-        program: String,
-        /// The operating system's error.
-        #[source]
-        source: std::io::Error,
-    },
+    /// The program could not be started: why, as the operating system said it.
+    #[error("{}", bounded(.0))]
+    Spawn(String),
     /// The backend is not available on this worker.
     #[error("{}", bounded(.0))]
     Unavailable(String),
@@ -103,7 +99,7 @@ impl LaunchError {
     pub fn reason(&self) -> &'static str {
         match self {
             LaunchError::Unsupported(_) => reason::INVALID_REQUEST,
-            LaunchError::Spawn { .. } => reason::SPAWN_FAILED,
+            LaunchError::Spawn(_) => reason::SPAWN_FAILED,
             LaunchError::Unavailable(_) => reason::BACKEND_UNAVAILABLE,
         }
     }
@@ -120,6 +116,26 @@ pub trait Backend: Send + Sync {
     /// # Errors
     /// A [`LaunchError`] when no workload could be created.
     async fn launch(&self, request: &LaunchRequest) -> Result<Launched, LaunchError>;
+
+    /// The workloads this worker had before it restarted, each with its current
+    /// state as first observation; taken once, at start-up.
+    async fn recover(&self) -> Vec<Recovered> {
+        Vec::new()
+    }
+
+    /// Lets go of a job's workload once its end is recorded.
+    async fn release(&self, _job_id: &str) {}
+
+    /// The worker leaves in order: the backend lets go of whatever it still holds.
+    async fn close(&self) {}
+}
+
+/// A workload found again after the worker restarted.
+pub struct Recovered {
+    /// Its job.
+    pub job_id: String,
+    /// The workload, as if just launched: observations start with its state now.
+    pub launched: Launched,
 }
 
 /// The backends a worker has, and the one used when a request names none.
@@ -142,6 +158,16 @@ impl Backends {
     /// The backend used when a request names none.
     pub fn default_kind(&self) -> BackendKind {
         self.default
+    }
+
+    /// Every backend of this worker.
+    pub fn all(&self) -> impl Iterator<Item = &Arc<dyn Backend>> {
+        self.available.values()
+    }
+
+    /// The backend of `kind`, if this worker has it.
+    pub fn get(&self, kind: BackendKind) -> Option<Arc<dyn Backend>> {
+        self.available.get(&kind).cloned()
     }
 
     /// The backend a request runs on.
@@ -171,17 +197,14 @@ mod tests {
 
     #[test]
     fn launch_errors_quote_the_request_only_in_part() {
-        let spawn = LaunchError::Spawn {
-            program: "\"".repeat(300_000),
-            source: std::io::Error::other(format!(
-                "its working directory {} is not a directory",
-                "d".repeat(100_000)
-            )),
-        };
+        let spawn = LaunchError::Spawn(format!(
+            "could not start the job: its working directory {} is not a directory",
+            "d".repeat(100_000)
+        ));
         let message = spawn.to_string();
-        assert!(message.len() <= 2 * MAX_TEXT, "{}", message.len());
-        assert!(message.starts_with(r#"could not start "\"\""#), "{message}");
-        assert!(message.contains("bytes cut"));
+        assert!(message.len() <= MAX_TEXT, "{}", message.len());
+        assert!(message.starts_with("could not start the job: its working directory ddd"));
+        assert!(message.ends_with("bytes cut)"), "{message}");
         let unsupported = LaunchError::Unsupported("u".repeat(100_000));
         assert!(unsupported.to_string().len() <= MAX_TEXT);
     }

@@ -6,7 +6,7 @@
 //! `DATA_DIR/nats`), prints how to send a first job, runs a worker with the process
 //! backend until SIGTERM or SIGINT, and then stops the server it started.
 
-use super::{CliError, shutdown_signal};
+use super::{CliError, ShutdownSignals};
 use crate::config::{DEFAULT_POOL, DEFAULT_SUBJECT_PREFIX, Settings, WorkerConfig};
 use crate::nats::connect::DEFAULT_URL;
 use crate::nats::subjects::Subjects;
@@ -74,9 +74,10 @@ async fn run_worker(
     server: Option<&LocalNatsServer>,
 ) -> Result<(), CliError> {
     let hints = first_job_hints(&config, url, server);
+    let signals = ShutdownSignals::install()?;
     let worker = Worker::start(config).await?;
     eprintln!("{hints}");
-    shutdown_signal().await;
+    signals.received().await;
     worker.shutdown().await;
     Ok(())
 }
@@ -252,7 +253,7 @@ fn first_job_hints(config: &WorkerConfig, url: &str, server: Option<&LocalNatsSe
         "
 flare-launcher dev is ready: worker {worker} serves pool {pool:?} with the process backend.
 {server_line}
-Job output goes to {logs}/JOB.log. Stop with Ctrl-C.
+Job output goes to {logs}/DAY/JOB.log (DAY: the UTC date it started). Stop with Ctrl-C.
 
 Send a first job from another terminal:
 

@@ -8,6 +8,7 @@ mod launch;
 mod output;
 mod schemas;
 mod status;
+mod supervise;
 mod terminate;
 mod worker;
 
@@ -49,6 +50,9 @@ pub enum Command {
     Bench(bench::BenchArgs),
     /// Write the protocol's JSON Schemas into a directory
     Schemas(schemas::SchemasArgs),
+    /// The supervisor of a worker's process jobs (started by the worker itself)
+    #[command(hide = true)]
+    Supervise(supervise::SuperviseArgs),
 }
 
 /// Why a command failed.
@@ -69,6 +73,16 @@ pub enum CliError {
     /// Anything else, said plainly.
     #[error("{0}")]
     Other(String),
+}
+
+/// Runs the commands that must run before any async runtime starts: the
+/// supervisor forks, and a process with the runtime's threads must not. Returns
+/// `None` for every other command, which [`run`] runs.
+pub fn run_before_runtime(cli: &Cli) -> Option<i32> {
+    match &cli.command {
+        Command::Supervise(args) => Some(supervise::run(args)),
+        _ => None,
+    }
 }
 
 /// Runs a parsed command line; returns the process exit code.
@@ -95,6 +109,9 @@ pub async fn run(cli: Cli) -> Result<i32, CliError> {
         Command::Events(args) => events::run(&settings, args).await,
         Command::Bench(args) => bench::run(&settings, args).await,
         Command::Schemas(args) => schemas::run(args),
+        Command::Supervise(_) => Err(CliError::Other(
+            "the supervise command runs before the async runtime starts".into(),
+        )),
     }
 }
 
@@ -109,18 +126,32 @@ async fn client(settings: &Settings) -> Result<Client, CliError> {
     ))
 }
 
-/// Resolves when the process gets SIGTERM or SIGINT.
-async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        tracing::error!("cannot listen for SIGTERM/SIGINT; stop the worker with SIGKILL");
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM received"),
-        _ = int.recv() => tracing::info!("SIGINT received"),
+/// SIGTERM and SIGINT, caught from the moment they are installed: a worker
+/// installs them before it takes its first request, so a stop that comes at once
+/// is an orderly one.
+struct ShutdownSignals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl ShutdownSignals {
+    fn install() -> Result<Self, CliError> {
+        use tokio::signal::unix::{SignalKind, signal};
+        let listen = |kind| {
+            signal(kind)
+                .map_err(|e| CliError::Other(format!("cannot listen for SIGTERM/SIGINT: {e}")))
+        };
+        Ok(ShutdownSignals {
+            term: listen(SignalKind::terminate())?,
+            int: listen(SignalKind::interrupt())?,
+        })
+    }
+
+    /// Resolves at the first of the two.
+    async fn received(mut self) {
+        tokio::select! {
+            _ = self.term.recv() => tracing::info!("SIGTERM received"),
+            _ = self.int.recv() => tracing::info!("SIGINT received"),
+        }
     }
 }

@@ -8,10 +8,14 @@ use async_nats::jetstream::{self, consumer, kv, stream};
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Oldest nats-server the project supports: it relies on the consumer and KV
-/// behaviour of the 2.10 series.
-pub const MIN_SERVER_VERSION: (u64, u64, u64) = (2, 10, 0);
-/// How long the events stream keeps events for subscribers that were away.
+/// Oldest nats-server the project supports. Records of ended jobs expire by
+/// per-message TTL (2.11), enabled on a bucket made without it by a stream update:
+/// 2.11.0 and 2.11.1 refuse that update, and 2.11.2 to 2.11.4 accept it but do not
+/// expire the messages; 2.11.5 is the first that does both.
+pub const MIN_SERVER_VERSION: (u64, u64, u64) = (2, 11, 5);
+/// How long the events stream keeps events for subscribers that were away; also
+/// the longest (and the default) retention of ended jobs' records and logs, so
+/// that a job's record never outlives its events.
 pub const EVENTS_MAX_AGE: Duration = Duration::from_secs(7 * 24 * 3600);
 /// Window inside which the streams drop a publish whose `Nats-Msg-Id` they saw.
 pub const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
@@ -102,6 +106,11 @@ impl Layout {
         }
     }
 
+    /// The JetStream context everything is made with.
+    pub fn jetstream(&self) -> &jetstream::Context {
+        &self.js
+    }
+
     /// Creates what is missing and opens it all.
     ///
     /// # Errors
@@ -181,7 +190,7 @@ impl Layout {
     }
 
     /// Creates whatever of the streams, the bucket and the consumer is missing,
-    /// changing nothing that exists.
+    /// changing nothing that exists (beyond letting the bucket's records expire).
     async fn create_missing(&self) -> Result<(), SetupError> {
         self.launch_consumer().await?;
         ensure_jobs_bucket(&self.js, &self.subjects).await?;
@@ -273,11 +282,21 @@ fn check_captures(stream: &stream::Stream, wanted: &str) -> Result<(), SetupErro
     })
 }
 
-/// Opens the job-record bucket, creating it if it is missing.
+/// Opens the job-record bucket, creating it if it is missing, and lets its
+/// records expire (see [`allow_expiry`]).
 ///
 /// # Errors
 /// [`SetupError::JetStream`] naming the bucket.
 async fn ensure_jobs_bucket(
+    js: &jetstream::Context,
+    subjects: &Subjects,
+) -> Result<kv::Store, SetupError> {
+    let store = open_jobs_bucket(js, subjects).await?;
+    allow_expiry(js, store).await
+}
+
+/// Opens the job-record bucket, creating it if it is missing.
+async fn open_jobs_bucket(
     js: &jetstream::Context,
     subjects: &Subjects,
 ) -> Result<kv::Store, SetupError> {
@@ -302,6 +321,30 @@ async fn ensure_jobs_bucket(
             .await
             .map_err(|_| jetstream_error(format!("create bucket {name}"))(create_error.into())),
     }
+}
+
+/// Enables per-message TTL on the bucket's stream if it is off: the records of
+/// ended jobs are written with one. A bucket made by an earlier version (or just
+/// created: the KV configuration can only enable it together with delete
+/// markers, which nothing here reads) gets it by a stream update; the server
+/// allows turning it on, never off.
+///
+/// # Errors
+/// [`SetupError::JetStream`] naming the bucket's stream.
+async fn allow_expiry(js: &jetstream::Context, store: kv::Store) -> Result<kv::Store, SetupError> {
+    let mut config = store.stream.cached_info().config.clone();
+    if config.allow_message_ttl {
+        return Ok(store);
+    }
+    config.allow_message_ttl = true;
+    let stream = config.name.clone();
+    js.update_stream(config).await.map_err(|e| {
+        jetstream_error(format!("enable per-message TTL on stream {stream}"))(e.into())
+    })?;
+    tracing::info!(%stream, "enabled per-message TTL on the job-record bucket, so that records of ended jobs expire");
+    js.get_key_value(&store.name)
+        .await
+        .map_err(|e| jetstream_error(format!("open bucket {}", store.name))(e.into()))
 }
 
 /// Gets or creates the durable pull consumer a pool's workers share (an existing
@@ -371,6 +414,8 @@ mod tests {
         assert_eq!(parse_version("2.11"), Some((2, 11, 0)));
         assert_eq!(parse_version("x"), None);
         assert!(parse_version("2.9.25").unwrap() < MIN_SERVER_VERSION);
-        assert!(parse_version("2.10.0").unwrap() >= MIN_SERVER_VERSION);
+        assert!(parse_version("2.11.4").unwrap() < MIN_SERVER_VERSION);
+        assert!(parse_version("2.11.5").unwrap() >= MIN_SERVER_VERSION);
+        assert!(parse_version("2.15.1").unwrap() >= MIN_SERVER_VERSION);
     }
 }

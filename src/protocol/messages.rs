@@ -156,6 +156,16 @@ pub struct JobRecord {
     /// addition to the protocol).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub tombstone: bool,
+    /// RFC 3339 UTC time when the job's `run_s` runs out, set when it starts
+    /// running (an addition: what a restarted worker needs to keep the limit).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("format" = "date-time"))]
+    pub run_deadline: Option<String>,
+    /// The reason of a stop under way (`TerminateRequested`, `RunTimeout`,
+    /// `WorkerShutdown`), set when the worker asked the workload to stop (an
+    /// addition: what a restarted worker needs to report the end rightly).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop_reason: Option<String>,
 }
 
 impl JobRecord {

@@ -120,12 +120,30 @@ pub fn random_suffix(len: usize) -> String {
 
 /// The current time in RFC 3339 UTC, with microseconds.
 pub fn timestamp_now() -> String {
-    let now = time::OffsetDateTime::now_utc();
+    format_timestamp(time::OffsetDateTime::now_utc())
+}
+
+/// The time `delay` from now, as [`timestamp_now`] writes it (a deadline kept in
+/// a record).
+pub fn timestamp_in(delay: std::time::Duration) -> String {
+    format_timestamp(time::OffsetDateTime::now_utc() + delay)
+}
+
+/// How long until an RFC 3339 `timestamp`: zero when it has passed, `None` when
+/// it cannot be read.
+pub fn time_until(timestamp: &str) -> Option<std::time::Duration> {
+    let at = time::OffsetDateTime::parse(timestamp, &time::format_description::well_known::Rfc3339)
+        .ok()?;
+    let left = at - time::OffsetDateTime::now_utc();
+    Some(left.try_into().unwrap_or(std::time::Duration::ZERO))
+}
+
+fn format_timestamp(at: time::OffsetDateTime) -> String {
     let format = time::macros::format_description!(
         "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]Z"
     );
-    now.format(&format)
-        .unwrap_or_else(|_| now.unix_timestamp().to_string())
+    at.format(&format)
+        .unwrap_or_else(|_| at.unix_timestamp().to_string())
 }
 
 #[cfg(test)]
@@ -141,5 +159,17 @@ mod tests {
             "{ts}"
         );
         assert!(ts.ends_with('Z'));
+    }
+
+    #[test]
+    fn deadlines_are_read_back_as_time_left() {
+        let hour = std::time::Duration::from_secs(3600);
+        let left = time_until(&timestamp_in(hour)).unwrap();
+        assert!(left <= hour && left > hour - std::time::Duration::from_secs(60));
+        assert_eq!(
+            time_until("2001-01-01T00:00:00.000000Z"),
+            Some(std::time::Duration::ZERO)
+        );
+        assert_eq!(time_until("yesterday"), None);
     }
 }

@@ -136,17 +136,15 @@ async fn reopen_after(delay: Duration, layout: &Layout, consumer: &mut PullConsu
 /// another worker gets them now rather than after the ack wait. Bounded by
 /// [`HAND_BACK_LIMIT`] (a nak is a publish, which waits while NATS is away).
 async fn hand_back_received(batch: &mut Batch) {
-    let hand_back = async {
+    let handing_back = async {
         while let Ok(Some(next)) = tokio::time::timeout(HAND_BACK_WINDOW, batch.next()).await {
             // Errors are the pull's status messages, not requests.
-            if let Ok(message) = next
-                && let Err(e) = message.ack_with(AckKind::Nak(None)).await
-            {
-                tracing::warn!(error = %e, "could not hand a launch request back");
+            if let Ok(message) = next {
+                hand_back(&message, None).await;
             }
         }
     };
-    if tokio::time::timeout(HAND_BACK_LIMIT, hand_back)
+    if tokio::time::timeout(HAND_BACK_LIMIT, handing_back)
         .await
         .is_err()
     {
@@ -200,7 +198,16 @@ async fn handle(shared: Arc<Shared>, message: Message, permit: OwnedSemaphorePer
         ))
         .await;
     };
-    let claim = match shared.store.claim(&record).await {
+    // A claim retries while JetStream is away; a worker that gives up on its jobs
+    // at shutdown gives up on the claim too, and the request goes back.
+    let claim = tokio::select! {
+        claim = shared.store.claim(&record) => claim,
+        () = shared.hard_stop.cancelled() => {
+            tracing::warn!(%job_id, "shutting down before the job could be claimed; its request goes back");
+            return hand_back(&message, None).await;
+        }
+    };
+    let claim = match claim {
         Err(refused @ StoreError::Rejected { .. }) => {
             // The job cannot be recorded as asked: it ends with a record that fits.
             let refused = Refusal::from(refused);
@@ -248,8 +255,8 @@ async fn handle(shared: Arc<Shared>, message: Message, permit: OwnedSemaphorePer
     // The request is decoded; the message need not live as long as the job.
     drop(message);
     tracing::debug!(%job_id, backend = ?record.backend, "job accepted");
-    Job::new(shared, request, record, registration, permit)
-        .run()
+    Job::new(shared, record, registration, Some(permit))
+        .launch(request)
         .await;
 }
 
@@ -288,7 +295,7 @@ async fn held_by_earlier_delivery(
         }
         Ok(None) => {
             tracing::info!(%job_id, retry_in = ?CLAIM_IN_PROGRESS_RETRY, "launch request for a job whose claim is under way on this worker; it comes back later");
-            hand_back(message, CLAIM_IN_PROGRESS_RETRY).await;
+            hand_back(message, Some(CLAIM_IN_PROGRESS_RETRY)).await;
         }
         Err(e) => leave_for_later(message, &job_id, &e).await,
     }
@@ -320,45 +327,52 @@ async fn end_unclaimed(
     message: &Message,
 ) {
     let job_id = record.job_id.clone();
-    if found.record.tombstone {
+    let look_again = if found.record.tombstone {
         match end_tombstoned(shared, found, record, request).await {
-            Ok(Replaced::Done) => {}
+            Ok(Replaced::Done | Replaced::Lost(None)) => None,
             Ok(Replaced::Lost(Some(winner))) => finish_story(shared, &winner).await,
-            Ok(Replaced::Lost(None)) => {}
             Err(e) => return leave_for_later(message, &job_id, &e).await,
         }
     } else {
         tracing::info!(%job_id, owner = %found.record.worker, state = %found.record.state, "duplicate launch request ignored");
-        finish_story(shared, &found.record).await;
+        finish_story(shared, &found.record).await
+    };
+    match look_again {
+        Some(wait) => look_again_after(message, &job_id, wait).await,
+        None => ack(message).await,
     }
-    ack(message).await;
 }
 
 /// For a job another delivery of its launch has ended: that delivery's worker may
 /// have died after writing the final record and before publishing its event, and
-/// the request acknowledged here is the last chance to publish it. The stream is
-/// read first, so the event is never published twice.
-async fn finish_story(shared: &Shared, existing: &JobRecord) {
-    if existing.state.is_terminal() && existing.seq > 0 && !existing.tombstone {
-        shared
-            .events
-            .publish_unless_stored(&existing.event(shared.backends.default_kind()))
-            .await;
+/// this request may be the last chance to publish it; or it may be publishing it
+/// right now. [`EventPublisher::settle_final_event`] tells which (its module
+/// docs say how). Returns how long to wait before looking again, if the
+/// owner may still publish the event; a job not ended needs nothing here.
+///
+/// [`EventPublisher::settle_final_event`]: super::events::EventPublisher::settle_final_event
+async fn finish_story(shared: &Shared, existing: &JobRecord) -> Option<Duration> {
+    if !(existing.state.is_terminal() && existing.seq > 0 && !existing.tombstone) {
+        return None;
     }
+    shared
+        .events
+        .settle_final_event(&existing.event(shared.backends.default_kind()))
+        .await
+}
+
+/// Hands a request back to the queue for `wait`, after which whichever worker
+/// gets it looks at its job's final event again.
+async fn look_again_after(message: &Message, job_id: &str, wait: Duration) {
+    tracing::info!(%job_id, retry_in = ?wait, "the job's final event is not stored yet and its owner may still publish it; looking again later");
+    hand_back(message, Some(wait)).await;
 }
 
 /// Leaves a request whose job record cannot be read in the queue: it comes back
 /// after [`UNREADABLE_RECORD_RETRY`], until the record is repaired or removed.
 async fn leave_for_later(message: &Message, job_id: &str, error: &StoreError) {
     tracing::error!(%job_id, %error, retry_in = ?UNREADABLE_RECORD_RETRY, "cannot read the job's record; the launch request waits in the queue");
-    hand_back(message, UNREADABLE_RECORD_RETRY).await;
-}
-
-/// Gives a request back to the queue, to be delivered again after `delay`.
-async fn hand_back(message: &Message, delay: Duration) {
-    if let Err(e) = message.ack_with(AckKind::Nak(Some(delay))).await {
-        tracing::warn!(error = %e, "could not hand a launch request back");
-    }
+    hand_back(message, Some(UNREADABLE_RECORD_RETRY)).await;
 }
 
 /// The record found where a launch wanted to create one, with its revision.
@@ -409,6 +423,15 @@ async fn report_invalid(shared: &Shared, message: &Message, error: String) {
         .report_invalid(&InvalidRequest::new(&error, &message.payload))
         .await;
     ack(message).await;
+}
+
+/// Gives a request back to the stream: for another worker now (`after: None`),
+/// or for whichever worker takes it once `after` has passed.
+async fn hand_back(message: &Message, after: Option<Duration>) {
+    if let Err(e) = message.ack_with(AckKind::Nak(after)).await {
+        // Unanswered, the request comes back after the ack wait instead.
+        tracing::warn!(error = %e, "could not hand a launch request back");
+    }
 }
 
 async fn ack(message: &Message) {

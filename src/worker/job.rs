@@ -5,8 +5,11 @@
 use super::Shared;
 use super::registry::{JobCommand, Registration};
 use super::rejected::{self, Refusal};
-use crate::backend::{Launched, Observation};
-use crate::protocol::{DEFAULT_GRACE_S, JobRecord, LaunchRequest, reason, timestamp_now};
+use crate::backend::{Backend, Launched, Observation};
+use crate::protocol::{
+    DEFAULT_GRACE_S, DEFAULT_START_TIMEOUT_S, JobRecord, LaunchRequest, reason, time_until,
+    timestamp_in, timestamp_now,
+};
 use crate::state::{self, JobState};
 use std::sync::Arc;
 use std::time::Duration;
@@ -55,6 +58,8 @@ pub fn fresh_record(job_id: &str, worker: &str, state: JobState) -> JobRecord {
         backend_ref: None,
         pool: None,
         tombstone: false,
+        run_deadline: None,
+        stop_reason: None,
     }
 }
 
@@ -95,6 +100,17 @@ impl StopCause {
         }
     }
 
+    /// The cause a record's `stop_reason` names.
+    fn from_reason(reason: &str) -> Option<StopCause> {
+        [
+            StopCause::Terminate,
+            StopCause::RunTimeout,
+            StopCause::WorkerShutdown,
+        ]
+        .into_iter()
+        .find(|cause| cause.reason() == reason)
+    }
+
     fn describe(self) -> &'static str {
         match self {
             StopCause::Terminate => "stopped by a terminate request",
@@ -114,58 +130,71 @@ enum Persist {
     WithNext,
 }
 
-/// A job this worker claimed, with everything its task needs.
+/// A job this worker owns, with everything its task needs.
 pub struct Job {
     shared: Arc<Shared>,
-    request: LaunchRequest,
     record: JobRecord,
     /// The record holds a change not yet written (see [`Persist::WithNext`]).
     record_behind: bool,
     /// Its registry entry, with the commands sent to it; gone with the task.
     registration: Registration,
+    /// `start_s`, and when it runs out.
+    start_s: u64,
     start_deadline: Instant,
-    _permit: OwnedSemaphorePermit,
+    /// `run_s`, if any.
+    run_s: Option<u64>,
+    /// The backend holding the workload, once there is one.
+    backend: Option<Arc<dyn Backend>>,
+    /// Its share of the worker's capacity (none for a job found again at start-up
+    /// beyond `--max-jobs`).
+    _permit: Option<OwnedSemaphorePermit>,
 }
 
 impl Job {
-    /// A job whose claim record (state `starting`, seq 1) is written.
+    /// A job whose record is written: its claim (state `starting`, seq 1), or the
+    /// record of a job found again after a restart.
     pub fn new(
         shared: Arc<Shared>,
-        request: LaunchRequest,
         record: JobRecord,
         registration: Registration,
-        permit: OwnedSemaphorePermit,
+        permit: Option<OwnedSemaphorePermit>,
     ) -> Self {
-        let start_deadline = Instant::now() + Duration::from_secs(request.start_timeout_s());
         Job {
             shared,
-            request,
             record,
             record_behind: false,
             registration,
-            start_deadline,
+            start_s: DEFAULT_START_TIMEOUT_S,
+            start_deadline: Instant::now() + Duration::from_secs(DEFAULT_START_TIMEOUT_S),
+            run_s: None,
+            backend: None,
             _permit: permit,
         }
     }
 
-    /// Runs the job to its terminal event.
-    pub async fn run(mut self) {
+    /// Runs a newly claimed job to its terminal event.
+    pub async fn launch(mut self, request: LaunchRequest) {
+        self.start_s = request.start_timeout_s();
+        self.start_deadline = Instant::now() + Duration::from_secs(self.start_s);
+        self.run_s = request.run_timeout_s();
         let starting = self.record.event(self.shared.backends.default_kind());
         // The workload is created while the `starting` event is on its way; nothing
         // else is published before both are done, so events stay in order.
         let (published, created) = tokio::join!(
             self.shared.events.publish(&starting),
-            self.create_workload()
+            self.create_workload(&request)
         );
+        drop(request);
         if let Err(refused) = published {
-            if let Ok(launched) = &created {
+            if let Ok((_, launched)) = &created {
                 launched.control.stop(Duration::ZERO).await;
             }
             self.record = rejected::end_job(&self.shared, &self.record, &refused.into()).await;
-            return;
+            return self.finish().await;
         }
         match created {
-            Ok(launched) => {
+            Ok((backend, launched)) => {
+                self.backend = Some(backend);
                 self.record.backend_ref = Some(launched.backend_ref.clone());
                 self.follow(launched).await;
             }
@@ -173,29 +202,54 @@ impl Job {
                 self.advance(JobState::Error, change, Persist::Now).await;
             }
         }
+        self.finish().await;
+    }
+
+    /// Follows a workload found again after the worker restarted to the job's
+    /// terminal event; its `seq`, run deadline and stop carry on from the record.
+    pub async fn resume(mut self, backend: Arc<dyn Backend>, launched: Launched) {
+        self.backend = Some(backend);
+        if self.record.backend_ref.is_none() {
+            self.record.backend_ref = Some(launched.backend_ref.clone());
+        }
+        self.follow(launched).await;
+        self.finish().await;
+    }
+
+    /// Logs the end and lets the backend go of the workload.
+    async fn finish(self) {
         tracing::info!(
             job_id = %self.record.job_id,
             state = %self.record.state,
             return_code = ?self.record.return_code,
             "job ended"
         );
+        if let Some(backend) = &self.backend
+            && self.record.state.is_terminal()
+        {
+            backend.release(&self.record.job_id).await;
+        }
     }
 
     /// Creates the workload within the start timeout; on failure, the change that
     /// ends the job in `error`.
-    async fn create_workload(&self) -> Result<Launched, Change> {
+    async fn create_workload(
+        &self,
+        request: &LaunchRequest,
+    ) -> Result<(Arc<dyn Backend>, Launched), Change> {
         let backend = self
             .shared
             .backends
-            .for_request(&self.request)
+            .for_request(request)
             .map_err(|e| Change::because(e.reason(), e.to_string()))?;
-        match tokio::time::timeout_at(self.start_deadline, backend.launch(&self.request)).await {
-            Ok(launched) => launched.map_err(|e| Change::because(e.reason(), e.to_string())),
+        match tokio::time::timeout_at(self.start_deadline, backend.launch(request)).await {
+            Ok(Ok(launched)) => Ok((backend, launched)),
+            Ok(Err(e)) => Err(Change::because(e.reason(), e.to_string())),
             Err(_) => Err(Change::because(
                 reason::START_TIMEOUT,
                 format!(
                     "the backend did not create the workload within {} s",
-                    self.request.start_timeout_s()
+                    self.start_s
                 ),
             )),
         }
@@ -204,15 +258,21 @@ impl Job {
     /// Follows the workload until the job is terminal.
     async fn follow(&mut self, mut launched: Launched) {
         let control = launched.control;
-        let mut stop: Option<StopCause> = None;
+        let mut stop = self
+            .record
+            .stop_reason
+            .as_deref()
+            .and_then(StopCause::from_reason);
         let mut shutting_down = false;
-        let mut run_deadline: Option<Instant> = None;
+        let mut run_deadline = self.run_deadline();
+        let mut run_timed_out = false;
         let far_future = Instant::now() + Duration::from_secs(100 * 365 * 24 * 3600);
         while !self.record.state.is_terminal() {
             let starting = self.record.state == JobState::Starting;
             tokio::select! {
                 observation = launched.observations.recv() => {
                     let mut observation = observation.unwrap_or_else(|| Observation::Vanished {
+                        reason: reason::WORKLOAD_VANISHED,
                         message: "the backend stopped reporting on the workload".into(),
                     });
                     loop {
@@ -227,7 +287,7 @@ impl Job {
                         if self.observe(observation, stop, launched.detail.take(), persist).await
                             && self.record.state == JobState::Running
                         {
-                            run_deadline = self.request.run_timeout_s().map(|s| Instant::now() + Duration::from_secs(s));
+                            run_deadline = self.run_deadline();
                         }
                         match later {
                             Some(next) if !self.record.state.is_terminal() => observation = next,
@@ -245,27 +305,28 @@ impl Job {
                 }
                 Some(command) = self.registration.commands.recv() => match command {
                     JobCommand::Terminate { grace } => {
-                        if stop.is_none() {
-                            stop = Some(StopCause::Terminate);
-                        }
                         control.stop(grace).await;
+                        self.note_stop(&mut stop, StopCause::Terminate).await;
                     }
                 },
                 () = sleep_until(self.start_deadline), if starting => {
                     control.stop(Duration::ZERO).await;
-                    let message = format!("the workload did not start running within {} s", self.request.start_timeout_s());
+                    let message = format!("the workload did not start running within {} s", self.start_s);
                     self.advance(JobState::Error, Change::because(reason::START_TIMEOUT, message), Persist::Now).await;
                 }
-                () = sleep_until(run_deadline.unwrap_or(far_future)), if run_deadline.is_some() && stop.is_none() => {
-                    stop = Some(StopCause::RunTimeout);
+                // Also while a stop with a long grace is under way: the kill then
+                // comes at whichever is first.
+                () = sleep_until(run_deadline.unwrap_or(far_future)), if run_deadline.is_some() && !run_timed_out => {
+                    run_timed_out = true;
                     control.stop(Duration::from_secs(DEFAULT_GRACE_S)).await;
+                    self.note_stop(&mut stop, StopCause::RunTimeout).await;
                 }
                 // Also after a terminate with a long grace: the worker is leaving
                 // and must not leave the workload behind.
                 () = self.shared.hard_stop.cancelled(), if !shutting_down => {
                     shutting_down = true;
-                    stop.get_or_insert(StopCause::WorkerShutdown);
                     control.stop(Duration::from_secs(DEFAULT_GRACE_S)).await;
+                    self.note_stop(&mut stop, StopCause::WorkerShutdown).await;
                 }
             }
         }
@@ -273,6 +334,27 @@ impl Job {
         // run: it must not be left behind (a stop after its exit does nothing).
         if self.record.reason.as_deref() == Some(reason::RECORD_REJECTED) {
             control.stop(Duration::ZERO).await;
+        }
+    }
+
+    /// When `run_s` runs out, as the record keeps it (set when the job starts
+    /// running, so a restarted worker keeps the same limit).
+    fn run_deadline(&self) -> Option<Instant> {
+        let left = time_until(self.record.run_deadline.as_deref()?)?;
+        Some(Instant::now() + left)
+    }
+
+    /// Records the first stop asked of a running workload, so that its end is
+    /// reported with that cause, also by a worker that restarts before the end.
+    async fn note_stop(&mut self, stop: &mut Option<StopCause>, cause: StopCause) {
+        if stop.is_some() || self.record.state.is_terminal() {
+            return;
+        }
+        *stop = Some(cause);
+        self.record.stop_reason = Some(cause.reason().to_owned());
+        if let Err(error) = self.shared.store.put(&self.record).await {
+            // The job's next change writes it again, and ends the job if refused.
+            tracing::error!(job_id = %self.record.job_id, %error, "could not record the stop");
         }
     }
 
@@ -288,6 +370,9 @@ impl Job {
             Observation::Running => {
                 if self.record.state != JobState::Starting {
                     return false;
+                }
+                if let Some(run_s) = self.run_s {
+                    self.record.run_deadline = Some(timestamp_in(Duration::from_secs(run_s)));
                 }
                 let change = Change {
                     message: detail,
@@ -336,11 +421,11 @@ impl Job {
                 )
                 .await
             }
-            Observation::Vanished { message } => {
+            Observation::Vanished { reason, message } => {
                 self.advance(
                     JobState::Lost,
                     Change {
-                        reason: Some(reason::WORKLOAD_VANISHED.into()),
+                        reason: Some(reason.into()),
                         message: Some(message),
                         exit_code: None,
                     },

@@ -1,7 +1,8 @@
 //! The worker: wiring of intake, control and job tasks, and an orderly shutdown.
 //!
 //! [`Worker::start`] connects, checks the server, prepares streams and buckets,
-//! subscribes to control requests and starts pulling launch requests.
+//! subscribes to control requests, starts pulling launch requests and starts
+//! sweeping old job logs ([`retention`]).
 //! [`Worker::shutdown`] stops pulling, lets running jobs finish within the drain
 //! timeout, then terminates the rest (reason `WorkerShutdown`) and waits for their
 //! final events.
@@ -11,10 +12,14 @@ pub mod events;
 pub mod fd_limit;
 pub mod intake;
 pub mod job;
+pub mod reaper;
+pub mod recovery;
 pub mod registry;
 pub mod rejected;
+pub mod retention;
 
-use crate::backend::{Backends, process::ProcessBackend};
+use crate::backend::Backends;
+use crate::backend::process::{ProcessBackend, ProcessBackendError, ProcessSettings};
 use crate::config::WorkerConfig;
 use crate::nats::connect::{self, ConnectError};
 use crate::nats::setup::{self, Layout, SetupError};
@@ -52,15 +57,9 @@ pub enum WorkerError {
     /// Control subjects could not be subscribed.
     #[error("could not subscribe to control subjects: {0}")]
     Subscribe(#[from] async_nats::SubscribeError),
-    /// The data directory cannot be used.
-    #[error("data directory {path}: {source}")]
-    DataDir {
-        /// The directory.
-        path: std::path::PathBuf,
-        /// The I/O error.
-        #[source]
-        source: std::io::Error,
-    },
+    /// The process backend cannot be used (its log directory or supervisor).
+    #[error(transparent)]
+    ProcessBackend(#[from] ProcessBackendError),
 }
 
 /// What every task of a worker shares.
@@ -95,6 +94,8 @@ pub struct Worker {
     stop_control: CancellationToken,
     intake: JoinHandle<()>,
     control: JoinHandle<()>,
+    /// Removes old job logs.
+    sweeper: JoinHandle<()>,
     /// Job tasks (and the intake's), which the drain waits for.
     tasks: TaskTracker,
     /// Control answers in flight, which shutdown lets finish after the jobs.
@@ -109,20 +110,8 @@ impl Worker {
     pub async fn start(config: WorkerConfig) -> Result<Worker, WorkerError> {
         config.validate().map_err(WorkerError::Config)?;
         fd_limit::ensure_open_files(config.max_jobs).log();
-        let backend = match config.backend {
-            BackendKind::Process => {
-                let log_dir = config.data_dir.join("logs");
-                ProcessBackend::new(log_dir.clone()).map_err(|source| WorkerError::DataDir {
-                    path: log_dir,
-                    source,
-                })?
-            }
-            other => {
-                return Err(WorkerError::Config(format!(
-                    "the {other} backend is not available in this version; use --backend process"
-                )));
-            }
-        };
+        reaper::reap_orphans_if_init();
+        let log_dir = config.data_dir.join("logs");
         let client = connect::connect(
             &config.nats,
             &format!("flare-launcher worker {}", config.worker_id),
@@ -136,13 +125,31 @@ impl Worker {
         setup::check_server(&client, &js).await?;
         let layout = Layout::new(js.clone(), subjects.clone(), &config.pool, config.ack_wait);
         let prepared = layout.prepare().await?;
+        // The backends come last: a worker that cannot reach NATS starts no
+        // supervisor.
+        let backend = match config.backend {
+            BackendKind::Process => {
+                ProcessBackend::start(ProcessSettings {
+                    log_dir: log_dir.clone(),
+                    supervisor_dir: config.data_dir.join("supervisor").join(&config.worker_id),
+                    supervisor_program: config.supervisor_program.clone(),
+                    job_user: None,
+                })
+                .await?
+            }
+            other => {
+                return Err(WorkerError::Config(format!(
+                    "the {other} backend is not available in this version; use --backend process"
+                )));
+            }
+        };
 
         let shared = Arc::new(Shared {
             worker_id: config.worker_id.clone(),
             pool: config.pool.clone(),
             subjects: subjects.clone(),
             client: client.clone(),
-            store: JobStore::new(prepared.bucket, layout.clone()),
+            store: JobStore::new(prepared.bucket, layout.clone()).with_retention(config.retention),
             events: EventPublisher::new(js, prepared.events, subjects.clone(), layout.clone()),
             backends: Backends::new(Arc::new(backend)),
             registry: Registry::default(),
@@ -160,6 +167,15 @@ impl Worker {
         ));
         let stop_intake = CancellationToken::new();
         let capacity = Arc::new(Semaphore::new(config.max_jobs));
+        recovery::resume_jobs(&shared, &capacity, &tasks).await;
+        // After the recovery, so that re-attached jobs' logs are spared; stops
+        // with the intake.
+        let sweeper = tokio::spawn(retention::run(
+            log_dir,
+            config.retention,
+            shared.registry.clone(),
+            stop_intake.clone(),
+        ));
         let intake = tokio::spawn(intake::run(
             shared.clone(),
             prepared.consumer,
@@ -174,6 +190,7 @@ impl Worker {
             backend = %config.backend,
             max_jobs = config.max_jobs,
             max_request_bytes = config.max_request_bytes,
+            retention = ?config.retention,
             launch_subject = %subjects.launch(&config.pool),
             "worker ready"
         );
@@ -184,6 +201,7 @@ impl Worker {
             stop_control,
             intake,
             control,
+            sweeper,
             tasks,
             answers,
         })
@@ -213,6 +231,7 @@ impl Worker {
             stop_control,
             intake,
             control,
+            sweeper,
             tasks,
             answers,
         } = self;
@@ -225,6 +244,9 @@ impl Worker {
         stop_intake.cancel();
         if let Err(e) = intake.await {
             tracing::error!(error = %e, "intake task failed");
+        }
+        if let Err(e) = sweeper.await {
+            tracing::error!(error = %e, "log sweep task failed");
         }
         tasks.close();
         if tokio::time::timeout(drain_timeout, tasks.wait())
@@ -247,6 +269,10 @@ impl Worker {
         stop_control.cancel();
         if let Err(e) = control.await {
             tracing::error!(error = %e, "control task failed");
+        }
+        // Whatever still runs now, the worker gave up on: the backends stop it.
+        for backend in shared.backends.all() {
+            backend.close().await;
         }
         answers.close();
         if tokio::time::timeout(control::ANSWER_TIMEOUT, answers.wait())

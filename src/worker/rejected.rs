@@ -52,6 +52,8 @@ pub fn minimal_record(refused: &JobRecord, refusal: &Refusal) -> JobRecord {
         backend_ref: refused.backend_ref.clone(),
         pool: refused.pool.clone(),
         tombstone: false,
+        run_deadline: None,
+        stop_reason: None,
     }
 }
 

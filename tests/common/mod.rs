@@ -2,4 +2,5 @@
 #![allow(dead_code)]
 
 pub mod nats_server;
+pub mod processes;
 pub mod system;

@@ -1,0 +1,237 @@
+//! The process backend: a job is a local process, started from its argv without a
+//! shell as the leader of its own process group, with stdout and stderr in a log
+//! file per job, under a job supervisor (see [`crate::supervisor`]; `supervisor_link` is the
+//! worker's side of it) that contains
+//! its whole tree and outlives a worker that dies. Stopping it sends SIGTERM to
+//! the group and SIGKILL to the whole tree after the grace.
+
+mod supervisor_link;
+
+use super::{Backend, LaunchError, Launched, Observation, Recovered, WorkloadControl};
+use crate::protocol::{BackendKind, BackendRef, LaunchRequest, reason};
+use crate::supervisor::job_file::JobFile;
+use crate::supervisor::wire::{JobUserIds, RunningJob, Spawn};
+use async_trait::async_trait;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Duration;
+use supervisor_link::{LaunchFailure, Supervisor, SupervisorError, observation_of};
+use tokio::sync::mpsc;
+
+/// Environment variables of the worker that its jobs do not inherit.
+const WORKER_ENV_PREFIX: &str = "FLARE_";
+
+/// Where a process backend keeps things, and who its jobs run as.
+#[derive(Debug, Clone)]
+pub struct ProcessSettings {
+    /// Job logs, `JOB_ID.log`.
+    pub log_dir: PathBuf,
+    /// The supervisor's directory (socket, lock, job files).
+    pub supervisor_dir: PathBuf,
+    /// The program run in supervisor mode (this program).
+    pub supervisor_program: PathBuf,
+    /// The user jobs run as; `None`: the worker's.
+    pub job_user: Option<JobUserIds>,
+}
+
+/// Why a process backend cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum ProcessBackendError {
+    /// The log directory cannot be created.
+    #[error("cannot create the job log directory {path}: {source}")]
+    LogDir {
+        /// The directory.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The supervisor cannot be reached or started.
+    #[error(transparent)]
+    Supervisor(#[from] SupervisorError),
+}
+
+/// Runs jobs as supervised local processes.
+pub struct ProcessBackend {
+    log_dir: PathBuf,
+    supervisor: Supervisor,
+    /// The jobs the supervisor ran when the worker started, until [`Backend::recover`] takes them.
+    found_running: Mutex<Option<Vec<RunningJob>>>,
+}
+
+impl ProcessBackend {
+    /// Prepares the log directory and connects to the worker's supervisor,
+    /// starting it when none runs.
+    ///
+    /// # Errors
+    /// A [`ProcessBackendError`] saying what is missing.
+    pub async fn start(settings: ProcessSettings) -> Result<Self, ProcessBackendError> {
+        std::fs::create_dir_all(&settings.log_dir).map_err(|source| {
+            ProcessBackendError::LogDir {
+                path: settings.log_dir.clone(),
+                source,
+            }
+        })?;
+        let (supervisor, running) = Supervisor::start(
+            &settings.supervisor_dir,
+            &settings.supervisor_program,
+            inherited_env(),
+            settings.job_user,
+        )
+        .await?;
+        Ok(ProcessBackend {
+            log_dir: settings.log_dir,
+            supervisor,
+            found_running: Mutex::new(Some(running)),
+        })
+    }
+
+    /// Where a job's output goes: `log_dir/YYYY-MM-DD/JOB_ID.log`, under the
+    /// day it starts (see [`crate::job_logs`]).
+    ///
+    /// # Errors
+    /// The I/O error when the day's directory cannot be created.
+    pub fn log_path(&self, job_id: &str) -> std::io::Result<PathBuf> {
+        Ok(crate::job_logs::today(&self.log_dir)?.join(format!("{job_id}.log")))
+    }
+
+    fn control(&self, job_id: &str) -> Box<dyn WorkloadControl> {
+        Box::new(SupervisedControl {
+            supervisor: self.supervisor.clone(),
+            job_id: job_id.to_owned(),
+        })
+    }
+}
+
+/// The worker's environment that jobs inherit: everything but the worker's own
+/// `FLARE_*` settings (NATS credentials among them), and but variables that are
+/// not UTF-8, which cannot travel to the supervisor.
+fn inherited_env() -> Vec<(String, String)> {
+    std::env::vars_os()
+        .filter_map(|(name, value)| Some((name.into_string().ok()?, value.into_string().ok()?)))
+        .filter(|(name, _)| !name.starts_with(WORKER_ENV_PREFIX))
+        .collect()
+}
+
+#[async_trait]
+impl Backend for ProcessBackend {
+    fn kind(&self) -> BackendKind {
+        BackendKind::Process
+    }
+
+    async fn launch(&self, request: &LaunchRequest) -> Result<Launched, LaunchError> {
+        if !request.mounts.is_empty() {
+            return Err(LaunchError::Unsupported(
+                "the process backend cannot mount volumes; use the docker or k8s backend".into(),
+            ));
+        }
+        if let Some(workdir) = request.workdir.as_deref()
+            && !Path::new(workdir).is_dir()
+        {
+            return Err(LaunchError::Spawn(format!(
+                "could not start the job: its working directory {workdir} is not a directory"
+            )));
+        }
+        let log = self.log_path(&request.job_id).map_err(|e| {
+            LaunchError::Spawn(format!("could not create the job's log directory: {e}"))
+        })?;
+        let spawn = Spawn {
+            job_id: request.job_id.clone(),
+            argv: request.command.clone(),
+            env: request
+                .env
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            workdir: request.workdir.clone(),
+            log: log.clone(),
+        };
+        let (pid, observations) = self.supervisor.launch(spawn).await.map_err(|e| match e {
+            LaunchFailure::Spawn(message) => LaunchError::Spawn(message),
+            LaunchFailure::Unavailable(e) => LaunchError::Unavailable(e.to_string()),
+        })?;
+        Ok(Launched {
+            backend_ref: BackendRef::Process { pid },
+            detail: Some(format!("pid {pid}, output in {}", log.display())),
+            observations,
+            control: self.control(&request.job_id),
+        })
+    }
+
+    async fn recover(&self) -> Vec<Recovered> {
+        let running = self
+            .found_running
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .take()
+            .unwrap_or_default();
+        let files = JobFile::read_all(self.supervisor.dir());
+        let mut recovered = Vec::new();
+        for file in &files {
+            let observations = if running.iter().any(|r| r.job_id == file.job_id) {
+                self.supervisor.follow(&file.job_id)
+            } else {
+                let observation = match file.end {
+                    Some(end) => observation_of(end),
+                    None => Observation::Vanished {
+                        reason: reason::OWNER_LOST,
+                        message: "its supervisor is gone (the host restarted, or the supervisor was killed)".into(),
+                    },
+                };
+                let (observe, observations) = mpsc::channel(1);
+                let _ = observe.try_send(observation);
+                observations
+            };
+            recovered.push(self.recovered(&file.job_id, file.pid, observations));
+        }
+        // Launched an instant before the worker went: no file yet.
+        for job in running
+            .iter()
+            .filter(|r| !files.iter().any(|f| f.job_id == r.job_id))
+        {
+            let observations = self.supervisor.follow(&job.job_id);
+            recovered.push(self.recovered(&job.job_id, job.pid.unwrap_or(0), observations));
+        }
+        recovered
+    }
+
+    async fn release(&self, job_id: &str) {
+        self.supervisor.forget(job_id).await;
+    }
+
+    async fn close(&self) {
+        self.supervisor.leave().await;
+    }
+}
+
+impl ProcessBackend {
+    fn recovered(
+        &self,
+        job_id: &str,
+        pid: u32,
+        observations: mpsc::Receiver<Observation>,
+    ) -> Recovered {
+        Recovered {
+            job_id: job_id.to_owned(),
+            launched: Launched {
+                backend_ref: BackendRef::Process { pid },
+                detail: None,
+                observations,
+                control: self.control(job_id),
+            },
+        }
+    }
+}
+
+/// Stops one job through its supervisor.
+struct SupervisedControl {
+    supervisor: Supervisor,
+    job_id: String,
+}
+
+#[async_trait]
+impl WorkloadControl for SupervisedControl {
+    async fn stop(&self, grace: Duration) {
+        self.supervisor.stop(&self.job_id, grace).await;
+    }
+}

@@ -1,0 +1,442 @@
+//! The worker's side of its supervisor: finds the supervisor of its directory or
+//! starts one, introduces itself, launches and stops jobs through it, and routes
+//! what it reports to each job's observations.
+//!
+//! A supervisor that goes away (killed, crashed) takes its jobs with it: each job
+//! it had gets a [`Observation::Vanished`] with reason `OwnerLost`, and the next
+//! launch starts a new supervisor.
+
+use crate::backend::Observation;
+use crate::protocol::reason;
+use crate::supervisor::job_file::JobEnd;
+use crate::supervisor::server::{MAX_SOCKET_PATH, socket_path};
+use crate::supervisor::wire::{JobUserIds, Report, Request, RunningJob, Spawn, encode};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::UnixStream;
+use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::sync::{mpsc, oneshot};
+
+/// How long a worker waits for a supervisor it started to listen, and for the
+/// first answer of any supervisor.
+const READY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Why the supervisor cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum SupervisorError {
+    /// Its socket path does not fit a Unix socket address.
+    #[error(
+        "the supervisor's socket path {0} is longer than {MAX_SOCKET_PATH} bytes; use a shorter data directory"
+    )]
+    PathTooLong(PathBuf),
+    /// It could not be started.
+    #[error("cannot start the supervisor {program}: {source}")]
+    Start {
+        /// The program run in supervisor mode.
+        program: PathBuf,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// It did not answer in time, or the connection failed.
+    #[error("the supervisor in {dir} did not answer: {reason}")]
+    Unresponsive {
+        /// Its directory.
+        dir: PathBuf,
+        /// What happened.
+        reason: String,
+    },
+    /// It refused this worker.
+    #[error("the supervisor refused this worker: {0}")]
+    Refused(String),
+}
+
+/// Why a job could not be launched through the supervisor.
+#[derive(Debug, thiserror::Error)]
+pub enum LaunchFailure {
+    /// The job's program could not be started.
+    #[error("{0}")]
+    Spawn(String),
+    /// The supervisor is not there.
+    #[error(transparent)]
+    Unavailable(#[from] SupervisorError),
+}
+
+/// What the worker learns of a job from the supervisor.
+struct Route {
+    started: Option<oneshot::Sender<Result<u32, String>>>,
+    observe: mpsc::Sender<Observation>,
+}
+
+/// A live connection's writing side.
+struct Link {
+    writer: OwnedWriteHalf,
+    generation: u64,
+}
+
+struct Inner {
+    dir: PathBuf,
+    program: PathBuf,
+    hello: Request,
+    link: tokio::sync::Mutex<Option<Link>>,
+    routes: Mutex<HashMap<String, Route>>,
+    generations: std::sync::atomic::AtomicU64,
+}
+
+/// A worker's handle on its supervisor.
+#[derive(Clone)]
+pub struct Supervisor {
+    inner: Arc<Inner>,
+}
+
+impl Supervisor {
+    /// Connects to the supervisor serving `dir`, starting `program supervise
+    /// --dir DIR` when none does, and introduces this worker. Returns the jobs
+    /// that supervisor runs (a worker restarting finds its jobs this way).
+    ///
+    /// # Errors
+    /// A [`SupervisorError`] when no supervisor can be reached or started.
+    pub async fn start(
+        dir: &Path,
+        program: &Path,
+        base_env: Vec<(String, String)>,
+        user: Option<JobUserIds>,
+    ) -> Result<(Supervisor, Vec<RunningJob>), SupervisorError> {
+        let socket = socket_path(dir);
+        if socket.as_os_str().len() > MAX_SOCKET_PATH {
+            return Err(SupervisorError::PathTooLong(socket));
+        }
+        let supervisor = Supervisor {
+            inner: Arc::new(Inner {
+                dir: dir.to_owned(),
+                program: program.to_owned(),
+                hello: Request::Hello { base_env, user },
+                link: tokio::sync::Mutex::new(None),
+                routes: Mutex::new(HashMap::new()),
+                generations: std::sync::atomic::AtomicU64::new(0),
+            }),
+        };
+        let mut link = supervisor.inner.link.lock().await;
+        let running = supervisor.connect(&mut link).await?;
+        drop(link);
+        Ok((supervisor, running))
+    }
+
+    fn routes(&self) -> MutexGuard<'_, HashMap<String, Route>> {
+        self.inner
+            .routes
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Opens a connection (starting a supervisor if none listens), says hello,
+    /// lists the jobs, and starts reading reports.
+    async fn connect(&self, link: &mut Option<Link>) -> Result<Vec<RunningJob>, SupervisorError> {
+        let dir = &self.inner.dir;
+        let socket = socket_path(dir);
+        let stream = match UnixStream::connect(&socket).await {
+            Ok(stream) => stream,
+            Err(_) => {
+                self.spawn_supervisor()?;
+                self.wait_for_socket(&socket).await?
+            }
+        };
+        let unresponsive = |reason: String| SupervisorError::Unresponsive {
+            dir: dir.clone(),
+            reason,
+        };
+        let (reader, mut writer) = stream.into_split();
+        let mut greeting = encode(&self.inner.hello);
+        greeting.extend(encode(&Request::List));
+        writer
+            .write_all(&greeting)
+            .await
+            .map_err(|e| unresponsive(e.to_string()))?;
+        let mut reader = BufReader::new(reader);
+        let mut line = String::new();
+        let answer = tokio::time::timeout(READY_TIMEOUT, reader.read_line(&mut line)).await;
+        let running = match answer {
+            Ok(Ok(n)) if n > 0 => match serde_json::from_str::<Report>(&line) {
+                Ok(Report::Jobs { running }) => running,
+                Ok(Report::Refused { error }) => return Err(SupervisorError::Refused(error)),
+                Ok(other) => return Err(unresponsive(format!("unexpected answer {other:?}"))),
+                Err(e) => return Err(unresponsive(format!("unreadable answer: {e}"))),
+            },
+            Ok(Ok(_)) => return Err(unresponsive("it closed the connection".into())),
+            Ok(Err(e)) => return Err(unresponsive(e.to_string())),
+            Err(_) => return Err(unresponsive(format!("no answer within {READY_TIMEOUT:?}"))),
+        };
+        let generation = self
+            .inner
+            .generations
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        *link = Some(Link { writer, generation });
+        tokio::spawn(self.clone().read_reports(reader, generation));
+        Ok(running)
+    }
+
+    fn spawn_supervisor(&self) -> Result<(), SupervisorError> {
+        let start = |source| SupervisorError::Start {
+            program: self.inner.program.clone(),
+            source,
+        };
+        std::fs::create_dir_all(&self.inner.dir).map_err(start)?;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.inner.dir.join("supervisor.log"))
+            .map_err(start)?;
+        // Its environment is empty: the worker's secrets stay the worker's; jobs
+        // get theirs from the hello.
+        let mut child = tokio::process::Command::new(&self.inner.program)
+            .arg("supervise")
+            .arg("--dir")
+            .arg(&self.inner.dir)
+            .env_clear()
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(log)
+            .process_group(0)
+            .spawn()
+            .map_err(start)?;
+        // Reaped when it exits; it outlives the worker otherwise.
+        tokio::spawn(async move {
+            let _ = child.wait().await;
+        });
+        Ok(())
+    }
+
+    async fn wait_for_socket(&self, socket: &Path) -> Result<UnixStream, SupervisorError> {
+        let deadline = tokio::time::Instant::now() + READY_TIMEOUT;
+        loop {
+            match UnixStream::connect(socket).await {
+                Ok(stream) => return Ok(stream),
+                Err(e) if tokio::time::Instant::now() >= deadline => {
+                    return Err(SupervisorError::Unresponsive {
+                        dir: self.inner.dir.clone(),
+                        reason: format!(
+                            "it did not listen within {READY_TIMEOUT:?} ({e}); see {}",
+                            self.inner.dir.join("supervisor.log").display()
+                        ),
+                    });
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(5)).await,
+            }
+        }
+    }
+
+    async fn read_reports(self, mut reader: BufReader<OwnedReadHalf>, generation: u64) {
+        let mut line = String::new();
+        loop {
+            line.clear();
+            match reader.read_line(&mut line).await {
+                Ok(0) | Err(_) => break,
+                Ok(_) => match serde_json::from_str::<Report>(&line) {
+                    Ok(report) => self.dispatch(report),
+                    Err(e) => tracing::error!(error = %e, "unreadable report from the supervisor"),
+                },
+            }
+        }
+        self.lost(generation).await;
+    }
+
+    fn dispatch(&self, report: Report) {
+        let mut routes = self.routes();
+        match report {
+            Report::Started { job_id, pid } => {
+                if let Some(route) = routes.get_mut(&job_id) {
+                    // Room for it: the channel is fresh.
+                    let _ = route.observe.try_send(Observation::Running);
+                    if let Some(started) = route.started.take() {
+                        let _ = started.send(Ok(pid));
+                    }
+                }
+            }
+            Report::SpawnFailed { job_id, error } => {
+                if let Some(started) = routes.remove(&job_id).and_then(|r| r.started) {
+                    let _ = started.send(Err(error));
+                }
+            }
+            Report::Exited { job_id, end } => {
+                if let Some(route) = routes.remove(&job_id) {
+                    let _ = route.observe.try_send(observation_of(end));
+                }
+            }
+            Report::Jobs { .. } => {}
+            Report::Refused { error } => {
+                tracing::error!(%error, "the supervisor refused a request")
+            }
+        }
+    }
+
+    /// The connection of `generation` is gone: so is its supervisor, and with it
+    /// every job it had.
+    async fn lost(&self, generation: u64) {
+        let mut link = self.inner.link.lock().await;
+        if link.as_ref().is_some_and(|l| l.generation == generation) {
+            *link = None;
+        }
+        drop(link);
+        let routes: Vec<(String, Route)> = self.routes().drain().collect();
+        if !routes.is_empty() {
+            tracing::error!(
+                jobs = routes.len(),
+                "the job supervisor went away; its jobs are lost"
+            );
+        }
+        for (_, route) in routes {
+            if let Some(started) = route.started {
+                let _ = started.send(Err("the job supervisor went away".into()));
+            }
+            let _ = route.observe.try_send(observation_of(JobEnd::OwnerLost));
+        }
+    }
+
+    /// Sends one request, connecting first if there is no connection.
+    async fn send(&self, request: &Request) -> Result<(), SupervisorError> {
+        let mut link = self.inner.link.lock().await;
+        if link.is_none() {
+            self.connect(&mut link).await?;
+        }
+        let Some(live) = link.as_mut() else {
+            unreachable!("connected just above");
+        };
+        if let Err(e) = live.writer.write_all(&encode(request)).await {
+            *link = None;
+            return Err(SupervisorError::Unresponsive {
+                dir: self.inner.dir.clone(),
+                reason: e.to_string(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Launches a job; returns its first process's pid and its observations (the
+    /// first being `Running`).
+    ///
+    /// # Errors
+    /// [`LaunchFailure::Spawn`] when the program cannot be started,
+    /// [`LaunchFailure::Unavailable`] when the supervisor cannot be reached.
+    pub async fn launch(
+        &self,
+        spawn: Spawn,
+    ) -> Result<(u32, mpsc::Receiver<Observation>), LaunchFailure> {
+        let job_id = spawn.job_id.clone();
+        let (started, answer) = oneshot::channel();
+        let (observe, observations) = mpsc::channel(4);
+        let route = Route {
+            started: Some(started),
+            observe,
+        };
+        if self.routes().insert(job_id.clone(), route).is_some() {
+            return Err(LaunchFailure::Spawn(
+                "this job runs under the supervisor already".into(),
+            ));
+        }
+        let mut pending = PendingLaunch {
+            supervisor: self.clone(),
+            job_id: Some(job_id),
+        };
+        self.send(&Request::Launch(spawn)).await?;
+        match answer.await {
+            Ok(Ok(pid)) => {
+                pending.job_id = None;
+                Ok((pid, observations))
+            }
+            Ok(Err(error)) => {
+                pending.job_id = None;
+                Err(LaunchFailure::Spawn(error))
+            }
+            Err(_) => Err(LaunchFailure::Unavailable(SupervisorError::Unresponsive {
+                dir: self.inner.dir.clone(),
+                reason: "it went away during the launch".into(),
+            })),
+        }
+    }
+
+    /// The observations of a job the supervisor runs already (found at start).
+    pub fn follow(&self, job_id: &str) -> mpsc::Receiver<Observation> {
+        let (observe, observations) = mpsc::channel(4);
+        let _ = observe.try_send(Observation::Running);
+        self.routes().insert(
+            job_id.to_owned(),
+            Route {
+                started: None,
+                observe,
+            },
+        );
+        observations
+    }
+
+    /// Asks for a job to stop: SIGTERM now, SIGKILL after `grace`. Returns once
+    /// the request is sent.
+    pub async fn stop(&self, job_id: &str, grace: Duration) {
+        let request = Request::Stop {
+            job_id: job_id.to_owned(),
+            grace_ms: u64::try_from(grace.as_millis()).unwrap_or(u64::MAX),
+        };
+        if let Err(e) = self.send(&request).await {
+            tracing::warn!(%job_id, error = %e, "could not ask the supervisor to stop a job");
+        }
+    }
+
+    /// Tells the supervisor the job's end is recorded.
+    pub async fn forget(&self, job_id: &str) {
+        let request = Request::Forget {
+            job_id: job_id.to_owned(),
+        };
+        if let Err(e) = self.send(&request).await {
+            tracing::debug!(%job_id, error = %e, "could not tell the supervisor a job's end is recorded");
+        }
+    }
+
+    /// Tells the supervisor the worker leaves in order: whatever still runs is
+    /// killed, and the supervisor exits once nothing runs.
+    pub async fn leave(&self) {
+        let mut link = self.inner.link.lock().await;
+        if let Some(live) = link.as_mut()
+            && let Err(e) = live.writer.write_all(&encode(&Request::Bye)).await
+        {
+            tracing::warn!(error = %e, "could not say goodbye to the supervisor");
+        }
+    }
+
+    /// The directory the supervisor serves.
+    pub fn dir(&self) -> &Path {
+        &self.inner.dir
+    }
+}
+
+/// A launch that has not been answered: if it is given up (its future dropped,
+/// e.g. at the start timeout), the job is killed should it start after all.
+struct PendingLaunch {
+    supervisor: Supervisor,
+    job_id: Option<String>,
+}
+
+impl Drop for PendingLaunch {
+    fn drop(&mut self) {
+        let Some(job_id) = self.job_id.take() else {
+            return;
+        };
+        self.supervisor.routes().remove(&job_id);
+        let supervisor = self.supervisor.clone();
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move { supervisor.stop(&job_id, Duration::ZERO).await });
+        }
+    }
+}
+
+/// What a job's end means to its job task.
+pub fn observation_of(end: JobEnd) -> Observation {
+    match end {
+        JobEnd::Exited { exit, stopped } => Observation::Exited { exit, stopped },
+        JobEnd::OwnerLost => Observation::Vanished {
+            reason: reason::OWNER_LOST,
+            message: "the job's supervisor went away; the job was killed with it".into(),
+        },
+    }
+}

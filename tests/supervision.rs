@@ -1,0 +1,231 @@
+//! Supervised process jobs: a job's whole tree is contained (`setsid` and double
+//! forks do not escape), time limits hold under a long grace, a worker that dies
+//! finds its jobs again when it restarts, and a job whose supervisor dies is lost.
+
+mod common;
+
+use common::processes::{is_alive, parent_of, read_pid, wait_until_gone};
+use common::system::{System, assert_well_formed, sh, states};
+use flare_launcher::protocol::{BackendRef, MAX_DURATION_S, Timeouts};
+use flare_launcher::state::JobState;
+use flare_launcher::supervisor::job_file::{JobEnd, JobFile};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// A shell script that starts `sleep 300` in a session of its own, writes its
+/// pid to `pidfile` and waits until it is written.
+fn escape_into_own_session(pidfile: &Path) -> String {
+    format!(
+        "setsid sh -c 'echo $$ > {p}; exec sleep 300' & while [ ! -s {p} ]; do sleep 0.01; done",
+        p = pidfile.display()
+    )
+}
+
+#[tokio::test]
+async fn a_process_that_left_the_jobs_session_is_killed_when_the_job_ends() {
+    let system = System::start().await;
+    let pidfile = system.path("escaped.pid");
+    let script = format!("{}; exit 0", escape_into_own_session(&pidfile));
+    let events = system.run(&sh("escapes", &script)).await;
+    assert_eq!(states(&events), ["starting", "running", "succeeded"]);
+    let pid = read_pid(&pidfile).await;
+    // Killed before the end was reported.
+    assert!(!is_alive(pid), "the setsid process {pid} outlived its job");
+}
+
+#[tokio::test]
+async fn a_double_forked_daemon_is_killed_when_its_job_is_terminated() {
+    let system = System::start().await;
+    let pidfile = system.path("daemon.pid");
+    // The subshell exits at once: the daemon is an orphan in its own session.
+    let script = format!(
+        "( {} ) ; while true; do sleep 0.1; done",
+        escape_into_own_session(&pidfile)
+    );
+    system.client.launch(&sh("daemon", &script)).await.unwrap();
+    let pid = read_pid(&pidfile).await;
+    assert!(is_alive(pid));
+    let reply = system.client.terminate("daemon", Some(1)).await.unwrap();
+    assert!(reply.accepted, "{reply:?}");
+    let events = system.events_until_terminal("daemon").await;
+    assert_eq!(events.last().unwrap().state, JobState::Terminated);
+    assert!(
+        !is_alive(pid),
+        "the daemon {pid} outlived its terminated job"
+    );
+}
+
+#[tokio::test]
+async fn run_s_holds_while_a_terminate_with_a_long_grace_runs() {
+    let system = System::start().await;
+    let ready = system.path("stubborn-ready");
+    let mut request = sh(
+        "stubborn",
+        &format!(
+            "trap '' TERM; touch {}; while true; do sleep 0.1; done",
+            ready.display()
+        ),
+    );
+    request.timeouts = Some(Timeouts {
+        start_s: None,
+        run_s: Some(2),
+    });
+    system.client.launch(&request).await.unwrap();
+    while !ready.exists() {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let reply = system
+        .client
+        .terminate("stubborn", Some(MAX_DURATION_S))
+        .await
+        .unwrap();
+    assert!(reply.accepted, "{reply:?}");
+    // The kill comes when run_s has run out and its own grace has passed, not a
+    // year later.
+    let events = system.events_until_terminal("stubborn").await;
+    let last = events.last().unwrap();
+    assert_eq!(last.state, JobState::Terminated);
+    assert_eq!(last.reason.as_deref(), Some("TerminateRequested"));
+    assert_eq!(last.exit_code, Some(128 + 9), "{last:?}");
+}
+
+/// The supervisor directory of a worker.
+fn supervisor_dir(data_dir: &Path, worker_id: &str) -> PathBuf {
+    data_dir.join("supervisor").join(worker_id)
+}
+
+/// Waits until the job's file records its end.
+async fn wait_for_recorded_end(dir: &Path, job_id: &str) -> JobEnd {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(Some(JobFile { end: Some(end), .. })) = JobFile::read(dir, job_id) {
+            return end;
+        }
+        assert!(Instant::now() < deadline, "{job_id}: no end recorded");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The pid of a job's first process, from its record.
+async fn job_pid(system: &System, job_id: &str) -> i32 {
+    match system.client.status(job_id).await.unwrap().backend_ref {
+        Some(BackendRef::Process { pid }) => pid as i32,
+        other => panic!("{job_id}: no process in {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_killed_and_restarted_re_attaches_to_its_jobs_and_learns_how_the_others_ended() {
+    let system = System::without_worker(|_| {}).await;
+    let data_dir = system.path("data");
+    let go = system.path("go");
+    let mut worker = system.spawn_worker_process("phoenix", &data_dir, &[]);
+    let keeps = sh("keeps", "while true; do sleep 0.1; done");
+    let ends = sh(
+        "ends",
+        &format!(
+            "while [ ! -e {} ]; do sleep 0.05; done; exit 3",
+            go.display()
+        ),
+    );
+    for request in [&keeps, &ends] {
+        system.client.launch(request).await.unwrap();
+        system
+            .events_until(&request.job_id, |e| e.state == JobState::Running)
+            .await;
+    }
+    let keeps_pid = job_pid(&system, "keeps").await;
+
+    worker.kill().await.unwrap();
+    // One job ends while its worker is away; the other runs on.
+    std::fs::write(&go, "").unwrap();
+    let dir = supervisor_dir(&data_dir, "phoenix");
+    let end = wait_for_recorded_end(&dir, "ends").await;
+    assert!(
+        matches!(end, JobEnd::Exited { stopped: false, .. }),
+        "{end:?}"
+    );
+    assert!(is_alive(keeps_pid), "a job died with its worker");
+
+    let _worker = system.spawn_worker_process("phoenix", &data_dir, &[]);
+    let events = system.events_until_terminal("ends").await;
+    assert_eq!(states(&events), ["starting", "running", "failed"]);
+    assert_well_formed(&events);
+    assert_eq!(events[2].exit_code, Some(3));
+    assert_eq!(events[2].worker, "phoenix");
+
+    // The job that ran on is followed again: a terminate reaches it, and its
+    // events carry on from its seq.
+    let reply = system.client.terminate("keeps", Some(1)).await.unwrap();
+    assert!(reply.accepted, "{reply:?}");
+    let events = system.events_until_terminal("keeps").await;
+    assert_eq!(states(&events), ["starting", "running", "terminated"]);
+    assert_well_formed(&events);
+    assert!(!is_alive(keeps_pid));
+    // Both ends are recorded: the supervisor lets go of their files.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !JobFile::read_all(&dir).is_empty() {
+        assert!(Instant::now() < deadline, "job files were kept");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_job_whose_supervisor_dies_is_lost_and_the_next_job_runs() {
+    let system = System::start().await;
+    system
+        .client
+        .launch(&sh("orphaned", "sleep 300"))
+        .await
+        .unwrap();
+    system
+        .events_until("orphaned", |e| e.state == JobState::Running)
+        .await;
+    let pid = job_pid(&system, "orphaned").await;
+    let job_supervisor = parent_of(pid).unwrap();
+    let supervisor = parent_of(job_supervisor).unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(supervisor),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let events = system.events_until_terminal("orphaned").await;
+    let last = events.last().unwrap();
+    assert_eq!(last.state, JobState::Lost, "{events:#?}");
+    assert_eq!(last.return_code, Some(127));
+    assert_eq!(last.reason.as_deref(), Some("OwnerLost"));
+    wait_until_gone(pid, Duration::from_secs(10)).await;
+    // A new supervisor takes the next job.
+    let events = system.run(&sh("after", "true")).await;
+    assert_eq!(events.last().unwrap().state, JobState::Succeeded);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_whose_supervisor_died_while_its_worker_was_away_is_lost_at_restart() {
+    let system = System::without_worker(|_| {}).await;
+    let data_dir = system.path("data");
+    let mut worker = system.spawn_worker_process("lazarus", &data_dir, &[]);
+    system
+        .client
+        .launch(&sh("doomed", "sleep 300"))
+        .await
+        .unwrap();
+    system
+        .events_until("doomed", |e| e.state == JobState::Running)
+        .await;
+    let pid = job_pid(&system, "doomed").await;
+    let supervisor = parent_of(parent_of(pid).unwrap()).unwrap();
+    worker.kill().await.unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(supervisor),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    wait_until_gone(pid, Duration::from_secs(10)).await;
+
+    let _worker = system.spawn_worker_process("lazarus", &data_dir, &[]);
+    let events = system.events_until_terminal("doomed").await;
+    assert_eq!(states(&events), ["starting", "running", "lost"]);
+    assert_well_formed(&events);
+    assert_eq!(events[2].reason.as_deref(), Some("OwnerLost"));
+}
