@@ -24,6 +24,10 @@ pub const DEFAULT_DRAIN_TIMEOUT_S: u64 = 30;
 /// Default time the server waits for a launch request's acknowledgement before
 /// handing it to another worker.
 pub const DEFAULT_ACK_WAIT_S: u64 = 30;
+/// Default size limit of a launch request.
+pub const DEFAULT_MAX_REQUEST_BYTES: usize = crate::protocol::DEFAULT_MAX_REQUEST_BYTES;
+/// Smallest `--max-request-bytes` accepted (a guard against a limit meant in KiB).
+pub const MIN_MAX_REQUEST_BYTES: usize = 1024;
 /// Default and longest retention of ended jobs' records and logs: as long as the
 /// events stream keeps their events (7 days), so a record never outlives them.
 pub const MAX_RETENTION_S: u64 = crate::nats::setup::EVENTS_MAX_AGE.as_secs();
@@ -81,6 +85,9 @@ pub struct WorkerArgs {
     /// Seconds before an unacknowledged launch request goes to another worker [default: 30]
     #[arg(long = "ack-wait", env = "FLARE_ACK_WAIT_S")]
     pub ack_wait_s: Option<u64>,
+    /// Largest launch request, in bytes, decoded; a larger one ends its job in error [default: 262144]
+    #[arg(long, env = "FLARE_MAX_REQUEST_BYTES")]
+    pub max_request_bytes: Option<usize>,
     /// Seconds the records and logs of ended jobs, and tombstones, are kept, 1 to 604800 [default: 604800, 7 days]
     #[arg(long = "retention", env = "FLARE_RETENTION_S")]
     pub retention_s: Option<u64>,
@@ -122,6 +129,7 @@ impl WorkerArgs {
             max_jobs: self.max_jobs.or(fallback.max_jobs),
             drain_timeout_s: self.drain_timeout_s.or(fallback.drain_timeout_s),
             ack_wait_s: self.ack_wait_s.or(fallback.ack_wait_s),
+            max_request_bytes: self.max_request_bytes.or(fallback.max_request_bytes),
             retention_s: self.retention_s.or(fallback.retention_s),
             job_user: self.job_user.or(fallback.job_user),
             job_env_allow,
@@ -143,6 +151,7 @@ struct FileWorker {
     max_jobs: Option<usize>,
     drain_timeout_s: Option<u64>,
     ack_wait_s: Option<u64>,
+    max_request_bytes: Option<usize>,
     retention_s: Option<u64>,
     job_user: Option<String>,
     job_env_allow: Option<Vec<String>>,
@@ -213,6 +222,7 @@ impl Settings {
             max_jobs: file.worker.max_jobs,
             drain_timeout_s: file.worker.drain_timeout_s,
             ack_wait_s: file.worker.ack_wait_s,
+            max_request_bytes: file.worker.max_request_bytes,
             retention_s: file.worker.retention_s,
             job_user: file.worker.job_user,
             job_env_allow: file.worker.job_env_allow,
@@ -251,6 +261,7 @@ impl Settings {
                 w.drain_timeout_s.unwrap_or(DEFAULT_DRAIN_TIMEOUT_S),
             ),
             ack_wait: Duration::from_secs(w.ack_wait_s.unwrap_or(DEFAULT_ACK_WAIT_S)),
+            max_request_bytes: w.max_request_bytes.unwrap_or(DEFAULT_MAX_REQUEST_BYTES),
             supervisor_program: default_supervisor_program(),
             retention: Duration::from_secs(w.retention_s.unwrap_or(MAX_RETENTION_S)),
             job_user: w.job_user.clone(),
@@ -297,6 +308,8 @@ pub struct WorkerConfig {
     pub drain_timeout: Duration,
     /// How long the server waits for a launch request's acknowledgement.
     pub ack_wait: Duration,
+    /// Largest launch request decoded, in bytes.
+    pub max_request_bytes: usize,
     /// The `flare-launcher` program run as the supervisor of process jobs
     /// (`flare-launcher supervise`): this program, unless a test or an embedding
     /// program says otherwise.
@@ -355,6 +368,11 @@ impl WorkerConfig {
         if self.ack_wait.is_zero() {
             return Err("ack wait must be at least 1 s".into());
         }
+        if self.max_request_bytes < MIN_MAX_REQUEST_BYTES {
+            return Err(format!(
+                "max request bytes must be at least {MIN_MAX_REQUEST_BYTES}"
+            ));
+        }
         if !(1..=MAX_RETENTION_S).contains(&self.retention.as_secs()) {
             return Err(format!(
                 "retention must be between 1 and {MAX_RETENTION_S} s (how long the events stream keeps events)"
@@ -400,7 +418,7 @@ mod tests {
         let mut file = tempfile::NamedTempFile::new().unwrap();
         writeln!(
             file,
-            "[nats]\nurl = \"nats://file:4222\"\ntoken = \"t\"\n[worker]\npool = \"gpu\"\nmax_jobs = 5\ndrain_timeout_s = 7\nretention_s = 3600"
+            "[nats]\nurl = \"nats://file:4222\"\ntoken = \"t\"\n[worker]\npool = \"gpu\"\nmax_jobs = 5\ndrain_timeout_s = 7\nretention_s = 3600\nmax_request_bytes = 4096"
         )
         .unwrap();
         let global = GlobalArgs {
@@ -423,6 +441,7 @@ mod tests {
         assert_eq!(config.max_jobs, 9);
         assert_eq!(config.drain_timeout, Duration::from_secs(7));
         assert_eq!(config.ack_wait, Duration::from_secs(DEFAULT_ACK_WAIT_S));
+        assert_eq!(config.max_request_bytes, 4096);
         assert_eq!(config.retention, Duration::from_secs(3600));
         assert_eq!(config.subject_prefix, DEFAULT_SUBJECT_PREFIX);
         assert_eq!(config.backend, BackendKind::Process);
@@ -504,6 +523,9 @@ mod tests {
         config.max_jobs = 0;
         assert!(config.validate().is_err());
         config.max_jobs = 1;
+        config.max_request_bytes = 256;
+        assert!(config.validate().is_err());
+        config.max_request_bytes = 1024;
         config.retention = Duration::ZERO;
         assert!(config.validate().is_err());
         config.retention = Duration::from_secs(MAX_RETENTION_S + 1);

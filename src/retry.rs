@@ -68,25 +68,3 @@ impl Delays {
         *self = Delays::default();
     }
 }
-
-/// Runs `op` until it succeeds, with the same backoff and logging as
-/// [`retry_transient`]; for writes that must land whatever happens (the caller
-/// bounds the time by dropping the future).
-pub async fn retry_forever<T, E, Fut, F>(what: &str, mut op: F) -> T
-where
-    E: Display,
-    Fut: Future<Output = Result<T, E>>,
-    F: FnMut() -> Fut,
-{
-    let mut delays = Delays::default();
-    loop {
-        match op().await {
-            Ok(value) => return value,
-            Err(e) => {
-                let delay = delays.next_delay();
-                tracing::warn!(error = %e, retry_in = ?delay, "{what} failed; retrying");
-                tokio::time::sleep(delay).await;
-            }
-        }
-    }
-}

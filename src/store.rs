@@ -18,10 +18,14 @@
 //! the records and they expire even while no worker runs; a bucket-wide
 //! `max_age` would also remove the records of jobs running longer than it, and
 //! an index of end times to sweep would be a second write per job.
+//!
+//! Failures that may pass (see [`crate::nats::failure`]) are retried; a write the
+//! server refuses for good is not, and comes back as [`StoreError::Rejected`].
 
+use crate::nats::failure::is_permanent;
 use crate::nats::setup::{EVENTS_MAX_AGE, Layout};
 use crate::protocol::JobRecord;
-use crate::retry::{retry_forever, retry_transient};
+use crate::retry::retry_transient;
 use async_nats::jetstream::context::PublishError;
 use async_nats::jetstream::kv;
 use async_nats::jetstream::message::PublishMessage;
@@ -33,9 +37,19 @@ pub enum StoreError {
     /// The record exists already (the answer to a create).
     #[error("a record for job {0} exists already")]
     AlreadyExists(String),
-    /// NATS did not answer or refused; worth retrying.
+    /// NATS did not answer, or failed in a way that may pass; worth retrying.
     #[error("job store unavailable: {0}")]
-    Unavailable(String),
+    Unavailable(#[source] async_nats::Error),
+    /// The server refused the record for good (e.g. it is larger than the server
+    /// takes); retrying cannot help.
+    #[error("the job store refused the record of job {job_id} for good: {source}")]
+    Rejected {
+        /// The job.
+        job_id: String,
+        /// The server's refusal.
+        #[source]
+        source: async_nats::Error,
+    },
     /// The record changed since it was read (the answer to a compare-and-set).
     #[error("the record of job {0} changed meanwhile")]
     Changed(String),
@@ -53,6 +67,19 @@ impl StoreError {
     /// Whether trying again may succeed.
     pub fn is_transient(&self) -> bool {
         matches!(self, StoreError::Unavailable(_))
+    }
+
+    /// A failed write of `job_id`'s record: a refusal for good, or a failure
+    /// that may pass.
+    fn failed_write(job_id: &str, error: impl std::error::Error + Send + Sync + 'static) -> Self {
+        if is_permanent(&error) {
+            StoreError::Rejected {
+                job_id: job_id.to_owned(),
+                source: Box::new(error),
+            }
+        } else {
+            StoreError::Unavailable(Box::new(error))
+        }
     }
 }
 
@@ -139,7 +166,8 @@ impl JobStore {
     /// counts as created.
     ///
     /// # Errors
-    /// [`StoreError::Corrupt`] when an existing record cannot be read.
+    /// [`StoreError::Corrupt`] when an existing record cannot be read,
+    /// [`StoreError::Rejected`] when the server refuses the record for good.
     pub async fn claim(&self, record: &JobRecord) -> Result<Claim, StoreError> {
         let written = self
             .write_conditionally("claiming a job record", record, |key, value| async move {
@@ -148,7 +176,7 @@ impl JobStore {
                     kv::CreateErrorKind::AlreadyExists => {
                         StoreError::AlreadyExists(record.job_id.clone())
                     }
-                    _ => StoreError::Unavailable(e.to_string()),
+                    _ => StoreError::failed_write(&record.job_id, e),
                 }))
                 .await
             })
@@ -160,10 +188,9 @@ impl JobStore {
                 revision,
             }),
             // Deleted in between (by an operator): the job is still not ours to run.
-            Written::Refused(None) => Err(StoreError::Unavailable(format!(
-                "record of job {} vanished while claiming it",
-                record.job_id
-            ))),
+            Written::Refused(None) => Err(StoreError::Unavailable(
+                format!("record of job {} vanished while claiming it", record.job_id).into(),
+            )),
         }
     }
 
@@ -172,7 +199,8 @@ impl JobStore {
     /// its own record on the retry counts as done.
     ///
     /// # Errors
-    /// [`StoreError::Corrupt`] when the record found instead cannot be read.
+    /// [`StoreError::Corrupt`] when the record found instead cannot be read,
+    /// [`StoreError::Rejected`] when the server refuses the record for good.
     pub async fn replace(&self, record: &JobRecord, revision: u64) -> Result<Replaced, StoreError> {
         let written = self
             .write_conditionally("replacing a job record", record, |key, value| async move {
@@ -181,7 +209,7 @@ impl JobStore {
                     kv::UpdateErrorKind::WrongLastRevision => {
                         StoreError::Changed(record.job_id.clone())
                     }
-                    _ => StoreError::Unavailable(e.to_string()),
+                    _ => StoreError::failed_write(&record.job_id, e),
                 }))
                 .await
             })
@@ -253,7 +281,7 @@ impl JobStore {
                 self.kv
                     .entry(&key)
                     .await
-                    .map_err(|e| StoreError::Unavailable(e.to_string()))
+                    .map_err(|e| StoreError::Unavailable(Box::new(e)))
             },
             StoreError::is_transient,
         )
@@ -268,17 +296,27 @@ impl JobStore {
         Ok(Some((record, entry.revision)))
     }
 
-    /// Writes a job's record, retrying until the bucket takes it (the caller
-    /// bounds the time by dropping the future).
-    pub async fn put(&self, record: &JobRecord) {
+    /// Writes a job's record, retrying transient failures until the bucket takes
+    /// it (the caller bounds the time by dropping the future).
+    ///
+    /// # Errors
+    /// [`StoreError::Rejected`] when the server refuses the record for good.
+    pub async fn put(&self, record: &JobRecord) -> Result<(), StoreError> {
         let key = Self::key(&record.job_id);
-        let value = encode(record);
-        retry_forever("writing a job record", || async {
-            let put = self.write(&key, value.clone().into(), record).await;
-            self.healed(put.map_err(|e| StoreError::Unavailable(e.to_string())))
+        let value = bytes::Bytes::from(encode(record));
+        retry_transient(
+            "writing a job record",
+            || async {
+                let put = self.write(&key, value.clone(), record).await;
+                self.healed(
+                    put.map(drop)
+                        .map_err(|e| StoreError::failed_write(&record.job_id, e)),
+                )
                 .await
-        })
-        .await;
+            },
+            StoreError::is_transient,
+        )
+        .await
     }
 
     /// The TTL a record is written with: the retention for one that will not

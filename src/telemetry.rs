@@ -1,8 +1,10 @@
 //! Logging: `tracing` to stderr, compact lines for people or JSON for machines,
 //! filtered by `RUST_LOG` (default: `info` for long-running commands, `warn` for
-//! the short ones, whose output is their result).
+//! the short ones, whose output is their result). Colours only on a terminal:
+//! a log file or a pipe gets plain text.
 
 use crate::config::LogFormat;
+use std::io::IsTerminal;
 use tracing_subscriber::EnvFilter;
 
 /// Installs the global subscriber. Calling it twice is harmless (the second call
@@ -12,7 +14,8 @@ pub fn init(format: LogFormat, default_level: &str) {
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
     let _ = match format {
         LogFormat::Human => builder.compact().try_init(),
         LogFormat::Json => builder.json().flatten_event(true).try_init(),

@@ -1,12 +1,13 @@
 //! Terminate and status over a real nats-server: terminating running jobs (also
 //! ones that ignore SIGTERM), terminating before the launch, terminating finished
-//! jobs, a job that exits 0 when asked to stop, and status of finished and
-//! unknown jobs.
+//! jobs, a job that exits 0 when asked to stop, status of finished and
+//! unknown jobs, and error replies to bad terminate bodies.
 
 mod common;
 
 use common::system::{System, assert_well_formed, sh, states};
 use flare_launcher::client::ClientError;
+use flare_launcher::protocol::ErrorReply;
 use flare_launcher::state::JobState;
 use std::time::{Duration, Instant};
 
@@ -202,4 +203,35 @@ async fn a_job_that_exits_0_when_asked_to_stop_is_terminated_not_succeeded() {
     assert_eq!(last.exit_code, Some(0));
     assert_eq!(last.return_code, Some(9));
     assert_eq!(last.reason.as_deref(), Some("TerminateRequested"));
+}
+
+#[tokio::test]
+async fn a_terminate_body_with_a_line_break_in_a_field_name_gets_a_400_on_one_line() {
+    let system = System::start().await;
+    // JSON for a field named "a", a line feed, "b": serde names it in its error.
+    let body = r#"{"a\nb":1}"#;
+    let reply = system
+        .client
+        .nats()
+        .request("flare.jobs.terminate.nl", body.into())
+        .await
+        .expect("an answer");
+    let headers = reply.headers.expect("error headers");
+    assert_eq!(
+        headers.get("Nats-Service-Error-Code").map(|v| v.as_str()),
+        Some("400")
+    );
+    for (name, values) in headers.iter() {
+        for value in values {
+            assert!(!value.as_str().contains(['\r', '\n']), "{name}: {value:?}");
+        }
+    }
+    let error = headers.get("Nats-Service-Error").unwrap().as_str();
+    assert!(error.contains(r"unknown field `a\nb`"), "{error}");
+    let body: ErrorReply = serde_json::from_slice(&reply.payload).unwrap();
+    assert_eq!(body.error, "bad_request");
+    assert!(body.message.contains("unknown field `a\nb`"), "{body:?}");
+    // The worker answers the next request.
+    let reply = system.client.terminate("nl", None).await.unwrap();
+    assert!(reply.accepted, "{reply:?}");
 }

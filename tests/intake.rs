@@ -47,18 +47,6 @@ fn record_written_at(job_id: &str, state: JobState, seq: u64, written: OffsetDat
     serde_json::to_vec(&record).unwrap()
 }
 
-/// Subscribes to reports of unusable requests, before anything is published.
-async fn invalid_reports(system: &System) -> async_nats::Subscriber {
-    let subscriber = system
-        .client
-        .nats()
-        .subscribe("flare.jobs.invalid")
-        .await
-        .unwrap();
-    system.client.nats().flush().await.unwrap();
-    subscriber
-}
-
 /// Acts as a worker that takes the pool's next launch request and dies before it
 /// records or acks it: the request is pulled and dropped.
 async fn take_without_ack(system: &System) {
@@ -251,7 +239,7 @@ async fn a_duplicate_of_a_job_that_ended_just_now_leaves_its_owner_time_to_publi
 #[tokio::test]
 async fn a_launch_whose_record_is_unreadable_waits_in_the_queue() {
     let system = System::start().await;
-    let mut invalid = invalid_reports(&system).await;
+    let mut invalid = system.invalid_reports().await;
     store_record(&system, "garbled", b"not a record".to_vec()).await;
     let file = system.path("garbled-runs");
     system
@@ -286,7 +274,7 @@ async fn a_launch_whose_record_is_unreadable_waits_in_the_queue() {
 #[tokio::test]
 async fn malformed_and_invalid_requests_are_reported_and_the_next_one_runs() {
     let system = System::start().await;
-    let mut invalid = invalid_reports(&system).await;
+    let mut invalid = system.invalid_reports().await;
 
     system
         .client

@@ -10,6 +10,7 @@ pub mod job_env;
 pub mod job_user;
 pub mod process;
 
+use crate::protocol::bounded::bounded;
 use crate::protocol::{BackendKind, BackendRef, LaunchRequest, reason};
 use crate::state::Exit;
 use async_trait::async_trait;
@@ -79,17 +80,19 @@ pub trait WorkloadControl: Send + Sync {
 }
 
 /// Why a workload could not be launched. Each kind maps to the `reason` of the
-/// job's `error` event.
+/// job's `error` event. The messages quote what the request holds only in part
+/// (a program name of any length, a working directory), so they always fit in
+/// the job's record.
 #[derive(Debug, thiserror::Error)]
 pub enum LaunchError {
     /// The request asks for something this backend cannot do.
-    #[error("{0}")]
+    #[error("{}", bounded(.0))]
     Unsupported(String),
     /// The program could not be started: why, as the operating system said it.
-    #[error("{0}")]
+    #[error("{}", bounded(.0))]
     Spawn(String),
     /// The backend is not available on this worker.
-    #[error("{0}")]
+    #[error("{}", bounded(.0))]
     Unavailable(String),
 }
 
@@ -186,5 +189,25 @@ impl Backends {
                 self.default
             ))
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::bounded::MAX_TEXT;
+
+    #[test]
+    fn launch_errors_quote_the_request_only_in_part() {
+        let spawn = LaunchError::Spawn(format!(
+            "could not start the job: its working directory {} is not a directory",
+            "d".repeat(100_000)
+        ));
+        let message = spawn.to_string();
+        assert!(message.len() <= MAX_TEXT, "{}", message.len());
+        assert!(message.starts_with("could not start the job: its working directory ddd"));
+        assert!(message.ends_with("bytes cut)"), "{message}");
+        let unsupported = LaunchError::Unsupported("u".repeat(100_000));
+        assert!(unsupported.to_string().len() <= MAX_TEXT);
     }
 }

@@ -2,5 +2,6 @@
 //! streams, consumer and buckets.
 
 pub mod connect;
+pub mod failure;
 pub mod setup;
 pub mod subjects;

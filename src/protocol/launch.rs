@@ -1,7 +1,10 @@
 //! The launch request (`P.launch.POOL`) and its decoding, with every rule of the
 //! contract enforced: the job id's charset and length, a non-empty command, no
-//! unknown fields outside `x`, the version, and bounded durations.
+//! unknown fields outside `x`, the version, and bounded durations. A request over
+//! the worker's size limit is not decoded: only its job id is read. Error messages
+//! quote what the request holds only in part (see [`super::bounded`]).
 
+use super::bounded::{bounded, quoted};
 use super::{
     BackendKind, DEFAULT_START_TIMEOUT_S, MAX_JOB_ID_LEN, PROTOCOL_VERSION, check_duration,
     default_version, is_default_version,
@@ -63,8 +66,8 @@ impl Mount {
     pub fn parsed_source(&self) -> Result<MountSource, String> {
         let bad = || {
             format!(
-                "mount source {:?} must be pvc:NAME, host:/ABS/PATH, secret:NAME or emptydir:",
-                self.source
+                "mount source {} must be pvc:NAME, host:/ABS/PATH, secret:NAME or emptydir:",
+                quoted(&self.source)
             )
         };
         let (kind, rest) = self.source.split_once(':').ok_or_else(bad)?;
@@ -194,8 +197,8 @@ impl LaunchRequest {
         if self.command[0].is_empty() {
             return Err("command[0] (the program) must not be empty".into());
         }
-        if let Some(arg) = self.command.iter().find(|a| a.contains('\0')) {
-            return Err(format!("command argument {arg:?} contains a NUL byte"));
+        if let Some(at) = self.command.iter().position(|a| a.contains('\0')) {
+            return Err(format!("command[{at}] contains a NUL byte"));
         }
         let timeouts = self.timeouts.clone().unwrap_or_default();
         check_duration("timeouts.start_s", timeouts.start_s, 1)?;
@@ -211,7 +214,8 @@ impl LaunchRequest {
         for (key, value) in &self.env {
             if key.is_empty() || key.contains('=') || key.contains('\0') || value.contains('\0') {
                 return Err(format!(
-                    "env variable {key:?} is invalid: names must be non-empty without '=' or NUL, values without NUL"
+                    "env variable {} is invalid: names must be non-empty without '=' or NUL, values without NUL",
+                    quoted(key)
                 ));
             }
         }
@@ -226,8 +230,8 @@ impl LaunchRequest {
             mount.parsed_source()?;
             if !mount.target.starts_with('/') {
                 return Err(format!(
-                    "mount target {:?} must be an absolute path",
-                    mount.target
+                    "mount target {} must be an absolute path",
+                    quoted(&mount.target)
                 ));
             }
         }
@@ -277,13 +281,55 @@ pub enum LaunchDecodeError {
     },
 }
 
-/// Decodes and validates a launch payload.
+/// Only the job id of a launch payload; every other field is skipped unread
+/// (serde ignores unknown fields of this struct).
+#[derive(Deserialize)]
+struct JobIdOnly {
+    job_id: Option<String>,
+}
+
+/// Decodes and validates a launch payload of at most `max_bytes`; of a larger
+/// one, only the job id is read, to end that job with an error naming the size
+/// and the limit.
+///
+/// # Errors
+/// As [`decode_launch`]; for a payload over `max_bytes`, always.
+pub fn decode_launch_within(
+    payload: &[u8],
+    max_bytes: usize,
+) -> Result<LaunchRequest, LaunchDecodeError> {
+    if payload.len() <= max_bytes {
+        return decode_launch(payload);
+    }
+    let too_big = format!(
+        "the request is {} bytes, over this worker's limit of {max_bytes} bytes",
+        payload.len()
+    );
+    let job_id = serde_json::from_slice::<JobIdOnly>(payload)
+        .map_err(|e| e.to_string())
+        .and_then(|read| read.job_id.ok_or_else(|| "job_id is missing".to_owned()))
+        .and_then(|job_id| check_job_id(&job_id).map(|()| job_id));
+    Err(match job_id {
+        Ok(job_id) => LaunchDecodeError::Invalid {
+            job_id,
+            error: too_big,
+        },
+        Err(no_id) => LaunchDecodeError::Unidentifiable {
+            error: bounded(&format!("{too_big}, and has no usable job_id: {no_id}")),
+        },
+    })
+}
+
+/// Decodes and validates a launch payload. Error messages are bounded (serde's
+/// echo what the payload holds, such as the name of an unknown field).
 ///
 /// # Errors
 /// [`LaunchDecodeError::Unidentifiable`] when no valid `job_id` can be read,
 /// [`LaunchDecodeError::Invalid`] for any other broken rule.
 pub fn decode_launch(payload: &[u8]) -> Result<LaunchRequest, LaunchDecodeError> {
-    let unidentifiable = |error: String| LaunchDecodeError::Unidentifiable { error };
+    let unidentifiable = |error: String| LaunchDecodeError::Unidentifiable {
+        error: bounded(&error),
+    };
     let value: Value = serde_json::from_slice(payload)
         .map_err(|e| unidentifiable(format!("payload is not valid JSON: {e}")))?;
     let Value::Object(object) = &value else {
@@ -297,7 +343,7 @@ pub fn decode_launch(payload: &[u8]) -> Result<LaunchRequest, LaunchDecodeError>
     check_job_id(&job_id).map_err(unidentifiable)?;
     let invalid = |error: String| LaunchDecodeError::Invalid {
         job_id: job_id.clone(),
-        error,
+        error: bounded(&error),
     };
     let request: LaunchRequest =
         serde_json::from_value(value).map_err(|e| invalid(e.to_string()))?;
@@ -307,6 +353,7 @@ pub fn decode_launch(payload: &[u8]) -> Result<LaunchRequest, LaunchDecodeError>
 
 #[cfg(test)]
 mod tests {
+    use super::super::bounded::MAX_TEXT;
     use super::*;
 
     fn unidentifiable(payload: &str) -> String {
@@ -364,6 +411,61 @@ mod tests {
         assert!(unidentifiable(&long).contains("got 129"));
         let longest = format!(r#"{{"job_id":"{}","command":["x"]}}"#, "a".repeat(128));
         assert!(decode_launch(longest.as_bytes()).is_ok());
+    }
+
+    #[test]
+    fn errors_quote_what_the_request_holds_only_in_part() {
+        // 300,000 double quotes, escaped in JSON.
+        let quotes = r#"\""#.repeat(300_000);
+        let field = format!(r#"{{"job_id":"j1","command":["x"],"{quotes}":1}}"#);
+        assert!(invalid(&field).len() <= MAX_TEXT);
+        let nul = format!(r#"{{"job_id":"j1","command":["{quotes}\u0000"]}}"#);
+        assert_eq!(invalid(&nul), "command[0] contains a NUL byte");
+        let env = format!(
+            r#"{{"job_id":"j1","command":["x"],"env":{{"{}=":"v"}}}}"#,
+            "k".repeat(100_000)
+        );
+        let error = invalid(&env);
+        assert!(error.len() < 1024 && error.contains("bytes cut"), "{error}");
+    }
+
+    #[test]
+    fn requests_over_the_limit_are_refused_by_their_job_id_alone() {
+        let payload = format!(
+            r#"{{"job_id":"j1","command":["{}"],"x":{{"y":[1]}}}}"#,
+            "a".repeat(2000)
+        );
+        assert!(decode_launch_within(payload.as_bytes(), payload.len()).is_ok());
+        let error = match decode_launch_within(payload.as_bytes(), 1000) {
+            Err(LaunchDecodeError::Invalid { job_id, error }) if job_id == "j1" => error,
+            other => panic!("expected Invalid, got {other:?}"),
+        };
+        let size = payload.len();
+        assert_eq!(
+            error,
+            format!("the request is {size} bytes, over this worker's limit of 1000 bytes")
+        );
+        // Whatever else is wrong with it is not looked at.
+        let unknown = format!(r#"{{"comand":"{}","job_id":"j1"}}"#, "a".repeat(2000));
+        assert!(matches!(
+            decode_launch_within(unknown.as_bytes(), 1000),
+            Err(LaunchDecodeError::Invalid { .. })
+        ));
+        for no_id in [
+            format!(r#"{{"command":["{}"]}}"#, "a".repeat(2000)),
+            format!(r#"{{"job_id":"a b","command":["{}"]}}"#, "a".repeat(2000)),
+            format!("[{}]", "1,".repeat(1000) + "1"),
+        ] {
+            match decode_launch_within(no_id.as_bytes(), 1000) {
+                Err(LaunchDecodeError::Unidentifiable { error }) => {
+                    assert!(
+                        error.contains("over this worker's limit of 1000 bytes"),
+                        "{error}"
+                    )
+                }
+                other => panic!("expected Unidentifiable, got {other:?}"),
+            }
+        }
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! What workers send (job events, job records, terminate replies, reports of
 //! unusable requests, error replies) and the terminate request they answer.
 
+use super::bounded::{bounded, lossy_prefix};
 use super::{
     BackendKind, DEFAULT_GRACE_S, MAX_ECHOED_PAYLOAD, PROTOCOL_VERSION, check_duration,
     timestamp_now,
@@ -84,14 +85,14 @@ impl TerminateRequest {
     /// Decodes a terminate body; empty (or whitespace) means defaults.
     ///
     /// # Errors
-    /// The JSON error, for a body that is neither empty nor a valid request, or
-    /// the broken rule.
+    /// The JSON error (bounded: it may name an unknown field of the body), for a
+    /// body that is neither empty nor a valid request, or the broken rule.
     pub fn decode(payload: &[u8]) -> Result<Self, String> {
         if payload.iter().all(u8::is_ascii_whitespace) {
             return Ok(TerminateRequest::default());
         }
         let request: TerminateRequest = serde_json::from_slice(payload)
-            .map_err(|e| format!("invalid terminate request: {e}"))?;
+            .map_err(|e| bounded(&format!("invalid terminate request: {e}")))?;
         check_duration("grace_s", request.grace_s, 0)
             .map_err(|e| format!("invalid terminate request: {e}"))?;
         Ok(request)
@@ -203,20 +204,13 @@ pub struct InvalidRequest {
 }
 
 impl InvalidRequest {
-    /// Reports `payload`, cut at [`MAX_ECHOED_PAYLOAD`] bytes (on a character boundary).
-    pub fn new(error: String, payload: &[u8]) -> Self {
-        let mut cut = payload.len().min(MAX_ECHOED_PAYLOAD);
-        let text = loop {
-            match std::str::from_utf8(&payload[..cut]) {
-                Ok(text) => break text.to_owned(),
-                Err(e) if e.error_len().is_none() => cut = e.valid_up_to(),
-                Err(_) => break String::from_utf8_lossy(&payload[..cut]).into_owned(),
-            }
-        };
+    /// Reports `payload`, cut at [`MAX_ECHOED_PAYLOAD`] bytes (on a character
+    /// boundary), and `error`, bounded.
+    pub fn new(error: &str, payload: &[u8]) -> Self {
         InvalidRequest {
             v: PROTOCOL_VERSION,
-            error,
-            payload: text,
+            error: bounded(error),
+            payload: lossy_prefix(payload, MAX_ECHOED_PAYLOAD),
             ts: timestamp_now(),
         }
     }
@@ -254,15 +248,22 @@ mod tests {
         );
         let huge = TerminateRequest::decode(br#"{"grace_s":18446744073709551615}"#);
         assert!(huge.unwrap_err().contains("grace_s must be between"));
+        let long_field = format!(r#"{{"{}":1}}"#, "a".repeat(100_000));
+        let error = TerminateRequest::decode(long_field.as_bytes()).unwrap_err();
+        assert!(
+            error.len() <= super::super::bounded::MAX_TEXT,
+            "{}",
+            error.len()
+        );
     }
 
     #[test]
     fn invalid_request_cuts_the_payload_on_a_char_boundary() {
         let mut payload = vec![b'x'; MAX_ECHOED_PAYLOAD - 1];
         payload.extend_from_slice("é and more".as_bytes());
-        let report = InvalidRequest::new("bad".into(), &payload);
+        let report = InvalidRequest::new("bad", &payload);
         assert_eq!(report.payload.len(), MAX_ECHOED_PAYLOAD - 1);
-        let short = InvalidRequest::new("bad".into(), b"{oops");
+        let short = InvalidRequest::new("bad", b"{oops");
         assert_eq!(short.payload, "{oops");
     }
 }

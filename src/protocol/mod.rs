@@ -5,17 +5,20 @@
 //! [`crate::schema`]); a test fails when the two drift apart.
 //!
 //! - `launch`: the launch request and its decoding.
+//! - [`bounded`]: bounding text taken from requests before it goes into records,
+//!   events, replies, headers and logs.
 //! - `messages`: what workers send (events, records, replies, reports) and the
 //!   terminate request.
 //! - [`reason`]: the machine-readable causes events carry.
 
+pub mod bounded;
 mod launch;
 mod messages;
 pub mod reason;
 
 pub use launch::{
     LaunchDecodeError, LaunchRequest, Mount, MountSource, Resources, Timeouts, check_job_id,
-    decode_launch,
+    decode_launch, decode_launch_within,
 };
 pub use messages::{
     BackendRef, ErrorReply, InvalidRequest, JobEvent, JobRecord, TerminateReply, TerminateRequest,
@@ -31,6 +34,10 @@ pub const PROTOCOL_VERSION: u32 = 1;
 pub const MAX_JOB_ID_LEN: usize = 128;
 /// How much of a rejected payload an [`InvalidRequest`] carries.
 pub const MAX_ECHOED_PAYLOAD: usize = 4096;
+/// Default limit of a launch request's size: well under the 1 MiB that
+/// nats-server allows a message by default, so that whatever a worker writes
+/// about a request fits.
+pub const DEFAULT_MAX_REQUEST_BYTES: usize = 256 * 1024;
 /// Default `start_s`: longest time from acceptance to `running`.
 pub const DEFAULT_START_TIMEOUT_S: u64 = 120;
 /// Default `grace_s` of a terminate request.

@@ -16,6 +16,9 @@ pub const SPAWN_FAILED: &str = "SpawnFailed";
 pub const BACKEND_UNAVAILABLE: &str = "BackendUnavailable";
 /// The workload disappeared and nobody can tell how it ended.
 pub const WORKLOAD_VANISHED: &str = "WorkloadVanished";
+/// The server refused the job's record or event for good (e.g. too large): the
+/// job ended with a minimal record instead.
+pub const RECORD_REJECTED: &str = "RecordRejected";
 /// The job's owner (its worker, or the supervisor that held it) went away and the
 /// job could not be found again.
 pub const OWNER_LOST: &str = "OwnerLost";

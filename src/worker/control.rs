@@ -11,6 +11,7 @@ use super::Shared;
 use super::job;
 use super::registry::JobCommand;
 use crate::nats::subjects::{CONTROL_QUEUE_GROUP, Subjects};
+use crate::protocol::bounded::{bounded, one_line};
 use crate::protocol::{
     ErrorReply, JobRecord, TerminateReply, TerminateRequest, check_job_id, reason,
 };
@@ -175,21 +176,14 @@ async fn answer(shared: &Shared, message: Message, kind: Request, job_id: Option
     // `nats pub` sends no reply subject: the request is acted on all the same.
     let Some(reply_to) = message.reply.clone() else {
         if let Err(e) = result {
-            tracing::warn!(subject = %message.subject, error = %e, "control request without a reply subject failed");
+            tracing::warn!(subject = %message.subject, error = %one_line(&e.to_string()), "control request without a reply subject failed");
         }
         return;
     };
     let sent = match result {
         Ok(body) => shared.client.publish(reply_to, body.into()).await,
         Err(e) => {
-            let (error, code) = e.kind();
-            let mut headers = HeaderMap::new();
-            headers.insert("Nats-Service-Error", e.to_string().as_str());
-            headers.insert("Nats-Service-Error-Code", code.to_string().as_str());
-            let body = to_json(&ErrorReply {
-                error: error.into(),
-                message: e.to_string(),
-            });
+            let (headers, body) = error_reply(&e);
             shared
                 .client
                 .publish_with_headers(reply_to, headers, body.into())
@@ -199,6 +193,23 @@ async fn answer(shared: &Shared, message: Message, kind: Request, job_id: Option
     if let Err(e) = sent {
         tracing::warn!(error = %e, "could not send a control reply");
     }
+}
+
+/// The NATS service error headers and the body of an error reply. The message
+/// may echo the request (serde names an unknown field of a terminate body), so
+/// it is bounded, and in the header it is on one line: a header value cannot
+/// hold CR or LF.
+fn error_reply(e: &ControlError) -> (HeaderMap, Vec<u8>) {
+    let (error, code) = e.kind();
+    let message = e.to_string();
+    let mut headers = HeaderMap::new();
+    headers.insert("Nats-Service-Error", one_line(&message).as_str());
+    headers.insert("Nats-Service-Error-Code", code.to_string().as_str());
+    let body = to_json(&ErrorReply {
+        error: error.into(),
+        message: bounded(&message),
+    });
+    (headers, body)
 }
 
 fn to_json<T: serde::Serialize>(value: &T) -> Vec<u8> {
@@ -373,6 +384,21 @@ async fn terminate_owned(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn error_replies_have_one_line_bounded_headers() {
+        let refused =
+            ControlError::BadRequest(format!("unknown field `a\r\nb{}`", "c".repeat(100_000)));
+        let (headers, body) = error_reply(&refused);
+        let header = headers.get("Nats-Service-Error").unwrap().as_str();
+        assert!(!header.contains(['\r', '\n']), "{header}");
+        assert!(header.starts_with("unknown field `a\\r\\nb"), "{header}");
+        assert!(header.len() <= crate::protocol::bounded::MAX_TEXT);
+        let reply: ErrorReply = serde_json::from_slice(&body).unwrap();
+        assert_eq!(reply.error, "bad_request");
+        assert!(reply.message.starts_with("unknown field `a\r\nb"));
+        assert!(reply.message.len() <= crate::protocol::bounded::MAX_TEXT);
+    }
 
     #[test]
     fn an_owners_reply_or_error_reply_is_relayed_as_its_own_kind() {

@@ -5,6 +5,9 @@
 //! subscribers (`nats sub`) get every copy, though, so a worker publishes another
 //! worker's event only when that worker can no longer do it.
 //!
+//! A publish is retried while it fails in a way that may pass (see
+//! [`crate::nats::failure`]); one the server refuses for good is not.
+//!
 //! # The final event of a job another worker ended
 //!
 //! A job's owner writes each state to the job's record first and publishes its
@@ -48,10 +51,12 @@
 //! seconds (NTP). A time more than the bound ahead of this worker's clock, or one
 //! that cannot be read, cannot hold the event back: it is published at once.
 
+use crate::nats::failure::is_permanent;
 use crate::nats::setup::Layout;
 use crate::nats::subjects::Subjects;
 use crate::protocol::{InvalidRequest, JobEvent};
-use crate::retry::{self, retry_forever};
+use crate::retry::{self, retry_transient};
+use async_nats::jetstream::context::PublishError;
 use async_nats::jetstream::stream::{LastRawMessageErrorKind, Stream};
 use async_nats::jetstream::{self, message::PublishMessage};
 use std::time::Duration;
@@ -68,6 +73,20 @@ const PUBLISH_TIMEOUT: Duration = Duration::from_secs(5);
 /// retry's own wait. Past it, another worker publishes a missing final event.
 pub const OWNER_PUBLISH_BOUND: Duration =
     Duration::from_secs(2 * retry::MAX_DELAY.as_secs() + 2 * PUBLISH_TIMEOUT.as_secs());
+
+/// The events stream refused an event for good (e.g. it is larger than the
+/// server takes); retrying cannot help.
+#[derive(Debug, thiserror::Error)]
+#[error("the events stream refused event {seq} of job {job_id} for good: {source}")]
+pub struct EventRejected {
+    /// The job.
+    pub job_id: String,
+    /// The event's `seq`.
+    pub seq: u64,
+    /// The server's refusal.
+    #[source]
+    pub source: PublishError,
+}
 
 /// Publishes events for one worker.
 #[derive(Clone)]
@@ -111,7 +130,7 @@ impl EventPublisher {
             return Some(wait);
         }
         tracing::warn!(job_id = %event.job_id, seq = event.seq, owner = %event.worker, "the job's final event never reached the stream; publishing it for its owner");
-        self.publish(event).await;
+        self.publish_or_log(event).await;
         None
     }
 
@@ -119,7 +138,7 @@ impl EventPublisher {
     /// for an owner finishing, after a restart, what it began before.
     pub async fn publish_unless_stored(&self, event: &JobEvent) {
         if !self.is_stored(event).await {
-            self.publish(event).await;
+            self.publish_or_log(event).await;
         }
     }
 
@@ -139,6 +158,14 @@ impl EventPublisher {
         }
     }
 
+    /// Publishes an event that was published before, or should have been: its
+    /// job ended already, so a refusal can only be reported.
+    async fn publish_or_log(&self, event: &JobEvent) {
+        if let Err(error) = self.publish(event).await {
+            tracing::error!(job_id = %event.job_id, %error, "could not publish the job's event again");
+        }
+    }
+
     /// The `seq` of the last event the stream holds for a job.
     async fn last_stored_seq(&self, job_id: &str) -> Result<Option<u64>, String> {
         let subject = self.subjects.events(job_id);
@@ -152,29 +179,42 @@ impl EventPublisher {
     }
 
     /// Publishes `event` and waits until the events stream stored it, retrying
-    /// for as long as it takes (the caller bounds that by dropping the future).
-    pub async fn publish(&self, event: &JobEvent) {
+    /// failures that may pass for as long as it takes (the caller bounds that by
+    /// dropping the future).
+    ///
+    /// # Errors
+    /// [`EventRejected`] when the server refuses the event for good.
+    pub async fn publish(&self, event: &JobEvent) -> Result<(), EventRejected> {
         let subject = self.subjects.events(&event.job_id);
-        let payload = serde_json::to_vec(event).expect("a JobEvent always serializes");
+        let payload =
+            bytes::Bytes::from(serde_json::to_vec(event).expect("a JobEvent always serializes"));
         let msg_id = format!("{}:{}", event.job_id, event.seq);
-        retry_forever("publishing a job event", || async {
-            let publish = PublishMessage::build()
-                .payload(payload.clone().into())
-                .message_id(&msg_id);
-            let ack = self
-                .js
-                .send_publish(subject.clone(), publish)
-                .await
-                .map_err(|e| e.to_string())?;
-            let stored = ack.await;
-            if stored.is_err() {
-                // Should an operator have removed the stream, it is back for the retry.
-                self.layout.restore_if_missing().await;
-            }
-            stored.map(drop).map_err(|e| e.to_string())
-        })
+        let stored = retry_transient(
+            "publishing a job event",
+            || async {
+                let publish = PublishMessage::build()
+                    .payload(payload.clone())
+                    .message_id(&msg_id);
+                let ack = self.js.send_publish(subject.clone(), publish).await?;
+                let stored = ack.await.map(drop);
+                if let Err(e) = &stored
+                    && !is_permanent(e)
+                {
+                    // Should an operator have removed the stream, it is back for the retry.
+                    self.layout.restore_if_missing().await;
+                }
+                stored
+            },
+            |e: &PublishError| !is_permanent(e),
+        )
         .await;
+        stored.map_err(|source| EventRejected {
+            job_id: event.job_id.clone(),
+            seq: event.seq,
+            source,
+        })?;
         tracing::debug!(job_id = %event.job_id, seq = event.seq, state = %event.state, "event published");
+        Ok(())
     }
 
     /// Reports a launch payload without a usable job id on `P.invalid` (core NATS:

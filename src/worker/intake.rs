@@ -5,13 +5,20 @@
 //! Capacity is a semaphore of `max_jobs` permits: a permit is taken before a
 //! request is pulled and moves into the job's task, so a full worker stops pulling
 //! and the pool's other workers get the requests.
+//!
+//! A request over the size limit is not decoded, only its job id is read; what a
+//! request holds goes into records, events and logs only bounded. A record the
+//! server refuses for good ends the job with a minimal one (see [`super::rejected`]).
 
 use super::Shared;
 use super::job::{self, Change, Job};
+use super::rejected::{self, Refusal};
 use crate::nats::setup::Layout;
 use crate::nats::subjects::check_subject_safe;
+use crate::protocol::bounded::{bounded, one_line};
 use crate::protocol::{
-    BackendKind, InvalidRequest, JobRecord, LaunchDecodeError, LaunchRequest, decode_launch, reason,
+    BackendKind, InvalidRequest, JobRecord, LaunchDecodeError, LaunchRequest, decode_launch_within,
+    reason,
 };
 use crate::state::JobState;
 use crate::store::{Claim, Replaced, StoreError};
@@ -34,6 +41,9 @@ const HAND_BACK_WINDOW: Duration = Duration::from_millis(100);
 const HAND_BACK_LIMIT: Duration = Duration::from_secs(2);
 /// When a request comes back whose job record cannot be read.
 const UNREADABLE_RECORD_RETRY: Duration = Duration::from_secs(60);
+/// When a request comes back that arrived while an earlier delivery of it was
+/// still claiming its job on this worker.
+const CLAIM_IN_PROGRESS_RETRY: Duration = Duration::from_secs(5);
 
 /// Pulls and dispatches launch requests until `stop` is cancelled.
 /// After a failed pull, the consumer is looked up again through `layout`, and
@@ -130,7 +140,7 @@ async fn hand_back_received(batch: &mut Batch) {
         while let Ok(Some(next)) = tokio::time::timeout(HAND_BACK_WINDOW, batch.next()).await {
             // Errors are the pull's status messages, not requests.
             if let Ok(message) = next {
-                hand_back(&message).await;
+                hand_back(&message, None).await;
             }
         }
     };
@@ -144,42 +154,49 @@ async fn hand_back_received(batch: &mut Batch) {
 
 /// Handles one launch request.
 async fn handle(shared: Arc<Shared>, message: Message, permit: OwnedSemaphorePermit) {
-    let (record, request) = match decode_launch(&message.payload) {
-        Err(LaunchDecodeError::Unidentifiable { error }) => {
-            return report_invalid(&shared, &message, error).await;
-        }
-        Err(LaunchDecodeError::Invalid { job_id, error }) => {
-            if let Err(unsafe_id) = check_subject_safe(&job_id) {
-                return report_invalid(&shared, &message, unsafe_id).await;
+    let (mut record, mut request) =
+        match decode_launch_within(&message.payload, shared.max_request_bytes) {
+            Err(LaunchDecodeError::Unidentifiable { error }) => {
+                return report_invalid(&shared, &message, error).await;
             }
-            tracing::warn!(%job_id, %error, "invalid launch request");
-            let backend = shared.backends.default_kind();
-            let change = Change::because(reason::INVALID_REQUEST, error);
-            let record = first_record(&shared, &job_id, backend, JobState::Error, change);
-            (record, None)
-        }
-        Ok(request) => {
-            if let Err(unsafe_id) = check_subject_safe(&request.job_id) {
-                return report_invalid(&shared, &message, unsafe_id).await;
+            Err(LaunchDecodeError::Invalid { job_id, error }) => {
+                if let Err(unsafe_id) = check_subject_safe(&job_id) {
+                    return report_invalid(&shared, &message, unsafe_id).await;
+                }
+                tracing::warn!(%job_id, error = %one_line(&error), "invalid launch request");
+                let backend = shared.backends.default_kind();
+                let change = Change::because(reason::INVALID_REQUEST, error);
+                let record = first_record(&shared, &job_id, backend, JobState::Error, change);
+                (record, None)
             }
-            let backend = shared.backends.kind_for(&request);
-            let mut record = first_record(
-                &shared,
-                &request.job_id,
-                backend,
-                JobState::Starting,
-                Change::default(),
-            );
-            record.site = request.site.clone();
-            (record, Some(request))
-        }
-    };
+            Ok(request) => {
+                if let Err(unsafe_id) = check_subject_safe(&request.job_id) {
+                    return report_invalid(&shared, &message, unsafe_id).await;
+                }
+                let backend = shared.backends.kind_for(&request);
+                let mut record = first_record(
+                    &shared,
+                    &request.job_id,
+                    backend,
+                    JobState::Starting,
+                    Change::default(),
+                );
+                record.site = request.site.as_deref().map(bounded);
+                (record, Some(request))
+            }
+        };
     let job_id = record.job_id.clone();
     // Registered before the claim, so that a terminate arriving right after it
     // finds the job's task.
     let Some(registration) = shared.registry.register(&job_id) else {
-        tracing::info!(%job_id, "launch request for a job this worker runs already; ignored");
-        return ack(&message).await;
+        // Boxed: a rare path, kept out of the state of every job's task.
+        return Box::pin(held_by_earlier_delivery(
+            &shared,
+            record,
+            request.as_ref(),
+            &message,
+        ))
+        .await;
     };
     // A claim retries while JetStream is away; a worker that gives up on its jobs
     // at shutdown gives up on the claim too, and the request goes back.
@@ -187,8 +204,19 @@ async fn handle(shared: Arc<Shared>, message: Message, permit: OwnedSemaphorePer
         claim = shared.store.claim(&record) => claim,
         () = shared.hard_stop.cancelled() => {
             tracing::warn!(%job_id, "shutting down before the job could be claimed; its request goes back");
-            return hand_back(&message).await;
+            return hand_back(&message, None).await;
         }
+    };
+    let claim = match claim {
+        Err(refused @ StoreError::Rejected { .. }) => {
+            // The job cannot be recorded as asked: it ends with a record that fits.
+            let refused = Refusal::from(refused);
+            tracing::error!(%job_id, error = %one_line(&refused.to_string()), "the server refused the job's first record for good; the job ends");
+            record = rejected::minimal_record(&record, &refused);
+            request = None;
+            shared.store.claim(&record).await
+        }
+        claim => claim,
     };
     let claim = match claim {
         Ok(claim) => claim,
@@ -220,10 +248,7 @@ async fn handle(shared: Arc<Shared>, message: Message, permit: OwnedSemaphorePer
         drop(registration);
         // Published before the ack: a crash in between means a redelivery, which
         // publishes the event if the stream lacks it.
-        shared
-            .events
-            .publish(&record.event(shared.backends.default_kind()))
-            .await;
+        publish_or_end(&shared, &record).await;
         return ack(&message).await;
     };
     ack(&message).await;
@@ -233,6 +258,47 @@ async fn handle(shared: Arc<Shared>, message: Message, permit: OwnedSemaphorePer
     Job::new(shared, record, registration, Some(permit))
         .launch(request)
         .await;
+}
+
+/// Publishes the event of a job's record, which ends the job: should the server
+/// refuse it for good, the job ends with a minimal record instead.
+async fn publish_or_end(shared: &Shared, record: &JobRecord) {
+    if let Err(refused) = shared
+        .events
+        .publish(&record.event(shared.backends.default_kind()))
+        .await
+    {
+        rejected::end_job(shared, record, &refused.into()).await;
+    }
+}
+
+/// Handles a delivery that finds its job registered on this worker by an earlier
+/// delivery of the same launch. Once that one's claim is recorded, this is a
+/// duplicate like any other. While it is still claiming (slowly, or retrying
+/// while NATS is away), the request is not acknowledged, since that claim may
+/// yet fail: it goes back to the queue and returns after
+/// [`CLAIM_IN_PROGRESS_RETRY`] to find the record.
+async fn held_by_earlier_delivery(
+    shared: &Shared,
+    record: JobRecord,
+    request: Option<&LaunchRequest>,
+    message: &Message,
+) {
+    let job_id = record.job_id.clone();
+    match shared.store.get_with_revision(&job_id).await {
+        Ok(Some((found, revision))) => {
+            let found = Found {
+                record: found,
+                revision,
+            };
+            end_unclaimed(shared, found, record, request, message).await;
+        }
+        Ok(None) => {
+            tracing::info!(%job_id, retry_in = ?CLAIM_IN_PROGRESS_RETRY, "launch request for a job whose claim is under way on this worker; it comes back later");
+            hand_back(message, Some(CLAIM_IN_PROGRESS_RETRY)).await;
+        }
+        Err(e) => leave_for_later(message, &job_id, &e).await,
+    }
 }
 
 /// The first record of a job this worker takes on: its first state (seq 1), in
@@ -299,22 +365,14 @@ async fn finish_story(shared: &Shared, existing: &JobRecord) -> Option<Duration>
 /// gets it looks at its job's final event again.
 async fn look_again_after(message: &Message, job_id: &str, wait: Duration) {
     tracing::info!(%job_id, retry_in = ?wait, "the job's final event is not stored yet and its owner may still publish it; looking again later");
-    if let Err(e) = message.ack_with(AckKind::Nak(Some(wait))).await {
-        // Unanswered, the request comes back after the ack wait instead.
-        tracing::warn!(error = %e, "could not hand a launch request back");
-    }
+    hand_back(message, Some(wait)).await;
 }
 
 /// Leaves a request whose job record cannot be read in the queue: it comes back
 /// after [`UNREADABLE_RECORD_RETRY`], until the record is repaired or removed.
 async fn leave_for_later(message: &Message, job_id: &str, error: &StoreError) {
     tracing::error!(%job_id, %error, retry_in = ?UNREADABLE_RECORD_RETRY, "cannot read the job's record; the launch request waits in the queue");
-    if let Err(e) = message
-        .ack_with(AckKind::Nak(Some(UNREADABLE_RECORD_RETRY)))
-        .await
-    {
-        tracing::warn!(error = %e, "could not hand a launch request back");
-    }
+    hand_back(message, Some(UNREADABLE_RECORD_RETRY)).await;
 }
 
 /// The record found where a launch wanted to create one, with its revision.
@@ -352,27 +410,26 @@ async fn end_tombstoned(
         tracing::info!(job_id = %record.job_id, "another delivery ended the terminated job first");
         return Ok(replaced);
     }
-    shared
-        .events
-        .publish(&record.event(shared.backends.default_kind()))
-        .await;
+    publish_or_end(shared, &record).await;
     tracing::info!(job_id = %record.job_id, "launch of a job terminated before it came; nothing started");
     Ok(replaced)
 }
 
 /// Reports a payload without a usable job id and drops it.
 async fn report_invalid(shared: &Shared, message: &Message, error: String) {
-    tracing::warn!(%error, "unusable launch request reported on the invalid subject");
+    tracing::warn!(error = %one_line(&error), "unusable launch request reported on the invalid subject");
     shared
         .events
-        .report_invalid(&InvalidRequest::new(error, &message.payload))
+        .report_invalid(&InvalidRequest::new(&error, &message.payload))
         .await;
     ack(message).await;
 }
 
-/// Gives a request back to the stream for another worker, now.
-async fn hand_back(message: &Message) {
-    if let Err(e) = message.ack_with(AckKind::Nak(None)).await {
+/// Gives a request back to the stream: for another worker now (`after: None`),
+/// or for whichever worker takes it once `after` has passed.
+async fn hand_back(message: &Message, after: Option<Duration>) {
+    if let Err(e) = message.ack_with(AckKind::Nak(after)).await {
+        // Unanswered, the request comes back after the ack wait instead.
         tracing::warn!(error = %e, "could not hand a launch request back");
     }
 }

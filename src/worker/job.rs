@@ -4,6 +4,7 @@
 
 use super::Shared;
 use super::registry::{JobCommand, Registration};
+use super::rejected::{self, Refusal};
 use crate::backend::{Backend, Launched, Observation};
 use crate::protocol::{
     DEFAULT_GRACE_S, DEFAULT_START_TIMEOUT_S, JobRecord, LaunchRequest, reason, time_until,
@@ -179,11 +180,18 @@ impl Job {
         let starting = self.record.event(self.shared.backends.default_kind());
         // The workload is created while the `starting` event is on its way; nothing
         // else is published before both are done, so events stay in order.
-        let (_, created) = tokio::join!(
+        let (published, created) = tokio::join!(
             self.shared.events.publish(&starting),
             self.create_workload(&request)
         );
         drop(request);
+        if let Err(refused) = published {
+            if let Ok((_, launched)) = &created {
+                launched.control.stop(Duration::ZERO).await;
+            }
+            self.record = rejected::end_job(&self.shared, &self.record, &refused.into()).await;
+            return self.finish().await;
+        }
         match created {
             Ok((backend, launched)) => {
                 self.backend = Some(backend);
@@ -288,7 +296,10 @@ impl Job {
                     }
                     // Should the end not have come as expected, the record catches up.
                     if self.record_behind {
-                        self.shared.store.put(&self.record).await;
+                        if let Err(error) = self.shared.store.put(&self.record).await {
+                            // The job's next change writes it again, and ends the job if refused.
+                            tracing::error!(job_id = %self.record.job_id, %error, "could not catch the job's record up");
+                        }
                         self.record_behind = false;
                     }
                 }
@@ -319,6 +330,11 @@ impl Job {
                 }
             }
         }
+        // Ended by a refused write (`running`, say) while its workload may still
+        // run: it must not be left behind (a stop after its exit does nothing).
+        if self.record.reason.as_deref() == Some(reason::RECORD_REJECTED) {
+            control.stop(Duration::ZERO).await;
+        }
     }
 
     /// When `run_s` runs out, as the record keeps it (set when the job starts
@@ -336,7 +352,10 @@ impl Job {
         }
         *stop = Some(cause);
         self.record.stop_reason = Some(cause.reason().to_owned());
-        self.shared.store.put(&self.record).await;
+        if let Err(error) = self.shared.store.put(&self.record).await {
+            // The job's next change writes it again, and ends the job if refused.
+            tracing::error!(job_id = %self.record.job_id, %error, "could not record the stop");
+        }
     }
 
     /// Turns an observation into state changes. Returns whether the state changed.
@@ -418,23 +437,26 @@ impl Job {
     }
 
     /// Records a state change (now, or with the change that follows), then
-    /// publishes its event.
+    /// publishes its event. Should the server refuse either for good, the job
+    /// ends at once with a minimal record instead.
     async fn advance(&mut self, to: JobState, change: Change, persist: Persist) -> bool {
         if !apply(&mut self.record, to, change) {
             return false;
         }
         tracing::debug!(job_id = %self.record.job_id, seq = self.record.seq, state = %to, "job state changed");
-        match persist {
-            Persist::Now => {
-                self.shared.store.put(&self.record).await;
-                self.record_behind = false;
+        self.record_behind = persist == Persist::WithNext;
+        let written = async {
+            if persist == Persist::Now {
+                self.shared.store.put(&self.record).await?;
             }
-            Persist::WithNext => self.record_behind = true,
+            let event = self.record.event(self.shared.backends.default_kind());
+            self.shared.events.publish(&event).await?;
+            Ok::<_, Refusal>(())
+        };
+        if let Err(refused) = written.await {
+            self.record = rejected::end_job(&self.shared, &self.record, &refused).await;
+            self.record_behind = false;
         }
-        self.shared
-            .events
-            .publish(&self.record.event(self.shared.backends.default_kind()))
-            .await;
         true
     }
 }

@@ -15,6 +15,7 @@ pub mod job;
 pub mod reaper;
 pub mod recovery;
 pub mod registry;
+pub mod rejected;
 pub mod retention;
 
 use crate::backend::Backends;
@@ -89,6 +90,8 @@ pub struct Shared {
     pub registry: Registry,
     /// Cancelled when the drain timeout has run out: jobs still running stop.
     pub hard_stop: CancellationToken,
+    /// Largest launch request decoded; a larger one ends its job in `error`.
+    pub max_request_bytes: usize,
 }
 
 /// A running worker.
@@ -175,6 +178,7 @@ impl Worker {
             backends: Backends::new(Arc::new(backend)),
             registry: Registry::default(),
             hard_stop: CancellationToken::new(),
+            max_request_bytes: config.max_request_bytes,
         });
         let tasks = TaskTracker::new();
         let answers = TaskTracker::new();
@@ -209,6 +213,7 @@ impl Worker {
             pool = %config.pool,
             backend = %config.backend,
             max_jobs = config.max_jobs,
+            max_request_bytes = config.max_request_bytes,
             retention = ?config.retention,
             job_user = job_user_name.as_deref().unwrap_or("(the worker's)"),
             launch_subject = %subjects.launch(&config.pool),

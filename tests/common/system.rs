@@ -152,6 +152,14 @@ impl System {
             .unwrap_or_else(|_| panic!("job {job_id}: no such event within {JOB_TIMEOUT:?}"))
     }
 
+    /// Subscribes to reports of unusable requests, before anything is published.
+    pub async fn invalid_reports(&self) -> async_nats::Subscriber {
+        let nats = self.client.nats();
+        let subscriber = nats.subscribe("flare.jobs.invalid").await.unwrap();
+        nats.flush().await.unwrap();
+        subscriber
+    }
+
     /// Waits until the pool's consumer has handed out and settled every request.
     pub async fn wait_until_intake_idle(&self) {
         let js = async_nats::jetstream::new(self.client.nats().clone());
