@@ -10,6 +10,8 @@
 //! - The API: `api` (get, create, update, patch, delete), `list`, `watch`, `logs`,
 //!   `objects` (decoding through the API types), `pods` (what the server does to
 //!   pods), `selectors`, `resources` (the served types and discovery).
+//! - The node: `scheduler`, `kubelet` (one task per pod), `container` (one
+//!   process per container), `env`, `podstatus`, `events`, `quantity`.
 //! - State: `store` (objects, the revision counter, the change log), `cluster`,
 //!   `bootstrap` (default namespaces, nodes), `meta`.
 
@@ -18,17 +20,24 @@ mod auth;
 mod bootstrap;
 mod cluster;
 pub mod config;
+mod container;
+mod env;
+mod events;
 mod http;
 mod kubeconfig;
+mod kubelet;
 mod list;
 mod logs;
 mod meta;
 mod objects;
 mod openapi;
 mod pods;
+mod podstatus;
+mod quantity;
 mod query;
 mod resources;
 mod router;
+mod scheduler;
 mod selectors;
 mod server;
 pub mod status;
@@ -67,6 +76,10 @@ pub enum StartError {
     Tls(#[from] tls::TlsError),
     #[error("seeding the cluster: {0}")]
     Seed(#[from] store::StoreError),
+}
+
+fn cluster_of(front: &server::Front) -> Arc<cluster::Cluster> {
+    front.cluster.clone()
 }
 
 /// A running kube-sim. Dropping it stops the server and kills every pod's
@@ -130,6 +143,13 @@ impl KubeSim {
         if let Some(path) = kubeconfig_path {
             sim.write_kubeconfig(&path)?;
         }
+        sim.tasks
+            .spawn(scheduler::run(cluster_of(&front), sim.shutdown.clone()));
+        sim.tasks.spawn(kubelet::run(
+            cluster_of(&front),
+            sim.shutdown.clone(),
+            sim.tasks.clone(),
+        ));
         sim.tasks.spawn(server::serve(
             listener,
             tls.acceptor,
@@ -148,6 +168,11 @@ impl KubeSim {
     /// `https://HOST:PORT`.
     pub fn url(&self) -> String {
         kubeconfig::server_url(self.addr)
+    }
+
+    /// Where pod directories and container logs live.
+    pub fn data_dir(&self) -> &Path {
+        &self.front.cluster.data_dir
     }
 
     /// The PEM of the CA that signed the serving certificate.
