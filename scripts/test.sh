@@ -7,6 +7,9 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 # shellcheck source=scripts/ensure-nats-server.sh
 source scripts/ensure-nats-server.sh
+# The Python kubernetes client, for kube-sim's conformance tests.
+# shellcheck source=scripts/ensure-python-kube.sh
+source scripts/ensure-python-kube.sh
 
 # nextest does not run doctests; they go first so that the runner's summary of all
 # the other tests closes the output.

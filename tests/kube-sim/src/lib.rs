@@ -1,0 +1,221 @@
+//! kube-sim: a small, faithful Kubernetes API server with a scheduler and a
+//! kubelet that runs pods as local processes, for testing Kubernetes clients
+//! against real behaviour.
+//!
+//! Layout:
+//! - [`KubeSim`] (here) starts everything and hands out the address, CA and
+//!   kubeconfig; `kube-sim` (the binary) wraps it.
+//! - The front: `server` (TLS, tokens, routing), `router`, `query`, `http`,
+//!   `status` (errors as `Status` objects), `auth`.
+//! - The API: `api` (get, create, update, patch, delete), `list`, `watch`, `logs`,
+//!   `objects` (decoding through the API types), `pods` (what the server does to
+//!   pods), `selectors`, `resources` (the served types and discovery).
+//! - The node: `scheduler`, `kubelet` (one task per pod), `container` (one
+//!   process per container), `env`, `podstatus`, `events`, `quantity`.
+//! - State: `store` (objects, the revision counter, the change log), `cluster`,
+//!   `bootstrap` (default namespaces, nodes), `meta`.
+
+mod api;
+mod auth;
+mod bootstrap;
+mod cluster;
+pub mod config;
+mod container;
+mod env;
+mod events;
+mod http;
+mod kubeconfig;
+mod kubelet;
+mod list;
+mod logs;
+mod meta;
+mod objects;
+mod openapi;
+mod pods;
+mod podstatus;
+mod quantity;
+mod query;
+mod resources;
+mod router;
+mod scheduler;
+mod selectors;
+mod server;
+pub mod status;
+mod store;
+mod tls;
+mod watch;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use config::{Config, NodeConfig, UserConfig};
+
+/// Why kube-sim could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("binding {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("making the data directory: {0}")]
+    DataDir(#[source] std::io::Error),
+    #[error("writing the kubeconfig {path}: {source}")]
+    Kubeconfig {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
+    #[error("seeding the cluster: {0}")]
+    Seed(#[from] store::StoreError),
+}
+
+fn cluster_of(front: &server::Front) -> Arc<cluster::Cluster> {
+    front.cluster.clone()
+}
+
+/// A running kube-sim. Dropping it stops the server and kills every pod's
+/// processes.
+pub struct KubeSim {
+    addr: SocketAddr,
+    ca_pem: String,
+    front: Arc<server::Front>,
+    shutdown: CancellationToken,
+    tasks: TaskTracker,
+    _data_dir: Option<tempfile::TempDir>,
+}
+
+impl KubeSim {
+    /// Starts a server (and its controllers) with `config` on the current Tokio
+    /// runtime; it serves once this returns.
+    ///
+    /// # Errors
+    /// When the address cannot be bound, the data directory or kubeconfig cannot
+    /// be written, or the certificates cannot be made.
+    pub async fn start(config: Config) -> Result<KubeSim, StartError> {
+        let listener =
+            TcpListener::bind(config.listen)
+                .await
+                .map_err(|source| StartError::Bind {
+                    addr: config.listen,
+                    source,
+                })?;
+        let addr = listener.local_addr().map_err(|source| StartError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+        let (temp, data_dir) = match &config.data_dir {
+            Some(dir) => {
+                std::fs::create_dir_all(dir).map_err(StartError::DataDir)?;
+                (None, dir.clone())
+            }
+            None => {
+                let temp = tempfile::Builder::new()
+                    .prefix("kube-sim-")
+                    .tempdir()
+                    .map_err(StartError::DataDir)?;
+                let path = temp.path().to_owned();
+                (Some(temp), path)
+            }
+        };
+        let tls = tls::make(addr.ip())?;
+        let tokens = auth::Tokens::new(&config.users);
+        let kubeconfig_path = config.kubeconfig.clone();
+        let cluster = Arc::new(cluster::Cluster::new(config, data_dir));
+        bootstrap::seed(&cluster)?;
+        let front = Arc::new(server::Front { cluster, tokens });
+        let sim = KubeSim {
+            addr,
+            ca_pem: tls.ca_pem,
+            front: front.clone(),
+            shutdown: CancellationToken::new(),
+            tasks: TaskTracker::new(),
+            _data_dir: temp,
+        };
+        if let Some(path) = kubeconfig_path {
+            sim.write_kubeconfig(&path)?;
+        }
+        sim.tasks
+            .spawn(scheduler::run(cluster_of(&front), sim.shutdown.clone()));
+        sim.tasks.spawn(kubelet::run(
+            cluster_of(&front),
+            sim.shutdown.clone(),
+            sim.tasks.clone(),
+        ));
+        sim.tasks.spawn(server::serve(
+            listener,
+            tls.acceptor,
+            front,
+            sim.shutdown.clone(),
+            sim.tasks.clone(),
+        ));
+        Ok(sim)
+    }
+
+    /// The address it listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `https://HOST:PORT`.
+    pub fn url(&self) -> String {
+        kubeconfig::server_url(self.addr)
+    }
+
+    /// Where pod directories and container logs live.
+    pub fn data_dir(&self) -> &Path {
+        &self.front.cluster.data_dir
+    }
+
+    /// The PEM of the CA that signed the serving certificate.
+    pub fn ca_pem(&self) -> &str {
+        &self.ca_pem
+    }
+
+    /// The admin's bearer token.
+    pub fn admin_token(&self) -> &str {
+        self.front.tokens.admin_token()
+    }
+
+    /// A kubeconfig (YAML) for the admin.
+    pub fn kubeconfig(&self) -> String {
+        self.kubeconfig_for(auth::ADMIN, self.admin_token())
+    }
+
+    /// A kubeconfig (YAML) for `user` with `token`.
+    pub fn kubeconfig_for(&self, user: &str, token: &str) -> String {
+        kubeconfig::render(&self.url(), &self.ca_pem, user, token)
+    }
+
+    /// Writes the admin's kubeconfig to `path` (mode 0600).
+    ///
+    /// # Errors
+    /// When the file cannot be written.
+    pub fn write_kubeconfig(&self, path: &Path) -> Result<(), StartError> {
+        kubeconfig::write(path, &self.kubeconfig()).map_err(|source| StartError::Kubeconfig {
+            path: path.to_owned(),
+            source,
+        })
+    }
+
+    /// Stops serving, stops every pod, and waits until all of it has ended.
+    pub async fn shutdown(self) {
+        self.shutdown.cancel();
+        self.tasks.close();
+        self.tasks.wait().await;
+    }
+}
+
+impl Drop for KubeSim {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}

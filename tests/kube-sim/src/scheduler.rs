@@ -1,0 +1,305 @@
+//! The scheduler: binds each pending pod to a node with room for its requests
+//! (CPU, memory, `nvidia.com/gpu`, pod count) and whose claims exist; a pod that
+//! fits nowhere stays Pending with `PodScheduled=False, reason Unschedulable`, the
+//! scheduler's message, and a `FailedScheduling` event. Every pod or claim change
+//! triggers a new pass, so a pod is bound as soon as room frees up.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+
+use crate::cluster::Cluster;
+use crate::config::NodeConfig;
+use crate::events::{self, EventType, Source};
+use crate::quantity::{parse_millis, parse_units};
+use crate::resources::{PODS, PVCS};
+use crate::store::{Key, StoreError};
+use crate::{objects, pods};
+
+/// What a pod asks for, or what a node has used.
+#[derive(Debug, Default, Clone, Copy)]
+struct Demand {
+    cpu_millis: u64,
+    memory_bytes: u64,
+    gpus: u64,
+    pods: u64,
+}
+
+impl std::ops::AddAssign for Demand {
+    fn add_assign(&mut self, other: Demand) {
+        self.cpu_millis += other.cpu_millis;
+        self.memory_bytes += other.memory_bytes;
+        self.gpus += other.gpus;
+        self.pods += other.pods;
+    }
+}
+
+/// The sum of a pod's container requests (limits stand in for missing requests,
+/// as the API server defaults them).
+fn demand(pod: &Value) -> Demand {
+    let mut d = Demand {
+        pods: 1,
+        ..Demand::default()
+    };
+    for c in pod["spec"]["containers"].as_array().into_iter().flatten() {
+        let get = |name: &str| {
+            let r = &c["resources"];
+            r["requests"][name]
+                .as_str()
+                .or_else(|| r["limits"][name].as_str())
+        };
+        d.cpu_millis += get("cpu").and_then(parse_millis).unwrap_or(0);
+        d.memory_bytes += get("memory").and_then(parse_units).unwrap_or(0);
+        d.gpus += get("nvidia.com/gpu").and_then(parse_units).unwrap_or(0);
+    }
+    d
+}
+
+/// Why `want` does not fit on `node` with `used` taken, if it does not.
+fn misfits(node: &NodeConfig, used: Demand, want: Demand) -> Vec<&'static str> {
+    let mut why = Vec::new();
+    if used.pods + want.pods > node.max_pods {
+        why.push("Too many pods");
+    }
+    if used.cpu_millis + want.cpu_millis > node.cpu_millis {
+        why.push("Insufficient cpu");
+    }
+    if used.memory_bytes + want.memory_bytes > node.memory_bytes {
+        why.push("Insufficient memory");
+    }
+    if used.gpus + want.gpus > node.gpus {
+        why.push("Insufficient nvidia.com/gpu");
+    }
+    why
+}
+
+/// The claim names `pod` mounts that do not exist.
+fn missing_claims(cluster: &Cluster, pod: &Value) -> Vec<String> {
+    let ns = pod["metadata"]["namespace"].as_str().unwrap_or_default();
+    pod["spec"]["volumes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|v| v["persistentVolumeClaim"]["claimName"].as_str())
+        .filter(|claim| cluster.store.get(&Key::new(PVCS.name, ns, claim)).is_none())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Runs scheduling passes until `shutdown`.
+pub async fn run(cluster: Arc<Cluster>, shutdown: CancellationToken) {
+    let (_, mut sub) = cluster.store.list_and_subscribe(PODS.name, None);
+    loop {
+        pass(&cluster);
+        // Wait for a change that may matter; drain whatever else is queued.
+        let mut relevant = false;
+        while !relevant {
+            tokio::select! {
+                change = sub.receiver.recv() => match change {
+                    Ok(c) => relevant = c.key.resource == PODS.name || c.key.resource == PVCS.name,
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => relevant = true,
+                    Err(_) => return,
+                },
+                () = shutdown.cancelled() => return,
+            }
+        }
+        while let Ok(_) | Err(tokio::sync::broadcast::error::TryRecvError::Lagged(_)) =
+            sub.receiver.try_recv()
+        {}
+    }
+}
+
+/// One pass over the pending pods.
+fn pass(cluster: &Cluster) {
+    let (all, _) = cluster.store.list(PODS.name, None);
+    let mut used: HashMap<&str, Demand> = HashMap::new();
+    for pod in all.iter().filter(|p| !pods::is_terminal(p)) {
+        if let Some(node) = pod["spec"]["nodeName"].as_str().filter(|n| !n.is_empty()) {
+            *used.entry(node).or_default() += demand(pod);
+        }
+    }
+    let mut bindings: Vec<(Arc<Value>, String)> = Vec::new();
+    for pod in &all {
+        let spec = &pod["spec"];
+        let pending = spec["nodeName"].as_str().unwrap_or_default().is_empty()
+            && spec["schedulerName"]
+                .as_str()
+                .unwrap_or("default-scheduler")
+                == "default-scheduler"
+            && pod["metadata"]["deletionTimestamp"].is_null();
+        if !pending {
+            continue;
+        }
+        let nodes = &cluster.config.nodes;
+        let missing = missing_claims(cluster, pod);
+        let want = demand(pod);
+        let chosen = if missing.is_empty() {
+            nodes.iter().find(|n| {
+                misfits(
+                    n,
+                    used.get(n.name.as_str()).copied().unwrap_or_default(),
+                    want,
+                )
+                .is_empty()
+            })
+        } else {
+            None
+        };
+        match chosen {
+            Some(node) => {
+                *used.entry(node.name.as_str()).or_default() += want;
+                bindings.push((pod.clone(), node.name.clone()));
+            }
+            None => {
+                let message = unschedulable_message(nodes, &used, want, &missing);
+                mark_unschedulable(cluster, pod, &message);
+            }
+        }
+    }
+    for (pod, node) in bindings {
+        bind(cluster, &pod, &node);
+    }
+}
+
+/// The scheduler's message for a pod that fits nowhere.
+fn unschedulable_message(
+    nodes: &[NodeConfig],
+    used: &HashMap<&str, Demand>,
+    want: Demand,
+    missing: &[String],
+) -> String {
+    let total = nodes.len();
+    if let Some(claim) = missing.first() {
+        return format!(
+            "0/{total} nodes are available: persistentvolumeclaim \"{claim}\" not found. preemption: 0/{total} nodes are available: {total} Preemption is not helpful for scheduling."
+        );
+    }
+    let mut counts: Vec<(&str, usize)> = Vec::new();
+    for node in nodes {
+        for why in misfits(
+            node,
+            used.get(node.name.as_str()).copied().unwrap_or_default(),
+            want,
+        ) {
+            match counts.iter_mut().find(|(w, _)| *w == why) {
+                Some((_, n)) => *n += 1,
+                None => counts.push((why, 1)),
+            }
+        }
+    }
+    counts.sort();
+    let reasons: Vec<String> = counts.iter().map(|(why, n)| format!("{n} {why}")).collect();
+    format!(
+        "0/{total} nodes are available: {}. preemption: 0/{total} nodes are available: {total} No preemption victims found for incoming pod.",
+        reasons.join(", ")
+    )
+}
+
+fn pod_key(pod: &Value) -> Key {
+    Key::new(
+        PODS.name,
+        pod["metadata"]["namespace"].as_str().unwrap_or_default(),
+        objects::name(pod),
+    )
+}
+
+/// Sets condition `kind` of `pod`'s status, keeping its transition time when
+/// the status does not change.
+pub fn set_condition(
+    pod: &mut Value,
+    kind: &str,
+    status: &str,
+    reason: Option<&str>,
+    message: Option<&str>,
+) {
+    let now = crate::meta::now();
+    let conditions = &mut pod["status"]["conditions"];
+    if !conditions.is_array() {
+        *conditions = json!([]);
+    }
+    let Some(list) = conditions.as_array_mut() else {
+        return;
+    };
+    let mut next =
+        json!({"type": kind, "status": status, "lastProbeTime": null, "lastTransitionTime": now});
+    if let Some(r) = reason {
+        next["reason"] = json!(r);
+    }
+    if let Some(m) = message {
+        next["message"] = json!(m);
+    }
+    match list.iter_mut().find(|c| c["type"] == kind) {
+        Some(existing) => {
+            if existing["status"] == status {
+                next["lastTransitionTime"] = existing["lastTransitionTime"].clone();
+            }
+            *existing = next;
+        }
+        None => list.push(next),
+    }
+}
+
+fn mark_unschedulable(cluster: &Cluster, pod: &Value, message: &str) {
+    let already = pod["status"]["conditions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|c| c["type"] == "PodScheduled" && c["message"] == message);
+    if already {
+        return;
+    }
+    let updated = cluster.store.update::<StoreError>(&pod_key(pod), |p| {
+        set_condition(
+            p,
+            "PodScheduled",
+            "False",
+            Some("Unschedulable"),
+            Some(message),
+        );
+        Ok(())
+    });
+    if let Ok(p) = updated {
+        events::record(
+            cluster,
+            &p,
+            None,
+            EventType::Warning,
+            "FailedScheduling",
+            message,
+            Source::Scheduler,
+        );
+    }
+}
+
+fn bind(cluster: &Cluster, pod: &Value, node: &str) {
+    let updated = cluster.store.update::<StoreError>(&pod_key(pod), |p| {
+        if !p["spec"]["nodeName"]
+            .as_str()
+            .unwrap_or_default()
+            .is_empty()
+        {
+            return Ok(());
+        }
+        p["spec"]["nodeName"] = json!(node);
+        set_condition(p, "PodScheduled", "True", None, None);
+        Ok(())
+    });
+    if let Ok(p) = updated {
+        let message = format!(
+            "Successfully assigned {}/{} to {node}",
+            p["metadata"]["namespace"].as_str().unwrap_or_default(),
+            objects::name(&p)
+        );
+        events::record(
+            cluster,
+            &p,
+            None,
+            EventType::Normal,
+            "Scheduled",
+            &message,
+            Source::Scheduler,
+        );
+    }
+}

@@ -1,0 +1,34 @@
+//! Shared helpers of kube-sim's integration tests: a kube-sim per test and a
+//! kube-rs client for it.
+
+#![allow(dead_code)] // Each test binary uses its own subset.
+
+use std::time::Duration;
+
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube_sim::{Config, KubeSim};
+
+/// How long a test waits for something that should happen soon.
+pub const PATIENCE: Duration = Duration::from_secs(60);
+
+/// A kube-sim on a free port, with `edit` applied to the default config.
+pub async fn start(edit: impl FnOnce(&mut Config)) -> KubeSim {
+    let mut config = Config::default();
+    edit(&mut config);
+    KubeSim::start(config).await.expect("kube-sim starts")
+}
+
+/// A kube-rs client from the kubeconfig `sim` hands out for `user`/`token`.
+pub async fn client_for(sim: &KubeSim, user: &str, token: &str) -> kube::Client {
+    let kubeconfig =
+        Kubeconfig::from_yaml(&sim.kubeconfig_for(user, token)).expect("kubeconfig parses");
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+        .await
+        .expect("kubeconfig loads");
+    kube::Client::try_from(config).expect("client builds")
+}
+
+/// A kube-rs client for the admin.
+pub async fn client(sim: &KubeSim) -> kube::Client {
+    client_for(sim, "kube-sim-admin", sim.admin_token()).await
+}
