@@ -249,13 +249,18 @@ impl Settings {
     /// The worker's configuration, defaults applied.
     pub fn worker_config(&self) -> WorkerConfig {
         let w = &self.worker;
+        let data_dir = w.data_dir.clone().unwrap_or_else(default_data_dir);
+        let given = w.worker_id.clone().or_else(|| kept_worker_id(&data_dir));
+        let keep_worker_id = given.is_none();
+        let worker_id = given.unwrap_or_else(default_worker_id);
         WorkerConfig {
             nats: self.nats.clone(),
             subject_prefix: self.subject_prefix.clone(),
             pool: self.pool.clone(),
-            worker_id: w.worker_id.clone().unwrap_or_else(default_worker_id),
+            worker_id,
+            keep_worker_id,
             backend: w.backend.unwrap_or(BackendKind::Process),
-            data_dir: w.data_dir.clone().unwrap_or_else(default_data_dir),
+            data_dir,
             max_jobs: w.max_jobs.unwrap_or(DEFAULT_MAX_JOBS),
             drain_timeout: Duration::from_secs(
                 w.drain_timeout_s.unwrap_or(DEFAULT_DRAIN_TIMEOUT_S),
@@ -298,6 +303,9 @@ pub struct WorkerConfig {
     pub pool: String,
     /// The worker's id.
     pub worker_id: String,
+    /// The id was chosen by default just now: the worker keeps it in
+    /// `DATA_DIR/worker-id` when it starts, for its restarts.
+    pub keep_worker_id: bool,
     /// Backend for requests that name none.
     pub backend: BackendKind,
     /// Job logs and local state.
@@ -401,6 +409,34 @@ pub fn default_worker_id() -> String {
     format!("{host}-{}", crate::protocol::random_suffix(6))
 }
 
+/// The file a worker's default id is kept in, so that a worker restarted on the
+/// same data directory keeps its id and finds its supervised jobs again.
+fn worker_id_file(data_dir: &Path) -> PathBuf {
+    data_dir.join("worker-id")
+}
+
+/// The worker id kept in the data directory, if there is a valid one.
+fn kept_worker_id(data_dir: &Path) -> Option<String> {
+    let text = std::fs::read_to_string(worker_id_file(data_dir)).ok()?;
+    let id = text.trim();
+    check_token("worker id", id).is_ok().then(|| id.to_owned())
+}
+
+/// Keeps a worker id chosen by default in the data directory (a worker does it
+/// when it starts), unless one is kept there already.
+///
+/// # Errors
+/// The I/O error; `AlreadyExists` when another id is kept there already.
+pub fn keep_worker_id(data_dir: &Path, worker_id: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    std::fs::create_dir_all(data_dir)?;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(worker_id_file(data_dir))?
+        .write_all(format!("{worker_id}\n").as_bytes())
+}
+
 fn default_data_dir() -> PathBuf {
     match std::env::var_os("HOME") {
         Some(home) => PathBuf::from(home).join(".local/state/flare-launcher"),
@@ -502,6 +538,21 @@ mod tests {
     }
 
     #[test]
+    fn a_worker_without_an_id_keeps_the_one_chosen_in_its_data_dir() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = WorkerConfig::new("nats://127.0.0.1:4222", dir.path().join("data"));
+        assert!(first.keep_worker_id);
+        keep_worker_id(&first.data_dir, &first.worker_id).unwrap();
+        let again = WorkerConfig::new("nats://127.0.0.1:4222", dir.path().join("data"));
+        assert_eq!(first.worker_id, again.worker_id);
+        assert!(!again.keep_worker_id);
+        assert!(keep_worker_id(&again.data_dir, "other").is_err());
+        assert!(check_token("worker id", &first.worker_id).is_ok());
+        let elsewhere = WorkerConfig::new("nats://127.0.0.1:4222", dir.path().join("other"));
+        assert_ne!(first.worker_id, elsewhere.worker_id);
+    }
+
+    #[test]
     fn default_worker_ids_are_valid_tokens_and_differ() {
         let a = default_worker_id();
         assert!(check_token("worker id", &a).is_ok(), "{a}");
@@ -510,7 +561,8 @@ mod tests {
 
     #[test]
     fn bad_values_are_refused() {
-        let mut config = WorkerConfig::new("nats://127.0.0.1:4222", PathBuf::from("/tmp/x"));
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = WorkerConfig::new("nats://127.0.0.1:4222", dir.path().to_owned());
         assert!(config.validate().is_ok());
         config.pool = "a.b".into();
         assert!(config.validate().is_err());

@@ -96,6 +96,13 @@ async fn env_workdir_and_the_log_file_reach_the_job() {
         log,
         format!("hello world from {}\noops\n", workdir.display())
     );
+    // Another job (another user) cannot read it.
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(log_path(&events))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o007, 0, "log mode {mode:o}");
     let record = system.client.status("envjob").await.unwrap();
     assert!(matches!(record.backend_ref, Some(BackendRef::Process { pid }) if pid > 0));
 }

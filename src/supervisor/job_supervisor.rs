@@ -27,6 +27,7 @@ use nix::unistd::{Pid, getpid, getppid};
 use serde::{Deserialize, Serialize};
 use std::io::Write;
 use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -141,7 +142,14 @@ fn start(
     base_env: &[(String, String)],
     user: Option<&JobUserIds>,
 ) -> std::io::Result<std::process::Child> {
-    let log = std::fs::File::create(&spawn.log)?;
+    // Readable by the worker's user and group only: a job's output is nobody
+    // else's (other jobs' included).
+    let log = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o640)
+        .open(&spawn.log)?;
     let mut command = Command::new(&spawn.argv[0]);
     command
         .args(&spawn.argv[1..])

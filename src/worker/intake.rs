@@ -329,8 +329,15 @@ async fn end_unclaimed(
     let job_id = record.job_id.clone();
     let look_again = if found.record.tombstone {
         match end_tombstoned(shared, found, record, request).await {
-            Ok(Replaced::Done | Replaced::Lost(None)) => None,
+            Ok(Replaced::Done) => None,
             Ok(Replaced::Lost(Some(winner))) => finish_story(shared, &winner).await,
+            Ok(Replaced::Lost(None)) => {
+                // The tombstone went (its retention ran out, or an operator removed
+                // it) between reading and replacing it: the request goes back and
+                // comes again as a launch of a job nobody has seen.
+                tracing::info!(%job_id, "the job's tombstone went away meanwhile; its launch request goes back");
+                return hand_back(message, None).await;
+            }
             Err(e) => return leave_for_later(message, &job_id, &e).await,
         }
     } else {

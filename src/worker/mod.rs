@@ -123,6 +123,11 @@ impl Worker {
             tracing::warn!(error = %e, "cannot make the worker non-dumpable: same-user jobs can read its environment");
         }
         fd_limit::ensure_open_files(config.max_jobs).log();
+        if config.keep_worker_id
+            && let Err(e) = crate::config::keep_worker_id(&config.data_dir, &config.worker_id)
+        {
+            tracing::warn!(worker_id = %config.worker_id, error = %e, "cannot keep the worker id in the data directory; a restart will get another");
+        }
         reaper::reap_orphans_if_init();
         let log_dir = config.data_dir.join("logs");
         let job_user = config
