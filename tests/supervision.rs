@@ -229,3 +229,25 @@ async fn a_job_whose_supervisor_died_while_its_worker_was_away_is_lost_at_restar
     assert_well_formed(&events);
     assert_eq!(events[2].reason.as_deref(), Some("OwnerLost"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_jobs_that_end_at_once_all_start_and_end() {
+    // Job supervisors that start and end within one turn of the supervisor's
+    // loop: each start must be reported before its end.
+    let system = System::start_with(|c| c.max_jobs = 64).await;
+    let jobs: Vec<String> = (0..400).map(|n| format!("quick-{n}")).collect();
+    let publish = jobs.iter().map(|job_id| {
+        let request = flare_launcher::protocol::LaunchRequest::new(job_id, vec!["true".into()]);
+        let client = system.client.clone();
+        async move { client.launch(&request).await.unwrap() }
+    });
+    futures::future::join_all(publish).await;
+    for job_id in &jobs {
+        let events = system.events_until_terminal(job_id).await;
+        assert_eq!(
+            states(&events),
+            ["starting", "running", "succeeded"],
+            "{job_id}: {events:#?}"
+        );
+    }
+}

@@ -468,22 +468,24 @@ impl Server {
             }
         }
         if child_ended {
-            // A note written just before its writer ended is read first.
-            self.read_notes();
             self.reap();
         }
     }
 
     fn reap(&mut self) {
-        let mut orphans_left = false;
+        let mut ended = Vec::new();
         loop {
-            let pid = match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+            match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
                 Ok(WaitStatus::StillAlive) | Err(_) => break,
-                Ok(status) => match status.pid() {
-                    Some(pid) => pid,
-                    None => continue,
-                },
-            };
+                Ok(status) => ended.extend(status.pid()),
+            }
+        }
+        // A job supervisor notes its start before it can end: what the ones just
+        // reaped noted is in the pipe now, also if it was not when notes were
+        // last read.
+        self.read_notes();
+        let mut orphans_left = false;
+        for pid in ended {
             let Some(job) = self.jobs.remove(&pid) else {
                 // An orphan of a job whose supervisor died, re-parented here.
                 continue;
