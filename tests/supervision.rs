@@ -170,25 +170,35 @@ async fn a_worker_killed_and_restarted_re_attaches_to_its_jobs_and_learns_how_th
     }
 }
 
-#[tokio::test]
-async fn a_job_whose_supervisor_dies_is_lost_and_the_next_job_runs() {
-    let system = System::start().await;
+/// Launches `sleep 300` as `job_id` and returns, once it runs, its pid and the
+/// pid of the supervisor above its job supervisor.
+async fn sleeper_and_its_supervisor(system: &System, job_id: &str) -> (i32, i32) {
     system
         .client
-        .launch(&sh("orphaned", "sleep 300"))
+        .launch(&sh(job_id, "sleep 300"))
         .await
         .unwrap();
     system
-        .events_until("orphaned", |e| e.state == JobState::Running)
+        .events_until(job_id, |e| e.state == JobState::Running)
         .await;
-    let pid = job_pid(&system, "orphaned").await;
-    let job_supervisor = parent_of(pid).unwrap();
-    let supervisor = parent_of(job_supervisor).unwrap();
+    let pid = job_pid(system, job_id).await;
+    let supervisor = parent_of(parent_of(pid).unwrap()).unwrap();
+    (pid, supervisor)
+}
+
+fn kill(pid: i32) {
     nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(supervisor),
+        nix::unistd::Pid::from_raw(pid),
         nix::sys::signal::Signal::SIGKILL,
     )
     .unwrap();
+}
+
+#[tokio::test]
+async fn a_job_whose_supervisor_dies_is_lost_and_the_next_job_runs() {
+    let system = System::start().await;
+    let (pid, supervisor) = sleeper_and_its_supervisor(&system, "orphaned").await;
+    kill(supervisor);
     let events = system.events_until_terminal("orphaned").await;
     let last = events.last().unwrap();
     assert_eq!(last.state, JobState::Lost, "{events:#?}");
@@ -205,22 +215,9 @@ async fn a_job_whose_supervisor_died_while_its_worker_was_away_is_lost_at_restar
     let system = System::without_worker(|_| {}).await;
     let data_dir = system.path("data");
     let mut worker = system.spawn_worker_process("lazarus", &data_dir, &[]);
-    system
-        .client
-        .launch(&sh("doomed", "sleep 300"))
-        .await
-        .unwrap();
-    system
-        .events_until("doomed", |e| e.state == JobState::Running)
-        .await;
-    let pid = job_pid(&system, "doomed").await;
-    let supervisor = parent_of(parent_of(pid).unwrap()).unwrap();
+    let (pid, supervisor) = sleeper_and_its_supervisor(&system, "doomed").await;
     worker.kill().await.unwrap();
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(supervisor),
-        nix::sys::signal::Signal::SIGKILL,
-    )
-    .unwrap();
+    kill(supervisor);
     wait_until_gone(pid, Duration::from_secs(10)).await;
 
     let _worker = system.spawn_worker_process("lazarus", &data_dir, &[]);
