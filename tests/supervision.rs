@@ -248,3 +248,27 @@ async fn many_jobs_that_end_at_once_all_start_and_end() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_job_runs_in_a_cgroup_of_its_own_which_goes_with_it() {
+    if !nix::unistd::Uid::effective().is_root() {
+        eprintln!("SKIPPED: job cgroups need a supervisor that may make cgroups (root)");
+        return;
+    }
+    let system = System::start().await;
+    let events = system
+        .run(&sh("grouped", "cat /proc/self/cgroup; sleep 0.2 & wait"))
+        .await;
+    assert_eq!(events.last().unwrap().state, JobState::Succeeded);
+    let log = std::fs::read_to_string(common::system::log_path(&events)).unwrap();
+    let line = log
+        .lines()
+        .find(|line| line.contains("/flare-launcher/job-grouped-"))
+        .unwrap_or_else(|| panic!("the job ran in no job cgroup:\n{log}"));
+    // `N:pids:/PATH` (v1) or `0::/PATH` (v2): the cgroup is gone with the job.
+    let path = line.splitn(3, ':').nth(2).unwrap().trim_start_matches('/');
+    for mount in ["/sys/fs/cgroup/pids", "/sys/fs/cgroup"] {
+        let dir = Path::new(mount).join(path);
+        assert!(!dir.exists(), "{} outlived its job", dir.display());
+    }
+}

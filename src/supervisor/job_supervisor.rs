@@ -16,6 +16,7 @@
 //! allocate; it leaves with `_exit` so nothing of the parent's state is flushed
 //! twice.
 
+use super::cgroup::{self, JobCgroup};
 use super::job_file::{JobEnd, JobFile};
 use super::tree::{kill_tree, signal_group};
 use super::wire::{JobUserIds, Spawn};
@@ -109,11 +110,15 @@ fn supervise(
     // SAFETY: the supervisor placed the note's pipe at NOTE_FD for this process,
     // which owns it from here on.
     let mut note = std::fs::File::from(unsafe { OwnedFd::from_raw_fd(NOTE_FD) });
-    let child = match start(spawn, base_env, user) {
+    let cgroup = JobCgroup::create(&spawn.job_id, getpid());
+    let child = match start(spawn, base_env, user, cgroup.as_ref()) {
         Ok(child) => child,
         Err(e) => {
             let error = format!("could not start {}: {e}", short(&spawn.argv[0]));
             write_note(&mut note, None, Some(error))?;
+            if let Some(cgroup) = cgroup {
+                cgroup.kill_all_and_remove();
+            }
             return Ok(());
         }
     };
@@ -131,6 +136,9 @@ fn supervise(
     drop(note);
     let end = watch(Pid::from_raw(pid as i32), owner_lost, &signals);
     contain(Pid::from_raw(pid as i32));
+    if let Some(cgroup) = cgroup {
+        cgroup.kill_all_and_remove();
+    }
     file.end = Some(end);
     file.write(dir)
 }
@@ -141,6 +149,7 @@ fn start(
     spawn: &Spawn,
     base_env: &[(String, String)],
     user: Option<&JobUserIds>,
+    cgroup: Option<&JobCgroup>,
 ) -> std::io::Result<std::process::Child> {
     // Readable by the worker's user and group only: a job's output is nobody
     // else's (other jobs' included).
@@ -163,9 +172,22 @@ fn start(
     if let Some(workdir) = &spawn.workdir {
         command.current_dir(workdir);
     }
-    if let Some(user) = user.cloned() {
-        // SAFETY: runs in the forked child before exec, calling only system calls.
-        unsafe { command.pre_exec(move || become_user(&user)) };
+    let procs = cgroup.map(JobCgroup::procs_path);
+    let user = user.cloned();
+    if procs.is_some() || user.is_some() {
+        // SAFETY: runs in the forked child before exec, calling only system
+        // calls: the cgroup first (as root still), then the user.
+        unsafe {
+            command.pre_exec(move || {
+                if let Some(procs) = &procs {
+                    cgroup::join(procs);
+                }
+                match &user {
+                    Some(user) => become_user(user),
+                    None => Ok(()),
+                }
+            })
+        };
     }
     command.spawn()
 }

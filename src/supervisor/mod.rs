@@ -12,7 +12,9 @@
 //! - [`wire`]: what the two say to each other.
 //! - [`job_file`]: the file per job that survives them both.
 //! - `tree`: finding and killing a job's processes.
+//! - `cgroup`: a cgroup per job, where the host lets the supervisor make one.
 
+mod cgroup;
 pub mod job_file;
 mod job_supervisor;
 pub mod server;

@@ -14,6 +14,7 @@
 //! It exits once it has no job and no worker: after a worker's [`Request::Bye`],
 //! or when no worker has been connected for [`IDLE_EXIT`].
 
+use super::cgroup::JobCgroup;
 use super::job_file::{JobEnd, JobFile, jobs_dir};
 use super::job_supervisor::{self, NOTE_FD, StartNote};
 use super::tree::children_of;
@@ -497,8 +498,12 @@ impl Server {
                 Ok(Some(JobFile { end: Some(end), .. })) => end,
                 _ => {
                     // Its supervisor died before the job's end: what it left runs
-                    // on, re-parented here, and is killed below.
+                    // on, re-parented here, and is killed below, as is whatever
+                    // its cgroup holds.
                     orphans_left = true;
+                    if let Some(cgroup) = JobCgroup::locate(&job.job_id, pid) {
+                        cgroup.kill_all_and_remove();
+                    }
                     let file = JobFile {
                         job_id: job.job_id.clone(),
                         pid: job.pid.unwrap_or(0),
