@@ -272,3 +272,68 @@ async fn a_job_runs_in_a_cgroup_of_its_own_which_goes_with_it() {
         assert!(!dir.exists(), "{} outlived its job", dir.display());
     }
 }
+
+/// The processes whose parent is `pid`, with whether each is a zombie.
+fn children_of(pid: i32) -> Vec<(i32, bool)> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|child| parent_of(*child) == Some(pid))
+        .map(|child| (child, !is_alive(child)))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_running_as_pid_1_reaps_the_orphans_it_inherits() {
+    if !nix::unistd::Uid::effective().is_root() {
+        eprintln!("SKIPPED: a PID namespace needs root");
+        return;
+    }
+    let system = System::without_worker(|_| {}).await;
+    let data_dir = system.path("data");
+    // The worker is PID 1 of a namespace of its own, as in a container.
+    let unshare = tokio::process::Command::new("unshare")
+        .args(["--pid", "--fork", "--kill-child", "--"])
+        .arg(env!("CARGO_BIN_EXE_flare-launcher"))
+        .arg("--nats-url")
+        .arg(system.nats.url())
+        .args(["worker", "--worker-id", "init", "--data-dir"])
+        .arg(&data_dir)
+        .kill_on_drop(true)
+        .spawn()
+        .expect("unshare runs");
+    system
+        .client
+        .launch(&sh("inherited", "sleep 300"))
+        .await
+        .unwrap();
+    system
+        .events_until("inherited", |e| e.state == JobState::Running)
+        .await;
+    let unshare_pid = unshare.id().unwrap() as i32;
+    let worker = children_of(unshare_pid)[0].0;
+    let supervisor = children_of(worker)
+        .into_iter()
+        .map(|(pid, _)| pid)
+        .find(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|cmdline| cmdline.windows(9).any(|w| w == b"supervise"))
+        })
+        .expect("the worker's supervisor");
+    let job_supervisor = children_of(supervisor)[0].0;
+    // The job supervisor, orphaned, comes to the worker, kills its job and ends:
+    // a zombie until the worker reaps it.
+    kill(supervisor);
+    let events = system.events_until_terminal("inherited").await;
+    assert_eq!(events.last().unwrap().state, JobState::Lost);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Path::new(&format!("/proc/{job_supervisor}")).exists() {
+        assert!(
+            Instant::now() < deadline,
+            "the job supervisor {job_supervisor} was never reaped: {:?}",
+            children_of(worker)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
