@@ -122,7 +122,7 @@ class Worker:
             *extra,
         ]
         env = {k: v for k, v in os.environ.items() if not k.startswith("FLARE_")}
-        env["RUST_LOG"] = "info"
+        env["RUST_LOG"] = "debug"  # the most a worker ever logs
         self.process = LoggedProcess(f"worker {worker_id}", argv, env=env)
         self.process.await_line("worker ready")
 

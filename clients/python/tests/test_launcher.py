@@ -64,6 +64,7 @@ def test_a_job_that_succeeds_returns_success(launchers: Callable[..., ClientJobL
     assert seen["token"] == AUTH_TOKEN, "the job credentials travel in the environment"
     assert AUTH_TOKEN not in seen["argv"], "and not on the command line"
     assert seen["cwd"] == str(Path.cwd())
+    assert not [line for line in worker.process.lines if AUTH_TOKEN in line], "the worker logs no env value"
 
 
 @pytest.mark.parametrize("exit_code, expected", [(1, 1), (101, 101), (3, JobReturnCode.EXECUTION_ERROR)])
