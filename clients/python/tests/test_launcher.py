@@ -11,13 +11,13 @@ from pathlib import Path
 import nats
 import pytest
 from fake_site import AUTH_TOKEN, FakeSite
-from harness import NatsServer, Worker
+from harness import NatsServer, Worker, free_port
 from nvflare.apis.event_type import EventType
 from nvflare.apis.fl_constant import FLContextKey
 from nvflare.apis.fl_context import FLContext
 from nvflare.apis.job_launcher_spec import JobReturnCode
 
-from flare_launcher_nvflare import ClientJobLauncher, JobLaunchError, ServerJobLauncher
+from flare_launcher_nvflare import ClientJobLauncher, JobLaunchError, NatsUnreachable, ServerJobLauncher
 
 #: Generous, for a loaded 2-core machine.
 TIMEOUT_S = 90
@@ -143,3 +143,12 @@ def queued_requests(nats_server: NatsServer) -> int:
             await nc.close()
 
     return asyncio.run(count())
+
+
+def test_a_launch_without_nats_says_where_it_could_not_connect(site: FakeSite) -> None:
+    launcher = ClientJobLauncher(nats_url=f"nats://someone:secret@127.0.0.1:{free_port()}")
+    meta, ctx = site.job("exit=0")
+    with pytest.raises(NatsUnreachable, match="cannot connect to NATS at nats://127.0.0.1:") as raised:
+        launcher.launch_job(meta, ctx)
+    assert "secret" not in str(raised.value)
+    launcher.close()

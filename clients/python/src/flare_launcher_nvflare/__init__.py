@@ -5,7 +5,15 @@ Replace a site's `process_launcher` component in `local/resources.json` with
 `flare_launcher_nvflare.ServerJobLauncher` (the server).
 """
 
+from .connection import NatsUnreachable
 from .handle import FlareJobHandle
 from .launcher import ClientJobLauncher, FlareJobLauncher, JobLaunchError, ServerJobLauncher
 
-__all__ = ["ClientJobLauncher", "FlareJobHandle", "FlareJobLauncher", "JobLaunchError", "ServerJobLauncher"]
+__all__ = [
+    "ClientJobLauncher",
+    "FlareJobHandle",
+    "FlareJobLauncher",
+    "JobLaunchError",
+    "NatsUnreachable",
+    "ServerJobLauncher",
+]

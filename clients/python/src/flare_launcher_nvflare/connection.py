@@ -27,6 +27,19 @@ T = TypeVar("T")
 log = logging.getLogger(__name__)
 
 
+class NatsUnreachable(ConnectionError):
+    """No NATS server of the list could be connected to within the connect timeout."""
+
+
+def redacted(url: str) -> str:
+    """`url` without the user and password or token it may carry."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        scheme, rest = "", url
+    host = rest.rsplit("@", 1)[-1]
+    return f"{scheme}{sep}{host}"
+
+
 @dataclass(frozen=True)
 class ConnectOptions:
     """Where the NATS servers are and how to authenticate; the same choices as the worker's."""
@@ -100,7 +113,12 @@ class NatsLink:
         """The connected client, connecting first if needed (blocking, up to the connect timeout)."""
         with self._connecting:
             if self._nc is None or self._nc.is_closed:
-                self._nc = self.call(self._connect(), self._options.connect_timeout_s + 5)
+                try:
+                    self._nc = self.call(self._connect(), self._options.connect_timeout_s + 5)
+                except Exception as e:
+                    servers = ", ".join(redacted(u) for u in self._options.servers)
+                    why = bounded(e) if str(e) else "no server answered in time"
+                    raise NatsUnreachable(f"cannot connect to NATS at {servers}: {why}") from e
             return self._nc
 
     async def _connect(self) -> Client:
@@ -150,5 +168,17 @@ class NatsLink:
                 self.call(self._nc.drain(), 10)
             except Exception as e:  # closing is best effort: the process may be exiting
                 log.debug("flare-launcher: closing NATS: %s", bounded(e))
+        try:
+            self.call(_cancel_others(), 5)
+        except Exception as e:  # best effort, as above
+            log.debug("flare-launcher: ending NATS tasks: %s", bounded(e))
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(5)
+
+
+async def _cancel_others() -> None:
+    """Cancels every other task of the loop (a connect still trying) and lets them end."""
+    others = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+    for t in others:
+        t.cancel()
+    await asyncio.gather(*others, return_exceptions=True)

@@ -162,7 +162,11 @@ class FlareJobLauncher(JobLauncherSpec):
         job_id = request["job_id"]
         link, handle = self._track(job_id)
         deadline = time.monotonic() + self._start_timeout + START_MARGIN_S
-        ack = self._publish(link, request, deadline)
+        try:
+            ack = self._publish(link, request, deadline)
+        except JobLaunchError:
+            handle.close()
+            raise
         if not handle.await_states(frozenset({"running"}), deadline):
             self._withdraw(link, ack, handle)
             raise JobLaunchError(
