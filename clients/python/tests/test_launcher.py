@@ -91,6 +91,17 @@ def test_poll_says_unknown_until_the_end_and_terminate_aborts(launchers: Callabl
     assert handle.events.state == "terminated"
 
 
+def test_an_abort_that_comes_before_the_launch_is_not_lost(
+    launchers: Callable[..., ClientJobLauncher], nats_server: NatsServer, worker: Worker, site: FakeSite
+) -> None:
+    meta, ctx = site.job("block")
+    launcher = launchers()
+    launcher.follow(f"site-1_{meta['job_id']}").terminate()
+    handle = launcher.launch_job(meta, ctx)
+    assert handle.poll() == JobReturnCode.ABORTED
+    assert not (site.root / f"{meta['job_id']}.seen.json").exists(), "the job never ran"
+
+
 def test_a_job_that_cannot_start_raises(launchers: Callable[..., ClientJobLauncher], nats_server: NatsServer, worker: Worker) -> None:
     launcher = launchers()
     request = {"job_id": "site-1_cannot-start", "command": ["/nonexistent/program"]}

@@ -138,10 +138,15 @@ class FlareJobHandle(JobHandleSpec):
         the launch then starts nothing. Retried while no worker answers, for up to
         `lost_nats_give_up_s` seconds.
         """
+        self.send_terminate(tries_for_s=self._give_up_s)
+
+    def send_terminate(self, tries_for_s: float) -> None:
+        """Sends the terminate request, trying again for up to `tries_for_s` seconds
+        while it cannot be delivered (0: one try)."""
         if self.events.terminal:
             return
         body = json.dumps({"grace_s": self._grace_s}).encode()
-        give_up = time.monotonic() + self._give_up_s
+        give_up = time.monotonic() + tries_for_s
         while True:
             try:
                 reply = self._link.run(lambda nc: self._request_terminate(nc, body), CALL_TIMEOUT_S + 1)
@@ -149,7 +154,8 @@ class FlareJobHandle(JobHandleSpec):
                 return
             except TRANSIENT_NATS_ERRORS as e:
                 if time.monotonic() >= give_up:
-                    log.error("flare-launcher: job %s: terminate not delivered: %s", self.job_id, bounded(e))
+                    level = logging.ERROR if tries_for_s else logging.INFO
+                    log.log(level, "flare-launcher: job %s: terminate not delivered: %s", self.job_id, bounded(e))
                     return
                 time.sleep(1)
 

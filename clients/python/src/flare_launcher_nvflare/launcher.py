@@ -155,9 +155,9 @@ class FlareJobLauncher(JobLauncherSpec):
 
         Raises JobLaunchError when the job ends in `error` (its reason and message
         say why) or when no worker reports its start within `start_timeout` plus a
-        margin; then a terminate request makes sure the request, if still queued,
-        never starts. A job that ends otherwise before it was seen running (an
-        abort that came first) is returned, its handle holding the end.
+        margin; then the request is taken back (see `_withdraw`), so it never
+        starts. A job that ends otherwise before it was seen running (an abort
+        that came first) is returned, its handle holding the end.
         """
         job_id = request["job_id"]
         link, handle = self._track(job_id)
@@ -197,14 +197,15 @@ class FlareJobLauncher(JobLauncherSpec):
 
     def _withdraw(self, link: NatsLink, ack: PubAck, handle: FlareJobHandle) -> None:
         """Makes sure a job given up on never starts: its request is deleted from the
-        work queue if no worker has taken it yet, else its worker gets a terminate."""
+        work queue, and a terminate goes out too, for a worker that may have taken
+        the request already. Only when the request could not be deleted (a worker
+        recorded it) is the terminate tried for as long as for any job."""
         try:
             deleted = link.run(lambda nc: nc.jsm().delete_msg(ack.stream, ack.seq), CALL_TIMEOUT_S + 1)
         except Exception as e:  # taken by a worker already (or NATS away): the terminate covers it
             log.info("flare-launcher: job %s: request not withdrawn from the queue: %s", handle.job_id, bounded(e))
             deleted = False
-        if not deleted:
-            handle.terminate()
+        handle.send_terminate(tries_for_s=0 if deleted else self._give_up)
         handle.close()
 
     def _publish(self, link: NatsLink, request: dict, deadline: float) -> PubAck:
