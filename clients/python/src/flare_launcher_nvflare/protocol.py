@@ -57,7 +57,8 @@ def job_id_for(site: str, nvflare_job_id: str) -> str:
     room = max(MAX_JOB_ID_LEN - len(job) - 1, 1)
     site_part = _NOT_JOB_ID_CHAR.sub("_", site)[:room] or "site"
     joined = f"{site_part}_{job}"[:MAX_JOB_ID_LEN]
-    joined = joined.replace("..", "_.")
+    while ".." in joined:
+        joined = joined.replace("..", "_.")
     if joined.startswith("."):
         joined = "_" + joined[1:]
     if joined.endswith("."):
