@@ -159,7 +159,10 @@ class NatsLink:
             await hook(nc)
 
     async def _error(self, e: Exception) -> None:
-        log.warning("flare-launcher: NATS: %s", bounded(e))
+        # A failed reconnection attempt comes every second while NATS is away: the
+        # loss itself was logged once, so these go to the debug level.
+        level = logging.DEBUG if isinstance(e, (OSError, asyncio.TimeoutError)) else logging.WARNING
+        log.log(level, "flare-launcher: NATS: %s", bounded(e))
 
     def close(self) -> None:
         """Drains the connection and stops the loop's thread."""
