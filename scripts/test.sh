@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test of the workspace on a fresh machine: installs nats-server if
-# needed, then unit, integration and doc tests. Extra arguments go to the test runner
+# needed, then unit, integration and doc tests, then the Python tests of the NVFlare
+# launchers (scripts/test-python.sh). Extra arguments go to the test runner
 # (cargo nextest run, or cargo test when nextest is not installed).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -15,9 +16,14 @@ source scripts/ensure-python-kube.sh
 # the other tests closes the output.
 cargo test --workspace --doc
 
+status=0
 if cargo nextest --version >/dev/null 2>&1; then
-    cargo nextest run --workspace --all-targets --no-fail-fast "$@"
+    cargo nextest run --workspace --all-targets --no-fail-fast "$@" || status=$?
 else
     echo "test.sh: cargo-nextest not found, using cargo test" >&2
-    cargo test --workspace --all-targets --no-fail-fast "$@"
+    cargo test --workspace --all-targets --no-fail-fast "$@" || status=$?
 fi
+
+# The NVFlare launchers (Python), against the worker the Rust tests just built.
+bash scripts/test-python.sh || status=$?
+exit "$status"

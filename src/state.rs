@@ -1,7 +1,7 @@
 //! The job state machine and NVFlare's return codes, as pure functions.
 //!
 //! Every other module asks this one whether a transition is allowed and which
-//! `return_code` a terminal state carries, so the table in PROTOCOL.md lives in
+//! `return_code` a terminal state carries, so the table in docs/protocol.md lives in
 //! exactly one place.
 
 use schemars::JsonSchema;

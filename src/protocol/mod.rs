@@ -1,4 +1,4 @@
-//! The wire contract (PROTOCOL.md, version 1) as Rust types, and the decoding of
+//! The wire contract (docs/protocol.md, version 1) as Rust types, and the decoding of
 //! launch requests with every rule of the contract enforced.
 //!
 //! The JSON Schemas in `schemas/` are generated from these types (see
