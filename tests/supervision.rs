@@ -337,3 +337,57 @@ async fn a_worker_running_as_pid_1_reaps_the_orphans_it_inherits() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+#[tokio::test]
+async fn a_killed_job_supervisor_takes_its_jobs_whole_tree_with_it() {
+    let system = System::start().await;
+    let pidfile = system.path("grandchild.pid");
+    // The first process, a child and a grandchild.
+    let script = format!(
+        "sh -c 'sleep 1000 & echo $! > {}; wait' & while [ ! -s {} ]; do sleep 0.01; done; wait",
+        pidfile.display(),
+        pidfile.display()
+    );
+    system.client.launch(&sh("deep", &script)).await.unwrap();
+    let grandchild = read_pid(&pidfile).await;
+    let pid = job_pid(&system, "deep").await;
+    kill(parent_of(pid).unwrap());
+    let events = system.events_until_terminal("deep").await;
+    assert_eq!(events.last().unwrap().state, JobState::Lost);
+    wait_until_gone(grandchild, Duration::from_secs(10)).await;
+    wait_until_gone(pid, Duration::from_secs(10)).await;
+}
+
+#[tokio::test]
+async fn a_second_supervisor_for_the_same_directory_leaves_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let supervise = || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_flare-launcher"))
+            .args(["supervise", "--dir"])
+            .arg(dir.path())
+            .spawn()
+            .unwrap()
+    };
+    let mut first = supervise();
+    let socket = dir.path().join("supervisor.sock");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !socket.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "the first supervisor never listened"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let second = supervise().wait_with_output().unwrap();
+    assert!(second.status.success());
+    assert!(
+        socket.exists(),
+        "the second supervisor took the first one's socket"
+    );
+    assert!(
+        first.try_wait().unwrap().is_none(),
+        "the first supervisor is gone"
+    );
+    first.kill().unwrap();
+    first.wait().unwrap();
+}

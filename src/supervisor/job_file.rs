@@ -10,7 +10,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 /// How a supervised job ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "how", rename_all = "snake_case")]
 pub enum JobEnd {
     /// Its first process ended (and then everything it left behind was killed).
@@ -23,9 +23,14 @@ pub enum JobEnd {
     /// Its supervision ended before the job did (the supervisor died): the job
     /// was killed, and nobody can say how it would have ended.
     OwnerLost,
+    /// Its program could not be started.
+    NotStarted {
+        /// Why, as the operating system said it.
+        error: String,
+    },
 }
 
-/// What the file holds.
+/// What the file holds. A job that never started has no process: `pid` 0.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JobFile {
     /// The job.

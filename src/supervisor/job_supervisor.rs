@@ -18,7 +18,7 @@
 
 use super::cgroup::{self, JobCgroup};
 use super::job_file::{JobEnd, JobFile};
-use super::tree::{kill_tree, signal_group};
+use super::tree::{kill_children, kill_tree, signal_group};
 use super::wire::{JobUserIds, Spawn};
 use crate::state::Exit;
 use nix::errno::Errno;
@@ -115,6 +115,18 @@ fn supervise(
         Ok(child) => child,
         Err(e) => {
             let error = format!("could not start {}: {e}", short(&spawn.argv[0]));
+            // Kept for a worker that is away now and asks after the job later.
+            let file = JobFile {
+                job_id: spawn.job_id.clone(),
+                pid: 0,
+                supervisor_pid: getpid().as_raw() as u32,
+                end: Some(JobEnd::NotStarted {
+                    error: error.clone(),
+                }),
+            };
+            if let Err(e) = file.write(dir) {
+                eprintln!("job {}: cannot write its file: {e}", spawn.job_id);
+            }
             write_note(&mut note, None, Some(error))?;
             if let Some(cgroup) = cgroup {
                 cgroup.kill_all_and_remove();
@@ -366,14 +378,16 @@ fn reap(pid: Pid) -> Option<Exit> {
 /// here (each round's kills hand their children to this subreaper).
 fn contain(pid: Pid) {
     let reaper = getpid();
+    // The group once, now: its leader is reaped, and later its id could name
+    // another process's group.
+    signal_group(pid, Signal::SIGKILL);
     loop {
-        signal_group(pid, Signal::SIGKILL);
         match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
             Err(Errno::ECHILD) => return,
             Err(Errno::EINTR) => {}
             Err(_) => return,
             Ok(WaitStatus::StillAlive) => {
-                kill_tree(pid, reaper);
+                kill_children(reaper);
                 // Waits for one of them to end; the loop looks again.
                 let _ = waitpid(None, None);
             }

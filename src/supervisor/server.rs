@@ -17,7 +17,7 @@
 use super::cgroup::JobCgroup;
 use super::job_file::{JobEnd, JobFile, jobs_dir};
 use super::job_supervisor::{self, NOTE_FD, StartNote};
-use super::tree::children_of;
+use super::tree::{children_of, signal_group};
 use super::wire::{JobUserIds, MAX_LINE, Report, Request, RunningJob, Spawn, encode};
 use nix::errno::Errno;
 use nix::sys::signal::{SigSet, SigmaskHow, Signal, kill, sigprocmask};
@@ -76,6 +76,9 @@ struct Supervised {
     pid: Option<u32>,
     /// It never started: its end is not reported.
     failed: bool,
+    /// The worker has recorded its end already (it gave up on it): its file
+    /// goes when it has ended.
+    forgotten: bool,
 }
 
 /// The worker's connection.
@@ -110,7 +113,11 @@ struct Server {
 pub fn serve(dir: &Path) -> Result<(), ServeError> {
     // A session of its own: a worker's terminal or process group signals do not
     // reach it, and it outlives the worker.
-    let _ = nix::unistd::setsid();
+    if let Err(e) = nix::unistd::setsid() {
+        eprintln!(
+            "cannot start a session of its own ({e}); signals to the worker's group may reach it"
+        );
+    }
     nix::sys::prctl::set_child_subreaper(true)?;
     nix::sys::prctl::set_dumpable(false)?;
     std::fs::DirBuilder::new()
@@ -120,12 +127,16 @@ pub fn serve(dir: &Path) -> Result<(), ServeError> {
         .map_err(setup(format!("cannot create {}", dir.display())))?;
     let lock = std::fs::File::create(dir.join("supervisor.lock"))
         .map_err(setup("cannot create the supervisor's lock file"))?;
-    if let Err(e) = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusiveNonblock) {
-        if e.1 == Errno::EWOULDBLOCK {
-            return Ok(());
+    // Held until this function returns: one supervisor per directory.
+    let _lock = match nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusiveNonblock) {
+        Ok(lock) => lock,
+        Err((_, Errno::EWOULDBLOCK)) => return Ok(()),
+        Err((_, errno)) => {
+            return Err(setup("cannot lock the supervisor's lock file")(
+                errno.into(),
+            ));
         }
-        return Err(setup("cannot lock the supervisor's lock file")(e.1.into()));
-    }
+    };
     let socket = socket_path(dir);
     let _ = std::fs::remove_file(&socket);
     let listener = UnixListener::bind(&socket)
@@ -178,6 +189,8 @@ impl Server {
                 && (self.leaving
                     || (self.connection.is_none() && self.idle_since.elapsed() >= IDLE_EXIT))
             {
+                // Nothing is left to supervise: nothing unsupervised is left either.
+                self.kill_orphans();
                 return;
             }
             let mut fds = vec![
@@ -212,13 +225,15 @@ impl Server {
             if fds[1].revents != 0 {
                 self.take_signals();
             }
-            if fds[0].revents != 0 {
-                self.accept();
-            }
+            // The connection first: a worker's hang-up and its successor's connect
+            // may come in one turn.
             if let Some(fd) = fds.get(3)
                 && fd.revents != 0
             {
                 self.serve_connection(fd.revents);
+            }
+            if fds[0].revents != 0 {
+                self.accept();
             }
         }
     }
@@ -316,6 +331,8 @@ impl Server {
                 self.base_env = base_env;
                 self.user = user;
                 self.greeted = true;
+                // A worker that comes after a goodbye is served as any other.
+                self.leaving = false;
             }
             Request::Launch(spawn) => self.launch(spawn),
             Request::Stop { job_id, grace_ms } => {
@@ -324,10 +341,9 @@ impl Server {
                 }
             }
             Request::Forget { job_id } => {
-                if self.supervisor_of(&job_id).is_none()
-                    && let Err(e) = JobFile::remove(&self.dir, &job_id)
-                {
-                    eprintln!("job {job_id}: cannot remove its file: {e}");
+                match self.jobs.values_mut().find(|job| job.job_id == job_id) {
+                    Some(running) => running.forgotten = true,
+                    None => forget(&self.dir, &job_id),
                 }
             }
             Request::List => {
@@ -389,6 +405,7 @@ impl Server {
                         job_id: spawn.job_id,
                         pid: None,
                         failed: false,
+                        forgotten: false,
                     },
                 );
             }
@@ -407,12 +424,20 @@ impl Server {
         unsafe {
             libc::dup2(self.note_writer.as_raw_fd(), NOTE_FD);
             libc::fcntl(NOTE_FD, libc::F_SETFD, libc::FD_CLOEXEC);
-            libc::syscall(
+            let closed = libc::syscall(
                 libc::SYS_close_range,
                 (NOTE_FD + 1) as libc::c_uint,
                 libc::c_uint::MAX,
                 0 as libc::c_uint,
             );
+            // Before Linux 5.9: one by one, up to the limit of open files.
+            if closed != 0 {
+                let limit =
+                    libc::sysconf(libc::_SC_OPEN_MAX).clamp(NOTE_FD as libc::c_long + 1, 1 << 20);
+                for fd in NOTE_FD + 1..limit as i32 {
+                    libc::close(fd);
+                }
+            }
         }
     }
 
@@ -488,10 +513,15 @@ impl Server {
         let mut orphans_left = false;
         for pid in ended {
             let Some(job) = self.jobs.remove(&pid) else {
-                // An orphan of a job whose supervisor died, re-parented here.
+                // An orphan of a job whose supervisor died, re-parented here: its
+                // own children are re-parented here now, and are killed below.
+                orphans_left = true;
                 continue;
             };
             if job.failed {
+                if job.forgotten {
+                    forget(&self.dir, &job.job_id);
+                }
                 continue;
             }
             let end = match JobFile::read(&self.dir, &job.job_id) {
@@ -501,6 +531,9 @@ impl Server {
                     // on, re-parented here, and is killed below, as is whatever
                     // its cgroup holds.
                     orphans_left = true;
+                    if let Some(group) = job.pid {
+                        signal_group(Pid::from_raw(group as i32), Signal::SIGKILL);
+                    }
                     if let Some(cgroup) = JobCgroup::locate(&job.job_id, pid) {
                         cgroup.kill_all_and_remove();
                     }
@@ -516,6 +549,9 @@ impl Server {
                     JobEnd::OwnerLost
                 }
             };
+            if job.forgotten {
+                forget(&self.dir, &job.job_id);
+            }
             self.report(&Report::Exited {
                 job_id: job.job_id,
                 end,
@@ -535,6 +571,13 @@ impl Server {
                 let _ = kill(child, Signal::SIGKILL);
             }
         }
+    }
+}
+
+/// Removes a job's file once the worker has recorded its end.
+fn forget(dir: &Path, job_id: &str) {
+    if let Err(e) = JobFile::remove(dir, job_id) {
+        eprintln!("job {job_id}: cannot remove its file: {e}");
     }
 }
 

@@ -46,6 +46,11 @@ fn parse_parent(stat: &str) -> Option<Pid> {
 /// children are the job's first process and whatever its tree left orphaned).
 pub fn kill_tree(group: Pid, reaper: Pid) {
     signal_group(group, Signal::SIGKILL);
+    kill_children(reaper);
+}
+
+/// Kills every child of `reaper`.
+pub fn kill_children(reaper: Pid) {
     for child in children_of(reaper) {
         // ESRCH: it ended meanwhile.
         let _ = kill(child, Signal::SIGKILL);

@@ -186,8 +186,9 @@ impl Job {
         );
         drop(request);
         if let Err(refused) = published {
-            if let Ok((_, launched)) = &created {
+            if let Ok((backend, launched)) = &created {
                 launched.control.stop(Duration::ZERO).await;
+                self.backend = Some(backend.clone());
             }
             self.record = rejected::end_job(&self.shared, &self.record, &refused.into()).await;
             return self.finish().await;
@@ -198,7 +199,10 @@ impl Job {
                 self.record.backend_ref = Some(launched.backend_ref.clone());
                 self.follow(launched).await;
             }
-            Err(change) => {
+            Err((backend, change)) => {
+                // A backend that tried keeps what it knows of the attempt until
+                // the job's end is recorded.
+                self.backend = backend;
                 self.advance(JobState::Error, change, Persist::Now).await;
             }
         }
@@ -236,20 +240,23 @@ impl Job {
     async fn create_workload(
         &self,
         request: &LaunchRequest,
-    ) -> Result<(Arc<dyn Backend>, Launched), Change> {
+    ) -> Result<(Arc<dyn Backend>, Launched), (Option<Arc<dyn Backend>>, Change)> {
         let backend = self
             .shared
             .backends
             .for_request(request)
-            .map_err(|e| Change::because(e.reason(), e.to_string()))?;
+            .map_err(|e| (None, Change::because(e.reason(), e.to_string())))?;
         match tokio::time::timeout_at(self.start_deadline, backend.launch(request)).await {
             Ok(Ok(launched)) => Ok((backend, launched)),
-            Ok(Err(e)) => Err(Change::because(e.reason(), e.to_string())),
-            Err(_) => Err(Change::because(
-                reason::START_TIMEOUT,
-                format!(
-                    "the backend did not create the workload within {} s",
-                    self.start_s
+            Ok(Err(e)) => Err((Some(backend), Change::because(e.reason(), e.to_string()))),
+            Err(_) => Err((
+                Some(backend),
+                Change::because(
+                    reason::START_TIMEOUT,
+                    format!(
+                        "the backend did not create the workload within {} s",
+                        self.start_s
+                    ),
                 ),
             )),
         }

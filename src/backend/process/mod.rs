@@ -181,8 +181,8 @@ impl Backend for ProcessBackend {
             let observations = if running.iter().any(|r| r.job_id == file.job_id) {
                 self.supervisor.follow(&file.job_id)
             } else {
-                let observation = match file.end {
-                    Some(end) => observation_of(end),
+                let observation = match &file.end {
+                    Some(end) => observation_of(end.clone()),
                     None => Observation::Vanished {
                         reason: reason::OWNER_LOST,
                         message: "its supervisor is gone (the host restarted, or the supervisor was killed)".into(),

@@ -71,9 +71,10 @@ struct Route {
     observe: mpsc::Sender<Observation>,
 }
 
-/// A live connection's writing side.
+/// A live connection's writing side: lines go to a task that writes them, so
+/// that a caller that gives up (its future dropped) never leaves half a line.
 struct Link {
-    writer: OwnedWriteHalf,
+    lines: mpsc::UnboundedSender<Vec<u8>>,
     generation: u64,
 }
 
@@ -83,6 +84,10 @@ struct Inner {
     hello: Request,
     link: tokio::sync::Mutex<Option<Link>>,
     routes: Mutex<HashMap<String, Route>>,
+    /// The observations of jobs the supervisor ran when the worker connected,
+    /// routed before the first report is read, until [`Supervisor::follow`]
+    /// takes them.
+    found: Mutex<HashMap<String, mpsc::Receiver<Observation>>>,
     generations: std::sync::atomic::AtomicU64,
 }
 
@@ -116,6 +121,7 @@ impl Supervisor {
                 hello: Request::Hello { base_env, user },
                 link: tokio::sync::Mutex::new(None),
                 routes: Mutex::new(HashMap::new()),
+                found: Mutex::new(HashMap::new()),
                 generations: std::sync::atomic::AtomicU64::new(0),
             }),
         };
@@ -126,10 +132,7 @@ impl Supervisor {
     }
 
     fn routes(&self) -> MutexGuard<'_, HashMap<String, Route>> {
-        self.inner
-            .routes
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        lock(&self.inner.routes)
     }
 
     /// Opens a connection (starting a supervisor if none listens), says hello,
@@ -173,7 +176,24 @@ impl Supervisor {
             .inner
             .generations
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        *link = Some(Link { writer, generation });
+        // Routed before any report is read: a job that ends now is not missed.
+        let mut found = lock(&self.inner.found);
+        for job in &running {
+            let (observe, observations) = mpsc::channel(4);
+            let _ = observe.try_send(Observation::Running);
+            self.routes().insert(
+                job.job_id.clone(),
+                Route {
+                    started: None,
+                    observe,
+                },
+            );
+            found.insert(job.job_id.clone(), observations);
+        }
+        drop(found);
+        let (lines, queued) = mpsc::unbounded_channel();
+        *link = Some(Link { lines, generation });
+        tokio::spawn(write_lines(writer, queued));
         tokio::spawn(self.clone().read_reports(reader, generation));
         Ok(running)
     }
@@ -191,17 +211,19 @@ impl Supervisor {
             .map_err(start)?;
         // Its environment is empty: the worker's secrets stay the worker's; jobs
         // get theirs from the hello.
-        let mut child = tokio::process::Command::new(&self.inner.program)
+        let mut command = tokio::process::Command::new(&self.inner.program);
+        command
             .arg("supervise")
             .arg("--dir")
             .arg(&self.inner.dir)
             .env_clear()
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
-            .stderr(log)
-            .process_group(0)
-            .spawn()
-            .map_err(start)?;
+            // It starts a session of its own at once (it must not be a group
+            // leader for that): signals to the worker's group or terminal do not
+            // reach it, and it outlives the worker.
+            .stderr(log);
+        let mut child = command.spawn().map_err(start)?;
         // Reaped when it exits; it outlives the worker otherwise.
         tokio::spawn(async move {
             let _ = child.wait().await;
@@ -255,11 +277,20 @@ impl Supervisor {
                     }
                 }
             }
-            Report::SpawnFailed { job_id, error } => {
-                if let Some(started) = routes.remove(&job_id).and_then(|r| r.started) {
+            Report::SpawnFailed { job_id, error } => match routes.remove(&job_id) {
+                Some(Route {
+                    started: Some(started),
+                    ..
+                }) => {
                     let _ = started.send(Err(error));
                 }
-            }
+                Some(followed) => {
+                    let _ = followed
+                        .observe
+                        .try_send(observation_of(JobEnd::NotStarted { error }));
+                }
+                None => {}
+            },
             Report::Exited { job_id, end } => {
                 if let Some(route) = routes.remove(&job_id) {
                     let _ = route.observe.try_send(observation_of(end));
@@ -295,20 +326,21 @@ impl Supervisor {
         }
     }
 
-    /// Sends one request, connecting first if there is no connection.
+    /// Sends one request, connecting first if there is no connection. Returns
+    /// once the request is queued for the connection.
     async fn send(&self, request: &Request) -> Result<(), SupervisorError> {
         let mut link = self.inner.link.lock().await;
         if link.is_none() {
             self.connect(&mut link).await?;
         }
-        let Some(live) = link.as_mut() else {
+        let Some(live) = link.as_ref() else {
             unreachable!("connected just above");
         };
-        if let Err(e) = live.writer.write_all(&encode(request)).await {
+        if live.lines.send(encode(request)).is_err() {
             *link = None;
             return Err(SupervisorError::Unresponsive {
                 dir: self.inner.dir.clone(),
-                reason: e.to_string(),
+                reason: "the connection is gone".into(),
             });
         }
         Ok(())
@@ -357,18 +389,13 @@ impl Supervisor {
         }
     }
 
-    /// The observations of a job the supervisor runs already (found at start).
+    /// The observations of a job the supervisor ran when the worker connected.
     pub fn follow(&self, job_id: &str) -> mpsc::Receiver<Observation> {
-        let (observe, observations) = mpsc::channel(4);
-        let _ = observe.try_send(Observation::Running);
-        self.routes().insert(
-            job_id.to_owned(),
-            Route {
-                started: None,
-                observe,
-            },
-        );
-        observations
+        lock(&self.inner.found).remove(job_id).unwrap_or_else(|| {
+            // Not listed: it ended before the worker asked; its file says how.
+            let (_, observations) = mpsc::channel(1);
+            observations
+        })
     }
 
     /// Asks for a job to stop: SIGTERM now, SIGKILL after `grace`. Returns once
@@ -396,11 +423,11 @@ impl Supervisor {
     /// Tells the supervisor the worker leaves in order: whatever still runs is
     /// killed, and the supervisor exits once nothing runs.
     pub async fn leave(&self) {
-        let mut link = self.inner.link.lock().await;
-        if let Some(live) = link.as_mut()
-            && let Err(e) = live.writer.write_all(&encode(&Request::Bye)).await
+        let link = self.inner.link.lock().await;
+        if let Some(live) = link.as_ref()
+            && live.lines.send(encode(&Request::Bye)).is_err()
         {
-            tracing::warn!(error = %e, "could not say goodbye to the supervisor");
+            tracing::warn!("could not say goodbye to the supervisor");
         }
     }
 
@@ -408,6 +435,23 @@ impl Supervisor {
     pub fn dir(&self) -> &Path {
         &self.inner.dir
     }
+}
+
+/// Writes queued lines to the supervisor until the connection or the queue ends.
+async fn write_lines(mut writer: OwnedWriteHalf, mut queued: mpsc::UnboundedReceiver<Vec<u8>>) {
+    while let Some(line) = queued.recv().await {
+        if let Err(e) = writer.write_all(&line).await {
+            tracing::warn!(error = %e, "could not write to the supervisor");
+            return;
+        }
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding the lock leaves the map itself intact.
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// A launch that has not been answered: if it is given up (its future dropped,
@@ -437,6 +481,10 @@ pub fn observation_of(end: JobEnd) -> Observation {
         JobEnd::OwnerLost => Observation::Vanished {
             reason: reason::OWNER_LOST,
             message: "the job's supervisor went away; the job was killed with it".into(),
+        },
+        JobEnd::NotStarted { error } => Observation::StartFailed {
+            reason: reason::SPAWN_FAILED.into(),
+            message: error,
         },
     }
 }
