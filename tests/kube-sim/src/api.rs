@@ -58,8 +58,6 @@ pub struct ResourceRequest<'a> {
     pub query: Query,
     pub content_type: String,
     pub body: Bytes,
-    /// Close watch streams after this many events (a fault), if set.
-    pub watch_drop_after: Option<u64>,
 }
 
 /// Serves `req`.
@@ -76,13 +74,7 @@ pub async fn handle(
                 fields: FieldSelector::parse(&req.query.field_selector, t.resource)?,
             };
             if req.query.watch {
-                watch::serve(
-                    cluster.clone(),
-                    t,
-                    &req.query,
-                    selectors,
-                    req.watch_drop_after,
-                )
+                watch::serve(cluster.clone(), t, &req.query, selectors)
             } else {
                 let list = list::list(
                     cluster,

@@ -7,6 +7,8 @@
 //!   kubeconfig; `kube-sim` (the binary) wraps it.
 //! - The front: `server` (TLS, tokens, routing), `router`, `query`, `http`,
 //!   `status` (errors as `Status` objects), `auth`.
+//! - Testing aids: `faults` (latency, errors, dropped watches), `requests` (the
+//!   request counter), `admin` (the `/kube-sim/` API over both and compaction).
 //! - The API: `api` (get, create, update, patch, delete), `list`, `watch`, `logs`,
 //!   `objects` (decoding through the API types), `pods` (what the server does to
 //!   pods), `selectors`, `resources` (the served types and discovery).
@@ -15,6 +17,7 @@
 //! - State: `store` (objects, the revision counter, the change log), `cluster`,
 //!   `bootstrap` (default namespaces, nodes), `meta`.
 
+mod admin;
 mod api;
 mod auth;
 mod bootstrap;
@@ -23,6 +26,7 @@ pub mod config;
 mod container;
 mod env;
 mod events;
+pub mod faults;
 mod http;
 mod kubeconfig;
 mod kubelet;
@@ -35,6 +39,7 @@ mod pods;
 mod podstatus;
 mod quantity;
 mod query;
+pub mod requests;
 mod resources;
 mod router;
 mod scheduler;
@@ -54,6 +59,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub use config::{Config, NodeConfig, UserConfig};
+pub use faults::{ErrorFault, FaultError, Faults};
+pub use requests::RequestCount;
 
 /// Why kube-sim could not start.
 #[derive(Debug, thiserror::Error)]
@@ -204,6 +211,31 @@ impl KubeSim {
             path: path.to_owned(),
             source,
         })
+    }
+
+    /// Replaces the faults in force (what `PUT /kube-sim/faults` does).
+    ///
+    /// # Errors
+    /// When a fault cannot be injected (an error code other than 429 or 500, an
+    /// unknown verb or resource, too long a latency or `Retry-After`).
+    pub fn set_faults(&self, faults: Faults) -> Result<(), FaultError> {
+        self.front.cluster.faults.set(faults)
+    }
+
+    /// The faults in force (an error whose count is spent is gone).
+    pub fn faults(&self) -> Faults {
+        self.front.cluster.faults.get()
+    }
+
+    /// Compacts the change history at the current revision, which it returns:
+    /// lists and watches at any older revision get `410 Gone` from now on.
+    pub fn compact(&self) -> u64 {
+        self.front.cluster.store.compact()
+    }
+
+    /// How many resource requests each user made, by verb and resource.
+    pub fn requests(&self) -> Vec<RequestCount> {
+        self.front.cluster.requests.snapshot()
     }
 
     /// Stops serving, stops every pod, and waits until all of it has ended.

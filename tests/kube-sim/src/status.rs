@@ -63,6 +63,12 @@ pub enum ApiError {
     Unauthorized,
     #[error("{0}")]
     Forbidden(Box<ForbiddenRequest>),
+    #[error("forbidden: User \"{user}\" cannot {verb} path \"{path}\"")]
+    ForbiddenPath {
+        user: String,
+        verb: String,
+        path: String,
+    },
     #[error("{0}")]
     Gone(String),
     #[error("Too large resource version: {requested}, current: {current}")]
@@ -129,7 +135,7 @@ impl ApiError {
             ApiError::Invalid { .. } => 422,
             ApiError::BadRequest(_) => 400,
             ApiError::Unauthorized => 401,
-            ApiError::Forbidden(_) => 403,
+            ApiError::Forbidden(_) | ApiError::ForbiddenPath { .. } => 403,
             ApiError::Gone(_) => 410,
             ApiError::TooLargeResourceVersion { .. } => 504,
             ApiError::MethodNotAllowed => 405,
@@ -148,7 +154,7 @@ impl ApiError {
             ApiError::Invalid { .. } => "Invalid",
             ApiError::BadRequest(_) => "BadRequest",
             ApiError::Unauthorized => "Unauthorized",
-            ApiError::Forbidden(_) => "Forbidden",
+            ApiError::Forbidden(_) | ApiError::ForbiddenPath { .. } => "Forbidden",
             ApiError::Gone(_) => "Expired",
             ApiError::TooLargeResourceVersion { .. } => "Timeout",
             ApiError::MethodNotAllowed => "MethodNotAllowed",
@@ -193,7 +199,7 @@ impl ApiError {
                 retry_after_seconds,
             } => json!({"retryAfterSeconds": retry_after_seconds}),
             ApiError::Internal(message) => json!({"causes": [{"message": message}]}),
-            ApiError::NoRoute => json!({}),
+            ApiError::NoRoute | ApiError::ForbiddenPath { .. } => json!({}),
             _ => return None,
         };
         Some(details)
