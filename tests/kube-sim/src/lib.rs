@@ -6,7 +6,8 @@
 //! - [`KubeSim`] (here) starts everything and hands out the address, CA and
 //!   kubeconfig; `kube-sim` (the binary) wraps it.
 //! - The front: `server` (TLS, tokens, routing), `router`, `query`, `http`,
-//!   `status` (errors as `Status` objects), `auth`.
+//!   `status` (errors as `Status` objects), `auth`, `rbac` (Roles and
+//!   RoleBindings enforced for token users).
 //! - Testing aids: `faults` (latency, errors, dropped watches), `requests` (the
 //!   request counter), `admin` (the `/kube-sim/` API over both and compaction).
 //! - The API: `api` (get, create, update, patch, delete), `list`, `watch`, `logs`,
@@ -15,7 +16,8 @@
 //! - The node: `scheduler`, `kubelet` (one task per pod), `container` (one
 //!   process per container), `env`, `podstatus`, `events`, `quantity`.
 //! - State: `store` (objects, the revision counter, the change log), `cluster`,
-//!   `bootstrap` (default namespaces, nodes), `meta`.
+//!   `bootstrap` (default namespaces, nodes), `manifests` (RBAC files read at
+//!   start), `meta`.
 
 mod admin;
 mod api;
@@ -32,6 +34,7 @@ mod kubeconfig;
 mod kubelet;
 mod list;
 mod logs;
+mod manifests;
 mod meta;
 mod objects;
 mod openapi;
@@ -39,6 +42,7 @@ mod pods;
 mod podstatus;
 mod quantity;
 mod query;
+mod rbac;
 pub mod requests;
 mod resources;
 mod router;
@@ -83,6 +87,8 @@ pub enum StartError {
     Tls(#[from] tls::TlsError),
     #[error("seeding the cluster: {0}")]
     Seed(#[from] store::StoreError),
+    #[error("loading RBAC: {0}")]
+    Rbac(#[from] manifests::ManifestError),
 }
 
 fn cluster_of(front: &server::Front) -> Arc<cluster::Cluster> {
@@ -136,8 +142,12 @@ impl KubeSim {
         let tls = tls::make(addr.ip())?;
         let tokens = auth::Tokens::new(&config.users);
         let kubeconfig_path = config.kubeconfig.clone();
+        let rbac_files = config.rbac_files.clone();
         let cluster = Arc::new(cluster::Cluster::new(config, data_dir));
         bootstrap::seed(&cluster)?;
+        for path in &rbac_files {
+            manifests::load_rbac(&cluster, path)?;
+        }
         let front = Arc::new(server::Front { cluster, tokens });
         let sim = KubeSim {
             addr,

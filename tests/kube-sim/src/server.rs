@@ -1,6 +1,6 @@
 //! The HTTPS front: accepts TLS connections, authenticates each request by its
-//! bearer token, routes it, counts it, injects the faults in force, and answers
-//! errors as `Status` objects.
+//! bearer token, routes it, counts it, injects the faults in force, authorizes it
+//! by RBAC, and answers errors as `Status` objects.
 
 use std::sync::Arc;
 
@@ -23,7 +23,7 @@ use crate::http::{self, Body};
 use crate::query::Query;
 use crate::router::{self, Route};
 use crate::status::ApiError;
-use crate::{admin, openapi, resources};
+use crate::{admin, openapi, rbac, resources};
 
 /// The largest request body accepted (the real server's limit).
 const MAX_BODY: usize = 3 << 20;
@@ -131,6 +131,7 @@ async fn respond(front: &Front, req: Request<Incoming>) -> Result<Response<Body>
             if let Some(injected) = cluster.faults.take_error(verb, &resource) {
                 return Err(injected);
             }
+            rbac::authorize(cluster, &user, verb, &target)?;
             let content_type = req
                 .headers()
                 .get(header::CONTENT_TYPE)
