@@ -24,6 +24,8 @@ pub enum Route {
     Resource(Target),
     /// `/openapi/v3` (empty) or `/openapi/v3/GROUP-VERSION-PATH`.
     OpenApi(String),
+    /// `/openapi/v2`.
+    OpenApiV2,
     /// `/kube-sim/...`: the rest of the path.
     Admin(String),
 }
@@ -83,6 +85,7 @@ pub fn route(path: &str) -> Result<Route, ApiError> {
         ["apis", group, "v1"] => Ok(Route::ResourceList((*group).to_owned())),
         ["api", "v1", rest @ ..] => target("", rest).map(Route::Resource),
         ["apis", group, "v1", rest @ ..] => target(group, rest).map(Route::Resource),
+        ["openapi", "v2"] => Ok(Route::OpenApiV2),
         ["openapi", "v3", rest @ ..] => Ok(Route::OpenApi(rest.join("/"))),
         ["kube-sim", rest @ ..] => Ok(Route::Admin(rest.join("/"))),
         _ => Err(ApiError::NoRoute),

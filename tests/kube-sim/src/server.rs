@@ -108,6 +108,10 @@ async fn respond(front: &Front, req: Request<Incoming>) -> Result<Response<Body>
         Route::ResourceList(g) => resources::resource_list(&g)
             .map(|v| http::json(200, &v))
             .ok_or_else(not_found),
+        Route::OpenApiV2 => {
+            let accept = req.headers().get(header::ACCEPT);
+            Ok(openapi::v2(accept.and_then(|v| v.to_str().ok())))
+        }
         Route::OpenApi(path) if path.is_empty() => Ok(http::json(200, &openapi::root())),
         Route::OpenApi(path) => openapi::group_version(&path)
             .map(|v| http::json(200, &v))

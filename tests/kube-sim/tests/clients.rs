@@ -1,7 +1,7 @@
 //! Conformance with clients no one here wrote: `kubectl` and the Python
 //! `kubernetes` client, each run as a real process against its own kube-sim.
 //! Outside CI a missing client skips its test loudly; in CI (`CI=true`) a missing
-//! client fails it.
+//! client fails it. `KUBE_SIM_KUBECTL` names another kubectl to run.
 
 mod common;
 
@@ -21,9 +21,15 @@ fn available(what: &str, probe: &mut Command) -> bool {
     ok
 }
 
+/// The kubectl to run: `$KUBE_SIM_KUBECTL` (such as Debian's 1.20 unpacked
+/// somewhere), else `kubectl` from the PATH.
+fn kubectl_program() -> std::ffi::OsString {
+    std::env::var_os("KUBE_SIM_KUBECTL").unwrap_or_else(|| "kubectl".into())
+}
+
 /// Runs kubectl with `args`, whatever its exit status.
 fn kubectl_output(kubeconfig: &Path, args: &[&str]) -> Output {
-    Command::new("kubectl")
+    Command::new(kubectl_program())
         .arg("--kubeconfig")
         .arg(kubeconfig)
         .args(["--request-timeout", "60s"])
@@ -55,7 +61,7 @@ fn text(out: &Output) -> String {
 /// Runs `kubectl get pod NAME -w` and collects the phases it prints until `last`.
 fn watch_phases(kubeconfig: &Path, name: &str, last: &str) -> Vec<String> {
     use std::io::BufRead;
-    let mut child = Command::new("kubectl")
+    let mut child = Command::new(kubectl_program())
         .arg("--kubeconfig")
         .arg(kubeconfig)
         .args([
@@ -105,7 +111,7 @@ spec:
 async fn kubectl_creates_gets_lists_watches_logs_and_deletes_a_pod() {
     if !available(
         "kubectl",
-        Command::new("kubectl").args(["version", "--client"]),
+        Command::new(kubectl_program()).args(["version", "--client"]),
     ) {
         return;
     }
@@ -169,7 +175,7 @@ roleRef: {kind: Role, name: pod-reader, apiGroup: rbac.authorization.k8s.io}
 async fn kubectl_with_a_users_token_may_do_what_its_role_allows_only() {
     if !available(
         "kubectl",
-        Command::new("kubectl").args(["version", "--client"]),
+        Command::new(kubectl_program()).args(["version", "--client"]),
     ) {
         return;
     }
