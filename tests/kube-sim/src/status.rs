@@ -77,10 +77,9 @@ pub enum ApiError {
     MethodNotAllowed,
     #[error("Too many requests, please try again later.")]
     TooManyRequests { retry_after_seconds: u64 },
-    #[error(
-        "the body of the request was in an unknown format - accepted media types include: application/merge-patch+json, application/strategic-merge-patch+json"
-    )]
-    UnsupportedMediaType(String),
+    /// A body in a media type kube-sim does not read; carries the ones it does.
+    #[error("the body of the request was in an unknown format - accepted media types include: {0}")]
+    UnsupportedMediaType(&'static str),
     #[error("Internal error occurred: {0}")]
     Internal(String),
 }

@@ -212,3 +212,24 @@ async fn requests_without_a_known_token_are_unauthorized() {
     let err = common::api_error(pods.list(&ListParams::default()).await.unwrap_err());
     assert_eq!((err.code, err.reason.as_str()), (401, "Unauthorized"));
 }
+
+#[tokio::test]
+async fn a_protobuf_body_is_refused_as_an_unsupported_media_type() {
+    let sim = common::start(|_| {}).await;
+    let client = common::client(&sim).await;
+    let request = http::Request::builder()
+        .method("POST")
+        .uri("/api/v1/namespaces/default/configmaps")
+        .header("content-type", "application/vnd.kubernetes.protobuf")
+        .body(b"k8s\x00".to_vec())
+        .expect("request");
+    let err = common::api_error(client.request_text(request).await.unwrap_err());
+    assert_eq!(
+        (err.code, err.reason.as_str()),
+        (415, "UnsupportedMediaType")
+    );
+    assert_eq!(
+        err.message,
+        "the body of the request was in an unknown format - accepted media types include: application/json"
+    );
+}
