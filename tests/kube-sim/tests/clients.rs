@@ -214,6 +214,25 @@ async fn kubectl_with_a_users_token_may_do_what_its_role_allows_only() {
             "{}",
             String::from_utf8_lossy(&secrets.stderr)
         );
+        // The request counter (admin only) saw alice's list.
+        let counted: serde_json::Value =
+            serde_json::from_str(&text(&kubectl(&kc, &["get", "--raw", "/kube-sim/requests"])))
+                .expect("json");
+        let alices_lists = counted["requests"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|c| c["user"] == "alice" && c["verb"] == "list" && c["resource"] == "pods");
+        assert!(alices_lists.is_some(), "{counted}");
+        let admin_only = kubectl_output(
+            &kc,
+            &as_user("alice-token", &["get", "--raw", "/kube-sim/requests"]),
+        );
+        assert!(
+            String::from_utf8_lossy(&admin_only.stderr).contains("(Forbidden)"),
+            "{}",
+            String::from_utf8_lossy(&admin_only.stderr)
+        );
         // bob may list pods once the admin binds the role to him through the API.
         assert!(!kubectl_output(&kc, &as_user("bob-token", &["get", "pods"])).status.success());
         let binding = dir_path.join("binding.yaml");

@@ -220,7 +220,8 @@ async fn kube_runtimes_watcher_sees_every_change_through_dropped_watches() {
 
 #[tokio::test]
 async fn kube_runtimes_watcher_relists_after_a_410_from_a_compaction() {
-    let sim = common::start(|_| {}).await;
+    // No bookmark may move the watcher's revision past the compaction.
+    let sim = common::start(|c| c.bookmark_interval = Duration::from_secs(3600)).await;
     let client = common::client(&sim).await;
     let maps: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
     let mut seen = watch(maps.clone(), "app=watched");
