@@ -21,7 +21,7 @@ use crate::auth::{Tokens, User};
 use crate::cluster::Cluster;
 use crate::http::{self, Body};
 use crate::query::Query;
-use crate::router::{self, Route};
+use crate::router::{self, Route, Target};
 use crate::status::ApiError;
 use crate::{admin, openapi, rbac, resources};
 
@@ -122,40 +122,49 @@ async fn respond(front: &Front, req: Request<Incoming>) -> Result<Response<Body>
             let body = read_body(req).await?;
             admin::handle(&front.cluster, &method, &path, &body)
         }
-        Route::Resource(target) => {
-            let cluster = &front.cluster;
-            let method = req.method().clone();
-            let verb = target.verb(&method, query.watch);
-            let resource = target.resource_path();
-            cluster.requests.record(verb, &resource, &user.name);
-            let latency = cluster.faults.latency();
-            if !latency.is_zero() {
-                tokio::time::sleep(latency).await;
-            }
-            if let Some(injected) = cluster.faults.take_error(verb, &resource) {
-                return Err(injected);
-            }
-            rbac::authorize(cluster, &user, verb, &target)?;
-            let content_type = req
-                .headers()
-                .get(header::CONTENT_TYPE)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or_default()
-                .to_owned();
-            let body = read_body(req).await?;
-            api::handle(
-                cluster,
-                ResourceRequest {
-                    method: &method,
-                    target,
-                    query,
-                    content_type,
-                    body,
-                },
-            )
-            .await
-        }
+        Route::Resource(target) => serve_resource(&front.cluster, &user, target, query, req).await,
     }
+}
+
+/// A resource request: counted, delayed or failed as the faults in force say,
+/// authorized by RBAC, then served.
+async fn serve_resource(
+    cluster: &Arc<Cluster>,
+    user: &User,
+    target: Target,
+    query: Query,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, ApiError> {
+    let method = req.method().clone();
+    let verb = target.verb(&method, query.watch);
+    let resource = target.resource_path();
+    cluster.requests.record(verb, &resource, &user.name);
+    let latency = cluster.faults.latency();
+    if !latency.is_zero() {
+        tokio::time::sleep(latency).await;
+    }
+    if let Some(injected) = cluster.faults.take_error(verb, &resource) {
+        return Err(injected);
+    }
+    rbac::authorize(cluster, user, verb, &target)?;
+    let content_type = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    let body = read_body(req).await?;
+    api::handle(
+        cluster,
+        ResourceRequest {
+            method: &method,
+            target,
+            query,
+            content_type,
+            body,
+        },
+    )
+    .await
 }
 
 /// The answers anyone may have, signed in or not.
