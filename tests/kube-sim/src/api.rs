@@ -58,8 +58,6 @@ pub struct ResourceRequest<'a> {
     pub query: Query,
     pub content_type: String,
     pub body: Bytes,
-    /// Close watch streams after this many events (a fault), if set.
-    pub watch_drop_after: Option<u64>,
 }
 
 /// Serves `req`.
@@ -76,13 +74,7 @@ pub async fn handle(
                 fields: FieldSelector::parse(&req.query.field_selector, t.resource)?,
             };
             if req.query.watch {
-                watch::serve(
-                    cluster.clone(),
-                    t,
-                    &req.query,
-                    selectors,
-                    req.watch_drop_after,
-                )
+                watch::serve(cluster.clone(), t, &req.query, selectors)
             } else {
                 let list = list::list(
                     cluster,
@@ -97,12 +89,14 @@ pub async fn handle(
         (&Method::GET, Some(name), Some("log")) => logs::serve(cluster, t, name, &req.query).await,
         (&Method::GET, Some(name), _) => Ok(http::json(200, &get(cluster, t, name)?)),
         (&Method::POST, None, None) => {
+            json_body(&req.content_type)?;
             let (mut object, warnings) =
                 objects::decode(t.resource, &req.body, req.query.field_validation)?;
             let created = create_object(cluster, t, &mut object)?;
             Ok(http::with_warnings(http::json(201, &created), &warnings))
         }
         (&Method::PUT, Some(name), None | Some("status")) => {
+            json_body(&req.content_type)?;
             let (object, warnings) =
                 objects::decode(t.resource, &req.body, req.query.field_validation)?;
             let replaced = replace(cluster, t, name, object)?;
@@ -133,6 +127,20 @@ fn get(cluster: &Cluster, t: &Target, name: &str) -> Result<Value, ApiError> {
         .get(&key(t, name))
         .map(|o| (*o).clone())
         .ok_or_else(|| not_found(t, name))
+}
+
+/// The media type of a `Content-Type` value, without parameters.
+fn media_type(content_type: &str) -> &str {
+    content_type.split(';').next().unwrap_or_default().trim()
+}
+
+/// Refuses a body that is not JSON (protobuf, which kube-sim does not read)
+/// with `415`, as the real server refuses a media type it does not serve.
+fn json_body(content_type: &str) -> Result<(), ApiError> {
+    match media_type(content_type) {
+        "" | "application/json" => Ok(()),
+        _ => Err(ApiError::UnsupportedMediaType("application/json")),
+    }
 }
 
 /// Stores a decoded new object as `POST` would.
@@ -300,12 +308,13 @@ fn patch(
     content_type: &str,
     body: &[u8],
 ) -> Result<Value, ApiError> {
-    let media = content_type.split(';').next().unwrap_or_default().trim();
     if !matches!(
-        media,
+        media_type(content_type),
         "application/merge-patch+json" | "application/strategic-merge-patch+json"
     ) {
-        return Err(ApiError::UnsupportedMediaType(media.to_owned()));
+        return Err(ApiError::UnsupportedMediaType(
+            "application/merge-patch+json, application/strategic-merge-patch+json",
+        ));
     }
     let patch: Value = serde_json::from_slice(body)
         .map_err(|e| ApiError::BadRequest(format!("error decoding patch: {e}")))?;

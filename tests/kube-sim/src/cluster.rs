@@ -1,9 +1,11 @@
-//! The shared state of one kube-sim: the store, its settings, and its data
-//! directory. Every request handler and controller holds an `Arc<Cluster>`.
+//! The shared state of one kube-sim: the store, its settings, its data
+//! directory, the faults in force and the request counter. Every request handler and controller holds an `Arc<Cluster>`.
 
 use std::path::PathBuf;
 
 use crate::config::Config;
+use crate::faults::FaultState;
+use crate::requests::RequestCounter;
 use crate::store::Store;
 
 /// One simulated cluster.
@@ -12,6 +14,8 @@ pub struct Cluster {
     pub config: Config,
     /// Pod working directories and container logs live under here.
     pub data_dir: PathBuf,
+    pub faults: FaultState,
+    pub requests: RequestCounter,
 }
 
 impl Cluster {
@@ -22,6 +26,8 @@ impl Cluster {
             store: Store::new(config.history, watch_buffer),
             config,
             data_dir,
+            faults: FaultState::default(),
+            requests: RequestCounter::default(),
         }
     }
 }

@@ -6,15 +6,20 @@
 //! - [`KubeSim`] (here) starts everything and hands out the address, CA and
 //!   kubeconfig; `kube-sim` (the binary) wraps it.
 //! - The front: `server` (TLS, tokens, routing), `router`, `query`, `http`,
-//!   `status` (errors as `Status` objects), `auth`.
+//!   `status` (errors as `Status` objects), `auth`, `rbac` (Roles and
+//!   RoleBindings enforced for token users).
+//! - Testing aids: `faults` (latency, errors, dropped watches), `requests` (the
+//!   request counter), `admin` (the `/kube-sim/` API over both and compaction).
 //! - The API: `api` (get, create, update, patch, delete), `list`, `watch`, `logs`,
 //!   `objects` (decoding through the API types), `pods` (what the server does to
 //!   pods), `selectors`, `resources` (the served types and discovery).
 //! - The node: `scheduler`, `kubelet` (one task per pod), `container` (one
 //!   process per container), `env`, `podstatus`, `events`, `quantity`.
 //! - State: `store` (objects, the revision counter, the change log), `cluster`,
-//!   `bootstrap` (default namespaces, nodes), `meta`.
+//!   `bootstrap` (default namespaces, nodes), `manifests` (RBAC files read at
+//!   start), `meta`.
 
+mod admin;
 mod api;
 mod auth;
 mod bootstrap;
@@ -23,11 +28,13 @@ pub mod config;
 mod container;
 mod env;
 mod events;
+pub mod faults;
 mod http;
 mod kubeconfig;
 mod kubelet;
 mod list;
 mod logs;
+mod manifests;
 mod meta;
 mod objects;
 mod openapi;
@@ -35,6 +42,8 @@ mod pods;
 mod podstatus;
 mod quantity;
 mod query;
+mod rbac;
+pub mod requests;
 mod resources;
 mod router;
 mod scheduler;
@@ -54,6 +63,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub use config::{Config, NodeConfig, UserConfig};
+pub use faults::{ErrorFault, FaultError, Faults};
+pub use requests::RequestCount;
 
 /// Why kube-sim could not start.
 #[derive(Debug, thiserror::Error)]
@@ -76,6 +87,8 @@ pub enum StartError {
     Tls(#[from] tls::TlsError),
     #[error("seeding the cluster: {0}")]
     Seed(#[from] store::StoreError),
+    #[error("loading RBAC: {0}")]
+    Rbac(#[from] manifests::ManifestError),
 }
 
 fn cluster_of(front: &server::Front) -> Arc<cluster::Cluster> {
@@ -129,8 +142,12 @@ impl KubeSim {
         let tls = tls::make(addr.ip())?;
         let tokens = auth::Tokens::new(&config.users);
         let kubeconfig_path = config.kubeconfig.clone();
+        let rbac_files = config.rbac_files.clone();
         let cluster = Arc::new(cluster::Cluster::new(config, data_dir));
         bootstrap::seed(&cluster)?;
+        for path in &rbac_files {
+            manifests::load_rbac(&cluster, path)?;
+        }
         let front = Arc::new(server::Front { cluster, tokens });
         let sim = KubeSim {
             addr,
@@ -204,6 +221,31 @@ impl KubeSim {
             path: path.to_owned(),
             source,
         })
+    }
+
+    /// Replaces the faults in force (what `PUT /kube-sim/faults` does).
+    ///
+    /// # Errors
+    /// When a fault cannot be injected (an error code other than 429 or 500, an
+    /// unknown verb or resource, too long a latency or `Retry-After`).
+    pub fn set_faults(&self, faults: Faults) -> Result<(), FaultError> {
+        self.front.cluster.faults.set(faults)
+    }
+
+    /// The faults in force (an error whose count is spent is gone).
+    pub fn faults(&self) -> Faults {
+        self.front.cluster.faults.get()
+    }
+
+    /// Compacts the change history at the current revision, which it returns:
+    /// lists and watches at any older revision get `410 Gone` from now on.
+    pub fn compact(&self) -> u64 {
+        self.front.cluster.store.compact()
+    }
+
+    /// How many resource requests each user made, by verb and resource.
+    pub fn requests(&self) -> Vec<RequestCount> {
+        self.front.cluster.requests.snapshot()
     }
 
     /// Stops serving, stops every pod, and waits until all of it has ended.

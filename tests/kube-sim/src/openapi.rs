@@ -1,10 +1,42 @@
 //! A minimal OpenAPI v3 description (`/openapi/v3`): enough for clients to learn
 //! that every create, update and patch endpoint takes `fieldValidation`, so that
-//! `kubectl` leaves validation to the server instead of needing full schemas.
+//! `kubectl` leaves validation to the server instead of needing full schemas. And
+//! an OpenAPI v2 document without schemas (`/openapi/v2`), which older `kubectl`
+//! (1.20) fetches to validate manifests, skipping kinds it has no schema for.
 
+use bytes::Bytes;
+use hyper::{Response, header};
 use serde_json::{Map, Value, json};
 
+use crate::http::{self, Body};
 use crate::resources::{ALL, Resource};
+
+/// The media type `kubectl` asks for an OpenAPI v2 document in protobuf with...
+const V2_PROTOBUF_ACCEPT: &str = "application/com.github.proto-openapi.spec.v2@v1.0+protobuf";
+/// ...and the one the real server answers with (Go's media type parser refuses `@`).
+const V2_PROTOBUF: &str = "application/com.github.proto-openapi.spec.v2.v1.0+protobuf";
+
+/// `GET /openapi/v2`: a document with no paths or schemas; in protobuf when the
+/// client accepts it (where the empty message is that document), else in JSON.
+pub fn v2(accept: Option<&str>) -> Response<Body> {
+    if accept.is_some_and(|a| a.contains(V2_PROTOBUF_ACCEPT) || a.contains(V2_PROTOBUF)) {
+        let mut response = Response::new(http::full(Bytes::new()));
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            header::HeaderValue::from_static(V2_PROTOBUF),
+        );
+        return response;
+    }
+    http::json(
+        200,
+        &json!({
+            "swagger": "2.0",
+            "info": {"title": "Kubernetes", "version": "v1.32.0-kube-sim"},
+            "paths": {},
+            "definitions": {},
+        }),
+    )
+}
 
 /// The group-version paths, as `/openapi/v3` lists them (`api/v1`, `apis/G/v1`).
 fn group_version_path(group: &str) -> String {
@@ -69,4 +101,18 @@ pub fn group_version(path: &str) -> Option<Value> {
         "paths": paths,
         "components": {"schemas": {}},
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn v2_is_an_empty_protobuf_document_for_kubectl_and_json_otherwise() {
+        let pb = v2(Some(
+            "application/com.github.proto-openapi.spec.v2@v1.0+protobuf, application/json",
+        ));
+        assert_eq!(pb.headers()[header::CONTENT_TYPE], V2_PROTOBUF);
+        assert_eq!(v2(None).headers()[header::CONTENT_TYPE], "application/json");
+    }
 }

@@ -1,6 +1,8 @@
 //! Request paths to routes: discovery documents, resource collections and objects
 //! (with subresources), health checks and the admin API.
 
+use hyper::Method;
+
 use crate::resources::{self, Resource};
 use crate::status::ApiError;
 
@@ -22,6 +24,8 @@ pub enum Route {
     Resource(Target),
     /// `/openapi/v3` (empty) or `/openapi/v3/GROUP-VERSION-PATH`.
     OpenApi(String),
+    /// `/openapi/v2`.
+    OpenApiV2,
     /// `/kube-sim/...`: the rest of the path.
     Admin(String),
 }
@@ -34,6 +38,32 @@ pub struct Target {
     pub namespace: Option<String>,
     pub name: Option<String>,
     pub subresource: Option<String>,
+}
+
+impl Target {
+    /// The verb of a request with `method` on this target, as RBAC and the
+    /// request counter name it.
+    pub fn verb(&self, method: &Method, watch: bool) -> &'static str {
+        match (method, self.name.is_some()) {
+            (&Method::GET | &Method::HEAD, true) => "get",
+            (&Method::GET | &Method::HEAD, false) if watch => "watch",
+            (&Method::GET | &Method::HEAD, false) => "list",
+            (&Method::POST, _) => "create",
+            (&Method::PUT, _) => "update",
+            (&Method::PATCH, _) => "patch",
+            (&Method::DELETE, true) => "delete",
+            (&Method::DELETE, false) => "deletecollection",
+            _ => "unknown",
+        }
+    }
+
+    /// `pods`, or `pods/log` for a subresource, as RBAC rules name it.
+    pub fn resource_path(&self) -> String {
+        match &self.subresource {
+            Some(sub) => format!("{}/{sub}", self.resource.name),
+            None => self.resource.name.to_owned(),
+        }
+    }
 }
 
 /// The longest path segment kube-sim reads (names are at most 253 characters).
@@ -55,6 +85,7 @@ pub fn route(path: &str) -> Result<Route, ApiError> {
         ["apis", group, "v1"] => Ok(Route::ResourceList((*group).to_owned())),
         ["api", "v1", rest @ ..] => target("", rest).map(Route::Resource),
         ["apis", group, "v1", rest @ ..] => target(group, rest).map(Route::Resource),
+        ["openapi", "v2"] => Ok(Route::OpenApiV2),
         ["openapi", "v3", rest @ ..] => Ok(Route::OpenApi(rest.join("/"))),
         ["kube-sim", rest @ ..] => Ok(Route::Admin(rest.join("/"))),
         _ => Err(ApiError::NoRoute),
@@ -122,6 +153,22 @@ mod tests {
         };
         assert_eq!(t.resource, &ROLES);
         assert_eq!(route("/api/v1/pods").ok().map(|_| ()), Some(()));
+    }
+
+    #[test]
+    fn verbs_and_resource_paths() {
+        let Route::Resource(log) = route("/api/v1/namespaces/a/pods/p/log").expect("route") else {
+            panic!("not a resource");
+        };
+        assert_eq!(log.verb(&Method::GET, false), "get");
+        assert_eq!(log.resource_path(), "pods/log");
+        let Route::Resource(pods) = route("/api/v1/namespaces/a/pods").expect("route") else {
+            panic!("not a resource");
+        };
+        assert_eq!(pods.verb(&Method::GET, true), "watch");
+        assert_eq!(pods.verb(&Method::GET, false), "list");
+        assert_eq!(pods.verb(&Method::POST, false), "create");
+        assert_eq!(pods.resource_path(), "pods");
     }
 
     #[test]

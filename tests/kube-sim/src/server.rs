@@ -1,5 +1,6 @@
 //! The HTTPS front: accepts TLS connections, authenticates each request by its
-//! bearer token, routes it, and answers errors as `Status` objects.
+//! bearer token, routes it, counts it, injects the faults in force, authorizes it
+//! by RBAC, and answers errors as `Status` objects.
 
 use std::sync::Arc;
 
@@ -20,9 +21,9 @@ use crate::auth::{Tokens, User};
 use crate::cluster::Cluster;
 use crate::http::{self, Body};
 use crate::query::Query;
-use crate::router::{self, Route};
+use crate::router::{self, Route, Target};
 use crate::status::ApiError;
-use crate::{openapi, resources};
+use crate::{admin, openapi, rbac, resources};
 
 /// The largest request body accepted (the real server's limit).
 const MAX_BODY: usize = 3 << 20;
@@ -83,21 +84,22 @@ async fn handle(front: &Front, req: Request<Incoming>) -> Response<Body> {
 
 async fn respond(front: &Front, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
     let route = router::route(req.uri().path());
-    let unauthenticated_ok = matches!(route, Ok(Route::Health | Route::Version));
+    if let Ok(public @ (Route::Health | Route::Version)) = &route {
+        return Ok(serve_public(public));
+    }
     let auth = req
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
     let user: Option<User> = front.tokens.authenticate(auth).cloned();
-    if user.is_none() && !unauthenticated_ok {
+    let Some(user) = user else {
         return Err(ApiError::Unauthorized);
-    }
+    };
     let route = route?;
     let query = Query::parse(req.uri().query())?;
     let not_found = || ApiError::NoRoute;
     match route {
-        Route::Health => Ok(http::text(200, "ok")),
-        Route::Version => Ok(http::json(200, &resources::version())),
+        Route::Health | Route::Version => Ok(serve_public(&route)),
         Route::CoreVersions => Ok(http::json(200, &resources::core_versions())),
         Route::Groups => Ok(http::json(200, &resources::group_list())),
         Route::Group(g) => resources::group(&g)
@@ -106,33 +108,70 @@ async fn respond(front: &Front, req: Request<Incoming>) -> Result<Response<Body>
         Route::ResourceList(g) => resources::resource_list(&g)
             .map(|v| http::json(200, &v))
             .ok_or_else(not_found),
+        Route::OpenApiV2 => {
+            let accept = req.headers().get(header::ACCEPT);
+            Ok(openapi::v2(accept.and_then(|v| v.to_str().ok())))
+        }
         Route::OpenApi(path) if path.is_empty() => Ok(http::json(200, &openapi::root())),
         Route::OpenApi(path) => openapi::group_version(&path)
             .map(|v| http::json(200, &v))
             .ok_or_else(not_found),
-        Route::Admin(_) => Err(not_found()),
-        Route::Resource(target) => {
+        Route::Admin(path) => {
             let method = req.method().clone();
-            let content_type = req
-                .headers()
-                .get(header::CONTENT_TYPE)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or_default()
-                .to_owned();
+            admin::authorize(&user, &method, req.uri().path())?;
             let body = read_body(req).await?;
-            api::handle(
-                &front.cluster,
-                ResourceRequest {
-                    method: &method,
-                    target,
-                    query,
-                    content_type,
-                    body,
-                    watch_drop_after: None,
-                },
-            )
-            .await
+            admin::handle(&front.cluster, &method, &path, &body)
         }
+        Route::Resource(target) => serve_resource(&front.cluster, &user, target, query, req).await,
+    }
+}
+
+/// A resource request: counted, delayed or failed as the faults in force say,
+/// authorized by RBAC, then served.
+async fn serve_resource(
+    cluster: &Arc<Cluster>,
+    user: &User,
+    target: Target,
+    query: Query,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, ApiError> {
+    let method = req.method().clone();
+    let verb = target.verb(&method, query.watch);
+    let resource = target.resource_path();
+    cluster.requests.record(verb, &resource, &user.name);
+    let latency = cluster.faults.latency();
+    if !latency.is_zero() {
+        tokio::time::sleep(latency).await;
+    }
+    if let Some(injected) = cluster.faults.take_error(verb, &resource) {
+        return Err(injected);
+    }
+    rbac::authorize(cluster, user, verb, &target)?;
+    let content_type = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    let body = read_body(req).await?;
+    api::handle(
+        cluster,
+        ResourceRequest {
+            method: &method,
+            target,
+            query,
+            content_type,
+            body,
+        },
+    )
+    .await
+}
+
+/// The answers anyone may have, signed in or not.
+fn serve_public(route: &Route) -> Response<Body> {
+    match route {
+        Route::Health => http::text(200, "ok"),
+        _ => http::json(200, &resources::version()),
     }
 }
 

@@ -63,6 +63,12 @@ pub enum ApiError {
     Unauthorized,
     #[error("{0}")]
     Forbidden(Box<ForbiddenRequest>),
+    #[error("forbidden: User \"{user}\" cannot {verb} path \"{path}\"")]
+    ForbiddenPath {
+        user: String,
+        verb: String,
+        path: String,
+    },
     #[error("{0}")]
     Gone(String),
     #[error("Too large resource version: {requested}, current: {current}")]
@@ -71,10 +77,9 @@ pub enum ApiError {
     MethodNotAllowed,
     #[error("Too many requests, please try again later.")]
     TooManyRequests { retry_after_seconds: u64 },
-    #[error(
-        "the body of the request was in an unknown format - accepted media types include: application/merge-patch+json, application/strategic-merge-patch+json"
-    )]
-    UnsupportedMediaType(String),
+    /// A body in a media type kube-sim does not read; carries the ones it does.
+    #[error("the body of the request was in an unknown format - accepted media types include: {0}")]
+    UnsupportedMediaType(&'static str),
     #[error("Internal error occurred: {0}")]
     Internal(String),
 }
@@ -85,6 +90,7 @@ pub struct ForbiddenRequest {
     pub user: String,
     pub verb: String,
     pub resource: String,
+    pub subresource: Option<String>,
     pub group: String,
     pub name: Option<String>,
     pub namespace: Option<String>,
@@ -92,14 +98,25 @@ pub struct ForbiddenRequest {
 
 impl std::fmt::Display for ForbiddenRequest {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // `roles.rbac.authorization.k8s.io "x" is forbidden: ... resource "roles"`,
+        // `pods "x" is forbidden: ... resource "pods/log"`, as the real server words it.
         let r = &self.resource;
+        let qualified = if self.group.is_empty() {
+            r.clone()
+        } else {
+            format!("{r}.{}", self.group)
+        };
         match &self.name {
-            Some(name) => write!(f, "{r} \"{name}\" is forbidden: ")?,
-            None => write!(f, "{r} is forbidden: ")?,
+            Some(name) => write!(f, "{qualified} \"{name}\" is forbidden: ")?,
+            None => write!(f, "{qualified} is forbidden: ")?,
         }
+        let full = match &self.subresource {
+            Some(sub) => format!("{r}/{sub}"),
+            None => r.clone(),
+        };
         write!(
             f,
-            "User \"{}\" cannot {} resource \"{r}\" in API group \"{}\"",
+            "User \"{}\" cannot {} resource \"{full}\" in API group \"{}\"",
             self.user, self.verb, self.group
         )?;
         match &self.namespace {
@@ -129,7 +146,7 @@ impl ApiError {
             ApiError::Invalid { .. } => 422,
             ApiError::BadRequest(_) => 400,
             ApiError::Unauthorized => 401,
-            ApiError::Forbidden(_) => 403,
+            ApiError::Forbidden(_) | ApiError::ForbiddenPath { .. } => 403,
             ApiError::Gone(_) => 410,
             ApiError::TooLargeResourceVersion { .. } => 504,
             ApiError::MethodNotAllowed => 405,
@@ -148,7 +165,7 @@ impl ApiError {
             ApiError::Invalid { .. } => "Invalid",
             ApiError::BadRequest(_) => "BadRequest",
             ApiError::Unauthorized => "Unauthorized",
-            ApiError::Forbidden(_) => "Forbidden",
+            ApiError::Forbidden(_) | ApiError::ForbiddenPath { .. } => "Forbidden",
             ApiError::Gone(_) => "Expired",
             ApiError::TooLargeResourceVersion { .. } => "Timeout",
             ApiError::MethodNotAllowed => "MethodNotAllowed",
@@ -181,10 +198,16 @@ impl ApiError {
                     "reason": c.reason, "message": c.message, "field": c.field,
                 })).collect::<Vec<_>>(),
             }),
-            ApiError::Forbidden(req) => match &req.name {
-                Some(name) => json!({"name": name, "kind": req.resource}),
-                None => json!({"kind": req.resource}),
-            },
+            ApiError::Forbidden(req) => {
+                let mut details = json!({"kind": req.resource});
+                if let Some(name) = &req.name {
+                    details["name"] = json!(name);
+                }
+                if !req.group.is_empty() {
+                    details["group"] = json!(req.group);
+                }
+                details
+            }
             ApiError::TooLargeResourceVersion { .. } => json!({
                 "causes": [{"reason": "ResourceVersionTooLarge", "message": "Too large resource version"}],
                 "retryAfterSeconds": 1,
@@ -193,7 +216,7 @@ impl ApiError {
                 retry_after_seconds,
             } => json!({"retryAfterSeconds": retry_after_seconds}),
             ApiError::Internal(message) => json!({"causes": [{"message": message}]}),
-            ApiError::NoRoute => json!({}),
+            ApiError::NoRoute | ApiError::ForbiddenPath { .. } => json!({}),
             _ => return None,
         };
         Some(details)
@@ -251,6 +274,7 @@ mod tests {
             user: "alice".into(),
             verb: "list".into(),
             resource: "pods".into(),
+            subresource: None,
             group: String::new(),
             name: None,
             namespace: Some("default".into()),
@@ -260,6 +284,23 @@ mod tests {
             "pods is forbidden: User \"alice\" cannot list resource \"pods\" in API group \"\" in the namespace \"default\""
         );
         assert_eq!(e.code(), 403);
+        let e = ApiError::Forbidden(Box::new(ForbiddenRequest {
+            user: "alice".into(),
+            verb: "get".into(),
+            resource: "roles".into(),
+            subresource: None,
+            group: "rbac.authorization.k8s.io".into(),
+            name: Some("r".into()),
+            namespace: None,
+        }));
+        assert_eq!(
+            e.to_string(),
+            "roles.rbac.authorization.k8s.io \"r\" is forbidden: User \"alice\" cannot get resource \"roles\" in API group \"rbac.authorization.k8s.io\" at the cluster scope"
+        );
+        assert_eq!(
+            e.to_status()["details"],
+            json!({"name": "r", "kind": "roles", "group": "rbac.authorization.k8s.io"})
+        );
     }
 
     #[test]

@@ -8,7 +8,8 @@
 //! `k8s.io/initial-events-end`; `allowWatchBookmarks` adds a `BOOKMARK` every
 //! bookmark interval; with selectors, an object that starts or stops matching is
 //! seen as `ADDED` or `DELETED`; a watch that falls too far behind is closed, so its
-//! client watches again from its last revision.
+//! client watches again from its last revision. The `watchDropAfter` fault closes
+//! every stream once it has sent that many events.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -43,8 +44,8 @@ struct Watcher {
     revision: u64,
     /// Events sent so far.
     sent: u64,
-    /// Close the stream after this many events (a fault).
-    drop_after: Option<u64>,
+    /// Where the `watchDropAfter` fault is read.
+    cluster: Arc<Cluster>,
 }
 
 /// The stream is over: the client went away, or the watch was told to end.
@@ -56,7 +57,13 @@ impl Watcher {
         line.push('\n');
         self.out.send(Bytes::from(line)).await.map_err(|_| Closed)?;
         self.sent += 1;
-        if self.drop_after.is_some_and(|n| self.sent >= n) {
+        self.check_dropped()
+    }
+
+    /// Ends the stream if the `watchDropAfter` fault says it has sent enough.
+    fn check_dropped(&self) -> Result<(), Closed> {
+        let limit = self.cluster.faults.watch_drop_after();
+        if limit.is_some_and(|n| self.sent >= n) {
             return Err(Closed);
         }
         Ok(())
@@ -118,7 +125,6 @@ pub fn serve(
     target: &Target,
     query: &Query,
     selectors: Selectors,
-    drop_after: Option<u64>,
 ) -> Result<Response<Body>, ApiError> {
     let requested = query.revision()?;
     if query.send_initial_events
@@ -153,7 +159,7 @@ pub fn serve(
         out: tx,
         revision: 0,
         sent: 0,
-        drop_after,
+        cluster: cluster.clone(),
     };
     let timeout = query
         .timeout_seconds
@@ -226,6 +232,9 @@ async fn run(
                     if change.revision > w.revision {
                         w.forward(&change).await?;
                     }
+                    // A limit set while the stream was open applies from its
+                    // next change, whether that was sent or not.
+                    w.check_dropped()?;
                 }
                 Err(RecvError::Lagged(_) | RecvError::Closed) => return Err(Closed),
             },

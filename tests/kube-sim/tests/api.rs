@@ -17,13 +17,6 @@ fn pod(name: &str, labels: serde_json::Value) -> Pod {
     .expect("pod")
 }
 
-fn api_error(e: kube::Error) -> kube::core::Status {
-    match e {
-        kube::Error::Api(status) => *status,
-        other => panic!("expected an API error, got {other:?}"),
-    }
-}
-
 #[tokio::test]
 async fn pods_are_created_read_listed_and_deleted_with_real_status_errors() {
     let sim = common::start(|_| {}).await;
@@ -74,7 +67,7 @@ async fn pods_are_created_read_listed_and_deleted_with_real_status_errors() {
         .expect("number");
     assert!(rv_g > rv_a);
 
-    let exists = api_error(
+    let exists = common::api_error(
         pods.create(&PostParams::default(), &pod("a", json!({})))
             .await
             .unwrap_err(),
@@ -85,7 +78,7 @@ async fn pods_are_created_read_listed_and_deleted_with_real_status_errors() {
     );
     assert_eq!(exists.message, "pods \"a\" already exists");
 
-    let missing = api_error(pods.get("nope").await.unwrap_err());
+    let missing = common::api_error(pods.get("nope").await.unwrap_err());
     assert_eq!((missing.code, missing.reason.as_str()), (404, "NotFound"));
     assert_eq!(missing.message, "pods \"nope\" not found");
 
@@ -99,7 +92,7 @@ async fn pods_are_created_read_listed_and_deleted_with_real_status_errors() {
         .await
         .expect("list by field");
     assert_eq!(by_name.items.len(), 1);
-    let bad_field = api_error(
+    let bad_field = common::api_error(
         pods.list(&ListParams::default().fields("spec.bogus=1"))
             .await
             .unwrap_err(),
@@ -124,7 +117,7 @@ async fn pods_are_created_read_listed_and_deleted_with_real_status_errors() {
         }),
         ..DeleteParams::default()
     };
-    let conflict = api_error(pods.delete("a", &wrong_uid).await.unwrap_err());
+    let conflict = common::api_error(pods.delete("a", &wrong_uid).await.unwrap_err());
     assert_eq!((conflict.code, conflict.reason.as_str()), (409, "Conflict"));
     assert!(
         conflict
@@ -138,10 +131,13 @@ async fn pods_are_created_read_listed_and_deleted_with_real_status_errors() {
     pods.delete("a", &DeleteParams::default())
         .await
         .expect("delete");
-    assert_eq!(api_error(pods.get("a").await.unwrap_err()).code, 404);
+    assert_eq!(
+        common::api_error(pods.get("a").await.unwrap_err()).code,
+        404
+    );
 
     let no_ns: Api<Pod> = Api::namespaced(client, "nowhere");
-    let err = api_error(
+    let err = common::api_error(
         no_ns
             .create(&PostParams::default(), &pod("x", json!({})))
             .await
@@ -164,7 +160,7 @@ async fn a_list_at_a_compacted_revision_is_gone() {
             .expect("create");
     }
     let rv = first.metadata.resource_version.expect("rv");
-    let gone = api_error(
+    let gone = common::api_error(
         pods.list(
             &ListParams::default()
                 .at(&rv)
@@ -213,6 +209,27 @@ async fn requests_without_a_known_token_are_unauthorized() {
     let sim = common::start(|_| {}).await;
     let client = common::client_for(&sim, "mallory", "wrong-token").await;
     let pods: Api<Pod> = Api::namespaced(client, "default");
-    let err = api_error(pods.list(&ListParams::default()).await.unwrap_err());
+    let err = common::api_error(pods.list(&ListParams::default()).await.unwrap_err());
     assert_eq!((err.code, err.reason.as_str()), (401, "Unauthorized"));
+}
+
+#[tokio::test]
+async fn a_protobuf_body_is_refused_as_an_unsupported_media_type() {
+    let sim = common::start(|_| {}).await;
+    let client = common::client(&sim).await;
+    let request = http::Request::builder()
+        .method("POST")
+        .uri("/api/v1/namespaces/default/configmaps")
+        .header("content-type", "application/vnd.kubernetes.protobuf")
+        .body(b"k8s\x00".to_vec())
+        .expect("request");
+    let err = common::api_error(client.request_text(request).await.unwrap_err());
+    assert_eq!(
+        (err.code, err.reason.as_str()),
+        (415, "UnsupportedMediaType")
+    );
+    assert_eq!(
+        err.message,
+        "the body of the request was in an unknown format - accepted media types include: application/json"
+    );
 }

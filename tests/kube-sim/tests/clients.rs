@@ -1,7 +1,7 @@
 //! Conformance with clients no one here wrote: `kubectl` and the Python
 //! `kubernetes` client, each run as a real process against its own kube-sim.
 //! Outside CI a missing client skips its test loudly; in CI (`CI=true`) a missing
-//! client fails it.
+//! client fails it. `KUBE_SIM_KUBECTL` names another kubectl to run.
 
 mod common;
 
@@ -21,20 +21,37 @@ fn available(what: &str, probe: &mut Command) -> bool {
     ok
 }
 
-fn kubectl(kubeconfig: &Path, args: &[&str]) -> Output {
-    let out = Command::new("kubectl")
+/// The kubectl to run: `$KUBE_SIM_KUBECTL` (such as Debian's 1.20 unpacked
+/// somewhere), else `kubectl` from the PATH.
+fn kubectl_program() -> std::ffi::OsString {
+    std::env::var_os("KUBE_SIM_KUBECTL").unwrap_or_else(|| "kubectl".into())
+}
+
+/// Runs kubectl with `args`, whatever its exit status.
+fn kubectl_output(kubeconfig: &Path, args: &[&str]) -> Output {
+    Command::new(kubectl_program())
         .arg("--kubeconfig")
         .arg(kubeconfig)
         .args(["--request-timeout", "60s"])
         .args(args)
         .output()
-        .expect("kubectl runs");
+        .expect("kubectl runs")
+}
+
+/// Runs kubectl with `args`, which must succeed.
+fn kubectl(kubeconfig: &Path, args: &[&str]) -> Output {
+    let out = kubectl_output(kubeconfig, args);
     assert!(
         out.status.success(),
         "kubectl {args:?} failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
     out
+}
+
+/// `args` with `--token TOKEN`: the admin's kubeconfig used as another user.
+fn as_user<'a>(token: &'a str, args: &[&'a str]) -> Vec<&'a str> {
+    [&["--token", token], args].concat()
 }
 
 fn text(out: &Output) -> String {
@@ -44,7 +61,7 @@ fn text(out: &Output) -> String {
 /// Runs `kubectl get pod NAME -w` and collects the phases it prints until `last`.
 fn watch_phases(kubeconfig: &Path, name: &str, last: &str) -> Vec<String> {
     use std::io::BufRead;
-    let mut child = Command::new("kubectl")
+    let mut child = Command::new(kubectl_program())
         .arg("--kubeconfig")
         .arg(kubeconfig)
         .args([
@@ -94,7 +111,7 @@ spec:
 async fn kubectl_creates_gets_lists_watches_logs_and_deletes_a_pod() {
     if !available(
         "kubectl",
-        Command::new("kubectl").args(["version", "--client"]),
+        Command::new(kubectl_program()).args(["version", "--client"]),
     ) {
         return;
     }
@@ -136,14 +153,100 @@ async fn kubectl_creates_gets_lists_watches_logs_and_deletes_a_pod() {
         // `delete` waits (by watching) until the pod is gone.
         let deleted = text(&kubectl(&kc, &["delete", "pod", "ctl-job"]));
         assert_eq!(deleted.trim(), "pod \"ctl-job\" deleted");
-        let missing = Command::new("kubectl")
-            .arg("--kubeconfig")
-            .arg(&kc)
-            .args(["get", "pod", "ctl-job"])
-            .output()
-            .expect("kubectl runs");
+        let missing = kubectl_output(&kc, &["get", "pod", "ctl-job"]);
         assert!(!missing.status.success());
         assert!(String::from_utf8_lossy(&missing.stderr).contains("pods \"ctl-job\" not found"));
+    })
+    .await
+    .expect("kubectl steps");
+}
+
+/// Binds pod-reader to bob (`kubectl create rolebinding` would send protobuf,
+/// which kube-sim does not read; `create -f` sends JSON).
+const BOB_BINDING: &str = "apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: {name: bob-reads-pods}
+subjects:
+- {kind: User, name: bob, apiGroup: rbac.authorization.k8s.io}
+roleRef: {kind: Role, name: pod-reader, apiGroup: rbac.authorization.k8s.io}
+";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_with_a_users_token_may_do_what_its_role_allows_only() {
+    if !available(
+        "kubectl",
+        Command::new(kubectl_program()).args(["version", "--client"]),
+    ) {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rbac = dir.path().join("rbac.yaml");
+    std::fs::write(&rbac, common::POD_READER_RBAC).expect("rbac file");
+    let sim = common::start(|c| {
+        for name in ["alice", "bob"] {
+            c.users.push(kube_sim::UserConfig {
+                name: name.to_owned(),
+                token: format!("{name}-token"),
+            });
+        }
+        c.rbac_files = vec![rbac];
+    })
+    .await;
+    let kc = dir.path().join("kubeconfig");
+    sim.write_kubeconfig(&kc).expect("kubeconfig");
+    let manifest = dir.path().join("pod.yaml");
+    std::fs::write(&manifest, MANIFEST).expect("manifest");
+    let dir_path = dir.path().to_owned();
+    tokio::task::spawn_blocking(move || {
+        kubectl(&kc, &["create", "-f", manifest.to_str().expect("path")]);
+        let named = text(&kubectl(&kc, &as_user("alice-token", &["get", "pods", "-o", "name"])));
+        assert_eq!(named.trim(), "pod/ctl-job");
+        let denied = kubectl_output(&kc, &as_user("alice-token", &["delete", "pod", "ctl-job"]));
+        assert!(!denied.status.success());
+        assert_eq!(
+            String::from_utf8_lossy(&denied.stderr).trim(),
+            "Error from server (Forbidden): pods \"ctl-job\" is forbidden: User \"alice\" cannot delete resource \"pods\" in API group \"\" in the namespace \"default\""
+        );
+        let secrets = kubectl_output(&kc, &as_user("alice-token", &["get", "secrets"]));
+        assert!(!secrets.status.success());
+        assert!(
+            String::from_utf8_lossy(&secrets.stderr).contains("(Forbidden)"),
+            "{}",
+            String::from_utf8_lossy(&secrets.stderr)
+        );
+        // The request counter (admin only) saw alice's list.
+        let counted: serde_json::Value =
+            serde_json::from_str(&text(&kubectl(&kc, &["get", "--raw", "/kube-sim/requests"])))
+                .expect("json");
+        let alices_lists = counted["requests"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|c| c["user"] == "alice" && c["verb"] == "list" && c["resource"] == "pods");
+        assert!(alices_lists.is_some(), "{counted}");
+        let admin_only = kubectl_output(
+            &kc,
+            &as_user("alice-token", &["get", "--raw", "/kube-sim/requests"]),
+        );
+        assert!(
+            String::from_utf8_lossy(&admin_only.stderr).contains("(Forbidden)"),
+            "{}",
+            String::from_utf8_lossy(&admin_only.stderr)
+        );
+        // bob may list pods once the admin binds the role to him through the API.
+        assert!(!kubectl_output(&kc, &as_user("bob-token", &["get", "pods"])).status.success());
+        let binding = dir_path.join("binding.yaml");
+        std::fs::write(&binding, BOB_BINDING).expect("binding");
+        let bound = text(&kubectl(
+            &kc,
+            &["create", "-f", binding.to_str().expect("path")],
+        ));
+        assert_eq!(
+            bound.trim(),
+            "rolebinding.rbac.authorization.k8s.io/bob-reads-pods created"
+        );
+        let named = text(&kubectl(&kc, &as_user("bob-token", &["get", "pods", "-o", "name"])));
+        assert_eq!(named.trim(), "pod/ctl-job");
     })
     .await
     .expect("kubectl steps");

@@ -41,6 +41,9 @@ struct Args {
     /// A user as NAME=TOKEN, subject to RBAC (repeatable).
     #[arg(long = "user", value_parser = parse_user)]
     users: Vec<UserConfig>,
+    /// A YAML or JSON file of Roles and RoleBindings to create at start (repeatable).
+    #[arg(long = "rbac", env = "KUBE_SIM_RBAC", value_delimiter = ',')]
+    rbac_files: Vec<PathBuf>,
     /// Seconds between watch bookmarks.
     #[arg(long, env = "KUBE_SIM_BOOKMARK_SECONDS", default_value_t = 60)]
     bookmark_seconds: u64,
@@ -76,6 +79,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         nodes: vec![node],
         unpullable_images: args.unpullable,
         users: args.users,
+        rbac_files: args.rbac_files,
         bookmark_interval: Duration::from_secs(args.bookmark_seconds.max(1)),
         ..Config::default()
     };

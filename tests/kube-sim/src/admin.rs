@@ -1,0 +1,81 @@
+//! The admin API under `/kube-sim/`, for the admin token only:
+//! - `GET /kube-sim/requests`: the request counter; `DELETE` resets it.
+//! - `GET /kube-sim/faults`: the faults in force; `PUT` replaces them (a
+//!   [`Faults`] as JSON); `DELETE` clears them.
+//! - `POST /kube-sim/compact`: compacts the change history at the current
+//!   revision, so that lists and watches at any older one get `410 Gone`.
+
+use bytes::Bytes;
+use hyper::{Method, Response};
+use serde_json::json;
+
+use crate::auth::User;
+use crate::cluster::Cluster;
+use crate::faults::Faults;
+use crate::http::{self, Body};
+use crate::status::ApiError;
+
+/// The longest part of a refused path repeated in the `Forbidden` message.
+const MAX_PATH_SHOWN: usize = 256;
+
+/// Refuses anyone but the admin, as the real server refuses a non-resource path
+/// no role grants.
+pub fn authorize(user: &User, method: &Method, path: &str) -> Result<(), ApiError> {
+    if user.admin {
+        return Ok(());
+    }
+    let mut end = path.len().min(MAX_PATH_SHOWN);
+    while !path.is_char_boundary(end) {
+        end -= 1;
+    }
+    Err(ApiError::ForbiddenPath {
+        user: user.name.clone(),
+        verb: method.as_str().to_ascii_lowercase(),
+        path: path[..end].to_owned(),
+    })
+}
+
+/// Serves an admin request for `path` (the part after `/kube-sim/`).
+pub fn handle(
+    cluster: &Cluster,
+    method: &Method,
+    path: &str,
+    body: &Bytes,
+) -> Result<Response<Body>, ApiError> {
+    match (path, method) {
+        ("requests", &Method::GET) => Ok(requests(cluster)),
+        ("requests", &Method::DELETE) => {
+            cluster.requests.reset();
+            Ok(requests(cluster))
+        }
+        ("faults", &Method::GET) => Ok(faults(cluster)),
+        ("faults", &Method::PUT) => {
+            let wanted: Faults = serde_json::from_slice(body)
+                .map_err(|e| ApiError::BadRequest(format!("invalid faults: {e}")))?;
+            cluster
+                .faults
+                .set(wanted)
+                .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+            Ok(faults(cluster))
+        }
+        ("faults", &Method::DELETE) => {
+            // No faults are always valid.
+            let _ = cluster.faults.set(Faults::default());
+            Ok(faults(cluster))
+        }
+        ("compact", &Method::POST) => {
+            let revision = cluster.store.compact();
+            Ok(http::json(200, &json!({"revision": revision.to_string()})))
+        }
+        ("requests" | "faults" | "compact", _) => Err(ApiError::MethodNotAllowed),
+        _ => Err(ApiError::NoRoute),
+    }
+}
+
+fn requests(cluster: &Cluster) -> Response<Body> {
+    http::json(200, &json!({"requests": cluster.requests.snapshot()}))
+}
+
+fn faults(cluster: &Cluster) -> Response<Body> {
+    http::json(200, &json!(cluster.faults.get()))
+}
