@@ -1,0 +1,134 @@
+//! The Docker engine for tests: whether one answers (outside CI a missing engine
+//! skips the test loudly; in CI it fails it), and the test image
+//! `flare-launcher-test-busybox:1` (`FROM scratch` plus a static busybox),
+//! built once per machine, under a lock file so that parallel tests build it once.
+
+use flare_launcher::config::WorkerConfig;
+use flare_launcher::protocol::{BackendKind, LaunchRequest};
+use std::path::Path;
+use std::process::Command;
+
+/// The image every Docker test runs.
+pub const TEST_IMAGE: &str = "flare-launcher-test-busybox:1";
+/// Where the static busybox comes from (Debian's `busybox-static`; see
+/// `scripts/ensure-busybox-static.sh`).
+const BUSYBOX: &str = "/bin/busybox";
+
+/// Whether a Docker engine answers. Outside CI, a missing engine prints why the
+/// test is skipped; in CI (`CI=true`) it fails the test.
+pub fn engine_available() -> bool {
+    let answered = Command::new("docker")
+        .args(["version", "--format", "{{.Server.APIVersion}}"])
+        .output()
+        .is_ok_and(|out| out.status.success());
+    if answered {
+        return true;
+    }
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "no Docker engine answers, and CI runs every Docker test"
+    );
+    eprintln!(
+        "!!! SKIPPED: no Docker engine answers (`docker version` fails); this Docker test did not run"
+    );
+    false
+}
+
+/// Builds the test image unless the engine has it; returns its name.
+pub fn test_image() -> &'static str {
+    let lock_path = std::env::temp_dir().join("flare-launcher-test-busybox.lock");
+    let lock_file = std::fs::File::create(&lock_path).expect("the image lock file");
+    let _lock = nix::fcntl::Flock::lock(lock_file, nix::fcntl::FlockArg::LockExclusive)
+        .map_err(|(_, e)| e)
+        .expect("the image lock");
+    if image_present() {
+        return TEST_IMAGE;
+    }
+    assert!(
+        Path::new(BUSYBOX).exists(),
+        "{BUSYBOX} is missing: run scripts/ensure-busybox-static.sh"
+    );
+    let context = tempfile::tempdir().expect("a build context");
+    std::fs::copy(BUSYBOX, context.path().join("busybox")).expect("busybox copied");
+    std::fs::write(
+        context.path().join("Dockerfile"),
+        "FROM scratch\nCOPY busybox /bin/busybox\nRUN [\"/bin/busybox\", \"--install\", \"-s\", \"/bin\"]\n",
+    )
+    .expect("Dockerfile written");
+    let built = Command::new("docker")
+        .args(["build", "-q", "-t", TEST_IMAGE])
+        .arg(context.path())
+        .output()
+        .expect("docker build runs");
+    assert!(
+        built.status.success(),
+        "building {TEST_IMAGE}: {}",
+        String::from_utf8_lossy(&built.stderr)
+    );
+    TEST_IMAGE
+}
+
+fn image_present() -> bool {
+    Command::new("docker")
+        .args(["image", "inspect", TEST_IMAGE])
+        .output()
+        .is_ok_and(|out| out.status.success())
+}
+
+/// A worker configuration with only the Docker backend, and a worker id of its
+/// own: tests share the engine, and a worker takes every container of its id as
+/// its own.
+pub fn docker_worker(config: &mut WorkerConfig) {
+    config.worker_id = unique("w");
+    config.backend = BackendKind::Docker;
+    config.backends = vec![BackendKind::Docker];
+}
+
+/// `prefix` with a random suffix: job ids and worker ids unique on the shared engine.
+pub fn unique(prefix: &str) -> String {
+    format!("{prefix}-{}", flare_launcher::protocol::random_suffix(8))
+}
+
+/// A request running `script` with the test image's shell.
+pub fn in_container(job_id: &str, script: &str) -> LaunchRequest {
+    let mut request =
+        LaunchRequest::new(job_id, vec!["/bin/sh".into(), "-c".into(), script.into()]);
+    request.image = Some(TEST_IMAGE.into());
+    request.backend = Some(BackendKind::Docker);
+    request
+}
+
+/// The names of the containers whose job-id label is `job_id`, whatever their state.
+pub fn containers_of(job_id: &str) -> Vec<String> {
+    let out = Command::new("docker")
+        .args(["ps", "-a", "--format", "{{.Names}}", "--filter"])
+        .arg(format!("label=flare-launcher/job-id={job_id}"))
+        .output()
+        .expect("docker ps runs");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Waits until the output of `job_id`'s running container holds `text` (the
+/// job's log file has it only once the container ended).
+pub async fn wait_for_output(job_id: &str, text: &str) {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        if let Some(name) = containers_of(job_id).first() {
+            let out = Command::new("docker")
+                .args(["logs", name])
+                .output()
+                .expect("docker logs runs");
+            if String::from_utf8_lossy(&out.stdout).contains(text) {
+                return;
+            }
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{job_id}'s container never printed {text:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}

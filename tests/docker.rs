@@ -1,0 +1,169 @@
+//! Jobs run as containers on the real Docker engine, end to end over a real
+//! nats-server: exit codes, terminate, environment and working directory, output
+//! in the job's log, one container per job however often it is launched, and a
+//! missing image. Skipped loudly when no engine answers (never in CI).
+
+mod common;
+
+use common::docker::{
+    containers_of, docker_worker, engine_available, in_container, test_image, unique,
+    wait_for_output,
+};
+use common::system::{System, assert_well_formed, log_path, states};
+use flare_launcher::protocol::{BackendKind, BackendRef};
+use flare_launcher::state::JobState;
+use std::time::Duration;
+
+/// A system whose worker runs only Docker jobs, with the test image built; `None`
+/// when no engine answers (outside CI).
+async fn docker_system() -> Option<System> {
+    if !engine_available() {
+        return None;
+    }
+    test_image();
+    Some(System::start_with(docker_worker).await)
+}
+
+#[tokio::test]
+async fn a_container_that_exits_0_succeeds_and_is_removed() {
+    let Some(system) = docker_system().await else {
+        return;
+    };
+    let job_id = unique("ok");
+    let events = system
+        .run(&in_container(&job_id, "echo out; echo err >&2; exit 0"))
+        .await;
+    assert_well_formed(&events);
+    assert_eq!(states(&events), ["starting", "running", "succeeded"]);
+    let last = events.last().unwrap();
+    assert_eq!((last.return_code, last.exit_code), (Some(0), Some(0)));
+    assert!(events.iter().all(|e| e.backend == BackendKind::Docker));
+    let log = std::fs::read_to_string(log_path(&events)).expect("the job's log");
+    assert!(log.contains("out\n") && log.contains("err\n"), "{log:?}");
+    let record = system.client.status(&job_id).await.unwrap();
+    let Some(BackendRef::Docker { name, .. }) = record.backend_ref else {
+        panic!("a docker backend_ref: {record:?}");
+    };
+    assert!(name.ends_with(&job_id), "{name}");
+    // Removed once the end is recorded: the release follows the final event.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while !containers_of(&job_id).is_empty() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "container not removed"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn containers_that_exit_3_and_101_fail_with_their_codes() {
+    let Some(system) = docker_system().await else {
+        return;
+    };
+    for (code, return_code) in [(3, 1), (101, 101)] {
+        let job_id = unique(&format!("exit{code}"));
+        let events = system
+            .run(&in_container(&job_id, &format!("exit {code}")))
+            .await;
+        assert_well_formed(&events);
+        assert_eq!(states(&events), ["starting", "running", "failed"]);
+        let last = events.last().unwrap();
+        assert_eq!(
+            (last.return_code, last.exit_code),
+            (Some(return_code), Some(code))
+        );
+    }
+}
+
+#[tokio::test]
+async fn env_and_workdir_reach_the_container() {
+    let Some(system) = docker_system().await else {
+        return;
+    };
+    let job_id = unique("env");
+    let mut request = in_container(&job_id, "echo \"A=$A\"; pwd");
+    request.env.insert("A".into(), "x y".into());
+    request.workdir = Some("/tmp/work".into());
+    let events = system.run(&request).await;
+    assert_eq!(
+        events.last().unwrap().state,
+        JobState::Succeeded,
+        "{events:?}"
+    );
+    let log = std::fs::read_to_string(log_path(&events)).expect("the job's log");
+    assert_eq!(log, "A=x y\n/tmp/work\n");
+}
+
+#[tokio::test]
+async fn a_terminated_container_that_exits_cleanly_is_terminated() {
+    let Some(system) = docker_system().await else {
+        return;
+    };
+    let job_id = unique("term");
+    let script = "trap 'echo bye; exit 0' TERM; echo ready; while true; do sleep 0.1; done";
+    system
+        .client
+        .launch(&in_container(&job_id, script))
+        .await
+        .unwrap();
+    system
+        .events_until(&job_id, |e| e.state == JobState::Running)
+        .await;
+    wait_for_output(&job_id, "ready").await;
+    let reply = system
+        .client
+        .terminate(&job_id, Some(30))
+        .await
+        .expect("terminate answered");
+    assert!(reply.accepted, "{reply:?}");
+    let events = system.events_until_terminal(&job_id).await;
+    assert_well_formed(&events);
+    let last = events.last().unwrap();
+    assert_eq!(last.state, JobState::Terminated, "{events:?}");
+    assert_eq!(last.return_code, Some(9));
+    assert_eq!(last.exit_code, Some(0), "the trap ran: {last:?}");
+    assert_eq!(last.reason.as_deref(), Some("TerminateRequested"));
+    let log = std::fs::read_to_string(log_path(&events)).expect("the job's log");
+    assert_eq!(log, "ready\nbye\n");
+}
+
+#[tokio::test]
+async fn a_repeated_launch_adopts_the_existing_container() {
+    let Some(system) = docker_system().await else {
+        return;
+    };
+    let job_id = unique("dup");
+    let request = in_container(&job_id, "sleep 2");
+    system.client.launch(&request).await.unwrap();
+    system
+        .events_until(&job_id, |e| e.state == JobState::Running)
+        .await;
+    system.client.launch(&request).await.unwrap();
+    system.wait_until_intake_idle().await;
+    assert_eq!(containers_of(&job_id).len(), 1);
+    let events = system.events_until_terminal(&job_id).await;
+    assert_eq!(states(&events), ["starting", "running", "succeeded"]);
+}
+
+#[tokio::test]
+async fn a_missing_image_ends_in_error_promptly() {
+    let Some(system) = docker_system().await else {
+        return;
+    };
+    let job_id = unique("noimage");
+    let mut request = in_container(&job_id, "true");
+    // Nothing listens on port 1: the pull fails at once.
+    request.image = Some("127.0.0.1:1/flare-launcher/missing:1".into());
+    let events = system.run(&request).await;
+    assert_well_formed(&events);
+    assert_eq!(states(&events), ["starting", "error"]);
+    let last = events.last().unwrap();
+    assert_eq!(last.return_code, Some(104));
+    assert_eq!(last.reason.as_deref(), Some("ImagePullFailed"), "{last:?}");
+    assert!(
+        last.message.as_deref().unwrap().contains("127.0.0.1:1"),
+        "{last:?}"
+    );
+    assert!(containers_of(&job_id).is_empty());
+}
