@@ -6,11 +6,11 @@
 mod common;
 
 use common::docker::{
-    containers_of, docker_worker, engine_available, in_container, test_image, unique,
+    TEST_IMAGE, containers_of, docker_worker, engine_available, in_container, test_image, unique,
     wait_for_output,
 };
 use common::system::{System, assert_well_formed, log_path, states};
-use flare_launcher::protocol::{BackendKind, BackendRef};
+use flare_launcher::protocol::{BackendKind, BackendRef, Resources};
 use flare_launcher::state::JobState;
 use std::time::Duration;
 
@@ -129,7 +129,7 @@ async fn a_terminated_container_that_exits_cleanly_is_terminated() {
 }
 
 #[tokio::test]
-async fn a_repeated_launch_adopts_the_existing_container() {
+async fn a_repeated_launch_makes_one_container() {
     let Some(system) = docker_system().await else {
         return;
     };
@@ -166,4 +166,88 @@ async fn a_missing_image_ends_in_error_promptly() {
         "{last:?}"
     );
     assert!(containers_of(&job_id).is_empty());
+}
+
+/// `docker create`s the container a launch of `job_id` would make, labelled as
+/// belonging to `labelled_job`, running `script`: what a crash between create
+/// and start leaves.
+fn create_container_by_hand(system: &System, job_id: &str, labelled_job: &str, script: &str) {
+    let created = std::process::Command::new("docker")
+        .args(["create", "--name", &format!("flare-{job_id}")])
+        .args(["--label", "app.kubernetes.io/managed-by=flare-launcher"])
+        .args(["--label", &format!("flare-launcher/job-id={labelled_job}")])
+        .args([
+            "--label",
+            &format!("flare-launcher/worker={}", system.config.worker_id),
+        ])
+        .args([TEST_IMAGE, "/bin/sh", "-c", script])
+        .output()
+        .expect("docker create runs");
+    assert!(created.status.success(), "{created:?}");
+}
+
+#[tokio::test]
+async fn a_launch_that_meets_its_jobs_container_adopts_it() {
+    let Some(system) = docker_system().await else {
+        return;
+    };
+    let job_id = unique("adopt");
+    create_container_by_hand(&system, &job_id, &job_id, "echo adopted; exit 3");
+    let events = system.run(&in_container(&job_id, "exit 0")).await;
+    assert_well_formed(&events);
+    assert_eq!(states(&events), ["starting", "running", "failed"]);
+    assert_eq!(
+        events.last().unwrap().exit_code,
+        Some(3),
+        "the adopted container ran"
+    );
+    let log = std::fs::read_to_string(log_path(&events)).expect("the job's log");
+    assert_eq!(log, "adopted\n");
+}
+
+#[tokio::test]
+async fn a_launch_that_meets_another_jobs_container_ends_in_error() {
+    let Some(system) = docker_system().await else {
+        return;
+    };
+    let job_id = unique("taken");
+    create_container_by_hand(&system, &job_id, "someone-else", "exit 0");
+    let events = system.run(&in_container(&job_id, "exit 0")).await;
+    assert_eq!(states(&events), ["starting", "error"]);
+    let last = events.last().unwrap();
+    assert_eq!(last.reason.as_deref(), Some("SpawnFailed"));
+    assert!(
+        last.message.as_deref().unwrap().contains("another job"),
+        "{last:?}"
+    );
+    // The other job's container is left alone.
+    assert_eq!(containers_of("someone-else").len(), 1);
+    std::process::Command::new("docker")
+        .args(["rm", "-f", &format!("flare-{job_id}")])
+        .output()
+        .expect("docker rm runs");
+}
+
+#[tokio::test]
+async fn a_container_killed_for_its_memory_fails_with_oomkilled() {
+    let Some(system) = docker_system().await else {
+        return;
+    };
+    let job_id = unique("oom");
+    // A shell variable far larger than the limit.
+    let mut request = in_container(
+        &job_id,
+        "x=$(head -c 200000000 /dev/zero | tr '\\0' a); exit 0",
+    );
+    request.resources = Some(Resources {
+        gpus: None,
+        cpus: None,
+        memory_mb: Some(16),
+    });
+    let events = system.run(&request).await;
+    assert_well_formed(&events);
+    let last = events.last().unwrap();
+    assert_eq!(last.state, JobState::Failed, "{events:?}");
+    assert_eq!(last.reason.as_deref(), Some("OOMKilled"), "{last:?}");
+    assert_eq!(last.return_code, Some(1));
 }

@@ -1,5 +1,5 @@
 //! Watching every container of a worker through one Docker event stream: the
-//! stream (filtered by this worker's labels) hands each `die` to the job that
+//! stream (filtered by the managed-by label) hands each `die` to the job that
 //! follows the container without ever waiting on it; a short task then reads the
 //! end with one inspect (exit code, `OOMKilled`), copies the container's output
 //! into the job's log file and reports the exit. A dropped stream reconnects with
@@ -198,21 +198,22 @@ impl Watch {
             .await
     }
 
-    /// The label filters of this worker's containers (and `die` events only, for
-    /// the event stream).
+    /// The label filters of this worker's containers; for the event stream, the
+    /// `die` events of every managed container (one this worker adopted may carry
+    /// another worker's label; the jobs it does not follow are passed over).
     fn filters(&self, events: bool) -> HashMap<String, Vec<String>> {
-        let mut filters = HashMap::from([(
-            "label".to_owned(),
-            vec![
-                format!("{}={}", spec::MANAGED_BY, spec::MANAGED_BY_VALUE),
-                format!("{}={}", spec::WORKER, self.worker),
-            ],
-        )]);
+        let managed = format!("{}={}", spec::MANAGED_BY, spec::MANAGED_BY_VALUE);
         if events {
-            filters.insert("type".into(), vec!["container".into()]);
-            filters.insert("event".into(), vec!["die".into()]);
+            return HashMap::from([
+                ("label".to_owned(), vec![managed]),
+                ("type".to_owned(), vec!["container".to_owned()]),
+                ("event".to_owned(), vec!["die".to_owned()]),
+            ]);
         }
-        filters
+        HashMap::from([(
+            "label".to_owned(),
+            vec![managed, format!("{}={}", spec::WORKER, self.worker)],
+        )])
     }
 
     /// Follows the engine's event stream until the task is aborted.
