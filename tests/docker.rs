@@ -211,8 +211,12 @@ async fn a_launch_that_meets_another_jobs_container_ends_in_error() {
         return;
     };
     let job_id = unique("taken");
-    create_container_by_hand(&system, &job_id, "someone-else", "exit 0");
+    let other_job = unique("other");
+    create_container_by_hand(&system, &job_id, &other_job, "exit 0");
     let events = system.run(&in_container(&job_id, "exit 0")).await;
+    // The other job's container is left alone (and removed here).
+    let left = containers_of(&other_job);
+    docker_cli(&["rm", "-f", &format!("flare-{job_id}")]);
     assert_eq!(states(&events), ["starting", "error"]);
     let last = events.last().unwrap();
     assert_eq!(last.reason.as_deref(), Some("SpawnFailed"));
@@ -220,12 +224,7 @@ async fn a_launch_that_meets_another_jobs_container_ends_in_error() {
         last.message.as_deref().unwrap().contains("another job"),
         "{last:?}"
     );
-    // The other job's container is left alone.
-    assert_eq!(containers_of("someone-else").len(), 1);
-    std::process::Command::new("docker")
-        .args(["rm", "-f", &format!("flare-{job_id}")])
-        .output()
-        .expect("docker rm runs");
+    assert_eq!(left.len(), 1);
 }
 
 #[tokio::test]
@@ -250,4 +249,79 @@ async fn a_container_killed_for_its_memory_fails_with_oomkilled() {
     assert_eq!(last.state, JobState::Failed, "{events:?}");
     assert_eq!(last.reason.as_deref(), Some("OOMKilled"), "{last:?}");
     assert_eq!(last.return_code, Some(1));
+}
+
+/// Runs `docker ARGS` and returns its stdout; fails the test when it fails.
+fn docker_cli(args: &[&str]) -> String {
+    let out = std::process::Command::new("docker")
+        .args(args)
+        .output()
+        .expect("docker runs");
+    assert!(out.status.success(), "docker {args:?}: {out:?}");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_killed_and_restarted_finishes_its_containers_stories() {
+    if !engine_available() {
+        return;
+    }
+    test_image();
+    let system = System::without_worker(|_| {}).await;
+    let data_dir = system.path("data");
+    let worker_id = unique("phoenix");
+    let env = [("FLARE_BACKEND", "docker")];
+    let mut worker = system.spawn_worker_process(&worker_id, &data_dir, &env);
+    let keeps = in_container(
+        &unique("keeps"),
+        "trap 'exit 0' TERM; echo ready; while true; do sleep 0.1; done",
+    );
+    let ends = in_container(
+        &unique("ends"),
+        "echo ready; while [ ! -e /go ]; do sleep 0.05; done; exit 3",
+    );
+    for request in [&keeps, &ends] {
+        system.client.launch(request).await.unwrap();
+        system
+            .events_until(&request.job_id, |e| e.state == JobState::Running)
+            .await;
+        wait_for_output(&request.job_id, "ready").await;
+    }
+
+    worker.kill().await.unwrap();
+    // One container ends while its worker is away; the other runs on.
+    let ends_container = format!("flare-{}", ends.job_id);
+    docker_cli(&["exec", &ends_container, "touch", "/go"]);
+    assert_eq!(docker_cli(&["wait", &ends_container]).trim(), "3");
+
+    let _worker = system.spawn_worker_process(&worker_id, &data_dir, &env);
+    let events = system.events_until_terminal(&ends.job_id).await;
+    assert_well_formed(&events);
+    assert_eq!(states(&events), ["starting", "running", "failed"]);
+    assert_eq!(events[2].exit_code, Some(3));
+    assert_eq!(events[2].worker, worker_id);
+    let log = std::fs::read_to_string(log_path(&events)).expect("the job's log");
+    assert_eq!(log, "ready\n");
+
+    // The container that ran on is followed again: a terminate reaches it, and
+    // its events carry on from its seq.
+    let reply = system
+        .client
+        .terminate(&keeps.job_id, Some(10))
+        .await
+        .unwrap();
+    assert!(reply.accepted, "{reply:?}");
+    let events = system.events_until_terminal(&keeps.job_id).await;
+    assert_well_formed(&events);
+    assert_eq!(states(&events), ["starting", "running", "terminated"]);
+    assert_eq!(events[2].exit_code, Some(0), "{events:?}");
+    // Both ends are recorded: their containers go.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while !(containers_of(&keeps.job_id).is_empty() && containers_of(&ends.job_id).is_empty()) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "containers were kept"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }

@@ -108,6 +108,21 @@ impl DockerBackend {
         })
     }
 
+    /// The log file of a job whose container was created at `created` (seconds
+    /// since the epoch): under that day's directory, as the job's `running` event
+    /// named it.
+    fn log_of_day(&self, created: Option<i64>, job_id: &str) -> PathBuf {
+        let day = created
+            .and_then(|at| time::OffsetDateTime::from_unix_timestamp(at).ok())
+            .unwrap_or_else(time::OffsetDateTime::now_utc)
+            .date();
+        let dir = self.settings.log_dir.join(crate::job_logs::day_name(day));
+        if let Err(e) = std::fs::create_dir_all(&dir) {
+            tracing::error!(dir = %dir.display(), error = %e, "cannot create a job log directory");
+        }
+        dir.join(format!("{job_id}.log"))
+    }
+
     fn owner(&self) -> spec::Owner<'_> {
         spec::Owner {
             worker: &self.settings.worker_id,
@@ -312,9 +327,7 @@ impl Backend for DockerBackend {
                 .and_then(|names| names.into_iter().next())
                 .map(|name| name.trim_start_matches('/').to_owned())
                 .unwrap_or_else(|| id.clone());
-            let log = crate::job_logs::today(&self.settings.log_dir)
-                .unwrap_or_else(|_| self.settings.log_dir.clone())
-                .join(format!("{job_id}.log"));
+            let log = self.log_of_day(container.created, &job_id);
             let following = self.watch.follow(&job_id, &name, log);
             let state = container.state.map(|s| s.to_string()).unwrap_or_default();
             if state == "created" && self.start_container(&id).await.is_err() {
