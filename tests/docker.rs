@@ -10,7 +10,7 @@ use common::docker::{
     wait_for_output,
 };
 use common::system::{System, assert_well_formed, log_path, states};
-use flare_launcher::protocol::{BackendKind, BackendRef, Resources};
+use flare_launcher::protocol::{BackendKind, BackendRef, Resources, Timeouts};
 use flare_launcher::state::JobState;
 use std::time::Duration;
 
@@ -324,4 +324,37 @@ async fn a_worker_killed_and_restarted_finishes_its_containers_stories() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+#[tokio::test]
+async fn a_pull_that_hangs_ends_at_start_s_without_a_container() {
+    let Some(system) = docker_system().await else {
+        return;
+    };
+    // A registry that takes connections and never answers.
+    let registry = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = registry.local_addr().unwrap().port();
+    let held = tokio::spawn(async move {
+        let mut connections = Vec::new();
+        while let Ok((connection, _)) = registry.accept().await {
+            connections.push(connection);
+        }
+    });
+    let job_id = unique("hangs");
+    let mut request = in_container(&job_id, "true");
+    request.image = Some(format!("127.0.0.1:{port}/flare-launcher/hangs:1"));
+    request.timeouts = Some(Timeouts {
+        start_s: Some(2),
+        run_s: None,
+    });
+    let events = system.run(&request).await;
+    held.abort();
+    assert_well_formed(&events);
+    assert_eq!(states(&events), ["starting", "error"]);
+    assert_eq!(
+        events[1].reason.as_deref(),
+        Some("StartTimeout"),
+        "{events:?}"
+    );
+    assert!(containers_of(&job_id).is_empty());
 }

@@ -223,14 +223,18 @@ impl DockerBackend {
         remove_container(&self.docker, container).await;
     }
 
+    /// Creates (or adopts) and starts the container of a followed job; `created`
+    /// holds the id of a container made here as soon as it exists.
     async fn launch_followed(
         &self,
         request: &LaunchRequest,
         image: &str,
         name: &str,
+        created: &mut Option<String>,
     ) -> Result<String, LaunchError> {
         match self.create(request, image, name).await? {
             Created::New(id) => {
+                *created = Some(id.clone());
                 self.start_container(&id).await?;
                 self.watch.tell(&request.job_id, Observation::Running);
                 Ok(id)
@@ -244,6 +248,40 @@ impl DockerBackend {
                 self.watch.ended(&request.job_id);
                 Ok(id)
             }
+        }
+    }
+}
+
+/// A launch under way: should it be given up before it ends (its future dropped,
+/// as when `start_s` runs out during a pull), the job is no longer followed and
+/// the container made for it is removed.
+struct GivenUp {
+    docker: Docker,
+    watch: Arc<Watch>,
+    job_id: String,
+    created: Option<String>,
+}
+
+impl GivenUp {
+    /// The launch ended (either way): nothing to undo here.
+    fn disarm(mut self) {
+        self.job_id.clear();
+    }
+}
+
+impl Drop for GivenUp {
+    fn drop(&mut self) {
+        if self.job_id.is_empty() {
+            return;
+        }
+        self.watch.forget(&self.job_id);
+        let Some(container) = self.created.take() else {
+            return;
+        };
+        tracing::warn!(job_id = %self.job_id, %container, "launch given up; removing its container");
+        let docker = self.docker.clone();
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move { remove_container(&docker, &container).await });
         }
     }
 }
@@ -283,7 +321,17 @@ impl Backend for DockerBackend {
             observations,
             stopped,
         } = self.watch.follow(&request.job_id, &name, log.clone());
-        match self.launch_followed(request, image, &name).await {
+        let mut given_up = GivenUp {
+            docker: self.docker.clone(),
+            watch: self.watch.clone(),
+            job_id: request.job_id.clone(),
+            created: None,
+        };
+        let launched = self
+            .launch_followed(request, image, &name, &mut given_up.created)
+            .await;
+        given_up.disarm();
+        match launched {
             Ok(id) => Ok(Launched {
                 backend_ref: BackendRef::Docker {
                     container_id: id.clone(),
