@@ -7,10 +7,10 @@ mod common;
 
 use common::docker::{
     TEST_IMAGE, containers_of, docker_worker, engine_available, in_container, test_image, unique,
-    wait_for_output,
+    wait_for_output, wait_until_removed,
 };
 use common::system::{System, assert_well_formed, log_path, states};
-use flare_launcher::protocol::{BackendKind, BackendRef, Resources, Timeouts};
+use flare_launcher::protocol::{BackendKind, BackendRef, Mount, Resources, Timeouts};
 use flare_launcher::state::JobState;
 use std::time::Duration;
 
@@ -355,6 +355,82 @@ async fn a_pull_that_hangs_ends_at_start_s_without_a_container() {
         events[1].reason.as_deref(),
         Some("StartTimeout"),
         "{events:?}"
+    );
+    assert!(containers_of(&job_id).is_empty());
+}
+
+#[tokio::test]
+async fn every_mount_kind_is_seen_from_inside_the_container() {
+    if !engine_available() {
+        return;
+    }
+    test_image();
+    let mut system = System::without_worker(docker_worker).await;
+    let roots = system.path("roots");
+    std::fs::create_dir_all(roots.join("data")).unwrap();
+    std::fs::write(roots.join("data/hello"), "from the host\n").unwrap();
+    let secrets = system.path("secrets");
+    std::fs::create_dir_all(&secrets).unwrap();
+    std::fs::write(secrets.join("token"), "s3cret\n").unwrap();
+    system.config.docker.host_roots = vec![roots.clone()];
+    system.config.docker.secrets_dir = Some(secrets);
+    system.start_worker().await;
+
+    let job_id = unique("mounts");
+    let volume = unique("flare-test-volume");
+    let script = "cat /in/hello; cat /run/token; (echo no > /run/token) 2>/dev/null || echo read-only; \
+                  echo scratch > /scratch/f && cat /scratch/f; echo kept > /vol/f && cat /vol/f";
+    let mut request = in_container(&job_id, script);
+    let mount = |source: String, target: &str| Mount {
+        source,
+        target: target.into(),
+        read_only: false,
+    };
+    request.mounts = vec![
+        mount(format!("host:{}", roots.join("data").display()), "/in"),
+        mount("secret:token".into(), "/run/token"),
+        mount("emptydir:".into(), "/scratch"),
+        mount(format!("pvc:{volume}"), "/vol"),
+    ];
+    let events = system.run(&request).await;
+    wait_until_removed(&[&job_id]).await;
+    docker_cli(&["volume", "rm", &volume]);
+    assert_eq!(
+        events.last().unwrap().state,
+        JobState::Succeeded,
+        "{events:?}"
+    );
+    let log = std::fs::read_to_string(log_path(&events)).expect("the job's log");
+    assert_eq!(log, "from the host\ns3cret\nread-only\nscratch\nkept\n");
+}
+
+#[tokio::test]
+async fn a_host_mount_outside_the_allowed_roots_ends_in_error() {
+    if !engine_available() {
+        return;
+    }
+    test_image();
+    let mut system = System::without_worker(docker_worker).await;
+    let roots = system.path("roots");
+    std::fs::create_dir_all(&roots).unwrap();
+    // A link inside the root that leads out of it.
+    std::os::unix::fs::symlink("/etc", roots.join("etc")).unwrap();
+    system.config.docker.host_roots = vec![roots.clone()];
+    system.start_worker().await;
+    let job_id = unique("escape");
+    let mut request = in_container(&job_id, "cat /in/passwd");
+    request.mounts = vec![Mount {
+        source: format!("host:{}", roots.join("etc").display()),
+        target: "/in".into(),
+        read_only: true,
+    }];
+    let events = system.run(&request).await;
+    assert_eq!(states(&events), ["starting", "error"]);
+    let last = events.last().unwrap();
+    assert_eq!(last.reason.as_deref(), Some("MountNotAllowed"), "{last:?}");
+    assert!(
+        last.message.as_deref().unwrap().contains("/etc"),
+        "{last:?}"
     );
     assert!(containers_of(&job_id).is_empty());
 }

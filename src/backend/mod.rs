@@ -104,6 +104,9 @@ pub enum LaunchError {
     /// The workload's image could not be pulled: the engine's message.
     #[error("{}", bounded(.0))]
     ImagePullFailed(String),
+    /// A mount the worker's configuration does not allow.
+    #[error("{}", bounded(.0))]
+    MountNotAllowed(String),
 }
 
 impl LaunchError {
@@ -115,6 +118,7 @@ impl LaunchError {
             LaunchError::Unavailable(_) => reason::BACKEND_UNAVAILABLE,
             LaunchError::ImageNotFound(_) => reason::IMAGE_NOT_FOUND,
             LaunchError::ImagePullFailed(_) => reason::IMAGE_PULL_FAILED,
+            LaunchError::MountNotAllowed(_) => reason::MOUNT_NOT_ALLOWED,
         }
     }
 }

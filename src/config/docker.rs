@@ -3,6 +3,7 @@
 //! (flag > environment > file > default).
 
 use serde::Deserialize;
+use std::path::PathBuf;
 use std::time::Duration;
 
 /// Default most processes a container may hold (a fork bomb stops there).
@@ -41,6 +42,16 @@ pub struct DockerArgs {
     /// Seconds an ended job's container is kept (for debugging) before it is removed [default: 0]
     #[arg(long = "docker-keep-s", env = "FLARE_DOCKER_KEEP_S")]
     pub keep_s: Option<u64>,
+    /// Host directories below which jobs may mount host paths, comma-separated [default: none, no host mounts]
+    #[arg(
+        long = "docker-host-roots",
+        env = "FLARE_DOCKER_HOST_ROOTS",
+        value_delimiter = ','
+    )]
+    pub host_roots: Option<Vec<PathBuf>>,
+    /// Directory whose files `secret:NAME` mounts give jobs, read-only [default: none, no secret mounts]
+    #[arg(long = "docker-secrets-dir", env = "FLARE_DOCKER_SECRETS_DIR")]
+    pub secrets_dir: Option<PathBuf>,
 }
 
 impl DockerArgs {
@@ -52,6 +63,8 @@ impl DockerArgs {
             pull: self.pull.or(fallback.pull),
             pids_limit: self.pids_limit.or(fallback.pids_limit),
             keep_s: self.keep_s.or(fallback.keep_s),
+            host_roots: self.host_roots.or(fallback.host_roots),
+            secrets_dir: self.secrets_dir.or(fallback.secrets_dir),
         }
     }
 
@@ -63,6 +76,8 @@ impl DockerArgs {
             pull: self.pull.unwrap_or_default(),
             pids_limit: self.pids_limit.unwrap_or(DEFAULT_PIDS_LIMIT),
             keep: Duration::from_secs(self.keep_s.unwrap_or(0)),
+            host_roots: self.host_roots.clone().unwrap_or_default(),
+            secrets_dir: self.secrets_dir.clone(),
         }
     }
 }
@@ -80,6 +95,10 @@ pub struct DockerConfig {
     pub pids_limit: i64,
     /// How long an ended job's container is kept before it is removed.
     pub keep: Duration,
+    /// Host directories below which jobs may mount host paths.
+    pub host_roots: Vec<PathBuf>,
+    /// Where `secret:NAME` mounts come from.
+    pub secrets_dir: Option<PathBuf>,
 }
 
 impl DockerConfig {
@@ -90,6 +109,12 @@ impl DockerConfig {
     pub fn validate(&self) -> Result<(), String> {
         if self.pids_limit < 1 {
             return Err("docker pids limit must be at least 1".into());
+        }
+        if let Some(root) = self.host_roots.iter().find(|root| !root.is_absolute()) {
+            return Err(format!(
+                "docker host root {} must be an absolute path",
+                root.display()
+            ));
         }
         if self.keep > Duration::from_secs(super::MAX_RETENTION_S) {
             return Err(format!(

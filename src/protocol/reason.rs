@@ -30,3 +30,6 @@ pub const IMAGE_NOT_FOUND: &str = "ImageNotFound";
 pub const IMAGE_PULL_FAILED: &str = "ImagePullFailed";
 /// The workload was killed for using more memory than its limit.
 pub const OOM_KILLED: &str = "OOMKilled";
+/// A mount the worker's configuration does not allow (a host path outside the
+/// allowed roots, a secret that is not there).
+pub const MOUNT_NOT_ALLOWED: &str = "MountNotAllowed";

@@ -132,3 +132,18 @@ pub async fn wait_for_output(job_id: &str, text: &str) {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
 }
+
+/// Waits until the containers of `job_ids` are removed.
+pub async fn wait_until_removed(job_ids: &[&str]) {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    while job_ids
+        .iter()
+        .any(|job_id| !containers_of(job_id).is_empty())
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "containers of {job_ids:?} were kept"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}

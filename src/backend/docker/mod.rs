@@ -7,6 +7,7 @@
 //! the job's end is recorded.
 
 mod image;
+mod mounts;
 mod spec;
 mod watch;
 
@@ -16,11 +17,12 @@ use crate::protocol::{BackendKind, BackendRef, LaunchRequest};
 use async_trait::async_trait;
 use bollard::Docker;
 use bollard::errors::Error as DockerError;
-use bollard::models::ContainerStateStatusEnum;
+use bollard::models::{ContainerStateStatusEnum, Mount as DockerMount};
 use bollard::query_parameters::{
     CreateContainerOptions, KillContainerOptions, RemoveContainerOptions,
 };
 use image::{ImageError, Puller};
+use mounts::MountPolicy;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -69,6 +71,7 @@ pub struct DockerBackend {
     docker: Docker,
     settings: DockerSettings,
     puller: Puller,
+    mount_policy: MountPolicy,
     watch: Arc<Watch>,
     events: JoinHandle<()>,
 }
@@ -101,6 +104,10 @@ impl DockerBackend {
         let events = tokio::spawn(watch.clone().run());
         Ok(DockerBackend {
             puller: Puller::new(docker.clone()),
+            mount_policy: MountPolicy {
+                host_roots: settings.config.host_roots.clone(),
+                secrets_dir: settings.config.secrets_dir.clone(),
+            },
             docker,
             settings,
             watch,
@@ -145,12 +152,13 @@ impl DockerBackend {
         request: &LaunchRequest,
         image: &str,
         name: &str,
+        mounts: Vec<DockerMount>,
     ) -> Result<Created, LaunchError> {
         let pull = self.settings.config.pull;
         if pull == PullPolicy::Always {
             self.puller.pull(image).await.map_err(image_error)?;
         }
-        let body = spec::container(request, image, &self.owner(), &self.settings.config);
+        let body = spec::container(request, image, &self.owner(), &self.settings.config, mounts);
         let options = || {
             Some(CreateContainerOptions {
                 name: Some(name.to_owned()),
@@ -230,9 +238,10 @@ impl DockerBackend {
         request: &LaunchRequest,
         image: &str,
         name: &str,
+        mounts: Vec<DockerMount>,
         created: &mut Option<String>,
     ) -> Result<String, LaunchError> {
-        match self.create(request, image, name).await? {
+        match self.create(request, image, name, mounts).await? {
             Created::New(id) => {
                 *created = Some(id.clone());
                 self.start_container(&id).await?;
@@ -306,11 +315,7 @@ impl Backend for DockerBackend {
             .as_deref()
             .filter(|image| !image.is_empty())
             .ok_or_else(|| LaunchError::Unsupported("the docker backend needs an image".into()))?;
-        if !request.mounts.is_empty() {
-            return Err(LaunchError::Unsupported(
-                "this version of the docker backend cannot mount volumes".into(),
-            ));
-        }
+        let mounts = mounts::docker_mounts(&request.mounts, &self.mount_policy)?;
         let log = crate::job_logs::today(&self.settings.log_dir)
             .map_err(|e| {
                 LaunchError::Spawn(format!("could not create the job's log directory: {e}"))
@@ -328,7 +333,7 @@ impl Backend for DockerBackend {
             created: None,
         };
         let launched = self
-            .launch_followed(request, image, &name, &mut given_up.created)
+            .launch_followed(request, image, &name, mounts, &mut given_up.created)
             .await;
         given_up.disarm();
         match launched {

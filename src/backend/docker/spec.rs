@@ -5,7 +5,7 @@
 use crate::config::DockerConfig;
 use crate::protocol::LaunchRequest;
 use crate::protocol::bounded::bounded_to;
-use bollard::models::{ContainerCreateBody, HostConfig};
+use bollard::models::{ContainerCreateBody, HostConfig, Mount};
 use std::collections::HashMap;
 
 /// The label every container of this program carries.
@@ -86,13 +86,14 @@ pub fn labels(request: &LaunchRequest, owner: &Owner<'_>) -> HashMap<String, Str
 }
 
 /// The create body of a job's container: its argv without a shell, environment,
-/// working directory, labels and limits. Never privileged, and on the network the
+/// working directory, labels, limits and `mounts` (checked already). Never privileged, and on the network the
 /// worker's settings name (the engine's default bridge otherwise).
 pub fn container(
     request: &LaunchRequest,
     image: &str,
     owner: &Owner<'_>,
     config: &DockerConfig,
+    mounts: Vec<Mount>,
 ) -> ContainerCreateBody {
     let resources = request.resources.clone().unwrap_or_default();
     let host_config = HostConfig {
@@ -108,6 +109,7 @@ pub fn container(
         network_mode: config.network.clone(),
         privileged: Some(false),
         init: Some(false),
+        mounts: Some(mounts),
         ..HostConfig::default()
     };
     ContainerCreateBody {
@@ -183,7 +185,7 @@ mod tests {
             memory_mb: Some(256),
         });
         let config = DockerArgs::default().config();
-        let body = container(&request, "img:1", &OWNER, &config);
+        let body = container(&request, "img:1", &OWNER, &config, Vec::new());
         assert_eq!(body.cmd.unwrap(), ["/bin/prog", "a b"]);
         assert_eq!(body.entrypoint.unwrap(), Vec::<String>::new());
         assert_eq!(body.env.unwrap(), ["A=1=2"]);
