@@ -6,8 +6,8 @@
 mod common;
 
 use common::docker::{
-    TEST_IMAGE, containers_of, docker_worker, engine_available, in_container, test_image, unique,
-    wait_for_output, wait_until_removed,
+    EngineProxy, TEST_IMAGE, containers_of, docker_worker, engine_available, in_container,
+    test_image, unique, wait_for_output, wait_until_removed,
 };
 use common::system::{System, assert_well_formed, log_path, states};
 use flare_launcher::protocol::{BackendKind, BackendRef, Mount, Resources, Timeouts};
@@ -433,4 +433,39 @@ async fn a_host_mount_outside_the_allowed_roots_ends_in_error() {
         "{last:?}"
     );
     assert!(containers_of(&job_id).is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_exit_while_the_event_stream_is_cut_is_not_lost() {
+    if !engine_available() {
+        return;
+    }
+    test_image();
+    let proxy = EngineProxy::start().await;
+    let mut system = System::without_worker(docker_worker).await;
+    system.config.docker.host = Some(proxy.host());
+    system.start_worker().await;
+    let job_id = unique("cut");
+    let script = "echo ready; while [ ! -e /go ]; do sleep 0.05; done; exit 4";
+    system
+        .client
+        .launch(&in_container(&job_id, script))
+        .await
+        .unwrap();
+    system
+        .events_until(&job_id, |e| e.state == JobState::Running)
+        .await;
+    wait_for_output(&job_id, "ready").await;
+
+    // The stream is down while the container exits.
+    proxy.cut();
+    let container = format!("flare-{job_id}");
+    docker_cli(&["exec", &container, "touch", "/go"]);
+    assert_eq!(docker_cli(&["wait", &container]).trim(), "4");
+    proxy.resume();
+
+    let events = system.events_until_terminal(&job_id).await;
+    assert_well_formed(&events);
+    assert_eq!(states(&events), ["starting", "running", "failed"]);
+    assert_eq!(events[2].exit_code, Some(4));
 }

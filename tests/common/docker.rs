@@ -147,3 +147,76 @@ pub async fn wait_until_removed(job_ids: &[&str]) {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
 }
+
+/// A TCP proxy in front of the engine's socket, whose connections a test can
+/// cut (the engine itself cannot be restarted under a test): a worker given
+/// [`EngineProxy::host`] reaches its engine only through it.
+pub struct EngineProxy {
+    port: u16,
+    open: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    connections: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+    accept: tokio::task::JoinHandle<()>,
+}
+
+impl EngineProxy {
+    /// Listens on a free loopback port, forwarding to the engine's socket.
+    pub async fn start() -> EngineProxy {
+        let socket = std::env::var("DOCKER_HOST")
+            .ok()
+            .and_then(|host| host.strip_prefix("unix://").map(str::to_owned))
+            .unwrap_or_else(|| "/var/run/docker.sock".into());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let open = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let connections = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let accept = tokio::spawn({
+            let open = open.clone();
+            let connections = connections.clone();
+            async move {
+                while let Ok((mut client, _)) = listener.accept().await {
+                    if !open.load(std::sync::atomic::Ordering::SeqCst) {
+                        continue; // dropped: the engine is "away"
+                    }
+                    let socket = socket.clone();
+                    let forward = tokio::spawn(async move {
+                        if let Ok(mut engine) = tokio::net::UnixStream::connect(&socket).await {
+                            let _ = tokio::io::copy_bidirectional(&mut client, &mut engine).await;
+                        }
+                    });
+                    connections.lock().unwrap().push(forward);
+                }
+            }
+        });
+        EngineProxy {
+            port,
+            open,
+            connections,
+            accept,
+        }
+    }
+
+    /// The engine's address through the proxy.
+    pub fn host(&self) -> String {
+        format!("tcp://127.0.0.1:{}", self.port)
+    }
+
+    /// Cuts every connection and refuses new ones until [`EngineProxy::resume`].
+    pub fn cut(&self) {
+        self.open.store(false, std::sync::atomic::Ordering::SeqCst);
+        for connection in self.connections.lock().unwrap().drain(..) {
+            connection.abort();
+        }
+    }
+
+    /// Takes connections again.
+    pub fn resume(&self) {
+        self.open.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl Drop for EngineProxy {
+    fn drop(&mut self) {
+        self.accept.abort();
+        self.cut();
+    }
+}
