@@ -6,10 +6,11 @@
 mod common;
 
 use common::docker::{
-    EngineProxy, TEST_IMAGE, containers_of, docker_worker, engine_available, in_container,
-    test_image, unique, wait_for_output, wait_until_removed,
+    EngineProxy, Registry, TEST_IMAGE, containers_of, docker_worker, engine_available,
+    in_container, test_image, unique, wait_for_output, wait_until_removed,
 };
 use common::system::{System, assert_well_formed, log_path, states};
+use flare_launcher::config::PullPolicy;
 use flare_launcher::protocol::{BackendKind, BackendRef, Mount, Resources, Timeouts};
 use flare_launcher::state::JobState;
 use std::time::Duration;
@@ -468,4 +469,77 @@ async fn an_exit_while_the_event_stream_is_cut_is_not_lost() {
     assert_well_formed(&events);
     assert_eq!(states(&events), ["starting", "running", "failed"]);
     assert_eq!(events[2].exit_code, Some(4));
+}
+
+#[tokio::test]
+async fn two_jobs_pull_their_image_from_a_registry_and_run() {
+    let Some(system) = docker_system().await else {
+        return;
+    };
+    let registry = Registry::start().await;
+    let image = registry.push_test_image(&format!("{}:1", unique("flare-test/pulled")));
+    let jobs: Vec<_> = (0..2)
+        .map(|_| {
+            let mut request = in_container(&unique("pulled"), "echo pulled");
+            request.image = Some(image.clone());
+            request
+        })
+        .collect();
+    for request in &jobs {
+        system.client.launch(request).await.unwrap();
+    }
+    for request in &jobs {
+        let events = system.events_until_terminal(&request.job_id).await;
+        assert_eq!(
+            states(&events),
+            ["starting", "running", "succeeded"],
+            "{events:?}"
+        );
+    }
+    wait_until_removed(&[&jobs[0].job_id, &jobs[1].job_id]).await;
+    docker_cli(&["rmi", &image]);
+}
+
+#[tokio::test]
+async fn an_image_the_registry_lacks_is_not_found() {
+    let Some(system) = docker_system().await else {
+        return;
+    };
+    let registry = Registry::start().await;
+    let job_id = unique("lacks");
+    let mut request = in_container(&job_id, "true");
+    request.image = Some(registry.image("flare-test/nothing:1"));
+    let events = system.run(&request).await;
+    assert_eq!(states(&events), ["starting", "error"]);
+    let last = events.last().unwrap();
+    assert_eq!(last.reason.as_deref(), Some("ImageNotFound"), "{last:?}");
+    assert!(
+        last.message
+            .as_deref()
+            .unwrap()
+            .contains("flare-test/nothing"),
+        "{last:?}"
+    );
+}
+
+#[tokio::test]
+async fn with_pull_never_a_missing_image_is_not_found() {
+    if !engine_available() {
+        return;
+    }
+    let system = System::start_with(|config| {
+        docker_worker(config);
+        config.docker.pull = PullPolicy::Never;
+    })
+    .await;
+    let job_id = unique("never");
+    let mut request = in_container(&job_id, "true");
+    request.image = Some("flare-launcher-test-never-there:1".into());
+    let events = system.run(&request).await;
+    assert_eq!(states(&events), ["starting", "error"]);
+    assert_eq!(
+        events[1].reason.as_deref(),
+        Some("ImageNotFound"),
+        "{events:?}"
+    );
 }

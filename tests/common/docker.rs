@@ -11,7 +11,7 @@ use std::process::Command;
 /// The image every Docker test runs.
 pub const TEST_IMAGE: &str = "flare-launcher-test-busybox:1";
 /// Where the static busybox comes from (Debian's `busybox-static`; see
-/// `scripts/ensure-busybox-static.sh`).
+/// `scripts/ensure-docker-test-tools.sh`).
 const BUSYBOX: &str = "/bin/busybox";
 
 /// Whether a Docker engine answers. Outside CI, a missing engine prints why the
@@ -46,7 +46,7 @@ pub fn test_image() -> &'static str {
     }
     assert!(
         Path::new(BUSYBOX).exists(),
-        "{BUSYBOX} is missing: run scripts/ensure-busybox-static.sh"
+        "{BUSYBOX} is missing: run scripts/ensure-docker-test-tools.sh"
     );
     let context = tempfile::tempdir().expect("a build context");
     std::fs::copy(BUSYBOX, context.path().join("busybox")).expect("busybox copied");
@@ -218,5 +218,86 @@ impl Drop for EngineProxy {
     fn drop(&mut self) {
         self.accept.abort();
         self.cut();
+    }
+}
+
+/// A distribution registry (Debian's `docker-registry`) on a loopback port, with
+/// its storage in a temporary directory; stopped when dropped.
+pub struct Registry {
+    child: std::process::Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Registry {
+    /// Starts one and waits until it takes connections.
+    pub async fn start() -> Registry {
+        let dir = tempfile::tempdir().expect("registry dir");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|listener| listener.local_addr())
+            .expect("a free port")
+            .port();
+        let config = dir.path().join("config.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n",
+                dir.path().join("storage").display()
+            ),
+        )
+        .expect("registry config");
+        let child = Command::new("docker-registry")
+            .arg("serve")
+            .arg(&config)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("docker-registry starts (scripts/ensure-docker-test-tools.sh)");
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+        while tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_err()
+        {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the registry never listened"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        Registry {
+            child,
+            port,
+            _dir: dir,
+        }
+    }
+
+    /// `repository:tag` in this registry.
+    pub fn image(&self, repository: &str) -> String {
+        format!("127.0.0.1:{}/{repository}", self.port)
+    }
+
+    /// Pushes the test image as `repository:tag` here, and leaves the engine
+    /// without that name (so a job wanting it must pull it).
+    pub fn push_test_image(&self, repository: &str) -> String {
+        let image = self.image(repository);
+        for args in [
+            vec!["tag", TEST_IMAGE, image.as_str()],
+            vec!["push", "-q", image.as_str()],
+            vec!["rmi", image.as_str()],
+        ] {
+            let out = Command::new("docker")
+                .args(&args)
+                .output()
+                .expect("docker runs");
+            assert!(out.status.success(), "docker {args:?}: {out:?}");
+        }
+        image
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
