@@ -543,3 +543,31 @@ async fn with_pull_never_a_missing_image_is_not_found() {
         "{events:?}"
     );
 }
+
+#[tokio::test]
+async fn the_sites_user_shm_size_and_ulimits_hold_inside_the_container() {
+    if !engine_available() {
+        return;
+    }
+    test_image();
+    let system = System::start_with(|config| {
+        docker_worker(config);
+        config.docker.user = Some("1234:2345".into());
+        config.docker.shm_size_mb = Some(32);
+        config.docker.ulimits = vec!["nofile=321:654".into()];
+    })
+    .await;
+    let job_id = unique("site");
+    let script = "id -u; id -g; ulimit -n; ulimit -Hn; df -k /dev/shm | tail -n1";
+    let events = system.run(&in_container(&job_id, script)).await;
+    assert_eq!(
+        events.last().unwrap().state,
+        JobState::Succeeded,
+        "{events:?}"
+    );
+    let log = std::fs::read_to_string(log_path(&events)).expect("the job's log");
+    let lines: Vec<&str> = log.lines().collect();
+    assert_eq!(lines[..4], ["1234", "2345", "321", "654"], "{log}");
+    let shm_kib: Vec<&str> = lines[4].split_whitespace().collect();
+    assert_eq!(shm_kib[1], "32768", "{log}");
+}

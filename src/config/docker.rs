@@ -52,6 +52,29 @@ pub struct DockerArgs {
     /// Directory whose files `secret:NAME` mounts give jobs, read-only [default: none, no secret mounts]
     #[arg(long = "docker-secrets-dir", env = "FLARE_DOCKER_SECRETS_DIR")]
     pub secrets_dir: Option<PathBuf>,
+    /// User containers run as, UID[:GID] [default: the image's]
+    #[arg(
+        long = "docker-user",
+        env = "FLARE_DOCKER_USER",
+        value_name = "UID[:GID]"
+    )]
+    pub user: Option<String>,
+    /// Size of a container's /dev/shm in MiB [default: the engine's, 64]
+    #[arg(long = "docker-shm-size-mb", env = "FLARE_DOCKER_SHM_SIZE_MB")]
+    pub shm_size_mb: Option<u64>,
+    /// IPC mode of containers: private, shareable or host [default: the engine's]
+    #[arg(long = "docker-ipc", env = "FLARE_DOCKER_IPC")]
+    pub ipc: Option<String>,
+    /// Resource limits of containers, NAME=SOFT[:HARD], comma-separated (e.g. nofile=1024:4096) [default: the engine's]
+    #[arg(
+        long = "docker-ulimits",
+        env = "FLARE_DOCKER_ULIMITS",
+        value_delimiter = ','
+    )]
+    pub ulimits: Option<Vec<String>>,
+    /// GPUs a job gets when its request names none (`resources.gpus`) [default: 0]
+    #[arg(long = "docker-gpus", env = "FLARE_DOCKER_GPUS")]
+    pub gpus: Option<u32>,
 }
 
 impl DockerArgs {
@@ -65,6 +88,11 @@ impl DockerArgs {
             keep_s: self.keep_s.or(fallback.keep_s),
             host_roots: self.host_roots.or(fallback.host_roots),
             secrets_dir: self.secrets_dir.or(fallback.secrets_dir),
+            user: self.user.or(fallback.user),
+            shm_size_mb: self.shm_size_mb.or(fallback.shm_size_mb),
+            ipc: self.ipc.or(fallback.ipc),
+            ulimits: self.ulimits.or(fallback.ulimits),
+            gpus: self.gpus.or(fallback.gpus),
         }
     }
 
@@ -78,6 +106,11 @@ impl DockerArgs {
             keep: Duration::from_secs(self.keep_s.unwrap_or(0)),
             host_roots: self.host_roots.clone().unwrap_or_default(),
             secrets_dir: self.secrets_dir.clone(),
+            user: self.user.clone(),
+            shm_size_mb: self.shm_size_mb,
+            ipc: self.ipc.clone(),
+            ulimits: self.ulimits.clone().unwrap_or_default(),
+            gpus: self.gpus.unwrap_or(0),
         }
     }
 }
@@ -99,6 +132,16 @@ pub struct DockerConfig {
     pub host_roots: Vec<PathBuf>,
     /// Where `secret:NAME` mounts come from.
     pub secrets_dir: Option<PathBuf>,
+    /// `UID[:GID]` containers run as; `None`: the image's user.
+    pub user: Option<String>,
+    /// Size of /dev/shm in MiB; `None`: the engine's.
+    pub shm_size_mb: Option<u64>,
+    /// IPC mode; `None`: the engine's.
+    pub ipc: Option<String>,
+    /// Resource limits, `NAME=SOFT[:HARD]` (checked by [`DockerConfig::validate`]).
+    pub ulimits: Vec<String>,
+    /// GPUs of a job whose request names none.
+    pub gpus: u32,
 }
 
 impl DockerConfig {
@@ -116,6 +159,25 @@ impl DockerConfig {
                 root.display()
             ));
         }
+        if let Some(user) = &self.user
+            && !user
+                .split(':')
+                .all(|id| !id.is_empty() && id.bytes().all(|b| b.is_ascii_digit()))
+        {
+            return Err(format!(
+                "docker user {user:?} must be UID or UID:GID (numbers)"
+            ));
+        }
+        if let Some(ipc) = &self.ipc
+            && !matches!(ipc.as_str(), "private" | "shareable" | "host" | "none")
+        {
+            return Err(format!(
+                "docker ipc mode {ipc:?} must be private, shareable, host or none"
+            ));
+        }
+        for ulimit in &self.ulimits {
+            parse_ulimit(ulimit)?;
+        }
         if self.keep > Duration::from_secs(super::MAX_RETENTION_S) {
             return Err(format!(
                 "docker keep time must be at most {} s",
@@ -123,5 +185,53 @@ impl DockerConfig {
             ));
         }
         Ok(())
+    }
+}
+
+/// A resource limit `NAME=SOFT[:HARD]` (HARD defaults to SOFT) as name, soft and
+/// hard.
+///
+/// # Errors
+/// A message naming the bad limit.
+pub fn parse_ulimit(text: &str) -> Result<(String, i64, i64), String> {
+    let bad = || format!("docker ulimit {text:?} must be NAME=SOFT or NAME=SOFT:HARD");
+    let (name, values) = text.split_once('=').ok_or_else(bad)?;
+    if name.is_empty() || !name.bytes().all(|b| b.is_ascii_lowercase()) {
+        return Err(bad());
+    }
+    let (soft, hard) = values.split_once(':').unwrap_or((values, values));
+    let soft: i64 = soft.parse().map_err(|_| bad())?;
+    let hard: i64 = hard.parse().map_err(|_| bad())?;
+    if soft > hard {
+        return Err(format!(
+            "docker ulimit {text:?}: soft limit above the hard one"
+        ));
+    }
+    Ok((name.to_owned(), soft, hard))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ulimits_users_and_ipc_modes_are_checked() {
+        assert_eq!(
+            parse_ulimit("nofile=1024:4096").unwrap(),
+            ("nofile".into(), 1024, 4096)
+        );
+        assert_eq!(parse_ulimit("nproc=10").unwrap(), ("nproc".into(), 10, 10));
+        for bad in ["nofile", "=1", "nofile=a", "nofile=5:1", "NOFILE=1"] {
+            assert!(parse_ulimit(bad).is_err(), "{bad}");
+        }
+        let mut config = DockerArgs::default().config();
+        assert!(config.validate().is_ok());
+        config.user = Some("1000:1000".into());
+        assert!(config.validate().is_ok());
+        config.user = Some("root".into());
+        assert!(config.validate().is_err());
+        config.user = None;
+        config.ipc = Some("container:x".into());
+        assert!(config.validate().is_err());
     }
 }

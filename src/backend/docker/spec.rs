@@ -3,9 +3,10 @@
 //! worker's settings. Pure functions, so every rule is checked without an engine.
 
 use crate::config::DockerConfig;
+use crate::config::docker::parse_ulimit;
 use crate::protocol::LaunchRequest;
 use crate::protocol::bounded::bounded_to;
-use bollard::models::{ContainerCreateBody, HostConfig, Mount};
+use bollard::models::{ContainerCreateBody, DeviceRequest, HostConfig, Mount, ResourcesUlimits};
 use std::collections::HashMap;
 
 /// The label every container of this program carries.
@@ -96,6 +97,7 @@ pub fn container(
     mounts: Vec<Mount>,
 ) -> ContainerCreateBody {
     let resources = request.resources.clone().unwrap_or_default();
+    let gpus = resources.gpus.unwrap_or(config.gpus);
     let host_config = HostConfig {
         nano_cpus: resources
             .cpus
@@ -110,6 +112,30 @@ pub fn container(
         privileged: Some(false),
         init: Some(false),
         mounts: Some(mounts),
+        shm_size: config
+            .shm_size_mb
+            .map(|mb| i64::try_from(mb.saturating_mul(1024 * 1024)).unwrap_or(i64::MAX)),
+        ipc_mode: config.ipc.clone(),
+        ulimits: Some(
+            config
+                .ulimits
+                .iter()
+                .filter_map(|text| parse_ulimit(text).ok())
+                .map(|(name, soft, hard)| ResourcesUlimits {
+                    name: Some(name),
+                    soft: Some(soft),
+                    hard: Some(hard),
+                })
+                .collect(),
+        ),
+        // `gpus: 0` means none, whatever the site's default.
+        device_requests: (gpus > 0).then(|| {
+            vec![DeviceRequest {
+                count: Some(i64::from(gpus)),
+                capabilities: Some(vec![vec!["gpu".to_owned()]]),
+                ..DeviceRequest::default()
+            }]
+        }),
         ..HostConfig::default()
     };
     ContainerCreateBody {
@@ -125,6 +151,7 @@ pub fn container(
                 .collect(),
         ),
         working_dir: request.workdir.clone(),
+        user: config.user.clone(),
         labels: Some(labels(request, owner)),
         host_config: Some(host_config),
         ..ContainerCreateBody::default()
@@ -196,5 +223,40 @@ mod tests {
         assert_eq!(host.pids_limit, Some(config.pids_limit));
         assert_eq!(host.privileged, Some(false));
         assert_eq!(host.network_mode, None);
+        assert_eq!(host.device_requests, None);
+    }
+
+    #[test]
+    fn gpus_come_from_the_request_else_the_site_default_and_0_means_none() {
+        let mut config = DockerArgs::default().config();
+        config.gpus = 2;
+        config.ulimits = vec!["nofile=100:200".into()];
+        let mut request = LaunchRequest::new("j1", vec!["x".into()]);
+        let gpus = |request: &LaunchRequest| {
+            container(request, "i", &OWNER, &config, Vec::new())
+                .host_config
+                .unwrap()
+                .device_requests
+                .map(|requests| requests[0].count)
+        };
+        assert_eq!(gpus(&request), Some(Some(2)));
+        request.resources = Some(Resources {
+            gpus: Some(0),
+            ..Resources::default()
+        });
+        assert_eq!(gpus(&request), None);
+        request.resources = Some(Resources {
+            gpus: Some(1),
+            ..Resources::default()
+        });
+        assert_eq!(gpus(&request), Some(Some(1)));
+        let host = container(&request, "i", &OWNER, &config, Vec::new())
+            .host_config
+            .unwrap();
+        let ulimit = &host.ulimits.unwrap()[0];
+        assert_eq!(
+            (ulimit.name.as_deref(), ulimit.soft, ulimit.hard),
+            (Some("nofile"), Some(100), Some(200))
+        );
     }
 }
