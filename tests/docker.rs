@@ -571,3 +571,53 @@ async fn the_sites_user_shm_size_and_ulimits_hold_inside_the_container() {
     let shm_kib: Vec<&str> = lines[4].split_whitespace().collect();
     assert_eq!(shm_kib[1], "32768", "{log}");
 }
+
+#[tokio::test]
+async fn shutdown_terminates_the_containers_left_after_the_drain() {
+    if !engine_available() {
+        return;
+    }
+    test_image();
+    let mut system = System::start_with(|config| {
+        docker_worker(config);
+        config.drain_timeout = Duration::from_secs(1);
+    })
+    .await;
+    let job_id = unique("drained");
+    let script = "trap 'exit 0' TERM; echo ready; while true; do sleep 0.1; done";
+    system
+        .client
+        .launch(&in_container(&job_id, script))
+        .await
+        .unwrap();
+    system
+        .events_until(&job_id, |e| e.state == JobState::Running)
+        .await;
+    wait_for_output(&job_id, "ready").await;
+    system.shutdown_worker().await;
+    let events = system.events_until_terminal(&job_id).await;
+    assert_well_formed(&events);
+    let last = events.last().unwrap();
+    assert_eq!(last.state, JobState::Terminated, "{events:?}");
+    assert_eq!(last.reason.as_deref(), Some("WorkerShutdown"));
+    assert_eq!(last.exit_code, Some(0), "stopped politely: {last:?}");
+    wait_until_removed(&[&job_id]).await;
+}
+
+#[tokio::test]
+async fn an_ended_jobs_container_is_kept_for_keep_s() {
+    if !engine_available() {
+        return;
+    }
+    test_image();
+    let system = System::start_with(|config| {
+        docker_worker(config);
+        config.docker.keep = Duration::from_secs(5);
+    })
+    .await;
+    let job_id = unique("kept");
+    let events = system.run(&in_container(&job_id, "exit 0")).await;
+    assert_eq!(events.last().unwrap().state, JobState::Succeeded);
+    assert_eq!(containers_of(&job_id).len(), 1, "kept after its end");
+    wait_until_removed(&[&job_id]).await;
+}

@@ -62,7 +62,7 @@ pub struct DockerArgs {
     /// Size of a container's /dev/shm in MiB [default: the engine's, 64]
     #[arg(long = "docker-shm-size-mb", env = "FLARE_DOCKER_SHM_SIZE_MB")]
     pub shm_size_mb: Option<u64>,
-    /// IPC mode of containers: private, shareable or host [default: the engine's]
+    /// IPC mode of containers: private, shareable, host or none [default: the engine's]
     #[arg(long = "docker-ipc", env = "FLARE_DOCKER_IPC")]
     pub ipc: Option<String>,
     /// Resource limits of containers, NAME=SOFT[:HARD], comma-separated (e.g. nofile=1024:4096) [default: the engine's]
