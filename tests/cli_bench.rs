@@ -83,3 +83,41 @@ async fn bench_reports_every_job_its_latencies_and_the_worker_memory() {
 
     worker.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_docker_bench_measures_the_engine_floor_in_the_same_run() {
+    if !common::docker::engine_available() {
+        return;
+    }
+    let image = common::docker::test_image();
+    let server = NatsServer::start();
+    let data_dir = tempfile::tempdir().expect("temporary data dir");
+    let mut config = common::system::worker_config(&server.url(), data_dir.path().to_owned());
+    common::docker::docker_worker(&mut config);
+    let worker = Worker::start(config).await.expect("worker starts");
+
+    let output = tokio::process::Command::new(BIN)
+        .args(["--nats-url", &server.url(), "bench", "--backend", "docker"])
+        .args(["--image", image, "--jobs", "4", "--concurrency", "2"])
+        .args(["--warmup", "1", "--floor-containers", "2", "--json"])
+        .args(["--worker-pid", &std::process::id().to_string()])
+        .args(["--", "/bin/true"])
+        .output()
+        .await
+        .expect("run flare-launcher bench");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "bench failed:\n{stdout}\n{stderr}");
+    let result: serde_json::Value =
+        serde_json::from_str(stdout.trim()).expect("one JSON object on stdout");
+    assert_eq!(result["succeeded"], 4, "{result}");
+    assert_eq!(result["backend"], "docker", "{result}");
+    let floors = result["engine_floor"].as_array().expect("engine floor");
+    assert_eq!(floors.len(), 2, "{result}");
+    for (floor, concurrency) in floors.iter().zip([1, 2]) {
+        assert_eq!(floor["concurrency"], concurrency, "{result}");
+        assert_eq!(floor["create_start"]["count"], 2, "{result}");
+        assert!(floor["containers_per_s"].as_f64().is_some_and(|n| n > 0.0));
+    }
+    worker.shutdown().await;
+}
