@@ -23,57 +23,86 @@ pub enum PullPolicy {
 }
 
 /// The Docker options as each layer gives them (flags and environment, or the
-/// `[docker]` table).
+/// `[docker]` table). Each flag has an id of its own (its long name), so that
+/// none shadows a global option of the same field name (`user` of NATS).
 #[derive(Debug, Clone, Default, PartialEq, clap::Args, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DockerArgs {
     /// Docker engine address (unix:///var/run/docker.sock, tcp://HOST:PORT) [default: DOCKER_HOST, else the local socket]
-    #[arg(long = "docker-host", env = "FLARE_DOCKER_HOST")]
+    #[arg(id = "docker-host", long = "docker-host", env = "FLARE_DOCKER_HOST")]
     pub host: Option<String>,
     /// Network containers join [default: the engine's default bridge]
-    #[arg(long = "docker-network", env = "FLARE_DOCKER_NETWORK")]
+    #[arg(
+        id = "docker-network",
+        long = "docker-network",
+        env = "FLARE_DOCKER_NETWORK"
+    )]
     pub network: Option<String>,
     /// When images are pulled: always, if-missing or never [default: if-missing]
-    #[arg(long = "docker-pull", env = "FLARE_DOCKER_PULL", value_enum)]
+    #[arg(
+        id = "docker-pull",
+        long = "docker-pull",
+        env = "FLARE_DOCKER_PULL",
+        value_enum
+    )]
     pub pull: Option<PullPolicy>,
     /// Most processes in one container [default: 4096]
-    #[arg(long = "docker-pids-limit", env = "FLARE_DOCKER_PIDS_LIMIT")]
+    #[arg(
+        id = "docker-pids-limit",
+        long = "docker-pids-limit",
+        env = "FLARE_DOCKER_PIDS_LIMIT"
+    )]
     pub pids_limit: Option<i64>,
     /// Seconds an ended job's container is kept (for debugging) before it is removed [default: 0]
-    #[arg(long = "docker-keep-s", env = "FLARE_DOCKER_KEEP_S")]
+    #[arg(
+        id = "docker-keep-s",
+        long = "docker-keep-s",
+        env = "FLARE_DOCKER_KEEP_S"
+    )]
     pub keep_s: Option<u64>,
     /// Host directories below which jobs may mount host paths, comma-separated [default: none, no host mounts]
     #[arg(
+        id = "docker-host-roots",
         long = "docker-host-roots",
         env = "FLARE_DOCKER_HOST_ROOTS",
         value_delimiter = ','
     )]
     pub host_roots: Option<Vec<PathBuf>>,
     /// Directory whose files `secret:NAME` mounts give jobs, read-only [default: none, no secret mounts]
-    #[arg(long = "docker-secrets-dir", env = "FLARE_DOCKER_SECRETS_DIR")]
+    #[arg(
+        id = "docker-secrets-dir",
+        long = "docker-secrets-dir",
+        env = "FLARE_DOCKER_SECRETS_DIR"
+    )]
     pub secrets_dir: Option<PathBuf>,
     /// User containers run as, UID[:GID] [default: the image's]
     #[arg(
+        id = "docker-user",
         long = "docker-user",
         env = "FLARE_DOCKER_USER",
         value_name = "UID[:GID]"
     )]
     pub user: Option<String>,
     /// Size of a container's /dev/shm in MiB [default: the engine's, 64]
-    #[arg(long = "docker-shm-size-mb", env = "FLARE_DOCKER_SHM_SIZE_MB")]
+    #[arg(
+        id = "docker-shm-size-mb",
+        long = "docker-shm-size-mb",
+        env = "FLARE_DOCKER_SHM_SIZE_MB"
+    )]
     pub shm_size_mb: Option<u64>,
     /// IPC mode of containers: private, shareable, host or none [default: the engine's]
-    #[arg(long = "docker-ipc", env = "FLARE_DOCKER_IPC")]
+    #[arg(id = "docker-ipc", long = "docker-ipc", env = "FLARE_DOCKER_IPC")]
     pub ipc: Option<String>,
     /// Resource limits of containers, NAME=SOFT[:HARD], comma-separated (e.g. nofile=1024:4096) [default: the engine's]
     #[arg(
+        id = "docker-ulimits",
         long = "docker-ulimits",
         env = "FLARE_DOCKER_ULIMITS",
         value_delimiter = ','
     )]
     pub ulimits: Option<Vec<String>>,
     /// GPUs a job gets when its request names none (`resources.gpus`) [default: 0]
-    #[arg(long = "docker-gpus", env = "FLARE_DOCKER_GPUS")]
+    #[arg(id = "docker-gpus", long = "docker-gpus", env = "FLARE_DOCKER_GPUS")]
     pub gpus: Option<u32>,
 }
 
