@@ -30,7 +30,10 @@ impl Compose {
 
 impl Drop for Compose {
     fn drop(&mut self) {
-        let _ = self.command().args(["down", "-v", "--timeout", "60"]).output();
+        let _ = self
+            .command()
+            .args(["down", "-v", "--timeout", "60"])
+            .output();
     }
 }
 

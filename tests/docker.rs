@@ -621,3 +621,33 @@ async fn an_ended_jobs_container_is_kept_for_keep_s() {
     assert_eq!(containers_of(&job_id).len(), 1, "kept after its end");
     wait_until_removed(&[&job_id]).await;
 }
+
+#[tokio::test]
+async fn the_sites_workspace_gives_the_job_its_folder_and_startup_read_only() {
+    if !engine_available() {
+        return;
+    }
+    test_image();
+    let mut system = System::without_worker(docker_worker).await;
+    let workspace = system.path("workspace");
+    std::fs::create_dir_all(workspace.join("startup")).unwrap();
+    std::fs::write(workspace.join("startup/fed_client.json"), "{}\n").unwrap();
+    system.config.docker.workspace = Some(workspace.clone());
+    system.start_worker().await;
+    let job_id = unique("ws");
+    let ws = workspace.display();
+    let script = format!(
+        "cat {ws}/startup/fed_client.json; (echo x > {ws}/startup/new) 2>/dev/null || echo read-only; \
+         echo result > {ws}/{job_id}/out"
+    );
+    let events = system.run(&in_container(&job_id, &script)).await;
+    assert_eq!(
+        events.last().unwrap().state,
+        JobState::Succeeded,
+        "{events:?}"
+    );
+    let log = std::fs::read_to_string(log_path(&events)).expect("the job's log");
+    assert_eq!(log, "{}\nread-only\n");
+    let out = std::fs::read_to_string(workspace.join(&job_id).join("out")).unwrap();
+    assert_eq!(out, "result\n");
+}

@@ -101,6 +101,21 @@ pub struct DockerArgs {
         value_delimiter = ','
     )]
     pub ulimits: Option<Vec<String>>,
+    /// Host directory of the site's NVFlare workspace: each job gets its folder JOB_ID there, read-write, at the same path [default: none]
+    #[arg(
+        id = "docker-workspace",
+        long = "docker-workspace",
+        env = "FLARE_DOCKER_WORKSPACE"
+    )]
+    pub workspace: Option<PathBuf>,
+    /// Folders of the workspace every job also gets, read-only, comma-separated [default: startup,local]
+    #[arg(
+        id = "docker-workspace-read-only",
+        long = "docker-workspace-read-only",
+        env = "FLARE_DOCKER_WORKSPACE_READ_ONLY",
+        value_delimiter = ','
+    )]
+    pub workspace_read_only: Option<Vec<String>>,
     /// GPUs a job gets when its request names none (`resources.gpus`) [default: 0]
     #[arg(id = "docker-gpus", long = "docker-gpus", env = "FLARE_DOCKER_GPUS")]
     pub gpus: Option<u32>,
@@ -122,6 +137,8 @@ impl DockerArgs {
             ipc: self.ipc.or(fallback.ipc),
             ulimits: self.ulimits.or(fallback.ulimits),
             gpus: self.gpus.or(fallback.gpus),
+            workspace: self.workspace.or(fallback.workspace),
+            workspace_read_only: self.workspace_read_only.or(fallback.workspace_read_only),
         }
     }
 
@@ -140,6 +157,11 @@ impl DockerArgs {
             ipc: self.ipc.clone(),
             ulimits: self.ulimits.clone().unwrap_or_default(),
             gpus: self.gpus.unwrap_or(0),
+            workspace: self.workspace.clone(),
+            workspace_read_only: self
+                .workspace_read_only
+                .clone()
+                .unwrap_or_else(|| vec!["startup".into(), "local".into()]),
         }
     }
 }
@@ -171,6 +193,10 @@ pub struct DockerConfig {
     pub ulimits: Vec<String>,
     /// GPUs of a job whose request names none.
     pub gpus: u32,
+    /// The site's workspace on the host, if jobs get it.
+    pub workspace: Option<PathBuf>,
+    /// Its folders every job gets read-only.
+    pub workspace_read_only: Vec<String>,
 }
 
 impl DockerConfig {
@@ -202,6 +228,19 @@ impl DockerConfig {
         {
             return Err(format!(
                 "docker ipc mode {ipc:?} must be private, shareable, host or none"
+            ));
+        }
+        if let Some(root) = self.workspace.as_ref().filter(|root| !root.is_absolute()) {
+            return Err(format!(
+                "docker workspace {} must be an absolute path",
+                root.display()
+            ));
+        }
+        if let Some(name) = self.workspace_read_only.iter().find(|name| {
+            name.is_empty() || name.contains('/') || matches!(name.as_str(), "." | "..")
+        }) {
+            return Err(format!(
+                "docker workspace folder {name:?} must be one plain folder name"
             ));
         }
         for ulimit in &self.ulimits {

@@ -22,7 +22,7 @@ use bollard::query_parameters::{
     CreateContainerOptions, KillContainerOptions, RemoveContainerOptions,
 };
 use image::{ImageError, Puller};
-use mounts::MountPolicy;
+use mounts::{MountPolicy, Workspace};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -107,6 +107,10 @@ impl DockerBackend {
             mount_policy: MountPolicy {
                 host_roots: settings.config.host_roots.clone(),
                 secrets_dir: settings.config.secrets_dir.clone(),
+                workspace: settings.config.workspace.clone().map(|root| Workspace {
+                    root,
+                    read_only: settings.config.workspace_read_only.clone(),
+                }),
             },
             docker,
             settings,
@@ -315,7 +319,7 @@ impl Backend for DockerBackend {
             .as_deref()
             .filter(|image| !image.is_empty())
             .ok_or_else(|| LaunchError::Unsupported("the docker backend needs an image".into()))?;
-        let mounts = mounts::docker_mounts(&request.mounts, &self.mount_policy)?;
+        let mounts = mounts::docker_mounts(&request.job_id, &request.mounts, &self.mount_policy)?;
         let log = crate::job_logs::today(&self.settings.log_dir)
             .map_err(|e| {
                 LaunchError::Spawn(format!("could not create the job's log directory: {e}"))

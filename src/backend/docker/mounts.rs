@@ -2,7 +2,9 @@
 //! binds only below the roots the worker allows (the path resolved first, so no
 //! `..` nor symlink leads out), `pvc:NAME` as the named volume NAME, `secret:NAME`
 //! as a read-only bind of the file or directory NAME in the worker's secrets
-//! directory, `emptydir:` as a tmpfs.
+//! directory, `emptydir:` as a tmpfs; and, when the worker has an NVFlare-style
+//! workspace, the job's own folder in it read-write and the listed folders
+//! read-only, each at its host path.
 
 use crate::backend::LaunchError;
 use crate::protocol::bounded::quoted;
@@ -17,6 +19,17 @@ pub struct MountPolicy {
     pub host_roots: Vec<PathBuf>,
     /// The directory `secret:NAME` mounts come from; `None`: none allowed.
     pub secrets_dir: Option<PathBuf>,
+    /// The site's workspace, if jobs get it.
+    pub workspace: Option<Workspace>,
+}
+
+/// An NVFlare-style workspace on the host.
+#[derive(Debug, Clone)]
+pub struct Workspace {
+    /// Its root.
+    pub root: PathBuf,
+    /// Its folders every job gets read-only (`startup`, `local`).
+    pub read_only: Vec<String>,
 }
 
 /// The Docker mounts of a request.
@@ -26,10 +39,56 @@ pub struct MountPolicy {
 /// source is not there; [`LaunchError::Unsupported`] for a volume name Docker
 /// cannot take.
 pub fn docker_mounts(
+    job_id: &str,
     mounts: &[Mount],
     policy: &MountPolicy,
 ) -> Result<Vec<DockerMount>, LaunchError> {
-    mounts.iter().map(|mount| one(mount, policy)).collect()
+    let mut docker: Vec<DockerMount> = mounts
+        .iter()
+        .map(|mount| one(mount, policy))
+        .collect::<Result<_, _>>()?;
+    if let Some(workspace) = &policy.workspace {
+        docker.extend(workspace_mounts(job_id, workspace)?);
+    }
+    Ok(docker)
+}
+
+/// The job's folder of the workspace (made if missing), read-write, and the
+/// shared folders, read-only, each at its host path.
+fn workspace_mounts(job_id: &str, workspace: &Workspace) -> Result<Vec<DockerMount>, LaunchError> {
+    // A job id may be `..`, which names no folder of its own.
+    if matches!(job_id, "." | "..") {
+        return Err(LaunchError::MountNotAllowed(format!(
+            "job id {job_id:?} names no folder of the workspace"
+        )));
+    }
+    let job_folder = workspace.root.join(job_id);
+    std::fs::create_dir_all(&job_folder).map_err(|e| {
+        LaunchError::Spawn(format!(
+            "cannot create the job's workspace folder {}: {e}",
+            job_folder.display()
+        ))
+    })?;
+    let bind = |path: PathBuf, read_only: bool| {
+        let path = path.to_string_lossy().into_owned();
+        DockerMount {
+            target: Some(path.clone()),
+            source: Some(path),
+            typ: Some(MountType::BIND),
+            read_only: Some(read_only),
+            ..DockerMount::default()
+        }
+    };
+    let mut mounts = vec![bind(job_folder, false)];
+    mounts.extend(
+        workspace
+            .read_only
+            .iter()
+            .map(|name| workspace.root.join(name))
+            .filter(|folder| folder.is_dir())
+            .map(|folder| bind(folder, true)),
+    );
+    Ok(mounts)
 }
 
 fn one(mount: &Mount, policy: &MountPolicy) -> Result<DockerMount, LaunchError> {
@@ -144,10 +203,10 @@ mod tests {
         std::os::unix::fs::symlink(dir.path().join("outside"), root.join("link")).unwrap();
         let policy = MountPolicy {
             host_roots: vec![root.clone()],
-            secrets_dir: None,
+            ..MountPolicy::default()
         };
         let inside = format!("host:{}", root.join("data").display());
-        let mounted = docker_mounts(&[mount(&inside)], &policy).unwrap();
+        let mounted = docker_mounts("j", &[mount(&inside)], &policy).unwrap();
         assert_eq!(mounted[0].typ, Some(MountType::BIND));
         for escape in [
             format!("host:{}/data/../../outside", root.display()),
@@ -155,10 +214,10 @@ mod tests {
             "host:/etc".to_owned(),
             format!("host:{}/missing", root.display()),
         ] {
-            let refused = docker_mounts(&[mount(&escape)], &policy).unwrap_err();
+            let refused = docker_mounts("j", &[mount(&escape)], &policy).unwrap_err();
             assert_eq!(refused.reason(), "MountNotAllowed", "{escape}: {refused}");
         }
-        let none = docker_mounts(&[mount(&inside)], &MountPolicy::default()).unwrap_err();
+        let none = docker_mounts("j", &[mount(&inside)], &MountPolicy::default()).unwrap_err();
         assert_eq!(none.reason(), "MountNotAllowed");
     }
 
@@ -167,10 +226,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("token"), "t").unwrap();
         let policy = MountPolicy {
-            host_roots: Vec::new(),
             secrets_dir: Some(dir.path().to_owned()),
+            ..MountPolicy::default()
         };
-        let mounted = docker_mounts(&[mount("secret:token")], &policy).unwrap();
+        let mounted = docker_mounts("j", &[mount("secret:token")], &policy).unwrap();
         assert_eq!(mounted[0].read_only, Some(true));
         for bad in [
             "secret:../token",
@@ -178,7 +237,7 @@ mod tests {
             "secret:..",
             "secret:missing",
         ] {
-            let refused = docker_mounts(&[mount(bad)], &policy).unwrap_err();
+            let refused = docker_mounts("j", &[mount(bad)], &policy).unwrap_err();
             assert_eq!(refused.reason(), "MountNotAllowed", "{bad}");
         }
     }
@@ -186,11 +245,42 @@ mod tests {
     #[test]
     fn volumes_and_tmpfs() {
         let policy = MountPolicy::default();
-        let mounted = docker_mounts(&[mount("pvc:data-1"), mount("emptydir:")], &policy).unwrap();
+        let mounted =
+            docker_mounts("j", &[mount("pvc:data-1"), mount("emptydir:")], &policy).unwrap();
         assert_eq!(mounted[0].typ, Some(MountType::VOLUME));
         assert_eq!(mounted[0].source.as_deref(), Some("data-1"));
         assert_eq!(mounted[1].typ, Some(MountType::TMPFS));
-        let bad = docker_mounts(&[mount("pvc:-x")], &policy).unwrap_err();
+        let bad = docker_mounts("j", &[mount("pvc:-x")], &policy).unwrap_err();
         assert_eq!(bad.reason(), "InvalidRequest");
+    }
+
+    #[test]
+    fn the_workspace_gives_the_jobs_folder_and_the_shared_folders_read_only() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("startup")).unwrap();
+        let policy = MountPolicy {
+            workspace: Some(Workspace {
+                root: dir.path().to_owned(),
+                read_only: vec!["startup".into(), "local".into()],
+            }),
+            ..MountPolicy::default()
+        };
+        let mounted = docker_mounts("job-1", &[], &policy).unwrap();
+        let job_folder = dir.path().join("job-1");
+        assert!(job_folder.is_dir(), "made for the job");
+        let seen: Vec<(String, bool)> = mounted
+            .iter()
+            .map(|m| (m.target.clone().unwrap(), m.read_only.unwrap()))
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                (job_folder.display().to_string(), false),
+                (dir.path().join("startup").display().to_string(), true),
+            ],
+            "a missing shared folder is left out"
+        );
+        let refused = docker_mounts("..", &[], &policy).unwrap_err();
+        assert_eq!(refused.reason(), "MountNotAllowed");
     }
 }
