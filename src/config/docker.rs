@@ -116,6 +116,13 @@ pub struct DockerArgs {
         value_delimiter = ','
     )]
     pub workspace_read_only: Option<Vec<String>>,
+    /// Docker config.json whose `auths` give registry credentials for pulls [default: $DOCKER_CONFIG/config.json, else ~/.docker/config.json]
+    #[arg(
+        id = "docker-auth-file",
+        long = "docker-auth-file",
+        env = "FLARE_DOCKER_AUTH_FILE"
+    )]
+    pub auth_file: Option<PathBuf>,
     /// GPUs a job gets when its request names none (`resources.gpus`) [default: 0]
     #[arg(id = "docker-gpus", long = "docker-gpus", env = "FLARE_DOCKER_GPUS")]
     pub gpus: Option<u32>,
@@ -137,6 +144,7 @@ impl DockerArgs {
             ipc: self.ipc.or(fallback.ipc),
             ulimits: self.ulimits.or(fallback.ulimits),
             gpus: self.gpus.or(fallback.gpus),
+            auth_file: self.auth_file.or(fallback.auth_file),
             workspace: self.workspace.or(fallback.workspace),
             workspace_read_only: self.workspace_read_only.or(fallback.workspace_read_only),
         }
@@ -157,6 +165,7 @@ impl DockerArgs {
             ipc: self.ipc.clone(),
             ulimits: self.ulimits.clone().unwrap_or_default(),
             gpus: self.gpus.unwrap_or(0),
+            auth_file: self.auth_file.clone(),
             workspace: self.workspace.clone(),
             workspace_read_only: self
                 .workspace_read_only
@@ -193,6 +202,9 @@ pub struct DockerConfig {
     pub ulimits: Vec<String>,
     /// GPUs of a job whose request names none.
     pub gpus: u32,
+    /// The Docker `config.json` registry credentials come from; `None`:
+    /// Docker's own.
+    pub auth_file: Option<PathBuf>,
     /// The site's workspace on the host, if jobs get it.
     pub workspace: Option<PathBuf>,
     /// Its folders every job gets read-only.

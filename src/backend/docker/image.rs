@@ -3,12 +3,15 @@
 //! worker's log, and an image that cannot be had told apart from a pull that
 //! failed.
 
+use super::credentials;
 use bollard::Docker;
+use bollard::auth::DockerCredentials;
 use bollard::errors::Error as DockerError;
 use bollard::query_parameters::CreateImageOptions;
 use futures::StreamExt;
 use futures::future::{BoxFuture, FutureExt, Shared};
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::time::Instant;
@@ -43,14 +46,18 @@ type Pull = Shared<BoxFuture<'static, Result<(), ImageError>>>;
 #[derive(Clone)]
 pub struct Puller {
     docker: Docker,
+    /// The Docker `config.json` registry credentials come from.
+    auth_file: Option<PathBuf>,
     pulls: Arc<Mutex<HashMap<String, Pull>>>,
 }
 
 impl Puller {
-    /// No pull under way.
-    pub fn new(docker: Docker) -> Self {
+    /// No pull under way; credentials from `auth_file` when it has some for
+    /// the image's registry.
+    pub fn new(docker: Docker, auth_file: Option<PathBuf>) -> Self {
         Puller {
             docker,
+            auth_file,
             pulls: Arc::new(Mutex::new(HashMap::new())),
         }
     }
@@ -68,8 +75,12 @@ impl Puller {
                     let docker = self.docker.clone();
                     let pulls = self.pulls.clone();
                     let image = image.to_owned();
+                    let credentials = self
+                        .auth_file
+                        .as_deref()
+                        .and_then(|file| credentials::for_image(file, &image));
                     async move {
-                        let pulled = pull_once(&docker, &image).await;
+                        let pulled = pull_once(&docker, &image, credentials).await;
                         pulls
                             .lock()
                             .unwrap_or_else(|p| p.into_inner())
@@ -96,7 +107,11 @@ fn with_tag(image: &str) -> String {
     }
 }
 
-async fn pull_once(docker: &Docker, image: &str) -> Result<(), ImageError> {
+async fn pull_once(
+    docker: &Docker,
+    image: &str,
+    credentials: Option<DockerCredentials>,
+) -> Result<(), ImageError> {
     tracing::info!(image, "pulling image");
     let started = Instant::now();
     let mut progress_at = started + PROGRESS_EVERY;
@@ -106,7 +121,7 @@ async fn pull_once(docker: &Docker, image: &str) -> Result<(), ImageError> {
             ..CreateImageOptions::default()
         }),
         None,
-        None,
+        credentials,
     );
     while let Some(item) = stream.next().await {
         match item {

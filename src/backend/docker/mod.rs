@@ -6,6 +6,7 @@
 //! the job's log file once the container ended, and the container is removed once
 //! the job's end is recorded.
 
+mod credentials;
 mod image;
 mod mounts;
 mod spec;
@@ -103,7 +104,14 @@ impl DockerBackend {
         let watch = Watch::new(docker.clone(), &settings.worker_id);
         let events = tokio::spawn(watch.clone().run());
         Ok(DockerBackend {
-            puller: Puller::new(docker.clone()),
+            puller: Puller::new(
+                docker.clone(),
+                settings
+                    .config
+                    .auth_file
+                    .clone()
+                    .or_else(credentials::default_auth_file),
+            ),
             mount_policy: MountPolicy {
                 host_roots: settings.config.host_roots.clone(),
                 secrets_dir: settings.config.secrets_dir.clone(),

@@ -9,6 +9,7 @@
 
 use super::spec;
 use crate::backend::Observation;
+use crate::protocol::bounded::bounded;
 use crate::protocol::reason;
 use crate::state::Exit;
 use backon::BackoffBuilder;
@@ -153,7 +154,9 @@ impl Watch {
             }
             Err(e) => Observation::Vanished {
                 reason: reason::WORKLOAD_VANISHED,
-                message: format!("its container {name} cannot be inspected any more: {e}"),
+                message: bounded(&format!(
+                    "its container {name} cannot be inspected any more: {e}"
+                )),
             },
         };
         self.tell(job_id, observation);
