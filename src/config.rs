@@ -4,12 +4,16 @@
 //! Every flag is an `Option` so that a layer that says nothing lets the next one
 //! speak; defaults are applied last, in [`Settings::worker_config`] and friends.
 
+pub mod docker;
+
 use crate::nats::connect::NatsArgs;
 use crate::nats::subjects::check_token;
 use crate::protocol::BackendKind;
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+
+pub use docker::{DockerArgs, DockerConfig, PullPolicy};
 
 /// Default subject prefix.
 pub const DEFAULT_SUBJECT_PREFIX: &str = crate::nats::subjects::DEFAULT_PREFIX;
@@ -67,9 +71,12 @@ pub struct GlobalArgs {
 #[derive(Debug, Clone, Default, PartialEq, clap::Args, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WorkerArgs {
-    /// Backend for requests that name none: process, docker or k8s [default: process]
+    /// Backend for requests that name none: process, docker or k8s [default: the first of --backends, else process]
     #[arg(long, env = "FLARE_BACKEND")]
     pub backend: Option<BackendKind>,
+    /// Every backend this worker runs jobs on, comma-separated [default: just --backend]
+    #[arg(long, env = "FLARE_BACKENDS", value_delimiter = ',')]
+    pub backends: Option<Vec<BackendKind>>,
     /// Worker id in records and events [default: hostname plus a short random suffix]
     #[arg(long, env = "FLARE_WORKER_ID")]
     pub worker_id: Option<String>,
@@ -110,6 +117,10 @@ pub struct WorkerArgs {
         value_delimiter = ','
     )]
     pub job_env_deny: Option<Vec<String>>,
+    /// The Docker backend's options.
+    #[command(flatten)]
+    #[serde(default)]
+    pub docker: DockerArgs,
 }
 
 impl WorkerArgs {
@@ -124,6 +135,7 @@ impl WorkerArgs {
             };
         WorkerArgs {
             backend: self.backend.or(fallback.backend),
+            backends: self.backends.or(fallback.backends),
             worker_id: self.worker_id.or(fallback.worker_id),
             data_dir: self.data_dir.or(fallback.data_dir),
             max_jobs: self.max_jobs.or(fallback.max_jobs),
@@ -134,6 +146,7 @@ impl WorkerArgs {
             job_user: self.job_user.or(fallback.job_user),
             job_env_allow,
             job_env_deny,
+            docker: self.docker.or(fallback.docker),
         }
     }
 }
@@ -146,6 +159,7 @@ struct FileWorker {
     pool: Option<String>,
     log_format: Option<LogFormat>,
     backend: Option<BackendKind>,
+    backends: Option<Vec<BackendKind>>,
     worker_id: Option<String>,
     data_dir: Option<PathBuf>,
     max_jobs: Option<usize>,
@@ -166,6 +180,8 @@ struct FileConfig {
     nats: NatsArgs,
     #[serde(default)]
     worker: FileWorker,
+    #[serde(default)]
+    docker: DockerArgs,
 }
 
 /// A config file that cannot be used.
@@ -217,6 +233,7 @@ impl Settings {
         };
         let file_worker = WorkerArgs {
             backend: file.worker.backend,
+            backends: file.worker.backends,
             worker_id: file.worker.worker_id,
             data_dir: file.worker.data_dir,
             max_jobs: file.worker.max_jobs,
@@ -227,6 +244,7 @@ impl Settings {
             job_user: file.worker.job_user,
             job_env_allow: file.worker.job_env_allow,
             job_env_deny: file.worker.job_env_deny,
+            docker: file.docker,
         };
         Ok(Settings {
             nats: global.nats.or(file.nats),
@@ -253,13 +271,18 @@ impl Settings {
         let given = w.worker_id.clone().or_else(|| kept_worker_id(&data_dir));
         let keep_worker_id = given.is_none();
         let worker_id = given.unwrap_or_else(default_worker_id);
+        let backend = w
+            .backend
+            .or_else(|| w.backends.as_ref()?.first().copied())
+            .unwrap_or(BackendKind::Process);
         WorkerConfig {
             nats: self.nats.clone(),
             subject_prefix: self.subject_prefix.clone(),
             pool: self.pool.clone(),
             worker_id,
             keep_worker_id,
-            backend: w.backend.unwrap_or(BackendKind::Process),
+            backend,
+            backends: w.backends.clone().unwrap_or_else(|| vec![backend]),
             data_dir,
             max_jobs: w.max_jobs.unwrap_or(DEFAULT_MAX_JOBS),
             drain_timeout: Duration::from_secs(
@@ -272,6 +295,7 @@ impl Settings {
             job_user: w.job_user.clone(),
             job_env_allow: w.job_env_allow.clone(),
             job_env_deny: w.job_env_deny.clone(),
+            docker: w.docker.config(),
         }
     }
 }
@@ -308,6 +332,8 @@ pub struct WorkerConfig {
     pub keep_worker_id: bool,
     /// Backend for requests that name none.
     pub backend: BackendKind,
+    /// Every backend of the worker (`backend` among them).
+    pub backends: Vec<BackendKind>,
     /// Job logs and local state.
     pub data_dir: PathBuf,
     /// Most jobs at once.
@@ -330,6 +356,8 @@ pub struct WorkerConfig {
     pub job_env_allow: Option<Vec<String>>,
     /// Worker variables jobs do not inherit (names, `PREFIX*`), if given.
     pub job_env_deny: Option<Vec<String>>,
+    /// The Docker backend's options.
+    pub docker: DockerConfig,
 }
 
 impl WorkerConfig {
@@ -381,6 +409,13 @@ impl WorkerConfig {
                 "max request bytes must be at least {MIN_MAX_REQUEST_BYTES}"
             ));
         }
+        if !self.backends.contains(&self.backend) {
+            return Err(format!(
+                "the backend for requests that name none ({}) must be one of the worker's backends",
+                self.backend
+            ));
+        }
+        self.docker.validate()?;
         if !(1..=MAX_RETENTION_S).contains(&self.retention.as_secs()) {
             return Err(format!(
                 "retention must be between 1 and {MAX_RETENTION_S} s (how long the events stream keeps events)"
@@ -508,6 +543,53 @@ mod tests {
         });
         assert_eq!(flag.job_env_allow, Some(vec!["PATH".to_string()]));
         assert_eq!(flag.job_env_deny, None, "the file's deny-list gives way");
+    }
+
+    #[test]
+    fn backends_and_the_docker_table_merge_like_every_option() {
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        writeln!(
+            file,
+            "[worker]\nbackends = [\"docker\", \"process\"]\n[docker]\nnetwork = \"jobs\"\npull = \"never\"\nkeep_s = 60"
+        )
+        .unwrap();
+        let load = |worker: WorkerArgs| {
+            let global = GlobalArgs {
+                config: Some(file.path().to_owned()),
+                ..GlobalArgs::default()
+            };
+            Settings::load(global, worker).unwrap().worker_config()
+        };
+        let from_file = load(WorkerArgs::default());
+        assert_eq!(
+            from_file.backends,
+            [BackendKind::Docker, BackendKind::Process]
+        );
+        assert_eq!(from_file.backend, BackendKind::Docker, "the first listed");
+        assert_eq!(from_file.docker.network.as_deref(), Some("jobs"));
+        assert_eq!(from_file.docker.pull, PullPolicy::Never);
+        assert_eq!(from_file.docker.keep, Duration::from_secs(60));
+        assert_eq!(from_file.docker.pids_limit, docker::DEFAULT_PIDS_LIMIT);
+        assert!(from_file.validate().is_ok());
+        let flags = load(WorkerArgs {
+            backend: Some(BackendKind::Process),
+            docker: DockerArgs {
+                keep_s: Some(5),
+                ..DockerArgs::default()
+            },
+            ..WorkerArgs::default()
+        });
+        assert_eq!(flags.backend, BackendKind::Process);
+        assert_eq!(flags.docker.keep, Duration::from_secs(5));
+        assert_eq!(flags.docker.network.as_deref(), Some("jobs"));
+        let alone = WorkerConfig::new("nats://127.0.0.1:4222", PathBuf::from("/tmp/x"));
+        assert_eq!(alone.backends, [BackendKind::Process]);
+        let mut outside = alone.clone();
+        outside.backend = BackendKind::Docker;
+        assert!(
+            outside.validate().is_err(),
+            "the default must be a backend of the worker"
+        );
     }
 
     #[test]

@@ -9,6 +9,21 @@ use flare_launcher::worker::Worker;
 
 const BIN: &str = env!("CARGO_BIN_EXE_flare-launcher");
 
+/// Runs `flare-launcher bench --json ARGS` against `server` and returns its
+/// result; fails the test when the bench fails.
+async fn bench_json(server: &NatsServer, args: &[&str]) -> serde_json::Value {
+    let output = tokio::process::Command::new(BIN)
+        .args(["--nats-url", &server.url(), "bench", "--json"])
+        .args(args)
+        .output()
+        .await
+        .expect("run flare-launcher bench");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "bench failed:\n{stdout}\n{stderr}");
+    serde_json::from_str(stdout.trim()).expect("one JSON object on stdout")
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn bench_reports_every_job_its_latencies_and_the_worker_memory() {
     let server = NatsServer::start();
@@ -20,31 +35,21 @@ async fn bench_reports_every_job_its_latencies_and_the_worker_memory() {
     .await
     .expect("worker starts");
 
-    let output = tokio::process::Command::new(BIN)
-        .args([
-            "--nats-url",
-            &server.url(),
-            "bench",
+    let pid = std::process::id().to_string();
+    let result = bench_json(
+        &server,
+        &[
             "--jobs",
             "30",
             "--concurrency",
             "5",
-        ])
-        .args([
             "--warmup",
             "2",
-            "--json",
             "--worker-pid",
-            &std::process::id().to_string(),
-        ])
-        .output()
-        .await
-        .expect("run flare-launcher bench");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "bench failed:\n{stdout}\n{stderr}");
-    let result: serde_json::Value =
-        serde_json::from_str(stdout.trim()).expect("one JSON object on stdout");
+            &pid,
+        ],
+    )
+    .await;
 
     assert_eq!(result["jobs"], 30, "{result}");
     assert_eq!(result["completed"], 30, "{result}");
@@ -81,5 +86,52 @@ async fn bench_reports_every_job_its_latencies_and_the_worker_memory() {
         "{result}"
     );
 
+    worker.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_docker_bench_measures_the_engine_floor_in_the_same_run() {
+    if !common::docker::engine_available() {
+        return;
+    }
+    let image = common::docker::test_image();
+    let server = NatsServer::start();
+    let data_dir = tempfile::tempdir().expect("temporary data dir");
+    let mut config = common::system::worker_config(&server.url(), data_dir.path().to_owned());
+    common::docker::docker_worker(&mut config);
+    let worker = Worker::start(config).await.expect("worker starts");
+
+    let pid = std::process::id().to_string();
+    let result = bench_json(
+        &server,
+        &[
+            "--backend",
+            "docker",
+            "--image",
+            image,
+            "--jobs",
+            "4",
+            "--concurrency",
+            "2",
+            "--warmup",
+            "1",
+            "--floor-containers",
+            "2",
+            "--worker-pid",
+            &pid,
+            "--",
+            "/bin/true",
+        ],
+    )
+    .await;
+    assert_eq!(result["succeeded"], 4, "{result}");
+    assert_eq!(result["backend"], "docker", "{result}");
+    let floors = result["engine_floor"].as_array().expect("engine floor");
+    assert_eq!(floors.len(), 2, "{result}");
+    for (floor, concurrency) in floors.iter().zip([1, 2]) {
+        assert_eq!(floor["concurrency"], concurrency, "{result}");
+        assert_eq!(floor["create_start"]["count"], 2, "{result}");
+        assert!(floor["containers_per_s"].as_f64().is_some_and(|n| n > 0.0));
+    }
     worker.shutdown().await;
 }

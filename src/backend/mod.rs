@@ -6,6 +6,7 @@
 //! event stream or Kubernetes watch for the container backends), so a job task
 //! costs nothing while its workload runs.
 
+pub mod docker;
 pub mod job_env;
 pub mod job_user;
 pub mod process;
@@ -31,6 +32,9 @@ pub enum Observation {
         /// Whether the backend had asked it to stop (polite stop or kill) before
         /// it ended: then it ended because it was told to, whatever its code.
         stopped: bool,
+        /// Why it ended, when the backend knows more than the code tells (e.g.
+        /// `OOMKilled`).
+        reason: Option<&'static str>,
     },
     /// The workload will never run (e.g. its image cannot be pulled).
     StartFailed {
@@ -94,6 +98,15 @@ pub enum LaunchError {
     /// The backend is not available on this worker.
     #[error("{}", bounded(.0))]
     Unavailable(String),
+    /// The workload's image is not there and cannot be had: the engine's message.
+    #[error("{}", bounded(.0))]
+    ImageNotFound(String),
+    /// The workload's image could not be pulled: the engine's message.
+    #[error("{}", bounded(.0))]
+    ImagePullFailed(String),
+    /// A mount the worker's configuration does not allow.
+    #[error("{}", bounded(.0))]
+    MountNotAllowed(String),
 }
 
 impl LaunchError {
@@ -103,6 +116,9 @@ impl LaunchError {
             LaunchError::Unsupported(_) => reason::INVALID_REQUEST,
             LaunchError::Spawn(_) => reason::SPAWN_FAILED,
             LaunchError::Unavailable(_) => reason::BACKEND_UNAVAILABLE,
+            LaunchError::ImageNotFound(_) => reason::IMAGE_NOT_FOUND,
+            LaunchError::ImagePullFailed(_) => reason::IMAGE_PULL_FAILED,
+            LaunchError::MountNotAllowed(_) => reason::MOUNT_NOT_ALLOWED,
         }
     }
 }
@@ -157,9 +173,23 @@ impl Backends {
         }
     }
 
+    /// The set with `backend` added (replacing one of the same kind).
+    pub fn with(mut self, backend: Arc<dyn Backend>) -> Self {
+        self.available.insert(backend.kind(), backend);
+        self
+    }
+
     /// The backend used when a request names none.
     pub fn default_kind(&self) -> BackendKind {
         self.default
+    }
+
+    /// The kinds of this worker's backends, comma-separated, the default first.
+    fn names(&self) -> String {
+        let mut kinds: Vec<BackendKind> = self.available.keys().copied().collect();
+        kinds.sort_by_key(|kind| (*kind != self.default, kind.as_str()));
+        let names: Vec<&str> = kinds.iter().map(|kind| kind.as_str()).collect();
+        names.join(", ")
     }
 
     /// Every backend of this worker.
@@ -186,7 +216,7 @@ impl Backends {
         self.available.get(&kind).cloned().ok_or_else(|| {
             LaunchError::Unavailable(format!(
                 "this worker has no {kind} backend (it runs {})",
-                self.default
+                self.names()
             ))
         })
     }

@@ -172,3 +172,38 @@ impl ShutdownSignals {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn docker_flags_and_the_global_nats_flags_of_the_same_field_name_both_parse() {
+        let cli = Cli::try_parse_from([
+            "fl",
+            "worker",
+            "--nats-user",
+            "u",
+            "--docker-user",
+            "1:2",
+            "--backends",
+            "process,docker",
+            "--docker-ulimits",
+            "nofile=1:2,nproc=3",
+        ])
+        .unwrap();
+        assert_eq!(cli.global.nats.user.as_deref(), Some("u"));
+        let Command::Worker(worker) = cli.command else {
+            panic!("the worker command");
+        };
+        assert_eq!(worker.docker.user.as_deref(), Some("1:2"));
+        assert_eq!(worker.docker.ulimits.unwrap(), ["nofile=1:2", "nproc=3"]);
+        assert_eq!(
+            worker.backends.unwrap(),
+            [
+                crate::protocol::BackendKind::Process,
+                crate::protocol::BackendKind::Docker
+            ]
+        );
+    }
+}

@@ -22,3 +22,14 @@ pub const RECORD_REJECTED: &str = "RecordRejected";
 /// The job's owner (its worker, or the supervisor that held it) went away and the
 /// job could not be found again.
 pub const OWNER_LOST: &str = "OwnerLost";
+/// The job's container image is not there, and cannot be pulled from anywhere
+/// (unknown repository or tag, or the pull policy forbids pulling).
+pub const IMAGE_NOT_FOUND: &str = "ImageNotFound";
+/// The job's container image could not be pulled (registry unreachable,
+/// credentials refused, ...).
+pub const IMAGE_PULL_FAILED: &str = "ImagePullFailed";
+/// The workload was killed for using more memory than its limit.
+pub const OOM_KILLED: &str = "OOMKilled";
+/// A mount the worker's configuration does not allow (a host path outside the
+/// allowed roots, a secret that is not there).
+pub const MOUNT_NOT_ALLOWED: &str = "MountNotAllowed";

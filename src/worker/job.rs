@@ -387,7 +387,11 @@ impl Job {
                 };
                 self.advance(JobState::Running, change, persist).await
             }
-            Observation::Exited { exit, stopped } => {
+            Observation::Exited {
+                exit,
+                stopped,
+                reason: exit_reason,
+            } => {
                 let to = state::state_after_exit(exit, stopped);
                 // A workload seen only after it ended did run: say so before the end.
                 if !self.record.state.can_become(to) && JobState::Running.can_become(to) {
@@ -398,16 +402,19 @@ impl Job {
                     self.advance(JobState::Running, change, Persist::WithNext)
                         .await;
                 }
-                let what = match exit {
+                let mut what = match exit {
                     state::Exit::Signal(signal) => format!("killed by signal {signal}"),
                     state::Exit::Code(code) => format!("exit code {code}"),
                 };
+                if exit_reason == Some(reason::OOM_KILLED) {
+                    what = format!("killed for using more memory than its limit; {what}");
+                }
                 let (reason, message) = match stop {
                     Some(cause) if to == JobState::Terminated => (
                         Some(cause.reason().to_owned()),
                         format!("{}; {what}", cause.describe()),
                     ),
-                    _ => (None, what),
+                    _ => (exit_reason.map(str::to_owned), what),
                 };
                 let change = Change {
                     reason,

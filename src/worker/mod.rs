@@ -18,10 +18,11 @@ pub mod registry;
 pub mod rejected;
 pub mod retention;
 
-use crate::backend::Backends;
+use crate::backend::docker::{DockerBackend, DockerBackendError, DockerSettings};
 use crate::backend::job_env::{JobEnvError, JobEnvPolicy};
 use crate::backend::job_user::{JobUser, JobUserError};
 use crate::backend::process::{ProcessBackend, ProcessBackendError, ProcessSettings};
+use crate::backend::{Backend, Backends};
 use crate::config::WorkerConfig;
 use crate::nats::connect::{self, ConnectError};
 use crate::nats::setup::{self, Layout, SetupError};
@@ -62,6 +63,9 @@ pub enum WorkerError {
     /// The process backend cannot be used (its log directory or supervisor).
     #[error(transparent)]
     ProcessBackend(#[from] ProcessBackendError),
+    /// The Docker backend cannot be used (its engine does not answer).
+    #[error(transparent)]
+    DockerBackend(#[from] DockerBackendError),
     /// Jobs cannot run as the configured user.
     #[error(transparent)]
     JobUser(#[from] JobUserError),
@@ -92,6 +96,27 @@ pub struct Shared {
     pub hard_stop: CancellationToken,
     /// Largest launch request decoded; a larger one ends its job in `error`.
     pub max_request_bytes: usize,
+}
+
+/// The set of `started` backends, `default` the one for requests that name none.
+fn backends_with_default(
+    started: Vec<Arc<dyn Backend>>,
+    default: BackendKind,
+) -> Result<Backends, WorkerError> {
+    let Some(first) = started.iter().find(|backend| backend.kind() == default) else {
+        return Err(WorkerError::Config(format!(
+            "the default backend {default} is not among the worker's backends"
+        )));
+    };
+    Ok(started
+        .iter()
+        .fold(Backends::new(first.clone()), |set, backend| {
+            if backend.kind() == default {
+                set
+            } else {
+                set.with(backend.clone())
+            }
+        }))
 }
 
 /// A running worker.
@@ -154,24 +179,40 @@ impl Worker {
         let layout = Layout::new(js.clone(), subjects.clone(), &config.pool, config.ack_wait);
         let prepared = layout.prepare().await?;
         // The backends come last: a worker that cannot reach NATS starts no
-        // supervisor.
-        let backend = match config.backend {
-            BackendKind::Process => {
-                ProcessBackend::start(ProcessSettings {
-                    log_dir: log_dir.clone(),
-                    supervisor_dir: config.data_dir.join("supervisor").join(&config.worker_id),
-                    supervisor_program: config.supervisor_program.clone(),
-                    job_user,
-                    env_policy,
-                })
-                .await?
-            }
-            other => {
-                return Err(WorkerError::Config(format!(
-                    "the {other} backend is not available in this version; use --backend process"
-                )));
-            }
-        };
+        // supervisor and watches no engine.
+        let mut process = Some(ProcessSettings {
+            log_dir: log_dir.clone(),
+            supervisor_dir: config.data_dir.join("supervisor").join(&config.worker_id),
+            supervisor_program: config.supervisor_program.clone(),
+            job_user,
+            env_policy,
+        });
+        let mut started: Vec<Arc<dyn Backend>> = Vec::new();
+        for kind in &config.backends {
+            let backend: Arc<dyn Backend> = match kind {
+                BackendKind::Process => match process.take() {
+                    Some(settings) => Arc::new(ProcessBackend::start(settings).await?),
+                    None => continue,
+                },
+                BackendKind::Docker => Arc::new(
+                    DockerBackend::start(DockerSettings {
+                        log_dir: log_dir.clone(),
+                        worker_id: config.worker_id.clone(),
+                        pool: config.pool.clone(),
+                        config: config.docker.clone(),
+                    })
+                    .await?,
+                ),
+                BackendKind::K8s => {
+                    return Err(WorkerError::Config(
+                        "the k8s backend is not available in this version; use process or docker"
+                            .into(),
+                    ));
+                }
+            };
+            started.push(backend);
+        }
+        let backends = backends_with_default(started, config.backend)?;
 
         let shared = Arc::new(Shared {
             worker_id: config.worker_id.clone(),
@@ -180,7 +221,7 @@ impl Worker {
             client: client.clone(),
             store: JobStore::new(prepared.bucket, layout.clone()).with_retention(config.retention),
             events: EventPublisher::new(js, prepared.events, subjects.clone(), layout.clone()),
-            backends: Backends::new(Arc::new(backend)),
+            backends,
             registry: Registry::default(),
             hard_stop: CancellationToken::new(),
             max_request_bytes: config.max_request_bytes,
@@ -217,6 +258,7 @@ impl Worker {
             worker_id = %config.worker_id,
             pool = %config.pool,
             backend = %config.backend,
+            backends = ?config.backends,
             max_jobs = config.max_jobs,
             max_request_bytes = config.max_request_bytes,
             retention = ?config.retention,

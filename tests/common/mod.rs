@@ -1,6 +1,7 @@
 //! Helpers shared by the integration tests. Each test binary uses a subset.
 #![allow(dead_code)]
 
+pub mod docker;
 pub mod nats_server;
 pub mod processes;
 pub mod system;

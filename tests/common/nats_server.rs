@@ -317,7 +317,8 @@ impl Drop for NatsServer {
     }
 }
 
-fn server_bin() -> PathBuf {
+/// The nats-server program: `$NATS_SERVER_BIN`, else `nats-server` on `PATH`.
+pub fn server_bin() -> PathBuf {
     std::env::var_os("NATS_SERVER_BIN")
         .filter(|v| !v.is_empty())
         .map(PathBuf::from)

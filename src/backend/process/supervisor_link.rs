@@ -477,7 +477,11 @@ impl Drop for PendingLaunch {
 /// What a job's end means to its job task.
 pub fn observation_of(end: JobEnd) -> Observation {
     match end {
-        JobEnd::Exited { exit, stopped } => Observation::Exited { exit, stopped },
+        JobEnd::Exited { exit, stopped } => Observation::Exited {
+            exit,
+            stopped,
+            reason: None,
+        },
         JobEnd::OwnerLost => Observation::Vanished {
             reason: reason::OWNER_LOST,
             message: "the job's supervisor went away; the job was killed with it".into(),

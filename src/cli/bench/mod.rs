@@ -8,11 +8,16 @@
 //! arrives or its timeout runs out. Latencies are publish → `running` and
 //! publish → terminal event; throughput is measured jobs over the wall time of the
 //! measured phase, which follows a warm-up phase that is not counted.
+//!
+//! With `--backend docker --image IMAGE` the jobs are containers, and the
+//! engine's own floor ([`engine_floor`]) is measured in the same run.
+
+mod engine_floor;
 
 use super::{CliError, client};
 use crate::client::Client;
 use crate::config::Settings;
-use crate::protocol::LaunchRequest;
+use crate::protocol::{BackendKind, LaunchRequest};
 use crate::state::JobState;
 use futures::StreamExt;
 use hdrhistogram::Histogram;
@@ -50,6 +55,15 @@ pub struct BenchArgs {
     /// Also print the result as one JSON object on stdout (the text then goes to stderr)
     #[arg(long)]
     json: bool,
+    /// Backend the jobs ask for [default: the worker's]
+    #[arg(long)]
+    backend: Option<BackendKind>,
+    /// Container image of the jobs (docker and k8s)
+    #[arg(long)]
+    image: Option<String>,
+    /// Raw containers of the engine floor measured at each concurrency (docker only; 0: none)
+    #[arg(long, default_value_t = 50)]
+    floor_containers: usize,
     /// Each job's argv
     #[arg(last = true, default_value = "true")]
     command: Vec<String>,
@@ -157,7 +171,7 @@ async fn run_phase(
     client: &Client,
     shared: &Shared,
     ids: impl Iterator<Item = String>,
-    command: &[String],
+    template: &LaunchRequest,
     concurrency: u32,
 ) -> Result<(Stats, Duration), CliError> {
     lock(shared).stats = Stats::new()?;
@@ -169,7 +183,10 @@ async fn run_phase(
             .acquire_owned()
             .await
             .map_err(|e| CliError::Other(format!("bench semaphore: {e}")))?;
-        let request = LaunchRequest::new(job_id.clone(), command.to_vec());
+        let request = LaunchRequest {
+            job_id: job_id.clone(),
+            ..template.clone()
+        };
         lock(shared).in_flight.insert(
             job_id.clone(),
             InFlight {
@@ -354,6 +371,9 @@ pub async fn run(settings: &Settings, args: BenchArgs) -> Result<i32, CliError> 
         })
     };
 
+    let mut template = LaunchRequest::new("bench", args.command.clone());
+    template.backend = args.backend;
+    template.image = args.image.clone();
     let run_id = crate::protocol::random_suffix(8);
     let workers = match args.worker_pid {
         Some(pid) => vec![pid],
@@ -362,7 +382,7 @@ pub async fn run(settings: &Settings, args: BenchArgs) -> Result<i32, CliError> 
     let outcome = async {
         if args.warmup > 0 {
             let ids = (0..args.warmup).map(|n| format!("bench-{run_id}-w{n}"));
-            let (warmup, _) = run_phase(&client, &shared, ids, &args.command, args.concurrency).await?;
+            let (warmup, _) = run_phase(&client, &shared, ids, &template, args.concurrency).await?;
             if warmup.completed == 0 {
                 return Err(CliError::Other(format!(
                     "none of the {} warm-up jobs finished within {} s: is a worker serving pool {:?} with prefix {:?}? \
@@ -374,7 +394,7 @@ pub async fn run(settings: &Settings, args: BenchArgs) -> Result<i32, CliError> 
         let (sampler, maxima) = sample_rss(&workers);
         let cpu_before: Vec<Option<Duration>> = workers.iter().map(|&pid| proc_cpu_time(pid)).collect();
         let ids = (0..args.jobs).map(|n| format!("bench-{run_id}-{n}"));
-        let measured = run_phase(&client, &shared, ids, &args.command, args.concurrency).await;
+        let measured = run_phase(&client, &shared, ids, &template, args.concurrency).await;
         sampler.abort();
         let maxima = maxima.lock().unwrap_or_else(PoisonError::into_inner).clone();
         Ok((measured?, maxima, cpu_before))
@@ -383,6 +403,18 @@ pub async fn run(settings: &Settings, args: BenchArgs) -> Result<i32, CliError> 
     reader.abort();
     sweeper.abort();
     let ((stats, wall), maxima, cpu_before) = outcome?;
+    let floors = match (&args.image, args.backend) {
+        (Some(image), Some(BackendKind::Docker)) if args.floor_containers > 0 => {
+            engine_floor::measure(
+                image,
+                &args.command,
+                args.floor_containers,
+                args.concurrency,
+            )
+            .await?
+        }
+        _ => Vec::new(),
+    };
 
     let usage: Vec<WorkerUsage> = workers
         .iter()
@@ -426,6 +458,14 @@ pub async fn run(settings: &Settings, args: BenchArgs) -> Result<i32, CliError> 
     if unreadable > 0 {
         text.push_str(&format!("unreadable events: {unreadable}\n"));
     }
+    for floor in &floors {
+        text.push_str(&format!(
+            "engine floor at concurrency {}: create + start {}; {:.1} containers/s (create, start, wait, remove)\n",
+            floor.concurrency,
+            latency_text(&floor.create_start),
+            floor.per_second,
+        ));
+    }
     if usage.is_empty() {
         text.push_str("worker RSS and CPU: unknown (pass --worker-pid)\n");
     }
@@ -458,6 +498,13 @@ pub async fn run(settings: &Settings, args: BenchArgs) -> Result<i32, CliError> 
             "warmup": args.warmup,
             "concurrency": args.concurrency,
             "command": args.command,
+            "backend": args.backend,
+            "image": args.image,
+            "engine_floor": floors.iter().map(|floor| serde_json::json!({
+                "concurrency": floor.concurrency,
+                "create_start": latency_json(&floor.create_start),
+                "containers_per_s": round3(floor.per_second),
+            })).collect::<Vec<_>>(),
             "completed": stats.completed,
             "succeeded": stats.succeeded,
             "failures": failures,

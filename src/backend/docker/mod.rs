@@ -1,0 +1,523 @@
+//! The Docker backend: a job is a container on the worker's Docker engine, made
+//! from the request's image and argv (no shell) under a name fixed by its site
+//! and job id, so that a repeated launch meets the existing container and adopts
+//! it rather than starting a second. One event stream per worker ([`watch`])
+//! reports every end; a stop runs in the background; the output is copied into
+//! the job's log file once the container ended, and the container is removed once
+//! the job's end is recorded.
+
+mod credentials;
+mod image;
+mod mounts;
+mod spec;
+mod watch;
+
+use super::{Backend, LaunchError, Launched, Observation, Recovered, WorkloadControl};
+use crate::config::{DockerConfig, PullPolicy};
+use crate::protocol::{BackendKind, BackendRef, LaunchRequest};
+use async_trait::async_trait;
+use bollard::Docker;
+use bollard::errors::Error as DockerError;
+use bollard::models::{ContainerStateStatusEnum, Mount as DockerMount};
+use bollard::query_parameters::{
+    CreateContainerOptions, KillContainerOptions, RemoveContainerOptions,
+};
+use image::{ImageError, Puller};
+use mounts::{MountPolicy, Workspace};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+use tokio::task::JoinHandle;
+use watch::{Following, Watch};
+
+/// What a Docker backend needs to know.
+#[derive(Debug, Clone)]
+pub struct DockerSettings {
+    /// Job logs, `DAY/JOB_ID.log` (see [`crate::job_logs`]).
+    pub log_dir: PathBuf,
+    /// The worker's id, on its containers' labels.
+    pub worker_id: String,
+    /// Its pool, on its containers' labels.
+    pub pool: String,
+    /// The engine and what containers get.
+    pub config: DockerConfig,
+}
+
+/// Why a Docker backend cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum DockerBackendError {
+    /// The log directory cannot be created.
+    #[error("cannot create the job log directory {path}: {source}")]
+    LogDir {
+        /// The directory.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The engine cannot be reached or does not answer.
+    #[error("cannot reach the Docker engine{}: {source}", .host.as_deref().map(|h| format!(" at {h}")).unwrap_or_default())]
+    Engine {
+        /// The address tried, when one was configured.
+        host: Option<String>,
+        /// What failed.
+        #[source]
+        source: DockerError,
+    },
+}
+
+/// Runs jobs as containers.
+pub struct DockerBackend {
+    docker: Docker,
+    settings: DockerSettings,
+    puller: Puller,
+    mount_policy: MountPolicy,
+    watch: Arc<Watch>,
+    events: JoinHandle<()>,
+}
+
+impl DockerBackend {
+    /// Connects to the engine (agreeing on an API version it speaks) and starts
+    /// watching this worker's containers.
+    ///
+    /// # Errors
+    /// A [`DockerBackendError`] saying what is missing.
+    pub async fn start(settings: DockerSettings) -> Result<Self, DockerBackendError> {
+        std::fs::create_dir_all(&settings.log_dir).map_err(|source| {
+            DockerBackendError::LogDir {
+                path: settings.log_dir.clone(),
+                source,
+            }
+        })?;
+        let engine_error = |source| DockerBackendError::Engine {
+            host: settings.config.host.clone(),
+            source,
+        };
+        let docker = match &settings.config.host {
+            Some(host) => Docker::connect_with_host(host),
+            None => Docker::connect_with_defaults(),
+        }
+        .map_err(engine_error)?;
+        let docker = docker.negotiate_version().await.map_err(engine_error)?;
+        docker.ping().await.map_err(engine_error)?;
+        let watch = Watch::new(docker.clone(), &settings.worker_id);
+        let events = tokio::spawn(watch.clone().run());
+        Ok(DockerBackend {
+            puller: Puller::new(
+                docker.clone(),
+                settings
+                    .config
+                    .auth_file
+                    .clone()
+                    .or_else(credentials::default_auth_file),
+            ),
+            mount_policy: MountPolicy {
+                host_roots: settings.config.host_roots.clone(),
+                secrets_dir: settings.config.secrets_dir.clone(),
+                workspace: settings.config.workspace.clone().map(|root| Workspace {
+                    root,
+                    read_only: settings.config.workspace_read_only.clone(),
+                }),
+            },
+            docker,
+            settings,
+            watch,
+            events,
+        })
+    }
+
+    /// The log file of a job whose container was created at `created` (seconds
+    /// since the epoch): under that day's directory, as the job's `running` event
+    /// named it.
+    fn log_of_day(&self, created: Option<i64>, job_id: &str) -> PathBuf {
+        let day = created
+            .and_then(|at| time::OffsetDateTime::from_unix_timestamp(at).ok())
+            .unwrap_or_else(time::OffsetDateTime::now_utc)
+            .date();
+        let dir = self.settings.log_dir.join(crate::job_logs::day_name(day));
+        if let Err(e) = std::fs::create_dir_all(&dir) {
+            tracing::error!(dir = %dir.display(), error = %e, "cannot create a job log directory");
+        }
+        dir.join(format!("{job_id}.log"))
+    }
+
+    fn owner(&self) -> spec::Owner<'_> {
+        spec::Owner {
+            worker: &self.settings.worker_id,
+            pool: &self.settings.pool,
+        }
+    }
+
+    fn control(&self, container: &str, stopped: Arc<AtomicBool>) -> Box<dyn WorkloadControl> {
+        Box::new(ContainerControl {
+            docker: self.docker.clone(),
+            container: container.to_owned(),
+            stopped,
+        })
+    }
+
+    /// Creates the container (pulling its image as the policy says); on a name
+    /// already taken, the existing container's id and state, if it is this job's.
+    async fn create(
+        &self,
+        request: &LaunchRequest,
+        image: &str,
+        name: &str,
+        mounts: Vec<DockerMount>,
+    ) -> Result<Created, LaunchError> {
+        let pull = self.settings.config.pull;
+        if pull == PullPolicy::Always {
+            self.puller.pull(image).await.map_err(image_error)?;
+        }
+        let body = spec::container(request, image, &self.owner(), &self.settings.config, mounts);
+        let options = || {
+            Some(CreateContainerOptions {
+                name: Some(name.to_owned()),
+                ..CreateContainerOptions::default()
+            })
+        };
+        let created = match self.docker.create_container(options(), body.clone()).await {
+            Err(e) if status(&e) == Some(404) && pull == PullPolicy::IfMissing => {
+                self.puller.pull(image).await.map_err(image_error)?;
+                self.docker.create_container(options(), body).await
+            }
+            created => created,
+        };
+        match created {
+            Ok(created) => Ok(Created::New(created.id)),
+            Err(e) if status(&e) == Some(409) => self.existing(&request.job_id, name).await,
+            Err(e) if status(&e) == Some(404) => Err(LaunchError::ImageNotFound(format!(
+                "image {image} not found (pull policy {pull:?}): {}",
+                engine_message(&e)
+            ))),
+            Err(e) => Err(LaunchError::Spawn(format!(
+                "the engine refused to create the container: {}",
+                engine_message(&e)
+            ))),
+        }
+    }
+
+    /// The container named `name`, if it carries `job_id`'s label.
+    async fn existing(&self, job_id: &str, name: &str) -> Result<Created, LaunchError> {
+        let inspected = self
+            .docker
+            .inspect_container(name, None)
+            .await
+            .map_err(|e| {
+                LaunchError::Spawn(format!(
+                    "container {name} exists but cannot be inspected: {}",
+                    engine_message(&e)
+                ))
+            })?;
+        let labels = inspected
+            .config
+            .and_then(|config| config.labels)
+            .unwrap_or_default();
+        if labels.get(spec::JOB_ID).map(String::as_str) != Some(job_id) {
+            return Err(LaunchError::Spawn(format!(
+                "a container named {name} exists and belongs to another job"
+            )));
+        }
+        let state = inspected.state.unwrap_or_default();
+        tracing::info!(%job_id, container = name, "adopting the job's existing container");
+        Ok(Created::Existing {
+            id: inspected.id.unwrap_or_else(|| name.to_owned()),
+            started: state.status != Some(ContainerStateStatusEnum::CREATED),
+        })
+    }
+
+    /// Starts a container this worker created; on failure it is removed.
+    async fn start_container(&self, id: &str) -> Result<(), LaunchError> {
+        if let Err(e) = self.docker.start_container(id, None).await {
+            self.remove(id).await;
+            return Err(LaunchError::Spawn(format!(
+                "could not start the job's container: {}",
+                engine_message(&e)
+            )));
+        }
+        Ok(())
+    }
+
+    async fn remove(&self, container: &str) {
+        remove_container(&self.docker, container).await;
+    }
+
+    /// Creates (or adopts) and starts the container of a followed job; `created`
+    /// holds the id of a container made here as soon as it exists.
+    async fn launch_followed(
+        &self,
+        request: &LaunchRequest,
+        image: &str,
+        name: &str,
+        mounts: Vec<DockerMount>,
+        created: &mut Option<String>,
+    ) -> Result<String, LaunchError> {
+        match self.create(request, image, name, mounts).await? {
+            Created::New(id) => {
+                *created = Some(id.clone());
+                self.start_container(&id).await?;
+                self.watch.tell(&request.job_id, Observation::Running);
+                Ok(id)
+            }
+            Created::Existing { id, started } => {
+                if !started {
+                    self.start_container(&id).await?;
+                }
+                self.watch.tell(&request.job_id, Observation::Running);
+                // Should it have ended already, its end is read now.
+                self.watch.ended(&request.job_id);
+                Ok(id)
+            }
+        }
+    }
+}
+
+/// A launch under way: should it be given up before it ends (its future dropped,
+/// as when `start_s` runs out during a pull), the job is no longer followed and
+/// the container made for it is removed.
+struct GivenUp {
+    docker: Docker,
+    watch: Arc<Watch>,
+    job_id: String,
+    created: Option<String>,
+}
+
+impl GivenUp {
+    /// The launch ended (either way): nothing to undo here.
+    fn disarm(mut self) {
+        self.job_id.clear();
+    }
+}
+
+impl Drop for GivenUp {
+    fn drop(&mut self) {
+        if self.job_id.is_empty() {
+            return;
+        }
+        self.watch.forget(&self.job_id);
+        let Some(container) = self.created.take() else {
+            return;
+        };
+        tracing::warn!(job_id = %self.job_id, %container, "launch given up; removing its container");
+        let docker = self.docker.clone();
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move { remove_container(&docker, &container).await });
+        }
+    }
+}
+
+/// A container for a launch.
+enum Created {
+    /// Made now.
+    New(String),
+    /// There already (an earlier launch of the same job): whether it was started.
+    Existing { id: String, started: bool },
+}
+
+#[async_trait]
+impl Backend for DockerBackend {
+    fn kind(&self) -> BackendKind {
+        BackendKind::Docker
+    }
+
+    async fn launch(&self, request: &LaunchRequest) -> Result<Launched, LaunchError> {
+        let image = request
+            .image
+            .as_deref()
+            .filter(|image| !image.is_empty())
+            .ok_or_else(|| LaunchError::Unsupported("the docker backend needs an image".into()))?;
+        let mounts = mounts::docker_mounts(&request.job_id, &request.mounts, &self.mount_policy)?;
+        let log = crate::job_logs::today(&self.settings.log_dir)
+            .map_err(|e| {
+                LaunchError::Spawn(format!("could not create the job's log directory: {e}"))
+            })?
+            .join(format!("{}.log", request.job_id));
+        let name = spec::container_name(request.site.as_deref(), &request.job_id);
+        let Following {
+            observations,
+            stopped,
+        } = self.watch.follow(&request.job_id, &name, log.clone());
+        let mut given_up = GivenUp {
+            docker: self.docker.clone(),
+            watch: self.watch.clone(),
+            job_id: request.job_id.clone(),
+            created: None,
+        };
+        let launched = self
+            .launch_followed(request, image, &name, mounts, &mut given_up.created)
+            .await;
+        given_up.disarm();
+        match launched {
+            Ok(id) => Ok(Launched {
+                backend_ref: BackendRef::Docker {
+                    container_id: id.clone(),
+                    name: name.clone(),
+                },
+                detail: Some(format!(
+                    "container {name}; once it ends, output in {}",
+                    log.display()
+                )),
+                observations,
+                control: self.control(&id, stopped),
+            }),
+            Err(e) => {
+                self.watch.forget(&request.job_id);
+                Err(e)
+            }
+        }
+    }
+
+    async fn recover(&self) -> Vec<Recovered> {
+        let containers = match self.watch.list().await {
+            Ok(containers) => containers,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot list this worker's containers; none recovered");
+                return Vec::new();
+            }
+        };
+        let mut recovered = Vec::new();
+        for container in containers {
+            let Some(job_id) = container
+                .labels
+                .as_ref()
+                .and_then(|labels| labels.get(spec::JOB_ID))
+                .cloned()
+            else {
+                continue;
+            };
+            let Some(id) = container.id else { continue };
+            let name = container
+                .names
+                .and_then(|names| names.into_iter().next())
+                .map(|name| name.trim_start_matches('/').to_owned())
+                .unwrap_or_else(|| id.clone());
+            let log = self.log_of_day(container.created, &job_id);
+            let following = self.watch.follow(&job_id, &name, log);
+            let state = container.state.map(|s| s.to_string()).unwrap_or_default();
+            if state == "created" && self.start_container(&id).await.is_err() {
+                self.watch.forget(&job_id);
+                continue;
+            }
+            if matches!(
+                state.as_str(),
+                "running" | "created" | "restarting" | "paused"
+            ) {
+                self.watch.tell(&job_id, Observation::Running);
+            }
+            self.watch.ended(&job_id);
+            recovered.push(Recovered {
+                job_id,
+                launched: Launched {
+                    backend_ref: BackendRef::Docker {
+                        container_id: id.clone(),
+                        name,
+                    },
+                    detail: None,
+                    observations: following.observations,
+                    control: self.control(&id, following.stopped),
+                },
+            });
+        }
+        recovered
+    }
+
+    async fn release(&self, job_id: &str) {
+        let Some(name) = self.watch.forget(job_id) else {
+            return;
+        };
+        let keep = self.settings.config.keep;
+        if keep.is_zero() {
+            self.remove(&name).await;
+            return;
+        }
+        let docker = self.docker.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(keep).await;
+            remove_container(&docker, &name).await;
+        });
+    }
+
+    async fn close(&self) {
+        // The containers go on; a worker with the same id finds them again.
+        self.events.abort();
+    }
+}
+
+/// Stops one container: SIGTERM now, SIGKILL after the grace, both sent by a
+/// task of their own, so that the job task never waits for the grace.
+struct ContainerControl {
+    docker: Docker,
+    container: String,
+    stopped: Arc<AtomicBool>,
+}
+
+#[async_trait]
+impl WorkloadControl for ContainerControl {
+    async fn stop(&self, grace: Duration) {
+        self.stopped.store(true, Ordering::SeqCst);
+        let docker = self.docker.clone();
+        let container = self.container.clone();
+        tokio::spawn(async move {
+            let signal = |signal: &str| KillContainerOptions {
+                signal: signal.to_owned(),
+            };
+            if !grace.is_zero() {
+                match docker
+                    .kill_container(&container, Some(signal("SIGTERM")))
+                    .await
+                {
+                    Ok(()) => tokio::time::sleep(grace).await,
+                    // Not running (409) or gone (404): nothing to stop.
+                    Err(e) if matches!(status(&e), Some(404 | 409)) => return,
+                    Err(e) => tracing::warn!(container, error = %e, "cannot send SIGTERM"),
+                }
+            }
+            match docker
+                .kill_container(&container, Some(signal("SIGKILL")))
+                .await
+            {
+                Ok(()) => {}
+                Err(e) if matches!(status(&e), Some(404 | 409)) => {}
+                Err(e) => tracing::warn!(container, error = %e, "cannot send SIGKILL"),
+            }
+        });
+    }
+}
+
+/// Removes a container (and its anonymous volumes), running or not.
+async fn remove_container(docker: &Docker, container: &str) {
+    let options = RemoveContainerOptions {
+        force: true,
+        v: true,
+        ..RemoveContainerOptions::default()
+    };
+    match docker.remove_container(container, Some(options)).await {
+        Ok(()) => {}
+        Err(e) if status(&e) == Some(404) => {}
+        Err(e) => tracing::warn!(container, error = %e, "cannot remove a container"),
+    }
+}
+
+/// The HTTP status of the engine's answer, if it answered.
+fn status(error: &DockerError) -> Option<u16> {
+    match error {
+        DockerError::DockerResponseServerError { status_code, .. } => Some(*status_code),
+        _ => None,
+    }
+}
+
+/// What the engine said, without the status line.
+fn engine_message(error: &DockerError) -> String {
+    match error {
+        DockerError::DockerResponseServerError { message, .. } => message.clone(),
+        other => other.to_string(),
+    }
+}
+
+fn image_error(error: ImageError) -> LaunchError {
+    match error {
+        ImageError::NotFound { .. } => LaunchError::ImageNotFound(error.to_string()),
+        ImageError::PullFailed { .. } => LaunchError::ImagePullFailed(error.to_string()),
+    }
+}

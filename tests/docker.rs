@@ -1,0 +1,653 @@
+//! Jobs run as containers on the real Docker engine, end to end over a real
+//! nats-server: exit codes, terminate, environment and working directory, output
+//! in the job's log, one container per job however often it is launched, and a
+//! missing image. Skipped loudly when no engine answers (never in CI).
+
+mod common;
+
+use common::docker::{
+    EngineProxy, Registry, TEST_IMAGE, containers_of, docker_worker, engine_available,
+    in_container, test_image, unique, wait_for_output, wait_until_removed,
+};
+use common::system::{System, assert_well_formed, log_path, states};
+use flare_launcher::config::PullPolicy;
+use flare_launcher::protocol::{BackendKind, BackendRef, Mount, Resources, Timeouts};
+use flare_launcher::state::JobState;
+use std::time::Duration;
+
+/// A system whose worker runs only Docker jobs, with the test image built; `None`
+/// when no engine answers (outside CI).
+async fn docker_system() -> Option<System> {
+    if !engine_available() {
+        return None;
+    }
+    test_image();
+    Some(System::start_with(docker_worker).await)
+}
+
+#[tokio::test]
+async fn a_container_that_exits_0_succeeds_and_is_removed() {
+    let Some(system) = docker_system().await else {
+        return;
+    };
+    let job_id = unique("ok");
+    let events = system
+        .run(&in_container(&job_id, "echo out; echo err >&2; exit 0"))
+        .await;
+    assert_well_formed(&events);
+    assert_eq!(states(&events), ["starting", "running", "succeeded"]);
+    let last = events.last().unwrap();
+    assert_eq!((last.return_code, last.exit_code), (Some(0), Some(0)));
+    assert!(events.iter().all(|e| e.backend == BackendKind::Docker));
+    let log = std::fs::read_to_string(log_path(&events)).expect("the job's log");
+    assert!(log.contains("out\n") && log.contains("err\n"), "{log:?}");
+    let record = system.client.status(&job_id).await.unwrap();
+    let Some(BackendRef::Docker { name, .. }) = record.backend_ref else {
+        panic!("a docker backend_ref: {record:?}");
+    };
+    assert!(name.ends_with(&job_id), "{name}");
+    // Removed once the end is recorded: the release follows the final event.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while !containers_of(&job_id).is_empty() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "container not removed"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn containers_that_exit_3_and_101_fail_with_their_codes() {
+    let Some(system) = docker_system().await else {
+        return;
+    };
+    for (code, return_code) in [(3, 1), (101, 101)] {
+        let job_id = unique(&format!("exit{code}"));
+        let events = system
+            .run(&in_container(&job_id, &format!("exit {code}")))
+            .await;
+        assert_well_formed(&events);
+        assert_eq!(states(&events), ["starting", "running", "failed"]);
+        let last = events.last().unwrap();
+        assert_eq!(
+            (last.return_code, last.exit_code),
+            (Some(return_code), Some(code))
+        );
+    }
+}
+
+#[tokio::test]
+async fn env_and_workdir_reach_the_container() {
+    let Some(system) = docker_system().await else {
+        return;
+    };
+    let job_id = unique("env");
+    let mut request = in_container(&job_id, "echo \"A=$A\"; pwd");
+    request.env.insert("A".into(), "x y".into());
+    request.workdir = Some("/tmp/work".into());
+    let events = system.run(&request).await;
+    assert_eq!(
+        events.last().unwrap().state,
+        JobState::Succeeded,
+        "{events:?}"
+    );
+    let log = std::fs::read_to_string(log_path(&events)).expect("the job's log");
+    assert_eq!(log, "A=x y\n/tmp/work\n");
+}
+
+#[tokio::test]
+async fn a_terminated_container_that_exits_cleanly_is_terminated() {
+    let Some(system) = docker_system().await else {
+        return;
+    };
+    let job_id = unique("term");
+    let script = "trap 'echo bye; exit 0' TERM; echo ready; while true; do sleep 0.1; done";
+    system
+        .client
+        .launch(&in_container(&job_id, script))
+        .await
+        .unwrap();
+    system
+        .events_until(&job_id, |e| e.state == JobState::Running)
+        .await;
+    wait_for_output(&job_id, "ready").await;
+    let reply = system
+        .client
+        .terminate(&job_id, Some(30))
+        .await
+        .expect("terminate answered");
+    assert!(reply.accepted, "{reply:?}");
+    let events = system.events_until_terminal(&job_id).await;
+    assert_well_formed(&events);
+    let last = events.last().unwrap();
+    assert_eq!(last.state, JobState::Terminated, "{events:?}");
+    assert_eq!(last.return_code, Some(9));
+    assert_eq!(last.exit_code, Some(0), "the trap ran: {last:?}");
+    assert_eq!(last.reason.as_deref(), Some("TerminateRequested"));
+    let log = std::fs::read_to_string(log_path(&events)).expect("the job's log");
+    assert_eq!(log, "ready\nbye\n");
+}
+
+#[tokio::test]
+async fn a_repeated_launch_makes_one_container() {
+    let Some(system) = docker_system().await else {
+        return;
+    };
+    let job_id = unique("dup");
+    let request = in_container(&job_id, "sleep 2");
+    system.client.launch(&request).await.unwrap();
+    system
+        .events_until(&job_id, |e| e.state == JobState::Running)
+        .await;
+    system.client.launch(&request).await.unwrap();
+    system.wait_until_intake_idle().await;
+    assert_eq!(containers_of(&job_id).len(), 1);
+    let events = system.events_until_terminal(&job_id).await;
+    assert_eq!(states(&events), ["starting", "running", "succeeded"]);
+}
+
+#[tokio::test]
+async fn a_missing_image_ends_in_error_promptly() {
+    let Some(system) = docker_system().await else {
+        return;
+    };
+    let job_id = unique("noimage");
+    let mut request = in_container(&job_id, "true");
+    // Nothing listens on port 1: the pull fails at once.
+    request.image = Some("127.0.0.1:1/flare-launcher/missing:1".into());
+    let events = system.run(&request).await;
+    assert_well_formed(&events);
+    assert_eq!(states(&events), ["starting", "error"]);
+    let last = events.last().unwrap();
+    assert_eq!(last.return_code, Some(104));
+    assert_eq!(last.reason.as_deref(), Some("ImagePullFailed"), "{last:?}");
+    assert!(
+        last.message.as_deref().unwrap().contains("127.0.0.1:1"),
+        "{last:?}"
+    );
+    assert!(containers_of(&job_id).is_empty());
+}
+
+/// `docker create`s the container a launch of `job_id` would make, labelled as
+/// belonging to `labelled_job`, running `script`: what a crash between create
+/// and start leaves.
+fn create_container_by_hand(system: &System, job_id: &str, labelled_job: &str, script: &str) {
+    let created = std::process::Command::new("docker")
+        .args(["create", "--name", &format!("flare-{job_id}")])
+        .args(["--label", "app.kubernetes.io/managed-by=flare-launcher"])
+        .args(["--label", &format!("flare-launcher/job-id={labelled_job}")])
+        .args([
+            "--label",
+            &format!("flare-launcher/worker={}", system.config.worker_id),
+        ])
+        .args([TEST_IMAGE, "/bin/sh", "-c", script])
+        .output()
+        .expect("docker create runs");
+    assert!(created.status.success(), "{created:?}");
+}
+
+#[tokio::test]
+async fn a_launch_that_meets_its_jobs_container_adopts_it() {
+    let Some(system) = docker_system().await else {
+        return;
+    };
+    let job_id = unique("adopt");
+    create_container_by_hand(&system, &job_id, &job_id, "echo adopted; exit 3");
+    let events = system.run(&in_container(&job_id, "exit 0")).await;
+    assert_well_formed(&events);
+    assert_eq!(states(&events), ["starting", "running", "failed"]);
+    assert_eq!(
+        events.last().unwrap().exit_code,
+        Some(3),
+        "the adopted container ran"
+    );
+    let log = std::fs::read_to_string(log_path(&events)).expect("the job's log");
+    assert_eq!(log, "adopted\n");
+}
+
+#[tokio::test]
+async fn a_launch_that_meets_another_jobs_container_ends_in_error() {
+    let Some(system) = docker_system().await else {
+        return;
+    };
+    let job_id = unique("taken");
+    let other_job = unique("other");
+    create_container_by_hand(&system, &job_id, &other_job, "exit 0");
+    let events = system.run(&in_container(&job_id, "exit 0")).await;
+    // The other job's container is left alone (and removed here).
+    let left = containers_of(&other_job);
+    docker_cli(&["rm", "-f", &format!("flare-{job_id}")]);
+    assert_eq!(states(&events), ["starting", "error"]);
+    let last = events.last().unwrap();
+    assert_eq!(last.reason.as_deref(), Some("SpawnFailed"));
+    assert!(
+        last.message.as_deref().unwrap().contains("another job"),
+        "{last:?}"
+    );
+    assert_eq!(left.len(), 1);
+}
+
+#[tokio::test]
+async fn a_container_killed_for_its_memory_fails_with_oomkilled() {
+    let Some(system) = docker_system().await else {
+        return;
+    };
+    let job_id = unique("oom");
+    // A shell variable far larger than the limit.
+    let mut request = in_container(
+        &job_id,
+        "x=$(head -c 200000000 /dev/zero | tr '\\0' a); exit 0",
+    );
+    request.resources = Some(Resources {
+        gpus: None,
+        cpus: None,
+        memory_mb: Some(16),
+    });
+    let events = system.run(&request).await;
+    assert_well_formed(&events);
+    let last = events.last().unwrap();
+    assert_eq!(last.state, JobState::Failed, "{events:?}");
+    assert_eq!(last.reason.as_deref(), Some("OOMKilled"), "{last:?}");
+    assert_eq!(last.return_code, Some(1));
+}
+
+/// Runs `docker ARGS` and returns its stdout; fails the test when it fails.
+fn docker_cli(args: &[&str]) -> String {
+    let out = std::process::Command::new("docker")
+        .args(args)
+        .output()
+        .expect("docker runs");
+    assert!(out.status.success(), "docker {args:?}: {out:?}");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_killed_and_restarted_finishes_its_containers_stories() {
+    if !engine_available() {
+        return;
+    }
+    test_image();
+    let system = System::without_worker(|_| {}).await;
+    let data_dir = system.path("data");
+    let worker_id = unique("phoenix");
+    let env = [("FLARE_BACKEND", "docker")];
+    let mut worker = system.spawn_worker_process(&worker_id, &data_dir, &env);
+    let keeps = in_container(
+        &unique("keeps"),
+        "trap 'exit 0' TERM; echo ready; while true; do sleep 0.1; done",
+    );
+    let ends = in_container(
+        &unique("ends"),
+        "echo ready; while [ ! -e /go ]; do sleep 0.05; done; exit 3",
+    );
+    for request in [&keeps, &ends] {
+        system.client.launch(request).await.unwrap();
+        system
+            .events_until(&request.job_id, |e| e.state == JobState::Running)
+            .await;
+        wait_for_output(&request.job_id, "ready").await;
+    }
+
+    worker.kill().await.unwrap();
+    // One container ends while its worker is away; the other runs on.
+    let ends_container = format!("flare-{}", ends.job_id);
+    docker_cli(&["exec", &ends_container, "touch", "/go"]);
+    assert_eq!(docker_cli(&["wait", &ends_container]).trim(), "3");
+
+    let _worker = system.spawn_worker_process(&worker_id, &data_dir, &env);
+    let events = system.events_until_terminal(&ends.job_id).await;
+    assert_well_formed(&events);
+    assert_eq!(states(&events), ["starting", "running", "failed"]);
+    assert_eq!(events[2].exit_code, Some(3));
+    assert_eq!(events[2].worker, worker_id);
+    let log = std::fs::read_to_string(log_path(&events)).expect("the job's log");
+    assert_eq!(log, "ready\n");
+
+    // The container that ran on is followed again: a terminate reaches it, and
+    // its events carry on from its seq.
+    let reply = system
+        .client
+        .terminate(&keeps.job_id, Some(10))
+        .await
+        .unwrap();
+    assert!(reply.accepted, "{reply:?}");
+    let events = system.events_until_terminal(&keeps.job_id).await;
+    assert_well_formed(&events);
+    assert_eq!(states(&events), ["starting", "running", "terminated"]);
+    assert_eq!(events[2].exit_code, Some(0), "{events:?}");
+    // Both ends are recorded: their containers go.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while !(containers_of(&keeps.job_id).is_empty() && containers_of(&ends.job_id).is_empty()) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "containers were kept"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_pull_that_hangs_ends_at_start_s_without_a_container() {
+    let Some(system) = docker_system().await else {
+        return;
+    };
+    // A registry that takes connections and never answers.
+    let registry = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = registry.local_addr().unwrap().port();
+    let held = tokio::spawn(async move {
+        let mut connections = Vec::new();
+        while let Ok((connection, _)) = registry.accept().await {
+            connections.push(connection);
+        }
+    });
+    let job_id = unique("hangs");
+    let mut request = in_container(&job_id, "true");
+    request.image = Some(format!("127.0.0.1:{port}/flare-launcher/hangs:1"));
+    request.timeouts = Some(Timeouts {
+        start_s: Some(2),
+        run_s: None,
+    });
+    let events = system.run(&request).await;
+    held.abort();
+    assert_well_formed(&events);
+    assert_eq!(states(&events), ["starting", "error"]);
+    assert_eq!(
+        events[1].reason.as_deref(),
+        Some("StartTimeout"),
+        "{events:?}"
+    );
+    assert!(containers_of(&job_id).is_empty());
+}
+
+#[tokio::test]
+async fn every_mount_kind_is_seen_from_inside_the_container() {
+    if !engine_available() {
+        return;
+    }
+    test_image();
+    let mut system = System::without_worker(docker_worker).await;
+    let roots = system.path("roots");
+    std::fs::create_dir_all(roots.join("data")).unwrap();
+    std::fs::write(roots.join("data/hello"), "from the host\n").unwrap();
+    let secrets = system.path("secrets");
+    std::fs::create_dir_all(&secrets).unwrap();
+    std::fs::write(secrets.join("token"), "s3cret\n").unwrap();
+    system.config.docker.host_roots = vec![roots.clone()];
+    system.config.docker.secrets_dir = Some(secrets);
+    system.start_worker().await;
+
+    let job_id = unique("mounts");
+    let volume = unique("flare-test-volume");
+    let script = "cat /in/hello; cat /run/token; (echo no > /run/token) 2>/dev/null || echo read-only; \
+                  echo scratch > /scratch/f && cat /scratch/f; echo kept > /vol/f && cat /vol/f";
+    let mut request = in_container(&job_id, script);
+    let mount = |source: String, target: &str| Mount {
+        source,
+        target: target.into(),
+        read_only: false,
+    };
+    request.mounts = vec![
+        mount(format!("host:{}", roots.join("data").display()), "/in"),
+        mount("secret:token".into(), "/run/token"),
+        mount("emptydir:".into(), "/scratch"),
+        mount(format!("pvc:{volume}"), "/vol"),
+    ];
+    let events = system.run(&request).await;
+    wait_until_removed(&[&job_id]).await;
+    docker_cli(&["volume", "rm", &volume]);
+    assert_eq!(
+        events.last().unwrap().state,
+        JobState::Succeeded,
+        "{events:?}"
+    );
+    let log = std::fs::read_to_string(log_path(&events)).expect("the job's log");
+    assert_eq!(log, "from the host\ns3cret\nread-only\nscratch\nkept\n");
+}
+
+#[tokio::test]
+async fn a_host_mount_outside_the_allowed_roots_ends_in_error() {
+    if !engine_available() {
+        return;
+    }
+    test_image();
+    let mut system = System::without_worker(docker_worker).await;
+    let roots = system.path("roots");
+    std::fs::create_dir_all(&roots).unwrap();
+    // A link inside the root that leads out of it.
+    std::os::unix::fs::symlink("/etc", roots.join("etc")).unwrap();
+    system.config.docker.host_roots = vec![roots.clone()];
+    system.start_worker().await;
+    let job_id = unique("escape");
+    let mut request = in_container(&job_id, "cat /in/passwd");
+    request.mounts = vec![Mount {
+        source: format!("host:{}", roots.join("etc").display()),
+        target: "/in".into(),
+        read_only: true,
+    }];
+    let events = system.run(&request).await;
+    assert_eq!(states(&events), ["starting", "error"]);
+    let last = events.last().unwrap();
+    assert_eq!(last.reason.as_deref(), Some("MountNotAllowed"), "{last:?}");
+    assert!(
+        last.message.as_deref().unwrap().contains("/etc"),
+        "{last:?}"
+    );
+    assert!(containers_of(&job_id).is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_exit_while_the_event_stream_is_cut_is_not_lost() {
+    if !engine_available() {
+        return;
+    }
+    test_image();
+    let proxy = EngineProxy::start().await;
+    let mut system = System::without_worker(docker_worker).await;
+    system.config.docker.host = Some(proxy.host());
+    system.start_worker().await;
+    let job_id = unique("cut");
+    let script = "echo ready; while [ ! -e /go ]; do sleep 0.05; done; exit 4";
+    system
+        .client
+        .launch(&in_container(&job_id, script))
+        .await
+        .unwrap();
+    system
+        .events_until(&job_id, |e| e.state == JobState::Running)
+        .await;
+    wait_for_output(&job_id, "ready").await;
+
+    // The stream is down while the container exits.
+    proxy.cut();
+    let container = format!("flare-{job_id}");
+    docker_cli(&["exec", &container, "touch", "/go"]);
+    assert_eq!(docker_cli(&["wait", &container]).trim(), "4");
+    proxy.resume();
+
+    let events = system.events_until_terminal(&job_id).await;
+    assert_well_formed(&events);
+    assert_eq!(states(&events), ["starting", "running", "failed"]);
+    assert_eq!(events[2].exit_code, Some(4));
+}
+
+#[tokio::test]
+async fn two_jobs_pull_their_image_from_a_registry_and_run() {
+    let Some(system) = docker_system().await else {
+        return;
+    };
+    let registry = Registry::start().await;
+    let image = registry.push_test_image(&format!("{}:1", unique("flare-test/pulled")));
+    let jobs: Vec<_> = (0..2)
+        .map(|_| {
+            let mut request = in_container(&unique("pulled"), "echo pulled");
+            request.image = Some(image.clone());
+            request
+        })
+        .collect();
+    for request in &jobs {
+        system.client.launch(request).await.unwrap();
+    }
+    for request in &jobs {
+        let events = system.events_until_terminal(&request.job_id).await;
+        assert_eq!(
+            states(&events),
+            ["starting", "running", "succeeded"],
+            "{events:?}"
+        );
+    }
+    wait_until_removed(&[&jobs[0].job_id, &jobs[1].job_id]).await;
+    docker_cli(&["rmi", &image]);
+}
+
+#[tokio::test]
+async fn an_image_the_registry_lacks_is_not_found() {
+    let Some(system) = docker_system().await else {
+        return;
+    };
+    let registry = Registry::start().await;
+    let job_id = unique("lacks");
+    let mut request = in_container(&job_id, "true");
+    request.image = Some(registry.image("flare-test/nothing:1"));
+    let events = system.run(&request).await;
+    assert_eq!(states(&events), ["starting", "error"]);
+    let last = events.last().unwrap();
+    assert_eq!(last.reason.as_deref(), Some("ImageNotFound"), "{last:?}");
+    assert!(
+        last.message
+            .as_deref()
+            .unwrap()
+            .contains("flare-test/nothing"),
+        "{last:?}"
+    );
+}
+
+#[tokio::test]
+async fn with_pull_never_a_missing_image_is_not_found() {
+    if !engine_available() {
+        return;
+    }
+    let system = System::start_with(|config| {
+        docker_worker(config);
+        config.docker.pull = PullPolicy::Never;
+    })
+    .await;
+    let job_id = unique("never");
+    let mut request = in_container(&job_id, "true");
+    request.image = Some("flare-launcher-test-never-there:1".into());
+    let events = system.run(&request).await;
+    assert_eq!(states(&events), ["starting", "error"]);
+    assert_eq!(
+        events[1].reason.as_deref(),
+        Some("ImageNotFound"),
+        "{events:?}"
+    );
+}
+
+#[tokio::test]
+async fn the_sites_user_shm_size_and_ulimits_hold_inside_the_container() {
+    if !engine_available() {
+        return;
+    }
+    test_image();
+    let system = System::start_with(|config| {
+        docker_worker(config);
+        config.docker.user = Some("1234:2345".into());
+        config.docker.shm_size_mb = Some(32);
+        config.docker.ulimits = vec!["nofile=321:654".into()];
+    })
+    .await;
+    let job_id = unique("site");
+    let script = "id -u; id -g; ulimit -n; ulimit -Hn; df -k /dev/shm | tail -n1";
+    let events = system.run(&in_container(&job_id, script)).await;
+    assert_eq!(
+        events.last().unwrap().state,
+        JobState::Succeeded,
+        "{events:?}"
+    );
+    let log = std::fs::read_to_string(log_path(&events)).expect("the job's log");
+    let lines: Vec<&str> = log.lines().collect();
+    assert_eq!(lines[..4], ["1234", "2345", "321", "654"], "{log}");
+    let shm_kib: Vec<&str> = lines[4].split_whitespace().collect();
+    assert_eq!(shm_kib[1], "32768", "{log}");
+}
+
+#[tokio::test]
+async fn shutdown_terminates_the_containers_left_after_the_drain() {
+    if !engine_available() {
+        return;
+    }
+    test_image();
+    let mut system = System::start_with(|config| {
+        docker_worker(config);
+        config.drain_timeout = Duration::from_secs(1);
+    })
+    .await;
+    let job_id = unique("drained");
+    let script = "trap 'exit 0' TERM; echo ready; while true; do sleep 0.1; done";
+    system
+        .client
+        .launch(&in_container(&job_id, script))
+        .await
+        .unwrap();
+    system
+        .events_until(&job_id, |e| e.state == JobState::Running)
+        .await;
+    wait_for_output(&job_id, "ready").await;
+    system.shutdown_worker().await;
+    let events = system.events_until_terminal(&job_id).await;
+    assert_well_formed(&events);
+    let last = events.last().unwrap();
+    assert_eq!(last.state, JobState::Terminated, "{events:?}");
+    assert_eq!(last.reason.as_deref(), Some("WorkerShutdown"));
+    assert_eq!(last.exit_code, Some(0), "stopped politely: {last:?}");
+    wait_until_removed(&[&job_id]).await;
+}
+
+#[tokio::test]
+async fn an_ended_jobs_container_is_kept_for_keep_s() {
+    if !engine_available() {
+        return;
+    }
+    test_image();
+    let system = System::start_with(|config| {
+        docker_worker(config);
+        config.docker.keep = Duration::from_secs(5);
+    })
+    .await;
+    let job_id = unique("kept");
+    let events = system.run(&in_container(&job_id, "exit 0")).await;
+    assert_eq!(events.last().unwrap().state, JobState::Succeeded);
+    assert_eq!(containers_of(&job_id).len(), 1, "kept after its end");
+    wait_until_removed(&[&job_id]).await;
+}
+
+#[tokio::test]
+async fn the_sites_workspace_gives_the_job_its_folder_and_startup_read_only() {
+    if !engine_available() {
+        return;
+    }
+    test_image();
+    let mut system = System::without_worker(docker_worker).await;
+    let workspace = system.path("workspace");
+    std::fs::create_dir_all(workspace.join("startup")).unwrap();
+    std::fs::write(workspace.join("startup/fed_client.json"), "{}\n").unwrap();
+    system.config.docker.workspace = Some(workspace.clone());
+    system.start_worker().await;
+    let job_id = unique("ws");
+    let ws = workspace.display();
+    let script = format!(
+        "cat {ws}/startup/fed_client.json; (echo x > {ws}/startup/new) 2>/dev/null || echo read-only; \
+         echo result > {ws}/{job_id}/out"
+    );
+    let events = system.run(&in_container(&job_id, &script)).await;
+    assert_eq!(
+        events.last().unwrap().state,
+        JobState::Succeeded,
+        "{events:?}"
+    );
+    let log = std::fs::read_to_string(log_path(&events)).expect("the job's log");
+    assert_eq!(log, "{}\nread-only\n");
+    let out = std::fs::read_to_string(workspace.join(&job_id).join("out")).unwrap();
+    assert_eq!(out, "result\n");
+}
