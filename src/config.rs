@@ -117,6 +117,16 @@ pub struct WorkerArgs {
         value_delimiter = ','
     )]
     pub job_env_deny: Option<Vec<String>>,
+    /// Run each process job in a cgroup of its own where the host allows it (costs throughput) [default: false]
+    #[arg(
+        long,
+        env = "FLARE_JOB_CGROUPS",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true",
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
+    pub job_cgroups: Option<bool>,
     /// The Docker backend's options.
     #[command(flatten)]
     #[serde(default)]
@@ -146,6 +156,7 @@ impl WorkerArgs {
             job_user: self.job_user.or(fallback.job_user),
             job_env_allow,
             job_env_deny,
+            job_cgroups: self.job_cgroups.or(fallback.job_cgroups),
             docker: self.docker.or(fallback.docker),
         }
     }
@@ -170,6 +181,7 @@ struct FileWorker {
     job_user: Option<String>,
     job_env_allow: Option<Vec<String>>,
     job_env_deny: Option<Vec<String>>,
+    job_cgroups: Option<bool>,
 }
 
 /// The config file.
@@ -244,6 +256,7 @@ impl Settings {
             job_user: file.worker.job_user,
             job_env_allow: file.worker.job_env_allow,
             job_env_deny: file.worker.job_env_deny,
+            job_cgroups: file.worker.job_cgroups,
             docker: file.docker,
         };
         Ok(Settings {
@@ -295,6 +308,7 @@ impl Settings {
             job_user: w.job_user.clone(),
             job_env_allow: w.job_env_allow.clone(),
             job_env_deny: w.job_env_deny.clone(),
+            job_cgroups: w.job_cgroups.unwrap_or(false),
             docker: w.docker.config(),
         }
     }
@@ -356,6 +370,8 @@ pub struct WorkerConfig {
     pub job_env_allow: Option<Vec<String>>,
     /// Worker variables jobs do not inherit (names, `PREFIX*`), if given.
     pub job_env_deny: Option<Vec<String>>,
+    /// Each process job in a cgroup of its own, where the host allows it.
+    pub job_cgroups: bool,
     /// The Docker backend's options.
     pub docker: DockerConfig,
 }
@@ -590,6 +606,20 @@ mod tests {
             outside.validate().is_err(),
             "the default must be a backend of the worker"
         );
+    }
+
+    #[test]
+    fn job_cgroups_are_off_unless_asked_for() {
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        writeln!(file, "[worker]\njob_cgroups = true").unwrap();
+        let from_file = GlobalArgs {
+            config: Some(file.path().to_owned()),
+            ..GlobalArgs::default()
+        };
+        let on = Settings::load(from_file, WorkerArgs::default()).unwrap();
+        assert!(on.worker_config().job_cgroups);
+        let off = Settings::load(GlobalArgs::default(), WorkerArgs::default()).unwrap();
+        assert!(!off.worker_config().job_cgroups);
     }
 
     #[test]

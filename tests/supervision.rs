@@ -255,7 +255,7 @@ async fn a_job_runs_in_a_cgroup_of_its_own_which_goes_with_it() {
         eprintln!("SKIPPED: job cgroups need a supervisor that may make cgroups (root)");
         return;
     }
-    let system = System::start().await;
+    let system = System::start_with(|c| c.job_cgroups = true).await;
     let events = system
         .run(&sh("grouped", "cat /proc/self/cgroup; sleep 0.2 & wait"))
         .await;

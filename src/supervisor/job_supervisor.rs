@@ -68,17 +68,24 @@ fn handled_signals() -> SigSet {
     set
 }
 
-/// Supervises `spawn` in a freshly forked process and exits; never returns.
-/// `supervisor` is the pid of the supervisor that forked it; the note descriptor
-/// is [`NOTE_FD`].
-pub fn run(
-    spawn: &Spawn,
-    base_env: &[(String, String)],
-    user: Option<&JobUserIds>,
-    dir: &Path,
-    supervisor: Pid,
-) -> ! {
-    let code = match supervise(spawn, base_env, user, dir, supervisor) {
+/// What every job of a supervisor shares.
+pub struct Settings<'a> {
+    /// The environment every job inherits, before its own.
+    pub base_env: &'a [(String, String)],
+    /// The user jobs run as.
+    pub user: Option<&'a JobUserIds>,
+    /// Each job in a cgroup of its own, where the host allows it.
+    pub cgroup: bool,
+    /// The supervisor's directory (job files).
+    pub dir: &'a Path,
+    /// The supervisor that forked the job supervisor.
+    pub supervisor: Pid,
+}
+
+/// Supervises `spawn` in a freshly forked process and exits; never returns. The
+/// note descriptor is [`NOTE_FD`].
+pub fn run(spawn: &Spawn, settings: &Settings<'_>) -> ! {
+    let code = match supervise(spawn, settings) {
         Ok(()) => 0,
         Err(e) => {
             eprintln!("job {}: supervision failed: {e}", spawn.job_id);
@@ -90,13 +97,14 @@ pub fn run(
     unsafe { libc::_exit(code) }
 }
 
-fn supervise(
-    spawn: &Spawn,
-    base_env: &[(String, String)],
-    user: Option<&JobUserIds>,
-    dir: &Path,
-    supervisor: Pid,
-) -> std::io::Result<()> {
+fn supervise(spawn: &Spawn, settings: &Settings<'_>) -> std::io::Result<()> {
+    let Settings {
+        base_env,
+        user,
+        dir,
+        supervisor,
+        ..
+    } = *settings;
     // A session of its own: no process of another job can join this job's
     // process group, and no terminal's signals reach it.
     nix::unistd::setsid()?;
@@ -110,7 +118,10 @@ fn supervise(
     // SAFETY: the supervisor placed the note's pipe at NOTE_FD for this process,
     // which owns it from here on.
     let mut note = std::fs::File::from(unsafe { OwnedFd::from_raw_fd(NOTE_FD) });
-    let cgroup = JobCgroup::create(&spawn.job_id, getpid());
+    let cgroup = settings
+        .cgroup
+        .then(|| JobCgroup::create(&spawn.job_id, getpid()))
+        .flatten();
     let child = match start(spawn, base_env, user, cgroup.as_ref()) {
         Ok(child) => child,
         Err(e) => {

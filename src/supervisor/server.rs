@@ -97,6 +97,8 @@ struct Server {
     connection: Option<Connection>,
     base_env: Vec<(String, String)>,
     user: Option<JobUserIds>,
+    /// Each job in a cgroup of its own, where the host allows it.
+    cgroups: bool,
     greeted: bool,
     /// Job supervisors by pid.
     jobs: HashMap<Pid, Supervised>,
@@ -171,6 +173,7 @@ pub fn serve(dir: &Path) -> Result<(), ServeError> {
         connection: None,
         base_env: Vec::new(),
         user: None,
+        cgroups: false,
         greeted: false,
         jobs: HashMap::new(),
         note_buffer: Vec::new(),
@@ -327,9 +330,14 @@ impl Server {
 
     fn handle(&mut self, request: Request) {
         match request {
-            Request::Hello { base_env, user } => {
+            Request::Hello {
+                base_env,
+                user,
+                cgroups,
+            } => {
                 self.base_env = base_env;
                 self.user = user;
+                self.cgroups = cgroups;
                 self.greeted = true;
                 // A worker that comes after a goodbye is served as any other.
                 self.leaving = false;
@@ -396,7 +404,14 @@ impl Server {
         match unsafe { fork() } {
             Ok(ForkResult::Child) => {
                 self.become_job_supervisor();
-                job_supervisor::run(&spawn, &self.base_env, self.user.as_ref(), &self.dir, me)
+                let settings = job_supervisor::Settings {
+                    base_env: &self.base_env,
+                    user: self.user.as_ref(),
+                    cgroup: self.cgroups,
+                    dir: &self.dir,
+                    supervisor: me,
+                };
+                job_supervisor::run(&spawn, &settings)
             }
             Ok(ForkResult::Parent { child }) => {
                 self.jobs.insert(

@@ -31,6 +31,9 @@ pub enum Request {
         base_env: Vec<(String, String)>,
         /// The user jobs run as; `None`: the supervisor's own.
         user: Option<JobUserIds>,
+        /// Each job in a cgroup of its own, where the host allows it.
+        #[serde(default)]
+        cgroups: bool,
     },
     /// Start a job.
     Launch(Spawn),

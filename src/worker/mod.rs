@@ -186,6 +186,7 @@ impl Worker {
             supervisor_program: config.supervisor_program.clone(),
             job_user,
             env_policy,
+            cgroups: config.job_cgroups,
         });
         let mut started: Vec<Arc<dyn Backend>> = Vec::new();
         for kind in &config.backends {

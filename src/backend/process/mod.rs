@@ -33,6 +33,8 @@ pub struct ProcessSettings {
     pub job_user: Option<JobUser>,
     /// Which of the worker's variables jobs inherit.
     pub env_policy: JobEnvPolicy,
+    /// Each job in a cgroup of its own, where the host allows it.
+    pub cgroups: bool,
 }
 
 /// Why a process backend cannot start.
@@ -86,6 +88,7 @@ impl ProcessBackend {
             &settings.supervisor_program,
             base_env,
             settings.job_user.as_ref().map(JobUser::ids),
+            settings.cgroups,
         )
         .await?;
         Ok(ProcessBackend {

@@ -109,6 +109,7 @@ impl Supervisor {
         program: &Path,
         base_env: Vec<(String, String)>,
         user: Option<JobUserIds>,
+        cgroups: bool,
     ) -> Result<(Supervisor, Vec<RunningJob>), SupervisorError> {
         let socket = socket_path(dir);
         if socket.as_os_str().len() > MAX_SOCKET_PATH {
@@ -118,7 +119,11 @@ impl Supervisor {
             inner: Arc::new(Inner {
                 dir: dir.to_owned(),
                 program: program.to_owned(),
-                hello: Request::Hello { base_env, user },
+                hello: Request::Hello {
+                    base_env,
+                    user,
+                    cgroups,
+                },
                 link: tokio::sync::Mutex::new(None),
                 routes: Mutex::new(HashMap::new()),
                 found: Mutex::new(HashMap::new()),
