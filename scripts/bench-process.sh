@@ -6,6 +6,10 @@
 # the throughput run. Needs a release build (`cargo build --release`).
 #
 #   scripts/bench-process.sh [JOBS_AT_50]    # default 5000
+#
+# The worker's data directory (job logs, the supervisor's job files) goes under
+# BENCH_DATA_ROOT (default: the system's temporary directory), e.g. /dev/shm to
+# take the file system out of the figures (see the README's Performance section).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 # shellcheck source=scripts/ensure-nats-server.sh
@@ -14,18 +18,19 @@ source scripts/ensure-nats-server.sh
 jobs=${1:-5000}
 bin=target/release/flare-launcher
 work=$(mktemp -d)
+data=$(mktemp -d -p "${BENCH_DATA_ROOT:-${TMPDIR:-/tmp}}")
 port=$((20000 + RANDOM % 20000))
 cleanup() {
     [[ -n ${worker:-} ]] && kill -TERM "$worker" 2>/dev/null && wait "$worker" 2>/dev/null
     [[ -n ${nats:-} ]] && kill "$nats" 2>/dev/null && wait "$nats" 2>/dev/null
-    rm -rf "$work"
+    rm -rf "$work" "$data"
 }
 trap cleanup EXIT
 
 "$NATS_SERVER_BIN" -js -a 127.0.0.1 -p "$port" -sd "$work/js" >"$work/nats.log" 2>&1 &
 nats=$!
 url="nats://127.0.0.1:$port"
-"$bin" --nats-url "$url" worker --max-jobs 64 --data-dir "$work/data" >"$work/worker.log" 2>&1 &
+"$bin" --nats-url "$url" worker --max-jobs 64 --data-dir "$data" >"$work/worker.log" 2>&1 &
 worker=$!
 sleep 2
 

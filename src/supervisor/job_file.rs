@@ -55,17 +55,16 @@ pub fn path(dir: &Path, job_id: &str) -> PathBuf {
 }
 
 impl JobFile {
-    /// Writes the file atomically (a temporary file renamed over it), so a reader
-    /// sees the old content or the new, never half.
+    /// Writes the file in place. Its only writer is the job's supervisor, and its
+    /// readers read it after that writer ended (the supervisor, when it reaps
+    /// it) or treat a file they cannot read as no file (a worker at start-up);
+    /// writing in place spares every job two file creations and removals.
     ///
     /// # Errors
     /// The I/O error.
     pub fn write(&self, dir: &Path) -> io::Result<()> {
-        let target = path(dir, &self.job_id);
-        let partial = target.with_extension("json.partial");
         let text = serde_json::to_vec(self).expect("a job file always serializes");
-        std::fs::write(&partial, text)?;
-        std::fs::rename(&partial, &target)
+        std::fs::write(path(dir, &self.job_id), text)
     }
 
     /// Reads one job's file; `None` when there is none.
