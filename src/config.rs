@@ -534,6 +534,15 @@ mod tests {
         assert_eq!(config.backend, BackendKind::Process);
     }
 
+    /// The worker configuration from `worker` (flags) over the config file `path`.
+    fn load_with_file(path: &Path, worker: WorkerArgs) -> WorkerConfig {
+        let global = GlobalArgs {
+            config: Some(path.to_owned()),
+            ..GlobalArgs::default()
+        };
+        Settings::load(global, worker).unwrap().worker_config()
+    }
+
     #[test]
     fn the_job_env_lists_are_one_setting_across_layers() {
         let mut file = tempfile::NamedTempFile::new().unwrap();
@@ -542,13 +551,7 @@ mod tests {
             "[worker]\njob_user = \"nobody:nogroup\"\njob_env_deny = [\"AWS_*\"]"
         )
         .unwrap();
-        let load = |worker: WorkerArgs| {
-            let global = GlobalArgs {
-                config: Some(file.path().to_owned()),
-                ..GlobalArgs::default()
-            };
-            Settings::load(global, worker).unwrap().worker_config()
-        };
+        let load = |worker| load_with_file(file.path(), worker);
         let from_file = load(WorkerArgs::default());
         assert_eq!(from_file.job_user.as_deref(), Some("nobody:nogroup"));
         assert_eq!(from_file.job_env_deny, Some(vec!["AWS_*".to_string()]));
@@ -569,13 +572,7 @@ mod tests {
             "[worker]\nbackends = [\"docker\", \"process\"]\n[docker]\nnetwork = \"jobs\"\npull = \"never\"\nkeep_s = 60"
         )
         .unwrap();
-        let load = |worker: WorkerArgs| {
-            let global = GlobalArgs {
-                config: Some(file.path().to_owned()),
-                ..GlobalArgs::default()
-            };
-            Settings::load(global, worker).unwrap().worker_config()
-        };
+        let load = |worker| load_with_file(file.path(), worker);
         let from_file = load(WorkerArgs::default());
         assert_eq!(
             from_file.backends,

@@ -47,14 +47,7 @@ async fn a_container_that_exits_0_succeeds_and_is_removed() {
     };
     assert!(name.ends_with(&job_id), "{name}");
     // Removed once the end is recorded: the release follows the final event.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while !containers_of(&job_id).is_empty() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "container not removed"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_until_removed(&[&job_id]).await;
 }
 
 #[tokio::test]
@@ -317,14 +310,7 @@ async fn a_worker_killed_and_restarted_finishes_its_containers_stories() {
     assert_eq!(states(&events), ["starting", "running", "terminated"]);
     assert_eq!(events[2].exit_code, Some(0), "{events:?}");
     // Both ends are recorded: their containers go.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while !(containers_of(&keeps.job_id).is_empty() && containers_of(&ends.job_id).is_empty()) {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "containers were kept"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_until_removed(&[&keeps.job_id, &ends.job_id]).await;
 }
 
 #[tokio::test]
