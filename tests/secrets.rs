@@ -15,7 +15,28 @@ use std::path::{Path, PathBuf};
 use std::process::{Output, Stdio};
 use tokio::process::{Child, Command};
 
-const BINARY: &str = env!("CARGO_BIN_EXE_flare-launcher");
+const BUILT_BINARY: &str = env!("CARGO_BIN_EXE_flare-launcher");
+
+/// The binary, copied once per test process into a folder every user may enter:
+/// the build's own folder may be closed to `nobody` (a checkout in a private
+/// temporary directory), and a worker run as `nobody` runs its supervisor from
+/// its own path.
+fn binary() -> &'static str {
+    static COPY: std::sync::OnceLock<(tempfile::TempDir, String)> = std::sync::OnceLock::new();
+    let (_, path) = COPY.get_or_init(|| {
+        let dir = tempfile::Builder::new()
+            .prefix("flare-launcher-bin")
+            .tempdir_in("/tmp")
+            .unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let path = dir.path().join("flare-launcher");
+        std::fs::copy(BUILT_BINARY, &path).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let path = path.to_str().unwrap().to_owned();
+        (dir, path)
+    });
+    path
+}
 /// `nobody`'s ids on Linux distributions.
 const NOBODY: u32 = 65534;
 
@@ -64,10 +85,10 @@ impl WorkerProcess {
     fn spawn(system: &System, data_dir: &Path, setup: WorkerSetup) -> WorkerProcess {
         let stderr = system.path("worker.stderr");
         let mut command = match setup.setpriv {
-            [] => Command::new(BINARY),
+            [] => Command::new(binary()),
             args => {
                 let mut command = Command::new("setpriv");
-                command.args(args).arg(BINARY);
+                command.args(args).arg(binary());
                 command
             }
         };
@@ -295,7 +316,7 @@ async fn jobs_of_a_worker_with_capabilities_instead_of_root_get_none() {
 
 /// Runs the binary with `args` (and `env`) to its end, which must come soon.
 async fn run_binary(args: &[&str], env: &[(&str, &str)], as_nobody: bool) -> Output {
-    let mut command = Command::new(BINARY);
+    let mut command = Command::new(binary());
     command
         .args(args)
         .envs(env.iter().copied())
