@@ -1,12 +1,13 @@
 //! Supervised process jobs: a job's whole tree is contained (`setsid` and double
 //! forks do not escape), time limits hold under a long grace, a worker that dies
-//! finds its jobs again when it restarts, and a job whose supervisor dies is lost.
+//! finds its jobs again when it restarts (also at once, after an orderly
+//! shutdown), and a job whose supervisor dies is lost.
 
 mod common;
 
 use common::processes::{is_alive, parent_of, read_pid, wait_until_gone};
 use common::system::{System, assert_well_formed, sh, states};
-use flare_launcher::protocol::{BackendRef, MAX_DURATION_S, Timeouts};
+use flare_launcher::protocol::{BackendRef, LaunchRequest, MAX_DURATION_S, Timeouts};
 use flare_launcher::state::JobState;
 use flare_launcher::supervisor::job_file::{JobEnd, JobFile};
 use std::path::{Path, PathBuf};
@@ -234,7 +235,7 @@ async fn many_jobs_that_end_at_once_all_start_and_end() {
     let system = System::start_with(|c| c.max_jobs = 64).await;
     let jobs: Vec<String> = (0..400).map(|n| format!("quick-{n}")).collect();
     let publish = jobs.iter().map(|job_id| {
-        let request = flare_launcher::protocol::LaunchRequest::new(job_id, vec!["true".into()]);
+        let request = LaunchRequest::new(job_id, vec!["true".into()]);
         let client = system.client.clone();
         async move { client.launch(&request).await.unwrap() }
     });
@@ -390,4 +391,19 @@ async fn a_second_supervisor_for_the_same_directory_leaves_at_once() {
     );
     first.kill().unwrap();
     first.wait().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_restarted_at_once_after_an_orderly_shutdown_finds_a_supervisor() {
+    let mut system = System::start().await;
+    // Each successor connects while its predecessor's supervisor, told goodbye,
+    // is on its way out.
+    for _ in 0..20 {
+        system.shutdown_worker().await;
+        system.start_worker().await;
+    }
+    let events = system
+        .run(&LaunchRequest::new("after-restarts", vec!["true".into()]))
+        .await;
+    assert_eq!(events.last().unwrap().state, JobState::Succeeded);
 }

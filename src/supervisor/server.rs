@@ -20,6 +20,7 @@ use super::job_supervisor::{self, NOTE_FD, StartNote};
 use super::tree::{children_of, signal_group};
 use super::wire::{JobUserIds, MAX_LINE, Report, Request, RunningJob, Spawn, encode};
 use nix::errno::Errno;
+use nix::fcntl::{Flock, FlockArg};
 use nix::sys::signal::{SigSet, SigmaskHow, Signal, kill, sigprocmask};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
@@ -34,6 +35,9 @@ use std::time::{Duration, Instant};
 
 /// How long a supervisor without jobs waits for a worker before it exits.
 pub const IDLE_EXIT: Duration = Duration::from_secs(10);
+/// How long a supervisor waits for the directory's lock before it leaves the
+/// directory to the supervisor that holds it.
+const LOCK_WAIT: Duration = Duration::from_secs(3);
 /// Longest path a Unix socket address holds (`sun_path`, less its final NUL).
 pub const MAX_SOCKET_PATH: usize = 107;
 
@@ -127,17 +131,9 @@ pub fn serve(dir: &Path) -> Result<(), ServeError> {
         .mode(0o700)
         .create(jobs_dir(dir))
         .map_err(setup(format!("cannot create {}", dir.display())))?;
-    let lock = std::fs::File::create(dir.join("supervisor.lock"))
-        .map_err(setup("cannot create the supervisor's lock file"))?;
     // Held until this function returns: one supervisor per directory.
-    let _lock = match nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusiveNonblock) {
-        Ok(lock) => lock,
-        Err((_, Errno::EWOULDBLOCK)) => return Ok(()),
-        Err((_, errno)) => {
-            return Err(setup("cannot lock the supervisor's lock file")(
-                errno.into(),
-            ));
-        }
+    let Some(_lock) = lock_directory(dir)? else {
+        return Ok(());
     };
     let socket = socket_path(dir);
     let _ = std::fs::remove_file(&socket);
@@ -183,6 +179,34 @@ pub fn serve(dir: &Path) -> Result<(), ServeError> {
     server.run();
     let _ = std::fs::remove_file(&socket);
     Ok(())
+}
+
+/// Takes the directory's lock, waiting up to [`LOCK_WAIT`] for a predecessor that
+/// is on its way out (a worker that restarts at once can start this supervisor
+/// while the last one, told goodbye, is still exiting). `None` when another
+/// supervisor keeps the lock: it serves the directory.
+///
+/// # Errors
+/// A [`ServeError`] when the lock file cannot be created or locked.
+fn lock_directory(dir: &Path) -> Result<Option<Flock<std::fs::File>>, ServeError> {
+    let deadline = Instant::now() + LOCK_WAIT;
+    let mut file = std::fs::File::create(dir.join("supervisor.lock"))
+        .map_err(setup("cannot create the supervisor's lock file"))?;
+    loop {
+        match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+            Ok(lock) => return Ok(Some(lock)),
+            Err((unlocked, Errno::EWOULDBLOCK)) if Instant::now() < deadline => {
+                file = unlocked;
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Err((_, Errno::EWOULDBLOCK)) => return Ok(None),
+            Err((_, errno)) => {
+                return Err(setup("cannot lock the supervisor's lock file")(
+                    errno.into(),
+                ));
+            }
+        }
+    }
 }
 
 impl Server {
@@ -243,7 +267,8 @@ impl Server {
 
     fn accept(&mut self) {
         while let Ok((stream, _)) = self.listener.accept() {
-            if self.connection.is_some() {
+            // A worker that said goodbye gives way to its successor at once.
+            if self.connection.is_some() && !self.leaving {
                 let mut stream = stream;
                 let _ = stream.write_all(&encode(&Report::Refused {
                     error: "another worker with this id is connected to this supervisor".into(),
@@ -259,6 +284,8 @@ impl Server {
                 outbox: Vec::new(),
             });
             self.greeted = false;
+            // A new worker: this supervisor stays for it.
+            self.leaving = false;
         }
     }
 

@@ -54,6 +54,14 @@ pub enum SupervisorError {
     Refused(String),
 }
 
+/// Why one attempt to greet the supervisor failed.
+enum Greeting {
+    /// The connection went before the answer came: worth another attempt.
+    Dropped(String),
+    /// Nothing another attempt would change.
+    Failed(SupervisorError),
+}
+
 /// Why a job could not be launched through the supervisor.
 #[derive(Debug, thiserror::Error)]
 pub enum LaunchFailure {
@@ -142,40 +150,27 @@ impl Supervisor {
 
     /// Opens a connection (starting a supervisor if none listens), says hello,
     /// lists the jobs, and starts reading reports.
+    ///
+    /// A connection dropped before the answer is tried again until
+    /// [`READY_TIMEOUT`]: it met a supervisor on its way out (told goodbye by
+    /// this worker's predecessor), and the next attempt starts a new one.
     async fn connect(&self, link: &mut Option<Link>) -> Result<Vec<RunningJob>, SupervisorError> {
-        let dir = &self.inner.dir;
-        let socket = socket_path(dir);
-        let stream = match UnixStream::connect(&socket).await {
-            Ok(stream) => stream,
-            Err(_) => {
-                self.spawn_supervisor()?;
-                self.wait_for_socket(&socket).await?
+        let deadline = tokio::time::Instant::now() + READY_TIMEOUT;
+        let (reader, writer, running) = loop {
+            match self.greet().await {
+                Ok(greeted) => break greeted,
+                Err(Greeting::Dropped(reason)) if tokio::time::Instant::now() < deadline => {
+                    tracing::debug!(%reason, "the supervisor dropped the connection; connecting again");
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                Err(Greeting::Dropped(reason)) => {
+                    return Err(SupervisorError::Unresponsive {
+                        dir: self.inner.dir.clone(),
+                        reason,
+                    });
+                }
+                Err(Greeting::Failed(error)) => return Err(error),
             }
-        };
-        let unresponsive = |reason: String| SupervisorError::Unresponsive {
-            dir: dir.clone(),
-            reason,
-        };
-        let (reader, mut writer) = stream.into_split();
-        let mut greeting = encode(&self.inner.hello);
-        greeting.extend(encode(&Request::List));
-        writer
-            .write_all(&greeting)
-            .await
-            .map_err(|e| unresponsive(e.to_string()))?;
-        let mut reader = BufReader::new(reader);
-        let mut line = String::new();
-        let answer = tokio::time::timeout(READY_TIMEOUT, reader.read_line(&mut line)).await;
-        let running = match answer {
-            Ok(Ok(n)) if n > 0 => match serde_json::from_str::<Report>(&line) {
-                Ok(Report::Jobs { running }) => running,
-                Ok(Report::Refused { error }) => return Err(SupervisorError::Refused(error)),
-                Ok(other) => return Err(unresponsive(format!("unexpected answer {other:?}"))),
-                Err(e) => return Err(unresponsive(format!("unreadable answer: {e}"))),
-            },
-            Ok(Ok(_)) => return Err(unresponsive("it closed the connection".into())),
-            Ok(Err(e)) => return Err(unresponsive(e.to_string())),
-            Err(_) => return Err(unresponsive(format!("no answer within {READY_TIMEOUT:?}"))),
         };
         let generation = self
             .inner
@@ -201,6 +196,54 @@ impl Supervisor {
         tokio::spawn(write_lines(writer, queued));
         tokio::spawn(self.clone().read_reports(reader, generation));
         Ok(running)
+    }
+
+    /// One attempt: connects (starting a supervisor if none listens), says hello
+    /// and reads the list of the jobs the supervisor runs.
+    async fn greet(
+        &self,
+    ) -> Result<(BufReader<OwnedReadHalf>, OwnedWriteHalf, Vec<RunningJob>), Greeting> {
+        let dir = &self.inner.dir;
+        let socket = socket_path(dir);
+        let stream = match UnixStream::connect(&socket).await {
+            Ok(stream) => stream,
+            Err(_) => {
+                self.spawn_supervisor().map_err(Greeting::Failed)?;
+                self.wait_for_socket(&socket)
+                    .await
+                    .map_err(Greeting::Failed)?
+            }
+        };
+        let (reader, mut writer) = stream.into_split();
+        let mut greeting = encode(&self.inner.hello);
+        greeting.extend(encode(&Request::List));
+        writer
+            .write_all(&greeting)
+            .await
+            .map_err(|e| Greeting::Dropped(e.to_string()))?;
+        let mut reader = BufReader::new(reader);
+        let mut line = String::new();
+        let unresponsive = |reason: String| {
+            Greeting::Failed(SupervisorError::Unresponsive {
+                dir: dir.clone(),
+                reason,
+            })
+        };
+        let answer = tokio::time::timeout(READY_TIMEOUT, reader.read_line(&mut line)).await;
+        let running = match answer {
+            Ok(Ok(n)) if n > 0 => match serde_json::from_str::<Report>(&line) {
+                Ok(Report::Jobs { running }) => running,
+                Ok(Report::Refused { error }) => {
+                    return Err(Greeting::Failed(SupervisorError::Refused(error)));
+                }
+                Ok(other) => return Err(unresponsive(format!("unexpected answer {other:?}"))),
+                Err(e) => return Err(unresponsive(format!("unreadable answer: {e}"))),
+            },
+            Ok(Ok(_)) => return Err(Greeting::Dropped("it closed the connection".into())),
+            Ok(Err(e)) => return Err(Greeting::Dropped(e.to_string())),
+            Err(_) => return Err(unresponsive(format!("no answer within {READY_TIMEOUT:?}"))),
+        };
+        Ok((reader, writer, running))
     }
 
     fn spawn_supervisor(&self) -> Result<(), SupervisorError> {
