@@ -1,6 +1,7 @@
 //! Retention: the records of ended jobs and tombstones expire after the
 //! retention while a running job's record stays, old job logs are swept by day,
-//! and a bucket made without per-message TTL is upgraded at start-up.
+//! and a bucket made without per-message TTL is upgraded at start-up and while a
+//! worker runs.
 
 mod common;
 
@@ -103,6 +104,27 @@ async fn a_bucket_made_without_ttl_is_upgraded_at_start_up() {
     until_expired(&system, "new").await;
     // A record written without a TTL stays.
     assert_eq!(record(&system, "old").await, Some(old));
+}
+
+#[tokio::test]
+async fn a_bucket_made_again_without_ttl_while_a_worker_runs_gets_it_back() {
+    let system = System::start_with(|c| c.retention = SHORT_RETENTION).await;
+    // An operator removes the bucket and makes it again by hand, without TTL.
+    let js = async_nats::jetstream::new(system.client.nats().clone());
+    js.delete_key_value("flare_jobs").await.unwrap();
+    js.create_key_value(async_nats::jetstream::kv::Config {
+        bucket: "flare_jobs".into(),
+        history: 5,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    // The job's end is written with a TTL: refused until TTL is allowed again.
+    let events = system.run(&sh("after-remake", "exit 0")).await;
+    assert_eq!(events.last().unwrap().state, JobState::Succeeded);
+    until_expired(&system, "after-remake").await;
+    let mut stream = js.get_stream("KV_flare_jobs").await.unwrap();
+    assert!(stream.info().await.unwrap().config.allow_message_ttl);
 }
 
 /// Creates a log file last written at `written`.

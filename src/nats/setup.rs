@@ -132,7 +132,8 @@ impl Layout {
 
     /// After a failed write: if the server answers and says a stream or the
     /// bucket is gone (an operator removed it while workers ran), creates again
-    /// what is missing, so that the retry can succeed. A few lookups otherwise.
+    /// what is missing, and allows per-message TTL on a bucket made again
+    /// without it, so that the retry can succeed. A few lookups otherwise.
     ///
     /// The future is boxed: it is large, and rarely run, so it is kept out of
     /// the state of every job task that might run it.
@@ -167,6 +168,11 @@ impl Layout {
             }
         }
         if missing.is_empty() {
+            // The bucket may have been made again without per-message TTL (by hand),
+            // which refuses the records of ended jobs until it is allowed again.
+            if let Err(e) = ensure_jobs_bucket(&self.js, &self.subjects).await {
+                tracing::warn!(error = %e, "could not check the job-record bucket");
+            }
             return;
         }
         match self.create_missing().await {
