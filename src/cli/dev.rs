@@ -198,10 +198,10 @@ impl LocalNatsServer {
         let Some(mut child) = self.child.take() else {
             return;
         };
-        if let Some(pid) = child.id() {
-            if let Err(e) = kill(Pid::from_raw(pid as i32), Signal::SIGTERM) {
-                tracing::warn!(error = %e, "cannot send SIGTERM to nats-server");
-            }
+        if let Some(pid) = child.id()
+            && let Err(e) = kill(Pid::from_raw(pid as i32), Signal::SIGTERM)
+        {
+            tracing::warn!(error = %e, "cannot send SIGTERM to nats-server");
         }
         match tokio::time::timeout(STOP_TIMEOUT, child.wait()).await {
             Ok(Ok(status)) => tracing::info!(%status, "nats-server stopped"),

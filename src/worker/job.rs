@@ -67,11 +67,11 @@ pub fn fresh_record(job_id: &str, worker: &str, state: JobState) -> JobRecord {
 /// and `updated` move. Returns `false` (and leaves the record alone) when the
 /// state machine forbids the transition.
 pub fn apply(record: &mut JobRecord, to: JobState, change: Change) -> bool {
-    if record.seq > 0 {
-        if let Err(e) = state::transition(record.state, to) {
-            tracing::error!(job_id = %record.job_id, error = %e, "refusing a state change");
-            return false;
-        }
+    if record.seq > 0
+        && let Err(e) = state::transition(record.state, to)
+    {
+        tracing::error!(job_id = %record.job_id, error = %e, "refusing a state change");
+        return false;
     }
     record.state = to;
     record.exit_code = change.exit_code;

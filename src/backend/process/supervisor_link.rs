@@ -12,6 +12,7 @@ use crate::supervisor::job_file::JobEnd;
 use crate::supervisor::server::{MAX_SOCKET_PATH, socket_path};
 use crate::supervisor::wire::{JobUserIds, Report, Request, RunningJob, Spawn, encode};
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -77,6 +78,23 @@ pub enum LaunchFailure {
 struct Route {
     started: Option<oneshot::Sender<Result<u32, String>>>,
     observe: mpsc::Sender<Observation>,
+    /// The connection the job's launch went over (or that found it running):
+    /// the job is lost with that connection's supervisor, not with an older one.
+    generation: u64,
+}
+
+/// Where a launched job's start and observations go.
+type JobChannels = (
+    oneshot::Sender<Result<u32, String>>,
+    mpsc::Sender<Observation>,
+);
+
+/// Why a request with a route was not sent.
+enum Routing {
+    /// The job has a route already: it runs under the supervisor.
+    Taken,
+    /// The supervisor cannot be reached.
+    Unavailable(SupervisorError),
 }
 
 /// A live connection's writing side: lines go to a task that writes them, so
@@ -186,6 +204,7 @@ impl Supervisor {
                 Route {
                     started: None,
                     observe,
+                    generation,
                 },
             );
             found.insert(job.job_id.clone(), observations);
@@ -352,21 +371,26 @@ impl Supervisor {
     }
 
     /// The connection of `generation` is gone: so is its supervisor, and with it
-    /// every job it had.
+    /// every job it had. Jobs launched over a newer connection stay.
     async fn lost(&self, generation: u64) {
+        // Under the link's lock: no launch is between connecting and routing.
         let mut link = self.inner.link.lock().await;
         if link.as_ref().is_some_and(|l| l.generation == generation) {
             *link = None;
         }
+        let routes: Vec<Route> = self
+            .routes()
+            .extract_if(|_, route| route.generation == generation)
+            .map(|(_, route)| route)
+            .collect();
         drop(link);
-        let routes: Vec<(String, Route)> = self.routes().drain().collect();
         if !routes.is_empty() {
             tracing::error!(
                 jobs = routes.len(),
                 "the job supervisor went away; its jobs are lost"
             );
         }
-        for (_, route) in routes {
+        for route in routes {
             if let Some(started) = route.started {
                 let _ = started.send(Err("the job supervisor went away".into()));
             }
@@ -377,19 +401,49 @@ impl Supervisor {
     /// Sends one request, connecting first if there is no connection. Returns
     /// once the request is queued for the connection.
     async fn send(&self, request: &Request) -> Result<(), SupervisorError> {
+        self.send_routed(request, None).await.map_err(|e| match e {
+            Routing::Unavailable(e) => e,
+            Routing::Taken => unreachable!("nothing to route"),
+        })
+    }
+
+    /// Sends one request as [`Supervisor::send`] does; with a job's channels,
+    /// the job's reports go to them from the connection the request goes over.
+    /// The route is gone again when the request could not be sent.
+    async fn send_routed(
+        &self,
+        request: &Request,
+        job: Option<(&str, JobChannels)>,
+    ) -> Result<(), Routing> {
         let mut link = self.inner.link.lock().await;
         if link.is_none() {
-            self.connect(&mut link).await?;
+            self.connect(&mut link)
+                .await
+                .map_err(Routing::Unavailable)?;
         }
         let Some(live) = link.as_ref() else {
             unreachable!("connected just above");
         };
+        let routed = job.as_ref().map(|(job_id, _)| *job_id);
+        if let Some((job_id, (started, observe))) = job {
+            match self.routes().entry(job_id.to_owned()) {
+                Entry::Occupied(_) => return Err(Routing::Taken),
+                Entry::Vacant(vacant) => vacant.insert(Route {
+                    started: Some(started),
+                    observe,
+                    generation: live.generation,
+                }),
+            };
+        }
         if live.lines.send(encode(request)).is_err() {
             *link = None;
-            return Err(SupervisorError::Unresponsive {
+            if let Some(job_id) = routed {
+                self.routes().remove(job_id);
+            }
+            return Err(Routing::Unavailable(SupervisorError::Unresponsive {
                 dir: self.inner.dir.clone(),
                 reason: "the connection is gone".into(),
-            });
+            }));
         }
         Ok(())
     }
@@ -407,20 +461,22 @@ impl Supervisor {
         let job_id = spawn.job_id.clone();
         let (started, answer) = oneshot::channel();
         let (observe, observations) = mpsc::channel(4);
-        let route = Route {
-            started: Some(started),
-            observe,
-        };
-        if self.routes().insert(job_id.clone(), route).is_some() {
-            return Err(LaunchFailure::Spawn(
-                "this job runs under the supervisor already".into(),
-            ));
+        let routed = self
+            .send_routed(&Request::Launch(spawn), Some((&job_id, (started, observe))))
+            .await;
+        match routed {
+            Ok(()) => {}
+            Err(Routing::Taken) => {
+                return Err(LaunchFailure::Spawn(
+                    "this job runs under the supervisor already".into(),
+                ));
+            }
+            Err(Routing::Unavailable(e)) => return Err(e.into()),
         }
         let mut pending = PendingLaunch {
             supervisor: self.clone(),
             job_id: Some(job_id),
         };
-        self.send(&Request::Launch(spawn)).await?;
         match answer.await {
             Ok(Ok(pid)) => {
                 pending.job_id = None;

@@ -31,14 +31,14 @@ pub fn prepare_create(pod: &mut Value) -> Result<(), ApiError> {
             causes.push(Cause::required(&format!("spec.containers[{i}].image")));
         }
     }
-    if let Some(deadline) = pod["spec"]["activeDeadlineSeconds"].as_i64() {
-        if deadline <= 0 {
-            causes.push(Cause::invalid(
-                "spec.activeDeadlineSeconds",
-                &deadline.to_string(),
-                "must be between 1 and 2147483647, inclusive",
-            ));
-        }
+    if let Some(deadline) = pod["spec"]["activeDeadlineSeconds"].as_i64()
+        && deadline <= 0
+    {
+        causes.push(Cause::invalid(
+            "spec.activeDeadlineSeconds",
+            &deadline.to_string(),
+            "must be between 1 and 2147483647, inclusive",
+        ));
     }
     let policy = pod["spec"]["restartPolicy"].as_str().unwrap_or("Always");
     if !matches!(policy, "Always" | "OnFailure" | "Never") {

@@ -33,13 +33,13 @@ pub fn set_container(
     edit: impl FnOnce(&mut Value),
 ) -> Option<std::sync::Arc<Value>> {
     update(cluster, key, |pod| {
-        if let Some(list) = pod["status"]["containerStatuses"].as_array_mut() {
-            if let Some(cs) = list.iter_mut().find(|c| c["name"] == name) {
-                edit(cs);
-                let running = !cs["state"]["running"].is_null();
-                cs["ready"] = json!(running);
-                cs["started"] = json!(running);
-            }
+        if let Some(list) = pod["status"]["containerStatuses"].as_array_mut()
+            && let Some(cs) = list.iter_mut().find(|c| c["name"] == name)
+        {
+            edit(cs);
+            let running = !cs["state"]["running"].is_null();
+            cs["ready"] = json!(running);
+            cs["started"] = json!(running);
         }
     })
 }

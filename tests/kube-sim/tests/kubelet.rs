@@ -32,10 +32,10 @@ async fn wait_for(pods: &Api<Pod>, name: &str, done: impl Fn(&Pod) -> bool) -> P
     let mut stream = watcher::watcher(pods.clone(), config).boxed();
     tokio::time::timeout(common::PATIENCE, async {
         while let Some(event) = stream.try_next().await.expect("watch") {
-            if let WatchEvent::Apply(p) | WatchEvent::InitApply(p) = event {
-                if done(&p) {
-                    return p;
-                }
+            if let WatchEvent::Apply(p) | WatchEvent::InitApply(p) = event
+                && done(&p)
+            {
+                return p;
             }
         }
         panic!("watch ended");

@@ -58,10 +58,10 @@ async fn a_thousand_running_pods_with_a_watch_open_answer_gets_within_20_ms_at_p
                     if running(&p) {
                         seen.insert(p.metadata.name.unwrap_or_default());
                     }
-                    if seen.len() == PODS {
-                        if let Some(tx) = notify.take() {
-                            let _ = tx.send(());
-                        }
+                    if seen.len() == PODS
+                        && let Some(tx) = notify.take()
+                    {
+                        let _ = tx.send(());
                     }
                 }
             }
