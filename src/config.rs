@@ -35,6 +35,9 @@ pub const MIN_MAX_REQUEST_BYTES: usize = 1024;
 /// Default and longest retention of ended jobs' records and logs: as long as the
 /// events stream keeps their events (7 days), so a record never outlives them.
 pub const MAX_RETENTION_S: u64 = crate::nats::setup::EVENTS_MAX_AGE.as_secs();
+/// Default age below which a workload no job claims is left alone (its launch may
+/// still be under way, or the engine made it while failing the call).
+pub const DEFAULT_ORPHAN_GRACE_S: u64 = 120;
 
 /// How logs are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, clap::ValueEnum)]
@@ -98,6 +101,9 @@ pub struct WorkerArgs {
     /// Seconds the records and logs of ended jobs, and tombstones, are kept, 1 to 604800 [default: 604800, 7 days]
     #[arg(long = "retention", env = "FLARE_RETENTION_S")]
     pub retention_s: Option<u64>,
+    /// Seconds a container carrying this worker's labels that no job claims is left before it is removed [default: 120]
+    #[arg(long = "orphan-grace", env = "FLARE_ORPHAN_GRACE_S")]
+    pub orphan_grace_s: Option<u64>,
     /// Run process jobs as this user (and group), not the worker's; needs root or CAP_SETUID and CAP_SETGID
     #[arg(long, env = "FLARE_JOB_USER", value_name = "USER[:GROUP]")]
     pub job_user: Option<String>,
@@ -153,6 +159,7 @@ impl WorkerArgs {
             ack_wait_s: self.ack_wait_s.or(fallback.ack_wait_s),
             max_request_bytes: self.max_request_bytes.or(fallback.max_request_bytes),
             retention_s: self.retention_s.or(fallback.retention_s),
+            orphan_grace_s: self.orphan_grace_s.or(fallback.orphan_grace_s),
             job_user: self.job_user.or(fallback.job_user),
             job_env_allow,
             job_env_deny,
@@ -178,6 +185,7 @@ struct FileWorker {
     ack_wait_s: Option<u64>,
     max_request_bytes: Option<usize>,
     retention_s: Option<u64>,
+    orphan_grace_s: Option<u64>,
     job_user: Option<String>,
     job_env_allow: Option<Vec<String>>,
     job_env_deny: Option<Vec<String>>,
@@ -253,6 +261,7 @@ impl Settings {
             ack_wait_s: file.worker.ack_wait_s,
             max_request_bytes: file.worker.max_request_bytes,
             retention_s: file.worker.retention_s,
+            orphan_grace_s: file.worker.orphan_grace_s,
             job_user: file.worker.job_user,
             job_env_allow: file.worker.job_env_allow,
             job_env_deny: file.worker.job_env_deny,
@@ -305,6 +314,7 @@ impl Settings {
             max_request_bytes: w.max_request_bytes.unwrap_or(DEFAULT_MAX_REQUEST_BYTES),
             supervisor_program: default_supervisor_program(),
             retention: Duration::from_secs(w.retention_s.unwrap_or(MAX_RETENTION_S)),
+            orphan_grace: Duration::from_secs(w.orphan_grace_s.unwrap_or(DEFAULT_ORPHAN_GRACE_S)),
             job_user: w.job_user.clone(),
             job_env_allow: w.job_env_allow.clone(),
             job_env_deny: w.job_env_deny.clone(),
@@ -364,6 +374,9 @@ pub struct WorkerConfig {
     pub supervisor_program: PathBuf,
     /// How long the records and logs of ended jobs, and tombstones, are kept.
     pub retention: Duration,
+    /// How old a workload of this worker that no job claims gets before it is
+    /// removed.
+    pub orphan_grace: Duration,
     /// `USER[:GROUP]` process jobs run as; `None`: the worker's user.
     pub job_user: Option<String>,
     /// The only worker variables jobs inherit (names, `PREFIX*`), if given.

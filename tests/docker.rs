@@ -6,8 +6,9 @@
 mod common;
 
 use common::docker::{
-    EngineProxy, Registry, TEST_IMAGE, containers_of, docker_worker, engine_available,
-    in_container, test_image, unique, wait_for_output, wait_until_removed,
+    EngineProxy, Registry, RestartableWorker, containers_of, create_labelled_container,
+    docker_system_with, docker_worker, engine_available, hanging_registry, in_container,
+    test_image, unique, wait_for_output, wait_until_removed,
 };
 use common::system::{System, assert_well_formed, log_path, states};
 use flare_launcher::config::PullPolicy;
@@ -18,11 +19,15 @@ use std::time::Duration;
 /// A system whose worker runs only Docker jobs, with the test image built; `None`
 /// when no engine answers (outside CI).
 async fn docker_system() -> Option<System> {
-    if !engine_available() {
-        return None;
-    }
-    test_image();
-    Some(System::start_with(docker_worker).await)
+    docker_system_with(|_| {}).await
+}
+
+/// A system whose Docker worker reaches its engine only through `proxy`.
+async fn system_through(proxy: &EngineProxy) -> System {
+    let mut system = System::without_worker(docker_worker).await;
+    system.config.docker.host = Some(proxy.host());
+    system.start_worker().await;
+    system
 }
 
 #[tokio::test]
@@ -166,18 +171,13 @@ async fn a_missing_image_ends_in_error_promptly() {
 /// belonging to `labelled_job`, running `script`: what a crash between create
 /// and start leaves.
 fn create_container_by_hand(system: &System, job_id: &str, labelled_job: &str, script: &str) {
-    let created = std::process::Command::new("docker")
-        .args(["create", "--name", &format!("flare-{job_id}")])
-        .args(["--label", "app.kubernetes.io/managed-by=flare-launcher"])
-        .args(["--label", &format!("flare-launcher/job-id={labelled_job}")])
-        .args([
-            "--label",
-            &format!("flare-launcher/worker={}", system.config.worker_id),
-        ])
-        .args([TEST_IMAGE, "/bin/sh", "-c", script])
-        .output()
-        .expect("docker create runs");
-    assert!(created.status.success(), "{created:?}");
+    create_labelled_container(
+        &format!("flare-{job_id}"),
+        labelled_job,
+        Some(&system.config.worker_id),
+        script,
+        false,
+    );
 }
 
 #[tokio::test]
@@ -257,15 +257,11 @@ fn docker_cli(args: &[&str]) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_killed_and_restarted_finishes_its_containers_stories() {
-    if !engine_available() {
+    let Some(restartable) = RestartableWorker::new().await else {
         return;
-    }
-    test_image();
-    let system = System::without_worker(|_| {}).await;
-    let data_dir = system.path("data");
-    let worker_id = unique("phoenix");
-    let env = [("FLARE_BACKEND", "docker")];
-    let mut worker = system.spawn_worker_process(&worker_id, &data_dir, &env);
+    };
+    let (system, worker_id) = (&restartable.system, &restartable.worker_id);
+    let mut worker = restartable.spawn();
     let keeps = in_container(
         &unique("keeps"),
         "trap 'exit 0' TERM; echo ready; while true; do sleep 0.1; done",
@@ -288,12 +284,12 @@ async fn a_worker_killed_and_restarted_finishes_its_containers_stories() {
     docker_cli(&["exec", &ends_container, "touch", "/go"]);
     assert_eq!(docker_cli(&["wait", &ends_container]).trim(), "3");
 
-    let _worker = system.spawn_worker_process(&worker_id, &data_dir, &env);
+    let _worker = restartable.spawn();
     let events = system.events_until_terminal(&ends.job_id).await;
     assert_well_formed(&events);
     assert_eq!(states(&events), ["starting", "running", "failed"]);
     assert_eq!(events[2].exit_code, Some(3));
-    assert_eq!(events[2].worker, worker_id);
+    assert_eq!(&events[2].worker, worker_id);
     let log = std::fs::read_to_string(log_path(&events)).expect("the job's log");
     assert_eq!(log, "ready\n");
 
@@ -318,15 +314,7 @@ async fn a_pull_that_hangs_ends_at_start_s_without_a_container() {
     let Some(system) = docker_system().await else {
         return;
     };
-    // A registry that takes connections and never answers.
-    let registry = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = registry.local_addr().unwrap().port();
-    let held = tokio::spawn(async move {
-        let mut connections = Vec::new();
-        while let Ok((connection, _)) = registry.accept().await {
-            connections.push(connection);
-        }
-    });
+    let (port, held) = hanging_registry().await;
     let job_id = unique("hangs");
     let mut request = in_container(&job_id, "true");
     request.image = Some(format!("127.0.0.1:{port}/flare-launcher/hangs:1"));
@@ -429,9 +417,7 @@ async fn an_exit_while_the_event_stream_is_cut_is_not_lost() {
     }
     test_image();
     let proxy = EngineProxy::start().await;
-    let mut system = System::without_worker(docker_worker).await;
-    system.config.docker.host = Some(proxy.host());
-    system.start_worker().await;
+    let system = system_through(&proxy).await;
     let job_id = unique("cut");
     let script = "echo ready; while [ ! -e /go ]; do sleep 0.05; done; exit 4";
     system
@@ -455,6 +441,51 @@ async fn an_exit_while_the_event_stream_is_cut_is_not_lost() {
     assert_well_formed(&events);
     assert_eq!(states(&events), ["starting", "running", "failed"]);
     assert_eq!(events[2].exit_code, Some(4));
+}
+
+#[tokio::test]
+async fn a_job_costs_five_engine_requests_once_its_image_is_present() {
+    if !engine_available() {
+        return;
+    }
+    test_image();
+    let proxy = EngineProxy::start().await;
+    let system = system_through(&proxy).await;
+    // What the worker asks once (version, ping, list, the event stream) is
+    // behind it after a first job.
+    let first = unique("first");
+    system.run(&in_container(&first, "exit 0")).await;
+    wait_until_removed(&[&first]).await;
+    let before = proxy.requests().len();
+    let jobs = 3;
+    for n in 0..jobs {
+        let job_id = unique(&format!("cost{n}"));
+        let events = system.run(&in_container(&job_id, "exit 0")).await;
+        assert_eq!(states(&events), ["starting", "running", "succeeded"]);
+        wait_until_removed(&[&job_id]).await;
+    }
+    let requests = proxy.requests()[before..].to_vec();
+    assert!(
+        requests.len() <= 5 * jobs,
+        "{} requests for {jobs} jobs: {requests:#?}",
+        requests.len()
+    );
+    // Each of them: create, start, inspect, logs, remove.
+    let count = |method: &str, part: &str| {
+        requests
+            .iter()
+            .filter(|r| r.starts_with(method) && r.contains(part))
+            .count()
+    };
+    for (method, part) in [
+        ("POST", "/containers/create?"),
+        ("POST", "/start"),
+        ("GET", "/json"),
+        ("GET", "/logs?"),
+        ("DELETE", "/containers/"),
+    ] {
+        assert_eq!(count(method, part), jobs, "{method} {part}: {requests:#?}");
+    }
 }
 
 #[tokio::test]
@@ -510,14 +541,13 @@ async fn an_image_the_registry_lacks_is_not_found() {
 
 #[tokio::test]
 async fn with_pull_never_a_missing_image_is_not_found() {
-    if !engine_available() {
-        return;
-    }
-    let system = System::start_with(|config| {
-        docker_worker(config);
+    let Some(system) = docker_system_with(|config| {
         config.docker.pull = PullPolicy::Never;
     })
-    .await;
+    .await
+    else {
+        return;
+    };
     let job_id = unique("never");
     let mut request = in_container(&job_id, "true");
     request.image = Some("flare-launcher-test-never-there:1".into());
@@ -532,17 +562,15 @@ async fn with_pull_never_a_missing_image_is_not_found() {
 
 #[tokio::test]
 async fn the_sites_user_shm_size_and_ulimits_hold_inside_the_container() {
-    if !engine_available() {
-        return;
-    }
-    test_image();
-    let system = System::start_with(|config| {
-        docker_worker(config);
+    let Some(system) = docker_system_with(|config| {
         config.docker.user = Some("1234:2345".into());
         config.docker.shm_size_mb = Some(32);
         config.docker.ulimits = vec!["nofile=321:654".into()];
     })
-    .await;
+    .await
+    else {
+        return;
+    };
     let job_id = unique("site");
     let script = "id -u; id -g; ulimit -n; ulimit -Hn; df -k /dev/shm | tail -n1";
     let events = system.run(&in_container(&job_id, script)).await;
@@ -560,15 +588,13 @@ async fn the_sites_user_shm_size_and_ulimits_hold_inside_the_container() {
 
 #[tokio::test]
 async fn shutdown_terminates_the_containers_left_after_the_drain() {
-    if !engine_available() {
-        return;
-    }
-    test_image();
-    let mut system = System::start_with(|config| {
-        docker_worker(config);
+    let Some(mut system) = docker_system_with(|config| {
         config.drain_timeout = Duration::from_secs(1);
     })
-    .await;
+    .await
+    else {
+        return;
+    };
     let job_id = unique("drained");
     let script = "trap 'exit 0' TERM; echo ready; while true; do sleep 0.1; done";
     system
@@ -592,15 +618,13 @@ async fn shutdown_terminates_the_containers_left_after_the_drain() {
 
 #[tokio::test]
 async fn an_ended_jobs_container_is_kept_for_keep_s() {
-    if !engine_available() {
-        return;
-    }
-    test_image();
-    let system = System::start_with(|config| {
-        docker_worker(config);
+    let Some(system) = docker_system_with(|config| {
         config.docker.keep = Duration::from_secs(5);
     })
-    .await;
+    .await
+    else {
+        return;
+    };
     let job_id = unique("kept");
     let events = system.run(&in_container(&job_id, "exit 0")).await;
     assert_eq!(events.last().unwrap().state, JobState::Succeeded);

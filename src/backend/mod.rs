@@ -5,6 +5,11 @@
 //! Observations are pushed by the backend (a process watcher here; a shared Docker
 //! event stream or Kubernetes watch for the container backends), so a job task
 //! costs nothing while its workload runs.
+//!
+//! Besides launching, a backend tells the job how its launch goes ([`LaunchProgress`]:
+//! the workload's name as soon as it exists, what it is doing meanwhile), finds
+//! its workloads again ([`Backend::recover`], [`Backend::adopt`]), lists them
+//! ([`Backend::discover`]) and removes those nobody claims ([`Backend::remove`]).
 
 pub mod docker;
 pub mod job_env;
@@ -12,13 +17,13 @@ pub mod job_user;
 pub mod process;
 
 use crate::protocol::bounded::bounded;
-use crate::protocol::{BackendKind, BackendRef, LaunchRequest, reason};
+use crate::protocol::{BackendKind, BackendRef, JobRecord, LaunchRequest, reason};
 use crate::state::Exit;
 use async_trait::async_trait;
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
-use tokio::sync::mpsc;
+use std::time::{Duration, SystemTime};
+use tokio::sync::{mpsc, watch};
 
 /// What a backend saw happen to a workload.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -123,23 +128,110 @@ impl LaunchError {
     }
 }
 
+/// How a launch is going, as far as the job's record should know: the
+/// workload's name once it exists, and what the backend is doing meanwhile.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Progress {
+    /// The workload, as soon as it exists (before it is started).
+    pub backend_ref: Option<BackendRef>,
+    /// What the launch is doing now (e.g. `pulling image IMAGE`).
+    pub step: Option<String>,
+}
+
+/// Where a backend reports a launch's [`Progress`]; the job keeps only the
+/// latest, so reporting never waits.
+pub struct LaunchProgress {
+    progress: watch::Sender<Progress>,
+}
+
+impl LaunchProgress {
+    /// A reporter, and the receiver the job reads it from.
+    pub fn channel() -> (LaunchProgress, watch::Receiver<Progress>) {
+        let (progress, receiver) = watch::channel(Progress::default());
+        (LaunchProgress { progress }, receiver)
+    }
+
+    /// The workload exists (before it is started).
+    pub fn created(&self, backend_ref: BackendRef) {
+        self.progress
+            .send_modify(|progress| progress.backend_ref = Some(backend_ref));
+    }
+
+    /// The launch is now doing `step` (kept short: it is bounded).
+    pub fn step(&self, step: &str) {
+        let step = bounded(step);
+        self.progress.send_if_modified(|progress| {
+            let changed = progress.step.as_deref() != Some(step.as_str());
+            progress.step = Some(step);
+            changed
+        });
+    }
+}
+
+/// A workload a backend found carrying this worker's labels.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Workload {
+    /// Its job.
+    pub job_id: String,
+    /// Its name.
+    pub backend_ref: BackendRef,
+    /// When it was created, if the backend knows.
+    pub created: Option<SystemTime>,
+    /// Whether the backend still follows it or keeps it on purpose (a job of
+    /// this worker's, or an ended one kept for debugging).
+    pub held: bool,
+}
+
+/// Why a backend cannot tell which workloads exist (its engine or API does not
+/// answer): the caller leaves things as they are and tries again later.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot look up the workloads: {}", bounded(.0))]
+pub struct LookupError(pub String);
+
 /// A place to run jobs.
 #[async_trait]
 pub trait Backend: Send + Sync {
     /// Which backend this is.
     fn kind(&self) -> BackendKind;
 
-    /// Creates the workload for `request`.
+    /// Creates the workload for `request`, reporting on `progress` as it goes
+    /// (at least [`LaunchProgress::created`] as soon as the workload exists,
+    /// when that comes before it runs).
     ///
     /// # Errors
     /// A [`LaunchError`] when no workload could be created.
-    async fn launch(&self, request: &LaunchRequest) -> Result<Launched, LaunchError>;
+    async fn launch(
+        &self,
+        request: &LaunchRequest,
+        progress: &LaunchProgress,
+    ) -> Result<Launched, LaunchError>;
 
     /// The workloads this worker had before it restarted, each with its current
     /// state as first observation; taken once, at start-up.
     async fn recover(&self) -> Vec<Recovered> {
         Vec::new()
     }
+
+    /// Re-attaches to the workload of a job that [`Backend::recover`] did not
+    /// find (by its `backend_ref`, or the name its launch would give it): the
+    /// first observation is its current state. `None` when it does not exist.
+    ///
+    /// # Errors
+    /// A [`LookupError`] when the backend cannot tell.
+    async fn adopt(&self, _record: &JobRecord) -> Result<Option<Launched>, LookupError> {
+        Ok(None)
+    }
+
+    /// The workloads that carry this worker's labels, whatever their state.
+    ///
+    /// # Errors
+    /// A [`LookupError`] when the backend cannot tell.
+    async fn discover(&self) -> Result<Vec<Workload>, LookupError> {
+        Ok(Vec::new())
+    }
+
+    /// Removes a workload no job claims (found by [`Backend::discover`]).
+    async fn remove(&self, _workload: &Workload) {}
 
     /// Lets go of a job's workload once its end is recorded.
     async fn release(&self, _job_id: &str) {}

@@ -2,6 +2,7 @@
 //! and the `[docker]` table of the config file, merged like every other option
 //! (flag > environment > file > default).
 
+pub use crate::backend::docker::credentials::RegistryLogin;
 use serde::Deserialize;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -123,6 +124,14 @@ pub struct DockerArgs {
         env = "FLARE_DOCKER_AUTH_FILE"
     )]
     pub auth_file: Option<PathBuf>,
+    /// Registry logins for pulls, REGISTRY=USER:PASSWORD_FILE, comma-separated; they come before the auth file's [default: none]
+    #[arg(
+        id = "docker-registry-login",
+        long = "docker-registry-login",
+        env = "FLARE_DOCKER_REGISTRY_LOGIN",
+        value_delimiter = ','
+    )]
+    pub registry_logins: Option<Vec<String>>,
     /// GPUs a job gets when its request names none (`resources.gpus`) [default: 0]
     #[arg(id = "docker-gpus", long = "docker-gpus", env = "FLARE_DOCKER_GPUS")]
     pub gpus: Option<u32>,
@@ -145,6 +154,7 @@ impl DockerArgs {
             ulimits: self.ulimits.or(fallback.ulimits),
             gpus: self.gpus.or(fallback.gpus),
             auth_file: self.auth_file.or(fallback.auth_file),
+            registry_logins: self.registry_logins.or(fallback.registry_logins),
             workspace: self.workspace.or(fallback.workspace),
             workspace_read_only: self.workspace_read_only.or(fallback.workspace_read_only),
         }
@@ -166,6 +176,7 @@ impl DockerArgs {
             ulimits: self.ulimits.clone().unwrap_or_default(),
             gpus: self.gpus.unwrap_or(0),
             auth_file: self.auth_file.clone(),
+            registry_logins: self.registry_logins.clone().unwrap_or_default(),
             workspace: self.workspace.clone(),
             workspace_read_only: self
                 .workspace_read_only
@@ -205,6 +216,9 @@ pub struct DockerConfig {
     /// The Docker `config.json` registry credentials come from; `None`:
     /// Docker's own.
     pub auth_file: Option<PathBuf>,
+    /// The worker's own registry logins, `REGISTRY=USER:PASSWORD_FILE` (checked
+    /// by [`DockerConfig::validate`]), which come before the auth file's.
+    pub registry_logins: Vec<String>,
     /// The site's workspace on the host, if jobs get it.
     pub workspace: Option<PathBuf>,
     /// Its folders every job gets read-only.
@@ -212,6 +226,17 @@ pub struct DockerConfig {
 }
 
 impl DockerConfig {
+    /// The registry logins, parsed.
+    ///
+    /// # Errors
+    /// A message naming a login that is not `REGISTRY=USER:PASSWORD_FILE`.
+    pub fn logins(&self) -> Result<Vec<RegistryLogin>, String> {
+        self.registry_logins
+            .iter()
+            .map(|login| RegistryLogin::parse(login))
+            .collect()
+    }
+
     /// Checks values the types allow but the backend cannot use.
     ///
     /// # Errors
@@ -258,6 +283,7 @@ impl DockerConfig {
         for ulimit in &self.ulimits {
             parse_ulimit(ulimit)?;
         }
+        self.logins()?;
         if self.keep > Duration::from_secs(super::MAX_RETENTION_S) {
             return Err(format!(
                 "docker keep time must be at most {} s",

@@ -5,15 +5,16 @@
 use super::Shared;
 use super::registry::{JobCommand, Registration};
 use super::rejected::{self, Refusal};
-use crate::backend::{Backend, Launched, Observation};
+use crate::backend::{Backend, LaunchProgress, Launched, Observation, Progress};
 use crate::protocol::{
-    DEFAULT_GRACE_S, DEFAULT_START_TIMEOUT_S, JobRecord, LaunchRequest, reason, time_until,
-    timestamp_in, timestamp_now,
+    BackendRef, DEFAULT_GRACE_S, DEFAULT_START_TIMEOUT_S, JobRecord, LaunchRequest, reason,
+    time_until, timestamp_in, timestamp_now,
 };
 use crate::state::{self, JobState};
+use crate::store::JobStore;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::OwnedSemaphorePermit;
+use tokio::sync::{OwnedSemaphorePermit, watch};
 use tokio::time::{Instant, sleep_until};
 
 /// What changes with a state, besides the state.
@@ -178,13 +179,23 @@ impl Job {
         self.start_deadline = Instant::now() + Duration::from_secs(self.start_s);
         self.run_s = request.run_timeout_s();
         let starting = self.record.event(self.shared.backends.default_kind());
-        // The workload is created while the `starting` event is on its way; nothing
-        // else is published before both are done, so events stay in order.
-        let (published, created) = tokio::join!(
+        let (progress, reports) = LaunchProgress::channel();
+        // The workload is created while the `starting` event is on its way, and
+        // the record follows the launch's progress; nothing else is published or
+        // written before all are done, so events and records stay in order.
+        let (published, created, created_ref) = tokio::join!(
             self.shared.events.publish(&starting),
-            self.create_workload(&request)
+            async {
+                let created = self.create_workload(&request, &progress).await;
+                drop(progress);
+                created
+            },
+            record_progress(&self.shared.store, self.record.clone(), reports),
         );
         drop(request);
+        if created_ref.is_some() {
+            self.record.backend_ref = created_ref;
+        }
         if let Err(refused) = published {
             if let Ok((backend, launched)) = &created {
                 launched.control.stop(Duration::ZERO).await;
@@ -220,6 +231,12 @@ impl Job {
         self.finish().await;
     }
 
+    /// Ends a job found again after a restart whose workload is not there.
+    pub async fn end(mut self, to: JobState, change: Change) {
+        self.advance(to, change, Persist::Now).await;
+        self.finish().await;
+    }
+
     /// Logs the end and lets the backend go of the workload.
     async fn finish(self) {
         tracing::info!(
@@ -240,13 +257,15 @@ impl Job {
     async fn create_workload(
         &self,
         request: &LaunchRequest,
+        progress: &LaunchProgress,
     ) -> Result<(Arc<dyn Backend>, Launched), (Option<Arc<dyn Backend>>, Change)> {
         let backend = self
             .shared
             .backends
             .for_request(request)
             .map_err(|e| (None, Change::because(e.reason(), e.to_string())))?;
-        match tokio::time::timeout_at(self.start_deadline, backend.launch(request)).await {
+        match tokio::time::timeout_at(self.start_deadline, backend.launch(request, progress)).await
+        {
             Ok(Ok(launched)) => Ok((backend, launched)),
             Ok(Err(e)) => Err((Some(backend), Change::because(e.reason(), e.to_string()))),
             Err(_) => Err((
@@ -473,4 +492,24 @@ impl Job {
         }
         true
     }
+}
+
+/// Writes `record` again at each change of its launch's progress (the
+/// workload's name as soon as it exists, what the launch is doing) until the
+/// launch is over; returns the workload's name if it was reported.
+async fn record_progress(
+    store: &JobStore,
+    mut record: JobRecord,
+    mut reports: watch::Receiver<Progress>,
+) -> Option<BackendRef> {
+    while reports.changed().await.is_ok() {
+        let Progress { backend_ref, step } = reports.borrow_and_update().clone();
+        record.backend_ref = backend_ref;
+        record.message = step;
+        if let Err(error) = store.put(&record).await {
+            // The job's next change writes its record again.
+            tracing::warn!(job_id = %record.job_id, %error, "could not record the launch's progress");
+        }
+    }
+    record.backend_ref
 }

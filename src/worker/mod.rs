@@ -12,6 +12,7 @@ pub mod events;
 pub mod fd_limit;
 pub mod intake;
 pub mod job;
+pub mod orphans;
 pub mod reaper;
 pub mod recovery;
 pub mod registry;
@@ -129,6 +130,8 @@ pub struct Worker {
     control: JoinHandle<()>,
     /// Removes old job logs.
     sweeper: JoinHandle<()>,
+    /// Removes workloads no job claims.
+    orphan_sweeper: JoinHandle<()>,
     /// Job tasks (and the intake's), which the drain waits for.
     tasks: TaskTracker,
     /// Control answers in flight, which shutdown lets finish after the jobs.
@@ -247,6 +250,11 @@ impl Worker {
             shared.registry.clone(),
             stop_intake.clone(),
         ));
+        let orphan_sweeper = tokio::spawn(orphans::run(
+            shared.clone(),
+            config.orphan_grace,
+            stop_intake.clone(),
+        ));
         let intake = tokio::spawn(intake::run(
             shared.clone(),
             prepared.consumer,
@@ -275,6 +283,7 @@ impl Worker {
             intake,
             control,
             sweeper,
+            orphan_sweeper,
             tasks,
             answers,
         })
@@ -305,6 +314,7 @@ impl Worker {
             intake,
             control,
             sweeper,
+            orphan_sweeper,
             tasks,
             answers,
         } = self;
@@ -320,6 +330,9 @@ impl Worker {
         }
         if let Err(e) = sweeper.await {
             tracing::error!(error = %e, "log sweep task failed");
+        }
+        if let Err(e) = orphan_sweeper.await {
+            tracing::error!(error = %e, "orphan sweep task failed");
         }
         tasks.close();
         if tokio::time::timeout(drain_timeout, tasks.wait())

@@ -3,10 +3,19 @@
 //! ended is followed on (its `seq` continues, a terminate reaches it); a job whose
 //! end the record holds has its final event published if the stream lacks it;
 //! anything else (no record, another owner) is stopped and let go.
+//!
+//! Then every record this worker owns that has not ended and whose workload no
+//! backend found (the worker died between the claim and the workload's creation,
+//! or the workload carries other labels) is settled: its backend re-attaches to
+//! the workload by name when there is one, and otherwise the job ends with what
+//! is true of it (it never ran; or it was stopped; or its workload is gone).
 
 use super::Shared;
-use super::job::Job;
+use super::job::{Change, Job};
 use crate::backend::{Backend, Recovered};
+use crate::protocol::{JobRecord, reason};
+use crate::state::JobState;
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Semaphore;
@@ -16,10 +25,93 @@ use tokio_util::task::TaskTracker;
 /// is taken. Re-attached jobs take their share of `capacity` while it lasts.
 pub async fn resume_jobs(shared: &Arc<Shared>, capacity: &Arc<Semaphore>, tracker: &TaskTracker) {
     let backends: Vec<Arc<dyn Backend>> = shared.backends.all().cloned().collect();
+    let mut found_jobs = HashSet::new();
     for backend in backends {
         for found in backend.recover().await {
+            found_jobs.insert(found.job_id.clone());
             resume(shared, backend.clone(), found, capacity, tracker).await;
         }
+    }
+    settle_unfound(shared, capacity, tracker, &found_jobs).await;
+}
+
+/// Re-attaches or ends the jobs this worker's records hold that are not among
+/// `found_jobs`.
+async fn settle_unfound(
+    shared: &Arc<Shared>,
+    capacity: &Arc<Semaphore>,
+    tracker: &TaskTracker,
+    found_jobs: &HashSet<String>,
+) {
+    let records = match shared.store.unfinished_of(&shared.worker_id).await {
+        Ok(records) => records,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot list this worker's unfinished jobs; those without a workload found stay as they are");
+            return;
+        }
+    };
+    for record in records {
+        if found_jobs.contains(&record.job_id) {
+            continue;
+        }
+        let Some(backend) = record.backend.and_then(|kind| shared.backends.get(kind)) else {
+            tracing::warn!(job_id = %record.job_id, backend = ?record.backend, "an unfinished job of a backend this worker does not have; left as it is");
+            continue;
+        };
+        let adopted = match backend.adopt(&record).await {
+            Ok(adopted) => adopted,
+            Err(e) => {
+                tracing::error!(job_id = %record.job_id, error = %e, "cannot tell whether an unfinished job's workload exists; left as it is");
+                continue;
+            }
+        };
+        let Some(registration) = shared.registry.register(&record.job_id) else {
+            continue;
+        };
+        let job_id = record.job_id.clone();
+        match adopted {
+            Some(launched) => {
+                tracing::info!(%job_id, state = %record.state, "re-attached to a job's workload found by its name after a restart");
+                let permit = capacity.clone().try_acquire_owned().ok();
+                let job = Job::new(shared.clone(), record, registration, permit);
+                tracker.spawn(job.resume(backend, launched));
+            }
+            None => {
+                let (to, change) = end_of_unfound(&record);
+                tracing::warn!(%job_id, state = %record.state, ended = %to, "a job's workload is not there after a restart; the job ends");
+                let job = Job::new(shared.clone(), record, registration, None);
+                tracker.spawn(job.end(to, change));
+            }
+        }
+    }
+}
+
+/// The true end of a job whose workload is not there: never created (the worker
+/// went away while launching it), stopped before it ran, or gone.
+fn end_of_unfound(record: &JobRecord) -> (JobState, Change) {
+    match (
+        record.state,
+        &record.backend_ref,
+        record.stop_reason.as_deref(),
+    ) {
+        (JobState::Starting, _, Some(stop)) => (
+            JobState::Terminated,
+            Change::because(stop, "stopped before its workload ran"),
+        ),
+        (JobState::Starting, None, None) => (
+            JobState::Error,
+            Change::because(
+                reason::LAUNCH_INTERRUPTED,
+                "the worker went away while launching the job, before its workload existed; it never ran",
+            ),
+        ),
+        _ => (
+            JobState::Lost,
+            Change::because(
+                reason::WORKLOAD_VANISHED,
+                "its workload was not there when its worker restarted",
+            ),
+        ),
     }
 }
 

@@ -3,6 +3,7 @@
 //! `flare-launcher-test-busybox:1` (`FROM scratch` plus a static busybox),
 //! built once per machine, under a lock file so that parallel tests build it once.
 
+use super::system::System;
 use flare_launcher::config::WorkerConfig;
 use flare_launcher::protocol::{BackendKind, LaunchRequest};
 use std::path::Path;
@@ -75,6 +76,60 @@ fn image_present() -> bool {
         .is_ok_and(|out| out.status.success())
 }
 
+/// A system whose worker runs only Docker jobs, its configuration adjusted by
+/// `configure`, with the test image built; `None` when no engine answers
+/// (outside CI).
+pub async fn docker_system_with(configure: impl FnOnce(&mut WorkerConfig)) -> Option<System> {
+    if !engine_available() {
+        return None;
+    }
+    test_image();
+    Some(
+        System::start_with(|config| {
+            docker_worker(config);
+            configure(config);
+        })
+        .await,
+    )
+}
+
+/// A system without a worker of its own, for tests that run a Docker worker as
+/// a process of its own, to kill it and start it again with the same id.
+pub struct RestartableWorker {
+    /// NATS and a client.
+    pub system: System,
+    /// The id every start of the worker has.
+    pub worker_id: String,
+    data_dir: std::path::PathBuf,
+}
+
+impl RestartableWorker {
+    /// A system with the test image built; `None` when no engine answers
+    /// (outside CI).
+    pub async fn new() -> Option<RestartableWorker> {
+        if !engine_available() {
+            return None;
+        }
+        test_image();
+        let system = System::without_worker(|_| {}).await;
+        let data_dir = system.path("data");
+        Some(RestartableWorker {
+            system,
+            worker_id: unique("phoenix"),
+            data_dir,
+        })
+    }
+
+    /// Starts the worker process (killed when dropped).
+    pub fn spawn(&self) -> tokio::process::Child {
+        self.system.spawn_worker_process(
+            &self.worker_id,
+            &self.data_dir,
+            &[("FLARE_BACKEND", "docker")],
+        )
+    }
+}
+
 /// A worker configuration with only the Docker backend, and a worker id of its
 /// own: tests share the engine, and a worker takes every container of its id as
 /// its own.
@@ -109,6 +164,36 @@ pub fn containers_of(job_id: &str) -> Vec<String> {
         .lines()
         .map(str::to_owned)
         .collect()
+}
+
+/// `docker create`s (or, with `start`, `docker run -d`s) a managed container
+/// named `name` labelled with `job_id` and, if given, `worker`, running
+/// `script`: what a launch leaves when its worker dies at the wrong moment.
+pub fn create_labelled_container(
+    name: &str,
+    job_id: &str,
+    worker: Option<&str>,
+    script: &str,
+    start: bool,
+) {
+    let mut command = Command::new("docker");
+    if start {
+        command.args(["run", "-d"]);
+    } else {
+        command.arg("create");
+    }
+    command
+        .args(["--name", name])
+        .args(["--label", "app.kubernetes.io/managed-by=flare-launcher"])
+        .args(["--label", &format!("flare-launcher/job-id={job_id}")]);
+    if let Some(worker) = worker {
+        command.args(["--label", &format!("flare-launcher/worker={worker}")]);
+    }
+    let created = command
+        .args([TEST_IMAGE, "/bin/sh", "-c", script])
+        .output()
+        .expect("docker runs");
+    assert!(created.status.success(), "{created:?}");
 }
 
 /// Waits until the output of `job_id`'s running container holds `text` (the
@@ -149,13 +234,53 @@ pub async fn wait_until_removed(job_ids: &[&str]) {
 }
 
 /// A TCP proxy in front of the engine's socket, whose connections a test can
-/// cut (the engine itself cannot be restarted under a test): a worker given
-/// [`EngineProxy::host`] reaches its engine only through it.
+/// cut (the engine itself cannot be restarted under a test), and which notes
+/// every request it forwards: a worker given [`EngineProxy::host`] reaches its
+/// engine only through it.
 pub struct EngineProxy {
     port: u16,
     open: std::sync::Arc<std::sync::atomic::AtomicBool>,
     connections: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+    requests: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
     accept: tokio::task::JoinHandle<()>,
+}
+
+/// Copies a client's bytes to the engine, noting the request line (`METHOD
+/// PATH`) of each request in `requests`. Bodies (JSON) hold no line ends, so a
+/// request line is the end of a line ending in ` HTTP/1.1`.
+async fn forward_requests(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::unix::OwnedWriteHalf,
+    requests: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut line = Vec::new();
+    let mut buffer = vec![0u8; 64 * 1024];
+    loop {
+        let n = match from.read(&mut buffer).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        for &byte in &buffer[..n] {
+            line.push(byte);
+            if line.ends_with(b"\r\n") {
+                let text = String::from_utf8_lossy(&line[..line.len() - 2]).into_owned();
+                if let Some(head) = text.strip_suffix(" HTTP/1.1") {
+                    let start = ["GET /", "POST /", "DELETE /", "HEAD /", "PUT /"]
+                        .iter()
+                        .filter_map(|method| head.rfind(method))
+                        .max();
+                    if let Some(start) = start {
+                        requests.lock().unwrap().push(head[start..].to_owned());
+                    }
+                }
+                line.clear();
+            }
+        }
+        if to.write_all(&buffer[..n]).await.is_err() {
+            return;
+        }
+    }
 }
 
 impl EngineProxy {
@@ -169,18 +294,27 @@ impl EngineProxy {
         let port = listener.local_addr().unwrap().port();
         let open = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
         let connections = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let requests = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let accept = tokio::spawn({
             let open = open.clone();
             let connections = connections.clone();
+            let requests = requests.clone();
             async move {
-                while let Ok((mut client, _)) = listener.accept().await {
+                while let Ok((client, _)) = listener.accept().await {
                     if !open.load(std::sync::atomic::Ordering::SeqCst) {
                         continue; // dropped: the engine is "away"
                     }
                     let socket = socket.clone();
+                    let requests = requests.clone();
                     let forward = tokio::spawn(async move {
-                        if let Ok(mut engine) = tokio::net::UnixStream::connect(&socket).await {
-                            let _ = tokio::io::copy_bidirectional(&mut client, &mut engine).await;
+                        let Ok(engine) = tokio::net::UnixStream::connect(&socket).await else {
+                            return;
+                        };
+                        let (client_in, mut client_out) = client.into_split();
+                        let (mut engine_in, engine_out) = engine.into_split();
+                        tokio::select! {
+                            () = forward_requests(client_in, engine_out, requests) => {}
+                            _ = tokio::io::copy(&mut engine_in, &mut client_out) => {}
                         }
                     });
                     connections.lock().unwrap().push(forward);
@@ -191,8 +325,14 @@ impl EngineProxy {
             port,
             open,
             connections,
+            requests,
             accept,
         }
+    }
+
+    /// The requests forwarded so far (`METHOD PATH`), in order.
+    pub fn requests(&self) -> Vec<String> {
+        self.requests.lock().unwrap().clone()
     }
 
     /// The engine's address through the proxy.
@@ -221,31 +361,69 @@ impl Drop for EngineProxy {
     }
 }
 
+/// A registry that takes connections and never answers, so that a pull from it
+/// hangs: its port, and the task holding the connections (abort it to let go).
+pub async fn hanging_registry() -> (u16, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let held = tokio::spawn(async move {
+        let mut connections = Vec::new();
+        while let Ok((connection, _)) = listener.accept().await {
+            connections.push(connection);
+        }
+    });
+    (port, held)
+}
+
+/// The user of a registry started with [`Registry::start_with_login`].
+pub const REGISTRY_USER: &str = "flare";
+/// Its password.
+pub const REGISTRY_PASSWORD: &str = "flare-pass";
+/// Its htpasswd line: the registry takes only bcrypt, made here with
+/// `python3 -c "import crypt; print(crypt.crypt('flare-pass', crypt.mksalt(crypt.METHOD_BLOWFISH)))"`.
+const REGISTRY_HTPASSWD: &str =
+    "flare:$2b$12$weHO5KzLoxFX0SkizqoqeerfYR/O9Bkks4al/sxZLtf9eUDr1yIL2\n";
+
 /// A distribution registry (Debian's `docker-registry`) on a loopback port, with
 /// its storage in a temporary directory; stopped when dropped.
 pub struct Registry {
     child: std::process::Child,
     port: u16,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
+    login: bool,
 }
 
 impl Registry {
-    /// Starts one and waits until it takes connections.
+    /// Starts one open to all and waits until it takes connections.
     pub async fn start() -> Registry {
+        Self::start_serving(false).await
+    }
+
+    /// Starts one that serves only [`REGISTRY_USER`] (htpasswd basic auth).
+    pub async fn start_with_login() -> Registry {
+        Self::start_serving(true).await
+    }
+
+    async fn start_serving(login: bool) -> Registry {
         let dir = tempfile::tempdir().expect("registry dir");
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|listener| listener.local_addr())
             .expect("a free port")
             .port();
         let config = dir.path().join("config.yml");
-        std::fs::write(
-            &config,
-            format!(
-                "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n",
-                dir.path().join("storage").display()
-            ),
-        )
-        .expect("registry config");
+        let mut text = format!(
+            "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n",
+            dir.path().join("storage").display()
+        );
+        if login {
+            let htpasswd = dir.path().join("htpasswd");
+            std::fs::write(&htpasswd, REGISTRY_HTPASSWD).expect("htpasswd");
+            text.push_str(&format!(
+                "auth:\n  htpasswd:\n    realm: flare-test\n    path: {}\n",
+                htpasswd.display()
+            ));
+        }
+        std::fs::write(&config, text).expect("registry config");
         let child = Command::new("docker-registry")
             .arg("serve")
             .arg(&config)
@@ -267,8 +445,21 @@ impl Registry {
         Registry {
             child,
             port,
-            _dir: dir,
+            dir,
+            login,
         }
+    }
+
+    /// `HOST:PORT` of this registry.
+    pub fn address(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// The Docker client configuration directory this registry's pushes use;
+    /// after a push to a registry with a login, its `config.json` holds the
+    /// login in `auths`.
+    pub fn client_config_dir(&self) -> std::path::PathBuf {
+        self.dir.path().join("client")
     }
 
     /// `repository:tag` in this registry.
@@ -280,12 +471,24 @@ impl Registry {
     /// without that name (so a job wanting it must pull it).
     pub fn push_test_image(&self, repository: &str) -> String {
         let image = self.image(repository);
-        for args in [
-            vec!["tag", TEST_IMAGE, image.as_str()],
-            vec!["push", "-q", image.as_str()],
-            vec!["rmi", image.as_str()],
-        ] {
+        let address = self.address();
+        let mut steps = vec![vec!["tag", TEST_IMAGE, image.as_str()]];
+        if self.login {
+            steps.push(vec![
+                "login",
+                "-u",
+                REGISTRY_USER,
+                "-p",
+                REGISTRY_PASSWORD,
+                address.as_str(),
+            ]);
+        }
+        steps.push(vec!["push", "-q", image.as_str()]);
+        steps.push(vec!["rmi", image.as_str()]);
+        for args in steps {
             let out = Command::new("docker")
+                .arg("--config")
+                .arg(self.client_config_dir())
                 .args(&args)
                 .output()
                 .expect("docker runs");

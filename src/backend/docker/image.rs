@@ -1,17 +1,17 @@
 //! Getting a job's image onto the engine: one pull per image at a time (jobs
 //! wanting an image being pulled wait for that pull), its progress in the
-//! worker's log, and an image that cannot be had told apart from a pull that
-//! failed.
+//! worker's log (layers done and bytes downloaded, at most every few seconds),
+//! and an image that cannot be had told apart from a pull that failed.
 
-use super::credentials;
+use super::credentials::CredentialSources;
 use bollard::Docker;
 use bollard::auth::DockerCredentials;
 use bollard::errors::Error as DockerError;
+use bollard::models::CreateImageInfo;
 use bollard::query_parameters::CreateImageOptions;
 use futures::StreamExt;
 use futures::future::{BoxFuture, FutureExt, Shared};
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::time::Instant;
@@ -46,18 +46,18 @@ type Pull = Shared<BoxFuture<'static, Result<(), ImageError>>>;
 #[derive(Clone)]
 pub struct Puller {
     docker: Docker,
-    /// The Docker `config.json` registry credentials come from.
-    auth_file: Option<PathBuf>,
+    /// Where registry credentials come from.
+    credentials: Arc<CredentialSources>,
     pulls: Arc<Mutex<HashMap<String, Pull>>>,
 }
 
 impl Puller {
-    /// No pull under way; credentials from `auth_file` when it has some for
-    /// the image's registry.
-    pub fn new(docker: Docker, auth_file: Option<PathBuf>) -> Self {
+    /// No pull under way; credentials from `credentials` when they have some
+    /// for the image's registry.
+    pub fn new(docker: Docker, credentials: CredentialSources) -> Self {
         Puller {
             docker,
-            auth_file,
+            credentials: Arc::new(credentials),
             pulls: Arc::new(Mutex::new(HashMap::new())),
         }
     }
@@ -75,10 +75,7 @@ impl Puller {
                     let docker = self.docker.clone();
                     let pulls = self.pulls.clone();
                     let image = image.to_owned();
-                    let credentials = self
-                        .auth_file
-                        .as_deref()
-                        .and_then(|file| credentials::for_image(file, &image));
+                    let credentials = self.credentials.for_image(&image);
                     async move {
                         let pulled = pull_once(&docker, &image, credentials).await;
                         pulls
@@ -123,15 +120,16 @@ async fn pull_once(
         None,
         credentials,
     );
+    let mut progress = PullProgress::default();
     while let Some(item) = stream.next().await {
         match item {
             Ok(info) => {
+                progress.note(&info);
                 if Instant::now() >= progress_at {
                     progress_at = Instant::now() + PROGRESS_EVERY;
                     tracing::info!(
                         image,
-                        status = info.status.as_deref().unwrap_or(""),
-                        layer = info.id.as_deref().unwrap_or(""),
+                        progress = %progress.summary(),
                         elapsed = ?started.elapsed(),
                         "still pulling image"
                     );
@@ -142,6 +140,77 @@ async fn pull_once(
     }
     tracing::info!(image, elapsed = ?started.elapsed(), "pulled image");
     Ok(())
+}
+
+/// What a pull has done so far, layer by layer, from the engine's progress
+/// messages.
+#[derive(Default)]
+struct PullProgress {
+    layers: HashMap<String, Layer>,
+}
+
+#[derive(Default)]
+struct Layer {
+    downloaded: u64,
+    size: u64,
+    done: bool,
+}
+
+impl PullProgress {
+    /// Takes one progress message into account.
+    fn note(&mut self, info: &CreateImageInfo) {
+        let (Some(id), Some(status)) = (info.id.as_deref(), info.status.as_deref()) else {
+            return;
+        };
+        // Messages about the image as a whole carry its tag as their id.
+        if !status.contains("layer")
+            && !matches!(
+                status,
+                "Waiting"
+                    | "Downloading"
+                    | "Verifying Checksum"
+                    | "Download complete"
+                    | "Extracting"
+                    | "Pull complete"
+                    | "Already exists"
+            )
+        {
+            return;
+        }
+        let layer = self.layers.entry(id.to_owned()).or_default();
+        let detail = info.progress_detail.as_ref();
+        let bytes = |value: Option<i64>| value.and_then(|v| u64::try_from(v).ok());
+        match status {
+            "Downloading" => {
+                if let Some(current) = bytes(detail.and_then(|d| d.current)) {
+                    layer.downloaded = current;
+                }
+                if let Some(total) = bytes(detail.and_then(|d| d.total)) {
+                    layer.size = total;
+                }
+            }
+            "Download complete" | "Extracting" => layer.downloaded = layer.size,
+            "Pull complete" | "Already exists" => {
+                layer.downloaded = layer.size;
+                layer.done = true;
+            }
+            _ => {}
+        }
+    }
+
+    /// E.g. `2 of 5 layers done, 12.5 of 80.0 MB downloaded`.
+    fn summary(&self) -> String {
+        let done = self.layers.values().filter(|layer| layer.done).count();
+        let megabytes = |bytes: u64| bytes as f64 / 1_000_000.0;
+        let downloaded: u64 = self.layers.values().map(|layer| layer.downloaded).sum();
+        let size: u64 = self.layers.values().map(|layer| layer.size).sum();
+        format!(
+            "{done} of {} layers done, {:.1} of {:.1} MB downloaded",
+            self.layers.len(),
+            megabytes(downloaded),
+            megabytes(size)
+        )
+    }
 }
 
 /// Whether the engine's answer to a pull says the image does not exist (or may
@@ -184,6 +253,40 @@ mod tests {
         assert_eq!(with_tag("127.0.0.1:5000/a/b"), "127.0.0.1:5000/a/b:latest");
         assert_eq!(with_tag("127.0.0.1:5000/a/b:2"), "127.0.0.1:5000/a/b:2");
         assert_eq!(with_tag("a@sha256:00"), "a@sha256:00");
+    }
+
+    fn message(id: &str, status: &str, current: i64, total: i64) -> CreateImageInfo {
+        CreateImageInfo {
+            id: Some(id.into()),
+            status: Some(status.into()),
+            progress_detail: Some(bollard::models::ProgressDetail {
+                current: Some(current),
+                total: Some(total),
+            }),
+            ..CreateImageInfo::default()
+        }
+    }
+
+    #[test]
+    fn pull_progress_counts_layers_and_bytes() {
+        let mut progress = PullProgress::default();
+        for info in [
+            message("1", "Pulling from flare/x", 0, 0),
+            message("a", "Pulling fs layer", 0, 0),
+            message("b", "Pulling fs layer", 0, 0),
+            message("c", "Already exists", 0, 0),
+            message("a", "Downloading", 500_000, 2_000_000),
+            message("b", "Downloading", 1_000_000, 3_000_000),
+            message("b", "Downloading", 3_000_000, 3_000_000),
+            message("b", "Download complete", 0, 0),
+            message("b", "Pull complete", 0, 0),
+        ] {
+            progress.note(&info);
+        }
+        assert_eq!(
+            progress.summary(),
+            "2 of 3 layers done, 3.5 of 5.0 MB downloaded"
+        );
     }
 
     #[test]

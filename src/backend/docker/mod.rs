@@ -4,17 +4,22 @@
 //! it rather than starting a second. One event stream per worker ([`watch`])
 //! reports every end; a stop runs in the background; the output is copied into
 //! the job's log file once the container ended, and the container is removed once
-//! the job's end is recorded.
+//! the job's end is recorded. After a restart, containers are found again by
+//! label ([`Backend::recover`], [`Backend::discover`]) or by name
+//! ([`Backend::adopt`]).
 
-mod credentials;
+pub mod credentials;
 mod image;
 mod mounts;
 mod spec;
 mod watch;
 
-use super::{Backend, LaunchError, Launched, Observation, Recovered, WorkloadControl};
+use super::{
+    Backend, LaunchError, LaunchProgress, Launched, LookupError, Observation, Recovered, Workload,
+    WorkloadControl,
+};
 use crate::config::{DockerConfig, PullPolicy};
-use crate::protocol::{BackendKind, BackendRef, LaunchRequest};
+use crate::protocol::{BackendKind, BackendRef, JobRecord, LaunchRequest};
 use async_trait::async_trait;
 use bollard::Docker;
 use bollard::errors::Error as DockerError;
@@ -22,12 +27,17 @@ use bollard::models::{ContainerStateStatusEnum, Mount as DockerMount};
 use bollard::query_parameters::{
     CreateContainerOptions, KillContainerOptions, RemoveContainerOptions,
 };
+pub use spec::{JOB_ID as JOB_ID_LABEL, MANAGED_BY, MANAGED_BY_VALUE};
+
+use credentials::CredentialSources;
 use image::{ImageError, Puller};
 use mounts::{MountPolicy, Workspace};
+use std::collections::HashSet;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+use time::format_description::well_known::Rfc3339;
 use tokio::task::JoinHandle;
 use watch::{Following, Watch};
 
@@ -75,6 +85,19 @@ pub struct DockerBackend {
     mount_policy: MountPolicy,
     watch: Arc<Watch>,
     events: JoinHandle<()>,
+    /// Containers of ended jobs kept for `--docker-keep-s`, by name.
+    kept: Arc<Mutex<HashSet<String>>>,
+}
+
+/// A container of this worker's, as the engine lists or inspects it.
+struct FoundContainer {
+    job_id: String,
+    id: String,
+    name: String,
+    /// `created`, `running`, `exited`, ...
+    state: String,
+    /// When it was created, in seconds since the epoch.
+    created: Option<i64>,
 }
 
 impl DockerBackend {
@@ -106,11 +129,15 @@ impl DockerBackend {
         Ok(DockerBackend {
             puller: Puller::new(
                 docker.clone(),
-                settings
-                    .config
-                    .auth_file
-                    .clone()
-                    .or_else(credentials::default_auth_file),
+                CredentialSources {
+                    // Checked with the rest of the configuration.
+                    logins: settings.config.logins().unwrap_or_default(),
+                    auth_file: settings
+                        .config
+                        .auth_file
+                        .clone()
+                        .or_else(credentials::default_auth_file),
+                },
             ),
             mount_policy: MountPolicy {
                 host_roots: settings.config.host_roots.clone(),
@@ -124,7 +151,77 @@ impl DockerBackend {
             settings,
             watch,
             events,
+            kept: Arc::new(Mutex::new(HashSet::new())),
         })
+    }
+
+    /// Every container carrying this worker's labels.
+    async fn found_containers(&self) -> Result<Vec<FoundContainer>, LookupError> {
+        let containers = self
+            .watch
+            .list()
+            .await
+            .map_err(|e| LookupError(engine_message(&e)))?;
+        Ok(containers
+            .into_iter()
+            .filter_map(|container| {
+                let job_id = container.labels.as_ref()?.get(spec::JOB_ID)?.clone();
+                let id = container.id?;
+                let name = container
+                    .names
+                    .and_then(|names| names.into_iter().next())
+                    .map(|name| name.trim_start_matches('/').to_owned())
+                    .unwrap_or_else(|| id.clone());
+                Some(FoundContainer {
+                    job_id,
+                    id,
+                    name,
+                    state: container.state.map(|s| s.to_string()).unwrap_or_default(),
+                    created: container.created,
+                })
+            })
+            .collect())
+    }
+
+    /// Follows a container found again from its current state: one created but
+    /// never started is started now; one that ended has its end read.
+    async fn reattach(&self, found: FoundContainer) -> Launched {
+        let FoundContainer {
+            job_id,
+            id,
+            name,
+            state,
+            created,
+        } = found;
+        let log = self.log_of_day(created, &job_id);
+        let detail = output_detail(&name, &log);
+        let following = self.watch.follow(&job_id, &name, log);
+        match state.as_str() {
+            "created" => match self.start_container(&id).await {
+                Ok(()) => self.watch.tell(&job_id, Observation::Running),
+                Err(e) => self.watch.tell(
+                    &job_id,
+                    Observation::StartFailed {
+                        reason: e.reason().to_owned(),
+                        message: e.to_string(),
+                    },
+                ),
+            },
+            "running" | "restarting" | "paused" => {
+                self.watch.tell(&job_id, Observation::Running);
+            }
+            _ => {}
+        }
+        self.watch.ended(&job_id);
+        Launched {
+            backend_ref: BackendRef::Docker {
+                container_id: id.clone(),
+                name,
+            },
+            detail: Some(detail),
+            observations: following.observations,
+            control: self.control(&id, following.stopped),
+        }
     }
 
     /// The log file of a job whose container was created at `created` (seconds
@@ -165,10 +262,17 @@ impl DockerBackend {
         image: &str,
         name: &str,
         mounts: Vec<DockerMount>,
+        progress: &LaunchProgress,
     ) -> Result<Created, LaunchError> {
         let pull = self.settings.config.pull;
-        if pull == PullPolicy::Always {
+        let pull_image = || async {
+            progress.step(&format!("pulling image {image}"));
             self.puller.pull(image).await.map_err(image_error)?;
+            progress.step(&format!("creating container {name}"));
+            Ok::<(), LaunchError>(())
+        };
+        if pull == PullPolicy::Always {
+            pull_image().await?;
         }
         let body = spec::container(request, image, &self.owner(), &self.settings.config, mounts);
         let options = || {
@@ -179,7 +283,7 @@ impl DockerBackend {
         };
         let created = match self.docker.create_container(options(), body.clone()).await {
             Err(e) if status(&e) == Some(404) && pull == PullPolicy::IfMissing => {
-                self.puller.pull(image).await.map_err(image_error)?;
+                pull_image().await?;
                 self.docker.create_container(options(), body).await
             }
             created => created,
@@ -230,17 +334,13 @@ impl DockerBackend {
     /// Starts a container this worker created; on failure it is removed.
     async fn start_container(&self, id: &str) -> Result<(), LaunchError> {
         if let Err(e) = self.docker.start_container(id, None).await {
-            self.remove(id).await;
+            remove_container(&self.docker, id).await;
             return Err(LaunchError::Spawn(format!(
                 "could not start the job's container: {}",
                 engine_message(&e)
             )));
         }
         Ok(())
-    }
-
-    async fn remove(&self, container: &str) {
-        remove_container(&self.docker, container).await;
     }
 
     /// Creates (or adopts) and starts the container of a followed job; `created`
@@ -251,9 +351,16 @@ impl DockerBackend {
         image: &str,
         name: &str,
         mounts: Vec<DockerMount>,
+        progress: &LaunchProgress,
         created: &mut Option<String>,
     ) -> Result<String, LaunchError> {
-        match self.create(request, image, name, mounts).await? {
+        let made = self.create(request, image, name, mounts, progress).await?;
+        let (Created::New(id) | Created::Existing { id, .. }) = &made;
+        progress.created(BackendRef::Docker {
+            container_id: id.clone(),
+            name: name.to_owned(),
+        });
+        match made {
             Created::New(id) => {
                 *created = Some(id.clone());
                 self.start_container(&id).await?;
@@ -321,7 +428,11 @@ impl Backend for DockerBackend {
         BackendKind::Docker
     }
 
-    async fn launch(&self, request: &LaunchRequest) -> Result<Launched, LaunchError> {
+    async fn launch(
+        &self,
+        request: &LaunchRequest,
+        progress: &LaunchProgress,
+    ) -> Result<Launched, LaunchError> {
         let image = request
             .image
             .as_deref()
@@ -345,7 +456,14 @@ impl Backend for DockerBackend {
             created: None,
         };
         let launched = self
-            .launch_followed(request, image, &name, mounts, &mut given_up.created)
+            .launch_followed(
+                request,
+                image,
+                &name,
+                mounts,
+                progress,
+                &mut given_up.created,
+            )
             .await;
         given_up.disarm();
         match launched {
@@ -354,10 +472,7 @@ impl Backend for DockerBackend {
                     container_id: id.clone(),
                     name: name.clone(),
                 },
-                detail: Some(format!(
-                    "container {name}; once it ends, output in {}",
-                    log.display()
-                )),
+                detail: Some(output_detail(&name, &log)),
                 observations,
                 control: self.control(&id, stopped),
             }),
@@ -369,7 +484,7 @@ impl Backend for DockerBackend {
     }
 
     async fn recover(&self) -> Vec<Recovered> {
-        let containers = match self.watch.list().await {
+        let containers = match self.found_containers().await {
             Ok(containers) => containers,
             Err(e) => {
                 tracing::error!(error = %e, "cannot list this worker's containers; none recovered");
@@ -377,49 +492,73 @@ impl Backend for DockerBackend {
             }
         };
         let mut recovered = Vec::new();
-        for container in containers {
-            let Some(job_id) = container
-                .labels
-                .as_ref()
-                .and_then(|labels| labels.get(spec::JOB_ID))
-                .cloned()
-            else {
-                continue;
-            };
-            let Some(id) = container.id else { continue };
-            let name = container
-                .names
-                .and_then(|names| names.into_iter().next())
-                .map(|name| name.trim_start_matches('/').to_owned())
-                .unwrap_or_else(|| id.clone());
-            let log = self.log_of_day(container.created, &job_id);
-            let following = self.watch.follow(&job_id, &name, log);
-            let state = container.state.map(|s| s.to_string()).unwrap_or_default();
-            if state == "created" && self.start_container(&id).await.is_err() {
-                self.watch.forget(&job_id);
-                continue;
-            }
-            if matches!(
-                state.as_str(),
-                "running" | "created" | "restarting" | "paused"
-            ) {
-                self.watch.tell(&job_id, Observation::Running);
-            }
-            self.watch.ended(&job_id);
-            recovered.push(Recovered {
-                job_id,
-                launched: Launched {
-                    backend_ref: BackendRef::Docker {
-                        container_id: id.clone(),
-                        name,
-                    },
-                    detail: None,
-                    observations: following.observations,
-                    control: self.control(&id, following.stopped),
-                },
-            });
+        for found in containers {
+            let job_id = found.job_id.clone();
+            let launched = self.reattach(found).await;
+            recovered.push(Recovered { job_id, launched });
         }
         recovered
+    }
+
+    async fn adopt(&self, record: &JobRecord) -> Result<Option<Launched>, LookupError> {
+        let name = match &record.backend_ref {
+            Some(BackendRef::Docker { name, .. }) => name.clone(),
+            _ => spec::container_name(record.site.as_deref(), &record.job_id),
+        };
+        let inspected = match self.docker.inspect_container(&name, None).await {
+            Ok(inspected) => inspected,
+            Err(e) if status(&e) == Some(404) => return Ok(None),
+            Err(e) => return Err(LookupError(engine_message(&e))),
+        };
+        let config = inspected.config.unwrap_or_default();
+        let labels = config.labels.unwrap_or_default();
+        if labels.get(spec::JOB_ID) != Some(&record.job_id) {
+            return Ok(None);
+        }
+        let created = inspected
+            .created
+            .as_deref()
+            .and_then(|at| time::OffsetDateTime::parse(at, &Rfc3339).ok())
+            .map(time::OffsetDateTime::unix_timestamp);
+        let found = FoundContainer {
+            job_id: record.job_id.clone(),
+            id: inspected.id.unwrap_or_else(|| name.clone()),
+            state: inspected
+                .state
+                .and_then(|state| state.status)
+                .map(|status| status.to_string())
+                .unwrap_or_default(),
+            name,
+            created,
+        };
+        Ok(Some(self.reattach(found).await))
+    }
+
+    async fn discover(&self) -> Result<Vec<Workload>, LookupError> {
+        let kept = self.kept.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        Ok(self
+            .found_containers()
+            .await?
+            .into_iter()
+            .map(|found| Workload {
+                held: self.watch.follows(&found.job_id) || kept.contains(&found.name),
+                created: found
+                    .created
+                    .and_then(|at| u64::try_from(at).ok())
+                    .map(|at| SystemTime::UNIX_EPOCH + Duration::from_secs(at)),
+                backend_ref: BackendRef::Docker {
+                    container_id: found.id,
+                    name: found.name,
+                },
+                job_id: found.job_id,
+            })
+            .collect())
+    }
+
+    async fn remove(&self, workload: &Workload) {
+        if let BackendRef::Docker { container_id, .. } = &workload.backend_ref {
+            remove_container(&self.docker, container_id).await;
+        }
     }
 
     async fn release(&self, job_id: &str) {
@@ -428,13 +567,18 @@ impl Backend for DockerBackend {
         };
         let keep = self.settings.config.keep;
         if keep.is_zero() {
-            self.remove(&name).await;
+            remove_container(&self.docker, &name).await;
             return;
         }
         let docker = self.docker.clone();
+        let kept = self.kept.clone();
+        kept.lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(name.clone());
         tokio::spawn(async move {
             tokio::time::sleep(keep).await;
             remove_container(&docker, &name).await;
+            kept.lock().unwrap_or_else(|p| p.into_inner()).remove(&name);
         });
     }
 
@@ -483,6 +627,14 @@ impl WorkloadControl for ContainerControl {
             }
         });
     }
+}
+
+/// What the `running` event of a container's job says: where its output goes.
+fn output_detail(name: &str, log: &std::path::Path) -> String {
+    format!(
+        "container {name}; once it ends, output in {}",
+        log.display()
+    )
 }
 
 /// Removes a container (and its anonymous volumes), running or not.

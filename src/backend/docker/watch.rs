@@ -104,6 +104,11 @@ impl Watch {
         }
     }
 
+    /// Whether a job follows its container here.
+    pub fn follows(&self, job_id: &str) -> bool {
+        self.followed().contains_key(job_id)
+    }
+
     /// Stops following `job_id`; returns its container's name.
     pub fn forget(&self, job_id: &str) -> Option<String> {
         self.followed().remove(job_id).map(|followed| followed.name)

@@ -9,7 +9,9 @@ mod supervisor_link;
 
 use super::job_env::{self, JobEnvPolicy};
 use super::job_user::JobUser;
-use super::{Backend, LaunchError, Launched, Observation, Recovered, WorkloadControl};
+use super::{
+    Backend, LaunchError, LaunchProgress, Launched, Observation, Recovered, WorkloadControl,
+};
 use crate::protocol::{BackendKind, BackendRef, LaunchRequest, reason};
 use crate::supervisor::job_file::JobFile;
 use crate::supervisor::wire::{RunningJob, Spawn};
@@ -132,7 +134,11 @@ impl Backend for ProcessBackend {
         BackendKind::Process
     }
 
-    async fn launch(&self, request: &LaunchRequest) -> Result<Launched, LaunchError> {
+    async fn launch(
+        &self,
+        request: &LaunchRequest,
+        _progress: &LaunchProgress,
+    ) -> Result<Launched, LaunchError> {
         if !request.mounts.is_empty() {
             return Err(LaunchError::Unsupported(
                 "the process backend cannot mount volumes; use the docker or k8s backend".into(),

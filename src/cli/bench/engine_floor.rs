@@ -33,12 +33,7 @@ pub async fn measure(
     containers: usize,
     concurrency: u32,
 ) -> Result<Vec<Floor>, CliError> {
-    let engine = |e: bollard::errors::Error| CliError::Other(format!("Docker engine: {e}"));
-    let docker = Docker::connect_with_defaults()
-        .map_err(engine)?
-        .negotiate_version()
-        .await
-        .map_err(engine)?;
+    let docker = connect().await?;
     let body = ContainerCreateBody {
         image: Some(image.to_owned()),
         cmd: Some(command.to_vec()),
@@ -53,6 +48,20 @@ pub async fn measure(
         }
     }
     Ok(floors)
+}
+
+/// The engine of `DOCKER_HOST`, else the local socket, at an API version it
+/// speaks.
+///
+/// # Errors
+/// A [`CliError`] when the engine cannot be reached.
+pub async fn connect() -> Result<Docker, CliError> {
+    let engine = |e: bollard::errors::Error| CliError::Other(format!("Docker engine: {e}"));
+    Docker::connect_with_defaults()
+        .map_err(engine)?
+        .negotiate_version()
+        .await
+        .map_err(engine)
 }
 
 async fn round(

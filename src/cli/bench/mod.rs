@@ -9,9 +9,11 @@
 //! publish → terminal event; throughput is measured jobs over the wall time of the
 //! measured phase, which follows a warm-up phase that is not counted.
 //!
-//! With `--backend docker --image IMAGE` the jobs are containers, and the
-//! engine's own floor ([`engine_floor`]) is measured in the same run.
+//! With `--backend docker --image IMAGE` the jobs are containers, the engine's
+//! own floor ([`engine_floor`]) is measured in the same run, and so is the time
+//! from a container's exit to its job's terminal event ([`container_exits`]).
 
+mod container_exits;
 mod engine_floor;
 
 use super::{CliError, client};
@@ -23,7 +25,7 @@ use futures::StreamExt;
 use hdrhistogram::Histogram;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// Highest latency the histograms hold, in microseconds (one hour).
@@ -80,6 +82,8 @@ struct InFlight {
 struct Stats {
     to_running: Histogram<u64>,
     to_terminal: Histogram<u64>,
+    /// Container exit → terminal event (docker only).
+    exit_to_terminal: Histogram<u64>,
     completed: u64,
     succeeded: u64,
     timeouts: u64,
@@ -95,6 +99,7 @@ impl Stats {
         Ok(Stats {
             to_running: histogram()?,
             to_terminal: histogram()?,
+            exit_to_terminal: histogram()?,
             completed: 0,
             succeeded: 0,
             timeouts: 0,
@@ -108,6 +113,8 @@ struct Tracker {
     in_flight: HashMap<String, InFlight>,
     stats: Stats,
     unreadable_events: u64,
+    /// Container exits and terminal events to match (docker only).
+    exits: Option<container_exits::ExitMatcher>,
 }
 
 type Shared = Arc<Mutex<Tracker>>;
@@ -145,7 +152,14 @@ fn on_event(shared: &Shared, payload: &[u8]) {
         tracker.stats.to_running.saturating_record(elapsed);
     } else if event.state.is_terminal() {
         tracker.in_flight.remove(&event.job_id);
+        let exit_latency = tracker
+            .exits
+            .as_mut()
+            .and_then(|exits| exits.terminal(&event.job_id, SystemTime::now()));
         let stats = &mut tracker.stats;
+        if let Some(latency) = exit_latency {
+            stats.exit_to_terminal.saturating_record(micros(latency));
+        }
         stats.to_terminal.saturating_record(elapsed);
         stats.completed += 1;
         if event.state == JobState::Succeeded {
@@ -351,7 +365,31 @@ pub async fn run(settings: &Settings, args: BenchArgs) -> Result<i32, CliError> 
         in_flight: HashMap::new(),
         stats: Stats::new()?,
         unreadable_events: 0,
+        exits: None,
     }));
+    let exit_watch = match args.backend {
+        Some(BackendKind::Docker) => {
+            lock(&shared).exits = Some(container_exits::ExitMatcher::default());
+            let shared = shared.clone();
+            Some(
+                container_exits::watch(move |job_id, at| {
+                    let mut tracker = lock(&shared);
+                    let latency = tracker
+                        .exits
+                        .as_mut()
+                        .and_then(|exits| exits.exited(job_id, at));
+                    if let Some(latency) = latency {
+                        tracker
+                            .stats
+                            .exit_to_terminal
+                            .saturating_record(micros(latency));
+                    }
+                })
+                .await?,
+            )
+        }
+        _ => None,
+    };
     let reader = {
         let shared = shared.clone();
         tokio::spawn(async move {
@@ -402,6 +440,9 @@ pub async fn run(settings: &Settings, args: BenchArgs) -> Result<i32, CliError> 
     .await;
     reader.abort();
     sweeper.abort();
+    if let Some(exit_watch) = exit_watch {
+        exit_watch.abort();
+    }
     let ((stats, wall), maxima, cpu_before) = outcome?;
     let floors = match (&args.image, args.backend) {
         (Some(image), Some(BackendKind::Docker)) if args.floor_containers > 0 => {
@@ -455,6 +496,12 @@ pub async fn run(settings: &Settings, args: BenchArgs) -> Result<i32, CliError> 
         latency_text(&stats.to_terminal),
         wall.as_secs_f64(),
     );
+    if !stats.exit_to_terminal.is_empty() {
+        text.push_str(&format!(
+            "container exit → terminal: {}\n",
+            latency_text(&stats.exit_to_terminal)
+        ));
+    }
     if unreadable > 0 {
         text.push_str(&format!("unreadable events: {unreadable}\n"));
     }
@@ -512,6 +559,7 @@ pub async fn run(settings: &Settings, args: BenchArgs) -> Result<i32, CliError> 
             "publish_errors": stats.publish_errors,
             "to_running": latency_json(&stats.to_running),
             "to_terminal": latency_json(&stats.to_terminal),
+            "exit_to_terminal": latency_json(&stats.exit_to_terminal),
             "wall_s": round3(wall.as_secs_f64()),
             "jobs_per_s": round3(per_second),
             "workers": usage.iter().map(|m| serde_json::json!({
