@@ -7,9 +7,12 @@
 //! costs nothing while its workload runs.
 
 pub mod docker;
+mod gpu_assignment;
 pub mod job_env;
 pub mod job_user;
 pub mod process;
+
+pub use gpu_assignment::GpuAssignment;
 
 use crate::protocol::bounded::bounded;
 use crate::protocol::{BackendKind, BackendRef, LaunchRequest, reason};
@@ -129,11 +132,16 @@ pub trait Backend: Send + Sync {
     /// Which backend this is.
     fn kind(&self) -> BackendKind;
 
-    /// Creates the workload for `request`.
+    /// Creates the workload for `request`, with the GPUs the worker's resource
+    /// policy gave it (`gpus`; see [`GpuAssignment`]).
     ///
     /// # Errors
     /// A [`LaunchError`] when no workload could be created.
-    async fn launch(&self, request: &LaunchRequest) -> Result<Launched, LaunchError>;
+    async fn launch(
+        &self,
+        request: &LaunchRequest,
+        gpus: &GpuAssignment,
+    ) -> Result<Launched, LaunchError>;
 
     /// The workloads this worker had before it restarted, each with its current
     /// state as first observation; taken once, at start-up.
@@ -148,7 +156,9 @@ pub trait Backend: Send + Sync {
     async fn close(&self) {}
 }
 
-/// A workload found again after the worker restarted.
+/// A workload found again after the worker restarted. The GPUs it was given
+/// are in its job's record (`gpus`), from which the worker rebuilds its
+/// allocation.
 pub struct Recovered {
     /// Its job.
     pub job_id: String,

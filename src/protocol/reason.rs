@@ -33,3 +33,6 @@ pub const OOM_KILLED: &str = "OOMKilled";
 /// A mount the worker's configuration does not allow (a host path outside the
 /// allowed roots, a secret that is not there).
 pub const MOUNT_NOT_ALLOWED: &str = "MountNotAllowed";
+/// No worker of the pool had room for the job's resources within `start_s`, or
+/// the cluster's scheduler cannot place its pod.
+pub const UNSCHEDULABLE: &str = "Unschedulable";

@@ -12,7 +12,9 @@ mod mounts;
 mod spec;
 mod watch;
 
-use super::{Backend, LaunchError, Launched, Observation, Recovered, WorkloadControl};
+use super::{
+    Backend, GpuAssignment, LaunchError, Launched, Observation, Recovered, WorkloadControl,
+};
 use crate::config::{DockerConfig, PullPolicy};
 use crate::protocol::{BackendKind, BackendRef, LaunchRequest};
 use async_trait::async_trait;
@@ -162,6 +164,7 @@ impl DockerBackend {
     async fn create(
         &self,
         request: &LaunchRequest,
+        gpus: &GpuAssignment,
         image: &str,
         name: &str,
         mounts: Vec<DockerMount>,
@@ -170,7 +173,14 @@ impl DockerBackend {
         if pull == PullPolicy::Always {
             self.puller.pull(image).await.map_err(image_error)?;
         }
-        let body = spec::container(request, image, &self.owner(), &self.settings.config, mounts);
+        let body = spec::container(
+            request,
+            gpus,
+            image,
+            &self.owner(),
+            &self.settings.config,
+            mounts,
+        );
         let options = || {
             Some(CreateContainerOptions {
                 name: Some(name.to_owned()),
@@ -248,12 +258,13 @@ impl DockerBackend {
     async fn launch_followed(
         &self,
         request: &LaunchRequest,
+        gpus: &GpuAssignment,
         image: &str,
         name: &str,
         mounts: Vec<DockerMount>,
         created: &mut Option<String>,
     ) -> Result<String, LaunchError> {
-        match self.create(request, image, name, mounts).await? {
+        match self.create(request, gpus, image, name, mounts).await? {
             Created::New(id) => {
                 *created = Some(id.clone());
                 self.start_container(&id).await?;
@@ -321,7 +332,11 @@ impl Backend for DockerBackend {
         BackendKind::Docker
     }
 
-    async fn launch(&self, request: &LaunchRequest) -> Result<Launched, LaunchError> {
+    async fn launch(
+        &self,
+        request: &LaunchRequest,
+        gpus: &GpuAssignment,
+    ) -> Result<Launched, LaunchError> {
         let image = request
             .image
             .as_deref()
@@ -345,7 +360,7 @@ impl Backend for DockerBackend {
             created: None,
         };
         let launched = self
-            .launch_followed(request, image, &name, mounts, &mut given_up.created)
+            .launch_followed(request, gpus, image, &name, mounts, &mut given_up.created)
             .await;
         given_up.disarm();
         match launched {

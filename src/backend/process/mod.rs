@@ -5,15 +5,19 @@
 //! its whole tree and outlives a worker that dies. Stopping it sends SIGTERM to
 //! the group and SIGKILL to the whole tree after the grace.
 
+pub mod gpu_env;
 mod supervisor_link;
 
 use super::job_env::{self, JobEnvPolicy};
 use super::job_user::JobUser;
-use super::{Backend, LaunchError, Launched, Observation, Recovered, WorkloadControl};
+use super::{
+    Backend, GpuAssignment, LaunchError, Launched, Observation, Recovered, WorkloadControl,
+};
 use crate::protocol::{BackendKind, BackendRef, LaunchRequest, reason};
 use crate::supervisor::job_file::JobFile;
 use crate::supervisor::wire::{RunningJob, Spawn};
 use async_trait::async_trait;
+use gpu_env::GpuNaming;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Duration;
@@ -35,6 +39,8 @@ pub struct ProcessSettings {
     pub env_policy: JobEnvPolicy,
     /// Each job in a cgroup of its own, where the host allows it.
     pub cgroups: bool,
+    /// How jobs' GPU variables name the GPUs they were given.
+    pub gpu_naming: GpuNaming,
 }
 
 /// Why a process backend cannot start.
@@ -57,6 +63,7 @@ pub enum ProcessBackendError {
 /// Runs jobs as supervised local processes.
 pub struct ProcessBackend {
     log_dir: PathBuf,
+    gpu_naming: GpuNaming,
     supervisor: Supervisor,
     /// The jobs the supervisor ran when the worker started, until [`Backend::recover`] takes them.
     found_running: Mutex<Option<Vec<RunningJob>>>,
@@ -93,6 +100,7 @@ impl ProcessBackend {
         .await?;
         Ok(ProcessBackend {
             log_dir: settings.log_dir,
+            gpu_naming: settings.gpu_naming,
             supervisor,
             found_running: Mutex::new(Some(running)),
         })
@@ -132,7 +140,11 @@ impl Backend for ProcessBackend {
         BackendKind::Process
     }
 
-    async fn launch(&self, request: &LaunchRequest) -> Result<Launched, LaunchError> {
+    async fn launch(
+        &self,
+        request: &LaunchRequest,
+        gpus: &GpuAssignment,
+    ) -> Result<Launched, LaunchError> {
         if !request.mounts.is_empty() {
             return Err(LaunchError::Unsupported(
                 "the process backend cannot mount volumes; use the docker or k8s backend".into(),
@@ -151,11 +163,7 @@ impl Backend for ProcessBackend {
         let spawn = Spawn {
             job_id: request.job_id.clone(),
             argv: request.command.clone(),
-            env: request
-                .env
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect(),
+            env: gpu_env::job_env(request, gpus, self.gpu_naming),
             workdir: request.workdir.clone(),
             log: log.clone(),
         };
