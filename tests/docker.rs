@@ -233,9 +233,8 @@ async fn a_container_killed_for_its_memory_fails_with_oomkilled() {
         "x=$(head -c 200000000 /dev/zero | tr '\\0' a); exit 0",
     );
     request.resources = Some(Resources {
-        gpus: None,
-        cpus: None,
         memory_mb: Some(16),
+        ..Resources::default()
     });
     let events = system.run(&request).await;
     assert_well_formed(&events);

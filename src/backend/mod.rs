@@ -12,9 +12,12 @@
 //! ([`Backend::discover`]) and removes those nobody claims ([`Backend::remove`]).
 
 pub mod docker;
+mod gpu_assignment;
 pub mod job_env;
 pub mod job_user;
 pub mod process;
+
+pub use gpu_assignment::GpuAssignment;
 
 use crate::protocol::bounded::bounded;
 use crate::protocol::{BackendKind, BackendRef, JobRecord, LaunchRequest, reason};
@@ -194,15 +197,17 @@ pub trait Backend: Send + Sync {
     /// Which backend this is.
     fn kind(&self) -> BackendKind;
 
-    /// Creates the workload for `request`, reporting on `progress` as it goes
-    /// (at least [`LaunchProgress::created`] as soon as the workload exists,
-    /// when that comes before it runs).
+    /// Creates the workload for `request`, with the GPUs the worker's resource
+    /// policy gave it (`gpus`; see [`GpuAssignment`]), reporting on `progress`
+    /// as it goes (at least [`LaunchProgress::created`] as soon as the workload
+    /// exists, when that comes before it runs).
     ///
     /// # Errors
     /// A [`LaunchError`] when no workload could be created.
     async fn launch(
         &self,
         request: &LaunchRequest,
+        gpus: &GpuAssignment,
         progress: &LaunchProgress,
     ) -> Result<Launched, LaunchError>;
 
@@ -240,7 +245,9 @@ pub trait Backend: Send + Sync {
     async fn close(&self) {}
 }
 
-/// A workload found again after the worker restarted.
+/// A workload found again after the worker restarted. The GPUs it was given
+/// are in its job's record (`gpus`), from which the worker rebuilds its
+/// allocation.
 pub struct Recovered {
     /// Its job.
     pub job_id: String,

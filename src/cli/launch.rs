@@ -31,6 +31,9 @@ pub struct LaunchArgs {
     /// GPUs the job needs
     #[arg(long)]
     gpus: Option<u32>,
+    /// Memory the job needs on each of its GPUs, MiB
+    #[arg(long)]
+    gpu_memory_mb: Option<u64>,
     /// CPU cores the job needs
     #[arg(long)]
     cpus: Option<f64>,
@@ -90,9 +93,14 @@ impl LaunchArgs {
         request.image = self.image;
         request.env = self.env.into_iter().collect::<BTreeMap<_, _>>();
         request.workdir = self.workdir;
-        if self.gpus.is_some() || self.cpus.is_some() || self.memory_mb.is_some() {
+        if self.gpus.is_some()
+            || self.gpu_memory_mb.is_some()
+            || self.cpus.is_some()
+            || self.memory_mb.is_some()
+        {
             request.resources = Some(Resources {
                 gpus: self.gpus,
+                gpu_memory_mb: self.gpu_memory_mb,
                 cpus: self.cpus,
                 memory_mb: self.memory_mb,
             });

@@ -21,6 +21,10 @@ pub struct Resources {
     /// Number of GPUs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gpus: Option<u32>,
+    /// Memory needed on each of its GPUs, in MiB (NVFlare's `mem_per_gpu_in_GiB`
+    /// times 1024).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpu_memory_mb: Option<u64>,
     /// CPU cores, fractions allowed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0.0))]
@@ -388,7 +392,7 @@ mod tests {
     fn full_request_round_trips() {
         let text = r#"{"v":1,"job_id":"a.B_c-9","site":"site-1","backend":"k8s",
             "command":["python","-m","x"],"image":"img:1","env":{"A":"b"},"workdir":"/w",
-            "resources":{"gpus":0,"cpus":1.5,"memory_mb":512},
+            "resources":{"gpus":0,"gpu_memory_mb":1536,"cpus":1.5,"memory_mb":512},
             "mounts":[{"source":"pvc:data","target":"/data","read_only":true},{"source":"emptydir:","target":"/tmp/x"}],
             "timeouts":{"start_s":5,"run_s":60},"labels":{"team":"a"},"x":{"anything":[1,{"goes":true}]}}"#;
         let req = decode_launch(text.as_bytes()).unwrap();

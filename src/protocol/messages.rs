@@ -37,6 +37,18 @@ pub enum BackendRef {
     },
 }
 
+/// A GPU given to a job by its worker's `gpu` resource policy.
+#[derive(
+    Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
+pub struct AssignedGpu {
+    /// Its index on the host, as `nvidia-smi` counts them.
+    pub index: u32,
+    /// Its UUID (`GPU-...`), when the worker's inventory knows it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uuid: Option<String>,
+}
+
 /// A state change of a job, published on `P.events.JOB_ID`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[schemars(extend(
@@ -70,6 +82,10 @@ pub struct JobEvent {
     /// RFC 3339 UTC time of the change.
     #[schemars(extend("format" = "date-time"))]
     pub ts: String,
+    /// The GPUs the job was given, when its worker accounts for GPUs (an
+    /// addition; empty: none); absent under the `best-effort` policy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpus: Option<Vec<AssignedGpu>>,
 }
 
 /// The body of a terminate request; an empty body means all defaults.
@@ -166,6 +182,11 @@ pub struct JobRecord {
     /// addition: what a restarted worker needs to report the end rightly).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stop_reason: Option<String>,
+    /// The GPUs the job was given, when its worker accounts for GPUs (an
+    /// addition: what a restarted worker needs so as not to give them again;
+    /// empty: none); absent under the `best-effort` policy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpus: Option<Vec<AssignedGpu>>,
 }
 
 impl JobRecord {
@@ -183,6 +204,7 @@ impl JobRecord {
             worker: self.worker.clone(),
             backend: self.backend.unwrap_or(backend),
             ts: self.updated.clone(),
+            gpus: self.gpus.clone(),
         }
     }
 }

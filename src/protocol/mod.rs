@@ -21,7 +21,8 @@ pub use launch::{
     decode_launch, decode_launch_within,
 };
 pub use messages::{
-    BackendRef, ErrorReply, InvalidRequest, JobEvent, JobRecord, TerminateReply, TerminateRequest,
+    AssignedGpu, BackendRef, ErrorReply, InvalidRequest, JobEvent, JobRecord, TerminateReply,
+    TerminateRequest,
 };
 
 use schemars::JsonSchema;

@@ -36,3 +36,6 @@ pub const MOUNT_NOT_ALLOWED: &str = "MountNotAllowed";
 /// The worker went away while it launched the job, before the job's workload
 /// existed: the job never ran (a worker that restarts says so).
 pub const LAUNCH_INTERRUPTED: &str = "LaunchInterrupted";
+/// No worker of the pool had room for the job's resources within `start_s`, or
+/// the cluster's scheduler cannot place its pod.
+pub const UNSCHEDULABLE: &str = "Unschedulable";

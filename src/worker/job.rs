@@ -5,7 +5,7 @@
 use super::Shared;
 use super::registry::{JobCommand, Registration};
 use super::rejected::{self, Refusal};
-use crate::backend::{Backend, LaunchProgress, Launched, Observation, Progress};
+use crate::backend::{Backend, GpuAssignment, LaunchProgress, Launched, Observation, Progress};
 use crate::protocol::{
     BackendRef, DEFAULT_GRACE_S, DEFAULT_START_TIMEOUT_S, JobRecord, LaunchRequest, reason,
     time_until, timestamp_in, timestamp_now,
@@ -61,6 +61,7 @@ pub fn fresh_record(job_id: &str, worker: &str, state: JobState) -> JobRecord {
         tombstone: false,
         run_deadline: None,
         stop_reason: None,
+        gpus: None,
     }
 }
 
@@ -264,7 +265,12 @@ impl Job {
             .backends
             .for_request(request)
             .map_err(|e| (None, Change::because(e.reason(), e.to_string())))?;
-        match tokio::time::timeout_at(self.start_deadline, backend.launch(request, progress)).await
+        let gpus = GpuAssignment::from_recorded(self.record.gpus.as_deref());
+        match tokio::time::timeout_at(
+            self.start_deadline,
+            backend.launch(request, &gpus, progress),
+        )
+        .await
         {
             Ok(Ok(launched)) => Ok((backend, launched)),
             Ok(Err(e)) => Err((Some(backend), Change::because(e.reason(), e.to_string()))),

@@ -190,6 +190,7 @@ impl Worker {
             job_user,
             env_policy,
             cgroups: config.job_cgroups,
+            gpu_naming: Default::default(),
         });
         let mut started: Vec<Arc<dyn Backend>> = Vec::new();
         for kind in &config.backends {

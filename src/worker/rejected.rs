@@ -54,6 +54,7 @@ pub fn minimal_record(refused: &JobRecord, refusal: &Refusal) -> JobRecord {
         tombstone: false,
         run_deadline: None,
         stop_reason: None,
+        gpus: refused.gpus.clone(),
     }
 }
 

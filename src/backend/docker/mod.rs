@@ -15,8 +15,8 @@ mod spec;
 mod watch;
 
 use super::{
-    Backend, LaunchError, LaunchProgress, Launched, LookupError, Observation, Recovered, Workload,
-    WorkloadControl,
+    Backend, GpuAssignment, LaunchError, LaunchProgress, Launched, LookupError, Observation,
+    Recovered, Workload, WorkloadControl,
 };
 use crate::config::{DockerConfig, PullPolicy};
 use crate::protocol::{BackendKind, BackendRef, JobRecord, LaunchRequest};
@@ -258,12 +258,16 @@ impl DockerBackend {
     /// already taken, the existing container's id and state, if it is this job's.
     async fn create(
         &self,
-        request: &LaunchRequest,
-        image: &str,
-        name: &str,
-        mounts: Vec<DockerMount>,
+        plan: ContainerPlan<'_>,
         progress: &LaunchProgress,
     ) -> Result<Created, LaunchError> {
+        let ContainerPlan {
+            request,
+            gpus,
+            image,
+            name,
+            mounts,
+        } = plan;
         let pull = self.settings.config.pull;
         let pull_image = || async {
             progress.step(&format!("pulling image {image}"));
@@ -274,7 +278,14 @@ impl DockerBackend {
         if pull == PullPolicy::Always {
             pull_image().await?;
         }
-        let body = spec::container(request, image, &self.owner(), &self.settings.config, mounts);
+        let body = spec::container(
+            request,
+            gpus,
+            image,
+            &self.owner(),
+            &self.settings.config,
+            mounts,
+        );
         let options = || {
             Some(CreateContainerOptions {
                 name: Some(name.to_owned()),
@@ -347,14 +358,12 @@ impl DockerBackend {
     /// holds the id of a container made here as soon as it exists.
     async fn launch_followed(
         &self,
-        request: &LaunchRequest,
-        image: &str,
-        name: &str,
-        mounts: Vec<DockerMount>,
+        plan: ContainerPlan<'_>,
         progress: &LaunchProgress,
         created: &mut Option<String>,
     ) -> Result<String, LaunchError> {
-        let made = self.create(request, image, name, mounts, progress).await?;
+        let (request, name) = (plan.request, plan.name);
+        let made = self.create(plan, progress).await?;
         let (Created::New(id) | Created::Existing { id, .. }) = &made;
         progress.created(BackendRef::Docker {
             container_id: id.clone(),
@@ -414,6 +423,15 @@ impl Drop for GivenUp {
     }
 }
 
+/// What a job's container is made from.
+struct ContainerPlan<'a> {
+    request: &'a LaunchRequest,
+    gpus: &'a GpuAssignment,
+    image: &'a str,
+    name: &'a str,
+    mounts: Vec<DockerMount>,
+}
+
 /// A container for a launch.
 enum Created {
     /// Made now.
@@ -431,6 +449,7 @@ impl Backend for DockerBackend {
     async fn launch(
         &self,
         request: &LaunchRequest,
+        gpus: &GpuAssignment,
         progress: &LaunchProgress,
     ) -> Result<Launched, LaunchError> {
         let image = request
@@ -457,10 +476,13 @@ impl Backend for DockerBackend {
         };
         let launched = self
             .launch_followed(
-                request,
-                image,
-                &name,
-                mounts,
+                ContainerPlan {
+                    request,
+                    gpus,
+                    image,
+                    name: &name,
+                    mounts,
+                },
                 progress,
                 &mut given_up.created,
             )

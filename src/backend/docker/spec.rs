@@ -2,6 +2,7 @@
 //! the create body the Engine API takes, built from the launch request and the
 //! worker's settings. Pure functions, so every rule is checked without an engine.
 
+use crate::backend::GpuAssignment;
 use crate::config::DockerConfig;
 use crate::config::docker::parse_ulimit;
 use crate::protocol::LaunchRequest;
@@ -86,18 +87,47 @@ pub fn labels(request: &LaunchRequest, owner: &Owner<'_>) -> HashMap<String, Str
     labels
 }
 
+/// The GPUs of a job's container: the devices the worker assigned, by index;
+/// without accounting, as many as the request asks for (the site's default
+/// when it names none). `gpus: 0`, or an empty assignment, means none.
+fn device_requests(
+    request: &LaunchRequest,
+    gpus: &GpuAssignment,
+    config: &DockerConfig,
+) -> Option<Vec<DeviceRequest>> {
+    let capabilities = Some(vec![vec!["gpu".to_owned()]]);
+    match gpus.devices() {
+        Some([]) => None,
+        Some(devices) => Some(vec![DeviceRequest {
+            device_ids: Some(devices.iter().map(|gpu| gpu.index.to_string()).collect()),
+            capabilities,
+            ..DeviceRequest::default()
+        }]),
+        None => {
+            let count = gpus.count(request, config.gpus);
+            (count > 0).then(|| {
+                vec![DeviceRequest {
+                    count: Some(i64::from(count)),
+                    capabilities,
+                    ..DeviceRequest::default()
+                }]
+            })
+        }
+    }
+}
+
 /// The create body of a job's container: its argv without a shell, environment,
 /// working directory, labels, limits and `mounts` (checked already). Never privileged, and on the network the
 /// worker's settings name (the engine's default bridge otherwise).
 pub fn container(
     request: &LaunchRequest,
+    gpus: &GpuAssignment,
     image: &str,
     owner: &Owner<'_>,
     config: &DockerConfig,
     mounts: Vec<Mount>,
 ) -> ContainerCreateBody {
     let resources = request.resources.clone().unwrap_or_default();
-    let gpus = resources.gpus.unwrap_or(config.gpus);
     let host_config = HostConfig {
         nano_cpus: resources
             .cpus
@@ -128,14 +158,7 @@ pub fn container(
                 })
                 .collect(),
         ),
-        // `gpus: 0` means none, whatever the site's default.
-        device_requests: (gpus > 0).then(|| {
-            vec![DeviceRequest {
-                count: Some(i64::from(gpus)),
-                capabilities: Some(vec![vec!["gpu".to_owned()]]),
-                ..DeviceRequest::default()
-            }]
-        }),
+        device_requests: device_requests(request, gpus, config),
         ..HostConfig::default()
     };
     ContainerCreateBody {
@@ -162,6 +185,7 @@ pub fn container(
 mod tests {
     use super::*;
     use crate::config::DockerArgs;
+    use crate::protocol::AssignedGpu;
     use crate::protocol::Resources;
 
     const OWNER: Owner<'static> = Owner {
@@ -210,9 +234,17 @@ mod tests {
             gpus: Some(0),
             cpus: Some(1.5),
             memory_mb: Some(256),
+            ..Resources::default()
         });
         let config = DockerArgs::default().config();
-        let body = container(&request, "img:1", &OWNER, &config, Vec::new());
+        let body = container(
+            &request,
+            &GpuAssignment::Unaccounted,
+            "img:1",
+            &OWNER,
+            &config,
+            Vec::new(),
+        );
         assert_eq!(body.cmd.unwrap(), ["/bin/prog", "a b"]);
         assert_eq!(body.entrypoint.unwrap(), Vec::<String>::new());
         assert_eq!(body.env.unwrap(), ["A=1=2"]);
@@ -233,11 +265,18 @@ mod tests {
         config.ulimits = vec!["nofile=100:200".into()];
         let mut request = LaunchRequest::new("j1", vec!["x".into()]);
         let gpus = |request: &LaunchRequest| {
-            container(request, "i", &OWNER, &config, Vec::new())
-                .host_config
-                .unwrap()
-                .device_requests
-                .map(|requests| requests[0].count)
+            container(
+                request,
+                &GpuAssignment::Unaccounted,
+                "i",
+                &OWNER,
+                &config,
+                Vec::new(),
+            )
+            .host_config
+            .unwrap()
+            .device_requests
+            .map(|requests| requests[0].count)
         };
         assert_eq!(gpus(&request), Some(Some(2)));
         request.resources = Some(Resources {
@@ -250,13 +289,54 @@ mod tests {
             ..Resources::default()
         });
         assert_eq!(gpus(&request), Some(Some(1)));
-        let host = container(&request, "i", &OWNER, &config, Vec::new())
-            .host_config
-            .unwrap();
+        let host = container(
+            &request,
+            &GpuAssignment::Unaccounted,
+            "i",
+            &OWNER,
+            &config,
+            Vec::new(),
+        )
+        .host_config
+        .unwrap();
         let ulimit = &host.ulimits.unwrap()[0];
         assert_eq!(
             (ulimit.name.as_deref(), ulimit.soft, ulimit.hard),
             (Some("nofile"), Some(100), Some(200))
         );
+    }
+
+    #[test]
+    fn assigned_gpus_become_a_device_request_by_id_and_none_assigned_means_none() {
+        let mut config = DockerArgs::default().config();
+        config.gpus = 2;
+        let mut request = LaunchRequest::new("j1", vec!["x".into()]);
+        request.resources = Some(Resources {
+            gpus: Some(2),
+            ..Resources::default()
+        });
+        let requests = |gpus: &GpuAssignment| {
+            container(&request, gpus, "i", &OWNER, &config, Vec::new())
+                .host_config
+                .unwrap()
+                .device_requests
+        };
+        let assigned = GpuAssignment::Devices(vec![
+            AssignedGpu {
+                index: 1,
+                uuid: Some("GPU-b".into()),
+            },
+            AssignedGpu {
+                index: 3,
+                uuid: None,
+            },
+        ]);
+        let by_id = requests(&assigned).unwrap();
+        assert_eq!(
+            by_id[0].device_ids.as_deref(),
+            Some(&["1".to_owned(), "3".to_owned()][..])
+        );
+        assert_eq!(by_id[0].count, None);
+        assert_eq!(requests(&GpuAssignment::Devices(Vec::new())), None);
     }
 }

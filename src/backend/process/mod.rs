@@ -5,17 +5,20 @@
 //! its whole tree and outlives a worker that dies. Stopping it sends SIGTERM to
 //! the group and SIGKILL to the whole tree after the grace.
 
+pub mod gpu_env;
 mod supervisor_link;
 
 use super::job_env::{self, JobEnvPolicy};
 use super::job_user::JobUser;
 use super::{
-    Backend, LaunchError, LaunchProgress, Launched, Observation, Recovered, WorkloadControl,
+    Backend, GpuAssignment, LaunchError, LaunchProgress, Launched, Observation, Recovered,
+    WorkloadControl,
 };
 use crate::protocol::{BackendKind, BackendRef, LaunchRequest, reason};
 use crate::supervisor::job_file::JobFile;
 use crate::supervisor::wire::{RunningJob, Spawn};
 use async_trait::async_trait;
+use gpu_env::GpuNaming;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Duration;
@@ -37,6 +40,8 @@ pub struct ProcessSettings {
     pub env_policy: JobEnvPolicy,
     /// Each job in a cgroup of its own, where the host allows it.
     pub cgroups: bool,
+    /// How jobs' GPU variables name the GPUs they were given.
+    pub gpu_naming: GpuNaming,
 }
 
 /// Why a process backend cannot start.
@@ -59,6 +64,7 @@ pub enum ProcessBackendError {
 /// Runs jobs as supervised local processes.
 pub struct ProcessBackend {
     log_dir: PathBuf,
+    gpu_naming: GpuNaming,
     supervisor: Supervisor,
     /// The jobs the supervisor ran when the worker started, until [`Backend::recover`] takes them.
     found_running: Mutex<Option<Vec<RunningJob>>>,
@@ -95,6 +101,7 @@ impl ProcessBackend {
         .await?;
         Ok(ProcessBackend {
             log_dir: settings.log_dir,
+            gpu_naming: settings.gpu_naming,
             supervisor,
             found_running: Mutex::new(Some(running)),
         })
@@ -137,6 +144,7 @@ impl Backend for ProcessBackend {
     async fn launch(
         &self,
         request: &LaunchRequest,
+        gpus: &GpuAssignment,
         _progress: &LaunchProgress,
     ) -> Result<Launched, LaunchError> {
         if !request.mounts.is_empty() {
@@ -157,11 +165,7 @@ impl Backend for ProcessBackend {
         let spawn = Spawn {
             job_id: request.job_id.clone(),
             argv: request.command.clone(),
-            env: request
-                .env
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect(),
+            env: gpu_env::job_env(request, gpus, self.gpu_naming),
             workdir: request.workdir.clone(),
             log: log.clone(),
         };
