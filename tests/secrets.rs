@@ -17,25 +17,54 @@ use tokio::process::{Child, Command};
 
 const BUILT_BINARY: &str = env!("CARGO_BIN_EXE_flare-launcher");
 
-/// The binary, copied once per test process into a folder every user may enter:
-/// the build's own folder may be closed to `nobody` (a checkout in a private
-/// temporary directory), and a worker run as `nobody` runs its supervisor from
-/// its own path.
+/// The binary, in a folder every user may enter: the build's own folder may be
+/// closed to `nobody` (a checkout in a private temporary directory), and a worker
+/// run as `nobody` runs its supervisor from its own path.
+///
+/// One folder per build, shared by the test processes (a hard link where the file
+/// system allows, else a copy); the folders of earlier builds of the same
+/// checkout go when a new one is made, so repeated runs leave one behind at most.
 fn binary() -> &'static str {
-    static COPY: std::sync::OnceLock<(tempfile::TempDir, String)> = std::sync::OnceLock::new();
-    let (_, path) = COPY.get_or_init(|| {
-        let dir = tempfile::Builder::new()
-            .prefix("flare-launcher-bin")
-            .tempdir_in("/tmp")
-            .unwrap();
-        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-        let path = dir.path().join("flare-launcher");
-        std::fs::copy(BUILT_BINARY, &path).unwrap();
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
-        let path = path.to_str().unwrap().to_owned();
-        (dir, path)
-    });
-    path
+    static PATH: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    PATH.get_or_init(|| {
+        use std::hash::{DefaultHasher, Hash, Hasher};
+        let meta = std::fs::metadata(BUILT_BINARY).unwrap();
+        let key = |parts: &dyn Fn(&mut DefaultHasher)| {
+            let mut hasher = DefaultHasher::new();
+            parts(&mut hasher);
+            format!("{:016x}", hasher.finish())
+        };
+        let checkout = key(&|h| BUILT_BINARY.hash(h));
+        let build = key(&|h| (meta.len(), meta.modified().unwrap()).hash(h));
+        let prefix = format!("flare-launcher-bin-{checkout}-");
+        let dir = Path::new("/tmp").join(format!("{prefix}{build}"));
+        let path = dir.join("flare-launcher");
+        if !path.exists() {
+            let staging = tempfile::Builder::new()
+                .prefix("flare-launcher-staging")
+                .tempdir_in("/tmp")
+                .unwrap();
+            std::fs::set_permissions(staging.path(), std::fs::Permissions::from_mode(0o755))
+                .unwrap();
+            let staged = staging.path().join("flare-launcher");
+            if std::fs::hard_link(BUILT_BINARY, &staged).is_err() {
+                std::fs::copy(BUILT_BINARY, &staged).unwrap();
+            }
+            std::fs::set_permissions(&staged, std::fs::Permissions::from_mode(0o755)).unwrap();
+            // Another test process may have made it meanwhile: then that one is used.
+            if std::fs::rename(staging.path(), &dir).is_ok() {
+                let _ = staging.keep();
+                for old in std::fs::read_dir("/tmp").unwrap().flatten() {
+                    let name = old.file_name();
+                    let name = name.to_string_lossy();
+                    if name.starts_with(&prefix) && old.path() != dir {
+                        let _ = std::fs::remove_dir_all(old.path());
+                    }
+                }
+            }
+        }
+        path.to_str().unwrap().to_owned()
+    })
 }
 /// `nobody`'s ids on Linux distributions.
 const NOBODY: u32 = 65534;
