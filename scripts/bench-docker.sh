@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Measures the Docker backend on this machine, the way the README's "Docker jobs"
+# section reports it: a fresh nats-server and a release worker with the Docker
+# backend, then `flare-launcher bench --backend docker` (which measures the
+# engine's own floor in the same run) one container at a time, at concurrency
+# 10, and with 200 containers running at once for the worker's memory. Needs a
+# release build (`cargo build --release`) and a Docker engine; builds the image
+# it runs (FROM scratch plus Debian's static busybox) when the engine lacks it.
+#
+#   scripts/bench-docker.sh
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+# shellcheck source=scripts/ensure-nats-server.sh
+source scripts/ensure-nats-server.sh
+# shellcheck source=scripts/ensure-docker-test-tools.sh
+source scripts/ensure-docker-test-tools.sh
+
+image=flare-launcher-test-busybox:1
+bin=target/release/flare-launcher
+work=$(mktemp -d)
+port=$((20000 + RANDOM % 20000))
+cleanup() {
+    [[ -n ${worker:-} ]] && kill -TERM "$worker" 2>/dev/null && wait "$worker" 2>/dev/null
+    [[ -n ${nats:-} ]] && kill "$nats" 2>/dev/null && wait "$nats" 2>/dev/null
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+if ! docker image inspect "$image" >/dev/null 2>&1; then
+    mkdir "$work/image"
+    cp /bin/busybox "$work/image/busybox"
+    printf 'FROM scratch\nCOPY busybox /bin/busybox\nRUN ["/bin/busybox", "--install", "-s", "/bin"]\n' >"$work/image/Dockerfile"
+    docker build -q -t "$image" "$work/image" >/dev/null
+fi
+
+"$NATS_SERVER_BIN" -js -a 127.0.0.1 -p "$port" -sd "$work/js" >"$work/nats.log" 2>&1 &
+nats=$!
+url="nats://127.0.0.1:$port"
+"$bin" --nats-url "$url" worker --backend docker --max-jobs 250 --data-dir "$work/data" >"$work/worker.log" 2>&1 &
+worker=$!
+sleep 2
+
+bench() {
+    "$bin" --nats-url "$url" bench --backend docker --image "$image" --worker-pid "$worker" "$@"
+}
+echo "== one container at a time"
+bench --jobs 40 --concurrency 1 --warmup 3 --floor-containers 30 -- /bin/true
+echo "== concurrency 10"
+bench --jobs 100 --concurrency 10 --warmup 5 --floor-containers 100 -- /bin/true
+echo "== 200 containers running at once (worker memory)"
+bench --jobs 200 --concurrency 200 --warmup 0 --floor-containers 0 --timeout-s 600 -- sleep 90
