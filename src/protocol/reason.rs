@@ -33,3 +33,6 @@ pub const OOM_KILLED: &str = "OOMKilled";
 /// A mount the worker's configuration does not allow (a host path outside the
 /// allowed roots, a secret that is not there).
 pub const MOUNT_NOT_ALLOWED: &str = "MountNotAllowed";
+/// A Kubernetes pod ran longer than its `activeDeadlineSeconds` (the job's
+/// `start_s` plus `run_s`) and the cluster stopped it.
+pub const DEADLINE_EXCEEDED: &str = "DeadlineExceeded";
