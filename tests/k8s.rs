@@ -8,7 +8,11 @@ mod common;
 
 use common::docker::unique;
 use common::k8s::{Cluster, PATIENCE, in_pod, k8s_worker, wait_for_file};
-use common::system::{System, assert_well_formed, log_path, states};
+use common::system::{
+    System, assert_exits_3_and_101_fail, assert_launch_adopts,
+    assert_stories_finished_after_restart, assert_succeeds_with_output, assert_terminated_politely,
+    assert_well_formed, log_path, states,
+};
 use flare_launcher::protocol::{BackendKind, BackendRef, Mount, Resources, Timeouts};
 use flare_launcher::state::JobState;
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Secret};
@@ -27,17 +31,9 @@ async fn a_pod_that_exits_0_succeeds_with_its_output_and_is_deleted() {
     let cluster = Cluster::start(|_| {}).await;
     let system = k8s_system(&cluster).await;
     let job_id = unique("ok");
-    let events = system
-        .run(&in_pod(&job_id, "echo out; echo err >&2; exit 0"))
-        .await;
-    assert_well_formed(&events);
-    assert_eq!(states(&events), ["starting", "running", "succeeded"]);
-    let last = events.last().unwrap();
-    assert_eq!((last.return_code, last.exit_code), (Some(0), Some(0)));
-    assert!(events.iter().all(|e| e.backend == BackendKind::K8s));
-    let log = std::fs::read_to_string(log_path(&events)).expect("the job's log");
-    assert!(log.contains("out\n") && log.contains("err\n"), "{log:?}");
-    let record = system.client.status(&job_id).await.unwrap();
+    let script = "echo out; echo err >&2; exit 0";
+    let record =
+        assert_succeeds_with_output(&system, &in_pod(&job_id, script), BackendKind::K8s).await;
     let Some(BackendRef::K8s {
         namespace,
         pod,
@@ -62,17 +58,7 @@ async fn a_pod_that_exits_0_succeeds_with_its_output_and_is_deleted() {
 async fn pods_that_exit_3_and_101_fail_with_their_codes() {
     let cluster = Cluster::start(|_| {}).await;
     let system = k8s_system(&cluster).await;
-    for (code, return_code) in [(3, 1), (101, 101)] {
-        let job_id = unique(&format!("exit{code}"));
-        let events = system.run(&in_pod(&job_id, &format!("exit {code}"))).await;
-        assert_well_formed(&events);
-        assert_eq!(states(&events), ["starting", "running", "failed"]);
-        let last = events.last().unwrap();
-        assert_eq!(
-            (last.return_code, last.exit_code),
-            (Some(return_code), Some(code))
-        );
-    }
+    assert_exits_3_and_101_fail(&system, in_pod).await;
 }
 
 #[tokio::test]
@@ -94,18 +80,9 @@ async fn a_terminated_pod_is_deleted_with_its_grace_and_ends_terminated() {
         .events_until(&job_id, |e| e.state == JobState::Running)
         .await;
     wait_for_file(&ready).await;
-    let reply = system.client.terminate(&job_id, Some(30)).await.unwrap();
-    assert!(reply.accepted, "{reply:?}");
-    let events = system.events_until_terminal(&job_id).await;
-    assert_well_formed(&events);
-    let last = events.last().unwrap();
-    assert_eq!(last.state, JobState::Terminated, "{events:?}");
-    assert_eq!(last.return_code, Some(9));
-    assert_eq!(last.exit_code, Some(0), "the trap ran: {last:?}");
-    assert_eq!(last.reason.as_deref(), Some("TerminateRequested"));
+    let log = assert_terminated_politely(&system, &job_id).await;
     // Followed from the stop to the container's end (kube-sim signals the
     // whole process group, so the shell may report its child's end too).
-    let log = std::fs::read_to_string(log_path(&events)).expect("the job's log");
     assert!(
         log.starts_with("ready\n") && log.ends_with("bye\n"),
         "{log:?}"
@@ -332,16 +309,7 @@ async fn a_launch_that_meets_its_jobs_pod_adopts_it() {
         )
         .await
         .expect("pod created");
-    let events = system.run(&in_pod(&job_id, "exit 0")).await;
-    assert_well_formed(&events);
-    assert_eq!(states(&events), ["starting", "running", "failed"]);
-    assert_eq!(
-        events.last().unwrap().exit_code,
-        Some(3),
-        "the adopted pod ran"
-    );
-    let log = std::fs::read_to_string(log_path(&events)).expect("the job's log");
-    assert_eq!(log, "adopted\n");
+    assert_launch_adopts(&system, &in_pod(&job_id, "exit 0")).await;
 }
 
 #[tokio::test]
@@ -359,23 +327,30 @@ async fn labels_kubernetes_refuses_end_the_job_as_an_invalid_request() {
     assert_eq!(cluster.request_count("create", "pods"), 0);
 }
 
+/// 20 ms of latency on every request, watches dropped after every
+/// `watch_drop_after` events, and `code` for the next 3 requests with `verb` on
+/// `resource`.
+fn faults(code: u16, verb: &str, resource: &str, watch_drop_after: u64) -> Faults {
+    Faults {
+        latency_ms: 20,
+        error: Some(ErrorFault {
+            code,
+            retry_after_seconds: 1,
+            count: Some(3),
+            verb: Some(verb.into()),
+            resource: Some(resource.into()),
+        }),
+        watch_drop_after: Some(watch_drop_after),
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn injected_429s_500s_latency_and_watch_drops_lose_no_change() {
     let cluster = Cluster::start(|_| {}).await;
     let system = k8s_system(&cluster).await;
     cluster
         .sim
-        .set_faults(Faults {
-            latency_ms: 20,
-            error: Some(ErrorFault {
-                code: 500,
-                retry_after_seconds: 1,
-                count: Some(3),
-                verb: Some("create".into()),
-                resource: Some("pods".into()),
-            }),
-            watch_drop_after: Some(2),
-        })
+        .set_faults(faults(500, "create", "pods", 2))
         .unwrap();
     let jobs: Vec<(String, i32)> = (0..6)
         .map(|i| (unique(&format!("fault{i}")), if i % 2 == 0 { 0 } else { 3 }))
@@ -392,17 +367,7 @@ async fn injected_429s_500s_latency_and_watch_drops_lose_no_change() {
             // Throttling from here on, on reads of output.
             cluster
                 .sim
-                .set_faults(Faults {
-                    latency_ms: 20,
-                    error: Some(ErrorFault {
-                        code: 429,
-                        retry_after_seconds: 1,
-                        count: Some(2),
-                        verb: Some("get".into()),
-                        resource: Some("pods/log".into()),
-                    }),
-                    watch_drop_after: Some(1),
-                })
+                .set_faults(faults(429, "get", "pods/log", 1))
                 .unwrap();
         }
         let events = system.events_until_terminal(job_id).await;
@@ -528,26 +493,7 @@ async fn a_worker_killed_and_restarted_finishes_its_pods_stories() {
     }
 
     let _worker = system.spawn_worker_process(&worker_id, &data_dir, &env);
-    let events = system.events_until_terminal(&ends.job_id).await;
-    assert_well_formed(&events);
-    assert_eq!(states(&events), ["starting", "running", "failed"]);
-    assert_eq!(events[2].exit_code, Some(3));
-    assert_eq!(events[2].worker, worker_id);
-    let log = std::fs::read_to_string(log_path(&events)).expect("the job's log");
-    assert_eq!(log, "ready\n");
-
-    // The pod that ran on is followed again: a terminate reaches it, and its
-    // events carry on from its seq.
-    let reply = system
-        .client
-        .terminate(&keeps.job_id, Some(10))
-        .await
-        .unwrap();
-    assert!(reply.accepted, "{reply:?}");
-    let events = system.events_until_terminal(&keeps.job_id).await;
-    assert_well_formed(&events);
-    assert_eq!(states(&events), ["starting", "running", "terminated"]);
-    assert_eq!(events[2].exit_code, Some(0), "{events:?}");
+    assert_stories_finished_after_restart(&system, &ends.job_id, &keeps.job_id, &worker_id).await;
     cluster.wait_until_deleted(&keeps.job_id).await;
     cluster.wait_until_deleted(&ends.job_id).await;
 }

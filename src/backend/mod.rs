@@ -8,6 +8,7 @@
 
 pub mod docker;
 pub mod job_env;
+pub mod job_output;
 pub mod job_user;
 pub mod k8s;
 pub mod process;

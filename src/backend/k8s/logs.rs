@@ -3,13 +3,13 @@
 //! followed from the moment the worker stops the pod (whose log goes with it).
 
 use super::api::{CLEANUP_PATIENCE, is_transient};
+use crate::backend::job_output::JobLog;
 use crate::retry::retry_transient;
 use futures::AsyncReadExt;
 use k8s_openapi::api::core::v1::Pod;
 use kube::Api;
 use kube::api::LogParams;
 use std::path::Path;
-use tokio::io::AsyncWriteExt;
 
 /// Appends the output of the job's container in pod `name` to `log`; with
 /// `follow`, until the container ends.
@@ -42,17 +42,8 @@ pub async fn copy_log(api: &Api<Pod>, name: &str, container: &str, log: &Path, f
             return;
         }
     };
-    let file = tokio::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(log)
-        .await;
-    let mut file = match file {
-        Ok(file) => file,
-        Err(e) => {
-            tracing::error!(log = %log.display(), error = %e, "cannot open the job's log file");
-            return;
-        }
+    let Some(mut file) = JobLog::open(log).await else {
+        return;
     };
     let mut buffer = vec![0u8; 64 * 1024];
     loop {
@@ -64,12 +55,9 @@ pub async fn copy_log(api: &Api<Pod>, name: &str, container: &str, log: &Path, f
                 break;
             }
         };
-        if let Err(e) = file.write_all(&buffer[..read]).await {
-            tracing::error!(log = %log.display(), error = %e, "cannot write the job's log file");
+        if !file.write(&buffer[..read]).await {
             return;
         }
     }
-    if let Err(e) = file.flush().await {
-        tracing::error!(log = %log.display(), error = %e, "cannot write the job's log file");
-    }
+    file.finish().await;
 }
