@@ -4,7 +4,8 @@
 # user has the Role of deploy/k8s, a release worker with the k8s backend, then
 # `flare-launcher bench --backend k8s` one job at a time (exit → terminal event
 # latency, API requests per job) and with 1,000 pods running at once (the
-# worker's memory). Needs a release build (`cargo build --release --workspace`).
+# worker's memory). Needs a release build (`cargo build --release --workspace`),
+# or BENCH_PROFILE=debug for the debug binaries.
 #
 #   scripts/bench-k8s.sh [JOBS]    # default 500
 set -euo pipefail
@@ -13,8 +14,9 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 source scripts/ensure-nats-server.sh
 
 jobs=${1:-500}
-bin=target/release/flare-launcher
-sim=target/release/kube-sim
+profile=${BENCH_PROFILE:-release}
+bin=target/$profile/flare-launcher
+sim=target/$profile/kube-sim
 work=$(mktemp -d)
 port=$((20000 + RANDOM % 20000))
 cleanup() {
