@@ -196,6 +196,11 @@ impl Watch {
                 Self::tell(entry, job_id, observation);
             }
             PodState::Ended { exit_code, reason } => {
+                // Its container ran, though no change showed it running (it
+                // ended between two watch events, or before it was found).
+                if entry.told == Told::Nothing {
+                    Self::tell(entry, job_id, Observation::Running);
+                }
                 entry.told = Told::Over;
                 let stopped = entry.stopped.load(Ordering::SeqCst)
                     || reason == Some(reason::DEADLINE_EXCEEDED);
