@@ -5,6 +5,7 @@
 //! speak; defaults are applied last, in [`Settings::worker_config`] and friends.
 
 pub mod docker;
+pub mod k8s;
 
 use crate::nats::connect::NatsArgs;
 use crate::nats::subjects::check_token;
@@ -14,6 +15,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use docker::{DockerArgs, DockerConfig, PullPolicy};
+pub use k8s::{K8sArgs, K8sConfig};
 
 /// Default subject prefix.
 pub const DEFAULT_SUBJECT_PREFIX: &str = crate::nats::subjects::DEFAULT_PREFIX;
@@ -137,6 +139,10 @@ pub struct WorkerArgs {
     #[command(flatten)]
     #[serde(default)]
     pub docker: DockerArgs,
+    /// The Kubernetes backend's options.
+    #[command(flatten)]
+    #[serde(default)]
+    pub k8s: K8sArgs,
 }
 
 impl WorkerArgs {
@@ -165,6 +171,7 @@ impl WorkerArgs {
             job_env_deny,
             job_cgroups: self.job_cgroups.or(fallback.job_cgroups),
             docker: self.docker.or(fallback.docker),
+            k8s: self.k8s.or(fallback.k8s),
         }
     }
 }
@@ -202,6 +209,8 @@ struct FileConfig {
     worker: FileWorker,
     #[serde(default)]
     docker: DockerArgs,
+    #[serde(default)]
+    k8s: K8sArgs,
 }
 
 /// A config file that cannot be used.
@@ -267,6 +276,7 @@ impl Settings {
             job_env_deny: file.worker.job_env_deny,
             job_cgroups: file.worker.job_cgroups,
             docker: file.docker,
+            k8s: file.k8s,
         };
         Ok(Settings {
             nats: global.nats.or(file.nats),
@@ -320,6 +330,7 @@ impl Settings {
             job_env_deny: w.job_env_deny.clone(),
             job_cgroups: w.job_cgroups.unwrap_or(false),
             docker: w.docker.config(),
+            k8s: w.k8s.config(),
         }
     }
 }
@@ -387,6 +398,8 @@ pub struct WorkerConfig {
     pub job_cgroups: bool,
     /// The Docker backend's options.
     pub docker: DockerConfig,
+    /// The Kubernetes backend's options.
+    pub k8s: K8sConfig,
 }
 
 impl WorkerConfig {
@@ -445,6 +458,7 @@ impl WorkerConfig {
             ));
         }
         self.docker.validate()?;
+        self.k8s.validate()?;
         if !(1..=MAX_RETENTION_S).contains(&self.retention.as_secs()) {
             return Err(format!(
                 "retention must be between 1 and {MAX_RETENTION_S} s (how long the events stream keeps events)"

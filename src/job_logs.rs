@@ -33,6 +33,21 @@ pub fn today(log_dir: &Path) -> io::Result<PathBuf> {
     Ok(dir)
 }
 
+/// The log file of `job_id`, whose workload was created at `created` (seconds
+/// since the epoch; now if unknown): under that day's directory, as the job's
+/// `running` event named it. The directory is made if it is missing.
+pub fn of_job_created(log_dir: &Path, created: Option<i64>, job_id: &str) -> PathBuf {
+    let day = created
+        .and_then(|at| OffsetDateTime::from_unix_timestamp(at).ok())
+        .unwrap_or_else(OffsetDateTime::now_utc)
+        .date();
+    let dir = log_dir.join(day_name(day));
+    if let Err(e) = std::fs::create_dir_all(&dir) {
+        tracing::error!(dir = %dir.display(), error = %e, "cannot create a job log directory");
+    }
+    dir.join(format!("{job_id}.log"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -135,3 +135,47 @@ async fn a_docker_bench_measures_the_engine_floor_in_the_same_run() {
     }
     worker.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bench_against_kube_sim_reports_api_requests_per_job_and_exit_latency() {
+    let cluster = common::k8s::Cluster::start(|_| {}).await;
+    let server = NatsServer::start();
+    let dir = tempfile::tempdir().expect("temporary dir");
+    let mut config = common::system::worker_config(&server.url(), dir.path().join("data"));
+    common::k8s::k8s_worker(&mut config, &cluster);
+    let worker = Worker::start(config).await.expect("worker starts");
+    let admin = dir.path().join("admin.kubeconfig");
+    cluster.sim.write_kubeconfig(&admin).expect("kubeconfig");
+    let stamps = dir.path().join("stamps");
+    let pid = std::process::id().to_string();
+    let result = bench_json(
+        &server,
+        &[
+            "--backend",
+            "k8s",
+            "--image",
+            "flare-bench:1",
+            "--jobs",
+            "6",
+            "--concurrency",
+            "2",
+            "--warmup",
+            "1",
+            "--worker-pid",
+            &pid,
+            "--exit-stamps",
+            stamps.to_str().unwrap(),
+            "--kube-sim-kubeconfig",
+            admin.to_str().unwrap(),
+        ],
+    )
+    .await;
+    assert_eq!(result["succeeded"], 6, "{result}");
+    assert_eq!(result["exit_to_terminal"]["count"], 6, "{result}");
+    let api = &result["api_requests"];
+    for request in ["create pods", "get pods/log", "delete pods"] {
+        assert_eq!(api[request], 6, "{request}: {result}");
+    }
+    assert_eq!(result["api_requests_per_job"], 3.0, "{result}");
+    worker.shutdown().await;
+}

@@ -10,7 +10,11 @@ use common::docker::{
     docker_system_with, docker_worker, engine_available, hanging_registry, in_container,
     test_image, unique, wait_for_output, wait_until_removed,
 };
-use common::system::{System, assert_well_formed, log_path, states};
+use common::system::{
+    System, assert_exits_3_and_101_fail, assert_launch_adopts,
+    assert_stories_finished_after_restart, assert_succeeds_with_output, assert_terminated_politely,
+    assert_well_formed, log_path, states,
+};
 use flare_launcher::config::PullPolicy;
 use flare_launcher::protocol::{BackendKind, BackendRef, Mount, Resources, Timeouts};
 use flare_launcher::state::JobState;
@@ -36,17 +40,10 @@ async fn a_container_that_exits_0_succeeds_and_is_removed() {
         return;
     };
     let job_id = unique("ok");
-    let events = system
-        .run(&in_container(&job_id, "echo out; echo err >&2; exit 0"))
-        .await;
-    assert_well_formed(&events);
-    assert_eq!(states(&events), ["starting", "running", "succeeded"]);
-    let last = events.last().unwrap();
-    assert_eq!((last.return_code, last.exit_code), (Some(0), Some(0)));
-    assert!(events.iter().all(|e| e.backend == BackendKind::Docker));
-    let log = std::fs::read_to_string(log_path(&events)).expect("the job's log");
-    assert!(log.contains("out\n") && log.contains("err\n"), "{log:?}");
-    let record = system.client.status(&job_id).await.unwrap();
+    let script = "echo out; echo err >&2; exit 0";
+    let record =
+        assert_succeeds_with_output(&system, &in_container(&job_id, script), BackendKind::Docker)
+            .await;
     let Some(BackendRef::Docker { name, .. }) = record.backend_ref else {
         panic!("a docker backend_ref: {record:?}");
     };
@@ -60,19 +57,7 @@ async fn containers_that_exit_3_and_101_fail_with_their_codes() {
     let Some(system) = docker_system().await else {
         return;
     };
-    for (code, return_code) in [(3, 1), (101, 101)] {
-        let job_id = unique(&format!("exit{code}"));
-        let events = system
-            .run(&in_container(&job_id, &format!("exit {code}")))
-            .await;
-        assert_well_formed(&events);
-        assert_eq!(states(&events), ["starting", "running", "failed"]);
-        let last = events.last().unwrap();
-        assert_eq!(
-            (last.return_code, last.exit_code),
-            (Some(return_code), Some(code))
-        );
-    }
+    assert_exits_3_and_101_fail(&system, in_container).await;
 }
 
 #[tokio::test]
@@ -110,20 +95,7 @@ async fn a_terminated_container_that_exits_cleanly_is_terminated() {
         .events_until(&job_id, |e| e.state == JobState::Running)
         .await;
     wait_for_output(&job_id, "ready").await;
-    let reply = system
-        .client
-        .terminate(&job_id, Some(30))
-        .await
-        .expect("terminate answered");
-    assert!(reply.accepted, "{reply:?}");
-    let events = system.events_until_terminal(&job_id).await;
-    assert_well_formed(&events);
-    let last = events.last().unwrap();
-    assert_eq!(last.state, JobState::Terminated, "{events:?}");
-    assert_eq!(last.return_code, Some(9));
-    assert_eq!(last.exit_code, Some(0), "the trap ran: {last:?}");
-    assert_eq!(last.reason.as_deref(), Some("TerminateRequested"));
-    let log = std::fs::read_to_string(log_path(&events)).expect("the job's log");
+    let log = assert_terminated_politely(&system, &job_id).await;
     assert_eq!(log, "ready\nbye\n");
 }
 
@@ -187,16 +159,7 @@ async fn a_launch_that_meets_its_jobs_container_adopts_it() {
     };
     let job_id = unique("adopt");
     create_container_by_hand(&system, &job_id, &job_id, "echo adopted; exit 3");
-    let events = system.run(&in_container(&job_id, "exit 0")).await;
-    assert_well_formed(&events);
-    assert_eq!(states(&events), ["starting", "running", "failed"]);
-    assert_eq!(
-        events.last().unwrap().exit_code,
-        Some(3),
-        "the adopted container ran"
-    );
-    let log = std::fs::read_to_string(log_path(&events)).expect("the job's log");
-    assert_eq!(log, "adopted\n");
+    assert_launch_adopts(&system, &in_container(&job_id, "exit 0")).await;
 }
 
 #[tokio::test]
@@ -284,26 +247,7 @@ async fn a_worker_killed_and_restarted_finishes_its_containers_stories() {
     assert_eq!(docker_cli(&["wait", &ends_container]).trim(), "3");
 
     let _worker = restartable.spawn();
-    let events = system.events_until_terminal(&ends.job_id).await;
-    assert_well_formed(&events);
-    assert_eq!(states(&events), ["starting", "running", "failed"]);
-    assert_eq!(events[2].exit_code, Some(3));
-    assert_eq!(&events[2].worker, worker_id);
-    let log = std::fs::read_to_string(log_path(&events)).expect("the job's log");
-    assert_eq!(log, "ready\n");
-
-    // The container that ran on is followed again: a terminate reaches it, and
-    // its events carry on from its seq.
-    let reply = system
-        .client
-        .terminate(&keeps.job_id, Some(10))
-        .await
-        .unwrap();
-    assert!(reply.accepted, "{reply:?}");
-    let events = system.events_until_terminal(&keeps.job_id).await;
-    assert_well_formed(&events);
-    assert_eq!(states(&events), ["starting", "running", "terminated"]);
-    assert_eq!(events[2].exit_code, Some(0), "{events:?}");
+    assert_stories_finished_after_restart(system, &ends.job_id, &keeps.job_id, worker_id).await;
     // Both ends are recorded: their containers go.
     wait_until_removed(&[&keeps.job_id, &ends.job_id]).await;
 }

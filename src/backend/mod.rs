@@ -14,8 +14,11 @@
 pub mod docker;
 mod gpu_assignment;
 pub mod job_env;
+pub mod job_output;
 pub mod job_user;
+pub mod k8s;
 pub mod process;
+pub mod workload;
 
 pub use gpu_assignment::GpuAssignment;
 
@@ -89,6 +92,13 @@ pub trait WorkloadControl: Send + Sync {
     /// Asks the workload to stop politely now and kills it after `grace`. Returns
     /// once the stop is under way; the exit arrives as an [`Observation`].
     async fn stop(&self, grace: Duration);
+
+    /// Why the workload has not started running yet, when its backend knows
+    /// more than that time ran out (the scheduler's or the node's words): the
+    /// reason and message of the job's `error` event when `start_s` runs out.
+    async fn start_blocker(&self) -> Option<(String, String)> {
+        None
+    }
 }
 
 /// Why a workload could not be launched. Each kind maps to the `reason` of the

@@ -39,3 +39,6 @@ pub const LAUNCH_INTERRUPTED: &str = "LaunchInterrupted";
 /// No worker of the pool had room for the job's resources within `start_s`, or
 /// the cluster's scheduler cannot place its pod.
 pub const UNSCHEDULABLE: &str = "Unschedulable";
+/// A Kubernetes pod ran longer than its `activeDeadlineSeconds` (the job's
+/// `start_s` plus `run_s`) and the cluster stopped it.
+pub const DEADLINE_EXCEEDED: &str = "DeadlineExceeded";

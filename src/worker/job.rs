@@ -342,9 +342,14 @@ impl Job {
                     }
                 },
                 () = sleep_until(self.start_deadline), if starting => {
+                    let blocker = control.start_blocker().await;
                     control.stop(Duration::ZERO).await;
                     let message = format!("the workload did not start running within {} s", self.start_s);
-                    self.advance(JobState::Error, Change::because(reason::START_TIMEOUT, message), Persist::Now).await;
+                    let change = match blocker {
+                        Some((why, detail)) => Change::because(&why, format!("{message}: {detail}")),
+                        None => Change::because(reason::START_TIMEOUT, message),
+                    };
+                    self.advance(JobState::Error, change, Persist::Now).await;
                 }
                 // Also while a stop with a long grace is under way: the kill then
                 // comes at whichever is first.

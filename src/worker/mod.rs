@@ -22,6 +22,7 @@ pub mod retention;
 use crate::backend::docker::{DockerBackend, DockerBackendError, DockerSettings};
 use crate::backend::job_env::{JobEnvError, JobEnvPolicy};
 use crate::backend::job_user::{JobUser, JobUserError};
+use crate::backend::k8s::{K8sBackend, K8sBackendError, K8sSettings};
 use crate::backend::process::{ProcessBackend, ProcessBackendError, ProcessSettings};
 use crate::backend::{Backend, Backends};
 use crate::config::WorkerConfig;
@@ -67,6 +68,9 @@ pub enum WorkerError {
     /// The Docker backend cannot be used (its engine does not answer).
     #[error(transparent)]
     DockerBackend(#[from] DockerBackendError),
+    /// The Kubernetes backend cannot be used (its cluster does not answer).
+    #[error(transparent)]
+    K8sBackend(#[from] K8sBackendError),
     /// Jobs cannot run as the configured user.
     #[error(transparent)]
     JobUser(#[from] JobUserError),
@@ -208,12 +212,15 @@ impl Worker {
                     })
                     .await?,
                 ),
-                BackendKind::K8s => {
-                    return Err(WorkerError::Config(
-                        "the k8s backend is not available in this version; use process or docker"
-                            .into(),
-                    ));
-                }
+                BackendKind::K8s => Arc::new(
+                    K8sBackend::start(K8sSettings {
+                        log_dir: log_dir.clone(),
+                        worker_id: config.worker_id.clone(),
+                        pool: config.pool.clone(),
+                        config: config.k8s.clone(),
+                    })
+                    .await?,
+                ),
             };
             started.push(backend);
         }

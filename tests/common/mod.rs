@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod docker;
+pub mod k8s;
 pub mod nats_server;
 pub mod processes;
 pub mod system;

@@ -389,3 +389,101 @@ pub fn assert_well_formed(events: &[JobEvent]) {
         );
     }
 }
+
+/// After a worker was killed and restarted with its id: `ended` (whose workload
+/// exited with 3 after printing `ready` while the worker was away) gets its true
+/// end from the new worker, and `runs_on` (still running, leaving on SIGTERM
+/// with 0) is followed again: a terminate reaches it and its events carry on
+/// from its seq.
+pub async fn assert_stories_finished_after_restart(
+    system: &System,
+    ended: &str,
+    runs_on: &str,
+    worker_id: &str,
+) {
+    let events = system.events_until_terminal(ended).await;
+    assert_well_formed(&events);
+    assert_eq!(states(&events), ["starting", "running", "failed"]);
+    assert_eq!(events[2].exit_code, Some(3));
+    assert_eq!(events[2].worker, worker_id);
+    let log = std::fs::read_to_string(log_path(&events)).expect("the job's log");
+    assert_eq!(log, "ready\n");
+    let reply = system.client.terminate(runs_on, Some(10)).await.unwrap();
+    assert!(reply.accepted, "{reply:?}");
+    let events = system.events_until_terminal(runs_on).await;
+    assert_well_formed(&events);
+    assert_eq!(states(&events), ["starting", "running", "terminated"]);
+    assert_eq!(events[2].exit_code, Some(0), "{events:?}");
+}
+
+/// Runs `request`, whose workload was made by hand beforehand to print
+/// `adopted` and exit 3, and asserts that the launch adopted it.
+pub async fn assert_launch_adopts(system: &System, request: &LaunchRequest) {
+    let events = system.run(request).await;
+    assert_well_formed(&events);
+    assert_eq!(states(&events), ["starting", "running", "failed"]);
+    assert_eq!(
+        events.last().unwrap().exit_code,
+        Some(3),
+        "the adopted workload ran"
+    );
+    let log = std::fs::read_to_string(log_path(&events)).expect("the job's log");
+    assert_eq!(log, "adopted\n");
+}
+
+/// Runs `request` (its script `echo out; echo err >&2; exit 0`) on `backend`,
+/// asserts it succeeded with both lines in its log, and returns its record.
+pub async fn assert_succeeds_with_output(
+    system: &System,
+    request: &LaunchRequest,
+    backend: flare_launcher::protocol::BackendKind,
+) -> flare_launcher::protocol::JobRecord {
+    let events = system.run(request).await;
+    assert_well_formed(&events);
+    assert_eq!(states(&events), ["starting", "running", "succeeded"]);
+    let last = events.last().unwrap();
+    assert_eq!((last.return_code, last.exit_code), (Some(0), Some(0)));
+    assert!(events.iter().all(|e| e.backend == backend));
+    let log = std::fs::read_to_string(log_path(&events)).expect("the job's log");
+    assert!(log.contains("out\n") && log.contains("err\n"), "{log:?}");
+    system.client.status(&request.job_id).await.unwrap()
+}
+
+/// Runs jobs that exit 3 and 101, made by `request(job_id, script)`, and
+/// asserts they fail with return codes 1 and 101.
+pub async fn assert_exits_3_and_101_fail(
+    system: &System,
+    request: impl Fn(&str, &str) -> LaunchRequest,
+) {
+    for (code, return_code) in [(3, 1), (101, 101)] {
+        let job_id = format!("exit{code}-{}", flare_launcher::protocol::random_suffix(8));
+        let events = system.run(&request(&job_id, &format!("exit {code}"))).await;
+        assert_well_formed(&events);
+        assert_eq!(states(&events), ["starting", "running", "failed"]);
+        let last = events.last().unwrap();
+        assert_eq!(
+            (last.return_code, last.exit_code),
+            (Some(return_code), Some(code))
+        );
+    }
+}
+
+/// Terminates `job_id` (whose workload leaves on SIGTERM with 0, printing
+/// `bye`) with a grace of 30 s, asserts it ended `terminated` through its trap,
+/// and returns its log.
+pub async fn assert_terminated_politely(system: &System, job_id: &str) -> String {
+    let reply = system
+        .client
+        .terminate(job_id, Some(30))
+        .await
+        .expect("terminate answered");
+    assert!(reply.accepted, "{reply:?}");
+    let events = system.events_until_terminal(job_id).await;
+    assert_well_formed(&events);
+    let last = events.last().unwrap();
+    assert_eq!(last.state, JobState::Terminated, "{events:?}");
+    assert_eq!(last.return_code, Some(9));
+    assert_eq!(last.exit_code, Some(0), "the trap ran: {last:?}");
+    assert_eq!(last.reason.as_deref(), Some("TerminateRequested"));
+    std::fs::read_to_string(log_path(&events)).expect("the job's log")
+}

@@ -228,15 +228,7 @@ impl DockerBackend {
     /// since the epoch): under that day's directory, as the job's `running` event
     /// named it.
     fn log_of_day(&self, created: Option<i64>, job_id: &str) -> PathBuf {
-        let day = created
-            .and_then(|at| time::OffsetDateTime::from_unix_timestamp(at).ok())
-            .unwrap_or_else(time::OffsetDateTime::now_utc)
-            .date();
-        let dir = self.settings.log_dir.join(crate::job_logs::day_name(day));
-        if let Err(e) = std::fs::create_dir_all(&dir) {
-            tracing::error!(dir = %dir.display(), error = %e, "cannot create a job log directory");
-        }
-        dir.join(format!("{job_id}.log"))
+        crate::job_logs::of_job_created(&self.settings.log_dir, created, job_id)
     }
 
     fn owner(&self) -> spec::Owner<'_> {

@@ -10,21 +10,10 @@ use crate::protocol::bounded::bounded_to;
 use bollard::models::{ContainerCreateBody, DeviceRequest, HostConfig, Mount, ResourcesUlimits};
 use std::collections::HashMap;
 
-/// The label every container of this program carries.
-pub const MANAGED_BY: &str = "app.kubernetes.io/managed-by";
-/// Its value.
-pub const MANAGED_BY_VALUE: &str = "flare-launcher";
-/// The label naming the job.
-pub const JOB_ID: &str = "flare-launcher/job-id";
-/// The label naming the job's site.
-pub const SITE: &str = "flare-launcher/site";
-/// The label naming the pool.
-pub const POOL: &str = "flare-launcher/pool";
-/// The label naming the worker that created the container.
-pub const WORKER: &str = "flare-launcher/worker";
+pub use crate::backend::workload::{
+    JOB_ID, MANAGED_BY, MANAGED_BY_VALUE, POOL, SITE, WORKER, workload_name as container_name,
+};
 
-/// Longest part of a container name taken from the request's site.
-const MAX_SITE_IN_NAME: usize = 63;
 /// Longest key or value of a label taken from the request.
 const MAX_LABEL_TEXT: usize = 256;
 /// Most labels taken from the request.
@@ -37,30 +26,6 @@ pub struct Owner<'a> {
     pub worker: &'a str,
     /// Its pool.
     pub pool: &'a str,
-}
-
-/// The container name of a job: `flare-SITE-JOB_ID` (or `flare-JOB_ID` without a
-/// site), the site cut down to the characters Docker allows in a name. Job ids
-/// already use only those, so the name is the same on every launch of the job,
-/// and a second create meets the first container.
-pub fn container_name(site: Option<&str>, job_id: &str) -> String {
-    let site: String = site
-        .unwrap_or_default()
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-') {
-                c
-            } else {
-                '-'
-            }
-        })
-        .take(MAX_SITE_IN_NAME)
-        .collect();
-    if site.is_empty() {
-        format!("flare-{job_id}")
-    } else {
-        format!("flare-{site}-{job_id}")
-    }
 }
 
 /// The labels of a job's container: the request's own (bounded), then this
@@ -192,19 +157,6 @@ mod tests {
         worker: "w1",
         pool: "gpu",
     };
-
-    #[test]
-    fn names_are_deterministic_and_valid_for_docker() {
-        assert_eq!(container_name(None, "job-1"), "flare-job-1");
-        assert_eq!(
-            container_name(Some("site-a"), "job.1"),
-            "flare-site-a-job.1"
-        );
-        assert_eq!(container_name(Some("a b/ü"), "j"), "flare-a-b---j");
-        let long = container_name(Some(&"s".repeat(1000)), "j");
-        assert_eq!(long.len(), "flare-".len() + MAX_SITE_IN_NAME + "-j".len());
-        assert_eq!(container_name(Some(""), "j"), "flare-j");
-    }
 
     #[test]
     fn the_programs_labels_win_over_the_requests() {

@@ -9,6 +9,7 @@
 
 use super::spec;
 use crate::backend::Observation;
+use crate::backend::job_output::JobLog;
 use crate::protocol::bounded::bounded;
 use crate::protocol::reason;
 use crate::state::Exit;
@@ -23,7 +24,6 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 
 /// Most observations a job gets (running, then its end): the channel never fills.
@@ -286,17 +286,8 @@ fn unix_now() -> String {
 
 /// Appends the container's output (stdout and stderr, as they came) to `log`.
 async fn copy_logs(docker: &Docker, name: &str, log: &Path) {
-    let file = tokio::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(log)
-        .await;
-    let mut file = match file {
-        Ok(file) => file,
-        Err(e) => {
-            tracing::error!(log = %log.display(), error = %e, "cannot open the job's log file");
-            return;
-        }
+    let Some(mut file) = JobLog::open(log).await else {
+        return;
     };
     let mut output = docker.logs(
         name,
@@ -317,12 +308,9 @@ async fn copy_logs(docker: &Docker, name: &str, log: &Path) {
                 break;
             }
         };
-        if let Err(e) = file.write_all(&bytes).await {
-            tracing::error!(log = %log.display(), error = %e, "cannot write the job's log file");
+        if !file.write(&bytes).await {
             return;
         }
     }
-    if let Err(e) = file.flush().await {
-        tracing::error!(log = %log.display(), error = %e, "cannot write the job's log file");
-    }
+    file.finish().await;
 }

@@ -12,9 +12,15 @@
 //! With `--backend docker --image IMAGE` the jobs are containers, the engine's
 //! own floor ([`engine_floor`]) is measured in the same run, and so is the time
 //! from a container's exit to its job's terminal event ([`container_exits`]).
+//! With `--exit-stamps DIR` the jobs write when they end ([`exit_stamps`]), for
+//! the latency from a workload's exit to its terminal event on any backend; with
+//! `--kube-sim-kubeconfig` the API requests of the measured jobs are read from
+//! kube-sim's counter ([`api_requests`]).
 
+mod api_requests;
 mod container_exits;
 mod engine_floor;
+mod exit_stamps;
 
 use super::{CliError, client};
 use crate::client::Client;
@@ -63,6 +69,12 @@ pub struct BenchArgs {
     /// Container image of the jobs (docker and k8s)
     #[arg(long)]
     image: Option<String>,
+    /// Directory each job writes its exit time to, for the exit → terminal event latency; the jobs must share this host's file system and clock (process jobs, kube-sim's pods)
+    #[arg(long)]
+    exit_stamps: Option<std::path::PathBuf>,
+    /// Admin kubeconfig of the kube-sim the workers use: the run reports the Kubernetes API requests of the measured jobs
+    #[arg(long)]
+    kube_sim_kubeconfig: Option<std::path::PathBuf>,
     /// Raw containers of the engine floor measured at each concurrency (docker only; 0: none)
     #[arg(long, default_value_t = 50)]
     floor_containers: usize,
@@ -115,6 +127,9 @@ struct Tracker {
     unreadable_events: u64,
     /// Container exits and terminal events to match (docker only).
     exits: Option<container_exits::ExitMatcher>,
+    /// When each terminal event arrived (nanoseconds since the epoch), while
+    /// exit stamps are read.
+    terminal_at: Option<HashMap<String, u128>>,
 }
 
 type Shared = Arc<Mutex<Tracker>>;
@@ -156,6 +171,9 @@ fn on_event(shared: &Shared, payload: &[u8]) {
             .exits
             .as_mut()
             .and_then(|exits| exits.terminal(&event.job_id, SystemTime::now()));
+        if let Some(terminal_at) = &mut tracker.terminal_at {
+            terminal_at.insert(event.job_id.clone(), exit_stamps::now_nanos());
+        }
         let stats = &mut tracker.stats;
         if let Some(latency) = exit_latency {
             stats.exit_to_terminal.saturating_record(micros(latency));
@@ -187,6 +205,7 @@ async fn run_phase(
     ids: impl Iterator<Item = String>,
     template: &LaunchRequest,
     concurrency: u32,
+    stamps: Option<&std::path::Path>,
 ) -> Result<(Stats, Duration), CliError> {
     lock(shared).stats = Stats::new()?;
     let permits = Arc::new(Semaphore::new(concurrency as usize));
@@ -197,10 +216,17 @@ async fn run_phase(
             .acquire_owned()
             .await
             .map_err(|e| CliError::Other(format!("bench semaphore: {e}")))?;
-        let request = LaunchRequest {
+        let mut request = LaunchRequest {
             job_id: job_id.clone(),
             ..template.clone()
         };
+        if let Some(dir) = stamps {
+            let file = exit_stamps::stamp_file(dir, &job_id);
+            request.env.insert(
+                exit_stamps::STAMP_VARIABLE.into(),
+                file.display().to_string(),
+            );
+        }
         lock(shared).in_flight.insert(
             job_id.clone(),
             InFlight {
@@ -366,6 +392,7 @@ pub async fn run(settings: &Settings, args: BenchArgs) -> Result<i32, CliError> 
         stats: Stats::new()?,
         unreadable_events: 0,
         exits: None,
+        terminal_at: None,
     }));
     let exit_watch = match args.backend {
         Some(BackendKind::Docker) => {
@@ -409,7 +436,19 @@ pub async fn run(settings: &Settings, args: BenchArgs) -> Result<i32, CliError> 
         })
     };
 
-    let mut template = LaunchRequest::new("bench", args.command.clone());
+    let command = match &args.exit_stamps {
+        Some(dir) => {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| CliError::Other(format!("cannot create {}: {e}", dir.display())))?;
+            exit_stamps::stamping(&args.command)
+        }
+        None => args.command.clone(),
+    };
+    let kube_sim = match &args.kube_sim_kubeconfig {
+        Some(path) => Some(api_requests::client(path).await?),
+        None => None,
+    };
+    let mut template = LaunchRequest::new("bench", command);
     template.backend = args.backend;
     template.image = args.image.clone();
     let run_id = crate::protocol::random_suffix(8);
@@ -420,7 +459,7 @@ pub async fn run(settings: &Settings, args: BenchArgs) -> Result<i32, CliError> 
     let outcome = async {
         if args.warmup > 0 {
             let ids = (0..args.warmup).map(|n| format!("bench-{run_id}-w{n}"));
-            let (warmup, _) = run_phase(&client, &shared, ids, &template, args.concurrency).await?;
+            let (warmup, _) = run_phase(&client, &shared, ids, &template, args.concurrency, args.exit_stamps.as_deref()).await?;
             if warmup.completed == 0 {
                 return Err(CliError::Other(format!(
                     "none of the {} warm-up jobs finished within {} s: is a worker serving pool {:?} with prefix {:?}? \
@@ -431,8 +470,14 @@ pub async fn run(settings: &Settings, args: BenchArgs) -> Result<i32, CliError> 
         }
         let (sampler, maxima) = sample_rss(&workers);
         let cpu_before: Vec<Option<Duration>> = workers.iter().map(|&pid| proc_cpu_time(pid)).collect();
+        if let Some(kube_sim) = &kube_sim {
+            api_requests::settled(kube_sim, true).await?;
+        }
+        if args.exit_stamps.is_some() {
+            lock(&shared).terminal_at = Some(HashMap::new());
+        }
         let ids = (0..args.jobs).map(|n| format!("bench-{run_id}-{n}"));
-        let measured = run_phase(&client, &shared, ids, &template, args.concurrency).await;
+        let measured = run_phase(&client, &shared, ids, &template, args.concurrency, args.exit_stamps.as_deref()).await;
         sampler.abort();
         let maxima = maxima.lock().unwrap_or_else(PoisonError::into_inner).clone();
         Ok((measured?, maxima, cpu_before))
@@ -478,6 +523,25 @@ pub async fn run(settings: &Settings, args: BenchArgs) -> Result<i32, CliError> 
         _ => 0.0,
     };
     let unreadable = lock(&shared).unreadable_events;
+    let mut exit_to_terminal = Stats::new()?.to_terminal;
+    let terminal_at = lock(&shared).terminal_at.take();
+    let unstamped = match (&args.exit_stamps, &terminal_at) {
+        (Some(dir), Some(terminal_at)) => {
+            exit_stamps::record(dir, terminal_at, &mut exit_to_terminal)
+        }
+        _ => 0,
+    };
+    let api = match &kube_sim {
+        Some(kube_sim) => Some(api_requests::settled(kube_sim, false).await?),
+        None => None,
+    };
+    let per_job_requests: u64 = api
+        .iter()
+        .flatten()
+        .filter(|(key, _)| !api_requests::is_shared(key))
+        .map(|(_, count)| count)
+        .sum();
+    let requests_per_job = per_job_requests as f64 / (args.jobs.max(1) as f64);
 
     let mut text = format!(
         "bench: {jobs} jobs (after {} warm-up), concurrency {}, command {:?}\n\
@@ -504,6 +568,17 @@ pub async fn run(settings: &Settings, args: BenchArgs) -> Result<i32, CliError> 
     }
     if unreadable > 0 {
         text.push_str(&format!("unreadable events: {unreadable}\n"));
+    }
+    if args.exit_stamps.is_some() {
+        text.push_str(&format!(
+            "exit → terminal:    {} ({unstamped} jobs without a stamp)\n",
+            latency_text(&exit_to_terminal)
+        ));
+    }
+    if let Some(api) = &api {
+        text.push_str(&format!(
+            "API requests: {requests_per_job:.2} per job beside the shared watch; {api:?}\n"
+        ));
     }
     for floor in &floors {
         text.push_str(&format!(
@@ -559,7 +634,10 @@ pub async fn run(settings: &Settings, args: BenchArgs) -> Result<i32, CliError> 
             "publish_errors": stats.publish_errors,
             "to_running": latency_json(&stats.to_running),
             "to_terminal": latency_json(&stats.to_terminal),
-            "exit_to_terminal": latency_json(&stats.exit_to_terminal),
+            "container_exit_to_terminal": latency_json(&stats.exit_to_terminal),
+            "exit_to_terminal": args.exit_stamps.as_ref().map(|_| latency_json(&exit_to_terminal)),
+            "api_requests": api,
+            "api_requests_per_job": api.as_ref().map(|_| round3(requests_per_job)),
             "wall_s": round3(wall.as_secs_f64()),
             "jobs_per_s": round3(per_second),
             "workers": usage.iter().map(|m| serde_json::json!({

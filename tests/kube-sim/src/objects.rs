@@ -6,6 +6,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
+use k8s_openapi::api::apps::v1 as apps;
 use k8s_openapi::api::core::v1 as core;
 use k8s_openapi::api::rbac::v1 as rbac;
 
@@ -127,6 +128,8 @@ pub fn normalize(resource: &Resource, value: Value) -> Result<Value, ApiError> {
         "secrets" => through::<core::Secret>(value),
         "configmaps" => through::<core::ConfigMap>(value),
         "persistentvolumeclaims" => through::<core::PersistentVolumeClaim>(value),
+        "serviceaccounts" => through::<core::ServiceAccount>(value),
+        "deployments" => through::<apps::Deployment>(value),
         "roles" => through::<rbac::Role>(value),
         "rolebindings" => through::<rbac::RoleBinding>(value),
         other => return Err(ApiError::Internal(format!("no type for {other}"))),

@@ -77,16 +77,30 @@ fn allowed_in(cluster: &Cluster, user: &str, namespace: &str, attributes: &Attri
         })
 }
 
-/// Whether `binding` binds a Role (not a ClusterRole) to the user `user`.
+/// Whether `binding` binds a Role (not a ClusterRole) to the user `user`: a
+/// `User` subject of that name, or a `ServiceAccount` subject whose token user
+/// (`system:serviceaccount:NAMESPACE:NAME`) it is.
 fn binds(binding: &Value, user: &str) -> bool {
     let role_ref = &binding["roleRef"];
+    let namespace = binding["metadata"]["namespace"]
+        .as_str()
+        .unwrap_or_default();
+    let is_user = |s: &Value| match s["kind"].as_str() {
+        Some("User") => s["name"] == user,
+        Some("ServiceAccount") => {
+            let ns = s["namespace"].as_str().unwrap_or(namespace);
+            let name = s["name"].as_str().unwrap_or_default();
+            user == format!("system:serviceaccount:{ns}:{name}")
+        }
+        _ => false,
+    };
     role_ref["kind"] == "Role"
         && role_ref["apiGroup"] == RBAC_GROUP
         && binding["subjects"]
             .as_array()
             .into_iter()
             .flatten()
-            .any(|s| s["kind"] == "User" && s["name"] == user)
+            .any(is_user)
 }
 
 /// Whether `list` (a rule's `verbs`, `apiGroups`, ...) holds `wanted` or `*`.
@@ -161,5 +175,11 @@ mod tests {
         assert!(!binds(&binding("Role", "User"), "bob"));
         assert!(!binds(&binding("ClusterRole", "User"), "alice"));
         assert!(!binds(&binding("Role", "Group"), "alice"));
+        let account = json!({"metadata": {"namespace": "flare"},
+                             "roleRef": {"apiGroup": RBAC_GROUP, "kind": "Role", "name": "r"},
+                             "subjects": [{"kind": "ServiceAccount", "name": "worker"}]});
+        assert!(binds(&account, "system:serviceaccount:flare:worker"));
+        assert!(!binds(&account, "system:serviceaccount:default:worker"));
+        assert!(!binds(&account, "worker"));
     }
 }

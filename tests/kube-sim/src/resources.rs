@@ -152,6 +152,32 @@ pub static PVCS: Resource = Resource {
     subresources: &[],
 };
 
+pub static SERVICE_ACCOUNTS: Resource = Resource {
+    name: "serviceaccounts",
+    singular: "serviceaccount",
+    kind: "ServiceAccount",
+    group: "",
+    namespaced: true,
+    verbs: ALL_VERBS,
+    short_names: &["sa"],
+    selectable_fields: &[],
+    subresources: &[],
+};
+
+/// Deployments are stored and served (so manifests apply), but no controller
+/// makes their pods.
+pub static DEPLOYMENTS: Resource = Resource {
+    name: "deployments",
+    singular: "deployment",
+    kind: "Deployment",
+    group: "apps",
+    namespaced: true,
+    verbs: ALL_VERBS,
+    short_names: &["deploy"],
+    selectable_fields: &[],
+    subresources: &[],
+};
+
 pub static ROLES: Resource = Resource {
     name: "roles",
     singular: "role",
@@ -185,12 +211,14 @@ pub static ALL: &[&Resource] = &[
     &SECRETS,
     &CONFIGMAPS,
     &PVCS,
+    &SERVICE_ACCOUNTS,
+    &DEPLOYMENTS,
     &ROLES,
     &ROLE_BINDINGS,
 ];
 
 /// The API groups besides core; each serves version `v1` only.
-const GROUPS: &[&str] = &["rbac.authorization.k8s.io"];
+const GROUPS: &[&str] = &["apps", "rbac.authorization.k8s.io"];
 
 /// The resource `name` of `group`, if served.
 pub fn find(group: &str, name: &str) -> Option<&'static Resource> {
@@ -303,7 +331,7 @@ mod tests {
         assert!(names.contains(&"pods"));
         assert!(names.contains(&"pods/log"));
         assert!(!names.contains(&"roles"));
-        assert!(resource_list("apps").is_none());
+        assert!(resource_list("batch").is_none());
     }
 
     #[test]

@@ -1,0 +1,389 @@
+//! The Kubernetes backend: a job is a pod (`restartPolicy: Never`) in the
+//! worker's namespace, named from its site and job id so that a repeated launch
+//! meets the existing pod (409) and adopts it after checking its job id. One
+//! watch per worker ([`watch`]) reports every change; startup failures end the
+//! job at once with the cluster's reason ([`status`]); the output is copied into
+//! the job's log file before the pod is deleted, with its uid as precondition,
+//! once the job's end is recorded.
+
+mod api;
+mod cluster;
+mod logs;
+pub mod manifest;
+pub mod name;
+mod recovery;
+pub mod status;
+mod watch;
+
+pub use cluster::ClusterError;
+
+use super::{
+    Backend, GpuAssignment, LaunchError, LaunchProgress, Launched, Recovered, WorkloadControl,
+};
+use crate::config::K8sConfig;
+use crate::protocol::bounded::{bounded, bounded_to};
+use crate::protocol::{BackendKind, BackendRef, LaunchRequest};
+use async_trait::async_trait;
+use k8s_openapi::api::core::v1::{Event, Pod};
+use kube::Api;
+use kube::api::ListParams;
+use serde_json::Value;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::task::JoinHandle;
+use watch::{Following, Watch};
+
+/// What a Kubernetes backend needs to know.
+#[derive(Debug, Clone)]
+pub struct K8sSettings {
+    /// Job logs, `DAY/JOB_ID.log` (see [`crate::job_logs`]).
+    pub log_dir: PathBuf,
+    /// The worker's id, on its pods' labels.
+    pub worker_id: String,
+    /// Its pool, on its pods' labels.
+    pub pool: String,
+    /// The cluster and what pods get.
+    pub config: K8sConfig,
+}
+
+/// Why a Kubernetes backend cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum K8sBackendError {
+    /// The log directory cannot be created.
+    #[error("cannot create the job log directory {path}: {source}")]
+    LogDir {
+        /// The directory.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The cluster cannot be reached.
+    #[error(transparent)]
+    Cluster(#[from] ClusterError),
+    /// The pod template cannot be used.
+    #[error("cannot use the pod template {path}: {message}")]
+    Template {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// The worker's pods cannot be listed (the API does not answer, or refuses).
+    #[error("cannot list this worker's pods in namespace {namespace}: {source}")]
+    List {
+        /// The namespace.
+        namespace: String,
+        /// The API's error.
+        #[source]
+        source: Box<kube::Error>,
+    },
+}
+
+/// Runs jobs as pods.
+pub struct K8sBackend {
+    pods: Api<Pod>,
+    events: Api<Event>,
+    namespace: String,
+    settings: K8sSettings,
+    template: Value,
+    watch: Arc<Watch>,
+    watching: JoinHandle<()>,
+    /// The worker's pods as listed at start, for [`Backend::recover`].
+    found: Mutex<Vec<Pod>>,
+}
+
+impl K8sBackend {
+    /// Connects to the cluster, lists the worker's pods (which also proves the
+    /// API answers and lets it list them) and starts watching them.
+    ///
+    /// # Errors
+    /// A [`K8sBackendError`] saying what is missing.
+    pub async fn start(settings: K8sSettings) -> Result<Self, K8sBackendError> {
+        std::fs::create_dir_all(&settings.log_dir).map_err(|source| K8sBackendError::LogDir {
+            path: settings.log_dir.clone(),
+            source,
+        })?;
+        let template = match &settings.config.pod_template {
+            Some(path) => read_template(path)?,
+            None => Value::Object(serde_json::Map::new()),
+        };
+        let (client, namespace) = cluster::connect(&settings.config).await?;
+        let pods: Api<Pod> = Api::namespaced(client.clone(), &namespace);
+        let selector = manifest::selector(&settings.worker_id);
+        let found = pods
+            .list(&ListParams::default().labels(&selector))
+            .await
+            .map_err(|source| K8sBackendError::List {
+                namespace: namespace.clone(),
+                source: Box::new(source),
+            })?
+            .items;
+        let watch = Watch::new(pods.clone(), selector);
+        let watching = tokio::spawn(watch.clone().run());
+        Ok(K8sBackend {
+            events: Api::namespaced(client, &namespace),
+            pods,
+            namespace,
+            settings,
+            template,
+            watch,
+            watching,
+            found: Mutex::new(found),
+        })
+    }
+
+    fn owner(&self) -> manifest::Owner<'_> {
+        manifest::Owner {
+            worker: &self.settings.worker_id,
+            pool: &self.settings.pool,
+            namespace: &self.namespace,
+        }
+    }
+
+    fn control(&self, job_id: &str) -> Box<dyn WorkloadControl> {
+        Box::new(PodControl {
+            watch: self.watch.clone(),
+            events: self.events.clone(),
+            job_id: job_id.to_owned(),
+        })
+    }
+
+    fn launched(
+        &self,
+        job_id: &str,
+        pod: &str,
+        uid: String,
+        detail: Option<String>,
+        following: Following,
+    ) -> Launched {
+        Launched {
+            backend_ref: BackendRef::K8s {
+                namespace: self.namespace.clone(),
+                pod: pod.to_owned(),
+                uid,
+            },
+            detail,
+            observations: following.observations,
+            control: self.control(job_id),
+        }
+    }
+
+    /// Creates the pod; on a name already taken, the existing pod if it is
+    /// this job's.
+    async fn create(&self, job_id: &str, pod: &Pod, name: &str) -> Result<Pod, LaunchError> {
+        match api::create(&self.pods, pod).await {
+            Ok(created) => Ok(created),
+            Err(e) if api::status(&e) == Some(409) => {
+                let existing = api::get(&self.pods, name).await.map_err(|e| {
+                    LaunchError::Spawn(format!(
+                        "pod {name} exists but cannot be read: {}",
+                        api::message(&e)
+                    ))
+                })?;
+                let worker = existing
+                    .metadata
+                    .labels
+                    .as_ref()
+                    .and_then(|labels| labels.get(crate::backend::workload::WORKER))
+                    .cloned();
+                if watch::job_of(&existing) != Some(job_id)
+                    || worker != Some(name::label_value(&self.settings.worker_id))
+                {
+                    return Err(LaunchError::Spawn(format!(
+                        "a pod named {name} exists and belongs to another job or worker"
+                    )));
+                }
+                tracing::info!(%job_id, pod = name, "adopting the job's existing pod");
+                Ok(existing)
+            }
+            Err(e) => Err(LaunchError::Spawn(bounded(&format!(
+                "the cluster refused to create pod {name}: {}",
+                api::message(&e)
+            )))),
+        }
+    }
+}
+
+/// A launch under way: should it be given up before it ends (its future dropped
+/// as `start_s` runs out), the job is no longer followed and its pod, if made,
+/// is deleted.
+struct GivenUp {
+    pods: Api<Pod>,
+    watch: Arc<Watch>,
+    job_id: Option<String>,
+}
+
+impl Drop for GivenUp {
+    fn drop(&mut self) {
+        let Some(job_id) = self.job_id.take() else {
+            return;
+        };
+        let Some(released) = self.watch.forget(&job_id) else {
+            return;
+        };
+        tracing::warn!(%job_id, pod = %released.pod, "launch given up; deleting its pod");
+        let pods = self.pods.clone();
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                api::delete(&pods, &released.pod, &released.uid, Duration::ZERO).await;
+            });
+        }
+    }
+}
+
+#[async_trait]
+impl Backend for K8sBackend {
+    fn kind(&self) -> BackendKind {
+        BackendKind::K8s
+    }
+
+    async fn launch(
+        &self,
+        request: &LaunchRequest,
+        gpus: &GpuAssignment,
+        progress: &LaunchProgress,
+    ) -> Result<Launched, LaunchError> {
+        let image = request
+            .image
+            .as_deref()
+            .filter(|image| !image.is_empty())
+            .ok_or_else(|| LaunchError::Unsupported("the k8s backend needs an image".into()))?;
+        let manifest = manifest::pod(
+            request,
+            gpus,
+            image,
+            &self.owner(),
+            &self.settings.config,
+            &self.template,
+        )?;
+        let pod: Pod = serde_json::from_value(manifest).map_err(|e| {
+            LaunchError::Unsupported(format!(
+                "the pod template and the request make no valid pod: {e}"
+            ))
+        })?;
+        let name = pod.metadata.name.clone().unwrap_or_default();
+        let log = crate::job_logs::today(&self.settings.log_dir)
+            .map_err(|e| {
+                LaunchError::Spawn(format!("could not create the job's log directory: {e}"))
+            })?
+            .join(format!("{}.log", request.job_id));
+        let following = self.watch.follow(&request.job_id, &name, log.clone());
+        let mut given_up = GivenUp {
+            pods: self.pods.clone(),
+            watch: self.watch.clone(),
+            job_id: Some(request.job_id.clone()),
+        };
+        let created = self.create(&request.job_id, &pod, &name).await;
+        given_up.job_id = None;
+        let created = match created {
+            Ok(created) => created,
+            Err(e) => {
+                self.watch.forget(&request.job_id);
+                return Err(e);
+            }
+        };
+        // Its state now (an adopted pod may have ended already); later changes
+        // come through the watch.
+        self.watch.observe(&created);
+        let uid = created.metadata.uid.clone().unwrap_or_default();
+        progress.created(BackendRef::K8s {
+            namespace: self.namespace.clone(),
+            pod: name.clone(),
+            uid: uid.clone(),
+        });
+        let detail = format!(
+            "pod {name} in namespace {}; once it ends, output in {}",
+            self.namespace,
+            log.display()
+        );
+        Ok(self.launched(&request.job_id, &name, uid, Some(detail), following))
+    }
+
+    async fn recover(&self) -> Vec<Recovered> {
+        let found = std::mem::take(&mut *self.found.lock().unwrap_or_else(|p| p.into_inner()));
+        recovery::recover(self, found)
+    }
+
+    async fn release(&self, job_id: &str) {
+        let Some(released) = self.watch.forget(job_id) else {
+            return;
+        };
+        let keep = self.settings.config.keep;
+        let pods = self.pods.clone();
+        if keep.is_zero() {
+            api::delete(&pods, &released.pod, &released.uid, Duration::ZERO).await;
+            return;
+        }
+        tokio::spawn(async move {
+            tokio::time::sleep(keep).await;
+            api::delete(&pods, &released.pod, &released.uid, Duration::ZERO).await;
+        });
+    }
+
+    async fn close(&self) {
+        // The pods go on; a worker with the same id finds them again.
+        self.watching.abort();
+    }
+}
+
+/// Stops one pod: a delete with the grace period, sent in the background.
+struct PodControl {
+    watch: Arc<Watch>,
+    events: Api<Event>,
+    job_id: String,
+}
+
+#[async_trait]
+impl WorkloadControl for PodControl {
+    async fn stop(&self, grace: Duration) {
+        self.watch.stop(&self.job_id, grace);
+    }
+
+    async fn start_blocker(&self) -> Option<(String, String)> {
+        if let Some(blocked) = self.watch.blocked(&self.job_id) {
+            return Some(blocked);
+        }
+        // Not the scheduler: the node's latest warning (a volume that cannot be
+        // mounted, say), read once.
+        let uid = self.watch.uid(&self.job_id)?;
+        let params =
+            ListParams::default().fields(&format!("involvedObject.uid={uid},type=Warning"));
+        let listed = tokio::time::timeout(Duration::from_secs(5), self.events.list(&params)).await;
+        let events = match listed {
+            Ok(Ok(events)) => events.items,
+            Ok(Err(e)) => {
+                tracing::warn!(job_id = %self.job_id, error = %e, "cannot read the pod's events");
+                return None;
+            }
+            Err(_) => return None,
+        };
+        let latest = events.into_iter().max_by_key(|event| {
+            event
+                .last_timestamp
+                .as_ref()
+                .map(|at| at.0)
+                .or_else(|| event.event_time.as_ref().map(|at| at.0))
+        })?;
+        Some((
+            bounded_to(latest.reason.as_deref().unwrap_or("Warning"), 128),
+            bounded(latest.message.as_deref().unwrap_or_default()),
+        ))
+    }
+}
+
+/// The pod template in `path` (YAML or JSON), as JSON.
+fn read_template(path: &std::path::Path) -> Result<Value, K8sBackendError> {
+    let failed = |message: String| K8sBackendError::Template {
+        path: path.to_owned(),
+        message,
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| failed(e.to_string()))?;
+    let template: Value = serde_saphyr::from_str(&text).map_err(|e| failed(e.to_string()))?;
+    if !template.is_object() {
+        return Err(failed("it must be a pod (a mapping)".into()));
+    }
+    serde_json::from_value::<Pod>(template.clone()).map_err(|e| failed(e.to_string()))?;
+    Ok(template)
+}

@@ -1,0 +1,362 @@
+//! Every pod of a worker through one watch (a kube-runtime watcher on the
+//! worker's label selector, with its backoff, re-listing after `410 Gone`),
+//! fanned out to the jobs that follow the pods without ever waiting on one: an
+//! observation goes into the job's own small channel with `try_send`. A running
+//! pod costs no request; its end costs one log read, in a task of its own, before
+//! the exit is reported. A pod missing from a re-list is read once to tell a gap
+//! in the watch from a pod that is gone.
+
+use super::manifest::{CONTAINER, JOB_ID_ANNOTATION};
+use super::status::{PodState, classify};
+use super::{api, logs};
+use crate::backend::Observation;
+use crate::protocol::reason;
+use crate::state::Exit;
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Pod;
+use kube::Api;
+use kube::runtime::WatchStreamExt;
+use kube::runtime::watcher::{self, Event};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+/// Most observations a job gets (running, then its end): the channel never fills.
+const OBSERVATIONS: usize = 4;
+
+/// How far the job has been told.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Told {
+    Nothing,
+    Running,
+    /// Its end (or its failure to start) is told or being read.
+    Over,
+}
+
+/// A pod a job follows.
+struct Followed {
+    pod: String,
+    /// Known once the pod is created (or found).
+    uid: Option<String>,
+    log: PathBuf,
+    observe: mpsc::Sender<Observation>,
+    stopped: Arc<AtomicBool>,
+    told: Told,
+    /// Why the pod waits, as the scheduler said.
+    blocked: Option<(String, String)>,
+    /// A delete of the pod was sent.
+    deleting: bool,
+    /// The copy of its output under way since the worker stopped it.
+    output: Option<JoinHandle<()>>,
+    /// Seen in the re-list under way.
+    listed: bool,
+}
+
+/// What a new follower gets.
+pub struct Following {
+    /// The job's observations.
+    pub observations: mpsc::Receiver<Observation>,
+}
+
+/// What a job lets go of: its pod, if a delete is still to be sent.
+pub struct Released {
+    /// The pod's name.
+    pub pod: String,
+    /// Its uid.
+    pub uid: String,
+}
+
+/// The pods this worker follows, by job id.
+pub struct Watch {
+    api: Api<Pod>,
+    selector: String,
+    followed: Mutex<HashMap<String, Followed>>,
+}
+
+impl Watch {
+    /// Follows nothing yet.
+    pub fn new(api: Api<Pod>, selector: String) -> Arc<Self> {
+        Arc::new(Watch {
+            api,
+            selector,
+            followed: Mutex::new(HashMap::new()),
+        })
+    }
+
+    fn followed(&self) -> MutexGuard<'_, HashMap<String, Followed>> {
+        self.followed
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Starts following pod `pod` of `job_id` (before it exists, so that no
+    /// change of it is missed).
+    pub fn follow(&self, job_id: &str, pod: &str, log: PathBuf) -> Following {
+        let (observe, observations) = mpsc::channel(OBSERVATIONS);
+        self.followed().insert(
+            job_id.to_owned(),
+            Followed {
+                pod: pod.to_owned(),
+                uid: None,
+                log,
+                observe,
+                stopped: Arc::new(AtomicBool::new(false)),
+                told: Told::Nothing,
+                blocked: None,
+                deleting: false,
+                output: None,
+                listed: false,
+            },
+        );
+        Following { observations }
+    }
+
+    /// Stops following `job_id`; returns its pod unless a delete was sent.
+    pub fn forget(&self, job_id: &str) -> Option<Released> {
+        let followed = self.followed().remove(job_id)?;
+        if let Some(output) = followed.output {
+            output.abort();
+        }
+        if followed.deleting {
+            return None;
+        }
+        Some(Released {
+            pod: followed.pod,
+            uid: followed.uid?,
+        })
+    }
+
+    /// Why the pod of `job_id` has not started, as the scheduler said.
+    pub fn blocked(&self, job_id: &str) -> Option<(String, String)> {
+        self.followed().get(job_id)?.blocked.clone()
+    }
+
+    /// The uid of the pod of `job_id`, once known.
+    pub fn uid(&self, job_id: &str) -> Option<String> {
+        self.followed().get(job_id)?.uid.clone()
+    }
+
+    fn tell(followed: &Followed, job_id: &str, observation: Observation) {
+        if followed.observe.try_send(observation).is_err() {
+            tracing::warn!(%job_id, "a pod observation found no room; dropped");
+        }
+    }
+
+    /// Takes in the current state of a pod of this worker: tells its job what
+    /// changed, and reads its end in a task of its own.
+    pub fn observe(self: &Arc<Self>, pod: &Pod) {
+        let Some(job_id) = job_of(pod) else { return };
+        let state = classify(pod);
+        let mut followed = self.followed();
+        let Some(entry) = followed.get_mut(job_id) else {
+            return;
+        };
+        if !is_the_pod(entry, pod) {
+            return;
+        }
+        entry.listed = true;
+        if entry.uid.is_none() {
+            entry.uid = pod.metadata.uid.clone();
+        }
+        if entry.told == Told::Over {
+            return;
+        }
+        match state {
+            PodState::Pending { blocked } => entry.blocked = blocked,
+            PodState::Running => {
+                if entry.told == Told::Nothing {
+                    entry.told = Told::Running;
+                    Self::tell(entry, job_id, Observation::Running);
+                }
+            }
+            PodState::StartFailed { reason, message } => {
+                entry.told = Told::Over;
+                Self::tell(entry, job_id, Observation::StartFailed { reason, message });
+            }
+            PodState::Unknown { message } => {
+                let ran = entry.told == Told::Running;
+                entry.told = Told::Over;
+                let message =
+                    format!("its pod's node stopped reporting on it (phase Unknown): {message}");
+                let observation = if ran {
+                    Observation::Vanished {
+                        reason: reason::WORKLOAD_VANISHED,
+                        message,
+                    }
+                } else {
+                    Observation::StartFailed {
+                        reason: "Unknown".into(),
+                        message,
+                    }
+                };
+                Self::tell(entry, job_id, observation);
+            }
+            PodState::Ended { exit_code, reason } => {
+                // Its container ran, though no change showed it running (it
+                // ended between two watch events, or before it was found).
+                if entry.told == Told::Nothing {
+                    Self::tell(entry, job_id, Observation::Running);
+                }
+                entry.told = Told::Over;
+                let stopped = entry.stopped.load(Ordering::SeqCst)
+                    || reason == Some(reason::DEADLINE_EXCEEDED);
+                let end = Observation::Exited {
+                    exit: Exit::Code(exit_code),
+                    stopped,
+                    reason,
+                };
+                self.report_end(entry, job_id, end);
+            }
+        }
+    }
+
+    /// The pod of `job_id` is gone from the API before its end was seen.
+    fn gone(self: &Arc<Self>, job_id: &str, pod: &Pod) {
+        let mut followed = self.followed();
+        let Some(entry) = followed.get_mut(job_id) else {
+            return;
+        };
+        if !is_the_pod(entry, pod) || entry.told == Told::Over {
+            return;
+        }
+        entry.told = Told::Over;
+        let end = if entry.stopped.load(Ordering::SeqCst) {
+            // Deleted by this worker without a grace: killed, nothing reported.
+            Observation::Exited {
+                exit: Exit::Signal(9),
+                stopped: true,
+                reason: None,
+            }
+        } else {
+            Observation::Vanished {
+                reason: reason::WORKLOAD_VANISHED,
+                message: format!("its pod {} was deleted before it ended", entry.pod),
+            }
+        };
+        self.report_end(entry, job_id, end);
+    }
+
+    /// Copies the pod's output into the job's log (or waits for the copy under
+    /// way), then tells the job its end.
+    fn report_end(&self, entry: &mut Followed, job_id: &str, end: Observation) {
+        let copying = entry.output.take();
+        let api = self.api.clone();
+        let pod = entry.pod.clone();
+        let log = entry.log.clone();
+        let observe = entry.observe.clone();
+        let job_id = job_id.to_owned();
+        let vanished = matches!(end, Observation::Vanished { .. });
+        tokio::spawn(async move {
+            match copying {
+                Some(copying) => {
+                    let _ = copying.await;
+                }
+                None if !vanished => logs::copy_log(&api, &pod, CONTAINER, &log, false).await,
+                None => {}
+            }
+            if observe.try_send(end).is_err() {
+                tracing::warn!(%job_id, "a pod observation found no room; dropped");
+            }
+        });
+    }
+
+    /// Stops the pod of `job_id`: its output followed into the job's log from
+    /// now, then a delete with `grace` (its uid the precondition), both in the
+    /// background.
+    pub fn stop(&self, job_id: &str, grace: Duration) {
+        let mut followed = self.followed();
+        let Some(entry) = followed.get_mut(job_id) else {
+            return;
+        };
+        entry.stopped.store(true, Ordering::SeqCst);
+        if entry.deleting || entry.told == Told::Over {
+            return;
+        }
+        let Some(uid) = entry.uid.clone() else {
+            return;
+        };
+        entry.deleting = true;
+        let api = self.api.clone();
+        let pod = entry.pod.clone();
+        if entry.told == Told::Running {
+            let (api, pod, log) = (api.clone(), pod.clone(), entry.log.clone());
+            entry.output = Some(tokio::spawn(async move {
+                logs::copy_log(&api, &pod, CONTAINER, &log, true).await;
+            }));
+        }
+        tokio::spawn(async move { api::delete(&api, &pod, &uid, grace).await });
+    }
+
+    /// Follows the watch until the task is aborted.
+    pub async fn run(self: Arc<Self>) {
+        let config = watcher::Config::default().labels(&self.selector);
+        let mut events =
+            std::pin::pin!(watcher::watcher(self.api.clone(), config).default_backoff());
+        while let Some(event) = events.next().await {
+            match event {
+                Ok(Event::Apply(pod) | Event::InitApply(pod)) => self.observe(&pod),
+                Ok(Event::Delete(pod)) => {
+                    if let Some(job_id) = job_of(&pod) {
+                        self.gone(job_id, &pod);
+                    }
+                }
+                Ok(Event::Init) => {
+                    for entry in self.followed().values_mut() {
+                        entry.listed = false;
+                    }
+                }
+                Ok(Event::InitDone) => self.check_unlisted(),
+                Err(e) => {
+                    tracing::warn!(error = %e, "the pod watch failed; it resumes with backoff")
+                }
+            }
+        }
+    }
+
+    /// After a re-list: each followed pod it lacked is read once; one that is
+    /// gone ends its job.
+    fn check_unlisted(self: &Arc<Self>) {
+        let unlisted: Vec<(String, String)> = self
+            .followed()
+            .iter()
+            .filter(|(_, entry)| !entry.listed && entry.uid.is_some() && entry.told != Told::Over)
+            .map(|(job_id, entry)| (job_id.clone(), entry.pod.clone()))
+            .collect();
+        for (job_id, pod) in unlisted {
+            let watch = self.clone();
+            tokio::spawn(async move {
+                match api::get(&watch.api, &pod).await {
+                    Ok(found) => watch.observe(&found),
+                    Err(e) if api::status(&e) == Some(404) => {
+                        let mut gone = Pod::default();
+                        gone.metadata.name = Some(pod);
+                        gone.metadata.uid = watch.uid(&job_id);
+                        watch.gone(&job_id, &gone);
+                    }
+                    Err(e) => {
+                        tracing::warn!(%job_id, error = %e, "cannot read a pod the re-list lacked")
+                    }
+                }
+            });
+        }
+    }
+}
+
+/// The job a pod runs, from its annotation.
+pub fn job_of(pod: &Pod) -> Option<&str> {
+    pod.metadata
+        .annotations
+        .as_ref()?
+        .get(JOB_ID_ANNOTATION)
+        .map(String::as_str)
+}
+
+/// Whether `pod` is the one `entry` follows (same name, and same uid once known).
+fn is_the_pod(entry: &Followed, pod: &Pod) -> bool {
+    pod.metadata.name.as_deref() == Some(entry.pod.as_str())
+        && (entry.uid.is_none() || entry.uid == pod.metadata.uid)
+}

@@ -1,0 +1,547 @@
+//! Jobs run as pods on kube-sim (a Kubernetes API server whose kubelet runs each
+//! pod's command as a local process), end to end over a real nats-server, the
+//! worker talking to the API under the Role the project ships: exit codes,
+//! terminate, the pod's manifest, startup failures, one pod per job, faults of
+//! the API, and what a job costs in API requests.
+
+mod common;
+
+use common::docker::unique;
+use common::k8s::{Cluster, PATIENCE, in_pod, k8s_worker, wait_for_file};
+use common::system::{
+    System, assert_exits_3_and_101_fail, assert_launch_adopts,
+    assert_stories_finished_after_restart, assert_succeeds_with_output, assert_terminated_politely,
+    assert_well_formed, log_path, states,
+};
+use flare_launcher::protocol::{BackendKind, BackendRef, Mount, Resources, Timeouts};
+use flare_launcher::state::JobState;
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Secret};
+use kube::Api;
+use kube::api::PostParams;
+use kube_sim::{ErrorFault, Faults};
+use serde_json::json;
+use std::time::Duration;
+
+async fn k8s_system(cluster: &Cluster) -> System {
+    System::start_with(|config| k8s_worker(config, cluster)).await
+}
+
+#[tokio::test]
+async fn a_pod_that_exits_0_succeeds_with_its_output_and_is_deleted() {
+    let cluster = Cluster::start(|_| {}).await;
+    let system = k8s_system(&cluster).await;
+    let job_id = unique("ok");
+    let script = "echo out; echo err >&2; exit 0";
+    let record =
+        assert_succeeds_with_output(&system, &in_pod(&job_id, script), BackendKind::K8s).await;
+    let Some(BackendRef::K8s {
+        namespace,
+        pod,
+        uid,
+    }) = record.backend_ref
+    else {
+        panic!("a k8s backend_ref: {record:?}");
+    };
+    assert_eq!(namespace, "default");
+    assert_eq!(pod, format!("flare-{job_id}"));
+    assert!(!uid.is_empty());
+    // Deleted once the end is recorded.
+    cluster.wait_until_deleted(&job_id).await;
+    // Create, one log read, delete: nothing else per job beside the watch.
+    assert_eq!(cluster.request_count("create", "pods"), 1);
+    assert_eq!(cluster.request_count("get", "pods/log"), 1);
+    assert_eq!(cluster.request_count("delete", "pods"), 1);
+    assert_eq!(cluster.request_count("get", "pods"), 0);
+}
+
+#[tokio::test]
+async fn pods_that_exit_3_and_101_fail_with_their_codes() {
+    let cluster = Cluster::start(|_| {}).await;
+    let system = k8s_system(&cluster).await;
+    assert_exits_3_and_101_fail(&system, in_pod).await;
+}
+
+#[tokio::test]
+async fn a_terminated_pod_is_deleted_with_its_grace_and_ends_terminated() {
+    let cluster = Cluster::start(|_| {}).await;
+    let system = k8s_system(&cluster).await;
+    let job_id = unique("term");
+    let ready = system.path("ready");
+    let script = format!(
+        "trap 'echo bye; exit 0' TERM; echo ready; touch {}; while true; do sleep 0.1; done",
+        ready.display()
+    );
+    system
+        .client
+        .launch(&in_pod(&job_id, &script))
+        .await
+        .unwrap();
+    system
+        .events_until(&job_id, |e| e.state == JobState::Running)
+        .await;
+    wait_for_file(&ready).await;
+    let log = assert_terminated_politely(&system, &job_id).await;
+    // Followed from the stop to the container's end (kube-sim signals the
+    // whole process group, so the shell may report its child's end too).
+    assert!(
+        log.starts_with("ready\n") && log.ends_with("bye\n"),
+        "{log:?}"
+    );
+    cluster.wait_until_deleted(&job_id).await;
+    assert_eq!(cluster.request_count("delete", "pods"), 1);
+    assert_eq!(cluster.request_count("get", "pods/log"), 1);
+}
+
+#[tokio::test]
+async fn the_pod_carries_gpus_every_claim_secrets_and_labels() {
+    let cluster = Cluster::start(|_| {}).await;
+    let admin = cluster.client().await;
+    for claim in ["data", "models"] {
+        let pvc: PersistentVolumeClaim = serde_json::from_value(json!({
+            "metadata": {"name": claim},
+            "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}},
+        }))
+        .unwrap();
+        Api::<PersistentVolumeClaim>::namespaced(admin.clone(), "default")
+            .create(&PostParams::default(), &pvc)
+            .await
+            .expect("claim created");
+    }
+    let secret: Secret =
+        serde_json::from_value(json!({"metadata": {"name": "creds"}, "stringData": {"k": "v"}}))
+            .unwrap();
+    Api::<Secret>::namespaced(admin.clone(), "default")
+        .create(&PostParams::default(), &secret)
+        .await
+        .expect("secret created");
+    let system = k8s_system(&cluster).await;
+    let job_id = unique("manifest");
+    let mut request = in_pod(&job_id, "sleep 600");
+    request.site = Some("site-1".into());
+    request.resources = Some(Resources {
+        gpus: Some(1),
+        cpus: Some(0.5),
+        memory_mb: Some(64),
+        ..Resources::default()
+    });
+    let mount = |source: &str, target: &str| Mount {
+        source: source.into(),
+        target: target.into(),
+        read_only: false,
+    };
+    request.mounts = vec![
+        mount("pvc:data", "/data"),
+        mount("pvc:models", "/models"),
+        mount("secret:creds", "/run/creds"),
+    ];
+    request.labels.insert("nvflare-job-id".into(), "abc".into());
+    request.timeouts = Some(Timeouts {
+        start_s: Some(60),
+        run_s: Some(3600),
+    });
+    system.client.launch(&request).await.unwrap();
+    system
+        .events_until(&job_id, |e| e.state == JobState::Running)
+        .await;
+    let pods = cluster.pods_of(&job_id).await;
+    assert_eq!(pods.len(), 1);
+    let pod = serde_json::to_value(&pods[0]).unwrap();
+    assert_eq!(pod["metadata"]["name"], format!("flare-site-1-{job_id}"));
+    let labels = &pod["metadata"]["labels"];
+    assert_eq!(labels["app.kubernetes.io/managed-by"], "flare-launcher");
+    assert_eq!(labels["app.kubernetes.io/name"], "flare-launcher-job");
+    assert_eq!(labels["flare-launcher/site"], "site-1");
+    assert_eq!(labels["flare-launcher/pool"], "default");
+    assert_eq!(labels["flare-launcher/worker"], "w1");
+    assert_eq!(labels["nvflare-job-id"], "abc");
+    let spec = &pod["spec"];
+    assert_eq!(spec["restartPolicy"], "Never");
+    assert_eq!(spec["activeDeadlineSeconds"], 3660);
+    let limits = &spec["containers"][0]["resources"]["limits"];
+    assert_eq!(limits["nvidia.com/gpu"], "1");
+    assert_eq!(limits["cpu"], "500m");
+    assert_eq!(limits["memory"], "64Mi");
+    let claims: Vec<&str> = spec["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|v| v["persistentVolumeClaim"]["claimName"].as_str())
+        .collect();
+    assert_eq!(claims, ["data", "models"]);
+    let secrets: Vec<&str> = spec["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|v| v["secret"]["secretName"].as_str())
+        .collect();
+    assert_eq!(secrets, ["creds"]);
+    let paths: Vec<&str> = spec["containers"][0]["volumeMounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["mountPath"].as_str().unwrap())
+        .collect();
+    assert_eq!(paths, ["/data", "/models", "/run/creds"]);
+    system.client.terminate(&job_id, Some(0)).await.unwrap();
+    let events = system.events_until_terminal(&job_id).await;
+    assert_eq!(events.last().unwrap().state, JobState::Terminated);
+}
+
+#[tokio::test]
+async fn an_unpullable_image_ends_in_error_with_the_kubelets_reason() {
+    let cluster = Cluster::start(|_| {}).await;
+    let system = k8s_system(&cluster).await;
+    let job_id = unique("pull");
+    let mut request = in_pod(&job_id, "true");
+    request.image = Some("registry.example/unpullable:1".into());
+    let events = system.run(&request).await;
+    assert_well_formed(&events);
+    assert_eq!(states(&events), ["starting", "error"]);
+    let last = events.last().unwrap();
+    assert_eq!(last.return_code, Some(104));
+    assert!(
+        matches!(
+            last.reason.as_deref(),
+            Some("ErrImagePull" | "ImagePullBackOff")
+        ),
+        "{last:?}"
+    );
+    assert!(
+        last.message.as_deref().unwrap().contains("unpullable"),
+        "{last:?}"
+    );
+    cluster.wait_until_deleted(&job_id).await;
+}
+
+#[tokio::test]
+async fn an_unschedulable_gpu_request_and_a_missing_secret_end_in_error_at_start_s() {
+    let cluster = Cluster::start(|_| {}).await;
+    let system = k8s_system(&cluster).await;
+    let timeouts = Some(Timeouts {
+        start_s: Some(2),
+        run_s: None,
+    });
+    let gpus = unique("gpus");
+    let mut request = in_pod(&gpus, "true");
+    request.resources = Some(Resources {
+        gpus: Some(64),
+        ..Resources::default()
+    });
+    request.timeouts = timeouts.clone();
+    system.client.launch(&request).await.unwrap();
+    let secret = unique("secret");
+    let mut request = in_pod(&secret, "true");
+    request.mounts = vec![Mount {
+        source: "secret:missing".into(),
+        target: "/run/missing".into(),
+        read_only: true,
+    }];
+    request.timeouts = timeouts;
+    system.client.launch(&request).await.unwrap();
+
+    let events = system.events_until_terminal(&gpus).await;
+    assert_eq!(states(&events), ["starting", "error"]);
+    let last = events.last().unwrap();
+    assert_eq!(last.reason.as_deref(), Some("Unschedulable"), "{last:?}");
+    assert!(
+        last.message.as_deref().unwrap().contains("nvidia.com/gpu"),
+        "{last:?}"
+    );
+    let events = system.events_until_terminal(&secret).await;
+    assert_eq!(states(&events), ["starting", "error"]);
+    let last = events.last().unwrap();
+    assert_eq!(last.reason.as_deref(), Some("FailedMount"), "{last:?}");
+    assert!(
+        last.message.as_deref().unwrap().contains("missing"),
+        "{last:?}"
+    );
+    cluster.wait_until_deleted(&gpus).await;
+    cluster.wait_until_deleted(&secret).await;
+}
+
+#[tokio::test]
+async fn a_repeated_launch_makes_one_pod() {
+    let cluster = Cluster::start(|_| {}).await;
+    let system = k8s_system(&cluster).await;
+    let job_id = unique("dup");
+    let go = system.path("go");
+    let request = in_pod(
+        &job_id,
+        &format!("while [ ! -e {} ]; do sleep 0.05; done", go.display()),
+    );
+    system.client.launch(&request).await.unwrap();
+    system
+        .events_until(&job_id, |e| e.state == JobState::Running)
+        .await;
+    system.client.launch(&request).await.unwrap();
+    system.wait_until_intake_idle().await;
+    assert_eq!(cluster.pods_of(&job_id).await.len(), 1);
+    std::fs::write(&go, "").unwrap();
+    let events = system.events_until_terminal(&job_id).await;
+    assert_eq!(states(&events), ["starting", "running", "succeeded"]);
+    assert_eq!(cluster.request_count("create", "pods"), 1);
+}
+
+#[tokio::test]
+async fn a_launch_that_meets_its_jobs_pod_adopts_it() {
+    let cluster = Cluster::start(|_| {}).await;
+    let system = k8s_system(&cluster).await;
+    let job_id = unique("adopt");
+    // What a worker that died between create and record leaves: the job's pod.
+    let request = in_pod(&job_id, "echo adopted; exit 3");
+    let manifest = flare_launcher::backend::k8s::manifest::pod(
+        &request,
+        &flare_launcher::backend::GpuAssignment::Unaccounted,
+        "img",
+        &flare_launcher::backend::k8s::manifest::Owner {
+            worker: "w1",
+            pool: "default",
+            namespace: "default",
+        },
+        &system.config.k8s,
+        &json!({}),
+    )
+    .unwrap();
+    cluster
+        .pods()
+        .await
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(manifest).unwrap(),
+        )
+        .await
+        .expect("pod created");
+    assert_launch_adopts(&system, &in_pod(&job_id, "exit 0")).await;
+}
+
+#[tokio::test]
+async fn labels_kubernetes_refuses_end_the_job_as_an_invalid_request() {
+    let cluster = Cluster::start(|_| {}).await;
+    let system = k8s_system(&cluster).await;
+    let job_id = unique("label");
+    let mut request = in_pod(&job_id, "true");
+    request
+        .labels
+        .insert("team".into(), "not a label value".into());
+    let events = system.run(&request).await;
+    assert_eq!(states(&events), ["starting", "error"]);
+    assert_eq!(events[1].reason.as_deref(), Some("InvalidRequest"));
+    assert_eq!(cluster.request_count("create", "pods"), 0);
+}
+
+/// 20 ms of latency on every request, watches dropped after every
+/// `watch_drop_after` events, and `code` for the next 3 requests with `verb` on
+/// `resource`.
+fn faults(code: u16, verb: &str, resource: &str, watch_drop_after: u64) -> Faults {
+    Faults {
+        latency_ms: 20,
+        error: Some(ErrorFault {
+            code,
+            retry_after_seconds: 1,
+            count: Some(3),
+            verb: Some(verb.into()),
+            resource: Some(resource.into()),
+        }),
+        watch_drop_after: Some(watch_drop_after),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn injected_429s_500s_latency_and_watch_drops_lose_no_change() {
+    let cluster = Cluster::start(|_| {}).await;
+    let system = k8s_system(&cluster).await;
+    cluster
+        .sim
+        .set_faults(faults(500, "create", "pods", 2))
+        .unwrap();
+    let jobs: Vec<(String, i32)> = (0..6)
+        .map(|i| (unique(&format!("fault{i}")), if i % 2 == 0 { 0 } else { 3 }))
+        .collect();
+    for (job_id, code) in &jobs {
+        system
+            .client
+            .launch(&in_pod(job_id, &format!("echo {job_id}; exit {code}")))
+            .await
+            .unwrap();
+    }
+    for (job_id, code) in &jobs {
+        if *job_id == jobs[2].0 {
+            // Throttling from here on, on reads of output.
+            cluster
+                .sim
+                .set_faults(faults(429, "get", "pods/log", 1))
+                .unwrap();
+        }
+        let events = system.events_until_terminal(job_id).await;
+        assert_well_formed(&events);
+        assert_eq!(
+            states(&events),
+            [
+                "starting",
+                "running",
+                if *code == 0 { "succeeded" } else { "failed" }
+            ],
+            "{job_id}: {events:?}"
+        );
+        assert_eq!(events.last().unwrap().exit_code, Some(*code));
+        let log = std::fs::read_to_string(log_path(&events)).expect("the job's log");
+        assert_eq!(log, format!("{job_id}\n"));
+    }
+    cluster.sim.set_faults(Faults::default()).unwrap();
+    for (job_id, _) in &jobs {
+        cluster.wait_until_deleted(job_id).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn running_pods_cost_no_requests_in_steady_state() {
+    let cluster = Cluster::start(|_| {}).await;
+    let system = System::start_with(|config| {
+        k8s_worker(config, &cluster);
+        config.max_jobs = 100;
+    })
+    .await;
+    let go = system.path("go");
+    let jobs: Vec<String> = (0..40).map(|i| unique(&format!("idle{i}"))).collect();
+    for job_id in &jobs {
+        let script = format!("while [ ! -e {} ]; do sleep 0.2; done", go.display());
+        system
+            .client
+            .launch(&in_pod(job_id, &script))
+            .await
+            .unwrap();
+    }
+    for job_id in &jobs {
+        system
+            .events_until(job_id, |e| e.state == JobState::Running)
+            .await;
+    }
+    let before = cluster.requests();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(cluster.requests(), before, "no request while the pods run");
+    std::fs::write(&go, "").unwrap();
+    for job_id in &jobs {
+        let events = system.events_until_terminal(job_id).await;
+        assert_eq!(events.last().unwrap().state, JobState::Succeeded);
+    }
+    // Per job: one create, one log read, one delete; plus the watch's list
+    // and watch requests and the start-up list, whatever the number of pods.
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while cluster.request_count("delete", "pods") < jobs.len() as u64 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{:?}",
+            cluster.requests()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let n = jobs.len() as u64;
+    assert_eq!(cluster.request_count("create", "pods"), n);
+    assert_eq!(cluster.request_count("get", "pods/log"), n);
+    assert_eq!(cluster.request_count("delete", "pods"), n);
+    let shared = cluster.request_count("list", "pods") + cluster.request_count("watch", "pods");
+    assert!(shared <= 6, "{:?}", cluster.requests());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_killed_and_restarted_finishes_its_pods_stories() {
+    let cluster = Cluster::start(|_| {}).await;
+    let system = System::without_worker(|_| {}).await;
+    let data_dir = system.path("data");
+    let worker_id = unique("phoenix");
+    let kubeconfig = cluster.kubeconfig.display().to_string();
+    let env = [
+        ("FLARE_BACKEND", "k8s"),
+        ("FLARE_KUBECONFIG", kubeconfig.as_str()),
+    ];
+    let mut worker = system.spawn_worker_process(&worker_id, &data_dir, &env);
+    let ready = |name: &str| system.path(&format!("{name}-ready"));
+    let go = system.path("go");
+    let keeps = in_pod(
+        &unique("keeps"),
+        &format!(
+            "trap 'exit 0' TERM; echo ready; touch {}; while true; do sleep 0.1; done",
+            ready("keeps").display()
+        ),
+    );
+    let ends = in_pod(
+        &unique("ends"),
+        &format!(
+            "echo ready; touch {}; while [ ! -e {} ]; do sleep 0.05; done; exit 3",
+            ready("ends").display(),
+            go.display()
+        ),
+    );
+    for (request, name) in [(&keeps, "keeps"), (&ends, "ends")] {
+        system.client.launch(request).await.unwrap();
+        system
+            .events_until(&request.job_id, |e| e.state == JobState::Running)
+            .await;
+        wait_for_file(&ready(name)).await;
+    }
+
+    worker.kill().await.unwrap();
+    // One pod ends while its worker is away; the other runs on.
+    std::fs::write(&go, "").unwrap();
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let pods = cluster.pods_of(&ends.job_id).await;
+        let phase = pods[0].status.as_ref().and_then(|s| s.phase.clone());
+        if phase.as_deref() == Some("Failed") {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{phase:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let _worker = system.spawn_worker_process(&worker_id, &data_dir, &env);
+    assert_stories_finished_after_restart(&system, &ends.job_id, &keeps.job_id, &worker_id).await;
+    cluster.wait_until_deleted(&keeps.job_id).await;
+    cluster.wait_until_deleted(&ends.job_id).await;
+}
+
+#[tokio::test]
+async fn the_deploy_manifests_apply_with_kubectl() {
+    let cluster = Cluster::start(|_| {}).await;
+    let admin_kubeconfig = tempfile::NamedTempFile::new().unwrap();
+    cluster
+        .sim
+        .write_kubeconfig(admin_kubeconfig.path())
+        .unwrap();
+    // The shipped RBAC is loaded already: apply the whole folder over it.
+    let applied = tokio::process::Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(admin_kubeconfig.path())
+        .args(["apply", "--validate=false", "-n", "default", "-f"])
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/k8s"))
+        .output()
+        .await
+        .expect("kubectl runs");
+    let out = String::from_utf8_lossy(&applied.stdout);
+    assert!(
+        applied.status.success(),
+        "{out}{}",
+        String::from_utf8_lossy(&applied.stderr)
+    );
+    for applied in [
+        "serviceaccount/flare-launcher",
+        "role.rbac.authorization.k8s.io/flare-launcher",
+        "rolebinding.rbac.authorization.k8s.io/flare-launcher",
+        "secret/flare-launcher-nats",
+        "deployment.apps/flare-launcher",
+    ] {
+        assert!(out.contains(applied), "{applied} in {out}");
+    }
+    let deployment: k8s_openapi::api::apps::v1::Deployment =
+        Api::namespaced(cluster.client().await, "default")
+            .get("flare-launcher")
+            .await
+            .expect("the deployment is there");
+    let spec = deployment.spec.unwrap().template.spec.unwrap();
+    assert_eq!(spec.service_account_name.as_deref(), Some("flare-launcher"));
+    // Jobs run under that Role in every other test of this file; here, a job
+    // through a worker as that service account, end to end.
+    let system = k8s_system(&cluster).await;
+    let events = system.run(&in_pod(&unique("sa"), "exit 0")).await;
+    assert_eq!(events.last().unwrap().state, JobState::Succeeded);
+}
