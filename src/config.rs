@@ -5,6 +5,7 @@
 //! speak; defaults are applied last, in [`Settings::worker_config`] and friends.
 
 pub mod docker;
+pub mod resources;
 
 use crate::nats::connect::NatsArgs;
 use crate::nats::subjects::check_token;
@@ -14,6 +15,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use docker::{DockerArgs, DockerConfig, PullPolicy};
+pub use resources::{GpuSelection, ResourceArgs, ResourceConfig, ResourcePolicyKind};
 
 /// Default subject prefix.
 pub const DEFAULT_SUBJECT_PREFIX: &str = crate::nats::subjects::DEFAULT_PREFIX;
@@ -131,6 +133,10 @@ pub struct WorkerArgs {
     #[command(flatten)]
     #[serde(default)]
     pub docker: DockerArgs,
+    /// The resource policy's options.
+    #[command(flatten)]
+    #[serde(default)]
+    pub resources: ResourceArgs,
 }
 
 impl WorkerArgs {
@@ -158,6 +164,7 @@ impl WorkerArgs {
             job_env_deny,
             job_cgroups: self.job_cgroups.or(fallback.job_cgroups),
             docker: self.docker.or(fallback.docker),
+            resources: self.resources.or(fallback.resources),
         }
     }
 }
@@ -194,6 +201,8 @@ struct FileConfig {
     worker: FileWorker,
     #[serde(default)]
     docker: DockerArgs,
+    #[serde(default)]
+    resources: ResourceArgs,
 }
 
 /// A config file that cannot be used.
@@ -258,6 +267,7 @@ impl Settings {
             job_env_deny: file.worker.job_env_deny,
             job_cgroups: file.worker.job_cgroups,
             docker: file.docker,
+            resources: file.resources,
         };
         Ok(Settings {
             nats: global.nats.or(file.nats),
@@ -310,6 +320,7 @@ impl Settings {
             job_env_deny: w.job_env_deny.clone(),
             job_cgroups: w.job_cgroups.unwrap_or(false),
             docker: w.docker.config(),
+            resources: w.resources.config(),
         }
     }
 }
@@ -374,6 +385,8 @@ pub struct WorkerConfig {
     pub job_cgroups: bool,
     /// The Docker backend's options.
     pub docker: DockerConfig,
+    /// The resource policy's options.
+    pub resources: ResourceConfig,
 }
 
 impl WorkerConfig {
@@ -432,6 +445,7 @@ impl WorkerConfig {
             ));
         }
         self.docker.validate()?;
+        self.resources.validate()?;
         if !(1..=MAX_RETENTION_S).contains(&self.retention.as_secs()) {
             return Err(format!(
                 "retention must be between 1 and {MAX_RETENTION_S} s (how long the events stream keeps events)"

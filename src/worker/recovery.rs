@@ -3,6 +3,10 @@
 //! ended is followed on (its `seq` continues, a terminate reaches it); a job whose
 //! end the record holds has its final event published if the stream lacks it;
 //! anything else (no record, another owner) is stopped and let go.
+//!
+//! The GPUs a job's record says it was given are held again before any new
+//! request is taken, until its workload has ended, so a restart never hands out
+//! a GPU a workload still uses.
 
 use super::Shared;
 use super::job::Job;
@@ -48,10 +52,16 @@ async fn resume(
             };
             let permit = capacity.clone().try_acquire_owned().ok();
             tracing::info!(%job_id, state = %record.state, "re-attached to a job found again after a restart");
-            let job = Job::new(shared.clone(), record, registration, permit);
+            let gpus = shared.resources.hold(&job_id, record.gpus.as_deref());
+            let job = Job::new(shared.clone(), record, registration, permit).holding(gpus);
             tracker.spawn(job.resume(backend, found.launched));
         }
         record => {
+            // Its GPUs stay taken until it is gone.
+            let gpus = record
+                .as_ref()
+                .filter(|_| mine)
+                .and_then(|r| shared.resources.hold(&job_id, r.gpus.as_deref()));
             if let Some(ended) = record.filter(|r| mine && r.state.is_terminal()) {
                 // Its end is recorded; its final event may not have gone out.
                 let event = ended.event(shared.backends.default_kind());
@@ -67,6 +77,7 @@ async fn resume(
                         break;
                     }
                 }
+                drop(gpus);
                 backend.release(&job_id).await;
             });
         }
