@@ -148,6 +148,19 @@ async fn resources_of(client: &Client, worker: &str) -> ResourceStatus {
     }
 }
 
+/// What `flare-launcher status --worker WORKER` prints.
+async fn status_from_the_cli(system: &System, worker: &str) -> ResourceStatus {
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_flare-launcher"))
+        .arg("--nats-url")
+        .arg(system.nats.url())
+        .args(["status", "--worker", worker])
+        .output()
+        .await
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
 fn allocations(pairs: &[(&str, u32)]) -> BTreeMap<String, Vec<u32>> {
     pairs
         .iter()
@@ -175,6 +188,7 @@ async fn two_gpu_jobs_get_disjoint_gpus_and_a_third_waits_until_one_ends() {
     assert_eq!(record.gpus, first.gpus);
 
     let status = resources_of(&system.client, "g1").await;
+    assert_eq!(status, status_from_the_cli(&system, "g1").await);
     assert_eq!(status.policy, "gpu");
     assert_eq!(status.gpus.len(), 2);
     assert_eq!(status.gpus[0].memory_mb, Some(16384));
@@ -322,39 +336,26 @@ async fn worker_that_must_refuse(system: &System, env: &[(&str, &str)]) -> (bool
 #[tokio::test]
 async fn a_worker_told_to_use_gpus_the_host_lacks_refuses_to_start_and_says_why() {
     let system = System::without_worker(|_| {}).await;
-    let (ok, said) = worker_that_must_refuse(&system, &[("FLARE_RESOURCE_POLICY", "gpu")]).await;
-    assert!(!ok);
-    assert!(
-        said.contains("nvidia-smi, which could not be run"),
-        "{said}"
-    );
     let smi = fake_nvidia_smi(&system, "smi", &TWO_GPUS);
     let path = path_with(&smi);
-    let (ok, said) = worker_that_must_refuse(
-        &system,
-        &[
-            ("PATH", &path),
-            ("FLARE_RESOURCE_POLICY", "gpu"),
-            ("FLARE_GPUS", "0,3"),
-        ],
-    )
-    .await;
-    assert!(!ok);
-    assert!(
-        said.contains("--gpus names GPU 3 that this host does not have (it has 0,1)"),
-        "{said}"
-    );
-    let (ok, said) = worker_that_must_refuse(
-        &system,
-        &[
-            ("PATH", &path),
-            ("FLARE_RESOURCE_POLICY", "gpu"),
-            ("FLARE_GPU_MEMORY_GIB", "32"),
-        ],
-    )
-    .await;
-    assert!(!ok);
-    assert!(said.contains("more than GPU 0 has (16384 MiB)"), "{said}");
+    let cases: [(&[(&str, &str)], &str); 3] = [
+        (&[], "nvidia-smi, which could not be run"),
+        (
+            &[("PATH", &path), ("FLARE_GPUS", "0,3")],
+            "--gpus names GPU 3 that this host does not have (it has 0,1)",
+        ),
+        (
+            &[("PATH", &path), ("FLARE_GPU_MEMORY_GIB", "32")],
+            "more than GPU 0 has (16384 MiB)",
+        ),
+    ];
+    for (env, why) in cases {
+        let mut env = env.to_vec();
+        env.push(("FLARE_RESOURCE_POLICY", "gpu"));
+        let (ok, said) = worker_that_must_refuse(&system, &env).await;
+        assert!(!ok, "{env:?}: it started");
+        assert!(said.contains(why), "{env:?}: {said}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
