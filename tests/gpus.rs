@@ -84,6 +84,14 @@ fn release(system: &System, job_id: &str) {
     std::fs::write(system.path(&format!("{job_id}.go")), "").unwrap();
 }
 
+/// Lets [`gpu_job`]s end, and waits until they have.
+async fn end_all(system: &System, jobs: &[&str]) {
+    for job in jobs {
+        release(system, job);
+        system.events_until_terminal(job).await;
+    }
+}
+
 /// The `CUDA_VISIBLE_DEVICES` a running [`gpu_job`] wrote.
 async fn devices_seen(system: &System, job_id: &str) -> String {
     let seen = system.path(&format!("{job_id}.devices"));
@@ -211,10 +219,7 @@ async fn two_gpu_jobs_get_disjoint_gpus_and_a_third_waits_until_one_ends() {
         "the third job gets the GPU that came free"
     );
     assert_eq!(devices_seen(&system, "third").await, a[0].to_string());
-    for job in ["second", "third"] {
-        release(&system, job);
-        system.events_until_terminal(job).await;
-    }
+    end_all(&system, &["second", "third"]).await;
     let status = resources_of(&system.client, "g1").await;
     assert_eq!(status.free, vec![0, 1]);
     assert!(status.allocations.is_empty(), "{status:?}");
@@ -306,10 +311,7 @@ async fn ignore_host_hands_out_the_gpus_given_without_any_nvidia_smi() {
     let none = launch_running(&system, &gpu_job(&system, "none", 0)).await;
     assert_eq!(none.gpus, Some(Vec::new()));
     assert_eq!(devices_seen(&system, "none").await, "");
-    for job in ["one", "two", "none"] {
-        release(&system, job);
-        system.events_until_terminal(job).await;
-    }
+    end_all(&system, &["one", "two", "none"]).await;
 }
 
 /// Runs `flare-launcher worker` with `env` and returns its exit status and
@@ -410,10 +412,7 @@ async fn a_worker_killed_and_restarted_while_gpu_jobs_run_does_not_give_their_gp
     assert_eq!(states(&events), ["starting", "running", "succeeded"]);
     let third = running(&system, "third").await;
     assert_eq!(indices(&third), indices(&second));
-    for job in ["first", "third"] {
-        release(&system, job);
-        system.events_until_terminal(job).await;
-    }
+    end_all(&system, &["first", "third"]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -433,10 +432,7 @@ async fn two_one_gpu_workers_run_two_one_gpu_jobs_at_once_one_each() {
     let _right = gpu_worker(&system, "right", &smi);
     let two = running(&system, "two").await;
     assert_eq!((two.worker.as_str(), indices(&two)), ("right", vec![0]));
-    for job in ["one", "two"] {
-        release(&system, job);
-        system.events_until_terminal(job).await;
-    }
+    end_all(&system, &["one", "two"]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -466,8 +462,5 @@ async fn best_effort_runs_everything_it_has_slots_for() {
         "",
         "gpus: 0 means none, explicitly"
     );
-    for job in ["big-2", "big-3", "none"] {
-        release(&system, job);
-        system.events_until_terminal(job).await;
-    }
+    end_all(&system, &["big-2", "big-3", "none"]).await;
 }
