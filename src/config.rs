@@ -646,6 +646,31 @@ mod tests {
     }
 
     #[test]
+    fn resource_flags_beat_the_resources_table() {
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        writeln!(
+            file,
+            "[resources]\npolicy = \"gpu\"\ngpus = 2\ngpu_naming = \"uuid\""
+        )
+        .unwrap();
+        let flags = WorkerArgs {
+            resources: ResourceArgs {
+                gpus: Some("1,3".parse().unwrap()),
+                ..ResourceArgs::default()
+            },
+            ..WorkerArgs::default()
+        };
+        let config = load_with_file(file.path(), flags).resources;
+        assert_eq!(config.policy, ResourcePolicyKind::Gpu);
+        assert_eq!(config.gpus, Some(GpuSelection::Indices(vec![1, 3])));
+        assert_eq!(
+            config.gpu_naming,
+            crate::backend::process::gpu_env::GpuNaming::Uuid
+        );
+        assert!(!config.ignore_host);
+    }
+
+    #[test]
     fn the_example_config_file_loads() {
         let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/config.example.toml");
         let global = GlobalArgs {
