@@ -4,11 +4,13 @@
 use crate::nats::setup::{self, SetupError};
 use crate::nats::subjects::Subjects;
 use crate::protocol::{
-    ErrorReply, JobEvent, JobRecord, LaunchRequest, TerminateReply, TerminateRequest,
+    ErrorReply, JobEvent, JobRecord, LaunchRequest, ResourceStatus, TerminateReply,
+    TerminateRequest,
 };
 use async_nats::jetstream::{self, consumer, message::PublishMessage};
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
+use std::time::Duration;
 
 /// What went wrong talking to the workers.
 #[derive(Debug, thiserror::Error)]
@@ -146,6 +148,30 @@ impl Client {
     pub async fn status(&self, job_id: &str) -> Result<JobRecord, ClientError> {
         self.request(self.subjects.status(job_id), Bytes::new())
             .await
+    }
+
+    /// Asks a worker for its resources: policy, GPUs, allocations, what is free.
+    ///
+    /// # Errors
+    /// [`ClientError::NoWorker`] when no worker of that id answers.
+    pub async fn worker_resources(&self, worker: &str) -> Result<ResourceStatus, ClientError> {
+        self.request(self.subjects.worker_resources(worker), Bytes::new())
+            .await
+    }
+
+    /// Asks every worker of the pool for its resources, collecting the answers
+    /// that come within `window`.
+    ///
+    /// # Errors
+    /// [`ClientError::Request`] when the question cannot be sent.
+    pub async fn pool_resources(
+        &self,
+        window: Duration,
+    ) -> Result<Vec<ResourceStatus>, ClientError> {
+        let subject = self.subjects.pool_resources(&self.pool);
+        crate::resources::census::gather(&self.nats, subject.clone(), window)
+            .await
+            .map_err(|message| ClientError::Request { subject, message })
     }
 
     async fn request<T: serde::de::DeserializeOwned>(

@@ -6,6 +6,7 @@
 
 pub mod docker;
 pub mod k8s;
+pub mod resources;
 
 use crate::nats::connect::NatsArgs;
 use crate::nats::subjects::check_token;
@@ -16,6 +17,7 @@ use std::time::Duration;
 
 pub use docker::{DockerArgs, DockerConfig, PullPolicy};
 pub use k8s::{K8sArgs, K8sConfig};
+pub use resources::{GpuSelection, ResourceArgs, ResourceConfig, ResourcePolicyKind};
 
 /// Default subject prefix.
 pub const DEFAULT_SUBJECT_PREFIX: &str = crate::nats::subjects::DEFAULT_PREFIX;
@@ -143,6 +145,10 @@ pub struct WorkerArgs {
     #[command(flatten)]
     #[serde(default)]
     pub k8s: K8sArgs,
+    /// The resource policy's options.
+    #[command(flatten)]
+    #[serde(default)]
+    pub resources: ResourceArgs,
 }
 
 impl WorkerArgs {
@@ -172,6 +178,7 @@ impl WorkerArgs {
             job_cgroups: self.job_cgroups.or(fallback.job_cgroups),
             docker: self.docker.or(fallback.docker),
             k8s: self.k8s.or(fallback.k8s),
+            resources: self.resources.or(fallback.resources),
         }
     }
 }
@@ -211,6 +218,8 @@ struct FileConfig {
     docker: DockerArgs,
     #[serde(default)]
     k8s: K8sArgs,
+    #[serde(default)]
+    resources: ResourceArgs,
 }
 
 /// A config file that cannot be used.
@@ -277,6 +286,7 @@ impl Settings {
             job_cgroups: file.worker.job_cgroups,
             docker: file.docker,
             k8s: file.k8s,
+            resources: file.resources,
         };
         Ok(Settings {
             nats: global.nats.or(file.nats),
@@ -331,6 +341,7 @@ impl Settings {
             job_cgroups: w.job_cgroups.unwrap_or(false),
             docker: w.docker.config(),
             k8s: w.k8s.config(),
+            resources: w.resources.config(),
         }
     }
 }
@@ -400,6 +411,8 @@ pub struct WorkerConfig {
     pub docker: DockerConfig,
     /// The Kubernetes backend's options.
     pub k8s: K8sConfig,
+    /// The resource policy's options.
+    pub resources: ResourceConfig,
 }
 
 impl WorkerConfig {
@@ -459,6 +472,7 @@ impl WorkerConfig {
         }
         self.docker.validate()?;
         self.k8s.validate()?;
+        self.resources.validate()?;
         if !(1..=MAX_RETENTION_S).contains(&self.retention.as_secs()) {
             return Err(format!(
                 "retention must be between 1 and {MAX_RETENTION_S} s (how long the events stream keeps events)"
@@ -656,6 +670,31 @@ mod tests {
         };
         let err = Settings::load(global, WorkerArgs::default()).unwrap_err();
         assert!(err.to_string().contains("max_job"), "{err}");
+    }
+
+    #[test]
+    fn resource_flags_beat_the_resources_table() {
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        writeln!(
+            file,
+            "[resources]\npolicy = \"gpu\"\ngpus = 2\ngpu_naming = \"uuid\""
+        )
+        .unwrap();
+        let flags = WorkerArgs {
+            resources: ResourceArgs {
+                gpus: Some("1,3".parse().unwrap()),
+                ..ResourceArgs::default()
+            },
+            ..WorkerArgs::default()
+        };
+        let config = load_with_file(file.path(), flags).resources;
+        assert_eq!(config.policy, ResourcePolicyKind::Gpu);
+        assert_eq!(config.gpus, Some(GpuSelection::Indices(vec![1, 3])));
+        assert_eq!(
+            config.gpu_naming,
+            crate::backend::process::gpu_env::GpuNaming::Uuid
+        );
+        assert!(!config.ignore_host);
     }
 
     #[test]

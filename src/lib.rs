@@ -14,6 +14,8 @@
 //! - [`client`]: what the CLI, the benchmark and tests use to talk to workers.
 //! - [`backend`]: the launch/observe/stop seam and its implementations.
 //! - [`job_logs`]: where job logs live (a directory per day).
+//! - [`resources`]: resource policies (best-effort, or GPUs handed out one job
+//!   at a time).
 //! - [`store`]: job records in KV (claim by create, compare-and-set).
 //! - [`supervisor`]: the process that supervises process jobs and outlives a
 //!   worker that dies.
@@ -33,6 +35,7 @@ pub mod job_logs;
 pub mod nats;
 pub mod protocol;
 pub mod report;
+pub mod resources;
 pub mod retry;
 pub mod schema;
 pub mod state;

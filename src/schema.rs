@@ -7,7 +7,7 @@
 //! they always write, `null` or not, is required.
 
 use crate::protocol::{
-    ErrorReply, InvalidRequest, JobEvent, JobRecord, LaunchRequest, TerminateReply,
+    ErrorReply, InvalidRequest, JobEvent, JobRecord, LaunchRequest, ResourceStatus, TerminateReply,
     TerminateRequest,
 };
 use schemars::generate::SchemaSettings;
@@ -45,6 +45,7 @@ pub fn all() -> Vec<(&'static str, String)> {
         ("job_record.json", render(written::<JobRecord>())),
         ("invalid_request.json", render(written::<InvalidRequest>())),
         ("error_reply.json", render(written::<ErrorReply>())),
+        ("resource_status.json", render(written::<ResourceStatus>())),
     ]
 }
 

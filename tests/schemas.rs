@@ -6,7 +6,7 @@
 //! `schemas/examples/invalid/` are named the same way and must be refused.
 
 use flare_launcher::protocol::{
-    ErrorReply, InvalidRequest, JobEvent, JobRecord, LaunchRequest, TerminateReply,
+    ErrorReply, InvalidRequest, JobEvent, JobRecord, LaunchRequest, ResourceStatus, TerminateReply,
     TerminateRequest, decode_launch,
 };
 use flare_launcher::schema;
@@ -275,6 +275,7 @@ fn decode_example(stem: &str, bytes: &[u8]) -> Result<Value, String> {
         "terminate_reply" => round_trip::<TerminateReply>(bytes).map(|(_, value)| value),
         "invalid_request" => round_trip::<InvalidRequest>(bytes).map(|(_, value)| value),
         "error_reply" => round_trip::<ErrorReply>(bytes).map(|(_, value)| value),
+        "resource_status" => round_trip::<ResourceStatus>(bytes).map(|(_, value)| value),
         other => Err(format!(
             "no Rust type is known for schema stem {other:?}: add it to this test"
         )),

@@ -106,6 +106,18 @@ impl Subjects {
         format!("{}.worker.{worker}.terminate.{job_id}", self.prefix)
     }
 
+    /// `P.worker.WORKER.resources`: the worker's resources, on request (an
+    /// addition to the protocol).
+    pub fn worker_resources(&self, worker: &str) -> String {
+        format!("{}.worker.{worker}.resources", self.prefix)
+    }
+
+    /// `P.resources.POOL`: the resources of every worker of `pool`, each answering
+    /// for itself (an addition to the protocol).
+    pub fn pool_resources(&self, pool: &str) -> String {
+        format!("{}.resources.{pool}", self.prefix)
+    }
+
     /// Wildcard matching every subject of `kind` (`launch`, `terminate`, `status`,
     /// `events`), whatever the job id or pool.
     pub fn all(&self, kind: &str) -> String {

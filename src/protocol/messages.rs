@@ -209,6 +209,38 @@ impl JobRecord {
     }
 }
 
+/// One GPU of a worker and the job holding it, in a [`ResourceStatus`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct GpuStatus {
+    /// Its index on the host.
+    pub index: u32,
+    /// Its UUID, when the worker's inventory knows it.
+    pub uuid: Option<String>,
+    /// Its memory in MiB, when known.
+    pub memory_mb: Option<u64>,
+    /// The job it is allocated to; null: free.
+    pub job_id: Option<String>,
+}
+
+/// A worker's resources: the reply to `P.worker.WORKER.resources` (an addition).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct ResourceStatus {
+    /// The worker.
+    pub worker: String,
+    /// Its pool.
+    pub pool: String,
+    /// Its resource policy: `best-effort` (no accounting, no inventory) or `gpu`.
+    pub policy: String,
+    /// Whether the inventory was taken as given, without looking at the host.
+    pub ignore_host: bool,
+    /// The inventory, each GPU with the job holding it.
+    pub gpus: Vec<GpuStatus>,
+    /// The indices of the GPUs no job holds.
+    pub free: Vec<u32>,
+    /// The indices of the GPUs each job holds, by job id.
+    pub allocations: std::collections::BTreeMap<String, Vec<u32>>,
+}
+
 /// Reported on `P.invalid` for a launch payload without a usable `job_id`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct InvalidRequest {

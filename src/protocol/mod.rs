@@ -21,8 +21,8 @@ pub use launch::{
     decode_launch, decode_launch_within,
 };
 pub use messages::{
-    AssignedGpu, BackendRef, ErrorReply, InvalidRequest, JobEvent, JobRecord, TerminateReply,
-    TerminateRequest,
+    AssignedGpu, BackendRef, ErrorReply, GpuStatus, InvalidRequest, JobEvent, JobRecord,
+    ResourceStatus, TerminateReply, TerminateRequest,
 };
 
 use schemars::JsonSchema;

@@ -6,12 +6,18 @@
 //! request is pulled and moves into the job's task, so a full worker stops pulling
 //! and the pool's other workers get the requests.
 //!
+//! Before the claim, the request is placed under the worker's resource policy:
+//! one that does not fit now is handed back with a delay (see [`super::placement`])
+//! and its permit freed, so it never holds up the requests behind it; its GPUs,
+//! when it fits, are written in its first record and held by its job's task.
+//!
 //! A request over the size limit is not decoded, only its job id is read; what a
 //! request holds goes into records, events and logs only bounded. A record the
 //! server refuses for good ends the job with a minimal one (see [`super::rejected`]).
 
 use super::Shared;
 use super::job::{self, Change, Job};
+use super::placement::{self, Verdict};
 use super::rejected::{self, Refusal};
 use crate::nats::setup::Layout;
 use crate::nats::subjects::check_subject_safe;
@@ -20,6 +26,7 @@ use crate::protocol::{
     BackendKind, InvalidRequest, JobRecord, LaunchDecodeError, LaunchRequest, decode_launch_within,
     reason,
 };
+use crate::resources::gpu_pool::NotPlaced;
 use crate::state::JobState;
 use crate::store::{Claim, Replaced, StoreError};
 use async_nats::jetstream::consumer::pull::Batch;
@@ -198,6 +205,36 @@ async fn handle(shared: Arc<Shared>, message: Message, permit: OwnedSemaphorePer
         ))
         .await;
     };
+    // Placed before the claim: a request that does not fit here now goes back,
+    // for this worker or another of the pool to take later.
+    let placed = request
+        .as_ref()
+        .map(|request| shared.resources.place(request));
+    let gpus = match placed {
+        None => None,
+        Some(Ok(lease)) => lease,
+        Some(Err(not_placed)) => {
+            let start_s = request.as_ref().map_or(0, LaunchRequest::start_timeout_s);
+            match verdict_on(&shared, &message, start_s, &not_placed).await {
+                Verdict::RetryIn(delay) => {
+                    drop(registration);
+                    tracing::debug!(%job_id, %not_placed, retry_in = ?delay, "no room for the job here now; its request goes back");
+                    return hand_back(&message, Some(delay)).await;
+                }
+                Verdict::Unschedulable(text) => {
+                    tracing::warn!(%job_id, %not_placed, "no worker placed the job in time; it ends");
+                    let backend = record.backend.unwrap_or(shared.backends.default_kind());
+                    let change = Change::because(reason::UNSCHEDULABLE, text);
+                    let site = record.site.take();
+                    record = first_record(&shared, &job_id, backend, JobState::Error, change);
+                    record.site = site;
+                    request = None;
+                    None
+                }
+            }
+        }
+    };
+    record.gpus = gpus.as_ref().map(|lease| lease.gpus().to_vec());
     // A claim retries while JetStream is away; a worker that gives up on its jobs
     // at shutdown gives up on the claim too, and the request goes back.
     let claim = tokio::select! {
@@ -256,8 +293,39 @@ async fn handle(shared: Arc<Shared>, message: Message, permit: OwnedSemaphorePer
     drop(message);
     tracing::debug!(%job_id, backend = ?record.backend, "job accepted");
     Job::new(shared, record, registration, Some(permit))
+        .holding(gpus)
         .launch(request)
         .await;
+}
+
+/// The verdict on a request this worker could not place, from how long ago it
+/// was published and how often it was delivered; for one it could never hold,
+/// also from what the pool's other workers could.
+async fn verdict_on(
+    shared: &Shared,
+    message: &Message,
+    start_s: u64,
+    not_placed: &NotPlaced,
+) -> Verdict {
+    let (waited, deliveries) = match message.info() {
+        Ok(info) => {
+            let waited = time::OffsetDateTime::now_utc() - info.published;
+            (
+                Duration::try_from(waited).unwrap_or(Duration::ZERO),
+                u64::try_from(info.delivered).unwrap_or(1),
+            )
+        }
+        // Not a JetStream delivery (cannot happen on the work queue): try again.
+        Err(_) => (Duration::ZERO, 1),
+    };
+    let verdict = placement::verdict(not_placed, start_s, waited, deliveries);
+    if matches!(verdict, Verdict::RetryIn(_))
+        && not_placed.never
+        && let Some(text) = placement::never_schedulable(shared, not_placed).await
+    {
+        return Verdict::Unschedulable(text);
+    }
+    verdict
 }
 
 /// Publishes the event of a job's record, which ends the job: should the server

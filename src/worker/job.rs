@@ -1,6 +1,7 @@
 //! One task per job: it launches the workload, follows the backend's observations,
 //! acts on terminate commands and time limits, and is the only writer of the job's
-//! record and events, so `seq` is gap-free without locks.
+//! record and events, so `seq` is gap-free without locks. It holds the job's GPUs
+//! (under the `gpu` policy) until the workload has ended.
 
 use super::Shared;
 use super::registry::{JobCommand, Registration};
@@ -10,12 +11,17 @@ use crate::protocol::{
     BackendRef, DEFAULT_GRACE_S, DEFAULT_START_TIMEOUT_S, JobRecord, LaunchRequest, reason,
     time_until, timestamp_in, timestamp_now,
 };
+use crate::resources::gpu_pool::GpuLease;
 use crate::state::{self, JobState};
 use crate::store::JobStore;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{OwnedSemaphorePermit, watch};
+use tokio::sync::{OwnedSemaphorePermit, mpsc, watch};
 use tokio::time::{Instant, sleep_until};
+
+/// Longest time a job that ended before its workload's end was seen keeps its
+/// GPUs, waiting for that end (the workload was told to stop at once).
+const WORKLOAD_END_WAIT: Duration = Duration::from_secs(60);
 
 /// What changes with a state, besides the state.
 #[derive(Debug, Default)]
@@ -150,6 +156,8 @@ pub struct Job {
     /// Its share of the worker's capacity (none for a job found again at start-up
     /// beyond `--max-jobs`).
     _permit: Option<OwnedSemaphorePermit>,
+    /// The GPUs it holds under the `gpu` policy, until its workload has ended.
+    gpus: Option<GpuLease>,
 }
 
 impl Job {
@@ -171,7 +179,15 @@ impl Job {
             run_s: None,
             backend: None,
             _permit: permit,
+            gpus: None,
         }
+    }
+
+    /// The job, holding the GPUs of `lease` (those its record names) until its
+    /// workload has ended.
+    pub fn holding(mut self, lease: Option<GpuLease>) -> Self {
+        self.gpus = lease;
+        self
     }
 
     /// Runs a newly claimed job to its terminal event.
@@ -209,7 +225,8 @@ impl Job {
             Ok((backend, launched)) => {
                 self.backend = Some(backend);
                 self.record.backend_ref = Some(launched.backend_ref.clone());
-                self.follow(launched).await;
+                let unended = self.follow(launched).await;
+                self.await_workload_end(unended).await;
             }
             Err((backend, change)) => {
                 // A backend that tried keeps what it knows of the attempt until
@@ -228,7 +245,8 @@ impl Job {
         if self.record.backend_ref.is_none() {
             self.record.backend_ref = Some(launched.backend_ref.clone());
         }
-        self.follow(launched).await;
+        let unended = self.follow(launched).await;
+        self.await_workload_end(unended).await;
         self.finish().await;
     }
 
@@ -236,6 +254,31 @@ impl Job {
     pub async fn end(mut self, to: JobState, change: Change) {
         self.advance(to, change, Persist::Now).await;
         self.finish().await;
+    }
+
+    /// Keeps the job's GPUs until its workload, told to stop when the job ended
+    /// without its end being seen (`start_s` ran out, a refused write), has ended:
+    /// then, or after [`WORKLOAD_END_WAIT`], they are free.
+    async fn await_workload_end(&mut self, unended: Option<mpsc::Receiver<Observation>>) {
+        let (Some(lease), Some(mut observations)) = (self.gpus.take(), unended) else {
+            return;
+        };
+        if lease.gpus().is_empty() {
+            return;
+        }
+        let ended = async {
+            while let Some(observation) = observations.recv().await {
+                if observation.ends_running_workload() {
+                    break;
+                }
+            }
+        };
+        if tokio::time::timeout(WORKLOAD_END_WAIT, ended)
+            .await
+            .is_err()
+        {
+            tracing::warn!(job_id = %self.record.job_id, gpus = ?lease.gpus(), "the workload was not seen to end; its GPUs are handed out again");
+        }
     }
 
     /// Logs the end and lets the backend go of the workload.
@@ -287,9 +330,12 @@ impl Job {
         }
     }
 
-    /// Follows the workload until the job is terminal.
-    async fn follow(&mut self, mut launched: Launched) {
+    /// Follows the workload until the job is terminal. Returns its observations
+    /// when the job ended without the workload's end being seen. The job's GPUs
+    /// are free as soon as that end is seen, before it is recorded.
+    async fn follow(&mut self, mut launched: Launched) -> Option<mpsc::Receiver<Observation>> {
         let control = launched.control;
+        let mut workload_ended = false;
         let mut stop = self
             .record
             .stop_reason
@@ -308,6 +354,12 @@ impl Job {
                         message: "the backend stopped reporting on the workload".into(),
                     });
                     loop {
+                        if observation.ends_running_workload()
+                            || matches!(observation, Observation::StartFailed { .. })
+                        {
+                            workload_ended = true;
+                            self.gpus = None;
+                        }
                         // With the workload's end observed already, `running` is
                         // over at once: its event goes out, its record is written
                         // with the end.
@@ -372,6 +424,7 @@ impl Job {
         if self.record.reason.as_deref() == Some(reason::RECORD_REJECTED) {
             control.stop(Duration::ZERO).await;
         }
+        (!workload_ended).then_some(launched.observations)
     }
 
     /// When `run_s` runs out, as the record keeps it (set when the job starts

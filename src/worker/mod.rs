@@ -13,10 +13,12 @@ pub mod fd_limit;
 pub mod intake;
 pub mod job;
 pub mod orphans;
+pub mod placement;
 pub mod reaper;
 pub mod recovery;
 pub mod registry;
 pub mod rejected;
+pub mod resource_status;
 pub mod retention;
 
 use crate::backend::docker::{DockerBackend, DockerBackendError, DockerSettings};
@@ -30,6 +32,8 @@ use crate::nats::connect::{self, ConnectError};
 use crate::nats::setup::{self, Layout, SetupError};
 use crate::nats::subjects::Subjects;
 use crate::protocol::{BackendKind, DEFAULT_GRACE_S};
+use crate::resources::ResourcePolicy;
+use crate::resources::inventory::InventoryError;
 use crate::store::JobStore;
 use events::EventPublisher;
 use registry::Registry;
@@ -77,6 +81,9 @@ pub enum WorkerError {
     /// The job environment policy is unusable.
     #[error(transparent)]
     JobEnv(#[from] JobEnvError),
+    /// The resource policy cannot have the GPUs it is told to hand out.
+    #[error(transparent)]
+    Resources(#[from] InventoryError),
 }
 
 /// What every task of a worker shares.
@@ -95,6 +102,8 @@ pub struct Shared {
     pub events: EventPublisher,
     /// Where jobs run.
     pub backends: Backends,
+    /// What the worker has room for, and which job holds which GPU.
+    pub resources: ResourcePolicy,
     /// The jobs this worker runs.
     pub registry: Registry,
     /// Cancelled when the drain timeout has run out: jobs still running stop.
@@ -132,6 +141,8 @@ pub struct Worker {
     stop_control: CancellationToken,
     intake: JoinHandle<()>,
     control: JoinHandle<()>,
+    /// Answers questions about the worker's resources.
+    resource_answers: JoinHandle<()>,
     /// Removes old job logs.
     sweeper: JoinHandle<()>,
     /// Removes workloads no job claims.
@@ -172,6 +183,9 @@ impl Worker {
             config.job_env_allow.as_deref(),
             config.job_env_deny.as_deref(),
         )?;
+        // Before anything is connected: a worker without the GPUs it is told to
+        // hand out does not start.
+        let resources = ResourcePolicy::from_config(&config.resources).await?;
         let client = connect::connect(
             &config.nats,
             &format!("flare-launcher worker {}", config.worker_id),
@@ -182,6 +196,13 @@ impl Worker {
         let subjects = Subjects::new(&config.subject_prefix);
         let subscriptions =
             control::ControlSubscriptions::subscribe(&client, &subjects, &config.worker_id).await?;
+        let resource_questions = resource_status::ResourceSubscriptions::subscribe(
+            &client,
+            &subjects,
+            &config.worker_id,
+            &config.pool,
+        )
+        .await?;
         setup::check_server(&client, &js).await?;
         let layout = Layout::new(js.clone(), subjects.clone(), &config.pool, config.ack_wait);
         let prepared = layout.prepare().await?;
@@ -194,7 +215,7 @@ impl Worker {
             job_user,
             env_policy,
             cgroups: config.job_cgroups,
-            gpu_naming: Default::default(),
+            gpu_naming: config.resources.gpu_naming,
         });
         let mut started: Vec<Arc<dyn Backend>> = Vec::new();
         for kind in &config.backends {
@@ -234,6 +255,7 @@ impl Worker {
             store: JobStore::new(prepared.bucket, layout.clone()).with_retention(config.retention),
             events: EventPublisher::new(js, prepared.events, subjects.clone(), layout.clone()),
             backends,
+            resources,
             registry: Registry::default(),
             hard_stop: CancellationToken::new(),
             max_request_bytes: config.max_request_bytes,
@@ -246,6 +268,11 @@ impl Worker {
             subscriptions,
             stop_control.clone(),
             answers.clone(),
+        ));
+        let resource_answers = tokio::spawn(resource_status::run(
+            shared.clone(),
+            resource_questions,
+            stop_control.clone(),
         ));
         let stop_intake = CancellationToken::new();
         let capacity = Arc::new(Semaphore::new(config.max_jobs));
@@ -290,6 +317,7 @@ impl Worker {
             stop_control,
             intake,
             control,
+            resource_answers,
             sweeper,
             orphan_sweeper,
             tasks,
@@ -321,6 +349,7 @@ impl Worker {
             stop_control,
             intake,
             control,
+            resource_answers,
             sweeper,
             orphan_sweeper,
             tasks,
@@ -363,6 +392,9 @@ impl Worker {
         stop_control.cancel();
         if let Err(e) = control.await {
             tracing::error!(error = %e, "control task failed");
+        }
+        if let Err(e) = resource_answers.await {
+            tracing::error!(error = %e, "resource answer task failed");
         }
         // Whatever still runs now, the worker gave up on: the backends stop it.
         for backend in shared.backends.all() {

@@ -9,6 +9,10 @@
 //! or the workload carries other labels) is settled: its backend re-attaches to
 //! the workload by name when there is one, and otherwise the job ends with what
 //! is true of it (it never ran; or it was stopped; or its workload is gone).
+//!
+//! The GPUs a job's record says it was given are held again before any new
+//! request is taken, until its workload has ended, so a restart never hands out
+//! a GPU a workload still uses.
 
 use super::Shared;
 use super::job::{Change, Job};
@@ -73,7 +77,8 @@ async fn settle_unfound(
             Some(launched) => {
                 tracing::info!(%job_id, state = %record.state, "re-attached to a job's workload found by its name after a restart");
                 let permit = capacity.clone().try_acquire_owned().ok();
-                let job = Job::new(shared.clone(), record, registration, permit);
+                let gpus = shared.resources.hold(&job_id, record.gpus.as_deref());
+                let job = Job::new(shared.clone(), record, registration, permit).holding(gpus);
                 tracker.spawn(job.resume(backend, launched));
             }
             None => {
@@ -140,10 +145,16 @@ async fn resume(
             };
             let permit = capacity.clone().try_acquire_owned().ok();
             tracing::info!(%job_id, state = %record.state, "re-attached to a job found again after a restart");
-            let job = Job::new(shared.clone(), record, registration, permit);
+            let gpus = shared.resources.hold(&job_id, record.gpus.as_deref());
+            let job = Job::new(shared.clone(), record, registration, permit).holding(gpus);
             tracker.spawn(job.resume(backend, found.launched));
         }
         record => {
+            // Its GPUs stay taken until it is gone.
+            let gpus = record
+                .as_ref()
+                .filter(|_| mine)
+                .and_then(|r| shared.resources.hold(&job_id, r.gpus.as_deref()));
             if let Some(ended) = record.filter(|r| mine && r.state.is_terminal()) {
                 // Its end is recorded; its final event may not have gone out.
                 let event = ended.event(shared.backends.default_kind());
@@ -159,6 +170,7 @@ async fn resume(
                         break;
                     }
                 }
+                drop(gpus);
                 backend.release(&job_id).await;
             });
         }

@@ -216,7 +216,7 @@ mod tests {
         config.gpus = 2;
         config.ulimits = vec!["nofile=100:200".into()];
         let mut request = LaunchRequest::new("j1", vec!["x".into()]);
-        let gpus = |request: &LaunchRequest| {
+        let host = |request: &LaunchRequest| {
             container(
                 request,
                 &GpuAssignment::Unaccounted,
@@ -227,8 +227,11 @@ mod tests {
             )
             .host_config
             .unwrap()
-            .device_requests
-            .map(|requests| requests[0].count)
+        };
+        let gpus = |request: &LaunchRequest| {
+            host(request)
+                .device_requests
+                .map(|requests| requests[0].count)
         };
         assert_eq!(gpus(&request), Some(Some(2)));
         request.resources = Some(Resources {
@@ -241,17 +244,7 @@ mod tests {
             ..Resources::default()
         });
         assert_eq!(gpus(&request), Some(Some(1)));
-        let host = container(
-            &request,
-            &GpuAssignment::Unaccounted,
-            "i",
-            &OWNER,
-            &config,
-            Vec::new(),
-        )
-        .host_config
-        .unwrap();
-        let ulimit = &host.ulimits.unwrap()[0];
+        let ulimit = &host(&request).ulimits.unwrap()[0];
         assert_eq!(
             (ulimit.name.as_deref(), ulimit.soft, ulimit.hard),
             (Some("nofile"), Some(100), Some(200))

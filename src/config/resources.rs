@@ -1,0 +1,256 @@
+//! The resource policy's options: `--resource-policy`, `--gpus`,
+//! `--gpu-memory-gib`, `--ignore-host` and `--gpu-naming`, variables
+//! `FLARE_RESOURCE_POLICY` and friends, and the `[resources]` table of the config
+//! file, merged like every other option (flag > environment > file > default).
+
+use crate::backend::process::gpu_env::GpuNaming;
+use serde::Deserialize;
+use std::str::FromStr;
+
+/// Whether the worker accounts for GPUs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum ResourcePolicyKind {
+    /// No accounting: every request the worker has a slot for is taken, and
+    /// whatever runs the job (Docker, Kubernetes) decides on devices.
+    #[default]
+    BestEffort,
+    /// The worker owns a set of GPUs and takes a request only when enough of them
+    /// are free.
+    Gpu,
+}
+
+/// Which GPUs the worker uses: `4` (the first four) or `0,1,3` (those).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GpuSelection {
+    /// So many, from index 0.
+    Count(u32),
+    /// These indices (a single one written with a trailing comma: `3,`).
+    Indices(Vec<u32>),
+}
+
+impl FromStr for GpuSelection {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let text = text.trim();
+        let bad = || format!("GPUs {text:?} must be a count (4) or indices (0,1,3)");
+        if !text.contains(',') {
+            return text.parse().map(GpuSelection::Count).map_err(|_| bad());
+        }
+        let mut indices: Vec<u32> = text
+            .split(',')
+            .map(str::trim)
+            .filter(|part| !part.is_empty())
+            .map(|part| part.parse().map_err(|_| bad()))
+            .collect::<Result<_, _>>()?;
+        let given = indices.len();
+        indices.sort_unstable();
+        indices.dedup();
+        if indices.len() != given {
+            return Err(format!("GPUs {text:?} name an index twice"));
+        }
+        Ok(GpuSelection::Indices(indices))
+    }
+}
+
+impl GpuSelection {
+    /// The indices selected.
+    pub fn indices(&self) -> Vec<u32> {
+        match self {
+            GpuSelection::Count(count) => (0..*count).collect(),
+            GpuSelection::Indices(indices) => indices.clone(),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for GpuSelection {
+    /// An integer (a count) or a string (a count or indices).
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Given {
+            Count(u32),
+            Text(String),
+        }
+        match Given::deserialize(deserializer)? {
+            Given::Count(count) => Ok(GpuSelection::Count(count)),
+            Given::Text(text) => text.parse().map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+/// The resource options as each layer gives them (flags and environment, or
+/// the `[resources]` table).
+#[derive(Debug, Clone, Default, PartialEq, clap::Args, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResourceArgs {
+    /// Resource policy: best-effort (no accounting) or gpu (the worker hands out its GPUs) [default: best-effort]
+    #[arg(
+        id = "resource-policy",
+        long = "resource-policy",
+        env = "FLARE_RESOURCE_POLICY",
+        value_enum
+    )]
+    pub policy: Option<ResourcePolicyKind>,
+    /// GPUs the gpu policy hands out: a count (4) or indices (0,1,3) [default: every GPU nvidia-smi lists]
+    #[arg(id = "gpus", long = "gpus", env = "FLARE_GPUS")]
+    pub gpus: Option<GpuSelection>,
+    /// Memory of each GPU, GiB [default: what nvidia-smi says; with --ignore-host, not checked]
+    #[arg(
+        id = "gpu-memory-gib",
+        long = "gpu-memory-gib",
+        env = "FLARE_GPU_MEMORY_GIB"
+    )]
+    pub gpu_memory_gib: Option<f64>,
+    /// Trust --gpus and --gpu-memory-gib without looking at the host's GPUs (the jobs run elsewhere, e.g. on a cluster) [default: false]
+    #[arg(
+        id = "ignore-host",
+        long = "ignore-host",
+        env = "FLARE_IGNORE_HOST",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true",
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
+    pub ignore_host: Option<bool>,
+    /// How process jobs' CUDA_VISIBLE_DEVICES and NVIDIA_VISIBLE_DEVICES name their GPUs: index or uuid [default: index]
+    #[arg(
+        id = "gpu-naming",
+        long = "gpu-naming",
+        env = "FLARE_GPU_NAMING",
+        value_enum
+    )]
+    pub gpu_naming: Option<GpuNaming>,
+}
+
+impl ResourceArgs {
+    /// `self`'s values where set, else `fallback`'s.
+    pub fn or(self, fallback: ResourceArgs) -> ResourceArgs {
+        ResourceArgs {
+            policy: self.policy.or(fallback.policy),
+            gpus: self.gpus.or(fallback.gpus),
+            gpu_memory_gib: self.gpu_memory_gib.or(fallback.gpu_memory_gib),
+            ignore_host: self.ignore_host.or(fallback.ignore_host),
+            gpu_naming: self.gpu_naming.or(fallback.gpu_naming),
+        }
+    }
+
+    /// The resolved options, defaults applied.
+    pub fn config(&self) -> ResourceConfig {
+        ResourceConfig {
+            policy: self.policy.unwrap_or_default(),
+            gpus: self.gpus.clone(),
+            gpu_memory_mb: self
+                .gpu_memory_gib
+                .map(|gib| (gib * 1024.0).round().clamp(0.0, u64::MAX as f64) as u64),
+            gpu_memory_gib: self.gpu_memory_gib,
+            ignore_host: self.ignore_host.unwrap_or(false),
+            gpu_naming: self.gpu_naming.unwrap_or_default(),
+        }
+    }
+}
+
+/// The resource options, resolved.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ResourceConfig {
+    /// The policy.
+    pub policy: ResourcePolicyKind,
+    /// The GPUs handed out, if given.
+    pub gpus: Option<GpuSelection>,
+    /// Memory of each GPU in MiB, if given.
+    pub gpu_memory_mb: Option<u64>,
+    /// As given, for checking.
+    gpu_memory_gib: Option<f64>,
+    /// Trust the given inventory without looking at the host.
+    pub ignore_host: bool,
+    /// How process jobs' variables name their GPUs.
+    pub gpu_naming: GpuNaming,
+}
+
+impl ResourceConfig {
+    /// Checks values the types allow but the worker cannot use.
+    ///
+    /// # Errors
+    /// A message naming the bad value.
+    pub fn validate(&self) -> Result<(), String> {
+        if let Some(gib) = self.gpu_memory_gib
+            && !(gib.is_finite() && gib > 0.0)
+        {
+            return Err(format!(
+                "--gpu-memory-gib must be a positive number, got {gib}"
+            ));
+        }
+        if self.policy == ResourcePolicyKind::BestEffort
+            && (self.gpus.is_some() || self.gpu_memory_gib.is_some() || self.ignore_host)
+        {
+            return Err(
+                "--gpus, --gpu-memory-gib and --ignore-host belong to --resource-policy gpu; the best-effort policy counts nothing".into(),
+            );
+        }
+        if self.policy == ResourcePolicyKind::Gpu && self.ignore_host && self.gpus.is_none() {
+            return Err(
+                "--ignore-host needs --gpus: the worker does not look at the host, so it must be told which GPUs it hands out".into(),
+            );
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gpus_are_a_count_or_indices() {
+        assert_eq!("4".parse(), Ok(GpuSelection::Count(4)));
+        assert_eq!("0,1,3".parse(), Ok(GpuSelection::Indices(vec![0, 1, 3])));
+        assert_eq!("3,".parse(), Ok(GpuSelection::Indices(vec![3])));
+        assert_eq!(" 2 , 0 ".parse(), Ok(GpuSelection::Indices(vec![0, 2])));
+        assert!("0,0".parse::<GpuSelection>().unwrap_err().contains("twice"));
+        assert!("a".parse::<GpuSelection>().is_err());
+        assert!("-1".parse::<GpuSelection>().is_err());
+        assert_eq!(GpuSelection::Count(2).indices(), vec![0, 1]);
+    }
+
+    #[test]
+    fn the_table_takes_a_count_or_a_string() {
+        let count: ResourceArgs = toml::from_str("policy = \"gpu\"\ngpus = 2").unwrap();
+        assert_eq!(count.gpus, Some(GpuSelection::Count(2)));
+        assert_eq!(count.policy, Some(ResourcePolicyKind::Gpu));
+        let list: ResourceArgs = toml::from_str("gpus = \"1,2\"\nignore_host = true").unwrap();
+        assert_eq!(list.gpus, Some(GpuSelection::Indices(vec![1, 2])));
+        assert!(toml::from_str::<ResourceArgs>("gpus = \"x\"").is_err());
+    }
+
+    #[test]
+    fn gpu_options_need_the_gpu_policy_and_ignore_host_needs_gpus() {
+        let config = |args: ResourceArgs| args.config().validate();
+        assert!(config(ResourceArgs::default()).is_ok());
+        let gpus_alone = ResourceArgs {
+            gpus: Some(GpuSelection::Count(1)),
+            ..ResourceArgs::default()
+        };
+        assert!(
+            config(gpus_alone.clone())
+                .unwrap_err()
+                .contains("--resource-policy gpu")
+        );
+        let gpu = ResourceArgs {
+            policy: Some(ResourcePolicyKind::Gpu),
+            ..ResourceArgs::default()
+        };
+        assert!(config(gpu.clone()).is_ok());
+        let blind = ResourceArgs {
+            ignore_host: Some(true),
+            ..gpu.clone()
+        };
+        assert!(config(blind.clone()).unwrap_err().contains("needs --gpus"));
+        assert!(config(blind.or(gpus_alone)).is_ok());
+        let no_memory = ResourceArgs {
+            gpu_memory_gib: Some(0.0),
+            ..gpu
+        };
+        assert!(config(no_memory).unwrap_err().contains("positive"));
+    }
+}
