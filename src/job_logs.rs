@@ -33,6 +33,15 @@ pub fn today(log_dir: &Path) -> io::Result<PathBuf> {
     Ok(dir)
 }
 
+/// The log file of `job_id`, whose workload starts now, under today's directory
+/// (made if it is missing).
+///
+/// # Errors
+/// The I/O error when the directory cannot be created.
+pub fn of_job_starting(log_dir: &Path, job_id: &str) -> io::Result<PathBuf> {
+    Ok(today(log_dir)?.join(format!("{job_id}.log")))
+}
+
 /// The log file of `job_id`, whose workload was created at `created` (seconds
 /// since the epoch; now if unknown): under that day's directory, as the job's
 /// `running` event named it. The directory is made if it is missing.

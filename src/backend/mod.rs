@@ -27,6 +27,7 @@ use crate::protocol::{BackendKind, BackendRef, JobRecord, LaunchRequest, reason}
 use crate::state::Exit;
 use async_trait::async_trait;
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 use tokio::sync::{mpsc, watch};
@@ -200,6 +201,27 @@ pub struct Workload {
 #[derive(Debug, thiserror::Error)]
 #[error("cannot look up the workloads: {}", bounded(.0))]
 pub struct LookupError(pub String);
+
+/// The image a container backend runs `request` from.
+///
+/// # Errors
+/// [`LaunchError::Unsupported`] when the request names none.
+pub fn container_image(request: &LaunchRequest, kind: BackendKind) -> Result<&str, LaunchError> {
+    request
+        .image
+        .as_deref()
+        .filter(|image| !image.is_empty())
+        .ok_or_else(|| LaunchError::Unsupported(format!("the {kind} backend needs an image")))
+}
+
+/// The log file of a job whose workload starts now (see [`crate::job_logs`]).
+///
+/// # Errors
+/// [`LaunchError::Spawn`] when its directory cannot be created.
+pub fn new_log_file(log_dir: &std::path::Path, job_id: &str) -> Result<PathBuf, LaunchError> {
+    crate::job_logs::of_job_starting(log_dir, job_id)
+        .map_err(|e| LaunchError::Spawn(format!("could not create the job's log directory: {e}")))
+}
 
 /// A place to run jobs.
 #[async_trait]

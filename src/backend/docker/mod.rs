@@ -16,7 +16,7 @@ mod watch;
 
 use super::{
     Backend, GpuAssignment, LaunchError, LaunchProgress, Launched, LookupError, Observation,
-    Recovered, Workload, WorkloadControl,
+    Recovered, Workload, WorkloadControl, container_image, new_log_file,
 };
 use crate::config::{DockerConfig, PullPolicy};
 use crate::protocol::{BackendKind, BackendRef, JobRecord, LaunchRequest};
@@ -444,17 +444,9 @@ impl Backend for DockerBackend {
         gpus: &GpuAssignment,
         progress: &LaunchProgress,
     ) -> Result<Launched, LaunchError> {
-        let image = request
-            .image
-            .as_deref()
-            .filter(|image| !image.is_empty())
-            .ok_or_else(|| LaunchError::Unsupported("the docker backend needs an image".into()))?;
+        let image = container_image(request, self.kind())?;
         let mounts = mounts::docker_mounts(&request.job_id, &request.mounts, &self.mount_policy)?;
-        let log = crate::job_logs::today(&self.settings.log_dir)
-            .map_err(|e| {
-                LaunchError::Spawn(format!("could not create the job's log directory: {e}"))
-            })?
-            .join(format!("{}.log", request.job_id));
+        let log = new_log_file(&self.settings.log_dir, &request.job_id)?;
         let name = spec::container_name(request.site.as_deref(), &request.job_id);
         let Following {
             observations,

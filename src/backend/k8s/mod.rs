@@ -19,6 +19,7 @@ pub use cluster::ClusterError;
 
 use super::{
     Backend, GpuAssignment, LaunchError, LaunchProgress, Launched, Recovered, WorkloadControl,
+    container_image, new_log_file,
 };
 use crate::config::K8sConfig;
 use crate::protocol::bounded::{bounded, bounded_to};
@@ -245,11 +246,7 @@ impl Backend for K8sBackend {
         gpus: &GpuAssignment,
         progress: &LaunchProgress,
     ) -> Result<Launched, LaunchError> {
-        let image = request
-            .image
-            .as_deref()
-            .filter(|image| !image.is_empty())
-            .ok_or_else(|| LaunchError::Unsupported("the k8s backend needs an image".into()))?;
+        let image = container_image(request, self.kind())?;
         let manifest = manifest::pod(
             request,
             gpus,
@@ -264,11 +261,7 @@ impl Backend for K8sBackend {
             ))
         })?;
         let name = pod.metadata.name.clone().unwrap_or_default();
-        let log = crate::job_logs::today(&self.settings.log_dir)
-            .map_err(|e| {
-                LaunchError::Spawn(format!("could not create the job's log directory: {e}"))
-            })?
-            .join(format!("{}.log", request.job_id));
+        let log = new_log_file(&self.settings.log_dir, &request.job_id)?;
         let following = self.watch.follow(&request.job_id, &name, log.clone());
         let mut given_up = GivenUp {
             pods: self.pods.clone(),

@@ -113,7 +113,7 @@ impl ProcessBackend {
     /// # Errors
     /// The I/O error when the day's directory cannot be created.
     pub fn log_path(&self, job_id: &str) -> std::io::Result<PathBuf> {
-        Ok(crate::job_logs::today(&self.log_dir)?.join(format!("{job_id}.log")))
+        crate::job_logs::of_job_starting(&self.log_dir, job_id)
     }
 
     fn control(&self, job_id: &str) -> Box<dyn WorkloadControl> {
