@@ -2,7 +2,7 @@
 //! pod's command as a local process), end to end over a real nats-server, the
 //! worker talking to the API under the Role the project ships: exit codes,
 //! terminate, the pod's manifest, startup failures, one pod per job, faults of
-//! the API, and what a job costs in API requests.
+//! the API, the orphan sweep, and what a job costs in API requests.
 
 mod common;
 
@@ -289,12 +289,23 @@ async fn a_launch_that_meets_its_jobs_pod_adopts_it() {
     let job_id = unique("adopt");
     // What a worker that died between create and record leaves: the job's pod.
     let request = in_pod(&job_id, "echo adopted; exit 3");
+    create_pod_by_hand(&cluster, &system, &request, "w1").await;
+    assert_launch_adopts(&system, &in_pod(&job_id, "exit 0")).await;
+}
+
+/// Creates the pod `worker` would make for `request`, as a worker would.
+async fn create_pod_by_hand(
+    cluster: &Cluster,
+    system: &System,
+    request: &flare_launcher::protocol::LaunchRequest,
+    worker: &str,
+) {
     let manifest = flare_launcher::backend::k8s::manifest::pod(
-        &request,
+        request,
         &flare_launcher::backend::GpuAssignment::Unaccounted,
         "img",
         &flare_launcher::backend::k8s::manifest::Owner {
-            worker: "w1",
+            worker,
             pool: "default",
             namespace: "default",
         },
@@ -311,7 +322,48 @@ async fn a_launch_that_meets_its_jobs_pod_adopts_it() {
         )
         .await
         .expect("pod created");
-    assert_launch_adopts(&system, &in_pod(&job_id, "exit 0")).await;
+}
+
+#[tokio::test]
+async fn pods_no_job_claims_are_deleted_after_the_grace_period() {
+    let cluster = Cluster::start(|_| {}).await;
+    let system = System::start_with(|config| {
+        k8s_worker(config, &cluster);
+        config.orphan_grace = Duration::from_secs(2);
+    })
+    .await;
+    let worker = system.config.worker_id.clone();
+    // A job that runs on: its pod is claimed.
+    let runs = unique("runs");
+    system
+        .client
+        .launch(&in_pod(&runs, "sleep 600"))
+        .await
+        .unwrap();
+    system
+        .events_until(&runs, |e| e.state == JobState::Running)
+        .await;
+    // No record claims this one (the API made it, and the call failed).
+    let orphan = unique("orphan");
+    create_pod_by_hand(&cluster, &system, &in_pod(&orphan, "sleep 600"), &worker).await;
+    // Another worker's pod is not this worker's to sweep.
+    let foreign = unique("foreign");
+    let foreign_request = in_pod(&foreign, "sleep 600");
+    create_pod_by_hand(&cluster, &system, &foreign_request, "another-worker").await;
+
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while !cluster.pods_of(&orphan).await.is_empty() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the orphan pod was not deleted"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(cluster.pods_of(&foreign).await.len(), 1, "another worker's");
+    assert_eq!(cluster.pods_of(&runs).await.len(), 1, "a running job's");
+    system.client.terminate(&runs, Some(0)).await.unwrap();
+    let events = system.events_until_terminal(&runs).await;
+    assert_eq!(states(&events), ["starting", "running", "terminated"]);
 }
 
 #[tokio::test]

@@ -18,8 +18,8 @@ mod watch;
 pub use cluster::ClusterError;
 
 use super::{
-    Backend, GpuAssignment, LaunchError, LaunchProgress, Launched, Recovered, WorkloadControl,
-    container_image, new_log_file,
+    Backend, GpuAssignment, LaunchError, LaunchProgress, Launched, LookupError, Recovered,
+    Workload, WorkloadControl, container_image, new_log_file,
 };
 use crate::config::K8sConfig;
 use crate::protocol::bounded::{bounded, bounded_to};
@@ -29,8 +29,9 @@ use k8s_openapi::api::core::v1::{Event, Pod};
 use kube::Api;
 use kube::api::ListParams;
 use serde_json::Value;
+use std::collections::HashSet;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 use tokio::task::JoinHandle;
 use watch::{Following, Watch};
@@ -93,6 +94,8 @@ pub struct K8sBackend {
     watching: JoinHandle<()>,
     /// The worker's pods as listed at start, for [`Backend::recover`].
     found: Mutex<Vec<Pod>>,
+    /// Ended jobs' pods kept for `--k8s-keep-s`, by name: not orphans.
+    kept: Arc<Mutex<HashSet<String>>>,
 }
 
 impl K8sBackend {
@@ -132,6 +135,7 @@ impl K8sBackend {
             watch,
             watching,
             found: Mutex::new(found),
+            kept: Arc::new(Mutex::new(HashSet::new())),
         })
     }
 
@@ -295,7 +299,7 @@ impl Backend for K8sBackend {
     }
 
     async fn recover(&self) -> Vec<Recovered> {
-        let found = std::mem::take(&mut *self.found.lock().unwrap_or_else(|p| p.into_inner()));
+        let found = std::mem::take(&mut *lock(&self.found));
         recovery::recover(self, found)
     }
 
@@ -309,10 +313,38 @@ impl Backend for K8sBackend {
             api::delete(&pods, &released.pod, &released.uid, Duration::ZERO).await;
             return;
         }
+        let kept = self.kept.clone();
+        lock(&kept).insert(released.pod.clone());
         tokio::spawn(async move {
             tokio::time::sleep(keep).await;
             api::delete(&pods, &released.pod, &released.uid, Duration::ZERO).await;
+            lock(&kept).remove(&released.pod);
         });
+    }
+
+    async fn discover(&self) -> Result<Vec<Workload>, LookupError> {
+        let kept = lock(&self.kept).clone();
+        Ok(self
+            .watch
+            .seen()
+            .into_iter()
+            .map(|(pod, seen)| Workload {
+                held: self.watch.follows(&seen.job_id) || kept.contains(&pod),
+                created: seen.created,
+                backend_ref: BackendRef::K8s {
+                    namespace: self.namespace.clone(),
+                    pod,
+                    uid: seen.uid,
+                },
+                job_id: seen.job_id,
+            })
+            .collect())
+    }
+
+    async fn remove(&self, workload: &Workload) {
+        if let BackendRef::K8s { pod, uid, .. } = &workload.backend_ref {
+            api::delete(&self.pods, pod, uid, Duration::ZERO).await;
+        }
     }
 
     async fn close(&self) {
@@ -379,4 +411,11 @@ fn read_template(path: &std::path::Path) -> Result<Value, K8sBackendError> {
     }
     serde_json::from_value::<Pod>(template.clone()).map_err(|e| failed(e.to_string()))?;
     Ok(template)
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding the lock leaves the data itself intact.
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }

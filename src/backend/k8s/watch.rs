@@ -4,7 +4,9 @@
 //! observation goes into the job's own small channel with `try_send`. A running
 //! pod costs no request; its end costs one log read, in a task of its own, before
 //! the exit is reported. A pod missing from a re-list is read once to tell a gap
-//! in the watch from a pod that is gone.
+//! in the watch from a pod that is gone. Every pod of the worker the watch shows,
+//! followed or not, is kept by name for the orphan sweep, which so costs no
+//! request either.
 
 use super::manifest::{CONTAINER, JOB_ID_ANNOTATION};
 use super::status::{PodState, classify};
@@ -21,7 +23,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
@@ -70,11 +72,40 @@ pub struct Released {
     pub uid: String,
 }
 
-/// The pods this worker follows, by job id.
+/// A pod of this worker as the watch last showed it.
+#[derive(Debug, Clone)]
+pub struct SeenPod {
+    /// Its job.
+    pub job_id: String,
+    /// Its uid.
+    pub uid: String,
+    /// When it was created.
+    pub created: Option<SystemTime>,
+}
+
+impl SeenPod {
+    /// The pod's name and what the sweep needs of it, if it is a job's pod.
+    fn of(pod: &Pod) -> Option<(String, SeenPod)> {
+        let seen = SeenPod {
+            job_id: job_of(pod)?.to_owned(),
+            uid: pod.metadata.uid.clone()?,
+            created: pod
+                .metadata
+                .creation_timestamp
+                .as_ref()
+                .map(|at| SystemTime::from(at.0)),
+        };
+        Some((pod.metadata.name.clone()?, seen))
+    }
+}
+
+/// The pods this worker follows, by job id, and every pod of it the watch
+/// shows, by name.
 pub struct Watch {
     api: Api<Pod>,
     selector: String,
     followed: Mutex<HashMap<String, Followed>>,
+    seen: Mutex<HashMap<String, SeenPod>>,
 }
 
 impl Watch {
@@ -84,7 +115,24 @@ impl Watch {
             api,
             selector,
             followed: Mutex::new(HashMap::new()),
+            seen: Mutex::new(HashMap::new()),
         })
+    }
+
+    fn seen_pods(&self) -> MutexGuard<'_, HashMap<String, SeenPod>> {
+        self.seen
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Every pod of this worker the watch shows now, by name.
+    pub fn seen(&self) -> HashMap<String, SeenPod> {
+        self.seen_pods().clone()
+    }
+
+    /// Whether a job of this worker follows its pod.
+    pub fn follows(&self, job_id: &str) -> bool {
+        self.followed().contains_key(job_id)
     }
 
     fn followed(&self) -> MutexGuard<'_, HashMap<String, Followed>> {
@@ -296,20 +344,36 @@ impl Watch {
         let config = watcher::Config::default().labels(&self.selector);
         let mut events =
             std::pin::pin!(watcher::watcher(self.api.clone(), config).default_backoff());
+        // The pods of a re-list under way, which replace the seen ones once it is done.
+        let mut relisted: HashMap<String, SeenPod> = HashMap::new();
         while let Some(event) = events.next().await {
             match event {
-                Ok(Event::Apply(pod) | Event::InitApply(pod)) => self.observe(&pod),
+                Ok(Event::Apply(pod)) => {
+                    self.observe(&pod);
+                    self.seen_pods().extend(SeenPod::of(&pod));
+                }
+                Ok(Event::InitApply(pod)) => {
+                    self.observe(&pod);
+                    relisted.extend(SeenPod::of(&pod));
+                }
                 Ok(Event::Delete(pod)) => {
                     if let Some(job_id) = job_of(&pod) {
                         self.gone(job_id, &pod);
                     }
+                    if let Some(name) = &pod.metadata.name {
+                        self.seen_pods().remove(name);
+                    }
                 }
                 Ok(Event::Init) => {
+                    relisted.clear();
                     for entry in self.followed().values_mut() {
                         entry.listed = false;
                     }
                 }
-                Ok(Event::InitDone) => self.check_unlisted(),
+                Ok(Event::InitDone) => {
+                    *self.seen_pods() = std::mem::take(&mut relisted);
+                    self.check_unlisted();
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, "the pod watch failed; it resumes with backoff")
                 }
