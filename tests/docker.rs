@@ -87,12 +87,7 @@ async fn a_terminated_container_that_exits_cleanly_is_terminated() {
     let job_id = unique("term");
     let script = "trap 'echo bye; exit 0' TERM; echo ready; while true; do sleep 0.1; done";
     system
-        .client
-        .launch(&in_container(&job_id, script))
-        .await
-        .unwrap();
-    system
-        .events_until(&job_id, |e| e.state == JobState::Running)
+        .launch_until_running(&in_container(&job_id, script))
         .await;
     wait_for_output(&job_id, "ready").await;
     let log = assert_terminated_politely(&system, &job_id).await;
@@ -364,12 +359,7 @@ async fn an_exit_while_the_event_stream_is_cut_is_not_lost() {
     let job_id = unique("cut");
     let script = "echo ready; while [ ! -e /go ]; do sleep 0.05; done; exit 4";
     system
-        .client
-        .launch(&in_container(&job_id, script))
-        .await
-        .unwrap();
-    system
-        .events_until(&job_id, |e| e.state == JobState::Running)
+        .launch_until_running(&in_container(&job_id, script))
         .await;
     wait_for_output(&job_id, "ready").await;
 
@@ -541,12 +531,7 @@ async fn shutdown_terminates_the_containers_left_after_the_drain() {
     let job_id = unique("drained");
     let script = "trap 'exit 0' TERM; echo ready; while true; do sleep 0.1; done";
     system
-        .client
-        .launch(&in_container(&job_id, script))
-        .await
-        .unwrap();
-    system
-        .events_until(&job_id, |e| e.state == JobState::Running)
+        .launch_until_running(&in_container(&job_id, script))
         .await;
     wait_for_output(&job_id, "ready").await;
     system.shutdown_worker().await;

@@ -42,12 +42,7 @@ async fn the_record_names_the_container_before_it_runs() {
     let system = System::start_with(docker_worker).await;
     let job_id = unique("named");
     system
-        .client
-        .launch(&in_container(&job_id, "sleep 600"))
-        .await
-        .unwrap();
-    system
-        .events_until(&job_id, |e| e.state == JobState::Running)
+        .launch_until_running(&in_container(&job_id, "sleep 600"))
         .await;
     // Read before the end, whose record replaces every earlier revision.
     let history = record_history(&system, &job_id).await;
@@ -148,12 +143,7 @@ async fn containers_no_job_claims_are_removed_after_the_grace_period() {
     // A job that runs on: its container is claimed.
     let runs = unique("runs");
     system
-        .client
-        .launch(&in_container(&runs, "sleep 600"))
-        .await
-        .unwrap();
-    system
-        .events_until(&runs, |e| e.state == JobState::Running)
+        .launch_until_running(&in_container(&runs, "sleep 600"))
         .await;
     // No record claims this one: the engine made it, and the call failed.
     let orphan = unique("orphan");

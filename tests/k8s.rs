@@ -71,14 +71,7 @@ async fn a_terminated_pod_is_deleted_with_its_grace_and_ends_terminated() {
         "trap 'echo bye; exit 0' TERM; echo ready; touch {}; while true; do sleep 0.1; done",
         ready.display()
     );
-    system
-        .client
-        .launch(&in_pod(&job_id, &script))
-        .await
-        .unwrap();
-    system
-        .events_until(&job_id, |e| e.state == JobState::Running)
-        .await;
+    system.launch_until_running(&in_pod(&job_id, &script)).await;
     wait_for_file(&ready).await;
     let log = assert_terminated_politely(&system, &job_id).await;
     // Followed from the stop to the container's end (kube-sim signals the
@@ -336,12 +329,7 @@ async fn pods_no_job_claims_are_deleted_after_the_grace_period() {
     // A job that runs on: its pod is claimed.
     let runs = unique("runs");
     system
-        .client
-        .launch(&in_pod(&runs, "sleep 600"))
-        .await
-        .unwrap();
-    system
-        .events_until(&runs, |e| e.state == JobState::Running)
+        .launch_until_running(&in_pod(&runs, "sleep 600"))
         .await;
     // No record claims this one (the API made it, and the call failed).
     let orphan = unique("orphan");

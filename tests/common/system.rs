@@ -73,6 +73,13 @@ impl System {
         self.dir.path().join(name)
     }
 
+    /// Publishes `request` and waits for its job's `running` event.
+    pub async fn launch_until_running(&self, request: &LaunchRequest) {
+        self.client.launch(request).await.expect("launch published");
+        self.events_until(&request.job_id, |e| e.state == JobState::Running)
+            .await;
+    }
+
     /// Publishes `request` and returns all its events up to the terminal one.
     pub async fn run(&self, request: &LaunchRequest) -> Vec<JobEvent> {
         self.client.launch(request).await.expect("launch published");
