@@ -1,8 +1,9 @@
 //! Pulls from a registry that wants a login (Debian's `docker-registry` with
-//! htpasswd basic auth on loopback): the login from a Docker `config.json` or
-//! from the worker's own configuration gets the image; no login, or a wrong
-//! one, ends the job promptly in `error` with reason `ImagePullFailed`. Skipped
-//! loudly when no engine answers (never in CI).
+//! htpasswd basic auth on loopback): the login from a Docker `config.json`, from
+//! the credential helper it names, or from the worker's own configuration gets
+//! the image; no login, a wrong one or a failing helper ends the job promptly in
+//! `error` with reason `ImagePullFailed`. Skipped loudly when no engine answers
+//! (never in CI).
 
 mod common;
 
@@ -13,6 +14,7 @@ use common::docker::{
 use common::system::{System, states};
 use flare_launcher::config::WorkerConfig;
 use flare_launcher::protocol::Timeouts;
+use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 
 /// A registry wanting a login, holding the test image under a name of its own.
@@ -37,6 +39,12 @@ async fn run_pulling(
         configure(config);
     })
     .await;
+    run_job_needing(&system, image).await
+}
+
+/// Runs a job needing `image` on the worker of `system`; returns its events
+/// once its container is gone.
+async fn run_job_needing(system: &System, image: &str) -> Vec<flare_launcher::protocol::JobEvent> {
     let job_id = unique("private");
     let mut request = in_container(&job_id, "echo pulled");
     request.image = Some(image.to_owned());
@@ -50,18 +58,22 @@ async fn run_pulling(
     events
 }
 
-/// Runs a job needing `image` as [`run_pulling`] does, checks that it ran, and
-/// removes the image pulled.
-async fn assert_pulled_and_ran(image: &str, configure: impl FnOnce(&mut WorkerConfig)) {
-    let events = run_pulling(image, configure).await;
+/// Checks that the job of `events` ran, after removing the image it pulled.
+fn assert_ran_and_remove(image: &str, events: &[flare_launcher::protocol::JobEvent]) {
     let _ = std::process::Command::new("docker")
         .args(["rmi", image])
         .output();
     assert_eq!(
-        states(&events),
+        states(events),
         ["starting", "running", "succeeded"],
         "{events:?}"
     );
+}
+
+/// Runs a job needing `image` as [`run_pulling`] does and checks that it ran.
+async fn assert_pulled_and_ran(image: &str, configure: impl FnOnce(&mut WorkerConfig)) {
+    let events = run_pulling(image, configure).await;
+    assert_ran_and_remove(image, &events);
 }
 
 #[tokio::test]
@@ -128,4 +140,80 @@ async fn no_login_or_a_wrong_one_ends_promptly_in_image_pull_failed() {
             "{last:?}"
         );
     }
+}
+
+/// Runs a job needing `image` of `registry` on a worker process whose Docker
+/// `config.json` names the credential helper `docker-credential-flaretest`
+/// for that registry, the helper (found on the worker's `PATH`) running
+/// `body` with the server it is asked about in `$server`; returns the job's
+/// events.
+async fn run_with_credential_helper(
+    registry: &Registry,
+    image: &str,
+    body: &str,
+) -> Vec<flare_launcher::protocol::JobEvent> {
+    let system = System::without_worker(|_| {}).await;
+    let helpers = system.path("helpers");
+    std::fs::create_dir_all(&helpers).unwrap();
+    let helper = helpers.join("docker-credential-flaretest");
+    std::fs::write(&helper, format!("#!/bin/sh\nserver=$(cat)\n{body}\n")).unwrap();
+    std::fs::set_permissions(&helper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let config = system.path("config.json");
+    std::fs::write(
+        &config,
+        format!(
+            r#"{{"credHelpers": {{"{}": "flaretest"}}}}"#,
+            registry.address()
+        ),
+    )
+    .unwrap();
+    let path = format!(
+        "{}:{}",
+        helpers.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let config = config.display().to_string();
+    let _worker = system.spawn_worker_process(
+        &unique("helped"),
+        &system.path("data"),
+        &[
+            ("FLARE_BACKEND", "docker"),
+            ("PATH", &path),
+            ("FLARE_DOCKER_AUTH_FILE", &config),
+        ],
+    );
+    run_job_needing(&system, image).await
+}
+
+#[tokio::test]
+async fn the_credential_helper_named_for_the_registry_gives_the_login() {
+    let Some((registry, image)) = registry_with_image().await else {
+        return;
+    };
+    // The helper answers only for the registry it is asked about.
+    let body = format!(
+        r#"[ "$1" = get ] && [ "$server" = "{}" ] || {{ echo 'credentials not found in native keychain'; exit 1; }}
+printf '{{"ServerURL":"%s","Username":"{REGISTRY_USER}","Secret":"{REGISTRY_PASSWORD}"}}' "$server""#,
+        registry.address()
+    );
+    let events = run_with_credential_helper(&registry, &image, &body).await;
+    assert_ran_and_remove(&image, &events);
+}
+
+#[tokio::test]
+async fn a_failing_credential_helper_ends_the_job_with_what_it_said() {
+    let Some((registry, image)) = registry_with_image().await else {
+        return;
+    };
+    let body = "echo 'the keychain is locked' >&2; exit 1";
+    let events = run_with_credential_helper(&registry, &image, body).await;
+    assert_eq!(states(&events), ["starting", "error"], "{events:?}");
+    let last = events.last().unwrap();
+    assert_eq!(last.reason.as_deref(), Some("ImagePullFailed"), "{last:?}");
+    let message = last.message.as_deref().unwrap();
+    assert!(
+        message.contains("docker-credential-flaretest")
+            && message.contains("the keychain is locked"),
+        "{last:?}"
+    );
 }

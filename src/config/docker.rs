@@ -117,7 +117,7 @@ pub struct DockerArgs {
         value_delimiter = ','
     )]
     pub workspace_read_only: Option<Vec<String>>,
-    /// Docker config.json whose `auths` give registry credentials for pulls [default: $DOCKER_CONFIG/config.json, else ~/.docker/config.json]
+    /// Docker config.json whose `auths`, `credHelpers` or `credsStore` give registry credentials for pulls [default: $DOCKER_CONFIG/config.json, else ~/.docker/config.json]
     #[arg(
         id = "docker-auth-file",
         long = "docker-auth-file",

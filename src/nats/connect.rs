@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use crate::protocol::bounded::one_line;
 use async_nats::{ConnectOptions, Event, ServerAddr};
 
 pub use diagnose::Cause;
@@ -445,8 +446,13 @@ fn event_logger() -> impl Fn(Event) -> std::future::Ready<()> + Send + Sync + 's
             Event::SlowConsumer(sid) => {
                 tracing::warn!(subscription = sid, "NATS slow consumer, messages dropped")
             }
-            Event::ServerError(error) => tracing::warn!(%error, "NATS server error"),
-            Event::ClientError(error) => tracing::warn!(%error, "NATS client error"),
+            // The server's text is bounded like every text from outside.
+            Event::ServerError(error) => {
+                tracing::warn!(error = %one_line(&error.to_string()), "NATS server error")
+            }
+            Event::ClientError(error) => {
+                tracing::warn!(error = %one_line(&error.to_string()), "NATS client error")
+            }
             Event::Draining => tracing::info!("NATS connection draining"),
             Event::Closed => tracing::info!("NATS connection closed"),
         }

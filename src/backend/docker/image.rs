@@ -75,9 +75,15 @@ impl Puller {
                     let docker = self.docker.clone();
                     let pulls = self.pulls.clone();
                     let image = image.to_owned();
-                    let credentials = self.credentials.for_image(&image);
+                    let credentials = self.credentials.clone();
                     async move {
-                        let pulled = pull_once(&docker, &image, credentials).await;
+                        let pulled = match credentials.for_image(&image).await {
+                            Ok(credentials) => pull_once(&docker, &image, credentials).await,
+                            Err(e) => Err(ImageError::PullFailed {
+                                image: image.clone(),
+                                message: e.to_string(),
+                            }),
+                        };
                         pulls
                             .lock()
                             .unwrap_or_else(|p| p.into_inner())

@@ -8,6 +8,7 @@
 //! label ([`Backend::recover`], [`Backend::discover`]) or by name
 //! ([`Backend::adopt`]).
 
+mod credential_helper;
 pub mod credentials;
 mod image;
 mod mounts;
