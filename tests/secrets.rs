@@ -297,6 +297,42 @@ async fn a_job_runs_as_the_job_user_with_its_identity_and_writes_its_log() {
     }
 }
 
+#[tokio::test]
+async fn a_job_user_cannot_work_in_a_directory_it_could_not_reach() {
+    if !root_or_skip("a_job_user_cannot_work_in_a_directory_it_could_not_reach") {
+        return;
+    }
+    let system = System::start_with(|config| config.job_user = Some("nobody".into())).await;
+    // Open itself, but under a parent only root may pass through.
+    let private = system.path("private");
+    let open = private.join("open");
+    std::fs::create_dir_all(&open).unwrap();
+    std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o700)).unwrap();
+    std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let mut request = sh("trespass", "ls -a . > seen");
+    request.workdir = Some(open.display().to_string());
+    let events = system.run(&request).await;
+    let last = events.last().unwrap();
+    assert_eq!(last.state.as_str(), "error", "{events:?}");
+    assert_eq!(last.reason.as_deref(), Some("SpawnFailed"), "{last:?}");
+    let message = last.message.as_deref().unwrap();
+    assert!(
+        message.contains(&open.display().to_string()) && message.contains("Permission denied"),
+        "{message}"
+    );
+    assert!(!open.join("seen").exists());
+    // The same directory made reachable: the job works in it.
+    std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o711)).unwrap();
+    request.job_id = "visit".into();
+    let events = system.run(&request).await;
+    assert_eq!(
+        events.last().unwrap().state.as_str(),
+        "succeeded",
+        "{events:?}"
+    );
+    assert!(open.join("seen").exists());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jobs_of_a_worker_with_capabilities_instead_of_root_get_none() {
     let test = "jobs_of_a_worker_with_capabilities_instead_of_root_get_none";

@@ -26,6 +26,7 @@ use nix::sys::signal::{SigSet, SigmaskHow, Signal, sigprocmask};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::{Pid, getpid, getppid};
 use serde::{Deserialize, Serialize};
+use std::ffi::CString;
 use std::io::Write;
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::os::unix::fs::OpenOptionsExt;
@@ -125,7 +126,11 @@ fn supervise(spawn: &Spawn, settings: &Settings<'_>) -> std::io::Result<()> {
     let child = match start(spawn, base_env, user, cgroup.as_ref()) {
         Ok(child) => child,
         Err(e) => {
-            let error = format!("could not start {}: {e}", short(&spawn.argv[0]));
+            let place = match &spawn.workdir {
+                Some(workdir) => format!(" in {}", short(workdir)),
+                None => String::new(),
+            };
+            let error = format!("could not start {}{place}: {e}", short(&spawn.argv[0]));
             // Kept for a worker that is away now and asks after the job later.
             let file = JobFile {
                 job_id: spawn.job_id.clone(),
@@ -192,27 +197,51 @@ fn start(
         .stdout(log.try_clone()?)
         .stderr(log)
         .process_group(0);
-    if let Some(workdir) = &spawn.workdir {
-        command.current_dir(workdir);
-    }
     let procs = cgroup.map(JobCgroup::procs_path);
     let user = user.cloned();
+    // The job user enters the working directory itself, after the switch: a
+    // directory it could not reach (under a root-only parent) stays out of reach.
+    let user_workdir = match (&spawn.workdir, &user) {
+        (Some(workdir), Some(_)) => Some(
+            CString::new(workdir.as_bytes())
+                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?,
+        ),
+        (Some(workdir), None) => {
+            command.current_dir(workdir);
+            None
+        }
+        (None, _) => None,
+    };
     if procs.is_some() || user.is_some() {
         // SAFETY: runs in the forked child before exec, calling only system
-        // calls: the cgroup first (as root still), then the user.
+        // calls (nothing allocates): the cgroup first (as root still), then the
+        // user, then the working directory.
         unsafe {
             command.pre_exec(move || {
                 if let Some(procs) = &procs {
                     cgroup::join(procs);
                 }
-                match &user {
-                    Some(user) => become_user(user),
+                if let Some(user) = &user {
+                    become_user(user)?;
+                }
+                match &user_workdir {
+                    Some(workdir) => enter(workdir),
                     None => Ok(()),
                 }
             })
         };
     }
     command.spawn()
+}
+
+/// Makes `dir` the working directory, between fork and exec.
+fn enter(dir: &CString) -> std::io::Result<()> {
+    // SAFETY: chdir reads the NUL-terminated path and nothing else.
+    if unsafe { libc::chdir(dir.as_ptr()) } == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
 }
 
 /// Becomes the job user, between fork and exec: supplementary groups, group,
