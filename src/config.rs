@@ -111,6 +111,9 @@ pub struct WorkerArgs {
     /// Run process jobs as this user (and group), not the worker's; needs root or CAP_SETUID and CAP_SETGID
     #[arg(long, env = "FLARE_JOB_USER", value_name = "USER[:GROUP]")]
     pub job_user: Option<String>,
+    /// Run each process job under a user id of its own from this range (with the job user's group and home), so that jobs cannot signal or trace each other; needs --job-user
+    #[arg(long, env = "FLARE_JOB_UIDS", value_name = "FIRST-LAST")]
+    pub job_uids: Option<String>,
     /// Pass jobs only these of the worker's environment variables: names or prefixes ending in *, comma-separated
     #[arg(
         long,
@@ -173,6 +176,7 @@ impl WorkerArgs {
             retention_s: self.retention_s.or(fallback.retention_s),
             orphan_grace_s: self.orphan_grace_s.or(fallback.orphan_grace_s),
             job_user: self.job_user.or(fallback.job_user),
+            job_uids: self.job_uids.or(fallback.job_uids),
             job_env_allow,
             job_env_deny,
             job_cgroups: self.job_cgroups.or(fallback.job_cgroups),
@@ -201,6 +205,7 @@ struct FileWorker {
     retention_s: Option<u64>,
     orphan_grace_s: Option<u64>,
     job_user: Option<String>,
+    job_uids: Option<String>,
     job_env_allow: Option<Vec<String>>,
     job_env_deny: Option<Vec<String>>,
     job_cgroups: Option<bool>,
@@ -281,6 +286,7 @@ impl Settings {
             retention_s: file.worker.retention_s,
             orphan_grace_s: file.worker.orphan_grace_s,
             job_user: file.worker.job_user,
+            job_uids: file.worker.job_uids,
             job_env_allow: file.worker.job_env_allow,
             job_env_deny: file.worker.job_env_deny,
             job_cgroups: file.worker.job_cgroups,
@@ -336,6 +342,7 @@ impl Settings {
             retention: Duration::from_secs(w.retention_s.unwrap_or(MAX_RETENTION_S)),
             orphan_grace: Duration::from_secs(w.orphan_grace_s.unwrap_or(DEFAULT_ORPHAN_GRACE_S)),
             job_user: w.job_user.clone(),
+            job_uids: w.job_uids.clone(),
             job_env_allow: w.job_env_allow.clone(),
             job_env_deny: w.job_env_deny.clone(),
             job_cgroups: w.job_cgroups.unwrap_or(false),
@@ -401,6 +408,8 @@ pub struct WorkerConfig {
     pub orphan_grace: Duration,
     /// `USER[:GROUP]` process jobs run as; `None`: the worker's user.
     pub job_user: Option<String>,
+    /// `FIRST-LAST`: each process job under a user id of its own from it.
+    pub job_uids: Option<String>,
     /// The only worker variables jobs inherit (names, `PREFIX*`), if given.
     pub job_env_allow: Option<Vec<String>>,
     /// Worker variables jobs do not inherit (names, `PREFIX*`), if given.

@@ -8,11 +8,13 @@
 mod common;
 
 use common::system::{JOB_TIMEOUT, System, sh};
+use flare_launcher::config::WorkerConfig;
 use flare_launcher::protocol::{JobEvent, LaunchRequest};
 use nix::unistd::{Uid, User};
 use std::os::unix::fs::{MetadataExt, PermissionsExt, chown};
 use std::path::{Path, PathBuf};
 use std::process::{Output, Stdio};
+use std::time::Duration;
 use tokio::process::{Child, Command};
 
 const BUILT_BINARY: &str = env!("CARGO_BIN_EXE_flare-launcher");
@@ -295,6 +297,88 @@ async fn a_job_runs_as_the_job_user_with_its_identity_and_writes_its_log() {
         let meta = std::fs::metadata(&dir).unwrap();
         assert_eq!((meta.uid(), meta.mode() & 0o022), (0, 0), "{dir:?}");
     }
+}
+
+/// Runs two jobs at once on a worker with the job user `nobody` that
+/// `configure` adjusts: the first waits, the second probes it with `kill -0`;
+/// returns both jobs' user ids and whether the probe reached the first.
+async fn probe_a_neighbour(configure: impl FnOnce(&mut WorkerConfig)) -> (u32, u32, bool) {
+    let system = System::start_with(|config| {
+        config.job_user = Some("nobody".into());
+        configure(config);
+    })
+    .await;
+    let shared = system.path("shared");
+    std::fs::create_dir_all(&shared).unwrap();
+    std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let (pid, go) = (shared.join("pid"), shared.join("go"));
+    let waiting = sh(
+        "waiting",
+        &format!(
+            "id -u > {pid}.tmp; echo $$ >> {pid}.tmp; mv {pid}.tmp {pid}; while [ ! -e {go} ]; do sleep 0.05; done",
+            pid = pid.display(),
+            go = go.display()
+        ),
+    );
+    system.launch_until_running(&waiting).await;
+    tokio::time::timeout(JOB_TIMEOUT, async {
+        while !pid.exists() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the waiting job names itself");
+    let probe = sh(
+        "probe",
+        &format!(
+            "id -u; if kill -0 $(tail -n 1 {pid}); then echo reached; else echo refused; fi; touch {go}",
+            pid = pid.display(),
+            go = go.display()
+        ),
+    );
+    let events = system.run(&probe).await;
+    assert_eq!(
+        events.last().unwrap().state.as_str(),
+        "succeeded",
+        "{events:?}"
+    );
+    let waited = system.events_until_terminal("waiting").await;
+    assert_eq!(
+        waited.last().unwrap().state.as_str(),
+        "succeeded",
+        "{waited:?}"
+    );
+    let first: u32 = std::fs::read_to_string(&pid)
+        .unwrap()
+        .lines()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let said = log_of(&system.config.data_dir, "probe");
+    let mut lines = said.lines();
+    let second: u32 = lines.next().unwrap().parse().unwrap();
+    (first, second, lines.next() == Some("reached"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_under_uids_of_their_own_cannot_signal_each_other() {
+    if !root_or_skip("jobs_under_uids_of_their_own_cannot_signal_each_other") {
+        return;
+    }
+    // One job user for all: each job can signal the other.
+    let (first, second, reached) = probe_a_neighbour(|_| {}).await;
+    assert_eq!((first, second, reached), (NOBODY, NOBODY, true));
+    // An id of its own for each job: neither can.
+    let (first, second, reached) = probe_a_neighbour(|config| {
+        config.job_uids = Some("3000000-3000009".into());
+        config.max_jobs = 10;
+    })
+    .await;
+    assert!((3_000_000..=3_000_009).contains(&first), "{first}");
+    assert!((3_000_000..=3_000_009).contains(&second), "{second}");
+    assert_ne!(first, second);
+    assert!(!reached, "a job signalled another under another id");
 }
 
 #[tokio::test]

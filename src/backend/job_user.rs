@@ -5,8 +5,13 @@
 //!
 //! A job running as another user than the worker cannot read what is the
 //! worker's: its environment and memory (`/proc/PID/environ`, `/proc/PID/mem`),
-//! its configuration and credential files, its data directory.
+//! its configuration and credential files, its data directory. With
+//! `--job-uids FIRST-LAST` every job gets a user id of its own from that range
+//! (the user's group, groups and home stay), so jobs cannot reach each other
+//! either; the ids must belong to no user of the system, and there must be one
+//! for every job the worker may run at once.
 
+use crate::supervisor::job_uids::{BadRange, JobUidRange};
 use crate::supervisor::wire::JobUserIds;
 use nix::unistd::{Gid, Group, Uid, User, getgrouplist};
 use std::ffi::{CString, OsStr};
@@ -31,6 +36,8 @@ pub struct JobUser {
     pub name: String,
     /// The user's home directory, for `HOME`.
     pub home: PathBuf,
+    /// A user id of its own for each job, from this range, instead of `uid`.
+    pub uids: Option<JobUidRange>,
 }
 
 /// Why jobs cannot run as the configured user.
@@ -73,18 +80,61 @@ pub enum JobUserError {
     /// The worker's capabilities could not be read.
     #[error("cannot read this worker's capabilities from /proc/self/status")]
     Capabilities(#[source] std::io::Error),
+    /// `--job-uids` is not a range.
+    #[error(transparent)]
+    BadUids(#[from] BadRange),
+    /// `--job-uids` without `--job-user`, whose group and home the jobs take.
+    #[error("--job-uids (FLARE_JOB_UIDS) needs --job-user, whose group and home the jobs take")]
+    UidsWithoutUser,
+    /// Fewer ids than jobs the worker may run at once.
+    #[error("--job-uids {range} holds {} ids, fewer than --max-jobs {max_jobs}", range.size())]
+    TooFewUids {
+        /// The range.
+        range: JobUidRange,
+        /// The jobs the worker may run at once.
+        max_jobs: usize,
+    },
+    /// An id of the range belongs to a user of the system.
+    #[error(
+        "--job-uids {range} includes uid {uid} of the existing user {name:?}; choose ids no user has"
+    )]
+    UidTaken {
+        /// The range.
+        range: JobUidRange,
+        /// The id.
+        uid: u32,
+        /// Its user's name.
+        name: String,
+    },
 }
 
 impl JobUser {
-    /// Resolves `spec` (`USER` or `USER:GROUP`, names or numeric ids) and checks
-    /// that this process may switch to it.
+    /// The user process jobs run as: `spec` (`USER` or `USER:GROUP`, names or
+    /// numeric ids), each job under an id of its own from `uids` (`FIRST-LAST`)
+    /// when given, checked against the user database, `max_jobs` and what this
+    /// process may do; `None` when no job user is set.
     ///
     /// # Errors
     /// A [`JobUserError`] saying what is wrong.
-    pub fn for_jobs(spec: &str) -> Result<JobUser, JobUserError> {
-        let user = JobUser::resolve(spec)?;
+    pub fn for_jobs(
+        spec: Option<&str>,
+        uids: Option<&str>,
+        max_jobs: usize,
+    ) -> Result<Option<JobUser>, JobUserError> {
+        let Some(spec) = spec else {
+            return match uids {
+                Some(_) => Err(JobUserError::UidsWithoutUser),
+                None => Ok(None),
+            };
+        };
+        let mut user = JobUser::resolve(spec)?;
+        if let Some(uids) = uids {
+            let range: JobUidRange = uids.parse()?;
+            check_uids(range, max_jobs)?;
+            user.uids = Some(range);
+        }
         check_can_switch()?;
-        Ok(user)
+        Ok(Some(user))
     }
 
     /// Resolves `spec` (`USER` or `USER:GROUP`, names or numeric ids) in the user
@@ -113,6 +163,7 @@ impl JobUser {
             groups,
             name: user.name,
             home: user.dir,
+            uids: None,
         })
     }
 
@@ -133,6 +184,7 @@ impl JobUser {
             uid: self.uid.as_raw(),
             gid: self.gid.as_raw(),
             groups: self.groups.iter().map(|g| g.as_raw()).collect(),
+            uids: self.uids,
         }
     }
 }
@@ -193,6 +245,29 @@ fn shown(spec: &str) -> String {
     spec.chars().take(MAX_NAME_LEN).collect()
 }
 
+/// Checks that `range` holds an id for each of `max_jobs` jobs and none of a
+/// user of the system (a job under it could reach that user's processes).
+fn check_uids(range: JobUidRange, max_jobs: usize) -> Result<(), JobUserError> {
+    if (range.size() as usize) < max_jobs {
+        return Err(JobUserError::TooFewUids { range, max_jobs });
+    }
+    for uid in range.ids() {
+        let user = User::from_uid(Uid::from_raw(uid)).map_err(|source| JobUserError::Lookup {
+            what: "user",
+            name: uid.to_string(),
+            source,
+        })?;
+        if let Some(user) = user {
+            return Err(JobUserError::UidTaken {
+                range,
+                uid,
+                name: user.name,
+            });
+        }
+    }
+    Ok(())
+}
+
 /// Checks that this process holds CAP_SETUID and CAP_SETGID (root normally does).
 fn check_can_switch() -> Result<(), JobUserError> {
     let status =
@@ -225,6 +300,34 @@ fn effective_capabilities(status: &str) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn job_uids_need_a_job_user_an_id_per_job_and_no_existing_user() {
+        let refused =
+            |user, uids, max_jobs| JobUser::for_jobs(user, Some(uids), max_jobs).unwrap_err();
+        assert!(matches!(
+            refused(None, "3000000-3000099", 10),
+            JobUserError::UidsWithoutUser
+        ));
+        assert!(matches!(
+            refused(Some("nobody"), "3000000-3000009", 11),
+            JobUserError::TooFewUids { max_jobs: 11, .. }
+        ));
+        let taken = refused(Some("nobody"), "65530-65540", 1);
+        assert!(
+            matches!(&taken, JobUserError::UidTaken { uid: 65534, name, .. } if name == "nobody"),
+            "{taken}"
+        );
+        assert!(matches!(
+            refused(Some("nobody"), "0-10", 1),
+            JobUserError::BadUids(_)
+        ));
+        assert_eq!(
+            JobUser::resolve("nobody").unwrap().ids().uids,
+            None,
+            "without --job-uids jobs keep the user's own id"
+        );
+    }
 
     #[test]
     fn a_user_alone_gets_its_own_group_home_and_memberships() {

@@ -13,10 +13,12 @@
 //! - [`job_file`]: the file per job that survives them both.
 //! - `tree`: finding and killing a job's processes.
 //! - `cgroup`: a cgroup per job, where the host lets the supervisor make one.
+//! - [`job_uids`]: a user id of its own for every job, from the operator's range.
 
 mod cgroup;
 pub mod job_file;
 mod job_supervisor;
+pub mod job_uids;
 pub mod server;
 mod tree;
 pub mod wire;

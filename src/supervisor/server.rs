@@ -17,6 +17,7 @@
 use super::cgroup::JobCgroup;
 use super::job_file::{JobEnd, JobFile, jobs_dir};
 use super::job_supervisor::{self, NOTE_FD, StartNote};
+use super::job_uids::JobUids;
 use super::tree::{children_of, signal_group};
 use super::wire::{JobUserIds, MAX_LINE, Report, Request, RunningJob, Spawn, encode};
 use nix::errno::Errno;
@@ -25,7 +26,7 @@ use nix::sys::signal::{SigSet, SigmaskHow, Signal, kill, sigprocmask};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::{ForkResult, Pid, fork, getpid};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io::{ErrorKind, Read, Write};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
@@ -78,6 +79,8 @@ struct Supervised {
     job_id: String,
     /// Its first process, once its supervisor has noted the start.
     pid: Option<u32>,
+    /// The user id of its own it runs as (`--job-uids`), if any.
+    uid: Option<u32>,
     /// It never started: its end is not reported.
     failed: bool,
     /// The worker has recorded its end already (it gave up on it): its file
@@ -101,6 +104,8 @@ struct Server {
     connection: Option<Connection>,
     base_env: Vec<(String, String)>,
     user: Option<JobUserIds>,
+    /// The user ids of their own that jobs get, when the worker asks for them.
+    uids: Option<JobUids>,
     /// Each job in a cgroup of its own, where the host allows it.
     cgroups: bool,
     greeted: bool,
@@ -169,6 +174,7 @@ pub fn serve(dir: &Path) -> Result<(), ServeError> {
         connection: None,
         base_env: Vec::new(),
         user: None,
+        uids: None,
         cgroups: false,
         greeted: false,
         jobs: HashMap::new(),
@@ -363,6 +369,11 @@ impl Server {
                 cgroups,
             } => {
                 self.base_env = base_env;
+                // The turn through a range goes on across a worker's restarts.
+                let range = user.as_ref().and_then(|user| user.uids);
+                if self.uids.as_ref().map(JobUids::range) != range {
+                    self.uids = range.map(JobUids::new);
+                }
                 self.user = user;
                 self.cgroups = cgroups;
                 self.greeted = true;
@@ -425,6 +436,15 @@ impl Server {
                 error,
             });
         }
+        let (user, uid) = match self.user_of_next_job() {
+            Ok(user) => user,
+            Err(error) => {
+                return self.report(&Report::SpawnFailed {
+                    job_id: spawn.job_id,
+                    error,
+                });
+            }
+        };
         let me = getpid();
         // SAFETY: this process has one thread, so the child is a full copy that
         // may run any code; it never returns from `job_supervisor::run`.
@@ -433,7 +453,7 @@ impl Server {
                 self.become_job_supervisor();
                 let settings = job_supervisor::Settings {
                     base_env: &self.base_env,
-                    user: self.user.as_ref(),
+                    user: user.as_ref(),
                     cgroup: self.cgroups,
                     dir: &self.dir,
                     supervisor: me,
@@ -446,6 +466,7 @@ impl Server {
                     Supervised {
                         job_id: spawn.job_id,
                         pid: None,
+                        uid,
                         failed: false,
                         forgotten: false,
                     },
@@ -456,6 +477,30 @@ impl Server {
                 error: format!("could not fork its supervisor: {e}"),
             }),
         }
+    }
+
+    /// Who the next job runs as: the job user, under a user id of its own
+    /// (returned too) when the worker asked for them.
+    ///
+    /// # Errors
+    /// Every id of the range is held by a job that still runs.
+    fn user_of_next_job(&mut self) -> Result<(Option<JobUserIds>, Option<u32>), String> {
+        let (Some(user), Some(uids)) = (&self.user, &mut self.uids) else {
+            return Ok((self.user.clone(), None));
+        };
+        let in_use: HashSet<u32> = self.jobs.values().filter_map(|job| job.uid).collect();
+        let uid = uids.take(&in_use).ok_or_else(|| {
+            format!(
+                "no job uid is free: all {} of {} belong to jobs that still run",
+                uids.range().size(),
+                uids.range()
+            )
+        })?;
+        let user = JobUserIds {
+            uid,
+            ..user.clone()
+        };
+        Ok((Some(user), Some(uid)))
     }
 
     /// In a freshly forked job supervisor: keeps only the standard streams and the

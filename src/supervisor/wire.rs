@@ -3,6 +3,7 @@
 //! other.
 
 use super::job_file::JobEnd;
+use super::job_uids::JobUidRange;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
@@ -19,6 +20,9 @@ pub struct JobUserIds {
     pub gid: u32,
     /// Supplementary groups.
     pub groups: Vec<u32>,
+    /// A user id of its own for each job, from this range, instead of `uid`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uids: Option<JobUidRange>,
 }
 
 /// What a worker asks of its supervisor.
