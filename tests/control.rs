@@ -14,10 +14,7 @@ use std::time::{Duration, Instant};
 #[tokio::test]
 async fn terminating_a_running_job_ends_it_in_terminated() {
     let system = System::start().await;
-    system.client.launch(&sh("long", "sleep 60")).await.unwrap();
-    system
-        .events_until("long", |e| e.state == JobState::Running)
-        .await;
+    system.launch_until_running(&sh("long", "sleep 60")).await;
     let reply = system.client.terminate("long", None).await.unwrap();
     assert!(reply.accepted, "{reply:?}");
     assert_eq!(reply.state, JobState::Running);
@@ -135,10 +132,7 @@ async fn status_of_an_unknown_job_is_a_not_found_error_reply() {
 #[tokio::test]
 async fn a_terminate_with_a_bad_body_is_refused_and_the_job_runs_on() {
     let system = System::start().await;
-    system.client.launch(&sh("kept", "sleep 60")).await.unwrap();
-    system
-        .events_until("kept", |e| e.state == JobState::Running)
-        .await;
+    system.launch_until_running(&sh("kept", "sleep 60")).await;
     let reply = system
         .client
         .nats()

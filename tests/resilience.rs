@@ -131,14 +131,7 @@ async fn requests_published_while_a_worker_shuts_down_go_to_the_next_worker_at_o
     })
     .await;
     // A running job keeps the stopping worker connected while it drains.
-    system
-        .client
-        .launch(&sh("holder", "sleep 60"))
-        .await
-        .unwrap();
-    system
-        .events_until("holder", |e| e.state == JobState::Running)
-        .await;
+    system.launch_until_running(&sh("holder", "sleep 60")).await;
     let stopping = system.worker.take().unwrap();
     let shutdown = tokio::spawn(stopping.shutdown());
     tokio::time::sleep(Duration::from_millis(300)).await;

@@ -46,12 +46,7 @@ async fn until_expired(system: &System, job_id: &str) {
 async fn an_ended_jobs_record_expires_and_a_running_ones_stays() {
     let system = System::start_with(|c| c.retention = SHORT_RETENTION).await;
     system
-        .client
-        .launch(&sh("long", "while true; do sleep 0.1; done"))
-        .await
-        .unwrap();
-    system
-        .events_until("long", |e| e.state == JobState::Running)
+        .launch_until_running(&sh("long", "while true; do sleep 0.1; done"))
         .await;
     system.run(&sh("short", "exit 0")).await;
     // Gone after the retention, which has then passed for the running job too.

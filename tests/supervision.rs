@@ -130,10 +130,7 @@ async fn a_worker_killed_and_restarted_re_attaches_to_its_jobs_and_learns_how_th
         ),
     );
     for request in [&keeps, &ends] {
-        system.client.launch(request).await.unwrap();
-        system
-            .events_until(&request.job_id, |e| e.state == JobState::Running)
-            .await;
+        system.launch_until_running(request).await;
     }
     let keeps_pid = job_pid(&system, "keeps").await;
 
@@ -174,14 +171,7 @@ async fn a_worker_killed_and_restarted_re_attaches_to_its_jobs_and_learns_how_th
 /// Launches `sleep 300` as `job_id` and returns, once it runs, its pid and the
 /// pid of the supervisor above its job supervisor.
 async fn sleeper_and_its_supervisor(system: &System, job_id: &str) -> (i32, i32) {
-    system
-        .client
-        .launch(&sh(job_id, "sleep 300"))
-        .await
-        .unwrap();
-    system
-        .events_until(job_id, |e| e.state == JobState::Running)
-        .await;
+    system.launch_until_running(&sh(job_id, "sleep 300")).await;
     let pid = job_pid(system, job_id).await;
     let supervisor = parent_of(parent_of(pid).unwrap()).unwrap();
     (pid, supervisor)
@@ -305,12 +295,7 @@ async fn a_worker_running_as_pid_1_reaps_the_orphans_it_inherits() {
         .spawn()
         .expect("unshare runs");
     system
-        .client
-        .launch(&sh("inherited", "sleep 300"))
-        .await
-        .unwrap();
-    system
-        .events_until("inherited", |e| e.state == JobState::Running)
+        .launch_until_running(&sh("inherited", "sleep 300"))
         .await;
     let unshare_pid = unshare.id().unwrap() as i32;
     let worker = children_of(unshare_pid)[0].0;
