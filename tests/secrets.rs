@@ -382,6 +382,51 @@ async fn jobs_under_uids_of_their_own_cannot_signal_each_other() {
 }
 
 #[tokio::test]
+async fn a_supervisor_that_would_not_give_jobs_uids_of_their_own_stops_the_worker() {
+    if !root_or_skip("a_supervisor_that_would_not_give_jobs_uids_of_their_own_stops_the_worker") {
+        return;
+    }
+    let system = System::without_worker(|config| {
+        config.job_user = Some("nobody".into());
+        config.job_uids = Some("3000000-3000099".into());
+    })
+    .await;
+    // Where the worker looks for its supervisor, one that answers as a
+    // supervisor from before --job-uids: the jobs, and nothing about ids.
+    let dir = system
+        .config
+        .data_dir
+        .join("supervisor")
+        .join(&system.config.worker_id);
+    std::fs::create_dir_all(&dir).unwrap();
+    let listener = tokio::net::UnixListener::bind(dir.join("supervisor.sock")).unwrap();
+    let older = tokio::spawn(async move {
+        use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+        let (stream, _) = listener.accept().await.unwrap();
+        let (reader, mut writer) = stream.into_split();
+        let mut lines = tokio::io::BufReader::new(reader).lines();
+        while let Ok(Some(line)) = lines.next_line().await {
+            if line.contains(r#""op":"list""#) {
+                writer
+                    .write_all(b"{\"report\":\"jobs\",\"running\":[]}\n")
+                    .await
+                    .unwrap();
+            }
+        }
+    });
+    let refused = flare_launcher::worker::Worker::start(system.config.clone())
+        .await
+        .err()
+        .expect("the worker refuses to run jobs under the shared job user");
+    let message = refused.to_string();
+    assert!(
+        message.contains("would not run jobs under user ids of their own"),
+        "{message}"
+    );
+    older.abort();
+}
+
+#[tokio::test]
 async fn a_job_user_cannot_work_in_a_directory_it_could_not_reach() {
     if !root_or_skip("a_job_user_cannot_work_in_a_directory_it_could_not_reach") {
         return;

@@ -402,7 +402,8 @@ impl Server {
                         pid: job.pid,
                     })
                     .collect();
-                self.report(&Report::Jobs { running });
+                let job_uids = self.uids.as_ref().map(JobUids::range);
+                self.report(&Report::Jobs { running, job_uids });
             }
             Request::Bye => {
                 self.leaving = true;

@@ -105,6 +105,10 @@ pub enum Report {
     Jobs {
         /// Their ids and pids.
         running: Vec<RunningJob>,
+        /// The range new jobs get user ids of their own from; none: every job
+        /// runs as the job user (a supervisor older than `--job-uids` says none).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        job_uids: Option<JobUidRange>,
     },
     /// The supervisor will not serve this connection.
     Refused {

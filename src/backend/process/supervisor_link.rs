@@ -9,6 +9,7 @@
 use crate::backend::Observation;
 use crate::protocol::reason;
 use crate::supervisor::job_file::JobEnd;
+use crate::supervisor::job_uids::JobUidRange;
 use crate::supervisor::server::{MAX_SOCKET_PATH, socket_path};
 use crate::supervisor::wire::{JobUserIds, Report, Request, RunningJob, Spawn, encode};
 use std::collections::HashMap;
@@ -53,6 +54,17 @@ pub enum SupervisorError {
     /// It refused this worker.
     #[error("the supervisor refused this worker: {0}")]
     Refused(String),
+    /// It does not hand jobs the user ids of their own this worker asks for
+    /// (an older program, left running over an upgrade).
+    #[error(
+        "the supervisor in {dir} would not run jobs under user ids of their own \
+         (--job-uids); it is an older flare-launcher: stop it once its jobs have \
+         ended, then start the worker again"
+    )]
+    NoJobUids {
+        /// Its directory.
+        dir: PathBuf,
+    },
 }
 
 /// Why one attempt to greet the supervisor failed.
@@ -166,6 +178,14 @@ impl Supervisor {
         lock(&self.inner.routes)
     }
 
+    /// The range of user ids of their own this worker's jobs get, if any.
+    fn job_uids(&self) -> Option<JobUidRange> {
+        match &self.inner.hello {
+            Request::Hello { user, .. } => user.as_ref().and_then(|user| user.uids),
+            _ => None,
+        }
+    }
+
     /// Opens a connection (starting a supervisor if none listens), says hello,
     /// lists the jobs, and starts reading reports.
     ///
@@ -251,7 +271,14 @@ impl Supervisor {
         let answer = tokio::time::timeout(READY_TIMEOUT, reader.read_line(&mut line)).await;
         let running = match answer {
             Ok(Ok(n)) if n > 0 => match serde_json::from_str::<Report>(&line) {
-                Ok(Report::Jobs { running }) => running,
+                Ok(Report::Jobs { running, job_uids }) => {
+                    if job_uids != self.job_uids() {
+                        return Err(Greeting::Failed(SupervisorError::NoJobUids {
+                            dir: dir.clone(),
+                        }));
+                    }
+                    running
+                }
                 Ok(Report::Refused { error }) => {
                     return Err(Greeting::Failed(SupervisorError::Refused(error)));
                 }
