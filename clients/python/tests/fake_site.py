@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import uuid
 from pathlib import Path
+from typing import Optional
 
 from nvflare.apis.fl_constant import FLContextKey, ReservedKey
 from nvflare.apis.fl_context import FLContext
@@ -23,7 +24,8 @@ args = sys.argv[1:]
 behaviour = args[args.index("--set") + 1]
 workspace, job = args[args.index("-m") + 1], args[args.index("-n") + 1]
 with open(os.path.join(workspace, job + ".seen.json"), "w") as f:
-    json.dump({"argv": args, "token": os.environ.get("NVFLARE_JOB_AUTH_TOKEN"), "cwd": os.getcwd()}, f)
+    json.dump({"argv": args, "token": os.environ.get("NVFLARE_JOB_AUTH_TOKEN"), "cwd": os.getcwd(),
+               "cuda": os.environ.get("CUDA_VISIBLE_DEVICES")}, f)
 if behaviour.startswith("exit="):
     sys.exit(int(behaviour[len("exit="):]))
 if behaviour.startswith("until="):
@@ -46,8 +48,9 @@ class FakeSite:
         (self.root / "local").mkdir()
         self.workspace = Workspace(str(self.root), name)
 
-    def job(self, behaviour: str) -> tuple[dict, FLContext]:
-        """A new job's meta and context; `behaviour` is `exit=N`, `until=PATH` or `block`."""
+    def job(self, behaviour: str, resource_spec: Optional[dict] = None) -> tuple[dict, FLContext]:
+        """A new job's meta and context; `behaviour` is `exit=N`, `until=PATH` or `block`;
+        `resource_spec` is this site's share of the job's resource spec."""
         job_id = str(uuid.uuid4())
         custom = Path(self.workspace.get_app_custom_dir(job_id))
         custom.mkdir(parents=True)
@@ -64,7 +67,10 @@ class FakeSite:
             JobProcessArgs.OPTIONS: ("--set", behaviour),
         }
         ctx.set_prop(FLContextKey.JOB_PROCESS_ARGS, job_args, private=True, sticky=False)
-        return {JobMetaKey.JOB_ID.value: job_id}, ctx
+        meta = {JobMetaKey.JOB_ID.value: job_id}
+        if resource_spec is not None:
+            meta[JobMetaKey.RESOURCE_SPEC.value] = {self.name: resource_spec}
+        return meta, ctx
 
     def seen(self, job_meta: dict) -> dict:
         """What the job process recorded of its arguments and environment."""

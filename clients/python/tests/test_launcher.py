@@ -67,6 +67,26 @@ def test_a_job_that_succeeds_returns_success(launchers: Callable[..., ClientJobL
     assert not [line for line in worker.process.lines if AUTH_TOKEN in line], "the worker logs no env value"
 
 
+def test_a_process_job_gets_the_gpus_its_resource_spec_asks_for(
+    launchers: Callable[..., ClientJobLauncher], nats_server: NatsServer, site: FakeSite, tmp_path: Path
+) -> None:
+    gpu_worker = Worker(
+        nats_server, tmp_path, "gpu", "--resource-policy", "gpu", "--ignore-host", "--gpus", "0,1"
+    )
+    try:
+        launcher = launchers()
+        seen = {}
+        for wanted in (2, 0):
+            meta, ctx = site.job("exit=0", resource_spec={"num_of_gpus": wanted})
+            handle = launcher.launch_job(meta, ctx)
+            handle.wait()
+            assert handle.poll() == JobReturnCode.SUCCESS
+            seen[wanted] = site.seen(meta)["cuda"]
+        assert seen == {2: "0,1", 0: ""}, "the worker's GPU policy hands out what the job asks for"
+    finally:
+        gpu_worker.stop()
+
+
 @pytest.mark.parametrize("exit_code, expected", [(1, 1), (101, 101), (3, JobReturnCode.EXECUTION_ERROR)])
 def test_failure_codes_reach_nvflare(launchers: Callable[..., ClientJobLauncher], 
     nats_server: NatsServer, worker: Worker, site: FakeSite, exit_code: int, expected: int

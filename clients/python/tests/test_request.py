@@ -46,7 +46,7 @@ def test_resource_spec_becomes_the_protocols_resources() -> None:
     assert job_resources(meta, "site-2") is None
 
 
-def test_only_a_container_request_carries_image_and_resources() -> None:
+def test_every_request_carries_the_resources_and_only_a_container_one_an_image() -> None:
     common = dict(
         job_id="j",
         site="site-1",
@@ -60,5 +60,8 @@ def test_only_a_container_request_carries_image_and_resources() -> None:
     assert (container["image"], container["resources"]) == ("img:1", {"gpus": 1})
     assert "workdir" not in container
     process = launch_request(backend=None, image=None, **common)
-    assert "image" not in process and "resources" not in process and "backend" not in process
+    assert "image" not in process and "backend" not in process
+    # A process worker with the gpu policy hands the job its GPUs from these.
+    assert process["resources"] == {"gpus": 1}
     assert process["workdir"]
+    assert "resources" not in launch_request(backend="process", image=None, **{**common, "resources": None})

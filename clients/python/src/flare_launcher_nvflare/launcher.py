@@ -144,7 +144,7 @@ class FlareJobLauncher(JobLauncherSpec):
             env=job_env(nvflare_job_id, fl_ctx, self._pass_env),
             backend=self._backend,
             image=self._image,
-            resources=job_resources(job_meta, site) if self._backend in CONTAINER_BACKENDS else None,
+            resources=job_resources(job_meta, site),
             start_timeout_s=self._start_timeout,
             labels={"nvflare-job-id": nvflare_job_id, "nvflare-site": site},
         )

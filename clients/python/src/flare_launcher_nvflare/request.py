@@ -90,9 +90,11 @@ def launch_request(
     start_timeout_s: int,
     labels: dict[str, str],
 ) -> dict:
-    """The LaunchRequest as a JSON-ready dict. A process job starts in this process's
-    working directory, as NVFlare's own child processes do; a container job gets
-    its image and resources (and the image's working directory)."""
+    """The LaunchRequest as a JSON-ready dict, with the job's resources for every
+    backend (a process worker with the `gpu` policy gives the job its GPUs from
+    them). A process job starts in this process's working directory, as NVFlare's
+    own child processes do; a container job gets its image (and the image's
+    working directory)."""
     request: dict = {
         "v": PROTOCOL_VERSION,
         "job_id": job_id,
@@ -104,10 +106,10 @@ def launch_request(
     }
     if backend is not None:
         request["backend"] = backend
+    if resources:
+        request["resources"] = resources
     if backend in CONTAINER_BACKENDS:
         request["image"] = image
-        if resources:
-            request["resources"] = resources
     else:
         request["workdir"] = os.getcwd()
     return request
