@@ -9,6 +9,7 @@
 //! ([`Backend::adopt`]).
 
 pub mod credentials;
+mod ending;
 mod image;
 mod mounts;
 mod spec;
