@@ -15,7 +15,7 @@ use common::system::{
     assert_stories_finished_after_restart, assert_succeeds_with_output, assert_terminated_politely,
     assert_well_formed, log_path, states,
 };
-use flare_launcher::config::PullPolicy;
+use flare_launcher::config::{PullPolicy, WorkerConfig};
 use flare_launcher::protocol::{BackendKind, BackendRef, Mount, Resources, Timeouts};
 use flare_launcher::state::JobState;
 use std::time::Duration;
@@ -26,16 +26,22 @@ async fn docker_system() -> Option<System> {
     docker_system_with(|_| {}).await
 }
 
-/// A system whose Docker worker reaches its engine only through the proxy
-/// returned with it, with the test image built; `None` when no engine answers
-/// (outside CI).
-async fn system_through_proxy() -> Option<(EngineProxy, System)> {
+/// A system whose Docker worker, its configuration adjusted by `configure`,
+/// reaches its engine only through the proxy returned with it, with the test
+/// image built; `None` when no engine answers (outside CI).
+async fn system_through_proxy(
+    configure: impl FnOnce(&mut WorkerConfig),
+) -> Option<(EngineProxy, System)> {
     if !engine_available() {
         return None;
     }
     test_image();
     let proxy = EngineProxy::start().await;
-    let mut system = System::without_worker(docker_worker).await;
+    let mut system = System::without_worker(|config| {
+        docker_worker(config);
+        configure(config);
+    })
+    .await;
     system.config.docker.host = Some(proxy.host());
     system.start_worker().await;
     Some((proxy, system))
@@ -202,7 +208,7 @@ fn inspects_of(requests: &[String], job_id: &str) -> usize {
 
 #[tokio::test]
 async fn a_container_killed_for_its_memory_fails_with_oomkilled() {
-    let Some((proxy, system)) = system_through_proxy().await else {
+    let Some((proxy, system)) = system_through_proxy(|_| {}).await else {
         return;
     };
     let job_id = unique("oom");
@@ -227,7 +233,7 @@ async fn a_container_killed_for_its_memory_fails_with_oomkilled() {
 
 #[tokio::test]
 async fn a_container_killed_by_someone_else_fails_with_137_after_one_inspect() {
-    let Some((proxy, system)) = system_through_proxy().await else {
+    let Some((proxy, system)) = system_through_proxy(|_| {}).await else {
         return;
     };
     let job_id = unique("killed");
@@ -393,7 +399,7 @@ async fn a_host_mount_outside_the_allowed_roots_ends_in_error() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_exit_while_the_event_stream_is_cut_is_not_lost() {
-    let Some((proxy, system)) = system_through_proxy().await else {
+    let Some((proxy, system)) = system_through_proxy(|_| {}).await else {
         return;
     };
     let job_id = unique("cut");
@@ -415,7 +421,7 @@ async fn an_exit_while_the_event_stream_is_cut_is_not_lost() {
 
 #[tokio::test]
 async fn a_job_costs_four_engine_requests_once_its_image_is_present() {
-    let Some((proxy, system)) = system_through_proxy().await else {
+    let Some((proxy, system)) = system_through_proxy(|_| {}).await else {
         return;
     };
     // What the worker asks once (version, ping, list, the event stream) is
@@ -453,6 +459,29 @@ async fn a_job_costs_four_engine_requests_once_its_image_is_present() {
     ] {
         assert_eq!(count(method, part), jobs, "{method} {part}: {requests:#?}");
     }
+}
+
+#[tokio::test]
+async fn a_container_being_removed_does_not_hold_the_workers_capacity() {
+    let Some((proxy, system)) = system_through_proxy(|config| config.max_jobs = 1).await else {
+        return;
+    };
+    proxy.hold_removals();
+    let first = unique("first");
+    let events = system.run(&in_container(&first, "exit 0")).await;
+    assert_eq!(states(&events), ["starting", "running", "succeeded"]);
+    // The only job slot is free once the first job's end is recorded, while its
+    // container's removal is still held back.
+    let second = unique("second");
+    let events = system.run(&in_container(&second, "exit 0")).await;
+    assert_eq!(states(&events), ["starting", "running", "succeeded"]);
+    assert_eq!(
+        containers_of(&first).len(),
+        1,
+        "the first container was removed"
+    );
+    proxy.let_removals_through();
+    wait_until_removed(&[&first, &second]).await;
 }
 
 #[tokio::test]

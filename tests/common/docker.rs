@@ -234,24 +234,27 @@ pub async fn wait_until_removed(job_ids: &[&str]) {
 }
 
 /// A TCP proxy in front of the engine's socket, whose connections a test can
-/// cut (the engine itself cannot be restarted under a test), and which notes
-/// every request it forwards: a worker given [`EngineProxy::host`] reaches its
-/// engine only through it.
+/// cut (the engine itself cannot be restarted under a test), which notes every
+/// request it forwards, and which can hold removals back: a worker given
+/// [`EngineProxy::host`] reaches its engine only through it.
 pub struct EngineProxy {
     port: u16,
     open: std::sync::Arc<std::sync::atomic::AtomicBool>,
     connections: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
     requests: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    removals_held: std::sync::Arc<std::sync::atomic::AtomicBool>,
     accept: tokio::task::JoinHandle<()>,
 }
 
 /// Copies a client's bytes to the engine, noting the request line (`METHOD
-/// PATH`) of each request in `requests`. Bodies (JSON) hold no line ends, so a
-/// request line is the end of a line ending in ` HTTP/1.1`.
+/// PATH`) of each request in `requests`, and holding a `DELETE` back while
+/// `removals_held` is set. Bodies (JSON) hold no line ends, so a request line
+/// is the end of a line ending in ` HTTP/1.1`.
 async fn forward_requests(
     mut from: tokio::net::tcp::OwnedReadHalf,
     mut to: tokio::net::unix::OwnedWriteHalf,
     requests: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    removals_held: std::sync::Arc<std::sync::atomic::AtomicBool>,
 ) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut line = Vec::new();
@@ -261,6 +264,7 @@ async fn forward_requests(
             Ok(0) | Err(_) => return,
             Ok(n) => n,
         };
+        let mut removal = false;
         for &byte in &buffer[..n] {
             line.push(byte);
             if line.ends_with(b"\r\n") {
@@ -271,11 +275,15 @@ async fn forward_requests(
                         .filter_map(|method| head.rfind(method))
                         .max();
                     if let Some(start) = start {
+                        removal |= head[start..].starts_with("DELETE /");
                         requests.lock().unwrap().push(head[start..].to_owned());
                     }
                 }
                 line.clear();
             }
+        }
+        while removal && removals_held.load(std::sync::atomic::Ordering::SeqCst) {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
         if to.write_all(&buffer[..n]).await.is_err() {
             return;
@@ -295,10 +303,12 @@ impl EngineProxy {
         let open = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
         let connections = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let requests = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let removals_held = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let accept = tokio::spawn({
             let open = open.clone();
             let connections = connections.clone();
             let requests = requests.clone();
+            let removals_held = removals_held.clone();
             async move {
                 while let Ok((client, _)) = listener.accept().await {
                     if !open.load(std::sync::atomic::Ordering::SeqCst) {
@@ -306,6 +316,7 @@ impl EngineProxy {
                     }
                     let socket = socket.clone();
                     let requests = requests.clone();
+                    let removals_held = removals_held.clone();
                     let forward = tokio::spawn(async move {
                         let Ok(engine) = tokio::net::UnixStream::connect(&socket).await else {
                             return;
@@ -313,7 +324,7 @@ impl EngineProxy {
                         let (client_in, mut client_out) = client.into_split();
                         let (mut engine_in, engine_out) = engine.into_split();
                         tokio::select! {
-                            () = forward_requests(client_in, engine_out, requests) => {}
+                            () = forward_requests(client_in, engine_out, requests, removals_held) => {}
                             _ = tokio::io::copy(&mut engine_in, &mut client_out) => {}
                         }
                     });
@@ -326,8 +337,22 @@ impl EngineProxy {
             open,
             connections,
             requests,
+            removals_held,
             accept,
         }
+    }
+
+    /// Holds every container removal back (`DELETE`) until
+    /// [`EngineProxy::let_removals_through`].
+    pub fn hold_removals(&self) {
+        self.removals_held
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Passes removals on again, those held too.
+    pub fn let_removals_through(&self) {
+        self.removals_held
+            .store(false, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// The requests forwarded so far (`METHOD PATH`), in order.
