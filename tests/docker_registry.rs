@@ -211,13 +211,13 @@ async fn a_long_pull_shows_its_progress_in_the_log_and_the_record() {
     link.open_up();
 
     let events = system.events_until_terminal(&job_id).await;
+    wait_until_removed(&[&job_id]).await;
+    let _ = std::process::Command::new("docker")
+        .args(["rmi", &image])
+        .output();
     assert_eq!(
         states(&events),
         ["starting", "running", "succeeded"],
         "{events:?}"
     );
-    wait_until_removed(&[&job_id]).await;
-    let _ = std::process::Command::new("docker")
-        .args(["rmi", &image])
-        .output();
 }
