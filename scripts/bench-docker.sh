@@ -4,8 +4,10 @@
 # backend, then `flare-launcher bench --backend docker` (which measures the
 # engine's own floor in the same run) one container at a time, at concurrency
 # 10, and with 200 containers running at once for the worker's memory. Needs a
-# release build (`cargo build --release`) and a Docker engine; builds the image
-# it runs (FROM scratch plus Debian's static busybox) when the engine lacks it.
+# release build (`cargo build --release`), or BENCH_PROFILE=debug for the debug
+# binary, and a Docker engine; builds the image it runs (FROM scratch plus
+# Debian's static busybox) when the engine lacks it. BENCH_ONLY=1 or 2 runs only
+# the first or the second measurement.
 #
 #   scripts/bench-docker.sh
 set -euo pipefail
@@ -16,7 +18,8 @@ source scripts/ensure-nats-server.sh
 source scripts/ensure-docker-test-tools.sh
 
 image=flare-launcher-test-busybox:1
-bin=target/release/flare-launcher
+profile=${BENCH_PROFILE:-release}
+bin=target/$profile/flare-launcher
 work=$(mktemp -d)
 port=$((20000 + RANDOM % 20000))
 cleanup() {
@@ -43,9 +46,16 @@ sleep 2
 bench() {
     "$bin" --nats-url "$url" bench --backend docker --image "$image" --worker-pid "$worker" "$@"
 }
-echo "== one container at a time"
-bench --jobs 40 --concurrency 1 --warmup 3 --floor-containers 30 -- /bin/true
-echo "== concurrency 10"
-bench --jobs 100 --concurrency 10 --warmup 5 --floor-containers 100 -- /bin/true
-echo "== 200 containers running at once (worker memory)"
-bench --jobs 200 --concurrency 200 --warmup 0 --floor-containers 0 --timeout-s 600 -- sleep 90
+only=${BENCH_ONLY:-}
+if [[ -z $only || $only == 1 ]]; then
+    echo "== one container at a time"
+    bench --jobs 40 --concurrency 1 --warmup 3 --floor-containers 30 -- /bin/true
+fi
+if [[ -z $only || $only == 2 ]]; then
+    echo "== concurrency 10"
+    bench --jobs 100 --concurrency 10 --warmup 5 --floor-containers 100 -- /bin/true
+fi
+if [[ -z $only ]]; then
+    echo "== 200 containers running at once (worker memory)"
+    bench --jobs 200 --concurrency 200 --warmup 0 --floor-containers 0 --timeout-s 600 -- sleep 90
+fi

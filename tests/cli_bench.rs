@@ -126,10 +126,14 @@ async fn a_docker_bench_measures_the_engine_floor_in_the_same_run() {
     .await;
     assert_eq!(result["succeeded"], 4, "{result}");
     assert_eq!(result["backend"], "docker", "{result}");
+    // Right before and right after the worker's jobs, one at a time and at
+    // the bench's concurrency.
     let floors = result["engine_floor"].as_array().expect("engine floor");
-    assert_eq!(floors.len(), 2, "{result}");
-    for (floor, concurrency) in floors.iter().zip([1, 2]) {
+    assert_eq!(floors.len(), 4, "{result}");
+    let rounds = [(1, "before"), (2, "before"), (1, "after"), (2, "after")];
+    for (floor, (concurrency, measured)) in floors.iter().zip(rounds) {
         assert_eq!(floor["concurrency"], concurrency, "{result}");
+        assert_eq!(floor["measured"], measured, "{result}");
         assert_eq!(floor["create_start"]["count"], 2, "{result}");
         assert!(floor["containers_per_s"].as_f64().is_some_and(|n| n > 0.0));
     }

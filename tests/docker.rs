@@ -15,7 +15,7 @@ use common::system::{
     assert_stories_finished_after_restart, assert_succeeds_with_output, assert_terminated_politely,
     assert_well_formed, log_path, states,
 };
-use flare_launcher::config::PullPolicy;
+use flare_launcher::config::{PullPolicy, WorkerConfig};
 use flare_launcher::protocol::{BackendKind, BackendRef, Mount, Resources, Timeouts};
 use flare_launcher::state::JobState;
 use std::time::Duration;
@@ -26,12 +26,33 @@ async fn docker_system() -> Option<System> {
     docker_system_with(|_| {}).await
 }
 
-/// A system whose Docker worker reaches its engine only through `proxy`.
-async fn system_through(proxy: &EngineProxy) -> System {
-    let mut system = System::without_worker(docker_worker).await;
+/// A system whose Docker worker, its configuration adjusted by `configure`,
+/// reaches its engine only through the proxy returned with it, with the test
+/// image built; `None` when no engine answers (outside CI).
+async fn system_through_proxy(
+    configure: impl FnOnce(&mut WorkerConfig),
+) -> Option<(EngineProxy, System)> {
+    if !engine_available() {
+        return None;
+    }
+    test_image();
+    let proxy = EngineProxy::start().await;
+    let mut system = System::without_worker(|config| {
+        docker_worker(config);
+        configure(config);
+    })
+    .await;
     system.config.docker.host = Some(proxy.host());
     system.start_worker().await;
+    Some((proxy, system))
+}
+
+/// Launches `script` as `job_id`'s container and waits until it printed `ready`.
+async fn launch_until_ready(system: &System, job_id: &str, script: &str) {
     system
+        .launch_until_running(&in_container(job_id, script))
+        .await;
+    wait_for_output(job_id, "ready").await;
 }
 
 #[tokio::test]
@@ -86,10 +107,7 @@ async fn a_terminated_container_that_exits_cleanly_is_terminated() {
     };
     let job_id = unique("term");
     let script = "trap 'echo bye; exit 0' TERM; echo ready; while true; do sleep 0.1; done";
-    system
-        .launch_until_running(&in_container(&job_id, script))
-        .await;
-    wait_for_output(&job_id, "ready").await;
+    launch_until_ready(&system, &job_id, script).await;
     let log = assert_terminated_politely(&system, &job_id).await;
     assert_eq!(log, "ready\nbye\n");
 }
@@ -179,9 +197,18 @@ async fn a_launch_that_meets_another_jobs_container_ends_in_error() {
     assert_eq!(left.len(), 1);
 }
 
+/// How often the worker inspected the container of `job_id` among `requests`.
+fn inspects_of(requests: &[String], job_id: &str) -> usize {
+    let inspect = format!("/containers/flare-{job_id}/json");
+    requests
+        .iter()
+        .filter(|r| r.starts_with("GET ") && r.contains(&inspect))
+        .count()
+}
+
 #[tokio::test]
 async fn a_container_killed_for_its_memory_fails_with_oomkilled() {
-    let Some(system) = docker_system().await else {
+    let Some((proxy, system)) = system_through_proxy(|_| {}).await else {
         return;
     };
     let job_id = unique("oom");
@@ -200,6 +227,28 @@ async fn a_container_killed_for_its_memory_fails_with_oomkilled() {
     assert_eq!(last.state, JobState::Failed, "{events:?}");
     assert_eq!(last.reason.as_deref(), Some("OOMKilled"), "{last:?}");
     assert_eq!(last.return_code, Some(1));
+    // Its `oom` and `die` events told it all.
+    assert_eq!(inspects_of(&proxy.requests(), &job_id), 0);
+}
+
+#[tokio::test]
+async fn a_container_killed_by_someone_else_fails_with_137_after_one_inspect() {
+    let Some((proxy, system)) = system_through_proxy(|_| {}).await else {
+        return;
+    };
+    let job_id = unique("killed");
+    let script = "echo ready; while true; do sleep 0.1; done";
+    launch_until_ready(&system, &job_id, script).await;
+    docker_cli(&["kill", "--signal", "KILL", &format!("flare-{job_id}")]);
+    let events = system.events_until_terminal(&job_id).await;
+    assert_well_formed(&events);
+    assert_eq!(states(&events), ["starting", "running", "failed"]);
+    let last = events.last().unwrap();
+    assert_eq!(last.exit_code, Some(137), "{last:?}");
+    assert_eq!(last.reason, None, "{last:?}");
+    // A SIGKILL no `oom` event explains is read again, in case the engine
+    // tells of an out-of-memory kill late.
+    assert_eq!(inspects_of(&proxy.requests(), &job_id), 1);
 }
 
 /// Runs `docker ARGS` and returns its stdout; fails the test when it fails.
@@ -350,18 +399,12 @@ async fn a_host_mount_outside_the_allowed_roots_ends_in_error() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_exit_while_the_event_stream_is_cut_is_not_lost() {
-    if !engine_available() {
+    let Some((proxy, system)) = system_through_proxy(|_| {}).await else {
         return;
-    }
-    test_image();
-    let proxy = EngineProxy::start().await;
-    let system = system_through(&proxy).await;
+    };
     let job_id = unique("cut");
     let script = "echo ready; while [ ! -e /go ]; do sleep 0.05; done; exit 4";
-    system
-        .launch_until_running(&in_container(&job_id, script))
-        .await;
-    wait_for_output(&job_id, "ready").await;
+    launch_until_ready(&system, &job_id, script).await;
 
     // The stream is down while the container exits.
     proxy.cut();
@@ -377,13 +420,10 @@ async fn an_exit_while_the_event_stream_is_cut_is_not_lost() {
 }
 
 #[tokio::test]
-async fn a_job_costs_five_engine_requests_once_its_image_is_present() {
-    if !engine_available() {
+async fn a_job_costs_four_engine_requests_once_its_image_is_present() {
+    let Some((proxy, system)) = system_through_proxy(|_| {}).await else {
         return;
-    }
-    test_image();
-    let proxy = EngineProxy::start().await;
-    let system = system_through(&proxy).await;
+    };
     // What the worker asks once (version, ping, list, the event stream) is
     // behind it after a first job.
     let first = unique("first");
@@ -399,11 +439,12 @@ async fn a_job_costs_five_engine_requests_once_its_image_is_present() {
     }
     let requests = proxy.requests()[before..].to_vec();
     assert!(
-        requests.len() <= 5 * jobs,
+        requests.len() <= 4 * jobs,
         "{} requests for {jobs} jobs: {requests:#?}",
         requests.len()
     );
-    // Each of them: create, start, inspect, logs, remove.
+    // Each of them: create, start, logs, remove; the exit code comes with the
+    // `die` event, so no inspect.
     let count = |method: &str, part: &str| {
         requests
             .iter()
@@ -413,12 +454,34 @@ async fn a_job_costs_five_engine_requests_once_its_image_is_present() {
     for (method, part) in [
         ("POST", "/containers/create?"),
         ("POST", "/start"),
-        ("GET", "/json"),
         ("GET", "/logs?"),
         ("DELETE", "/containers/"),
     ] {
         assert_eq!(count(method, part), jobs, "{method} {part}: {requests:#?}");
     }
+}
+
+#[tokio::test]
+async fn a_container_being_removed_does_not_hold_the_workers_capacity() {
+    let Some((proxy, system)) = system_through_proxy(|config| config.max_jobs = 1).await else {
+        return;
+    };
+    proxy.hold_removals();
+    let first = unique("first");
+    let events = system.run(&in_container(&first, "exit 0")).await;
+    assert_eq!(states(&events), ["starting", "running", "succeeded"]);
+    // The only job slot is free once the first job's end is recorded, while its
+    // container's removal is still held back.
+    let second = unique("second");
+    let events = system.run(&in_container(&second, "exit 0")).await;
+    assert_eq!(states(&events), ["starting", "running", "succeeded"]);
+    assert_eq!(
+        containers_of(&first).len(),
+        1,
+        "the first container was removed"
+    );
+    proxy.let_removals_through();
+    wait_until_removed(&[&first, &second]).await;
 }
 
 #[tokio::test]
@@ -530,10 +593,7 @@ async fn shutdown_terminates_the_containers_left_after_the_drain() {
     };
     let job_id = unique("drained");
     let script = "trap 'exit 0' TERM; echo ready; while true; do sleep 0.1; done";
-    system
-        .launch_until_running(&in_container(&job_id, script))
-        .await;
-    wait_for_output(&job_id, "ready").await;
+    launch_until_ready(&system, &job_id, script).await;
     system.shutdown_worker().await;
     let events = system.events_until_terminal(&job_id).await;
     assert_well_formed(&events);

@@ -1,21 +1,24 @@
-//! Pulls from a registry that wants a login (Debian's `docker-registry` with
-//! htpasswd basic auth on loopback): the login from a Docker `config.json`, from
-//! the credential helper it names, or from the worker's own configuration gets
-//! the image; no login, a wrong one or a failing helper ends the job promptly in
-//! `error` with reason `ImagePullFailed`. Skipped loudly when no engine answers
-//! (never in CI).
+//! Pulls from a registry (Debian's `docker-registry` on loopback). One that
+//! wants a login (htpasswd basic auth): the login from a Docker `config.json`,
+//! from the credential helper it names, or from the worker's own configuration
+//! gets the image; no login, a wrong one or a failing helper ends the job
+//! promptly in `error` with reason `ImagePullFailed`. A long pull (through a
+//! slow link) shows its progress in the worker's log and says so in the job's
+//! record. Skipped loudly when no engine answers (never in CI).
 
 mod common;
 
 use common::docker::{
-    REGISTRY_PASSWORD, REGISTRY_USER, Registry, docker_worker, engine_available, in_container,
-    test_image, unique, wait_until_removed,
+    REGISTRY_PASSWORD, REGISTRY_USER, Registry, SlowLink, docker_worker, engine_available,
+    in_container, test_image, unique, wait_until_removed,
 };
-use common::system::{System, states};
+use common::system::{JOB_TIMEOUT, System, states};
 use flare_launcher::config::WorkerConfig;
-use flare_launcher::protocol::Timeouts;
+use flare_launcher::protocol::{LaunchRequest, Timeouts};
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use tokio::io::AsyncBufReadExt;
 
 /// A registry wanting a login, holding the test image under a name of its own.
 async fn registry_with_image() -> Option<(Registry, String)> {
@@ -26,6 +29,18 @@ async fn registry_with_image() -> Option<(Registry, String)> {
     let registry = Registry::start_with_login().await;
     let image = registry.push_test_image(&format!("{}:1", unique("flare-test/private")));
     Some((registry, image))
+}
+
+/// A request for `job_id` that needs `image` and gives its pull far more time
+/// than any here takes (a refusal must not wait for it).
+fn pulling(job_id: &str, image: &str) -> LaunchRequest {
+    let mut request = in_container(job_id, "echo pulled");
+    request.image = Some(image.to_owned());
+    request.timeouts = Some(Timeouts {
+        start_s: Some(600),
+        run_s: None,
+    });
+    request
 }
 
 /// Runs a job needing `image` on a Docker worker that `configure` adjusts;
@@ -46,14 +61,7 @@ async fn run_pulling(
 /// once its container is gone.
 async fn run_job_needing(system: &System, image: &str) -> Vec<flare_launcher::protocol::JobEvent> {
     let job_id = unique("private");
-    let mut request = in_container(&job_id, "echo pulled");
-    request.image = Some(image.to_owned());
-    // Far more than a refused pull takes: a refusal must not wait for it.
-    request.timeouts = Some(Timeouts {
-        start_s: Some(600),
-        run_s: None,
-    });
-    let events = system.run(&request).await;
+    let events = system.run(&pulling(&job_id, image)).await;
     wait_until_removed(&[&job_id]).await;
     events
 }
@@ -216,4 +224,80 @@ async fn a_failing_credential_helper_ends_the_job_with_what_it_said() {
             && message.contains("the keychain is locked"),
         "{last:?}"
     );
+}
+
+/// Collects a worker process's log lines as they come.
+fn collect_lines(stderr: tokio::process::ChildStderr) -> Arc<Mutex<Vec<String>>> {
+    let lines = Arc::new(Mutex::new(Vec::new()));
+    let collected = lines.clone();
+    tokio::spawn(async move {
+        let mut reader = tokio::io::BufReader::new(stderr).lines();
+        while let Ok(Some(line)) = reader.next_line().await {
+            collected.lock().unwrap().push(line);
+        }
+    });
+    lines
+}
+
+/// Waits until `holds` is true of something, failing the test after
+/// [`JOB_TIMEOUT`] with `what`.
+async fn wait_until<F: std::future::Future<Output = bool>>(
+    what: &str,
+    mut holds: impl FnMut() -> F,
+) {
+    let deadline = tokio::time::Instant::now() + JOB_TIMEOUT;
+    while !holds().await {
+        assert!(tokio::time::Instant::now() < deadline, "never: {what}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_pull_shows_its_progress_in_the_log_and_the_record() {
+    if !engine_available() {
+        return;
+    }
+    test_image();
+    let registry = Registry::start().await;
+    // Far more than passes before the link is opened up.
+    let pushed =
+        registry.push_image_with_own_layer(&format!("{}:1", unique("flare-test/slow")), 1 << 20);
+    let link = SlowLink::start(&registry.address()).await;
+    let image = pushed.replacen(&registry.address(), &link.address(), 1);
+    let system = System::without_worker(|_| {}).await;
+    let mut worker = system
+        .worker_process(
+            &unique("w"),
+            &system.path("data"),
+            &[("FLARE_BACKEND", "docker"), ("RUST_LOG", "info")],
+        )
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("the worker starts");
+    let log = collect_lines(worker.stderr.take().unwrap());
+
+    let job_id = unique("slow-pull");
+    let request = pulling(&job_id, &image);
+    system.client.launch(&request).await.unwrap();
+    // While the image comes, the job's record says so ...
+    let pulling = format!("pulling image {image}");
+    wait_until("the record says the image is being pulled", || async {
+        let record = system.client.status(&job_id).await;
+        record.is_ok_and(|record| record.message.as_deref() == Some(pulling.as_str()))
+    })
+    .await;
+    // ... and the worker's log shows how far the pull got.
+    wait_until("a progress line in the worker's log", || async {
+        log.lock().unwrap().iter().any(|line| {
+            line.contains("still pulling image")
+                && line.contains(&image)
+                && line.contains("MB downloaded")
+        })
+    })
+    .await;
+    link.open_up();
+
+    let events = system.events_until_terminal(&job_id).await;
+    wait_until_removed(&[&job_id]).await;
+    assert_ran_and_remove(&image, &events);
 }

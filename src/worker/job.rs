@@ -154,8 +154,8 @@ pub struct Job {
     /// The backend holding the workload, once there is one.
     backend: Option<Arc<dyn Backend>>,
     /// Its share of the worker's capacity (none for a job found again at start-up
-    /// beyond `--max-jobs`).
-    _permit: Option<OwnedSemaphorePermit>,
+    /// beyond `--max-jobs`), until its end is recorded.
+    permit: Option<OwnedSemaphorePermit>,
     /// The GPUs it holds under the `gpu` policy, until its workload has ended.
     gpus: Option<GpuLease>,
 }
@@ -178,7 +178,7 @@ impl Job {
             start_deadline: Instant::now() + Duration::from_secs(DEFAULT_START_TIMEOUT_S),
             run_s: None,
             backend: None,
-            _permit: permit,
+            permit,
             gpus: None,
         }
     }
@@ -281,14 +281,17 @@ impl Job {
         }
     }
 
-    /// Logs the end and lets the backend go of the workload.
-    async fn finish(self) {
+    /// Logs the end, frees the job's share of the worker's capacity and lets
+    /// the backend go of the workload: the next job need not wait while a
+    /// container or pod that ended is removed.
+    async fn finish(mut self) {
         tracing::info!(
             job_id = %self.record.job_id,
             state = %self.record.state,
             return_code = ?self.record.return_code,
             "job ended"
         );
+        drop(self.permit.take());
         if let Some(backend) = &self.backend
             && self.record.state.is_terminal()
         {

@@ -234,24 +234,27 @@ pub async fn wait_until_removed(job_ids: &[&str]) {
 }
 
 /// A TCP proxy in front of the engine's socket, whose connections a test can
-/// cut (the engine itself cannot be restarted under a test), and which notes
-/// every request it forwards: a worker given [`EngineProxy::host`] reaches its
-/// engine only through it.
+/// cut (the engine itself cannot be restarted under a test), which notes every
+/// request it forwards, and which can hold removals back: a worker given
+/// [`EngineProxy::host`] reaches its engine only through it.
 pub struct EngineProxy {
     port: u16,
     open: std::sync::Arc<std::sync::atomic::AtomicBool>,
     connections: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
     requests: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    removals_held: std::sync::Arc<std::sync::atomic::AtomicBool>,
     accept: tokio::task::JoinHandle<()>,
 }
 
 /// Copies a client's bytes to the engine, noting the request line (`METHOD
-/// PATH`) of each request in `requests`. Bodies (JSON) hold no line ends, so a
-/// request line is the end of a line ending in ` HTTP/1.1`.
+/// PATH`) of each request in `requests`, and holding a `DELETE` back while
+/// `removals_held` is set. Bodies (JSON) hold no line ends, so a request line
+/// is the end of a line ending in ` HTTP/1.1`.
 async fn forward_requests(
     mut from: tokio::net::tcp::OwnedReadHalf,
     mut to: tokio::net::unix::OwnedWriteHalf,
     requests: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    removals_held: std::sync::Arc<std::sync::atomic::AtomicBool>,
 ) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut line = Vec::new();
@@ -261,6 +264,7 @@ async fn forward_requests(
             Ok(0) | Err(_) => return,
             Ok(n) => n,
         };
+        let mut removal = false;
         for &byte in &buffer[..n] {
             line.push(byte);
             if line.ends_with(b"\r\n") {
@@ -271,11 +275,15 @@ async fn forward_requests(
                         .filter_map(|method| head.rfind(method))
                         .max();
                     if let Some(start) = start {
+                        removal |= head[start..].starts_with("DELETE /");
                         requests.lock().unwrap().push(head[start..].to_owned());
                     }
                 }
                 line.clear();
             }
+        }
+        while removal && removals_held.load(std::sync::atomic::Ordering::SeqCst) {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
         if to.write_all(&buffer[..n]).await.is_err() {
             return;
@@ -295,10 +303,12 @@ impl EngineProxy {
         let open = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
         let connections = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let requests = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let removals_held = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let accept = tokio::spawn({
             let open = open.clone();
             let connections = connections.clone();
             let requests = requests.clone();
+            let removals_held = removals_held.clone();
             async move {
                 while let Ok((client, _)) = listener.accept().await {
                     if !open.load(std::sync::atomic::Ordering::SeqCst) {
@@ -306,6 +316,7 @@ impl EngineProxy {
                     }
                     let socket = socket.clone();
                     let requests = requests.clone();
+                    let removals_held = removals_held.clone();
                     let forward = tokio::spawn(async move {
                         let Ok(engine) = tokio::net::UnixStream::connect(&socket).await else {
                             return;
@@ -313,7 +324,7 @@ impl EngineProxy {
                         let (client_in, mut client_out) = client.into_split();
                         let (mut engine_in, engine_out) = engine.into_split();
                         tokio::select! {
-                            () = forward_requests(client_in, engine_out, requests) => {}
+                            () = forward_requests(client_in, engine_out, requests, removals_held) => {}
                             _ = tokio::io::copy(&mut engine_in, &mut client_out) => {}
                         }
                     });
@@ -326,8 +337,22 @@ impl EngineProxy {
             open,
             connections,
             requests,
+            removals_held,
             accept,
         }
+    }
+
+    /// Holds every container removal back (`DELETE`) until
+    /// [`EngineProxy::let_removals_through`].
+    pub fn hold_removals(&self) {
+        self.removals_held
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Passes removals on again, those held too.
+    pub fn let_removals_through(&self) {
+        self.removals_held
+            .store(false, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// The requests forwarded so far (`METHOD PATH`), in order.
@@ -373,6 +398,93 @@ pub async fn hanging_registry() -> (u16, tokio::task::JoinHandle<()>) {
         }
     });
     (port, held)
+}
+
+/// A TCP proxy in front of a registry that passes the registry's answers on
+/// slowly ([`SlowLink::BYTES_PER_TICK`] every [`SlowLink::TICK`]) until
+/// [`SlowLink::open_up`], so that a pull through it lasts as long as a test needs.
+pub struct SlowLink {
+    port: u16,
+    open: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    accept: tokio::task::JoinHandle<()>,
+}
+
+impl SlowLink {
+    /// What passes each tick while the link is slow.
+    pub const BYTES_PER_TICK: usize = 2048;
+    /// How often it passes.
+    pub const TICK: std::time::Duration = std::time::Duration::from_millis(100);
+
+    /// Listens on a free loopback port, forwarding to `registry` (`HOST:PORT`).
+    pub async fn start(registry: &str) -> SlowLink {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let open = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let registry = registry.to_owned();
+        let accept = tokio::spawn({
+            let open = open.clone();
+            async move {
+                let mut connections = tokio::task::JoinSet::new();
+                while let Ok((client, _)) = listener.accept().await {
+                    let Ok(upstream) = tokio::net::TcpStream::connect(&registry).await else {
+                        continue;
+                    };
+                    connections.spawn(Self::forward(client, upstream, open.clone()));
+                }
+            }
+        });
+        SlowLink { port, open, accept }
+    }
+
+    /// Passes requests on at once and answers slowly while the link is slow.
+    async fn forward(
+        client: tokio::net::TcpStream,
+        upstream: tokio::net::TcpStream,
+        open: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    ) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (mut client_in, mut client_out) = client.into_split();
+        let (mut upstream_in, mut upstream_out) = upstream.into_split();
+        let answers = async {
+            let mut buffer = vec![0u8; 64 * 1024];
+            loop {
+                let slow = !open.load(std::sync::atomic::Ordering::SeqCst);
+                let most = if slow {
+                    Self::BYTES_PER_TICK
+                } else {
+                    buffer.len()
+                };
+                let n = match upstream_in.read(&mut buffer[..most]).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => n,
+                };
+                if client_out.write_all(&buffer[..n]).await.is_err() {
+                    return;
+                }
+                if slow {
+                    tokio::time::sleep(Self::TICK).await;
+                }
+            }
+        };
+        let requests = tokio::io::copy(&mut client_in, &mut upstream_out);
+        let _ = tokio::join!(requests, answers);
+    }
+
+    /// `HOST:PORT` of the link: an image named with it is pulled through it.
+    pub fn address(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// From now on, answers pass at full speed.
+    pub fn open_up(&self) {
+        self.open.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl Drop for SlowLink {
+    fn drop(&mut self) {
+        self.accept.abort();
+    }
 }
 
 /// The user of a registry started with [`Registry::start_with_login`].
@@ -471,8 +583,33 @@ impl Registry {
     /// without that name (so a job wanting it must pull it).
     pub fn push_test_image(&self, repository: &str) -> String {
         let image = self.image(repository);
+        self.push(vec!["tag", TEST_IMAGE, image.as_str()], &image);
+        image
+    }
+
+    /// Pushes the test image plus a layer of `bytes` random bytes, which no
+    /// other image has, as `repository:tag` here, and leaves the engine without
+    /// it (so a job wanting it must download that layer).
+    pub fn push_image_with_own_layer(&self, repository: &str, bytes: usize) -> String {
+        let image = self.image(repository);
+        let context = tempfile::tempdir().expect("a build context");
+        let blob: Vec<u8> = (0..bytes).map(|_| rand::random::<u8>()).collect();
+        std::fs::write(context.path().join("blob"), blob).expect("the layer's file");
+        std::fs::write(
+            context.path().join("Dockerfile"),
+            format!("FROM {TEST_IMAGE}\nCOPY blob /blob\n"),
+        )
+        .expect("Dockerfile written");
+        let context = context.path().display().to_string();
+        self.push(vec!["build", "-q", "-t", image.as_str(), &context], &image);
+        image
+    }
+
+    /// Makes `image` with the `docker` command `make`, pushes it here (logged
+    /// in when this registry wants a login) and removes it from the engine.
+    fn push(&self, make: Vec<&str>, image: &str) {
         let address = self.address();
-        let mut steps = vec![vec!["tag", TEST_IMAGE, image.as_str()]];
+        let mut steps = vec![make];
         if self.login {
             steps.push(vec![
                 "login",
@@ -483,8 +620,8 @@ impl Registry {
                 address.as_str(),
             ]);
         }
-        steps.push(vec!["push", "-q", image.as_str()]);
-        steps.push(vec!["rmi", image.as_str()]);
+        steps.push(vec!["push", "-q", image]);
+        steps.push(vec!["rmi", image]);
         for args in steps {
             let out = Command::new("docker")
                 .arg("--config")
@@ -494,7 +631,6 @@ impl Registry {
                 .expect("docker runs");
             assert!(out.status.success(), "docker {args:?}: {out:?}");
         }
-        image
     }
 }
 

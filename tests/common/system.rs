@@ -221,15 +221,28 @@ impl System {
         data_dir: &std::path::Path,
         env: &[(&str, &str)],
     ) -> tokio::process::Child {
-        tokio::process::Command::new(env!("CARGO_BIN_EXE_flare-launcher"))
+        self.worker_process(worker_id, data_dir, env)
+            .spawn()
+            .expect("the worker starts")
+    }
+
+    /// The command [`System::spawn_worker_process`] runs, for a test to adjust
+    /// (e.g. to read the worker's log).
+    pub fn worker_process(
+        &self,
+        worker_id: &str,
+        data_dir: &std::path::Path,
+        env: &[(&str, &str)],
+    ) -> tokio::process::Command {
+        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_flare-launcher"));
+        command
             .envs(env.iter().copied())
             .arg("--nats-url")
             .arg(self.nats.url())
             .args(["worker", "--worker-id", worker_id, "--data-dir"])
             .arg(data_dir)
-            .kill_on_drop(true)
-            .spawn()
-            .expect("the worker starts")
+            .kill_on_drop(true);
+        command
     }
 
     /// Shuts the worker down (drain, then terminate what is left).

@@ -10,6 +10,7 @@
 
 mod credential_helper;
 pub mod credentials;
+mod ending;
 mod image;
 mod mounts;
 mod spec;

@@ -1,26 +1,23 @@
 //! Watching every container of a worker through one Docker event stream: the
-//! stream (filtered by the managed-by label) hands each `die` to the job that
-//! follows the container without ever waiting on it; a short task then reads the
-//! end with one inspect (exit code, `OOMKilled`), copies the container's output
-//! into the job's log file and reports the exit. A dropped stream reconnects with
+//! stream (filtered by the managed-by label) notes each `oom` and hands each
+//! `die` to the job that follows the container without ever waiting on it; a
+//! short task then reads the end (see [`super::ending`]: from the events, an
+//! inspect only when they cannot tell), copies the container's output into the
+//! job's log file and reports the exit. A dropped stream reconnects with
 //! backoff, replaying the events it missed (`since`), and a re-list after each
 //! connection repairs whatever the replay lacks. A running container costs no
 //! request while it runs.
 
+use super::ending::{self, Ending, Seen};
 use super::spec;
 use crate::backend::Observation;
-use crate::backend::job_output::JobLog;
-use crate::protocol::bounded::bounded;
-use crate::protocol::reason;
-use crate::state::Exit;
 use backon::BackoffBuilder;
 use bollard::Docker;
-use bollard::container::LogOutput;
-use bollard::models::ContainerSummary;
-use bollard::query_parameters::{EventsOptions, ListContainersOptions, LogsOptions};
+use bollard::models::{ContainerSummary, EventMessage};
+use bollard::query_parameters::{EventsOptions, ListContainersOptions};
 use futures::StreamExt;
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -41,6 +38,8 @@ struct Followed {
     stopped: Arc<AtomicBool>,
     /// Whether its end is being read (a `die` and a re-list may both see it).
     ending: bool,
+    /// Whether the engine reported it out of memory (an `oom` event).
+    oom: bool,
 }
 
 /// What a new follower gets: its observations, and the flag its control sets.
@@ -87,6 +86,7 @@ impl Watch {
                 observe,
                 stopped: stopped.clone(),
                 ending: false,
+                oom: false,
             },
         );
         Following {
@@ -115,8 +115,15 @@ impl Watch {
     }
 
     /// The container of `job_id` ended (or may have): unless its end is being
-    /// read already, reads it and reports it, in a task of its own.
+    /// read already, reads it (with an inspect) and reports it, in a task of its own.
     pub fn ended(self: &Arc<Self>, job_id: &str) {
+        self.end(job_id, Ending::Unread);
+    }
+
+    /// The container of `job_id` ended as `ending` says: unless its end is
+    /// being read already, reads what is missing and reports it, in a task of
+    /// its own.
+    fn end(self: &Arc<Self>, job_id: &str, ending: Ending) {
         {
             let mut followed = self.followed();
             match followed.get_mut(job_id) {
@@ -126,45 +133,52 @@ impl Watch {
         }
         let watch = self.clone();
         let job_id = job_id.to_owned();
-        tokio::spawn(async move { watch.report_end(&job_id).await });
+        tokio::spawn(async move { watch.report_end(&job_id, ending).await });
     }
 
-    async fn report_end(&self, job_id: &str) {
-        let Some((name, log, stopped)) = self.followed().get(job_id).map(|f| {
-            (
-                f.name.clone(),
-                f.log.clone(),
-                f.stopped.load(Ordering::SeqCst),
-            )
+    async fn report_end(&self, job_id: &str, ending: Ending) {
+        let Some((name, log, seen)) = self.followed().get(job_id).map(|f| {
+            let seen = Seen {
+                ending,
+                oom: f.oom,
+                stopped: f.stopped.load(Ordering::SeqCst),
+            };
+            (f.name.clone(), f.log.clone(), seen)
         }) else {
             return;
         };
-        let observation = match self.docker.inspect_container(&name, None).await {
-            Ok(inspected) => {
-                let state = inspected.state.unwrap_or_default();
-                if state.running == Some(true) {
-                    // Seen by a re-list an instant before it started again: not over.
-                    if let Some(entry) = self.followed().get_mut(job_id) {
-                        entry.ending = false;
-                    }
-                    return;
-                }
-                copy_logs(&self.docker, &name, &log).await;
-                let code = state.exit_code.unwrap_or(-1);
-                Observation::Exited {
-                    exit: Exit::Code(i32::try_from(code).unwrap_or(-1)),
-                    stopped,
-                    reason: (state.oom_killed == Some(true)).then_some(reason::OOM_KILLED),
+        match ending::read(&self.docker, &name, &log, seen).await {
+            Some(observation) => self.tell(job_id, observation),
+            // Seen by a re-list an instant before it started again: not over.
+            None => {
+                if let Some(entry) = self.followed().get_mut(job_id) {
+                    entry.ending = false;
                 }
             }
-            Err(e) => Observation::Vanished {
-                reason: reason::WORKLOAD_VANISHED,
-                message: bounded(&format!(
-                    "its container {name} cannot be inspected any more: {e}"
-                )),
-            },
+        }
+    }
+
+    /// Takes one event of the stream: an `oom` is noted for the container's
+    /// end, a `die` ends it.
+    fn take(self: &Arc<Self>, event: EventMessage) {
+        let Some(mut attributes) = event.actor.and_then(|actor| actor.attributes) else {
+            return;
         };
-        self.tell(job_id, observation);
+        let Some(job_id) = attributes.remove(spec::JOB_ID) else {
+            return;
+        };
+        match event.action.as_deref() {
+            Some("oom") => {
+                if let Some(entry) = self.followed().get_mut(&job_id) {
+                    entry.oom = true;
+                }
+            }
+            Some("die") => {
+                let ending = Ending::of_die(attributes.get("exitCode").map(String::as_str));
+                self.end(&job_id, ending);
+            }
+            _ => {}
+        }
     }
 
     /// Re-lists this worker's containers and reads the end of every followed one
@@ -207,15 +221,16 @@ impl Watch {
     }
 
     /// The label filters of this worker's containers; for the event stream, the
-    /// `die` events of every managed container (one this worker adopted may carry
-    /// another worker's label; the jobs it does not follow are passed over).
+    /// `oom` and `die` events of every managed container (one this worker
+    /// adopted may carry another worker's label; the jobs it does not follow are
+    /// passed over).
     fn filters(&self, events: bool) -> HashMap<String, Vec<String>> {
         let managed = format!("{}={}", spec::MANAGED_BY, spec::MANAGED_BY_VALUE);
         if events {
             return HashMap::from([
                 ("label".to_owned(), vec![managed]),
                 ("type".to_owned(), vec!["container".to_owned()]),
-                ("event".to_owned(), vec!["die".to_owned()]),
+                ("event".to_owned(), vec!["oom".to_owned(), "die".to_owned()]),
             ]);
         }
         HashMap::from([(
@@ -245,13 +260,7 @@ impl Watch {
                             since =
                                 format!("{}.{:09}", nanos / 1_000_000_000, nanos % 1_000_000_000);
                         }
-                        let job_id = event
-                            .actor
-                            .and_then(|actor| actor.attributes)
-                            .and_then(|mut attributes| attributes.remove(spec::JOB_ID));
-                        if let Some(job_id) = job_id {
-                            self.ended(&job_id);
-                        }
+                        self.take(event);
                     }
                     Err(e) => {
                         tracing::warn!(error = %e, "the Docker event stream failed");
@@ -282,35 +291,4 @@ fn unix_now() -> String {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default();
     format!("{}.{:09}", now.as_secs(), now.subsec_nanos())
-}
-
-/// Appends the container's output (stdout and stderr, as they came) to `log`.
-async fn copy_logs(docker: &Docker, name: &str, log: &Path) {
-    let Some(mut file) = JobLog::open(log).await else {
-        return;
-    };
-    let mut output = docker.logs(
-        name,
-        Some(LogsOptions {
-            stdout: true,
-            stderr: true,
-            tail: "all".into(),
-            ..LogsOptions::default()
-        }),
-    );
-    while let Some(chunk) = output.next().await {
-        let bytes = match chunk {
-            Ok(LogOutput::StdOut { message } | LogOutput::StdErr { message })
-            | Ok(LogOutput::Console { message }) => message,
-            Ok(LogOutput::StdIn { .. }) => continue,
-            Err(e) => {
-                tracing::warn!(container = name, error = %e, "cannot read the container's output");
-                break;
-            }
-        };
-        if !file.write(&bytes).await {
-            return;
-        }
-    }
-    file.finish().await;
 }

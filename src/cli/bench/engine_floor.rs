@@ -1,7 +1,8 @@
 //! The Docker engine's own floor, measured in the same run as a Docker bench:
 //! raw Engine API create + start + wait + remove of the bench's image and argv,
-//! without NATS or a worker, one at a time and at the bench's concurrency. What
-//! a worker adds is the difference.
+//! without NATS or a worker, one at a time and at the bench's concurrency,
+//! right before and right after the worker's jobs (so that a change of the
+//! machine's load during the run shows). What a worker adds is the difference.
 
 use crate::cli::CliError;
 use bollard::Docker;
@@ -13,8 +14,29 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
 
+/// When a floor is measured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Measured {
+    /// Right before the worker's measured jobs.
+    BeforeJobs,
+    /// Right after them.
+    AfterJobs,
+}
+
+impl Measured {
+    /// `before` or `after`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Measured::BeforeJobs => "before",
+            Measured::AfterJobs => "after",
+        }
+    }
+}
+
 /// What one round of raw containers measured.
 pub struct Floor {
+    /// When, beside the worker's jobs.
+    pub measured: Measured,
     /// Concurrency of the round.
     pub concurrency: u32,
     /// Create + start, microseconds.
@@ -32,6 +54,7 @@ pub async fn measure(
     command: &[String],
     containers: usize,
     concurrency: u32,
+    measured: Measured,
 ) -> Result<Vec<Floor>, CliError> {
     let docker = connect().await?;
     let body = ContainerCreateBody {
@@ -42,7 +65,7 @@ pub async fn measure(
     };
     let mut floors = Vec::new();
     for level in [1, concurrency] {
-        floors.push(round(&docker, &body, containers, level).await?);
+        floors.push(round(&docker, &body, containers, level, measured).await?);
         if concurrency == 1 {
             break;
         }
@@ -69,6 +92,7 @@ async fn round(
     body: &ContainerCreateBody,
     containers: usize,
     concurrency: u32,
+    measured: Measured,
 ) -> Result<Floor, CliError> {
     let histogram = Histogram::new_with_bounds(1, 3_600_000_000, 3)
         .map_err(|e| CliError::Other(format!("cannot create a histogram: {e}")))?;
@@ -98,6 +122,7 @@ async fn round(
         .into_inner()
         .unwrap_or_else(PoisonError::into_inner);
     Ok(Floor {
+        measured,
         concurrency,
         create_start,
         per_second: containers as f64 / wall,

@@ -27,6 +27,7 @@ use crate::client::Client;
 use crate::config::Settings;
 use crate::protocol::{BackendKind, LaunchRequest};
 use crate::state::JobState;
+use engine_floor::{Floor, Measured};
 use futures::StreamExt;
 use hdrhistogram::Histogram;
 use std::collections::HashMap;
@@ -371,6 +372,27 @@ fn latency_text(h: &Histogram<u64>) -> String {
     )
 }
 
+/// The engine's floor for a Docker bench, measured `measured` (none for the
+/// other backends, or with `--floor-containers 0`).
+///
+/// # Errors
+/// A [`CliError`] when the engine cannot be reached or refuses a container.
+async fn engine_floor(args: &BenchArgs, measured: Measured) -> Result<Vec<Floor>, CliError> {
+    match (&args.image, args.backend) {
+        (Some(image), Some(BackendKind::Docker)) if args.floor_containers > 0 => {
+            engine_floor::measure(
+                image,
+                &args.command,
+                args.floor_containers,
+                args.concurrency,
+                measured,
+            )
+            .await
+        }
+        _ => Ok(Vec::new()),
+    }
+}
+
 /// Runs the bench; exits 0 when every measured job succeeded, 1 otherwise.
 pub async fn run(settings: &Settings, args: BenchArgs) -> Result<i32, CliError> {
     let client = client(settings).await?;
@@ -468,6 +490,7 @@ pub async fn run(settings: &Settings, args: BenchArgs) -> Result<i32, CliError> 
                 )));
             }
         }
+        let floors_before = engine_floor(&args, Measured::BeforeJobs).await?;
         let (sampler, maxima) = sample_rss(&workers);
         let cpu_before: Vec<Option<Duration>> = workers.iter().map(|&pid| proc_cpu_time(pid)).collect();
         if let Some(kube_sim) = &kube_sim {
@@ -480,7 +503,7 @@ pub async fn run(settings: &Settings, args: BenchArgs) -> Result<i32, CliError> 
         let measured = run_phase(&client, &shared, ids, &template, args.concurrency, args.exit_stamps.as_deref()).await;
         sampler.abort();
         let maxima = maxima.lock().unwrap_or_else(PoisonError::into_inner).clone();
-        Ok((measured?, maxima, cpu_before))
+        Ok((measured?, maxima, cpu_before, floors_before))
     }
     .await;
     reader.abort();
@@ -488,19 +511,8 @@ pub async fn run(settings: &Settings, args: BenchArgs) -> Result<i32, CliError> 
     if let Some(exit_watch) = exit_watch {
         exit_watch.abort();
     }
-    let ((stats, wall), maxima, cpu_before) = outcome?;
-    let floors = match (&args.image, args.backend) {
-        (Some(image), Some(BackendKind::Docker)) if args.floor_containers > 0 => {
-            engine_floor::measure(
-                image,
-                &args.command,
-                args.floor_containers,
-                args.concurrency,
-            )
-            .await?
-        }
-        _ => Vec::new(),
-    };
+    let ((stats, wall), maxima, cpu_before, mut floors) = outcome?;
+    floors.extend(engine_floor(&args, Measured::AfterJobs).await?);
 
     let usage: Vec<WorkerUsage> = workers
         .iter()
@@ -582,8 +594,9 @@ pub async fn run(settings: &Settings, args: BenchArgs) -> Result<i32, CliError> 
     }
     for floor in &floors {
         text.push_str(&format!(
-            "engine floor at concurrency {}: create + start {}; {:.1} containers/s (create, start, wait, remove)\n",
+            "engine floor at concurrency {}, {} the jobs: create + start {}; {:.1} containers/s (create, start, wait, remove)\n",
             floor.concurrency,
+            floor.measured.as_str(),
             latency_text(&floor.create_start),
             floor.per_second,
         ));
@@ -623,6 +636,7 @@ pub async fn run(settings: &Settings, args: BenchArgs) -> Result<i32, CliError> 
             "backend": args.backend,
             "image": args.image,
             "engine_floor": floors.iter().map(|floor| serde_json::json!({
+                "measured": floor.measured.as_str(),
                 "concurrency": floor.concurrency,
                 "create_start": latency_json(&floor.create_start),
                 "containers_per_s": round3(floor.per_second),

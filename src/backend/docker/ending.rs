@@ -1,0 +1,195 @@
+//! Reading how a container ended, with as few Engine API requests as the
+//! events allow: the `die` event carries the exit code, and an `oom` event of
+//! the same container comes before it (the engine handles a container's events
+//! in order), so a container whose `die` was seen costs no inspect. One inspect
+//! reads the end when the events cannot tell: an end seen only by a re-list or
+//! on a container found again, a `die` without an exit code, or a SIGKILL exit
+//! (137) that neither the worker asked for nor an `oom` event explained, in case
+//! the engine reported the out-of-memory kill late. Then the container's output
+//! is copied into the job's log file, so the log is complete when the end is
+//! reported.
+
+use crate::backend::Observation;
+use crate::backend::job_output::JobLog;
+use crate::protocol::bounded::bounded;
+use crate::protocol::reason;
+use crate::state::Exit;
+use bollard::Docker;
+use bollard::container::LogOutput;
+use bollard::query_parameters::LogsOptions;
+use futures::StreamExt;
+use std::path::Path;
+
+/// The exit code of a container whose process was killed by SIGKILL, as the
+/// kernel's out-of-memory killer does.
+const KILLED: i64 = 128 + 9;
+
+/// What the worker knows of a container's end before it reads anything.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ending {
+    /// Its `die` event said it exited with this code.
+    Died(i64),
+    /// Only that it may have ended (a re-list, a container found again, a `die`
+    /// without an exit code).
+    Unread,
+}
+
+impl Ending {
+    /// The ending a `die` event's `exitCode` attribute tells.
+    pub fn of_die(exit_code: Option<&str>) -> Ending {
+        exit_code
+            .and_then(|code| code.parse().ok())
+            .map_or(Ending::Unread, Ending::Died)
+    }
+}
+
+/// What is known of the container when its end is read.
+#[derive(Debug, Clone, Copy)]
+pub struct Seen {
+    /// The ending the events gave.
+    pub ending: Ending,
+    /// Whether an `oom` event of the container came.
+    pub oom: bool,
+    /// Whether the worker asked it to stop.
+    pub stopped: bool,
+}
+
+/// A container's end, as read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct End {
+    code: i64,
+    oom_killed: bool,
+}
+
+/// Why a container's end cannot be read (yet).
+enum Unreadable {
+    /// It runs (a re-list saw it an instant before it started again).
+    Running,
+    /// It is gone, or the engine cannot say: the observation that ends the job.
+    Vanished(Observation),
+}
+
+impl Seen {
+    /// The end the events alone tell, when they tell enough.
+    fn end(self) -> Option<End> {
+        let Ending::Died(code) = self.ending else {
+            return None;
+        };
+        let unexplained_kill = code == KILLED && !self.oom && !self.stopped;
+        (!unexplained_kill).then_some(End {
+            code,
+            oom_killed: self.oom,
+        })
+    }
+}
+
+/// Reads the end of the container `name` (one inspect only when the events do
+/// not tell it), copies its output to `log`, and returns the observation to
+/// report; `None` when the container runs after all.
+pub async fn read(docker: &Docker, name: &str, log: &Path, seen: Seen) -> Option<Observation> {
+    let end = match seen.end() {
+        Some(end) => end,
+        None => match inspect(docker, name).await {
+            Ok(end) => End {
+                oom_killed: end.oom_killed || seen.oom,
+                ..end
+            },
+            Err(Unreadable::Running) => return None,
+            Err(Unreadable::Vanished(observation)) => return Some(observation),
+        },
+    };
+    copy_logs(docker, name, log).await;
+    Some(Observation::Exited {
+        exit: Exit::Code(i32::try_from(end.code).unwrap_or(-1)),
+        stopped: seen.stopped,
+        reason: end.oom_killed.then_some(reason::OOM_KILLED),
+    })
+}
+
+/// The end as the engine keeps it (`State.ExitCode`, `State.OOMKilled`).
+async fn inspect(docker: &Docker, name: &str) -> Result<End, Unreadable> {
+    match docker.inspect_container(name, None).await {
+        Ok(inspected) => {
+            let state = inspected.state.unwrap_or_default();
+            if state.running == Some(true) {
+                return Err(Unreadable::Running);
+            }
+            Ok(End {
+                code: state.exit_code.unwrap_or(-1),
+                oom_killed: state.oom_killed == Some(true),
+            })
+        }
+        Err(e) => Err(Unreadable::Vanished(Observation::Vanished {
+            reason: reason::WORKLOAD_VANISHED,
+            message: bounded(&format!(
+                "its container {name} cannot be inspected any more: {e}"
+            )),
+        })),
+    }
+}
+
+/// Appends the container's output (stdout and stderr, as they came) to `log`.
+async fn copy_logs(docker: &Docker, name: &str, log: &Path) {
+    let Some(mut file) = JobLog::open(log).await else {
+        return;
+    };
+    let mut output = docker.logs(
+        name,
+        Some(LogsOptions {
+            stdout: true,
+            stderr: true,
+            tail: "all".into(),
+            ..LogsOptions::default()
+        }),
+    );
+    while let Some(chunk) = output.next().await {
+        let bytes = match chunk {
+            Ok(LogOutput::StdOut { message } | LogOutput::StdErr { message })
+            | Ok(LogOutput::Console { message }) => message,
+            Ok(LogOutput::StdIn { .. }) => continue,
+            Err(e) => {
+                tracing::warn!(container = name, error = %e, "cannot read the container's output");
+                break;
+            }
+        };
+        if !file.write(&bytes).await {
+            return;
+        }
+    }
+    file.finish().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn seen(ending: Ending, oom: bool, stopped: bool) -> Seen {
+        Seen {
+            ending,
+            oom,
+            stopped,
+        }
+    }
+
+    #[test]
+    fn a_die_event_tells_the_end_without_an_inspect() {
+        let end = |code, oom_killed| Some(End { code, oom_killed });
+        assert_eq!(seen(Ending::Died(3), false, false).end(), end(3, false));
+        assert_eq!(seen(Ending::Died(137), true, false).end(), end(137, true));
+        // Killed because the worker stopped it: nothing to explain.
+        assert_eq!(seen(Ending::Died(137), false, true).end(), end(137, false));
+    }
+
+    #[test]
+    fn an_unexplained_kill_or_an_unread_end_needs_an_inspect() {
+        assert_eq!(seen(Ending::Died(137), false, false).end(), None);
+        assert_eq!(seen(Ending::Unread, true, true).end(), None);
+    }
+
+    #[test]
+    fn a_die_without_a_readable_code_is_unread() {
+        assert_eq!(Ending::of_die(Some("101")), Ending::Died(101));
+        assert_eq!(Ending::of_die(Some("x")), Ending::Unread);
+        assert_eq!(Ending::of_die(None), Ending::Unread);
+    }
+}
