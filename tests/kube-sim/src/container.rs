@@ -1,8 +1,9 @@
 //! One container of a pod on the kubelet: the image "pull" (instant, or failing
 //! with `ErrImagePull`/`ImagePullBackOff` for unpullable images), the command run
 //! as a real local process with the pod's environment and working directory, its
-//! exit, restarts with back-off as the restart policy says, and stopping it with
-//! SIGTERM, then SIGKILL after the grace period.
+//! exit (`OOMKilled` when [`crate::oom`] killed it), restarts with back-off as
+//! the restart policy says, and stopping it with SIGTERM, then SIGKILL after the
+//! grace period.
 
 use std::process::Stdio;
 use std::sync::Arc;
@@ -16,6 +17,7 @@ use tokio::sync::watch;
 use crate::cluster::Cluster;
 use crate::env;
 use crate::events::{self, EventType, Source};
+use crate::oom::ContainerName;
 use crate::podstatus;
 use crate::store::Key;
 
@@ -271,6 +273,16 @@ async fn run_once(ctx: &mut Context, name: &str, process: &env::Process) -> i64 
         cs["state"] = json!({"running": {"startedAt": started}});
     });
     let pid = child.id().map(|p| Pid::from_raw(p as i32));
+    let oom_name = ContainerName {
+        namespace: ctx.key.namespace.clone(),
+        pod: ctx.key.name.clone(),
+        container: name.to_owned(),
+    };
+    if let Some(pid) = pid {
+        ctx.cluster
+            .oom
+            .started(oom_name.clone(), &container_id, pid);
+    }
     let forced = Stop {
         reason: StopReason::Forced,
         grace: Duration::ZERO,
@@ -323,7 +335,12 @@ async fn run_once(ctx: &mut Context, name: &str, process: &env::Process) -> i64 
         }
         Err(_) => 1,
     };
-    let reason = if code == 0 { "Completed" } else { "Error" };
+    let oom_killed = ctx.cluster.oom.ended(&oom_name, &container_id);
+    let reason = match code {
+        _ if oom_killed => "OOMKilled",
+        0 => "Completed",
+        _ => "Error",
+    };
     ctx.set(name, |cs| {
         cs["state"] = json!({"terminated": {
             "exitCode": code, "reason": reason, "startedAt": started,

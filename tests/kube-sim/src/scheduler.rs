@@ -57,8 +57,12 @@ fn demand(pod: &Value) -> Demand {
     d
 }
 
-/// Why `want` does not fit on `node` with `used` taken, if it does not.
-fn misfits(node: &NodeConfig, used: Demand, want: Demand) -> Vec<&'static str> {
+/// Why `want` does not fit on `node` with `used` taken, if it does not (a lost
+/// node takes nothing: it is tainted unreachable).
+fn misfits(cluster: &Cluster, node: &NodeConfig, used: Demand, want: Demand) -> Vec<&'static str> {
+    if cluster.lost_nodes.contains(&node.name) {
+        return vec!["node(s) had untolerated taint {node.kubernetes.io/unreachable: }"];
+    }
     let mut why = Vec::new();
     if used.pods + want.pods > node.max_pods {
         why.push("Too many pods");
@@ -138,6 +142,7 @@ fn pass(cluster: &Cluster) {
         let chosen = if missing.is_empty() {
             nodes.iter().find(|n| {
                 misfits(
+                    cluster,
                     n,
                     used.get(n.name.as_str()).copied().unwrap_or_default(),
                     want,
@@ -153,7 +158,7 @@ fn pass(cluster: &Cluster) {
                 bindings.push((pod.clone(), node.name.clone()));
             }
             None => {
-                let message = unschedulable_message(nodes, &used, want, &missing);
+                let message = unschedulable_message(cluster, &used, want, &missing);
                 mark_unschedulable(cluster, pod, &message);
             }
         }
@@ -165,11 +170,12 @@ fn pass(cluster: &Cluster) {
 
 /// The scheduler's message for a pod that fits nowhere.
 fn unschedulable_message(
-    nodes: &[NodeConfig],
+    cluster: &Cluster,
     used: &HashMap<&str, Demand>,
     want: Demand,
     missing: &[String],
 ) -> String {
+    let nodes = &cluster.config.nodes;
     let total = nodes.len();
     if let Some(claim) = missing.first() {
         return format!(
@@ -179,6 +185,7 @@ fn unschedulable_message(
     let mut counts: Vec<(&str, usize)> = Vec::new();
     for node in nodes {
         for why in misfits(
+            cluster,
             node,
             used.get(node.name.as_str()).copied().unwrap_or_default(),
             want,
