@@ -219,8 +219,13 @@ async fn run_once(ctx: &mut Context, name: &str, process: &env::Process) -> i64 
     let log = ctx.cluster.log_path(crate::objects::uid(&ctx.pod), name);
     let spawned = std::fs::File::create(&log).and_then(|out| {
         let err = out.try_clone()?;
-        let mut cmd = tokio::process::Command::new(&process.argv[0]);
-        cmd.args(&process.argv[1..])
+        let program = env::find_program(
+            &process.argv[0],
+            process.env.get("PATH").map(String::as_str),
+        );
+        let mut cmd = tokio::process::Command::new(program);
+        cmd.arg0(&process.argv[0])
+            .args(&process.argv[1..])
             .env_clear()
             .envs(&process.env)
             .current_dir(&process.dir)

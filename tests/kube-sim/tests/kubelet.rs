@@ -265,3 +265,42 @@ async fn an_unpullable_image_backs_off() {
         "{r:?}"
     );
 }
+
+#[tokio::test]
+async fn a_pending_pod_is_bound_once_a_deleted_or_finished_pod_gives_its_gpus_back() {
+    let sim = common::start(|_| {}).await;
+    let client = common::client(&sim).await;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let both_gpus = |command: &str| {
+        json!({"restartPolicy": "Never", "containers": [{"name": "main", "image": "trainer:1",
+            "command": ["sh", "-c", command], "resources": {"limits": {"nvidia.com/gpu": "2"}}}]})
+    };
+    let create = |name: &'static str, command: &'static str| {
+        let pods = pods.clone();
+        async move {
+            pods.create(&PostParams::default(), &pod(name, both_gpus(command)))
+                .await
+                .expect("create")
+        }
+    };
+    create("hog", "sleep 600").await;
+    wait_for(&pods, "hog", |p| phase(p) == "Running").await;
+    create("next", "true").await;
+    wait_for(&pods, "next", |p| {
+        p.status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .is_some_and(|c| c.iter().any(|c| c.type_ == "PodScheduled"))
+    })
+    .await;
+    assert_eq!(phase(&pods.get("next").await.expect("get")), "Pending");
+
+    // Deleted: its GPUs go to the pod that waits, which runs and ends...
+    pods.delete("hog", &DeleteParams::default().grace_period(0))
+        .await
+        .expect("delete");
+    wait_for(&pods, "next", |p| phase(p) == "Succeeded").await;
+    // ... and, ended, gives them back in turn.
+    create("last", "sleep 600").await;
+    wait_for(&pods, "last", |p| phase(p) == "Running").await;
+}
