@@ -304,3 +304,30 @@ async fn a_pending_pod_is_bound_once_a_deleted_or_finished_pod_gives_its_gpus_ba
     create("last", "sleep 600").await;
     wait_for(&pods, "last", |p| phase(p) == "Running").await;
 }
+
+#[tokio::test]
+async fn a_followed_log_has_all_the_output_and_ends_with_its_container() {
+    let sim = common::start(|_| {}).await;
+    let client = common::client(&sim).await;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let spec = json!({"restartPolicy": "Never", "containers": [{"name": "main", "image": "busybox:1.36",
+        "command": ["sh", "-c", "echo one; sleep 0.3; echo two"]}]});
+    pods.create(&PostParams::default(), &pod("talker", spec))
+        .await
+        .expect("create");
+    wait_for(&pods, "talker", |p| phase(p) == "Running").await;
+    let params = kube::api::LogParams {
+        follow: true,
+        ..Default::default()
+    };
+    let mut stream = pods.log_stream("talker", &params).await.expect("log");
+    let mut text = String::new();
+    tokio::time::timeout(
+        common::PATIENCE,
+        futures::AsyncReadExt::read_to_string(&mut stream, &mut text),
+    )
+    .await
+    .expect("the log ends with its container")
+    .expect("read");
+    assert_eq!(text, "one\ntwo\n");
+}
