@@ -82,7 +82,8 @@ impl OomKiller {
         };
         let (container_id, group) = (running.container_id.clone(), running.process_group);
         inner.killed.insert(container_id);
-        // A group that has just ended is reported as the exit it was.
+        // A group that ended a moment before is reported OOMKilled all the same
+        // (with the exit code it had), as by a kill that came at its last moment.
         let _ = killpg(group, Signal::SIGKILL);
         Ok(())
     }
