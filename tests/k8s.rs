@@ -444,25 +444,31 @@ async fn injected_429s_500s_latency_and_watch_drops_lose_no_change() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_pod_a_relist_lacks_that_cannot_be_read_ends_its_job_lost() {
-    let cluster = Cluster::start(|_| {}).await;
-    let system = k8s_system(&cluster).await;
-    let job_id = unique("unread");
-    launch_until_ready(&system, &job_id).await;
-
-    // The watch closes at the next change and cannot open again...
-    let fail = |verb: &str| ErrorFault {
+/// A fault answering every `verb` request on pods with a 500.
+fn failing(verb: &str) -> ErrorFault {
+    ErrorFault {
         code: 500,
         retry_after_seconds: 1,
         count: None,
         verb: Some(verb.into()),
         resource: Some("pods".into()),
-    };
+    }
+}
+
+/// Closes the worker's watch and keeps it from opening again while the pod of
+/// `job_id` is deleted (and, with `replacement`, made again); then compacts,
+/// so that the watch must re-list, and leaves `faults` in force.
+async fn change_the_pod_while_the_watch_is_down(
+    cluster: &Cluster,
+    job_id: &str,
+    replacement: Option<(&System, &str)>,
+    faults: Faults,
+) {
+    // The watch closes at the next change and cannot open again...
     cluster
         .sim
         .set_faults(Faults {
-            error: Some(fail("watch")),
+            error: Some(failing("watch")),
             watch_drop_after: Some(0),
             ..Faults::default()
         })
@@ -480,8 +486,7 @@ async fn a_pod_a_relist_lacks_that_cannot_be_read_ends_its_job_lost() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    // ... while the pod goes; the re-list after the compaction lacks it, and
-    // reading it fails for good.
+    // ... while the pod goes.
     let pods = cluster.pods().await;
     pods.delete(
         &format!("flare-{job_id}"),
@@ -492,29 +497,52 @@ async fn a_pod_a_relist_lacks_that_cannot_be_read_ends_its_job_lost() {
     )
     .await
     .unwrap();
-    cluster.wait_until_deleted(&job_id).await;
+    cluster.wait_until_deleted(job_id).await;
+    if let Some((system, worker)) = replacement {
+        create_pod_by_hand(cluster, system, &in_pod(job_id, "sleep 600"), worker).await;
+    }
     cluster.sim.compact();
-    cluster
-        .sim
-        .set_faults(Faults {
-            error: Some(fail("get")),
-            ..Faults::default()
-        })
-        .unwrap();
+    cluster.sim.set_faults(faults).unwrap();
+}
 
-    let events = system.events_until_terminal(&job_id).await;
+/// The job's events once it ended `lost`, with `why` in its message.
+async fn assert_lost(system: &System, job_id: &str, why: &str) {
+    let events = system.events_until_terminal(job_id).await;
     assert_well_formed(&events);
     assert_eq!(states(&events), ["starting", "running", "lost"]);
     let last = events.last().unwrap();
     assert_eq!(last.reason.as_deref(), Some("WorkloadVanished"), "{last:?}");
-    assert!(
-        last.message
-            .as_deref()
-            .unwrap()
-            .contains("could not be read"),
-        "{last:?}"
-    );
+    assert!(last.message.as_deref().unwrap().contains(why), "{last:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pod_a_relist_lacks_that_cannot_be_read_ends_its_job_lost() {
+    let cluster = Cluster::start(|_| {}).await;
+    let system = k8s_system(&cluster).await;
+    let job_id = unique("unread");
+    launch_until_ready(&system, &job_id).await;
+    // The re-list lacks the pod, and reading it fails for good.
+    let get_fails = Faults {
+        error: Some(failing("get")),
+        ..Faults::default()
+    };
+    change_the_pod_while_the_watch_is_down(&cluster, &job_id, None, get_fails).await;
+    assert_lost(&system, &job_id, "could not be read").await;
     assert!(cluster.request_count("get", "pods") > 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pod_replaced_while_the_watch_was_down_ends_its_job_lost() {
+    let cluster = Cluster::start(|_| {}).await;
+    let system = k8s_system(&cluster).await;
+    let job_id = unique("replaced");
+    launch_until_ready(&system, &job_id).await;
+    let worker = system.config.worker_id.clone();
+    let replacement = Some((&system, worker.as_str()));
+    change_the_pod_while_the_watch_is_down(&cluster, &job_id, replacement, Faults::default()).await;
+    assert_lost(&system, &job_id, "replaced").await;
+    // The replacement is no job's: the sweep, not the job, deletes it.
+    assert_eq!(cluster.pods_of(&job_id).await.len(), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

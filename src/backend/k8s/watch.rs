@@ -5,7 +5,7 @@
 //! pod costs no request; its end costs one log read, in a task of its own, before
 //! the exit is reported. A pod missing from a re-list is read once to tell a gap
 //! in the watch from a pod that is gone; one that cannot be read within a fixed
-//! time ends its job as vanished, as a gone one does. Every pod of the worker the
+//! time, or that was replaced, ends its job as vanished, as a gone one does. Every pod of the worker the
 //! watch shows, followed or not, is kept by name for the orphan sweep, which so
 //! costs no request either.
 
@@ -277,7 +277,7 @@ impl Watch {
         if !is_the_pod(entry, pod) {
             return;
         }
-        let why = format!("its pod {} was deleted before it ended", entry.pod);
+        let why = deleted_before_its_end(&entry.pod);
         self.end_unseen(entry, job_id, why);
     }
 
@@ -408,8 +408,8 @@ impl Watch {
     }
 
     /// After a re-list: each followed pod it lacked is read once; one that is
-    /// gone, or that cannot be read within [`UNLISTED_READ_PATIENCE`], ends its
-    /// job as vanished.
+    /// gone, replaced, or that cannot be read within [`UNLISTED_READ_PATIENCE`],
+    /// ends its job as vanished.
     fn check_unlisted(self: &Arc<Self>) {
         let unlisted: Vec<(String, String)> = self
             .followed()
@@ -423,10 +423,11 @@ impl Watch {
                 let read =
                     tokio::time::timeout(UNLISTED_READ_PATIENCE, api::get(&watch.api, &pod)).await;
                 let why = match read {
-                    Ok(Ok(found)) => return watch.observe(&found),
-                    Ok(Err(e)) if api::status(&e) == Some(404) => {
-                        format!("its pod {pod} was deleted before it ended")
+                    Ok(Ok(found)) if found.metadata.uid == watch.uid(&job_id) => {
+                        return watch.observe(&found);
                     }
+                    Ok(Ok(_)) => format!("its pod {pod} was replaced by another of that name"),
+                    Ok(Err(e)) if api::status(&e) == Some(404) => deleted_before_its_end(&pod),
                     Ok(Err(e)) => bounded(&format!(
                         "its pod {pod} was missing from a re-list and cannot be read: {}",
                         api::message(&e)
@@ -441,6 +442,11 @@ impl Watch {
             });
         }
     }
+}
+
+/// Why a job whose pod was deleted before its end was seen ended.
+fn deleted_before_its_end(pod: &str) -> String {
+    format!("its pod {pod} was deleted before it ended")
 }
 
 /// The job a pod runs, from its annotation.
