@@ -267,16 +267,7 @@ async fn run_once(ctx: &mut Context, name: &str, process: &env::Process) -> i64 
             return 128;
         }
     };
-    ctx.event(
-        name,
-        EventType::Normal,
-        "Started",
-        &format!("Started container {name}"),
-    );
-    ctx.set(name, |cs| {
-        cs["containerID"] = json!(container_id);
-        cs["state"] = json!({"running": {"startedAt": started}});
-    });
+    // Known to the OOM killer before anyone can see it running.
     let pid = child.id().map(|p| Pid::from_raw(p as i32));
     let oom_name = ContainerName {
         namespace: ctx.key.namespace.clone(),
@@ -288,6 +279,16 @@ async fn run_once(ctx: &mut Context, name: &str, process: &env::Process) -> i64 
             .oom
             .started(oom_name.clone(), &container_id, pid);
     }
+    ctx.event(
+        name,
+        EventType::Normal,
+        "Started",
+        &format!("Started container {name}"),
+    );
+    ctx.set(name, |cs| {
+        cs["containerID"] = json!(container_id);
+        cs["state"] = json!({"running": {"startedAt": started}});
+    });
     let forced = Stop {
         reason: StopReason::Forced,
         grace: Duration::ZERO,
