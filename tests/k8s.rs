@@ -2,23 +2,28 @@
 //! pod's command as a local process), end to end over a real nats-server, the
 //! worker talking to the API under the Role the project ships: exit codes,
 //! terminate, the pod's manifest, startup failures, one pod per job, faults of
-//! the API, the orphan sweep, and what a job costs in API requests.
+//! the API, ends the cluster reports (OOM kills, a lost node, a deadline), the
+//! orphan sweep, and what a job costs in API requests.
 
 mod common;
 
 use common::docker::unique;
-use common::k8s::{Cluster, PATIENCE, in_pod, k8s_worker, wait_for_file};
+use common::k8s::{
+    Cluster, PATIENCE, in_pod, k8s_worker, launch_until_ready, spawn_k8s_worker, wait_for_file,
+};
 use common::system::{
     System, assert_exits_3_and_101_fail, assert_launch_adopts,
     assert_stories_finished_after_restart, assert_succeeds_with_output, assert_terminated_politely,
     assert_well_formed, log_path, states,
 };
-use flare_launcher::protocol::{BackendKind, BackendRef, Mount, Resources, Timeouts};
+use flare_launcher::protocol::{
+    BackendKind, BackendRef, LaunchRequest, Mount, Resources, Timeouts,
+};
 use flare_launcher::state::JobState;
-use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Secret};
+use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Secret};
 use kube::Api;
-use kube::api::PostParams;
-use kube_sim::{ErrorFault, Faults};
+use kube::api::{DeleteParams, PostParams};
+use kube_sim::{ContainerName, ErrorFault, Faults};
 use serde_json::json;
 use std::time::Duration;
 
@@ -206,6 +211,17 @@ async fn an_unpullable_image_ends_in_error_with_the_kubelets_reason() {
     cluster.wait_until_deleted(&job_id).await;
 }
 
+/// A pod that mounts a secret that does not exist: bound to a node, it waits.
+fn needing_a_missing_secret(job_id: &str) -> LaunchRequest {
+    let mut request = in_pod(job_id, "true");
+    request.mounts = vec![Mount {
+        source: "secret:missing".into(),
+        target: "/run/missing".into(),
+        read_only: true,
+    }];
+    request
+}
+
 #[tokio::test]
 async fn an_unschedulable_gpu_request_and_a_missing_secret_end_in_error_at_start_s() {
     let cluster = Cluster::start(|_| {}).await;
@@ -223,12 +239,7 @@ async fn an_unschedulable_gpu_request_and_a_missing_secret_end_in_error_at_start
     request.timeouts = timeouts.clone();
     system.client.launch(&request).await.unwrap();
     let secret = unique("secret");
-    let mut request = in_pod(&secret, "true");
-    request.mounts = vec![Mount {
-        source: "secret:missing".into(),
-        target: "/run/missing".into(),
-        read_only: true,
-    }];
+    let mut request = needing_a_missing_secret(&secret);
     request.timeouts = timeouts;
     system.client.launch(&request).await.unwrap();
 
@@ -433,6 +444,107 @@ async fn injected_429s_500s_latency_and_watch_drops_lose_no_change() {
     }
 }
 
+/// A fault answering every `verb` request on pods with a 500.
+fn failing(verb: &str) -> ErrorFault {
+    ErrorFault {
+        code: 500,
+        retry_after_seconds: 1,
+        count: None,
+        verb: Some(verb.into()),
+        resource: Some("pods".into()),
+    }
+}
+
+/// Closes the worker's watch and keeps it from opening again while the pod of
+/// `job_id` is deleted (and, with `replacement`, made again); then compacts,
+/// so that the watch must re-list, and leaves `faults` in force.
+async fn change_the_pod_while_the_watch_is_down(
+    cluster: &Cluster,
+    job_id: &str,
+    replacement: Option<(&System, &str)>,
+    faults: Faults,
+) {
+    // The watch closes at the next change and cannot open again...
+    cluster
+        .sim
+        .set_faults(Faults {
+            error: Some(failing("watch")),
+            watch_drop_after: Some(0),
+            ..Faults::default()
+        })
+        .unwrap();
+    let watches = cluster.request_count("watch", "pods");
+    let client = cluster.client().await;
+    let other: Api<ConfigMap> = Api::namespaced(client, "default");
+    let change = serde_json::from_value(json!({"metadata": {"name": unique("change")}})).unwrap();
+    other.create(&PostParams::default(), &change).await.unwrap();
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while cluster.request_count("watch", "pods") == watches {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the watch never closed"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // ... while the pod goes.
+    let pods = cluster.pods().await;
+    pods.delete(
+        &format!("flare-{job_id}"),
+        &DeleteParams {
+            grace_period_seconds: Some(0),
+            ..DeleteParams::default()
+        },
+    )
+    .await
+    .unwrap();
+    cluster.wait_until_deleted(job_id).await;
+    if let Some((system, worker)) = replacement {
+        create_pod_by_hand(cluster, system, &in_pod(job_id, "sleep 600"), worker).await;
+    }
+    cluster.sim.compact();
+    cluster.sim.set_faults(faults).unwrap();
+}
+
+/// The job's events once it ended `lost`, with `why` in its message.
+async fn assert_lost(system: &System, job_id: &str, why: &str) {
+    let events = system.events_until_terminal(job_id).await;
+    assert_well_formed(&events);
+    assert_eq!(states(&events), ["starting", "running", "lost"]);
+    let last = events.last().unwrap();
+    assert_eq!(last.reason.as_deref(), Some("WorkloadVanished"), "{last:?}");
+    assert!(last.message.as_deref().unwrap().contains(why), "{last:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pod_a_relist_lacks_that_cannot_be_read_ends_its_job_lost() {
+    let cluster = Cluster::start(|_| {}).await;
+    let system = k8s_system(&cluster).await;
+    let job_id = unique("unread");
+    launch_until_ready(&system, &job_id).await;
+    // The re-list lacks the pod, and reading it fails for good.
+    let get_fails = Faults {
+        error: Some(failing("get")),
+        ..Faults::default()
+    };
+    change_the_pod_while_the_watch_is_down(&cluster, &job_id, None, get_fails).await;
+    assert_lost(&system, &job_id, "could not be read").await;
+    assert!(cluster.request_count("get", "pods") > 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pod_replaced_while_the_watch_was_down_ends_its_job_lost() {
+    let cluster = Cluster::start(|_| {}).await;
+    let system = k8s_system(&cluster).await;
+    let job_id = unique("replaced");
+    launch_until_ready(&system, &job_id).await;
+    let worker = system.config.worker_id.clone();
+    let replacement = Some((&system, worker.as_str()));
+    change_the_pod_while_the_watch_is_down(&cluster, &job_id, replacement, Faults::default()).await;
+    assert_lost(&system, &job_id, "replaced").await;
+    // The replacement is no job's: the sweep, not the job, deletes it.
+    assert_eq!(cluster.pods_of(&job_id).await.len(), 1);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn running_pods_cost_no_requests_in_steady_state() {
     let cluster = Cluster::start(|_| {}).await;
@@ -487,14 +599,8 @@ async fn running_pods_cost_no_requests_in_steady_state() {
 async fn a_worker_killed_and_restarted_finishes_its_pods_stories() {
     let cluster = Cluster::start(|_| {}).await;
     let system = System::without_worker(|_| {}).await;
-    let data_dir = system.path("data");
     let worker_id = unique("phoenix");
-    let kubeconfig = cluster.kubeconfig.display().to_string();
-    let env = [
-        ("FLARE_BACKEND", "k8s"),
-        ("FLARE_KUBECONFIG", kubeconfig.as_str()),
-    ];
-    let mut worker = system.spawn_worker_process(&worker_id, &data_dir, &env);
+    let mut worker = spawn_k8s_worker(&system, &cluster, &worker_id);
     let ready = |name: &str| system.path(&format!("{name}-ready"));
     let go = system.path("go");
     let keeps = in_pod(
@@ -534,10 +640,147 @@ async fn a_worker_killed_and_restarted_finishes_its_pods_stories() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
-    let _worker = system.spawn_worker_process(&worker_id, &data_dir, &env);
+    let _worker = spawn_k8s_worker(&system, &cluster, &worker_id);
     assert_stories_finished_after_restart(&system, &ends.job_id, &keeps.job_id, &worker_id).await;
     cluster.wait_until_deleted(&keeps.job_id).await;
     cluster.wait_until_deleted(&ends.job_id).await;
+}
+
+#[tokio::test]
+async fn a_container_killed_for_its_memory_fails_with_oomkilled() {
+    let cluster = Cluster::start(|_| {}).await;
+    let system = k8s_system(&cluster).await;
+    let job_id = unique("oom");
+    launch_until_ready(&system, &job_id).await;
+    cluster
+        .sim
+        .oom_kill(&ContainerName {
+            namespace: "default".into(),
+            pod: format!("flare-{job_id}"),
+            container: "job".into(),
+        })
+        .expect("the job's container runs");
+    let events = system.events_until_terminal(&job_id).await;
+    assert_well_formed(&events);
+    assert_eq!(states(&events), ["starting", "running", "failed"]);
+    let last = events.last().unwrap();
+    assert_eq!(last.reason.as_deref(), Some("OOMKilled"), "{last:?}");
+    assert_eq!(
+        (last.exit_code, last.return_code),
+        (Some(137), Some(1)),
+        "{last:?}"
+    );
+    let log = std::fs::read_to_string(log_path(&events)).expect("the job's log");
+    assert_eq!(log, "ready\n");
+    cluster.wait_until_deleted(&job_id).await;
+}
+
+#[tokio::test]
+async fn a_lost_node_ends_a_running_job_lost_and_a_waiting_one_in_error() {
+    let cluster = Cluster::start(|_| {}).await;
+    let system = k8s_system(&cluster).await;
+    // Waits for a secret that never comes: bound to the node, never running.
+    let waiting = unique("waits");
+    let request = needing_a_missing_secret(&waiting);
+    system.client.launch(&request).await.unwrap();
+    let running = unique("runs");
+    launch_until_ready(&system, &running).await;
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while !cluster.pods_of(&waiting).await.iter().any(|pod| {
+        pod.spec
+            .as_ref()
+            .is_some_and(|spec| spec.node_name.is_some())
+    }) {
+        assert!(tokio::time::Instant::now() < deadline, "never bound");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    cluster
+        .sim
+        .lose_node("kube-sim-node")
+        .expect("the node exists");
+    let events = system.events_until_terminal(&waiting).await;
+    assert_well_formed(&events);
+    assert_eq!(states(&events), ["starting", "error"]);
+    let last = events.last().unwrap();
+    assert_eq!(
+        (last.reason.as_deref(), last.return_code),
+        (Some("Unknown"), Some(104)),
+        "{last:?}"
+    );
+    assert!(
+        last.message.as_deref().unwrap().contains("unresponsive"),
+        "{last:?}"
+    );
+    let events = system.events_until_terminal(&running).await;
+    assert_well_formed(&events);
+    assert_eq!(states(&events), ["starting", "running", "lost"]);
+    let last = events.last().unwrap();
+    assert_eq!(
+        (last.reason.as_deref(), last.return_code),
+        (Some("WorkloadVanished"), Some(127)),
+        "{last:?}"
+    );
+    assert!(
+        last.message.as_deref().unwrap().contains("unresponsive"),
+        "{last:?}"
+    );
+    // Deleted without a grace: no kubelet has to confirm it.
+    cluster.wait_until_deleted(&waiting).await;
+    cluster.wait_until_deleted(&running).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pod_past_its_deadline_while_its_worker_is_away_ends_terminated() {
+    let cluster = Cluster::start(|_| {}).await;
+    let system = System::without_worker(|_| {}).await;
+    let worker_id = unique("away");
+    let mut worker = spawn_k8s_worker(&system, &cluster, &worker_id);
+    let job_id = unique("deadline");
+    let ready = system.path("ready");
+    let mut request = in_pod(
+        &job_id,
+        &format!(
+            "trap 'exit 0' TERM; echo ready; touch {}; while true; do sleep 0.1; done",
+            ready.display()
+        ),
+    );
+    // activeDeadlineSeconds 3: start_s + run_s.
+    request.timeouts = Some(Timeouts {
+        start_s: Some(2),
+        run_s: Some(1),
+    });
+    system.launch_until_running(&request).await;
+    wait_for_file(&ready).await;
+    // Away before run_s runs out: only the pod's deadline stops it.
+    worker.kill().await.unwrap();
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let pods = cluster.pods_of(&job_id).await;
+        let status = pods[0].status.clone().unwrap_or_default();
+        if status.phase.as_deref() == Some("Failed") {
+            assert_eq!(status.reason.as_deref(), Some("DeadlineExceeded"));
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{status:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let _worker = spawn_k8s_worker(&system, &cluster, &worker_id);
+    let events = system.events_until_terminal(&job_id).await;
+    assert_well_formed(&events);
+    assert_eq!(states(&events), ["starting", "running", "terminated"]);
+    let last = events.last().unwrap();
+    assert_eq!(
+        (last.reason.as_deref(), last.return_code),
+        (Some("DeadlineExceeded"), Some(9)),
+        "{last:?}"
+    );
+    // The kubelet signals the whole process group: the shell may report its
+    // child's end too.
+    let log = std::fs::read_to_string(log_path(&events)).expect("the job's log");
+    assert!(log.starts_with("ready\n"), "{log:?}");
+    cluster.wait_until_deleted(&job_id).await;
 }
 
 #[tokio::test]

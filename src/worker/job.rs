@@ -496,6 +496,13 @@ impl Job {
                     what = format!("killed for using more memory than its limit; {what}");
                 }
                 let (reason, message) = match stop {
+                    // The pod's own deadline stopped it first (its worker was
+                    // away, and its run_s timer fired only on its return).
+                    Some(StopCause::RunTimeout)
+                        if exit_reason == Some(reason::DEADLINE_EXCEEDED) =>
+                    {
+                        (exit_reason.map(str::to_owned), what)
+                    }
                     Some(cause) if to == JobState::Terminated => (
                         Some(cause.reason().to_owned()),
                         format!("{}; {what}", cause.describe()),

@@ -3,6 +3,7 @@
 //! file system), a kubeconfig file for the worker, a client to look at pods, and
 //! builders for requests and worker configurations.
 
+use super::system::System;
 use flare_launcher::config::WorkerConfig;
 use flare_launcher::protocol::{BackendKind, LaunchRequest};
 use k8s_openapi::api::core::v1::Pod;
@@ -156,4 +157,31 @@ pub async fn wait_for_file(path: &std::path::Path) {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// Launches `job_id` as a pod that prints `ready`, makes a file and then runs
+/// until it is stopped; returns once it runs and the file is there.
+pub async fn launch_until_ready(system: &System, job_id: &str) {
+    let ready = system.path(&format!("{job_id}-ready"));
+    let script = format!(
+        "echo ready; touch {}; while true; do sleep 0.1; done",
+        ready.display()
+    );
+    system.launch_until_running(&in_pod(job_id, &script)).await;
+    wait_for_file(&ready).await;
+}
+
+/// A worker with only the Kubernetes backend on `cluster`, as a process of its
+/// own (killed when dropped), its data in the system's `data`.
+pub fn spawn_k8s_worker(
+    system: &System,
+    cluster: &Cluster,
+    worker_id: &str,
+) -> tokio::process::Child {
+    let kubeconfig = cluster.kubeconfig.display().to_string();
+    let env = [
+        ("FLARE_BACKEND", "k8s"),
+        ("FLARE_KUBECONFIG", kubeconfig.as_str()),
+    ];
+    system.spawn_worker_process(worker_id, &system.path("data"), &env)
 }

@@ -8,7 +8,7 @@
 use super::manifest::CONTAINER;
 use crate::protocol::bounded::{bounded, bounded_to};
 use crate::protocol::reason;
-use k8s_openapi::api::core::v1::{ContainerStatus, Pod};
+use k8s_openapi::api::core::v1::{ContainerState, ContainerStatus, Pod, PodStatus};
 
 /// Waiting reasons from which a container does not start without someone
 /// changing the pod or the cluster: the job fails at once.
@@ -60,11 +60,15 @@ pub enum PodState {
 
 /// The state of `pod`.
 pub fn classify(pod: &Pod) -> PodState {
-    let status = pod.status.clone().unwrap_or_default();
+    let no_status = PodStatus::default();
+    let status = pod.status.as_ref().unwrap_or(&no_status);
     let phase = status.phase.as_deref().unwrap_or("Pending");
     let deadline = status.reason.as_deref() == Some(reason::DEADLINE_EXCEEDED);
     let container = job_container(status.container_statuses.as_deref().unwrap_or_default());
-    let state = container.and_then(|c| c.state.clone()).unwrap_or_default();
+    let no_state = ContainerState::default();
+    let state = container
+        .and_then(|c| c.state.as_ref())
+        .unwrap_or(&no_state);
     if let Some(ended) = &state.terminated {
         let oom = ended.reason.as_deref() == Some(reason::OOM_KILLED);
         return PodState::Ended {

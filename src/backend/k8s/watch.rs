@@ -4,14 +4,16 @@
 //! observation goes into the job's own small channel with `try_send`. A running
 //! pod costs no request; its end costs one log read, in a task of its own, before
 //! the exit is reported. A pod missing from a re-list is read once to tell a gap
-//! in the watch from a pod that is gone. Every pod of the worker the watch shows,
-//! followed or not, is kept by name for the orphan sweep, which so costs no
-//! request either.
+//! in the watch from a pod that is gone; one that cannot be read within a fixed
+//! time, or that was replaced, ends its job as vanished, as a gone one does. Every pod of the worker the
+//! watch shows, followed or not, is kept by name for the orphan sweep, which so
+//! costs no request either.
 
 use super::manifest::{CONTAINER, JOB_ID_ANNOTATION};
 use super::status::{PodState, classify};
 use super::{api, logs};
 use crate::backend::Observation;
+use crate::protocol::bounded::bounded;
 use crate::protocol::reason;
 use crate::state::Exit;
 use futures::StreamExt;
@@ -29,6 +31,10 @@ use tokio::task::JoinHandle;
 
 /// Most observations a job gets (running, then its end): the channel never fills.
 const OBSERVATIONS: usize = 4;
+
+/// Longest a pod missing from a re-list is read (retrying transient failures)
+/// before its job ends as vanished: the API answered the re-list moments ago.
+const UNLISTED_READ_PATIENCE: Duration = Duration::from_secs(20);
 
 /// How far the job has been told.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -268,12 +274,32 @@ impl Watch {
         let Some(entry) = followed.get_mut(job_id) else {
             return;
         };
-        if !is_the_pod(entry, pod) || entry.told == Told::Over {
+        if !is_the_pod(entry, pod) {
+            return;
+        }
+        let why = deleted_before_its_end(&entry.pod);
+        self.end_unseen(entry, job_id, why);
+    }
+
+    /// The pod of `job_id` can no longer be seen (`why`), its end unknown.
+    fn lost_sight(self: &Arc<Self>, job_id: &str, pod: &str, why: String) {
+        let mut followed = self.followed();
+        if let Some(entry) = followed.get_mut(job_id)
+            && entry.pod == pod
+        {
+            self.end_unseen(entry, job_id, why);
+        }
+    }
+
+    /// Ends a job whose pod went without its end being seen: killed, if this
+    /// worker stopped it (a delete without a grace reports nothing), else
+    /// vanished.
+    fn end_unseen(&self, entry: &mut Followed, job_id: &str, why: String) {
+        if entry.told == Told::Over {
             return;
         }
         entry.told = Told::Over;
         let end = if entry.stopped.load(Ordering::SeqCst) {
-            // Deleted by this worker without a grace: killed, nothing reported.
             Observation::Exited {
                 exit: Exit::Signal(9),
                 stopped: true,
@@ -282,7 +308,7 @@ impl Watch {
         } else {
             Observation::Vanished {
                 reason: reason::WORKLOAD_VANISHED,
-                message: format!("its pod {} was deleted before it ended", entry.pod),
+                message: why,
             }
         };
         self.report_end(entry, job_id, end);
@@ -382,7 +408,8 @@ impl Watch {
     }
 
     /// After a re-list: each followed pod it lacked is read once; one that is
-    /// gone ends its job.
+    /// gone, replaced, or that cannot be read within [`UNLISTED_READ_PATIENCE`],
+    /// ends its job as vanished.
     fn check_unlisted(self: &Arc<Self>) {
         let unlisted: Vec<(String, String)> = self
             .followed()
@@ -393,21 +420,33 @@ impl Watch {
         for (job_id, pod) in unlisted {
             let watch = self.clone();
             tokio::spawn(async move {
-                match api::get(&watch.api, &pod).await {
-                    Ok(found) => watch.observe(&found),
-                    Err(e) if api::status(&e) == Some(404) => {
-                        let mut gone = Pod::default();
-                        gone.metadata.name = Some(pod);
-                        gone.metadata.uid = watch.uid(&job_id);
-                        watch.gone(&job_id, &gone);
+                let read =
+                    tokio::time::timeout(UNLISTED_READ_PATIENCE, api::get(&watch.api, &pod)).await;
+                let why = match read {
+                    Ok(Ok(found)) if found.metadata.uid == watch.uid(&job_id) => {
+                        return watch.observe(&found);
                     }
-                    Err(e) => {
-                        tracing::warn!(%job_id, error = %e, "cannot read a pod the re-list lacked")
-                    }
-                }
+                    Ok(Ok(_)) => format!("its pod {pod} was replaced by another of that name"),
+                    Ok(Err(e)) if api::status(&e) == Some(404) => deleted_before_its_end(&pod),
+                    Ok(Err(e)) => bounded(&format!(
+                        "its pod {pod} was missing from a re-list and cannot be read: {}",
+                        api::message(&e)
+                    )),
+                    Err(_) => format!(
+                        "its pod {pod} was missing from a re-list and could not be read within {}s",
+                        UNLISTED_READ_PATIENCE.as_secs()
+                    ),
+                };
+                tracing::warn!(%job_id, "{why}");
+                watch.lost_sight(&job_id, &pod, why);
             });
         }
     }
+}
+
+/// Why a job whose pod was deleted before its end was seen ended.
+fn deleted_before_its_end(pod: &str) -> String {
+    format!("its pod {pod} was deleted before it ended")
 }
 
 /// The job a pod runs, from its annotation.

@@ -4,6 +4,10 @@
 //!   [`Faults`] as JSON); `DELETE` clears them.
 //! - `POST /kube-sim/compact`: compacts the change history at the current
 //!   revision, so that lists and watches at any older one get `410 Gone`.
+//! - `POST /kube-sim/oom-kill` with `{"namespace", "pod", "container"}`: kills
+//!   the running container for its memory ([`crate::oom`]).
+//! - `POST /kube-sim/lose-node` with `{"node"}`: the node stops reporting
+//!   ([`crate::node_loss`]).
 
 use bytes::Bytes;
 use hyper::{Method, Response};
@@ -13,6 +17,8 @@ use crate::auth::User;
 use crate::cluster::Cluster;
 use crate::faults::Faults;
 use crate::http::{self, Body};
+use crate::node_loss;
+use crate::oom::ContainerName;
 use crate::status::ApiError;
 
 /// The longest part of a refused path repeated in the `Forbidden` message.
@@ -50,8 +56,7 @@ pub fn handle(
         }
         ("faults", &Method::GET) => Ok(faults(cluster)),
         ("faults", &Method::PUT) => {
-            let wanted: Faults = serde_json::from_slice(body)
-                .map_err(|e| ApiError::BadRequest(format!("invalid faults: {e}")))?;
+            let wanted: Faults = parse(body, "faults")?;
             cluster
                 .faults
                 .set(wanted)
@@ -67,9 +72,51 @@ pub fn handle(
             let revision = cluster.store.compact();
             Ok(http::json(200, &json!({"revision": revision.to_string()})))
         }
-        ("requests" | "faults" | "compact", _) => Err(ApiError::MethodNotAllowed),
+        ("oom-kill", &Method::POST) => {
+            let wanted: OomKill = parse(body, "OOM kill")?;
+            let name = ContainerName {
+                namespace: wanted.namespace,
+                pod: wanted.pod,
+                container: wanted.container,
+            };
+            cluster
+                .oom
+                .kill(&name)
+                .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+            Ok(http::json(200, &json!({"killed": true})))
+        }
+        ("lose-node", &Method::POST) => {
+            let wanted: LoseNode = parse(body, "node loss")?;
+            node_loss::lose(cluster, &wanted.node)
+                .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+            Ok(http::json(200, &json!({"lost": wanted.node})))
+        }
+        ("requests" | "faults" | "compact" | "oom-kill" | "lose-node", _) => {
+            Err(ApiError::MethodNotAllowed)
+        }
         _ => Err(ApiError::NoRoute),
     }
+}
+
+/// The container `POST /kube-sim/oom-kill` kills.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OomKill {
+    namespace: String,
+    pod: String,
+    container: String,
+}
+
+/// The node `POST /kube-sim/lose-node` loses.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LoseNode {
+    node: String,
+}
+
+/// The JSON body of an admin request, `what` naming it in the refusal.
+fn parse<T: serde::de::DeserializeOwned>(body: &Bytes, what: &str) -> Result<T, ApiError> {
+    serde_json::from_slice(body).map_err(|e| ApiError::BadRequest(format!("invalid {what}: {e}")))
 }
 
 fn requests(cluster: &Cluster) -> Response<Body> {

@@ -1,10 +1,14 @@
 //! The shared state of one kube-sim: the store, its settings, its data
-//! directory, the faults in force and the request counter. Every request handler and controller holds an `Arc<Cluster>`.
+//! directory, the faults in force, the request counter, the running
+//! containers (for OOM kills) and the lost nodes. Every request handler and
+//! controller holds an `Arc<Cluster>`.
 
 use std::path::PathBuf;
 
 use crate::config::Config;
 use crate::faults::FaultState;
+use crate::node_loss::LostNodes;
+use crate::oom::OomKiller;
 use crate::requests::RequestCounter;
 use crate::store::Store;
 
@@ -16,6 +20,10 @@ pub struct Cluster {
     pub data_dir: PathBuf,
     pub faults: FaultState,
     pub requests: RequestCounter,
+    /// The running containers, for OOM kills on demand.
+    pub oom: OomKiller,
+    /// Nodes whose kubelet no longer reports.
+    pub lost_nodes: LostNodes,
 }
 
 impl Cluster {
@@ -28,6 +36,8 @@ impl Cluster {
             data_dir,
             faults: FaultState::default(),
             requests: RequestCounter::default(),
+            oom: OomKiller::default(),
+            lost_nodes: LostNodes::default(),
         }
     }
 }

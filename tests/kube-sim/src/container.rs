@@ -1,8 +1,9 @@
 //! One container of a pod on the kubelet: the image "pull" (instant, or failing
 //! with `ErrImagePull`/`ImagePullBackOff` for unpullable images), the command run
 //! as a real local process with the pod's environment and working directory, its
-//! exit, restarts with back-off as the restart policy says, and stopping it with
-//! SIGTERM, then SIGKILL after the grace period.
+//! exit (`OOMKilled` when [`crate::oom`] killed it), restarts with back-off as
+//! the restart policy says, and stopping it with SIGTERM, then SIGKILL after the
+//! grace period.
 
 use std::process::Stdio;
 use std::sync::Arc;
@@ -16,6 +17,7 @@ use tokio::sync::watch;
 use crate::cluster::Cluster;
 use crate::env;
 use crate::events::{self, EventType, Source};
+use crate::oom::ContainerName;
 use crate::podstatus;
 use crate::store::Key;
 
@@ -217,8 +219,13 @@ async fn run_once(ctx: &mut Context, name: &str, process: &env::Process) -> i64 
     let log = ctx.cluster.log_path(crate::objects::uid(&ctx.pod), name);
     let spawned = std::fs::File::create(&log).and_then(|out| {
         let err = out.try_clone()?;
-        let mut cmd = tokio::process::Command::new(&process.argv[0]);
-        cmd.args(&process.argv[1..])
+        let program = env::find_program(
+            &process.argv[0],
+            process.env.get("PATH").map(String::as_str),
+        );
+        let mut cmd = tokio::process::Command::new(program);
+        cmd.arg0(&process.argv[0])
+            .args(&process.argv[1..])
             .env_clear()
             .envs(&process.env)
             .current_dir(&process.dir)
@@ -260,6 +267,18 @@ async fn run_once(ctx: &mut Context, name: &str, process: &env::Process) -> i64 
             return 128;
         }
     };
+    // Known to the OOM killer before anyone can see it running.
+    let pid = child.id().map(|p| Pid::from_raw(p as i32));
+    let oom_name = ContainerName {
+        namespace: ctx.key.namespace.clone(),
+        pod: ctx.key.name.clone(),
+        container: name.to_owned(),
+    };
+    if let Some(pid) = pid {
+        ctx.cluster
+            .oom
+            .started(oom_name.clone(), &container_id, pid);
+    }
     ctx.event(
         name,
         EventType::Normal,
@@ -270,7 +289,6 @@ async fn run_once(ctx: &mut Context, name: &str, process: &env::Process) -> i64 
         cs["containerID"] = json!(container_id);
         cs["state"] = json!({"running": {"startedAt": started}});
     });
-    let pid = child.id().map(|p| Pid::from_raw(p as i32));
     let forced = Stop {
         reason: StopReason::Forced,
         grace: Duration::ZERO,
@@ -323,7 +341,12 @@ async fn run_once(ctx: &mut Context, name: &str, process: &env::Process) -> i64 
         }
         Err(_) => 1,
     };
-    let reason = if code == 0 { "Completed" } else { "Error" };
+    let oom_killed = ctx.cluster.oom.ended(&oom_name, &container_id);
+    let reason = match code {
+        _ if oom_killed => "OOMKilled",
+        0 => "Completed",
+        _ => "Error",
+    };
     ctx.set(name, |cs| {
         cs["state"] = json!({"terminated": {
             "exitCode": code, "reason": reason, "startedAt": started,

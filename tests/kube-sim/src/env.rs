@@ -1,9 +1,9 @@
 //! What a container's process gets: its command line (with `$(VAR)` references
 //! expanded), its environment (`env`, `valueFrom`, `envFrom` from secrets and
-//! config maps) and its working directory.
+//! config maps), its working directory, and where its program is.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
@@ -201,6 +201,27 @@ pub fn resolve(cluster: &Cluster, pod: &Value, spec: &Value) -> Result<Process, 
     Ok(Process { argv, env, dir })
 }
 
+/// Where `program` is: itself when it names a path, else the first executable
+/// file of that name in the directories of `search` (the container's `PATH`),
+/// as `execvp` would find it. Spawned by its path, with an environment of its
+/// own, a process starts without kube-sim's memory being copied first (a search
+/// for it would need a fork, whose cost grows with kube-sim's memory).
+pub fn find_program(program: &str, search: Option<&str>) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    if program.contains('/') {
+        return PathBuf::from(program);
+    }
+    search
+        .into_iter()
+        .flat_map(|dirs| dirs.split(':'))
+        .map(|dir| Path::new(if dir.is_empty() { "." } else { dir }).join(program))
+        .find(|candidate| {
+            std::fs::metadata(candidate)
+                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+        .unwrap_or_else(|| PathBuf::from(program))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -212,5 +233,23 @@ mod tests {
         assert_eq!(expand("$(B)", &env), "$(B)");
         assert_eq!(expand("$$(A)", &env), "$(A)");
         assert_eq!(expand("$(A", &env), "$(A");
+    }
+
+    #[test]
+    fn a_program_is_found_on_the_path_as_execvp_finds_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let tool = dir.path().join("tool");
+        std::fs::write(&tool, "#!/bin/sh\n").expect("written");
+        let search = format!("/nonexistent:{}", dir.path().display());
+        // Not executable: skipped, as execvp skips it.
+        assert_eq!(find_program("tool", Some(&search)), PathBuf::from("tool"));
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&tool, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        assert_eq!(find_program("tool", Some(&search)), tool);
+        assert_eq!(
+            find_program("./tool", Some(&search)),
+            PathBuf::from("./tool")
+        );
+        assert_eq!(find_program("tool", None), PathBuf::from("tool"));
     }
 }

@@ -24,7 +24,8 @@ pub enum Source {
 /// The longest event message kept; the real server refuses longer ones.
 const MAX_MESSAGE: usize = 1024;
 
-/// Records an event about `pod` (about its container `container`, if given).
+/// Records an event about `pod` (about its container `container`, if given);
+/// a lost node's kubelet records none.
 pub fn record(
     cluster: &Cluster,
     pod: &Value,
@@ -34,6 +35,9 @@ pub fn record(
     message: &str,
     source: Source,
 ) {
+    if source == Source::Kubelet && cluster.lost_nodes.holds(pod) {
+        return;
+    }
     let meta = &pod["metadata"];
     let namespace = meta["namespace"].as_str().unwrap_or("default");
     let pod_name = meta["name"].as_str().unwrap_or_default();

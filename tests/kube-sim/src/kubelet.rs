@@ -115,8 +115,12 @@ fn pod_key(pod: &Value) -> Key {
     )
 }
 
-/// Removes a stopped pod from the API (only the same pod, by uid).
+/// Removes a stopped pod from the API (only the same pod, by uid); a lost
+/// node's kubelet cannot.
 fn remove(cluster: &Cluster, pod: &Value) {
+    if cluster.lost_nodes.holds(pod) {
+        return;
+    }
     let uid = objects::uid(pod).to_owned();
     let _ = cluster
         .store

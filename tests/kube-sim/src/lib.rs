@@ -9,7 +9,9 @@
 //!   `status` (errors as `Status` objects), `auth`, `rbac` (Roles and
 //!   RoleBindings enforced for token users).
 //! - Testing aids: `faults` (latency, errors, dropped watches), `requests` (the
-//!   request counter), `admin` (the `/kube-sim/` API over both and compaction).
+//!   request counter), `oom` (OOM kills of containers), `node_loss` (a node
+//!   that stops reporting), `admin` (the `/kube-sim/` API over them and
+//!   compaction).
 //! - The API: `api` (get, create, update, patch, delete), `list`, `watch`, `logs`,
 //!   `objects` (decoding through the API types), `pods` (what the server does to
 //!   pods), `selectors`, `resources` (the served types and discovery).
@@ -36,7 +38,9 @@ mod list;
 mod logs;
 mod manifests;
 mod meta;
+mod node_loss;
 mod objects;
+mod oom;
 mod openapi;
 mod pods;
 mod podstatus;
@@ -64,6 +68,8 @@ use tokio_util::task::TaskTracker;
 
 pub use config::{Config, NodeConfig, UserConfig};
 pub use faults::{ErrorFault, FaultError, Faults};
+pub use node_loss::NodeLossError;
+pub use oom::{ContainerName, OomError};
 pub use requests::RequestCount;
 
 /// Why kube-sim could not start.
@@ -241,6 +247,25 @@ impl KubeSim {
     /// lists and watches at any older revision get `410 Gone` from now on.
     pub fn compact(&self) -> u64 {
         self.front.cluster.store.compact()
+    }
+
+    /// Kills a running container for its memory, as the kernel's OOM killer
+    /// would (what `POST /kube-sim/oom-kill` does): it ends `OOMKilled`, exit
+    /// code 137.
+    ///
+    /// # Errors
+    /// When no such container runs.
+    pub fn oom_kill(&self, container: &ContainerName) -> Result<(), OomError> {
+        self.front.cluster.oom.kill(container)
+    }
+
+    /// Loses node `node` (what `POST /kube-sim/lose-node` does): it stops
+    /// reporting, and its pods that have not ended go to phase `Unknown`.
+    ///
+    /// # Errors
+    /// When there is no such node.
+    pub fn lose_node(&self, node: &str) -> Result<(), NodeLossError> {
+        node_loss::lose(&self.front.cluster, node)
     }
 
     /// How many resource requests each user made, by verb and resource.

@@ -8,15 +8,18 @@ use bytes::Bytes;
 use hyper::Response;
 use serde_json::Value;
 use tokio::io::AsyncReadExt;
+use tokio::sync::broadcast;
+use tokio::sync::broadcast::error::RecvError;
 
 use crate::cluster::Cluster;
 use crate::http::{self, Body};
 use crate::query::Query;
 use crate::router::Target;
 use crate::status::ApiError;
-use crate::store::Key;
+use crate::store::{Change, Key};
 
-/// How often a followed log looks for new output.
+/// How often a followed log looks for new output (its container's end is seen
+/// at once: the pod's every change wakes it).
 const FOLLOW_POLL: Duration = Duration::from_millis(100);
 
 /// The status entry of `container` in `pod`.
@@ -117,6 +120,8 @@ async fn follow(
 ) -> std::io::Result<()> {
     use tokio::io::AsyncSeekExt;
     let mut file = tokio::fs::File::open(path).await?;
+    // Taken before the first look at the end state, so that no change is missed.
+    let mut changes = cluster.store.changes();
     loop {
         // Read the end state first, so output written before the end is not missed.
         let done = terminated(cluster, key, container);
@@ -132,7 +137,22 @@ async fn follow(
         }
         tokio::select! {
             () = tokio::time::sleep(FOLLOW_POLL) => {}
+            () = changed(&mut changes, key) => {}
             () = tx.closed() => return Ok(()),
+        }
+    }
+}
+
+/// Returns once the object at `key` has changed (or changes may have been
+/// missed).
+async fn changed(changes: &mut broadcast::Receiver<Arc<Change>>, key: &Key) {
+    loop {
+        match changes.recv().await {
+            Ok(change) if change.key == *key => return,
+            Ok(_) => {}
+            Err(RecvError::Lagged(_)) => return,
+            // The store is gone with kube-sim: the poll goes on until the end.
+            Err(RecvError::Closed) => std::future::pending().await,
         }
     }
 }

@@ -1,5 +1,5 @@
 //! A pod's status as a kubelet reports it: container states, and the phase and
-//! conditions that follow from them.
+//! conditions that follow from them; nothing once the pod's node is lost.
 
 use serde_json::{Value, json};
 
@@ -7,8 +7,21 @@ use crate::cluster::Cluster;
 use crate::scheduler::set_condition;
 use crate::store::{Key, StoreError};
 
+/// Why the kubelet's update was not written.
+enum NotWritten {
+    Store,
+    /// The pod's node is lost: its kubelet no longer reaches the API.
+    NodeLost,
+}
+
+impl From<StoreError> for NotWritten {
+    fn from(_: StoreError) -> NotWritten {
+        NotWritten::Store
+    }
+}
+
 /// Changes `pod`'s status with `edit`, then derives phase and conditions.
-/// Returns the pod as stored, or `None` once it is gone.
+/// Returns the pod as stored, or `None` once it is gone (or its node is lost).
 pub fn update(
     cluster: &Cluster,
     key: &Key,
@@ -16,7 +29,10 @@ pub fn update(
 ) -> Option<std::sync::Arc<Value>> {
     cluster
         .store
-        .update::<StoreError>(key, |pod| {
+        .update::<NotWritten>(key, |pod| {
+            if cluster.lost_nodes.holds(pod) {
+                return Err(NotWritten::NodeLost);
+            }
             edit(pod);
             derive(pod);
             Ok(())

@@ -317,6 +317,11 @@ impl Store {
         })
     }
 
+    /// Every change from now on.
+    pub fn changes(&self) -> broadcast::Receiver<Arc<Change>> {
+        self.changes.subscribe()
+    }
+
     /// A subscription to every change from now on, with the current objects of
     /// `resource` (a list-then-watch taken atomically).
     pub fn list_and_subscribe(

@@ -289,3 +289,123 @@ async fn the_admin_api_is_the_admins_only_and_counts_each_user() {
         "{requests:?}"
     );
 }
+
+/// Polls pod `name` until `done` holds for it.
+async fn pod_until(pods: &Api<Pod>, name: &str, done: impl Fn(&Pod) -> bool) -> Pod {
+    let deadline = Instant::now() + common::PATIENCE;
+    loop {
+        let pod = pods.get(name).await.expect("get");
+        if done(&pod) {
+            return pod;
+        }
+        assert!(Instant::now() < deadline, "{name}: {:?}", pod.status);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn phase(pod: &Pod) -> Option<&str> {
+    pod.status.as_ref()?.phase.as_deref()
+}
+
+#[tokio::test]
+async fn an_oom_kill_ends_the_container_oomkilled_with_code_137() {
+    let sim = common::start(|_| {}).await;
+    let client = common::client(&sim).await;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let mut never = pod("hog");
+    never.spec.as_mut().expect("spec").restart_policy = Some("Never".into());
+    pods.create(&PostParams::default(), &never)
+        .await
+        .expect("create");
+    pod_until(&pods, "hog", |p| phase(p) == Some("Running")).await;
+    let wrong = json!({"namespace": "default", "pod": "hog", "container": "other"});
+    let refused = client
+        .request_text(
+            http::Request::builder()
+                .method("POST")
+                .uri("/kube-sim/oom-kill")
+                .body(wrong.to_string().into_bytes())
+                .expect("request"),
+        )
+        .await;
+    assert_eq!(common::api_error(refused.unwrap_err()).code, 400);
+
+    let kill = json!({"namespace": "default", "pod": "hog", "container": "main"});
+    admin(&client, "POST", "/kube-sim/oom-kill", kill).await;
+    let ended = pod_until(&pods, "hog", |p| phase(p) == Some("Failed")).await;
+    let status = ended.status.expect("status");
+    let state = status.container_statuses.expect("statuses")[0]
+        .state
+        .clone()
+        .expect("state");
+    let terminated = state.terminated.expect("terminated");
+    assert_eq!(
+        (terminated.reason.as_deref(), terminated.exit_code),
+        (Some("OOMKilled"), 137)
+    );
+}
+
+#[tokio::test]
+async fn a_lost_node_leaves_its_pods_unknown_and_takes_no_new_ones() {
+    let sim = common::start(|_| {}).await;
+    let client = common::client(&sim).await;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    pods.create(&PostParams::default(), &pod("before"))
+        .await
+        .expect("create");
+    pod_until(&pods, "before", |p| phase(p) == Some("Running")).await;
+
+    admin(
+        &client,
+        "POST",
+        "/kube-sim/lose-node",
+        json!({"node": "kube-sim-node"}),
+    )
+    .await;
+    let lost = pod_until(&pods, "before", |p| phase(p) == Some("Unknown")).await;
+    let status = lost.status.expect("status");
+    assert_eq!(status.reason.as_deref(), Some("NodeLost"));
+    assert_eq!(
+        status.message.as_deref(),
+        Some("Node kube-sim-node which was running pod before is unresponsive")
+    );
+    let nodes: Api<k8s_openapi::api::core::v1::Node> = Api::all(client.clone());
+    let node = nodes.get("kube-sim-node").await.expect("node");
+    let ready = node.status.expect("status").conditions.expect("conditions");
+    assert!(
+        ready
+            .iter()
+            .any(|c| c.type_ == "Ready" && c.status == "Unknown")
+    );
+
+    // Nothing more is placed on it, and its kubelet no longer confirms a
+    // graceful deletion.
+    pods.create(&PostParams::default(), &pod("after"))
+        .await
+        .expect("create");
+    let pending = pod_until(&pods, "after", |p| {
+        p.status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .is_some_and(|c| c.iter().any(|c| c.type_ == "PodScheduled"))
+    })
+    .await;
+    let scheduled = pending
+        .status
+        .expect("status")
+        .conditions
+        .expect("conditions");
+    let why = scheduled
+        .iter()
+        .find(|c| c.type_ == "PodScheduled")
+        .and_then(|c| c.message.clone())
+        .expect("message");
+    assert!(why.contains("node.kubernetes.io/unreachable"), "{why}");
+    pods.delete("before", &Default::default())
+        .await
+        .expect("delete");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let still = pods.get("before").await.expect("still there");
+    assert!(still.metadata.deletion_timestamp.is_some());
+    assert_eq!(phase(&still), Some("Unknown"));
+}

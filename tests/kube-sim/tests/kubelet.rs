@@ -265,3 +265,69 @@ async fn an_unpullable_image_backs_off() {
         "{r:?}"
     );
 }
+
+#[tokio::test]
+async fn a_pending_pod_is_bound_once_a_deleted_or_finished_pod_gives_its_gpus_back() {
+    let sim = common::start(|_| {}).await;
+    let client = common::client(&sim).await;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let both_gpus = |command: &str| {
+        json!({"restartPolicy": "Never", "containers": [{"name": "main", "image": "trainer:1",
+            "command": ["sh", "-c", command], "resources": {"limits": {"nvidia.com/gpu": "2"}}}]})
+    };
+    let create = |name: &'static str, command: &'static str| {
+        let pods = pods.clone();
+        async move {
+            pods.create(&PostParams::default(), &pod(name, both_gpus(command)))
+                .await
+                .expect("create")
+        }
+    };
+    create("hog", "sleep 600").await;
+    wait_for(&pods, "hog", |p| phase(p) == "Running").await;
+    create("next", "true").await;
+    wait_for(&pods, "next", |p| {
+        p.status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .is_some_and(|c| c.iter().any(|c| c.type_ == "PodScheduled"))
+    })
+    .await;
+    assert_eq!(phase(&pods.get("next").await.expect("get")), "Pending");
+
+    // Deleted: its GPUs go to the pod that waits, which runs and ends...
+    pods.delete("hog", &DeleteParams::default().grace_period(0))
+        .await
+        .expect("delete");
+    wait_for(&pods, "next", |p| phase(p) == "Succeeded").await;
+    // ... and, ended, gives them back in turn.
+    create("last", "sleep 600").await;
+    wait_for(&pods, "last", |p| phase(p) == "Running").await;
+}
+
+#[tokio::test]
+async fn a_followed_log_has_all_the_output_and_ends_with_its_container() {
+    let sim = common::start(|_| {}).await;
+    let client = common::client(&sim).await;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let spec = json!({"restartPolicy": "Never", "containers": [{"name": "main", "image": "busybox:1.36",
+        "command": ["sh", "-c", "echo one; sleep 0.3; echo two"]}]});
+    pods.create(&PostParams::default(), &pod("talker", spec))
+        .await
+        .expect("create");
+    wait_for(&pods, "talker", |p| phase(p) == "Running").await;
+    let params = kube::api::LogParams {
+        follow: true,
+        ..Default::default()
+    };
+    let mut stream = pods.log_stream("talker", &params).await.expect("log");
+    let mut text = String::new();
+    tokio::time::timeout(
+        common::PATIENCE,
+        futures::AsyncReadExt::read_to_string(&mut stream, &mut text),
+    )
+    .await
+    .expect("the log ends with its container")
+    .expect("read");
+    assert_eq!(text, "one\ntwo\n");
+}
