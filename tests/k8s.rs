@@ -596,6 +596,39 @@ async fn running_pods_cost_no_requests_in_steady_state() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_launches_keeps_to_the_limit_of_requests_in_flight() {
+    let cluster = Cluster::start(|_| {}).await;
+    let system = System::start_with(|config| {
+        k8s_worker(config, &cluster);
+        config.max_jobs = 100;
+    })
+    .await;
+    // A slow API server: without a limit, every launch would be a request
+    // waiting at once.
+    cluster
+        .sim
+        .set_faults(Faults {
+            latency_ms: 200,
+            ..Faults::default()
+        })
+        .unwrap();
+    let jobs: Vec<String> = (0..80).map(|i| unique(&format!("burst{i}"))).collect();
+    for job_id in &jobs {
+        system.client.launch(&in_pod(job_id, "true")).await.unwrap();
+    }
+    for job_id in &jobs {
+        let events = system.events_until_terminal(job_id).await;
+        assert_eq!(events.last().unwrap().state, JobState::Succeeded);
+    }
+    let peak = cluster.sim.peak_in_flight();
+    assert!(
+        peak <= flare_launcher::backend::k8s::MAX_REQUESTS_IN_FLIGHT as u64,
+        "{peak} requests in flight at once"
+    );
+    cluster.sim.set_faults(Faults::default()).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_killed_and_restarted_finishes_its_pods_stories() {
     let cluster = Cluster::start(|_| {}).await;
     let system = System::without_worker(|_| {}).await;

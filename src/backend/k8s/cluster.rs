@@ -1,10 +1,19 @@
 //! Reaching the cluster: the client configuration from `--kubeconfig` (with
 //! `--kube-context`), else `KUBECONFIG` or `~/.kube/config`, else the pod's own
 //! service account when the worker runs in the cluster; and the namespace pods
-//! go to, the configured one or the configuration's default.
+//! go to, the configured one or the configuration's default. The client sends
+//! at most [`MAX_REQUESTS_IN_FLIGHT`] requests at once; the others wait their
+//! turn, so a burst of launches neither floods the API server nor opens a
+//! connection (with its buffers) per pod.
 
 use crate::config::K8sConfig;
+use kube::client::ClientBuilder;
 use kube::config::{KubeConfigOptions, Kubeconfig};
+use tower::limit::ConcurrencyLimitLayer;
+
+/// Most API requests under way at once (a watch counts until its response
+/// begins, so the shared watch never holds a place).
+pub const MAX_REQUESTS_IN_FLIGHT: usize = 32;
 
 /// Why the cluster cannot be reached.
 #[derive(Debug, thiserror::Error)]
@@ -51,7 +60,9 @@ pub async fn connect(config: &K8sConfig) -> Result<(kube::Client, String), Clust
         .namespace
         .clone()
         .unwrap_or_else(|| client_config.default_namespace.clone());
-    let client =
-        kube::Client::try_from(client_config).map_err(|e| ClusterError::Client(Box::new(e)))?;
+    let client = ClientBuilder::try_from(client_config)
+        .map_err(|e| ClusterError::Client(Box::new(e)))?
+        .with_layer(&ConcurrencyLimitLayer::new(MAX_REQUESTS_IN_FLIGHT))
+        .build();
     Ok((client, namespace))
 }

@@ -15,7 +15,7 @@ mod recovery;
 pub mod status;
 mod watch;
 
-pub use cluster::ClusterError;
+pub use cluster::{ClusterError, MAX_REQUESTS_IN_FLIGHT};
 
 use super::{
     Backend, GpuAssignment, LaunchError, LaunchProgress, Launched, LookupError, Recovered,

@@ -1,5 +1,6 @@
 //! The admin API under `/kube-sim/`, for the admin token only:
-//! - `GET /kube-sim/requests`: the request counter; `DELETE` resets it.
+//! - `GET /kube-sim/requests`: the request counter and the most requests served
+//!   at once (`peakInFlight`); `DELETE` resets them.
 //! - `GET /kube-sim/faults`: the faults in force; `PUT` replaces them (a
 //!   [`Faults`] as JSON); `DELETE` clears them.
 //! - `POST /kube-sim/compact`: compacts the change history at the current
@@ -120,7 +121,13 @@ fn parse<T: serde::de::DeserializeOwned>(body: &Bytes, what: &str) -> Result<T, 
 }
 
 fn requests(cluster: &Cluster) -> Response<Body> {
-    http::json(200, &json!({"requests": cluster.requests.snapshot()}))
+    http::json(
+        200,
+        &json!({
+            "requests": cluster.requests.snapshot(),
+            "peakInFlight": cluster.requests.peak_in_flight(),
+        }),
+    )
 }
 
 fn faults(cluster: &Cluster) -> Response<Body> {

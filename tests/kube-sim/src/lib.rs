@@ -273,6 +273,12 @@ impl KubeSim {
         self.front.cluster.requests.snapshot()
     }
 
+    /// The most resource requests served at once since start (or the last
+    /// reset of the counter), each until its response began.
+    pub fn peak_in_flight(&self) -> u64 {
+        self.front.cluster.requests.peak_in_flight()
+    }
+
     /// Stops serving, stops every pod, and waits until all of it has ended.
     pub async fn shutdown(self) {
         self.shutdown.cancel();

@@ -1,7 +1,9 @@
 //! The request counter: how many resource requests each user made, by verb and
-//! resource, served as JSON at `GET /kube-sim/requests`.
+//! resource, served as JSON at `GET /kube-sim/requests`, and the most that were
+//! being served at once (until each one's response began).
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
 use serde::Serialize;
@@ -21,6 +23,19 @@ pub struct RequestCount {
 #[derive(Default)]
 pub struct RequestCounter {
     counts: Mutex<BTreeMap<(String, String, String), u64>>,
+    /// Resource requests being served now.
+    in_flight: AtomicU64,
+    /// The most served at once.
+    peak: AtomicU64,
+}
+
+/// One resource request being served: counted in flight until dropped.
+pub struct InFlight<'a>(&'a RequestCounter);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 impl RequestCounter {
@@ -33,6 +48,18 @@ impl RequestCounter {
     pub fn record(&self, verb: &str, resource: &str, user: &str) {
         let key = (verb.to_owned(), resource.to_owned(), user.to_owned());
         *self.lock().entry(key).or_default() += 1;
+    }
+
+    /// Counts a request in flight until the guard is dropped.
+    pub fn begin(&self) -> InFlight<'_> {
+        let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        self.peak.fetch_max(now, Ordering::SeqCst);
+        InFlight(self)
+    }
+
+    /// The most resource requests served at once.
+    pub fn peak_in_flight(&self) -> u64 {
+        self.peak.load(Ordering::SeqCst)
     }
 
     /// Every count, ordered by verb, resource and user.
@@ -51,12 +78,27 @@ impl RequestCounter {
     /// Starts counting from zero.
     pub fn reset(&self) {
         self.lock().clear();
+        self.peak
+            .store(self.in_flight.load(Ordering::SeqCst), Ordering::SeqCst);
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_peak_is_the_most_requests_in_flight_at_once() {
+        let counter = RequestCounter::default();
+        let first = counter.begin();
+        let second = counter.begin();
+        drop(first);
+        let _third = counter.begin();
+        assert_eq!(counter.peak_in_flight(), 2);
+        drop(second);
+        counter.reset();
+        assert_eq!(counter.peak_in_flight(), 1, "the one still in flight");
+    }
 
     #[test]
     fn counts_by_verb_resource_and_user() {

@@ -139,6 +139,7 @@ async fn serve_resource(
     let verb = target.verb(&method, query.watch);
     let resource = target.resource_path();
     cluster.requests.record(verb, &resource, &user.name);
+    let _in_flight = cluster.requests.begin();
     let latency = cluster.faults.latency();
     if !latency.is_zero() {
         tokio::time::sleep(latency).await;
