@@ -507,7 +507,10 @@ async fn change_the_pod_while_the_watch_is_down(
 
 /// The job's events once it ended `lost`, with `why` in its message.
 async fn assert_lost(system: &System, job_id: &str, why: &str) {
-    let events = system.events_until_terminal(job_id).await;
+    // The read of a pod a re-list lacked may take a minute before it gives up.
+    let events = system
+        .events_until_terminal_within(job_id, Duration::from_secs(150))
+        .await;
     assert_well_formed(&events);
     assert_eq!(states(&events), ["starting", "running", "lost"]);
     let last = events.last().unwrap();
@@ -621,10 +624,10 @@ async fn a_burst_of_launches_keeps_to_the_limit_of_requests_in_flight() {
         assert_eq!(events.last().unwrap().state, JobState::Succeeded);
     }
     let peak = cluster.sim.peak_in_flight();
-    assert!(
-        peak <= flare_launcher::backend::k8s::MAX_REQUESTS_IN_FLIGHT as u64,
-        "{peak} requests in flight at once"
-    );
+    let limit = flare_launcher::backend::k8s::MAX_REQUESTS_IN_FLIGHT as u64;
+    assert!(peak <= limit, "{peak} requests in flight at once");
+    // The launches did overlap: the limit was put to the test.
+    assert!(peak >= limit / 4, "only {peak} requests in flight at once");
     cluster.sim.set_faults(Faults::default()).unwrap();
 }
 

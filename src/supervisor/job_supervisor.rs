@@ -198,7 +198,7 @@ fn start(
         .stderr(log)
         .process_group(0);
     let procs = cgroup.map(JobCgroup::procs_path);
-    let user = user.cloned();
+    let user = user.map(Switch::to);
     // The job user enters the working directory itself, after the switch: a
     // directory it could not reach (under a root-only parent) stays out of reach.
     let user_workdir = match (&spawn.workdir, &user) {
@@ -222,7 +222,7 @@ fn start(
                     cgroup::join(procs);
                 }
                 if let Some(user) = &user {
-                    become_user(user)?;
+                    user.carry_out()?;
                 }
                 match &user_workdir {
                     Some(workdir) => enter(workdir),
@@ -244,18 +244,36 @@ fn enter(dir: &CString) -> std::io::Result<()> {
     }
 }
 
-/// Becomes the job user, between fork and exec: supplementary groups, group,
-/// user, in that order (each step needs the privilege the next one drops), then
-/// no ambient capabilities, so that a worker holding CAP_SETUID and CAP_SETGID as
-/// ambient capabilities does not hand them to the job (root loses every
-/// capability in `setuid` already).
-fn become_user(user: &JobUserIds) -> std::io::Result<()> {
-    use nix::unistd::{Gid, Uid, setgid, setgroups, setuid};
-    let groups: Vec<Gid> = user.groups.iter().map(|g| Gid::from_raw(*g)).collect();
-    setgroups(&groups)?;
-    setgid(Gid::from_raw(user.gid))?;
-    setuid(Uid::from_raw(user.uid))?;
-    clear_ambient_capabilities()
+/// The switch to the job user, made ready before the fork so that carrying it
+/// out allocates nothing.
+struct Switch {
+    uid: nix::unistd::Uid,
+    gid: nix::unistd::Gid,
+    groups: Vec<nix::unistd::Gid>,
+}
+
+impl Switch {
+    fn to(user: &JobUserIds) -> Switch {
+        use nix::unistd::{Gid, Uid};
+        Switch {
+            uid: Uid::from_raw(user.uid),
+            gid: Gid::from_raw(user.gid),
+            groups: user.groups.iter().map(|g| Gid::from_raw(*g)).collect(),
+        }
+    }
+
+    /// Becomes the job user, between fork and exec: supplementary groups,
+    /// group, user, in that order (each step needs the privilege the next one
+    /// drops), then no ambient capabilities, so that a worker holding
+    /// CAP_SETUID and CAP_SETGID as ambient capabilities does not hand them to
+    /// the job (root loses every capability in `setuid` already).
+    fn carry_out(&self) -> std::io::Result<()> {
+        use nix::unistd::{setgid, setgroups, setuid};
+        setgroups(&self.groups)?;
+        setgid(self.gid)?;
+        setuid(self.uid)?;
+        clear_ambient_capabilities()
+    }
 }
 
 /// Empties the ambient capability set; a kernel without ambient capabilities

@@ -90,7 +90,18 @@ impl System {
     /// holds for the job, so that an event stored after the terminal one (a
     /// second terminal event) is there for the checks to see.
     pub async fn events_until_terminal(&self, job_id: &str) -> Vec<JobEvent> {
-        self.events_until(job_id, |e| e.state.is_terminal()).await;
+        self.events_until_terminal_within(job_id, JOB_TIMEOUT).await
+    }
+
+    /// [`System::events_until_terminal`], for a job whose end may take up to
+    /// `limit`.
+    pub async fn events_until_terminal_within(
+        &self,
+        job_id: &str,
+        limit: Duration,
+    ) -> Vec<JobEvent> {
+        self.events_until_within(job_id, |e| e.state.is_terminal(), limit)
+            .await;
         self.stored_events(job_id)
             .await
             .into_iter()
@@ -136,6 +147,16 @@ impl System {
         job_id: &str,
         done: impl Fn(&JobEvent) -> bool,
     ) -> Vec<JobEvent> {
+        self.events_until_within(job_id, done, JOB_TIMEOUT).await
+    }
+
+    /// Replays a job's events until one satisfies `done`, for at most `limit`.
+    pub async fn events_until_within(
+        &self,
+        job_id: &str,
+        done: impl Fn(&JobEvent) -> bool,
+        limit: Duration,
+    ) -> Vec<JobEvent> {
         let collect = async {
             let mut stream = Box::pin(
                 self.client
@@ -154,9 +175,9 @@ impl System {
             }
             seen
         };
-        tokio::time::timeout(JOB_TIMEOUT, collect)
+        tokio::time::timeout(limit, collect)
             .await
-            .unwrap_or_else(|_| panic!("job {job_id}: no such event within {JOB_TIMEOUT:?}"))
+            .unwrap_or_else(|_| panic!("job {job_id}: no such event within {limit:?}"))
     }
 
     /// Subscribes to reports of unusable requests, before anything is published.

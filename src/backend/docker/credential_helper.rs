@@ -130,11 +130,19 @@ pub async fn get(
         if out.trim() == NOT_FOUND {
             return Ok(None);
         }
-        let said = if err.trim().is_empty() { &out } else { &err };
-        return Err(failed(&format!("{status}: {said}")));
+        // Only what it said on standard error: its standard output may hold a secret.
+        return Err(failed(&format!("{status}: {err}")));
     }
     let answer: Answer = serde_json::from_str(&out)
-        .map_err(|e| failed(&format!("its answer is not credentials: {e}")))?;
+        // Where the answer went wrong, not what it says: it may hold a secret.
+        .map_err(|e| {
+            failed(&format!(
+                "its answer is not credentials ({:?} error at line {} column {})",
+                e.classify(),
+                e.line(),
+                e.column()
+            ))
+        })?;
     let mut credentials = DockerCredentials {
         serveraddress: Some(server.to_owned()),
         ..DockerCredentials::default()
@@ -204,11 +212,15 @@ mod tests {
     async fn not_found_is_no_credentials_and_other_failures_are_errors() {
         let none = ask(&format!("echo '{NOT_FOUND}'; exit 1"), TIME_LIMIT).await;
         assert!(matches!(none, Ok(None)), "{none:?}");
-        let failed = ask("echo 'keychain locked' >&2; exit 3", TIME_LIMIT)
-            .await
-            .unwrap_err();
+        let failed = ask(
+            r#"echo '{"Username":"u","Secret":"s3cret"}'; echo 'keychain locked' >&2; exit 3"#,
+            TIME_LIMIT,
+        )
+        .await
+        .unwrap_err();
         assert!(
-            matches!(&failed, HelperError::Failed { message, .. } if message.contains("keychain locked")),
+            matches!(&failed, HelperError::Failed { message, .. }
+                if message.contains("keychain locked") && !message.contains("s3cret")),
             "{failed:?}"
         );
         let garbage = ask("echo not json", TIME_LIMIT).await.unwrap_err();

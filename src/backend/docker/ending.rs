@@ -1,11 +1,13 @@
 //! Reading how a container ended, with as few Engine API requests as the
 //! events allow: the `die` event carries the exit code, and an `oom` event of
-//! the same container comes before it (the engine handles a container's events
-//! in order), so a container whose `die` was seen costs no inspect. One inspect
-//! reads the end when the events cannot tell: an end seen only by a re-list or
-//! on a container found again, a `die` without an exit code, or a SIGKILL exit
-//! (137) that neither the worker asked for nor an `oom` event explained, in case
-//! the engine reported the out-of-memory kill late. Then the container's output
+//! the same container usually comes before it, so a container that exited 0, or
+//! was stopped by the worker, or whose `oom` was seen, costs no inspect. One
+//! inspect reads the end when the events cannot tell: an end seen only by a
+//! re-list or on a container found again, a `die` without an exit code, or a
+//! failure (non-zero exit) that neither the worker asked for nor an `oom` event
+//! explained: the out-of-memory killer may have killed another process of the
+//! container, and the engine may report it after the `die` (the memory events
+//! and the exits reach it by different paths). Then the container's output
 //! is copied into the job's log file, so the log is complete when the end is
 //! reported.
 
@@ -19,10 +21,6 @@ use bollard::container::LogOutput;
 use bollard::query_parameters::LogsOptions;
 use futures::StreamExt;
 use std::path::Path;
-
-/// The exit code of a container whose process was killed by SIGKILL, as the
-/// kernel's out-of-memory killer does.
-const KILLED: i64 = 128 + 9;
 
 /// What the worker knows of a container's end before it reads anything.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,8 +73,8 @@ impl Seen {
         let Ending::Died(code) = self.ending else {
             return None;
         };
-        let unexplained_kill = code == KILLED && !self.oom && !self.stopped;
-        (!unexplained_kill).then_some(End {
+        let unexplained_failure = code != 0 && !self.oom && !self.stopped;
+        (!unexplained_failure).then_some(End {
             code,
             oom_killed: self.oom,
         })
@@ -174,15 +172,18 @@ mod tests {
     #[test]
     fn a_die_event_tells_the_end_without_an_inspect() {
         let end = |code, oom_killed| Some(End { code, oom_killed });
-        assert_eq!(seen(Ending::Died(3), false, false).end(), end(3, false));
+        assert_eq!(seen(Ending::Died(0), false, false).end(), end(0, false));
         assert_eq!(seen(Ending::Died(137), true, false).end(), end(137, true));
+        assert_eq!(seen(Ending::Died(1), true, false).end(), end(1, true));
         // Killed because the worker stopped it: nothing to explain.
         assert_eq!(seen(Ending::Died(137), false, true).end(), end(137, false));
     }
 
     #[test]
-    fn an_unexplained_kill_or_an_unread_end_needs_an_inspect() {
+    fn an_unexplained_failure_or_an_unread_end_needs_an_inspect() {
         assert_eq!(seen(Ending::Died(137), false, false).end(), None);
+        // Another process of the container may have been killed for memory.
+        assert_eq!(seen(Ending::Died(3), false, false).end(), None);
         assert_eq!(seen(Ending::Unread, true, true).end(), None);
     }
 

@@ -23,7 +23,7 @@ use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event};
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 use tokio::sync::mpsc;
@@ -32,9 +32,10 @@ use tokio::task::JoinHandle;
 /// Most observations a job gets (running, then its end): the channel never fills.
 const OBSERVATIONS: usize = 4;
 
-/// Longest a pod missing from a re-list is read (retrying transient failures)
-/// before its job ends as vanished: the API answered the re-list moments ago.
-const UNLISTED_READ_PATIENCE: Duration = Duration::from_secs(20);
+/// Longest a pod missing from a re-list is read (retrying transient failures,
+/// and waiting its turn behind the client's other requests) before its job
+/// ends as vanished: the API answered the re-list moments ago.
+const UNLISTED_READ_PATIENCE: Duration = Duration::from_secs(60);
 
 /// How far the job has been told.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -112,6 +113,9 @@ pub struct Watch {
     selector: String,
     followed: Mutex<HashMap<String, Followed>>,
     seen: Mutex<HashMap<String, SeenPod>>,
+    /// How many re-lists have begun: a check of pods one re-list lacked gives
+    /// way to the next re-list's.
+    relists: AtomicU64,
 }
 
 impl Watch {
@@ -122,6 +126,7 @@ impl Watch {
             selector,
             followed: Mutex::new(HashMap::new()),
             seen: Mutex::new(HashMap::new()),
+            relists: AtomicU64::new(0),
         })
     }
 
@@ -281,11 +286,15 @@ impl Watch {
         self.end_unseen(entry, job_id, why);
     }
 
-    /// The pod of `job_id` can no longer be seen (`why`), its end unknown.
-    fn lost_sight(self: &Arc<Self>, job_id: &str, pod: &str, why: String) {
+    /// The pod of `job_id`, lacking from re-list `relist`, can no longer be
+    /// seen (`why`), its end unknown: unless the watch has shown it since, or
+    /// another re-list has begun (which checks again).
+    fn lost_sight(self: &Arc<Self>, job_id: &str, pod: &str, relist: u64, why: String) {
         let mut followed = self.followed();
         if let Some(entry) = followed.get_mut(job_id)
             && entry.pod == pod
+            && !entry.listed
+            && self.relists.load(Ordering::SeqCst) == relist
         {
             self.end_unseen(entry, job_id, why);
         }
@@ -391,6 +400,7 @@ impl Watch {
                     }
                 }
                 Ok(Event::Init) => {
+                    self.relists.fetch_add(1, Ordering::SeqCst);
                     relisted.clear();
                     for entry in self.followed().values_mut() {
                         entry.listed = false;
@@ -417,6 +427,7 @@ impl Watch {
             .filter(|(_, entry)| !entry.listed && entry.uid.is_some() && entry.told != Told::Over)
             .map(|(job_id, entry)| (job_id.clone(), entry.pod.clone()))
             .collect();
+        let relist = self.relists.load(Ordering::SeqCst);
         for (job_id, pod) in unlisted {
             let watch = self.clone();
             tokio::spawn(async move {
@@ -438,7 +449,7 @@ impl Watch {
                     ),
                 };
                 tracing::warn!(%job_id, "{why}");
-                watch.lost_sight(&job_id, &pod, why);
+                watch.lost_sight(&job_id, &pod, relist, why);
             });
         }
     }
