@@ -94,16 +94,15 @@ pub enum JobUserError {
         /// The jobs the worker may run at once.
         max_jobs: usize,
     },
-    /// An id of the range belongs to a user of the system.
-    #[error(
-        "--job-uids {range} includes uid {uid} of the existing user {name:?}; choose ids no user has"
-    )]
+    /// An id of the range belongs to a user of the system, to this worker, or
+    /// to the subordinate ids of a user (`/etc/subuid`, user namespaces).
+    #[error("--job-uids {range} includes uid {uid} of {name}; choose ids no user has")]
     UidTaken {
         /// The range.
         range: JobUidRange,
         /// The id.
         uid: u32,
-        /// Its user's name.
+        /// Whose it is.
         name: String,
     },
 }
@@ -251,6 +250,19 @@ fn check_uids(range: JobUidRange, max_jobs: usize) -> Result<(), JobUserError> {
     if (range.size() as usize) < max_jobs {
         return Err(JobUserError::TooFewUids { range, max_jobs });
     }
+    let taken = |uid, name: String| JobUserError::UidTaken { range, uid, name };
+    for uid in [Uid::current(), Uid::effective()] {
+        if range.contains(uid.as_raw()) {
+            return Err(taken(uid.as_raw(), "this worker".into()));
+        }
+    }
+    let subordinate = std::fs::read_to_string("/etc/subuid").unwrap_or_default();
+    if let Some((owner, uid)) = subordinate_overlap(&subordinate, range) {
+        return Err(taken(
+            uid,
+            format!("the subordinate ids of {owner:?} (/etc/subuid)"),
+        ));
+    }
     for uid in range.ids() {
         let user = User::from_uid(Uid::from_raw(uid)).map_err(|source| JobUserError::Lookup {
             what: "user",
@@ -258,14 +270,26 @@ fn check_uids(range: JobUidRange, max_jobs: usize) -> Result<(), JobUserError> {
             source,
         })?;
         if let Some(user) = user {
-            return Err(JobUserError::UidTaken {
-                range,
-                uid,
-                name: user.name,
-            });
+            return Err(taken(uid, format!("the existing user {:?}", user.name)));
         }
     }
     Ok(())
+}
+
+/// The first owner in `subuid` (lines `OWNER:FIRST:COUNT`) whose ids meet
+/// `range`, with the first id they share.
+fn subordinate_overlap(subuid: &str, range: JobUidRange) -> Option<(String, u32)> {
+    subuid.lines().find_map(|line| {
+        let mut fields = line.trim().split(':');
+        let (owner, first, count) = (fields.next()?, fields.next()?, fields.next()?);
+        let first: u64 = first.parse().ok()?;
+        let last = first + count.parse::<u64>().ok()?.checked_sub(1)?;
+        let shared = first.max(u64::from(range.first));
+        if shared > last.min(u64::from(range.last)) {
+            return None;
+        }
+        Some((owner.to_owned(), u32::try_from(shared).ok()?))
+    })
 }
 
 /// Checks that this process holds CAP_SETUID and CAP_SETGID (root normally does).
@@ -315,7 +339,7 @@ mod tests {
         ));
         let taken = refused(Some("nobody"), "65530-65540", 1);
         assert!(
-            matches!(&taken, JobUserError::UidTaken { uid: 65534, name, .. } if name == "nobody"),
+            matches!(&taken, JobUserError::UidTaken { uid: 65534, name, .. } if name.contains("\"nobody\"")),
             "{taken}"
         );
         assert!(matches!(
@@ -327,6 +351,22 @@ mod tests {
             None,
             "without --job-uids jobs keep the user's own id"
         );
+    }
+
+    #[test]
+    fn subordinate_ids_of_a_user_are_not_job_uids() {
+        let subuid = "# comment\nalice:100000:65536\nbob:300000:10\nbad line\n";
+        let range = |text: &str| text.parse::<JobUidRange>().unwrap();
+        assert_eq!(
+            subordinate_overlap(subuid, range("165530-170000")),
+            Some(("alice".into(), 165530))
+        );
+        assert_eq!(
+            subordinate_overlap(subuid, range("299990-300000")),
+            Some(("bob".into(), 300000))
+        );
+        assert_eq!(subordinate_overlap(subuid, range("165536-200000")), None);
+        assert_eq!(subordinate_overlap(subuid, range("300010-300020")), None);
     }
 
     #[test]

@@ -40,6 +40,11 @@ impl JobUidRange {
         self.last - self.first + 1
     }
 
+    /// Whether `uid` is one of its ids.
+    pub fn contains(&self, uid: u32) -> bool {
+        (self.first..=self.last).contains(&uid)
+    }
+
     /// Every id, in order.
     pub fn ids(&self) -> impl Iterator<Item = u32> {
         self.first..=self.last
