@@ -106,3 +106,20 @@ async fn each_subject_prefix_has_its_own_streams_and_a_clash_is_refused() {
         worker.shutdown().await;
     }
 }
+
+#[tokio::test]
+async fn a_job_log_directory_that_cannot_be_made_stops_the_worker() {
+    let system = common::system::System::without_worker(|_| {}).await;
+    // A file where the directory of the jobs' logs belongs.
+    std::fs::create_dir_all(&system.config.data_dir).unwrap();
+    std::fs::write(system.config.data_dir.join("logs"), "").unwrap();
+    let refused = Worker::start(system.config.clone())
+        .await
+        .err()
+        .expect("the worker refuses to start");
+    let message = refused.to_string();
+    assert!(
+        message.contains("cannot create the job log directory"),
+        "{message}"
+    );
+}

@@ -214,6 +214,28 @@ pub fn container_image(request: &LaunchRequest, kind: BackendKind) -> Result<&st
         .ok_or_else(|| LaunchError::Unsupported(format!("the {kind} backend needs an image")))
 }
 
+/// The directory of the jobs' logs cannot be created.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot create the job log directory {path}: {source}")]
+pub struct LogDirError {
+    /// The directory.
+    pub path: PathBuf,
+    /// The I/O error.
+    #[source]
+    pub source: std::io::Error,
+}
+
+/// Creates `dir`, where the jobs' logs go, when a backend starts.
+///
+/// # Errors
+/// [`LogDirError`] when it cannot be created.
+pub fn create_log_dir(dir: &std::path::Path) -> Result<(), LogDirError> {
+    std::fs::create_dir_all(dir).map_err(|source| LogDirError {
+        path: dir.to_owned(),
+        source,
+    })
+}
+
 /// The log file of a job whose workload starts now (see [`crate::job_logs`]).
 ///
 /// # Errors

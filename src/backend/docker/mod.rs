@@ -20,6 +20,7 @@ use super::{
     Backend, GpuAssignment, LaunchError, LaunchProgress, Launched, LookupError, Observation,
     Recovered, Workload, WorkloadControl, container_image, new_log_file,
 };
+use super::{LogDirError, create_log_dir};
 use crate::config::{DockerConfig, PullPolicy};
 use crate::protocol::{BackendKind, BackendRef, JobRecord, LaunchRequest};
 use async_trait::async_trait;
@@ -60,14 +61,8 @@ pub struct DockerSettings {
 #[derive(Debug, thiserror::Error)]
 pub enum DockerBackendError {
     /// The log directory cannot be created.
-    #[error("cannot create the job log directory {path}: {source}")]
-    LogDir {
-        /// The directory.
-        path: PathBuf,
-        /// The I/O error.
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    LogDir(#[from] LogDirError),
     /// The engine cannot be reached or does not answer.
     #[error("cannot reach the Docker engine{}: {source}", .host.as_deref().map(|h| format!(" at {h}")).unwrap_or_default())]
     Engine {
@@ -109,12 +104,7 @@ impl DockerBackend {
     /// # Errors
     /// A [`DockerBackendError`] saying what is missing.
     pub async fn start(settings: DockerSettings) -> Result<Self, DockerBackendError> {
-        std::fs::create_dir_all(&settings.log_dir).map_err(|source| {
-            DockerBackendError::LogDir {
-                path: settings.log_dir.clone(),
-                source,
-            }
-        })?;
+        create_log_dir(&settings.log_dir)?;
         let engine_error = |source| DockerBackendError::Engine {
             host: settings.config.host.clone(),
             source,

@@ -21,6 +21,7 @@ use super::{
     Backend, GpuAssignment, LaunchError, LaunchProgress, Launched, LookupError, Recovered,
     Workload, WorkloadControl, container_image, new_log_file,
 };
+use super::{LogDirError, create_log_dir};
 use crate::config::K8sConfig;
 use crate::protocol::bounded::{bounded, bounded_to};
 use crate::protocol::{BackendKind, BackendRef, LaunchRequest};
@@ -53,14 +54,8 @@ pub struct K8sSettings {
 #[derive(Debug, thiserror::Error)]
 pub enum K8sBackendError {
     /// The log directory cannot be created.
-    #[error("cannot create the job log directory {path}: {source}")]
-    LogDir {
-        /// The directory.
-        path: PathBuf,
-        /// The I/O error.
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    LogDir(#[from] LogDirError),
     /// The cluster cannot be reached.
     #[error(transparent)]
     Cluster(#[from] ClusterError),
@@ -105,10 +100,7 @@ impl K8sBackend {
     /// # Errors
     /// A [`K8sBackendError`] saying what is missing.
     pub async fn start(settings: K8sSettings) -> Result<Self, K8sBackendError> {
-        std::fs::create_dir_all(&settings.log_dir).map_err(|source| K8sBackendError::LogDir {
-            path: settings.log_dir.clone(),
-            source,
-        })?;
+        create_log_dir(&settings.log_dir)?;
         let template = match &settings.config.pod_template {
             Some(path) => read_template(path)?,
             None => Value::Object(serde_json::Map::new()),

@@ -14,6 +14,7 @@ use super::{
     Backend, GpuAssignment, LaunchError, LaunchProgress, Launched, Observation, Recovered,
     WorkloadControl,
 };
+use super::{LogDirError, create_log_dir};
 use crate::protocol::{BackendKind, BackendRef, LaunchRequest, reason};
 use crate::supervisor::job_file::JobFile;
 use crate::supervisor::wire::{RunningJob, Spawn};
@@ -48,14 +49,8 @@ pub struct ProcessSettings {
 #[derive(Debug, thiserror::Error)]
 pub enum ProcessBackendError {
     /// The log directory cannot be created.
-    #[error("cannot create the job log directory {path}: {source}")]
-    LogDir {
-        /// The directory.
-        path: PathBuf,
-        /// The I/O error.
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    LogDir(#[from] LogDirError),
     /// The supervisor cannot be reached or started.
     #[error(transparent)]
     Supervisor(#[from] SupervisorError),
@@ -77,12 +72,7 @@ impl ProcessBackend {
     /// # Errors
     /// A [`ProcessBackendError`] saying what is missing.
     pub async fn start(settings: ProcessSettings) -> Result<Self, ProcessBackendError> {
-        std::fs::create_dir_all(&settings.log_dir).map_err(|source| {
-            ProcessBackendError::LogDir {
-                path: settings.log_dir.clone(),
-                source,
-            }
-        })?;
+        create_log_dir(&settings.log_dir)?;
         let mut base_env = inherited_env(&settings.env_policy);
         if let Some(user) = &settings.job_user {
             base_env.retain(|(name, _)| !matches!(name.as_str(), "HOME" | "USER" | "LOGNAME"));
