@@ -414,11 +414,7 @@ async fn a_supervisor_that_would_not_give_jobs_uids_of_their_own_stops_the_worke
             }
         }
     });
-    let refused = flare_launcher::worker::Worker::start(system.config.clone())
-        .await
-        .err()
-        .expect("the worker refuses to run jobs under the shared job user");
-    let message = refused.to_string();
+    let message = system.worker_refusal().await;
     assert!(
         message.contains("would not run jobs under user ids of their own"),
         "{message}"

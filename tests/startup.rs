@@ -113,11 +113,7 @@ async fn a_job_log_directory_that_cannot_be_made_stops_the_worker() {
     // A file where the directory of the jobs' logs belongs.
     std::fs::create_dir_all(&system.config.data_dir).unwrap();
     std::fs::write(system.config.data_dir.join("logs"), "").unwrap();
-    let refused = Worker::start(system.config.clone())
-        .await
-        .err()
-        .expect("the worker refuses to start");
-    let message = refused.to_string();
+    let message = system.worker_refusal().await;
     assert!(
         message.contains("cannot create the job log directory"),
         "{message}"

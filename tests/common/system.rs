@@ -68,6 +68,16 @@ impl System {
         self.worker = Some(worker);
     }
 
+    /// Starts a worker on this system's configuration, which must refuse to
+    /// start; returns why.
+    pub async fn worker_refusal(&self) -> String {
+        Worker::start(self.config.clone())
+            .await
+            .err()
+            .expect("the worker refuses to start")
+            .to_string()
+    }
+
     /// A scratch path inside the test's directory.
     pub fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)

@@ -17,10 +17,10 @@ mod spec;
 mod watch;
 
 use super::{
-    Backend, GpuAssignment, LaunchError, LaunchProgress, Launched, LookupError, Observation,
-    Recovered, Workload, WorkloadControl, container_image, new_log_file,
+    Backend, GpuAssignment, LaunchError, LaunchProgress, Launched, LogDirError, LookupError,
+    Observation, Recovered, Workload, WorkloadControl, container_image, create_log_dir,
+    new_log_file,
 };
-use super::{LogDirError, create_log_dir};
 use crate::config::{DockerConfig, PullPolicy};
 use crate::protocol::{BackendKind, BackendRef, JobRecord, LaunchRequest};
 use async_trait::async_trait;

@@ -18,10 +18,9 @@ mod watch;
 pub use cluster::{ClusterError, MAX_REQUESTS_IN_FLIGHT};
 
 use super::{
-    Backend, GpuAssignment, LaunchError, LaunchProgress, Launched, LookupError, Recovered,
-    Workload, WorkloadControl, container_image, new_log_file,
+    Backend, GpuAssignment, LaunchError, LaunchProgress, Launched, LogDirError, LookupError,
+    Recovered, Workload, WorkloadControl, container_image, create_log_dir, new_log_file,
 };
-use super::{LogDirError, create_log_dir};
 use crate::config::K8sConfig;
 use crate::protocol::bounded::{bounded, bounded_to};
 use crate::protocol::{BackendKind, BackendRef, LaunchRequest};

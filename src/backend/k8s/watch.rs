@@ -5,9 +5,9 @@
 //! pod costs no request; its end costs one log read, in a task of its own, before
 //! the exit is reported. A pod missing from a re-list is read once to tell a gap
 //! in the watch from a pod that is gone; one that cannot be read within a fixed
-//! time, or that was replaced, ends its job as vanished, as a gone one does. Every pod of the worker the
-//! watch shows, followed or not, is kept by name for the orphan sweep, which so
-//! costs no request either.
+//! time, or that was replaced, ends its job as vanished, as a gone one does.
+//! Every pod of the worker the watch shows, followed or not, is kept by name for
+//! the orphan sweep, which so costs no request either.
 
 use super::manifest::{CONTAINER, JOB_ID_ANNOTATION};
 use super::status::{PodState, classify};

@@ -11,10 +11,9 @@ mod supervisor_link;
 use super::job_env::{self, JobEnvPolicy};
 use super::job_user::JobUser;
 use super::{
-    Backend, GpuAssignment, LaunchError, LaunchProgress, Launched, Observation, Recovered,
-    WorkloadControl,
+    Backend, GpuAssignment, LaunchError, LaunchProgress, Launched, LogDirError, Observation,
+    Recovered, WorkloadControl, create_log_dir,
 };
-use super::{LogDirError, create_log_dir};
 use crate::protocol::{BackendKind, BackendRef, LaunchRequest, reason};
 use crate::supervisor::job_file::JobFile;
 use crate::supervisor::wire::{RunningJob, Spawn};
