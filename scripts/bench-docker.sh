@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Measures the Docker backend on this machine, the way the README's "Docker jobs"
-# section reports it: a fresh nats-server and a release worker with the Docker
+# Measures the Docker backend on this machine, the way docs/performance.md's "Docker
+# jobs" section reports it: a fresh nats-server and a release worker with the Docker
 # backend, then `flare-launcher bench --backend docker` (which measures the
 # engine's own floor in the same run) one container at a time, at concurrency
 # 10, and with 200 containers running at once for the worker's memory. Needs a

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Measures the Kubernetes backend against kube-sim, the way the README's
-# Performance section reports it: a fresh nats-server, a kube-sim whose worker
+# Measures the Kubernetes backend against kube-sim, the way
+# docs/performance.md's "Kubernetes jobs" section reports it: a fresh nats-server, a kube-sim whose worker
 # user has the Role of deploy/k8s, a release worker with the k8s backend, then
 # `flare-launcher bench --backend k8s` one job at a time (exit → terminal event
 # latency, API requests per job) and with 1,000 pods running at once (the

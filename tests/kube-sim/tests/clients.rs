@@ -1,7 +1,10 @@
 //! Conformance with clients no one here wrote: `kubectl` and the Python
 //! `kubernetes` client, each run as a real process against its own kube-sim.
-//! Outside CI a missing client skips its test loudly; in CI (`CI=true`) a missing
-//! client fails it. `KUBE_SIM_KUBECTL` names another kubectl to run.
+//! Outside CI a missing kubectl skips its test loudly; in CI (`CI=true`) it fails
+//! it. `KUBE_SIM_KUBECTL` names another kubectl to run. The Python client runs
+//! with `KUBE_SIM_PYTHON` (the interpreter of the virtual environment that
+//! `scripts/ensure-python-kube.sh` installs it in and exports), else `python3`;
+//! its test fails when that interpreter lacks the client.
 
 mod common;
 
@@ -14,11 +17,35 @@ fn available(what: &str, probe: &mut Command) -> bool {
     if !ok {
         assert!(
             std::env::var("CI").as_deref() != Ok("true"),
-            "{what} is required in CI (scripts/ensure-python-kube.sh installs the Python client)"
+            "{what} is required in CI"
         );
         eprintln!("SKIPPED: {what} is not installed");
     }
     ok
+}
+
+/// The Python interpreter to run the `kubernetes` client with: `$KUBE_SIM_PYTHON`,
+/// else `python3`. Panics, saying how to get the client, when it cannot import it.
+fn python_with_kubernetes_client() -> std::ffi::OsString {
+    let named = std::env::var_os("KUBE_SIM_PYTHON");
+    let how = if named.is_some() {
+        "KUBE_SIM_PYTHON"
+    } else {
+        "KUBE_SIM_PYTHON is not set"
+    };
+    let python = named.unwrap_or_else(|| "python3".into());
+    let has_client = Command::new(&python)
+        .args(["-c", "import kubernetes"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(
+        has_client,
+        "{} ({how}) cannot import the Python kubernetes client; \
+         `source scripts/ensure-python-kube.sh` installs it in the project's virtual \
+         environment and exports KUBE_SIM_PYTHON",
+        python.to_string_lossy()
+    );
+    python
 }
 
 /// The kubectl to run: `$KUBE_SIM_KUBECTL` (such as Debian's 1.20 unpacked
@@ -254,23 +281,18 @@ async fn kubectl_with_a_users_token_may_do_what_its_role_allows_only() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_python_client_creates_watches_resumes_and_gets_410() {
-    if !available(
-        "the Python kubernetes client",
-        Command::new("python3").args(["-c", "import kubernetes"]),
-    ) {
-        return;
-    }
+    let python = python_with_kubernetes_client();
     let sim = common::start(|c| c.history = 30).await;
     let dir = tempfile::tempdir().expect("tempdir");
     let kc = dir.path().join("kubeconfig");
     sim.write_kubeconfig(&kc).expect("kubeconfig");
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/python_conformance.py");
-    let out = tokio::process::Command::new("python3")
+    let out = tokio::process::Command::new(&python)
         .arg(&script)
         .arg(&kc)
         .output()
         .await
-        .expect("python3 runs");
+        .expect("the Python interpreter runs");
     assert!(
         out.status.success(),
         "python conformance failed:\n{}\n{}",
