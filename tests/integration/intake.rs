@@ -2,10 +2,8 @@
 //! is delivered, malformed and invalid requests are reported without blocking the
 //! requests behind them, and capacity bounds the jobs a worker runs.
 
-mod common;
-
+use crate::common::system::{CoreEvents, JOB_TIMEOUT, System, assert_well_formed, sh, states};
 use async_nats::jetstream;
-use common::system::{CoreEvents, JOB_TIMEOUT, System, assert_well_formed, sh, states};
 use flare_launcher::nats::setup::Layout;
 use flare_launcher::protocol::InvalidRequest;
 use flare_launcher::state::JobState;

@@ -5,10 +5,8 @@
 //! terminal event and a bounded message, the requests behind it run, and the
 //! worker stays healthy. Also: logs written to a pipe carry no colour codes.
 
-mod common;
-
+use crate::common::system::{System, assert_well_formed, sh, states};
 use async_nats::jetstream::{self, stream};
-use common::system::{System, assert_well_formed, sh, states};
 use flare_launcher::nats::subjects::Subjects;
 use flare_launcher::protocol::bounded::MAX_TEXT;
 use flare_launcher::protocol::{InvalidRequest, JobRecord};
@@ -140,7 +138,7 @@ async fn a_request_over_the_size_limit_ends_its_job_naming_size_and_limit() {
         .publish_launch(anonymous.clone().into(), None)
         .await
         .unwrap();
-    let report = tokio::time::timeout(common::system::JOB_TIMEOUT, reports.next())
+    let report = tokio::time::timeout(crate::common::system::JOB_TIMEOUT, reports.next())
         .await
         .expect("a report")
         .unwrap();
@@ -216,7 +214,7 @@ async fn ends_in_its_record_and_stops(
     let script = format!("sleep 5; touch {}", marker.display());
     system.client.launch(&sh(job_id, &script)).await.unwrap();
     // No event can be awaited: the record is read until it shows the end.
-    let deadline = tokio::time::Instant::now() + common::system::JOB_TIMEOUT;
+    let deadline = tokio::time::Instant::now() + crate::common::system::JOB_TIMEOUT;
     let record = loop {
         match system.client.status(job_id).await {
             Ok(record) if record.state.is_terminal() => break record,
@@ -280,7 +278,7 @@ async fn a_delivery_arriving_while_its_job_is_being_claimed_is_handed_back_not_d
     // the ack wait runs out and the request comes again. That delivery must not
     // be acknowledged: handed back, it comes a third time.
     let js = jetstream::new(system.client.nats().clone());
-    let deadline = tokio::time::Instant::now() + common::system::JOB_TIMEOUT;
+    let deadline = tokio::time::Instant::now() + crate::common::system::JOB_TIMEOUT;
     loop {
         let mut consumer: jetstream::consumer::PullConsumer = js
             .get_consumer_from_stream(Subjects::consumer("default"), "FLARE_JOBS")
@@ -332,7 +330,7 @@ async fn logs_written_to_a_pipe_carry_no_colour_codes() {
             }
         }
     };
-    tokio::time::timeout(common::system::JOB_TIMEOUT, ready)
+    tokio::time::timeout(crate::common::system::JOB_TIMEOUT, ready)
         .await
         .expect("the worker says it is ready");
     // A job's lines too, then the shutdown's.

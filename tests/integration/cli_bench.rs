@@ -2,9 +2,7 @@
 //! it finishes by itself and reports every job, latencies and the worker's memory
 //! and CPU time.
 
-mod common;
-
-use common::nats_server::NatsServer;
+use crate::common::nats_server::NatsServer;
 use flare_launcher::worker::Worker;
 
 const BIN: &str = env!("CARGO_BIN_EXE_flare-launcher");
@@ -28,7 +26,7 @@ async fn bench_json(server: &NatsServer, args: &[&str]) -> serde_json::Value {
 async fn bench_reports_every_job_its_latencies_and_the_worker_memory() {
     let server = NatsServer::start();
     let data_dir = tempfile::tempdir().expect("temporary data dir");
-    let worker = Worker::start(common::system::worker_config(
+    let worker = Worker::start(crate::common::system::worker_config(
         &server.url(),
         data_dir.path().to_owned(),
     ))
@@ -91,14 +89,15 @@ async fn bench_reports_every_job_its_latencies_and_the_worker_memory() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_docker_bench_measures_the_engine_floor_in_the_same_run() {
-    if !common::docker::engine_available() {
+    if !crate::common::docker::engine_available() {
         return;
     }
-    let image = common::docker::test_image();
+    let image = crate::common::docker::test_image();
     let server = NatsServer::start();
     let data_dir = tempfile::tempdir().expect("temporary data dir");
-    let mut config = common::system::worker_config(&server.url(), data_dir.path().to_owned());
-    common::docker::docker_worker(&mut config);
+    let mut config =
+        crate::common::system::worker_config(&server.url(), data_dir.path().to_owned());
+    crate::common::docker::docker_worker(&mut config);
     let worker = Worker::start(config).await.expect("worker starts");
 
     let pid = std::process::id().to_string();
@@ -142,11 +141,11 @@ async fn a_docker_bench_measures_the_engine_floor_in_the_same_run() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn bench_against_kube_sim_reports_api_requests_per_job_and_exit_latency() {
-    let cluster = common::k8s::Cluster::start(|_| {}).await;
+    let cluster = crate::common::k8s::Cluster::start(|_| {}).await;
     let server = NatsServer::start();
     let dir = tempfile::tempdir().expect("temporary dir");
-    let mut config = common::system::worker_config(&server.url(), dir.path().join("data"));
-    common::k8s::k8s_worker(&mut config, &cluster);
+    let mut config = crate::common::system::worker_config(&server.url(), dir.path().join("data"));
+    crate::common::k8s::k8s_worker(&mut config, &cluster);
     let worker = Worker::start(config).await.expect("worker starts");
     let admin = dir.path().join("admin.kubeconfig");
     cluster.sim.write_kubeconfig(&admin).expect("kubeconfig");

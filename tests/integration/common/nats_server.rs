@@ -101,11 +101,6 @@ impl NatsServer {
         self.port
     }
 
-    /// The HTTP monitoring port.
-    pub fn monitor_port(&self) -> u16 {
-        self.monitor_port
-    }
-
     /// The JetStream store directory (kept across `restart()`).
     pub fn store_dir(&self) -> &Path {
         &self.store
@@ -114,14 +109,6 @@ impl NatsServer {
     /// The server's log (stderr) of the current or last run.
     pub fn log(&self) -> String {
         fs::read_to_string(&self.log_file).unwrap_or_default()
-    }
-
-    /// Whether the child process is still running.
-    pub fn is_running(&mut self) -> bool {
-        match self.child.as_mut() {
-            Some(child) => matches!(child.try_wait(), Ok(None)),
-            None => false,
-        }
     }
 
     /// Graceful stop: SIGTERM, wait up to 5 s, then SIGKILL. Idempotent.

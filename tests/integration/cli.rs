@@ -2,9 +2,7 @@
 //! the job's return code, `status`, `terminate` and `events` print what the
 //! protocol says; a worker raises its open-files limit for `--max-jobs`.
 
-mod common;
-
-use common::system::System;
+use crate::common::system::System;
 use std::process::Output;
 use tokio::process::Command;
 
@@ -105,7 +103,7 @@ async fn status_terminate_and_events_speak_json() {
         tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(events.stdout.take().unwrap()));
     let mut states = Vec::new();
     while states.len() < 3 {
-        let line = tokio::time::timeout(common::system::JOB_TIMEOUT, lines.next_line())
+        let line = tokio::time::timeout(crate::common::system::JOB_TIMEOUT, lines.next_line())
             .await
             .unwrap()
             .unwrap()
@@ -136,7 +134,7 @@ async fn a_worker_raises_its_open_files_limit_to_what_max_jobs_needs() {
     // Jobs inherit the worker's limit, so a job can report it.
     let file = system.path("limit");
     let events = system
-        .run(&common::system::sh(
+        .run(&crate::common::system::sh(
             "fd-limit",
             &format!("ulimit -n > {}", file.display()),
         ))

@@ -5,13 +5,11 @@
 //! the containers of its jobs are not. Skipped loudly when no engine answers
 //! (never in CI).
 
-mod common;
-
-use common::docker::{
+use crate::common::docker::{
     RestartableWorker, containers_of, create_labelled_container, docker_system_with, docker_worker,
     engine_available, hanging_registry, in_container, test_image, unique, wait_until_removed,
 };
-use common::system::{System, assert_well_formed, log_path, states};
+use crate::common::system::{System, assert_well_formed, log_path, states};
 use flare_launcher::protocol::{BackendRef, JobRecord, Timeouts};
 use flare_launcher::state::JobState;
 use futures::StreamExt;

@@ -6,13 +6,11 @@
 //! slow link) shows its progress in the worker's log and says so in the job's
 //! record. Skipped loudly when no engine answers (never in CI).
 
-mod common;
-
-use common::docker::{
+use crate::common::docker::{
     REGISTRY_PASSWORD, REGISTRY_USER, Registry, SlowLink, docker_worker, engine_available,
     in_container, test_image, unique, wait_until_removed,
 };
-use common::system::{JOB_TIMEOUT, System, states};
+use crate::common::system::{JOB_TIMEOUT, System, states};
 use flare_launcher::config::WorkerConfig;
 use flare_launcher::protocol::{LaunchRequest, Timeouts};
 use std::os::unix::fs::PermissionsExt;

@@ -2,10 +2,8 @@
 //! and return codes, spawn failures, environment, working directory, logs and
 //! time limits.
 
-mod common;
-
-use common::processes::{is_alive, read_pid};
-use common::system::{System, assert_well_formed, log_path, sh, states};
+use crate::common::processes::{is_alive, read_pid};
+use crate::common::system::{System, assert_well_formed, log_path, sh, states};
 use flare_launcher::protocol::{BackendKind, BackendRef, LaunchRequest, Timeouts};
 
 #[tokio::test]

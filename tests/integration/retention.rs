@@ -3,9 +3,7 @@
 //! and a bucket made without per-message TTL is upgraded at start-up and while a
 //! worker runs.
 
-mod common;
-
-use common::system::{JOB_TIMEOUT, System, log_path, sh};
+use crate::common::system::{JOB_TIMEOUT, System, log_path, sh};
 use flare_launcher::client::ClientError;
 use flare_launcher::job_logs;
 use flare_launcher::protocol::JobRecord;

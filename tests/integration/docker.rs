@@ -3,14 +3,12 @@
 //! in the job's log, one container per job however often it is launched, and a
 //! missing image. Skipped loudly when no engine answers (never in CI).
 
-mod common;
-
-use common::docker::{
+use crate::common::docker::{
     EngineProxy, Registry, RestartableWorker, containers_of, create_labelled_container,
     docker_system_with, docker_worker, engine_available, hanging_registry, in_container,
     test_image, unique, wait_for_output, wait_until_removed,
 };
-use common::system::{
+use crate::common::system::{
     System, assert_exits_3_and_101_fail, assert_launch_adopts,
     assert_stories_finished_after_restart, assert_succeeds_with_output, assert_terminated_politely,
     assert_well_formed, log_path, states,

@@ -2,9 +2,7 @@
 //! nats-server: every job's events reach a plain core subscriber once each, with
 //! exactly one terminal event per job, and the stream holds them once each.
 
-mod common;
-
-use common::system::{CoreEvents, System, assert_well_formed};
+use crate::common::system::{CoreEvents, System, assert_well_formed};
 use flare_launcher::protocol::LaunchRequest;
 use flare_launcher::worker::Worker;
 use std::time::Duration;

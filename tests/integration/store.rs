@@ -2,9 +2,7 @@
 //! claimant loses, and a compare-and-set replace loses to a change made since
 //! the record was read.
 
-mod common;
-
-use common::nats_server::NatsServer;
+use crate::common::nats_server::NatsServer;
 use flare_launcher::nats::setup::Layout;
 use flare_launcher::nats::subjects::Subjects;
 use flare_launcher::state::JobState;

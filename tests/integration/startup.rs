@@ -3,16 +3,14 @@
 //! shared consumer follows the newest worker's settings; each subject prefix has
 //! its own streams.
 
-mod common;
-
-use common::nats_server::NatsServer;
+use crate::common::nats_server::NatsServer;
 use flare_launcher::worker::{Worker, WorkerError};
 
 #[tokio::test]
 async fn a_server_without_jetstream_is_refused_plainly() {
     let nats = NatsServer::start_with_config("jetstream: disabled");
     let dir = tempfile::tempdir().unwrap();
-    let config = common::system::worker_config(&nats.url(), dir.path().to_owned());
+    let config = crate::common::system::worker_config(&nats.url(), dir.path().to_owned());
     match Worker::start(config).await {
         Err(error @ WorkerError::Setup(_)) => {
             let message = error.to_string();
@@ -27,7 +25,8 @@ async fn a_server_without_jetstream_is_refused_plainly() {
 #[tokio::test]
 async fn an_invalid_pool_is_refused_before_connecting() {
     let dir = tempfile::tempdir().unwrap();
-    let mut config = common::system::worker_config("nats://127.0.0.1:1", dir.path().to_owned());
+    let mut config =
+        crate::common::system::worker_config("nats://127.0.0.1:1", dir.path().to_owned());
     config.pool = "gpu.a100".into();
     match Worker::start(config).await {
         Err(WorkerError::Config(message)) => assert!(message.contains("pool"), "{message}"),
@@ -38,7 +37,7 @@ async fn an_invalid_pool_is_refused_before_connecting() {
 
 #[tokio::test]
 async fn a_worker_started_with_another_ack_wait_updates_the_pools_consumer() {
-    let mut system = common::system::System::start().await;
+    let mut system = crate::common::system::System::start().await;
     system.shutdown_worker().await;
     system.config.ack_wait = std::time::Duration::from_secs(7);
     system.start_worker().await;
@@ -65,7 +64,7 @@ async fn each_subject_prefix_has_its_own_streams_and_a_clash_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let mut workers = Vec::new();
     for prefix in ["flare.jobs", "staging.jobs"] {
-        let mut config = common::system::worker_config(&nats.url(), dir.path().join(prefix));
+        let mut config = crate::common::system::worker_config(&nats.url(), dir.path().join(prefix));
         config.subject_prefix = prefix.into();
         config.worker_id = format!("w-{}", prefix.replace('.', "-"));
         workers.push(Worker::start(config).await.expect("worker starts"));
@@ -91,7 +90,7 @@ async fn each_subject_prefix_has_its_own_streams_and_a_clash_is_refused() {
     }
 
     // `staging_jobs` maps to the same stream names as `staging.jobs`.
-    let mut clash = common::system::worker_config(&nats.url(), dir.path().join("clash"));
+    let mut clash = crate::common::system::worker_config(&nats.url(), dir.path().join("clash"));
     clash.subject_prefix = "staging_jobs".into();
     match Worker::start(clash).await {
         Err(error @ WorkerError::Setup(_)) => {
@@ -109,7 +108,7 @@ async fn each_subject_prefix_has_its_own_streams_and_a_clash_is_refused() {
 
 #[tokio::test]
 async fn a_job_log_directory_that_cannot_be_made_stops_the_worker() {
-    let system = common::system::System::without_worker(|_| {}).await;
+    let system = crate::common::system::System::without_worker(|_| {}).await;
     // A file where the directory of the jobs' logs belongs.
     std::fs::create_dir_all(&system.config.data_dir).unwrap();
     std::fs::write(system.config.data_dir.join("logs"), "").unwrap();

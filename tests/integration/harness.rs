@@ -1,12 +1,10 @@
 //! Checks of the nats-server test harness itself, using the raw NATS text protocol.
 
-mod common;
-
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
-use common::nats_server::NatsServer;
+use crate::common::nats_server::NatsServer;
 
 /// A bare NATS protocol connection, enough to talk to the server without a client
 /// library.

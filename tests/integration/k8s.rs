@@ -5,13 +5,11 @@
 //! the API, ends the cluster reports (OOM kills, a lost node, a deadline), the
 //! orphan sweep, and what a job costs in API requests.
 
-mod common;
-
-use common::docker::unique;
-use common::k8s::{
+use crate::common::docker::unique;
+use crate::common::k8s::{
     Cluster, PATIENCE, in_pod, k8s_worker, launch_until_ready, spawn_k8s_worker, wait_for_file,
 };
-use common::system::{
+use crate::common::system::{
     System, assert_exits_3_and_101_fail, assert_launch_adopts,
     assert_stories_finished_after_restart, assert_succeeds_with_output, assert_terminated_politely,
     assert_well_formed, log_path, states,

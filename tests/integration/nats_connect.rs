@@ -3,18 +3,15 @@
 //! layering of `NatsArgs`. `causes` holds the failures and what they say;
 //! `pki` makes the certificates and nkeys.
 
-#[path = "nats_connect/causes.rs"]
 mod causes;
-mod common;
-#[path = "nats_connect/pki.rs"]
 mod pki;
 
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::common::nats_server::NatsServer;
 use async_nats::ConnectErrorKind;
 use clap::Parser;
-use common::nats_server::NatsServer;
 use flare_launcher::nats::connect::{ConnectError, NatsArgs, connect};
 use futures::StreamExt;
 use pki::{make_certificates, tls_block, user_nkey_pair};

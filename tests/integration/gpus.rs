@@ -5,9 +5,7 @@
 //! worker restart), a request that fits nowhere ends `Unschedulable`, the
 //! pool's workers share the jobs, and `best-effort` counts nothing.
 
-mod common;
-
-use common::system::{System, sh, states};
+use crate::common::system::{System, sh, states};
 use flare_launcher::client::Client;
 use flare_launcher::protocol::{JobEvent, LaunchRequest, ResourceStatus, Resources, Timeouts};
 use flare_launcher::state::JobState;
@@ -95,7 +93,7 @@ async fn end_all(system: &System, jobs: &[&str]) {
 /// The `CUDA_VISIBLE_DEVICES` a running [`gpu_job`] wrote.
 async fn devices_seen(system: &System, job_id: &str) -> String {
     let seen = system.path(&format!("{job_id}.devices"));
-    let deadline = tokio::time::Instant::now() + common::system::JOB_TIMEOUT;
+    let deadline = tokio::time::Instant::now() + crate::common::system::JOB_TIMEOUT;
     loop {
         if let Ok(text) = std::fs::read_to_string(&seen) {
             return text;

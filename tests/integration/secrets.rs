@@ -5,9 +5,7 @@
 //!
 //! Switching users needs root: the tests that do are skipped, loudly, without it.
 
-mod common;
-
-use common::system::{JOB_TIMEOUT, System, sh};
+use crate::common::system::{JOB_TIMEOUT, System, sh};
 use flare_launcher::config::WorkerConfig;
 use flare_launcher::protocol::{JobEvent, LaunchRequest};
 use nix::unistd::{Uid, User};
@@ -652,7 +650,7 @@ async fn secrets_given_as_flags_are_warned_about_and_from_the_environment_not() 
 #[tokio::test]
 async fn dev_warns_about_a_password_given_as_a_flag() {
     // dev finds this server and uses it; --max-jobs 0 then stops its worker.
-    let nats = common::nats_server::NatsServer::start();
+    let nats = crate::common::nats_server::NatsServer::start();
     let url = nats.url();
     let data = tempfile::tempdir().unwrap();
     let output = run_binary(

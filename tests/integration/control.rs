@@ -3,9 +3,7 @@
 //! jobs, a job that exits 0 when asked to stop, status of finished and
 //! unknown jobs, and error replies to bad terminate bodies.
 
-mod common;
-
-use common::system::{System, assert_well_formed, sh, states};
+use crate::common::system::{System, assert_well_formed, sh, states};
 use flare_launcher::client::ClientError;
 use flare_launcher::protocol::ErrorReply;
 use flare_launcher::state::JobState;

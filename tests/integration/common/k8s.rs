@@ -124,11 +124,6 @@ impl Cluster {
             .map(|(_, _, count)| count)
             .sum()
     }
-
-    /// How many requests the worker made in all.
-    pub fn request_total(&self) -> u64 {
-        self.requests().iter().map(|(_, _, count)| count).sum()
-    }
 }
 
 /// A configuration of a worker with only the Kubernetes backend on `cluster`.

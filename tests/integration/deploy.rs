@@ -2,9 +2,7 @@
 //! and the compose file's NATS and worker run a Docker job launched from the host.
 //! Skipped loudly without a Docker engine (never in CI).
 
-mod common;
-
-use common::docker::{engine_available, test_image, unique};
+use crate::common::docker::{engine_available, test_image, unique};
 use std::path::Path;
 use std::process::Command;
 
@@ -44,7 +42,7 @@ fn the_compose_files_worker_runs_a_docker_job() {
     }
     let image = test_image();
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/docker/build-images.sh");
-    let nats = common::nats_server::server_bin();
+    let nats = crate::common::nats_server::server_bin();
     let built = Command::new("bash")
         .arg(&script)
         .arg(BIN)

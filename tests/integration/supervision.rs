@@ -3,10 +3,8 @@
 //! finds its jobs again when it restarts (also at once, after an orderly
 //! shutdown), and a job whose supervisor dies is lost.
 
-mod common;
-
-use common::processes::{is_alive, parent_of, read_pid, wait_until_gone};
-use common::system::{System, assert_well_formed, sh, states};
+use crate::common::processes::{is_alive, parent_of, read_pid, wait_until_gone};
+use crate::common::system::{System, assert_well_formed, sh, states};
 use flare_launcher::protocol::{BackendRef, LaunchRequest, MAX_DURATION_S, Timeouts};
 use flare_launcher::state::JobState;
 use flare_launcher::supervisor::job_file::{JobEnd, JobFile};
@@ -251,7 +249,7 @@ async fn a_job_runs_in_a_cgroup_of_its_own_which_goes_with_it() {
         .run(&sh("grouped", "cat /proc/self/cgroup; sleep 0.2 & wait"))
         .await;
     assert_eq!(events.last().unwrap().state, JobState::Succeeded);
-    let log = std::fs::read_to_string(common::system::log_path(&events)).unwrap();
+    let log = std::fs::read_to_string(crate::common::system::log_path(&events)).unwrap();
     let line = log
         .lines()
         .find(|line| line.contains("/flare-launcher/job-grouped-"))

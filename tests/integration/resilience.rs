@@ -3,9 +3,7 @@
 //! terminates what is left; streams and buckets removed while it runs are created
 //! again.
 
-mod common;
-
-use common::system::{System, assert_well_formed, sh};
+use crate::common::system::{System, assert_well_formed, sh};
 use flare_launcher::state::JobState;
 use std::time::{Duration, Instant};
 
