@@ -88,10 +88,8 @@ async fn bench_reports_every_job_its_latencies_and_the_worker_memory() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+#[cfg_attr(no_docker, ignore = "no Docker engine answers")]
 async fn a_docker_bench_measures_the_engine_floor_in_the_same_run() {
-    if !crate::common::docker::engine_available() {
-        return;
-    }
     let image = crate::common::docker::test_image();
     let server = NatsServer::start();
     let data_dir = tempfile::tempdir().expect("temporary data dir");

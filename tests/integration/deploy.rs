@@ -1,8 +1,8 @@
 //! `deploy/docker/`: the images build here without a registry (FROM scratch),
 //! and the compose file's NATS and worker run a Docker job launched from the host.
-//! Skipped loudly without a Docker engine (never in CI).
+//! Ignored in a build that found no Docker engine (never in CI).
 
-use crate::common::docker::{engine_available, test_image, unique};
+use crate::common::docker::{test_image, unique};
 use std::path::Path;
 use std::process::Command;
 
@@ -36,10 +36,8 @@ impl Drop for Compose {
 }
 
 #[test]
+#[cfg_attr(no_docker, ignore = "no Docker engine answers")]
 fn the_compose_files_worker_runs_a_docker_job() {
-    if !engine_available() {
-        return;
-    }
     let image = test_image();
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/docker/build-images.sh");
     let nats = crate::common::nats_server::server_bin();

@@ -1,12 +1,12 @@
 //! Jobs run as containers on the real Docker engine, end to end over a real
 //! nats-server: exit codes, terminate, environment and working directory, output
 //! in the job's log, one container per job however often it is launched, and a
-//! missing image. Skipped loudly when no engine answers (never in CI).
+//! missing image. Ignored in a build that found no engine (never in CI).
 
 use crate::common::docker::{
     EngineProxy, Registry, RestartableWorker, containers_of, create_labelled_container,
-    docker_system_with, docker_worker, engine_available, hanging_registry, in_container,
-    test_image, unique, wait_for_output, wait_until_removed,
+    docker_system_with, docker_worker, hanging_registry, in_container, test_image, unique,
+    wait_for_output, wait_until_removed,
 };
 use crate::common::system::{
     System, assert_exits_3_and_101_fail, assert_launch_adopts,
@@ -18,21 +18,15 @@ use flare_launcher::protocol::{BackendKind, BackendRef, Mount, Resources, Timeou
 use flare_launcher::state::JobState;
 use std::time::Duration;
 
-/// A system whose worker runs only Docker jobs, with the test image built; `None`
-/// when no engine answers (outside CI).
-async fn docker_system() -> Option<System> {
+/// A system whose worker runs only Docker jobs, with the test image built.
+async fn docker_system() -> System {
     docker_system_with(|_| {}).await
 }
 
 /// A system whose Docker worker, its configuration adjusted by `configure`,
 /// reaches its engine only through the proxy returned with it, with the test
-/// image built; `None` when no engine answers (outside CI).
-async fn system_through_proxy(
-    configure: impl FnOnce(&mut WorkerConfig),
-) -> Option<(EngineProxy, System)> {
-    if !engine_available() {
-        return None;
-    }
+/// image built.
+async fn system_through_proxy(configure: impl FnOnce(&mut WorkerConfig)) -> (EngineProxy, System) {
     test_image();
     let proxy = EngineProxy::start().await;
     let mut system = System::without_worker(|config| {
@@ -42,7 +36,7 @@ async fn system_through_proxy(
     .await;
     system.config.docker.host = Some(proxy.host());
     system.start_worker().await;
-    Some((proxy, system))
+    (proxy, system)
 }
 
 /// Launches `script` as `job_id`'s container and waits until it printed `ready`.
@@ -54,10 +48,9 @@ async fn launch_until_ready(system: &System, job_id: &str, script: &str) {
 }
 
 #[tokio::test]
+#[cfg_attr(no_docker, ignore = "no Docker engine answers")]
 async fn a_container_that_exits_0_succeeds_and_is_removed() {
-    let Some(system) = docker_system().await else {
-        return;
-    };
+    let system = docker_system().await;
     let job_id = unique("ok");
     let script = "echo out; echo err >&2; exit 0";
     let record =
@@ -72,18 +65,16 @@ async fn a_container_that_exits_0_succeeds_and_is_removed() {
 }
 
 #[tokio::test]
+#[cfg_attr(no_docker, ignore = "no Docker engine answers")]
 async fn containers_that_exit_3_and_101_fail_with_their_codes() {
-    let Some(system) = docker_system().await else {
-        return;
-    };
+    let system = docker_system().await;
     assert_exits_3_and_101_fail(&system, in_container).await;
 }
 
 #[tokio::test]
+#[cfg_attr(no_docker, ignore = "no Docker engine answers")]
 async fn env_and_workdir_reach_the_container() {
-    let Some(system) = docker_system().await else {
-        return;
-    };
+    let system = docker_system().await;
     let job_id = unique("env");
     let mut request = in_container(&job_id, "echo \"A=$A\"; pwd");
     request.env.insert("A".into(), "x y".into());
@@ -99,10 +90,9 @@ async fn env_and_workdir_reach_the_container() {
 }
 
 #[tokio::test]
+#[cfg_attr(no_docker, ignore = "no Docker engine answers")]
 async fn a_terminated_container_that_exits_cleanly_is_terminated() {
-    let Some(system) = docker_system().await else {
-        return;
-    };
+    let system = docker_system().await;
     let job_id = unique("term");
     let script = "trap 'echo bye; exit 0' TERM; echo ready; while true; do sleep 0.1; done";
     launch_until_ready(&system, &job_id, script).await;
@@ -111,10 +101,9 @@ async fn a_terminated_container_that_exits_cleanly_is_terminated() {
 }
 
 #[tokio::test]
+#[cfg_attr(no_docker, ignore = "no Docker engine answers")]
 async fn a_repeated_launch_makes_one_container() {
-    let Some(system) = docker_system().await else {
-        return;
-    };
+    let system = docker_system().await;
     let job_id = unique("dup");
     let request = in_container(&job_id, "sleep 2");
     system.client.launch(&request).await.unwrap();
@@ -129,10 +118,9 @@ async fn a_repeated_launch_makes_one_container() {
 }
 
 #[tokio::test]
+#[cfg_attr(no_docker, ignore = "no Docker engine answers")]
 async fn a_missing_image_ends_in_error_promptly() {
-    let Some(system) = docker_system().await else {
-        return;
-    };
+    let system = docker_system().await;
     let job_id = unique("noimage");
     let mut request = in_container(&job_id, "true");
     // Nothing listens on port 1: the pull fails at once.
@@ -164,20 +152,18 @@ fn create_container_by_hand(system: &System, job_id: &str, labelled_job: &str, s
 }
 
 #[tokio::test]
+#[cfg_attr(no_docker, ignore = "no Docker engine answers")]
 async fn a_launch_that_meets_its_jobs_container_adopts_it() {
-    let Some(system) = docker_system().await else {
-        return;
-    };
+    let system = docker_system().await;
     let job_id = unique("adopt");
     create_container_by_hand(&system, &job_id, &job_id, "echo adopted; exit 3");
     assert_launch_adopts(&system, &in_container(&job_id, "exit 0")).await;
 }
 
 #[tokio::test]
+#[cfg_attr(no_docker, ignore = "no Docker engine answers")]
 async fn a_launch_that_meets_another_jobs_container_ends_in_error() {
-    let Some(system) = docker_system().await else {
-        return;
-    };
+    let system = docker_system().await;
     let job_id = unique("taken");
     let other_job = unique("other");
     create_container_by_hand(&system, &job_id, &other_job, "exit 0");
@@ -205,10 +191,9 @@ fn inspects_of(requests: &[String], job_id: &str) -> usize {
 }
 
 #[tokio::test]
+#[cfg_attr(no_docker, ignore = "no Docker engine answers")]
 async fn a_container_killed_for_its_memory_fails_with_oomkilled() {
-    let Some((proxy, system)) = system_through_proxy(|_| {}).await else {
-        return;
-    };
+    let (proxy, system) = system_through_proxy(|_| {}).await;
     let job_id = unique("oom");
     // A shell variable far larger than the limit.
     let mut request = in_container(
@@ -230,10 +215,9 @@ async fn a_container_killed_for_its_memory_fails_with_oomkilled() {
 }
 
 #[tokio::test]
+#[cfg_attr(no_docker, ignore = "no Docker engine answers")]
 async fn a_container_killed_by_someone_else_fails_with_137_after_one_inspect() {
-    let Some((proxy, system)) = system_through_proxy(|_| {}).await else {
-        return;
-    };
+    let (proxy, system) = system_through_proxy(|_| {}).await;
     let job_id = unique("killed");
     let script = "echo ready; while true; do sleep 0.1; done";
     launch_until_ready(&system, &job_id, script).await;
@@ -260,10 +244,9 @@ fn docker_cli(args: &[&str]) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(no_docker, ignore = "no Docker engine answers")]
 async fn a_worker_killed_and_restarted_finishes_its_containers_stories() {
-    let Some(restartable) = RestartableWorker::new().await else {
-        return;
-    };
+    let restartable = RestartableWorker::new().await;
     let (system, worker_id) = (&restartable.system, &restartable.worker_id);
     let mut worker = restartable.spawn();
     let keeps = in_container(
@@ -295,10 +278,9 @@ async fn a_worker_killed_and_restarted_finishes_its_containers_stories() {
 }
 
 #[tokio::test]
+#[cfg_attr(no_docker, ignore = "no Docker engine answers")]
 async fn a_pull_that_hangs_ends_at_start_s_without_a_container() {
-    let Some(system) = docker_system().await else {
-        return;
-    };
+    let system = docker_system().await;
     let (port, held) = hanging_registry().await;
     let job_id = unique("hangs");
     let mut request = in_container(&job_id, "true");
@@ -320,10 +302,8 @@ async fn a_pull_that_hangs_ends_at_start_s_without_a_container() {
 }
 
 #[tokio::test]
+#[cfg_attr(no_docker, ignore = "no Docker engine answers")]
 async fn every_mount_kind_is_seen_from_inside_the_container() {
-    if !engine_available() {
-        return;
-    }
     test_image();
     let mut system = System::without_worker(docker_worker).await;
     let roots = system.path("roots");
@@ -365,10 +345,8 @@ async fn every_mount_kind_is_seen_from_inside_the_container() {
 }
 
 #[tokio::test]
+#[cfg_attr(no_docker, ignore = "no Docker engine answers")]
 async fn a_host_mount_outside_the_allowed_roots_ends_in_error() {
-    if !engine_available() {
-        return;
-    }
     test_image();
     let mut system = System::without_worker(docker_worker).await;
     let roots = system.path("roots");
@@ -396,10 +374,9 @@ async fn a_host_mount_outside_the_allowed_roots_ends_in_error() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(no_docker, ignore = "no Docker engine answers")]
 async fn an_exit_while_the_event_stream_is_cut_is_not_lost() {
-    let Some((proxy, system)) = system_through_proxy(|_| {}).await else {
-        return;
-    };
+    let (proxy, system) = system_through_proxy(|_| {}).await;
     let job_id = unique("cut");
     let script = "echo ready; while [ ! -e /go ]; do sleep 0.05; done; exit 4";
     launch_until_ready(&system, &job_id, script).await;
@@ -418,10 +395,9 @@ async fn an_exit_while_the_event_stream_is_cut_is_not_lost() {
 }
 
 #[tokio::test]
+#[cfg_attr(no_docker, ignore = "no Docker engine answers")]
 async fn a_job_costs_four_engine_requests_once_its_image_is_present() {
-    let Some((proxy, system)) = system_through_proxy(|_| {}).await else {
-        return;
-    };
+    let (proxy, system) = system_through_proxy(|_| {}).await;
     // What the worker asks once (version, ping, list, the event stream) is
     // behind it after a first job.
     let first = unique("first");
@@ -460,10 +436,9 @@ async fn a_job_costs_four_engine_requests_once_its_image_is_present() {
 }
 
 #[tokio::test]
+#[cfg_attr(no_docker, ignore = "no Docker engine answers")]
 async fn a_container_being_removed_does_not_hold_the_workers_capacity() {
-    let Some((proxy, system)) = system_through_proxy(|config| config.max_jobs = 1).await else {
-        return;
-    };
+    let (proxy, system) = system_through_proxy(|config| config.max_jobs = 1).await;
     proxy.hold_removals();
     let first = unique("first");
     let events = system.run(&in_container(&first, "exit 0")).await;
@@ -483,10 +458,9 @@ async fn a_container_being_removed_does_not_hold_the_workers_capacity() {
 }
 
 #[tokio::test]
+#[cfg_attr(no_docker, ignore = "no Docker engine answers")]
 async fn two_jobs_pull_their_image_from_a_registry_and_run() {
-    let Some(system) = docker_system().await else {
-        return;
-    };
+    let system = docker_system().await;
     let registry = Registry::start().await;
     let image = registry.push_test_image(&format!("{}:1", unique("flare-test/pulled")));
     let jobs: Vec<_> = (0..2)
@@ -512,10 +486,9 @@ async fn two_jobs_pull_their_image_from_a_registry_and_run() {
 }
 
 #[tokio::test]
+#[cfg_attr(no_docker, ignore = "no Docker engine answers")]
 async fn an_image_the_registry_lacks_is_not_found() {
-    let Some(system) = docker_system().await else {
-        return;
-    };
+    let system = docker_system().await;
     let registry = Registry::start().await;
     let job_id = unique("lacks");
     let mut request = in_container(&job_id, "true");
@@ -534,14 +507,12 @@ async fn an_image_the_registry_lacks_is_not_found() {
 }
 
 #[tokio::test]
+#[cfg_attr(no_docker, ignore = "no Docker engine answers")]
 async fn with_pull_never_a_missing_image_is_not_found() {
-    let Some(system) = docker_system_with(|config| {
+    let system = docker_system_with(|config| {
         config.docker.pull = PullPolicy::Never;
     })
-    .await
-    else {
-        return;
-    };
+    .await;
     let job_id = unique("never");
     let mut request = in_container(&job_id, "true");
     request.image = Some("flare-launcher-test-never-there:1".into());
@@ -555,16 +526,14 @@ async fn with_pull_never_a_missing_image_is_not_found() {
 }
 
 #[tokio::test]
+#[cfg_attr(no_docker, ignore = "no Docker engine answers")]
 async fn the_sites_user_shm_size_and_ulimits_hold_inside_the_container() {
-    let Some(system) = docker_system_with(|config| {
+    let system = docker_system_with(|config| {
         config.docker.user = Some("1234:2345".into());
         config.docker.shm_size_mb = Some(32);
         config.docker.ulimits = vec!["nofile=321:654".into()];
     })
-    .await
-    else {
-        return;
-    };
+    .await;
     let job_id = unique("site");
     let script = "id -u; id -g; ulimit -n; ulimit -Hn; df -k /dev/shm | tail -n1";
     let events = system.run(&in_container(&job_id, script)).await;
@@ -581,14 +550,12 @@ async fn the_sites_user_shm_size_and_ulimits_hold_inside_the_container() {
 }
 
 #[tokio::test]
+#[cfg_attr(no_docker, ignore = "no Docker engine answers")]
 async fn shutdown_terminates_the_containers_left_after_the_drain() {
-    let Some(mut system) = docker_system_with(|config| {
+    let mut system = docker_system_with(|config| {
         config.drain_timeout = Duration::from_secs(1);
     })
-    .await
-    else {
-        return;
-    };
+    .await;
     let job_id = unique("drained");
     let script = "trap 'exit 0' TERM; echo ready; while true; do sleep 0.1; done";
     launch_until_ready(&system, &job_id, script).await;
@@ -603,14 +570,12 @@ async fn shutdown_terminates_the_containers_left_after_the_drain() {
 }
 
 #[tokio::test]
+#[cfg_attr(no_docker, ignore = "no Docker engine answers")]
 async fn an_ended_jobs_container_is_kept_for_keep_s() {
-    let Some(system) = docker_system_with(|config| {
+    let system = docker_system_with(|config| {
         config.docker.keep = Duration::from_secs(5);
     })
-    .await
-    else {
-        return;
-    };
+    .await;
     let job_id = unique("kept");
     let events = system.run(&in_container(&job_id, "exit 0")).await;
     assert_eq!(events.last().unwrap().state, JobState::Succeeded);
@@ -619,10 +584,8 @@ async fn an_ended_jobs_container_is_kept_for_keep_s() {
 }
 
 #[tokio::test]
+#[cfg_attr(no_docker, ignore = "no Docker engine answers")]
 async fn the_sites_workspace_gives_the_job_its_folder_and_startup_read_only() {
-    if !engine_available() {
-        return;
-    }
     test_image();
     let mut system = System::without_worker(docker_worker).await;
     let workspace = system.path("workspace");

@@ -2,12 +2,12 @@
 //! container as soon as it exists; a worker that died while launching settles
 //! the records it left at `starting` when it comes back; containers carrying a
 //! worker's labels that no job claims are removed after the grace period, and
-//! the containers of its jobs are not. Skipped loudly when no engine answers
-//! (never in CI).
+//! the containers of its jobs are not. Ignored in a build that found no
+//! engine (never in CI).
 
 use crate::common::docker::{
     RestartableWorker, containers_of, create_labelled_container, docker_system_with, docker_worker,
-    engine_available, hanging_registry, in_container, test_image, unique, wait_until_removed,
+    hanging_registry, in_container, test_image, unique, wait_until_removed,
 };
 use crate::common::system::{System, assert_well_formed, log_path, states};
 use flare_launcher::protocol::{BackendRef, JobRecord, Timeouts};
@@ -32,10 +32,8 @@ async fn record_history(system: &System, job_id: &str) -> Vec<JobRecord> {
 }
 
 #[tokio::test]
+#[cfg_attr(no_docker, ignore = "no Docker engine answers")]
 async fn the_record_names_the_container_before_it_runs() {
-    if !engine_available() {
-        return;
-    }
     test_image();
     let system = System::start_with(docker_worker).await;
     let job_id = unique("named");
@@ -79,10 +77,9 @@ async fn launch_step(system: &System, job_id: &str, starts_with: &str) -> String
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(no_docker, ignore = "no Docker engine answers")]
 async fn records_left_at_starting_by_a_killed_worker_are_settled_at_restart() {
-    let Some(restartable) = RestartableWorker::new().await else {
-        return;
-    };
+    let restartable = RestartableWorker::new().await;
     let (system, worker_id) = (&restartable.system, &restartable.worker_id);
     let (port, held) = hanging_registry().await;
     let image = format!("127.0.0.1:{port}/flare-launcher/hangs:1");
@@ -129,14 +126,12 @@ async fn records_left_at_starting_by_a_killed_worker_are_settled_at_restart() {
 }
 
 #[tokio::test]
+#[cfg_attr(no_docker, ignore = "no Docker engine answers")]
 async fn containers_no_job_claims_are_removed_after_the_grace_period() {
-    let Some(system) = docker_system_with(|config| {
+    let system = docker_system_with(|config| {
         config.orphan_grace = Duration::from_secs(2);
     })
-    .await
-    else {
-        return;
-    };
+    .await;
     let worker_id = system.config.worker_id.clone();
     // A job that runs on: its container is claimed.
     let runs = unique("runs");

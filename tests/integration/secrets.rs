@@ -3,12 +3,14 @@
 //! `/proc`, the job user's identity, capabilities and start-up refusals, the job
 //! environment policy, and the warning about secrets given as flags.
 //!
-//! Switching users needs root: the tests that do are skipped, loudly, without it.
+//! Switching users needs root: a build as another user ignores the tests that do
+//! (never in CI).
 
+use crate::common::processes::assert_root;
 use crate::common::system::{JOB_TIMEOUT, System, sh};
 use flare_launcher::config::WorkerConfig;
 use flare_launcher::protocol::{JobEvent, LaunchRequest};
-use nix::unistd::{Uid, User};
+use nix::unistd::User;
 use std::os::unix::fs::{MetadataExt, PermissionsExt, chown};
 use std::path::{Path, PathBuf};
 use std::process::{Output, Stdio};
@@ -68,15 +70,6 @@ fn binary() -> &'static str {
 }
 /// `nobody`'s ids on Linux distributions.
 const NOBODY: u32 = 65534;
-
-/// Whether this test may switch users; says so loudly when it may not.
-fn root_or_skip(test: &str) -> bool {
-    let root = Uid::effective().is_root();
-    if !root {
-        eprintln!("SKIPPED {test}: it switches users, which needs root");
-    }
-    root
-}
 
 /// Whether `setpriv` (util-linux) is installed; says so loudly when it is not.
 fn have_setpriv(test: &str) -> bool {
@@ -224,10 +217,9 @@ async fn assert_a_nobody_job_finds_no_token(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(not_root, ignore = "switches users, which needs root")]
 async fn a_job_user_finds_the_workers_token_in_no_environment() {
-    if !root_or_skip("a_job_user_finds_the_workers_token_in_no_environment") {
-        return;
-    }
+    assert_root("switching users");
     let system = System::without_worker(|_| {}).await;
     // A supplementary group of the worker's, which the job must not keep.
     let with_a_group: &[&str] = &["--groups=4242"];
@@ -244,10 +236,9 @@ async fn a_job_user_finds_the_workers_token_in_no_environment() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(not_root, ignore = "switches users, which needs root")]
 async fn a_job_of_the_workers_own_user_cannot_read_its_environment() {
-    if !root_or_skip("a_job_of_the_workers_own_user_cannot_read_its_environment") {
-        return;
-    }
+    assert_root("switching users");
     let system = System::without_worker(|_| {}).await;
     let data_dir = data_dir_owned_by(&system, NOBODY);
     let setup = WorkerSetup {
@@ -269,10 +260,9 @@ async fn a_job_of_the_workers_own_user_cannot_read_its_environment() {
 }
 
 #[tokio::test]
+#[cfg_attr(not_root, ignore = "switches users, which needs root")]
 async fn a_job_runs_as_the_job_user_with_its_identity_and_writes_its_log() {
-    if !root_or_skip("a_job_runs_as_the_job_user_with_its_identity_and_writes_its_log") {
-        return;
-    }
+    assert_root("switching users");
     let system = System::start_with(|config| config.job_user = Some("nobody".into())).await;
     let data_dir = &system.config.data_dir;
     let mut request = sh(
@@ -360,10 +350,9 @@ async fn probe_a_neighbour(configure: impl FnOnce(&mut WorkerConfig)) -> (u32, u
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(not_root, ignore = "switches users, which needs root")]
 async fn jobs_under_uids_of_their_own_cannot_signal_each_other() {
-    if !root_or_skip("jobs_under_uids_of_their_own_cannot_signal_each_other") {
-        return;
-    }
+    assert_root("switching users");
     // One job user for all: each job can signal the other.
     let (first, second, reached) = probe_a_neighbour(|_| {}).await;
     assert_eq!((first, second, reached), (NOBODY, NOBODY, true));
@@ -380,10 +369,9 @@ async fn jobs_under_uids_of_their_own_cannot_signal_each_other() {
 }
 
 #[tokio::test]
+#[cfg_attr(not_root, ignore = "switches users, which needs root")]
 async fn a_supervisor_that_would_not_give_jobs_uids_of_their_own_stops_the_worker() {
-    if !root_or_skip("a_supervisor_that_would_not_give_jobs_uids_of_their_own_stops_the_worker") {
-        return;
-    }
+    assert_root("switching users");
     let system = System::without_worker(|config| {
         config.job_user = Some("nobody".into());
         config.job_uids = Some("3000000-3000099".into());
@@ -421,10 +409,9 @@ async fn a_supervisor_that_would_not_give_jobs_uids_of_their_own_stops_the_worke
 }
 
 #[tokio::test]
+#[cfg_attr(not_root, ignore = "switches users, which needs root")]
 async fn a_job_user_cannot_work_in_a_directory_it_could_not_reach() {
-    if !root_or_skip("a_job_user_cannot_work_in_a_directory_it_could_not_reach") {
-        return;
-    }
+    assert_root("switching users");
     let system = System::start_with(|config| config.job_user = Some("nobody".into())).await;
     // Open itself, but under a parent only root may pass through.
     let private = system.path("private");
@@ -457,14 +444,12 @@ async fn a_job_user_cannot_work_in_a_directory_it_could_not_reach() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    any(not_root, no_setpriv),
+    ignore = "switches users, which needs root, with setpriv (util-linux)"
+)]
 async fn jobs_of_a_worker_with_capabilities_instead_of_root_get_none() {
-    let test = "jobs_of_a_worker_with_capabilities_instead_of_root_get_none";
-    if !root_or_skip(test) {
-        return;
-    }
-    if !have_setpriv(test) {
-        return;
-    }
+    assert_root("switching users");
     let system = System::without_worker(|_| {}).await;
     let worker_uid = NOBODY - 1;
     let data_dir = data_dir_owned_by(&system, worker_uid);
@@ -527,10 +512,9 @@ fn assert_refused(output: &Output, expected: &str) {
 }
 
 #[tokio::test]
+#[cfg_attr(not_root, ignore = "switches users, which needs root")]
 async fn a_worker_that_cannot_switch_users_refuses_a_job_user() {
-    if !root_or_skip("a_worker_that_cannot_switch_users_refuses_a_job_user") {
-        return;
-    }
+    assert_root("switching users");
     let data = tempfile::tempdir().unwrap();
     let output = run_binary(
         &[

@@ -3,7 +3,7 @@
 //! finds its jobs again when it restarts (also at once, after an orderly
 //! shutdown), and a job whose supervisor dies is lost.
 
-use crate::common::processes::{is_alive, parent_of, read_pid, wait_until_gone};
+use crate::common::processes::{assert_root, is_alive, parent_of, read_pid, wait_until_gone};
 use crate::common::system::{System, assert_well_formed, sh, states};
 use flare_launcher::protocol::{BackendRef, LaunchRequest, MAX_DURATION_S, Timeouts};
 use flare_launcher::state::JobState;
@@ -239,11 +239,12 @@ async fn many_jobs_that_end_at_once_all_start_and_end() {
 }
 
 #[tokio::test]
+#[cfg_attr(
+    not_root,
+    ignore = "job cgroups need a supervisor that may make cgroups (root)"
+)]
 async fn a_job_runs_in_a_cgroup_of_its_own_which_goes_with_it() {
-    if !nix::unistd::Uid::effective().is_root() {
-        eprintln!("SKIPPED: job cgroups need a supervisor that may make cgroups (root)");
-        return;
-    }
+    assert_root("making job cgroups");
     let system = System::start_with(|c| c.job_cgroups = true).await;
     let events = system
         .run(&sh("grouped", "cat /proc/self/cgroup; sleep 0.2 & wait"))
@@ -274,11 +275,9 @@ fn children_of(pid: i32) -> Vec<(i32, bool)> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(not_root, ignore = "a PID namespace needs root")]
 async fn a_worker_running_as_pid_1_reaps_the_orphans_it_inherits() {
-    if !nix::unistd::Uid::effective().is_root() {
-        eprintln!("SKIPPED: a PID namespace needs root");
-        return;
-    }
+    assert_root("a PID namespace");
     let system = System::without_worker(|_| {}).await;
     let data_dir = system.path("data");
     // The worker is PID 1 of a namespace of its own, as in a container.

@@ -1,7 +1,9 @@
-//! The Docker engine for tests: whether one answers (outside CI a missing engine
-//! skips the test loudly; in CI it fails it), and the test image
-//! `flare-launcher-test-busybox:1` (`FROM scratch` plus a static busybox),
-//! built once per machine, under a lock file so that parallel tests build it once.
+//! The Docker engine for tests: the test image `flare-launcher-test-busybox:1`
+//! (`FROM scratch` plus a static busybox), built once per machine, under a lock
+//! file so that parallel tests build it once, and what the tests do with
+//! containers, registries and the engine's socket. A build that finds no engine
+//! ignores the Docker tests (see `build.rs`); one that runs fails on its first
+//! use of the engine.
 
 use super::system::System;
 use flare_launcher::config::WorkerConfig;
@@ -15,28 +17,21 @@ pub const TEST_IMAGE: &str = "flare-launcher-test-busybox:1";
 /// `scripts/ensure-docker-test-tools.sh`).
 const BUSYBOX: &str = "/bin/busybox";
 
-/// Whether a Docker engine answers. Outside CI, a missing engine prints why the
-/// test is skipped; in CI (`CI=true`) it fails the test.
-pub fn engine_available() -> bool {
+/// Fails the test unless a Docker engine answers.
+fn assert_engine_answers() {
     let answered = Command::new("docker")
         .args(["version", "--format", "{{.Server.APIVersion}}"])
         .output()
         .is_ok_and(|out| out.status.success());
-    if answered {
-        return true;
-    }
     assert!(
-        std::env::var("CI").as_deref() != Ok("true"),
-        "no Docker engine answers, and CI runs every Docker test"
+        answered,
+        "no Docker engine answers (`docker version` fails), and this test needs one"
     );
-    eprintln!(
-        "!!! SKIPPED: no Docker engine answers (`docker version` fails); this Docker test did not run"
-    );
-    false
 }
 
 /// Builds the test image unless the engine has it; returns its name.
 pub fn test_image() -> &'static str {
+    assert_engine_answers();
     let lock_path = std::env::temp_dir().join("flare-launcher-test-busybox.lock");
     let lock_file = std::fs::File::create(&lock_path).expect("the image lock file");
     let _lock = nix::fcntl::Flock::lock(lock_file, nix::fcntl::FlockArg::LockExclusive)
@@ -77,20 +72,14 @@ fn image_present() -> bool {
 }
 
 /// A system whose worker runs only Docker jobs, its configuration adjusted by
-/// `configure`, with the test image built; `None` when no engine answers
-/// (outside CI).
-pub async fn docker_system_with(configure: impl FnOnce(&mut WorkerConfig)) -> Option<System> {
-    if !engine_available() {
-        return None;
-    }
+/// `configure`, with the test image built.
+pub async fn docker_system_with(configure: impl FnOnce(&mut WorkerConfig)) -> System {
     test_image();
-    Some(
-        System::start_with(|config| {
-            docker_worker(config);
-            configure(config);
-        })
-        .await,
-    )
+    System::start_with(|config| {
+        docker_worker(config);
+        configure(config);
+    })
+    .await
 }
 
 /// A system without a worker of its own, for tests that run a Docker worker as
@@ -104,20 +93,16 @@ pub struct RestartableWorker {
 }
 
 impl RestartableWorker {
-    /// A system with the test image built; `None` when no engine answers
-    /// (outside CI).
-    pub async fn new() -> Option<RestartableWorker> {
-        if !engine_available() {
-            return None;
-        }
+    /// A system with the test image built.
+    pub async fn new() -> RestartableWorker {
         test_image();
         let system = System::without_worker(|_| {}).await;
         let data_dir = system.path("data");
-        Some(RestartableWorker {
+        RestartableWorker {
             system,
             worker_id: unique("phoenix"),
             data_dir,
-        })
+        }
     }
 
     /// Starts the worker process (killed when dropped).

@@ -3,6 +3,15 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+/// Fails the test unless it runs as root, which `what` needs (a build as
+/// another user ignores such tests; see `build.rs`).
+pub fn assert_root(what: &str) {
+    assert!(
+        nix::unistd::Uid::effective().is_root(),
+        "{what} needs root, and this test does not run as root"
+    );
+}
+
 /// Whether `pid` names a live process (not gone, not a zombie).
 pub fn is_alive(pid: i32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
