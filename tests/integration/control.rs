@@ -1,7 +1,7 @@
 //! Terminate and status over a real nats-server: terminating running jobs (also
 //! ones that ignore SIGTERM), terminating before the launch, terminating finished
-//! jobs, a job that exits 0 when asked to stop, status of finished and
-//! unknown jobs, and error replies to bad terminate bodies.
+//! jobs, status of finished and unknown jobs, and error replies to bad
+//! terminate bodies. (A job that exits 0 when asked to stop is `conformance`'s.)
 
 use crate::common::system::{System, assert_well_formed, sh, states};
 use flare_launcher::client::ClientError;
@@ -181,20 +181,6 @@ async fn a_terminate_landing_on_another_worker_reaches_the_owner() {
     }
     w2.shutdown().await;
     system.shutdown_worker().await;
-}
-
-#[tokio::test]
-async fn a_job_that_exits_0_when_asked_to_stop_is_terminated_not_succeeded() {
-    let system = System::start().await;
-    system.launch_trapping_term("polite", "'exit 0'").await;
-    let reply = system.client.terminate("polite", Some(30)).await.unwrap();
-    assert!(reply.accepted, "{reply:?}");
-    let events = system.events_until_terminal("polite").await;
-    let last = events.last().unwrap();
-    assert_eq!(last.state, JobState::Terminated, "{events:#?}");
-    assert_eq!(last.exit_code, Some(0));
-    assert_eq!(last.return_code, Some(9));
-    assert_eq!(last.reason.as_deref(), Some("TerminateRequested"));
 }
 
 #[tokio::test]

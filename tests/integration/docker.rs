@@ -1,20 +1,17 @@
 //! Jobs run as containers on the real Docker engine, end to end over a real
-//! nats-server: exit codes, terminate, environment and working directory, output
-//! in the job's log, one container per job however often it is launched, and a
-//! missing image. Ignored in a build that found no engine (never in CI).
+//! nats-server, beyond what every backend does (`conformance`): environment and
+//! working directory, one container per job however often it is launched,
+//! missing images, kills, mounts, the engine's events and requests, and the
+//! site's settings. Ignored in a build that found no engine (never in CI).
 
 use crate::common::docker::{
-    EngineProxy, Registry, RestartableWorker, containers_of, create_labelled_container,
+    EngineProxy, Registry, containers_of, create_labelled_container, docker_cli,
     docker_system_with, docker_worker, hanging_registry, in_container, test_image, unique,
     wait_for_output, wait_until_removed,
 };
-use crate::common::system::{
-    System, assert_exits_3_and_101_fail, assert_launch_adopts,
-    assert_stories_finished_after_restart, assert_succeeds_with_output, assert_terminated_politely,
-    assert_well_formed, log_path, states,
-};
+use crate::common::system::{System, assert_well_formed, log_path, states};
 use flare_launcher::config::{PullPolicy, WorkerConfig};
-use flare_launcher::protocol::{BackendKind, BackendRef, Mount, Resources, Timeouts};
+use flare_launcher::protocol::{Mount, Resources, Timeouts};
 use flare_launcher::state::JobState;
 use std::time::Duration;
 
@@ -49,30 +46,6 @@ async fn launch_until_ready(system: &System, job_id: &str, script: &str) {
 
 #[tokio::test]
 #[cfg_attr(no_docker, ignore = "no Docker engine answers")]
-async fn a_container_that_exits_0_succeeds_and_is_removed() {
-    let system = docker_system().await;
-    let job_id = unique("ok");
-    let script = "echo out; echo err >&2; exit 0";
-    let record =
-        assert_succeeds_with_output(&system, &in_container(&job_id, script), BackendKind::Docker)
-            .await;
-    let Some(BackendRef::Docker { name, .. }) = record.backend_ref else {
-        panic!("a docker backend_ref: {record:?}");
-    };
-    assert!(name.ends_with(&job_id), "{name}");
-    // Removed once the end is recorded: the release follows the final event.
-    wait_until_removed(&[&job_id]).await;
-}
-
-#[tokio::test]
-#[cfg_attr(no_docker, ignore = "no Docker engine answers")]
-async fn containers_that_exit_3_and_101_fail_with_their_codes() {
-    let system = docker_system().await;
-    assert_exits_3_and_101_fail(&system, in_container).await;
-}
-
-#[tokio::test]
-#[cfg_attr(no_docker, ignore = "no Docker engine answers")]
 async fn env_and_workdir_reach_the_container() {
     let system = docker_system().await;
     let job_id = unique("env");
@@ -87,17 +60,6 @@ async fn env_and_workdir_reach_the_container() {
     );
     let log = std::fs::read_to_string(log_path(&events)).expect("the job's log");
     assert_eq!(log, "A=x y\n/tmp/work\n");
-}
-
-#[tokio::test]
-#[cfg_attr(no_docker, ignore = "no Docker engine answers")]
-async fn a_terminated_container_that_exits_cleanly_is_terminated() {
-    let system = docker_system().await;
-    let job_id = unique("term");
-    let script = "trap 'echo bye; exit 0' TERM; echo ready; while true; do sleep 0.1; done";
-    launch_until_ready(&system, &job_id, script).await;
-    let log = assert_terminated_politely(&system, &job_id).await;
-    assert_eq!(log, "ready\nbye\n");
 }
 
 #[tokio::test]
@@ -149,15 +111,6 @@ fn create_container_by_hand(system: &System, job_id: &str, labelled_job: &str, s
         script,
         false,
     );
-}
-
-#[tokio::test]
-#[cfg_attr(no_docker, ignore = "no Docker engine answers")]
-async fn a_launch_that_meets_its_jobs_container_adopts_it() {
-    let system = docker_system().await;
-    let job_id = unique("adopt");
-    create_container_by_hand(&system, &job_id, &job_id, "echo adopted; exit 3");
-    assert_launch_adopts(&system, &in_container(&job_id, "exit 0")).await;
 }
 
 #[tokio::test]
@@ -231,50 +184,6 @@ async fn a_container_killed_by_someone_else_fails_with_137_after_one_inspect() {
     // A SIGKILL no `oom` event explains is read again, in case the engine
     // tells of an out-of-memory kill late.
     assert_eq!(inspects_of(&proxy.requests(), &job_id), 1);
-}
-
-/// Runs `docker ARGS` and returns its stdout; fails the test when it fails.
-fn docker_cli(args: &[&str]) -> String {
-    let out = std::process::Command::new("docker")
-        .args(args)
-        .output()
-        .expect("docker runs");
-    assert!(out.status.success(), "docker {args:?}: {out:?}");
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[cfg_attr(no_docker, ignore = "no Docker engine answers")]
-async fn a_worker_killed_and_restarted_finishes_its_containers_stories() {
-    let restartable = RestartableWorker::new().await;
-    let (system, worker_id) = (&restartable.system, &restartable.worker_id);
-    let mut worker = restartable.spawn();
-    let keeps = in_container(
-        &unique("keeps"),
-        "trap 'exit 0' TERM; echo ready; while true; do sleep 0.1; done",
-    );
-    let ends = in_container(
-        &unique("ends"),
-        "echo ready; while [ ! -e /go ]; do sleep 0.05; done; exit 3",
-    );
-    for request in [&keeps, &ends] {
-        system.client.launch(request).await.unwrap();
-        system
-            .events_until(&request.job_id, |e| e.state == JobState::Running)
-            .await;
-        wait_for_output(&request.job_id, "ready").await;
-    }
-
-    worker.kill().await.unwrap();
-    // One container ends while its worker is away; the other runs on.
-    let ends_container = format!("flare-{}", ends.job_id);
-    docker_cli(&["exec", &ends_container, "touch", "/go"]);
-    assert_eq!(docker_cli(&["wait", &ends_container]).trim(), "3");
-
-    let _worker = restartable.spawn();
-    assert_stories_finished_after_restart(system, &ends.job_id, &keeps.job_id, worker_id).await;
-    // Both ends are recorded: their containers go.
-    wait_until_removed(&[&keeps.job_id, &ends.job_id]).await;
 }
 
 #[tokio::test]

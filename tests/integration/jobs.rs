@@ -1,45 +1,10 @@
-//! Jobs run as local processes, end to end over a real nats-server: exit codes
-//! and return codes, spawn failures, environment, working directory, logs and
-//! time limits.
+//! Jobs run as local processes, end to end over a real nats-server, beyond what
+//! every backend does (`conformance`): signals, spawn failures, environment,
+//! working directory, logs and time limits.
 
 use crate::common::processes::{is_alive, read_pid};
 use crate::common::system::{System, assert_well_formed, log_path, sh, states};
 use flare_launcher::protocol::{BackendKind, BackendRef, LaunchRequest, Timeouts};
-
-#[tokio::test]
-async fn a_job_that_exits_0_succeeds() {
-    let system = System::start().await;
-    let events = system.run(&sh("ok", "exit 0")).await;
-    assert_well_formed(&events);
-    assert_eq!(states(&events), ["starting", "running", "succeeded"]);
-    let last = events.last().unwrap();
-    assert_eq!((last.return_code, last.exit_code), (Some(0), Some(0)));
-    assert!(
-        events
-            .iter()
-            .all(|e| e.worker == "w1" && e.backend == BackendKind::Process)
-    );
-}
-
-#[tokio::test]
-async fn a_job_that_exits_3_fails_with_execution_error() {
-    let system = System::start().await;
-    let events = system.run(&sh("three", "exit 3")).await;
-    assert_well_formed(&events);
-    assert_eq!(states(&events), ["starting", "running", "failed"]);
-    let last = events.last().unwrap();
-    assert_eq!((last.return_code, last.exit_code), (Some(1), Some(3)));
-}
-
-#[tokio::test]
-async fn a_job_that_exits_101_keeps_nvflares_code() {
-    let system = System::start().await;
-    let events = system.run(&sh("exception", "exit 101")).await;
-    assert_well_formed(&events);
-    let last = events.last().unwrap();
-    assert_eq!(last.state.as_str(), "failed");
-    assert_eq!((last.return_code, last.exit_code), (Some(101), Some(101)));
-}
 
 #[tokio::test]
 async fn a_job_killed_by_a_signal_nobody_asked_for_fails() {

@@ -1,22 +1,16 @@
 //! Jobs run as pods on kube-sim (a Kubernetes API server whose kubelet runs each
 //! pod's command as a local process), end to end over a real nats-server, the
-//! worker talking to the API under the Role the project ships: exit codes,
-//! terminate, the pod's manifest, startup failures, one pod per job, faults of
-//! the API, ends the cluster reports (OOM kills, a lost node, a deadline), the
-//! orphan sweep, and what a job costs in API requests.
+//! worker talking to the API under the Role the project ships, beyond what
+//! every backend does (`conformance`): the pod's manifest, startup failures,
+//! one pod per job, faults of the API, ends the cluster reports (OOM kills, a
+//! lost node, a deadline), the orphan sweep, and what jobs cost in API requests.
 
 use crate::common::docker::unique;
 use crate::common::k8s::{
     Cluster, PATIENCE, in_pod, k8s_worker, launch_until_ready, spawn_k8s_worker, wait_for_file,
 };
-use crate::common::system::{
-    System, assert_exits_3_and_101_fail, assert_launch_adopts,
-    assert_stories_finished_after_restart, assert_succeeds_with_output, assert_terminated_politely,
-    assert_well_formed, log_path, states,
-};
-use flare_launcher::protocol::{
-    BackendKind, BackendRef, LaunchRequest, Mount, Resources, Timeouts,
-};
+use crate::common::system::{System, assert_well_formed, log_path, states};
+use flare_launcher::protocol::{LaunchRequest, Mount, Resources, Timeouts};
 use flare_launcher::state::JobState;
 use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Secret};
 use kube::Api;
@@ -27,65 +21,6 @@ use std::time::Duration;
 
 async fn k8s_system(cluster: &Cluster) -> System {
     System::start_with(|config| k8s_worker(config, cluster)).await
-}
-
-#[tokio::test]
-async fn a_pod_that_exits_0_succeeds_with_its_output_and_is_deleted() {
-    let cluster = Cluster::start(|_| {}).await;
-    let system = k8s_system(&cluster).await;
-    let job_id = unique("ok");
-    let script = "echo out; echo err >&2; exit 0";
-    let record =
-        assert_succeeds_with_output(&system, &in_pod(&job_id, script), BackendKind::K8s).await;
-    let Some(BackendRef::K8s {
-        namespace,
-        pod,
-        uid,
-    }) = record.backend_ref
-    else {
-        panic!("a k8s backend_ref: {record:?}");
-    };
-    assert_eq!(namespace, "default");
-    assert_eq!(pod, format!("flare-{job_id}"));
-    assert!(!uid.is_empty());
-    // Deleted once the end is recorded.
-    cluster.wait_until_deleted(&job_id).await;
-    // Create, one log read, delete: nothing else per job beside the watch.
-    assert_eq!(cluster.request_count("create", "pods"), 1);
-    assert_eq!(cluster.request_count("get", "pods/log"), 1);
-    assert_eq!(cluster.request_count("delete", "pods"), 1);
-    assert_eq!(cluster.request_count("get", "pods"), 0);
-}
-
-#[tokio::test]
-async fn pods_that_exit_3_and_101_fail_with_their_codes() {
-    let cluster = Cluster::start(|_| {}).await;
-    let system = k8s_system(&cluster).await;
-    assert_exits_3_and_101_fail(&system, in_pod).await;
-}
-
-#[tokio::test]
-async fn a_terminated_pod_is_deleted_with_its_grace_and_ends_terminated() {
-    let cluster = Cluster::start(|_| {}).await;
-    let system = k8s_system(&cluster).await;
-    let job_id = unique("term");
-    let ready = system.path("ready");
-    let script = format!(
-        "trap 'echo bye; exit 0' TERM; echo ready; touch {}; while true; do sleep 0.1; done",
-        ready.display()
-    );
-    system.launch_until_running(&in_pod(&job_id, &script)).await;
-    wait_for_file(&ready).await;
-    let log = assert_terminated_politely(&system, &job_id).await;
-    // Followed from the stop to the container's end (kube-sim signals the
-    // whole process group, so the shell may report its child's end too).
-    assert!(
-        log.starts_with("ready\n") && log.ends_with("bye\n"),
-        "{log:?}"
-    );
-    cluster.wait_until_deleted(&job_id).await;
-    assert_eq!(cluster.request_count("delete", "pods"), 1);
-    assert_eq!(cluster.request_count("get", "pods/log"), 1);
 }
 
 #[tokio::test]
@@ -285,48 +220,6 @@ async fn a_repeated_launch_makes_one_pod() {
 }
 
 #[tokio::test]
-async fn a_launch_that_meets_its_jobs_pod_adopts_it() {
-    let cluster = Cluster::start(|_| {}).await;
-    let system = k8s_system(&cluster).await;
-    let job_id = unique("adopt");
-    // What a worker that died between create and record leaves: the job's pod.
-    let request = in_pod(&job_id, "echo adopted; exit 3");
-    create_pod_by_hand(&cluster, &system, &request, "w1").await;
-    assert_launch_adopts(&system, &in_pod(&job_id, "exit 0")).await;
-}
-
-/// Creates the pod `worker` would make for `request`, as a worker would.
-async fn create_pod_by_hand(
-    cluster: &Cluster,
-    system: &System,
-    request: &flare_launcher::protocol::LaunchRequest,
-    worker: &str,
-) {
-    let manifest = flare_launcher::backend::k8s::manifest::pod(
-        request,
-        &flare_launcher::backend::GpuAssignment::Unaccounted,
-        "img",
-        &flare_launcher::backend::k8s::manifest::Owner {
-            worker,
-            pool: "default",
-            namespace: "default",
-        },
-        &system.config.k8s,
-        &json!({}),
-    )
-    .unwrap();
-    cluster
-        .pods()
-        .await
-        .create(
-            &PostParams::default(),
-            &serde_json::from_value(manifest).unwrap(),
-        )
-        .await
-        .expect("pod created");
-}
-
-#[tokio::test]
 async fn pods_no_job_claims_are_deleted_after_the_grace_period() {
     let cluster = Cluster::start(|_| {}).await;
     let system = System::start_with(|config| {
@@ -342,11 +235,15 @@ async fn pods_no_job_claims_are_deleted_after_the_grace_period() {
         .await;
     // No record claims this one (the API made it, and the call failed).
     let orphan = unique("orphan");
-    create_pod_by_hand(&cluster, &system, &in_pod(&orphan, "sleep 600"), &worker).await;
+    cluster
+        .create_pod_by_hand(&system, &in_pod(&orphan, "sleep 600"), &worker)
+        .await;
     // Another worker's pod is not this worker's to sweep.
     let foreign = unique("foreign");
     let foreign_request = in_pod(&foreign, "sleep 600");
-    create_pod_by_hand(&cluster, &system, &foreign_request, "another-worker").await;
+    cluster
+        .create_pod_by_hand(&system, &foreign_request, "another-worker")
+        .await;
 
     let deadline = tokio::time::Instant::now() + PATIENCE;
     while !cluster.pods_of(&orphan).await.is_empty() {
@@ -497,7 +394,9 @@ async fn change_the_pod_while_the_watch_is_down(
     .unwrap();
     cluster.wait_until_deleted(job_id).await;
     if let Some((system, worker)) = replacement {
-        create_pod_by_hand(cluster, system, &in_pod(job_id, "sleep 600"), worker).await;
+        cluster
+            .create_pod_by_hand(system, &in_pod(job_id, "sleep 600"), worker)
+            .await;
     }
     cluster.sim.compact();
     cluster.sim.set_faults(faults).unwrap();
@@ -627,57 +526,6 @@ async fn a_burst_of_launches_keeps_to_the_limit_of_requests_in_flight() {
     // The launches did overlap: the limit was put to the test.
     assert!(peak >= limit / 4, "only {peak} requests in flight at once");
     cluster.sim.set_faults(Faults::default()).unwrap();
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_worker_killed_and_restarted_finishes_its_pods_stories() {
-    let cluster = Cluster::start(|_| {}).await;
-    let system = System::without_worker(|_| {}).await;
-    let worker_id = unique("phoenix");
-    let mut worker = spawn_k8s_worker(&system, &cluster, &worker_id);
-    let ready = |name: &str| system.path(&format!("{name}-ready"));
-    let go = system.path("go");
-    let keeps = in_pod(
-        &unique("keeps"),
-        &format!(
-            "trap 'exit 0' TERM; echo ready; touch {}; while true; do sleep 0.1; done",
-            ready("keeps").display()
-        ),
-    );
-    let ends = in_pod(
-        &unique("ends"),
-        &format!(
-            "echo ready; touch {}; while [ ! -e {} ]; do sleep 0.05; done; exit 3",
-            ready("ends").display(),
-            go.display()
-        ),
-    );
-    for (request, name) in [(&keeps, "keeps"), (&ends, "ends")] {
-        system.client.launch(request).await.unwrap();
-        system
-            .events_until(&request.job_id, |e| e.state == JobState::Running)
-            .await;
-        wait_for_file(&ready(name)).await;
-    }
-
-    worker.kill().await.unwrap();
-    // One pod ends while its worker is away; the other runs on.
-    std::fs::write(&go, "").unwrap();
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    loop {
-        let pods = cluster.pods_of(&ends.job_id).await;
-        let phase = pods[0].status.as_ref().and_then(|s| s.phase.clone());
-        if phase.as_deref() == Some("Failed") {
-            break;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "{phase:?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-
-    let _worker = spawn_k8s_worker(&system, &cluster, &worker_id);
-    assert_stories_finished_after_restart(&system, &ends.job_id, &keeps.job_id, &worker_id).await;
-    cluster.wait_until_deleted(&keeps.job_id).await;
-    cluster.wait_until_deleted(&ends.job_id).await;
 }
 
 #[tokio::test]

@@ -7,6 +7,7 @@ mod common;
 mod cli;
 mod cli_bench;
 mod cli_dev;
+mod conformance;
 mod control;
 mod deploy;
 mod docker;

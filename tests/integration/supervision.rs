@@ -3,12 +3,15 @@
 //! finds its jobs again when it restarts (also at once, after an orderly
 //! shutdown), and a job whose supervisor dies is lost.
 
-use crate::common::processes::{assert_root, is_alive, parent_of, read_pid, wait_until_gone};
+use crate::common::processes::{
+    assert_root, is_alive, parent_of, read_pid, supervisor_dir, wait_for_recorded_end,
+    wait_until_gone,
+};
 use crate::common::system::{System, assert_well_formed, sh, states};
 use flare_launcher::protocol::{BackendRef, LaunchRequest, MAX_DURATION_S, Timeouts};
 use flare_launcher::state::JobState;
 use flare_launcher::supervisor::job_file::{JobEnd, JobFile};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 /// A shell script that starts `sleep 300` in a session of its own, writes its
@@ -86,23 +89,6 @@ async fn run_s_holds_while_a_terminate_with_a_long_grace_runs() {
     assert_eq!(last.state, JobState::Terminated);
     assert_eq!(last.reason.as_deref(), Some("TerminateRequested"));
     assert_eq!(last.exit_code, Some(128 + 9), "{last:?}");
-}
-
-/// The supervisor directory of a worker.
-fn supervisor_dir(data_dir: &Path, worker_id: &str) -> PathBuf {
-    data_dir.join("supervisor").join(worker_id)
-}
-
-/// Waits until the job's file records its end.
-async fn wait_for_recorded_end(dir: &Path, job_id: &str) -> JobEnd {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Ok(Some(JobFile { end: Some(end), .. })) = JobFile::read(dir, job_id) {
-            return end;
-        }
-        assert!(Instant::now() < deadline, "{job_id}: no end recorded");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 /// The pid of a job's first process, from its record.

@@ -151,6 +151,16 @@ pub fn containers_of(job_id: &str) -> Vec<String> {
         .collect()
 }
 
+/// Runs `docker ARGS` and returns its stdout; fails the test when it fails.
+pub fn docker_cli(args: &[&str]) -> String {
+    let out = std::process::Command::new("docker")
+        .args(args)
+        .output()
+        .expect("docker runs");
+    assert!(out.status.success(), "docker {args:?}: {out:?}");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 /// `docker create`s (or, with `start`, `docker run -d`s) a managed container
 /// named `name` labelled with `job_id` and, if given, `worker`, running
 /// `script`: what a launch leaves when its worker dies at the wrong moment.

@@ -94,6 +94,33 @@ impl Cluster {
             .items
     }
 
+    /// Creates the pod `worker` would make for `request` on `system`, as a
+    /// worker would: what a worker that died between creating a pod and
+    /// recording it leaves.
+    pub async fn create_pod_by_hand(&self, system: &System, request: &LaunchRequest, worker: &str) {
+        let manifest = flare_launcher::backend::k8s::manifest::pod(
+            request,
+            &flare_launcher::backend::GpuAssignment::Unaccounted,
+            "img",
+            &flare_launcher::backend::k8s::manifest::Owner {
+                worker,
+                pool: "default",
+                namespace: "default",
+            },
+            &system.config.k8s,
+            &serde_json::json!({}),
+        )
+        .unwrap();
+        self.pods()
+            .await
+            .create(
+                &kube::api::PostParams::default(),
+                &serde_json::from_value(manifest).unwrap(),
+            )
+            .await
+            .expect("pod created");
+    }
+
     /// Waits until `job_id` has no pod left.
     pub async fn wait_until_deleted(&self, job_id: &str) {
         let deadline = tokio::time::Instant::now() + PATIENCE;

@@ -1,6 +1,8 @@
-//! Looking at processes from a test: whether one lives, waiting for it to go.
+//! Looking at processes from a test: whether one lives, waiting for it to go,
+//! and what the supervisor of process jobs recorded of them.
 
-use std::path::Path;
+use flare_launcher::supervisor::job_file::{JobEnd, JobFile};
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 /// Fails the test unless it runs as root, which `what` needs (a build as
@@ -52,6 +54,23 @@ pub async fn read_pid(file: &Path) -> i32 {
             return pid;
         }
         assert!(Instant::now() < deadline, "no pid in {}", file.display());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The supervisor directory of a worker.
+pub fn supervisor_dir(data_dir: &Path, worker_id: &str) -> PathBuf {
+    data_dir.join("supervisor").join(worker_id)
+}
+
+/// Waits until the job's file records its end.
+pub async fn wait_for_recorded_end(dir: &Path, job_id: &str) -> JobEnd {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(Some(JobFile { end: Some(end), .. })) = JobFile::read(dir, job_id) {
+            return end;
+        }
+        assert!(Instant::now() < deadline, "{job_id}: no end recorded");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
