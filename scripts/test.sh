@@ -8,8 +8,8 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 # shellcheck source=scripts/ensure-nats-server.sh
 source scripts/ensure-nats-server.sh
-# A static busybox and the registry, for the Docker tests (which skip
-# themselves when no Docker engine answers, except in CI).
+# A static busybox and the registry, for the Docker tests (which a build that
+# finds no Docker engine ignores, except in CI).
 # shellcheck source=scripts/ensure-docker-test-tools.sh
 source scripts/ensure-docker-test-tools.sh ||
     echo "test.sh: no busybox-static or docker-registry (apt-get install them): the Docker tests will fail" >&2

@@ -1,8 +1,0 @@
-//! Helpers shared by the integration tests. Each test binary uses a subset.
-#![allow(dead_code)]
-
-pub mod docker;
-pub mod k8s;
-pub mod nats_server;
-pub mod processes;
-pub mod system;

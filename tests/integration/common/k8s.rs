@@ -1,0 +1,209 @@
+//! kube-sim for the Kubernetes tests: a simulated cluster per test (its kubelet
+//! runs each pod's command as a local process, so a pod and the test share the
+//! file system), a kubeconfig file for the worker, a client to look at pods, and
+//! builders for requests and worker configurations.
+
+use super::system::System;
+use flare_launcher::config::WorkerConfig;
+use flare_launcher::protocol::{BackendKind, LaunchRequest};
+use k8s_openapi::api::core::v1::Pod;
+use kube::Api;
+use kube::api::ListParams;
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube_sim::{Config, KubeSim, UserConfig};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// The image every pod names (kube-sim pulls any image but `unpullable` ones).
+pub const TEST_IMAGE: &str = "flare-launcher-test:1";
+
+/// How long a test waits for something that should happen soon.
+pub const PATIENCE: Duration = Duration::from_secs(60);
+
+/// The user the worker talks to kube-sim as: the service account the project
+/// ships (`deploy/k8s/`), bound to its Role and nothing else, so a request that
+/// Role does not allow fails the test.
+pub const WORKER_USER: &str = "system:serviceaccount:default:flare-launcher";
+const WORKER_TOKEN: &str = "flare-launcher-worker-token";
+
+/// The shipped RBAC files kube-sim loads at start.
+pub fn shipped_rbac() -> Vec<PathBuf> {
+    ["role.yaml", "rolebinding.yaml"]
+        .iter()
+        .map(|file| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/k8s")).join(file))
+        .collect()
+}
+
+/// A running kube-sim and the worker's kubeconfig file.
+pub struct Cluster {
+    pub sim: KubeSim,
+    /// The worker's kubeconfig.
+    pub kubeconfig: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Cluster {
+    /// A cluster on the defaults, with `edit` applied.
+    pub async fn start(edit: impl FnOnce(&mut Config)) -> Cluster {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut config = Config {
+            // Quick pull retries keep the back-off reasons coming.
+            backoff_initial: Duration::from_millis(200),
+            backoff_max: Duration::from_secs(1),
+            users: vec![UserConfig {
+                name: WORKER_USER.into(),
+                token: WORKER_TOKEN.into(),
+            }],
+            rbac_files: shipped_rbac(),
+            ..Config::default()
+        };
+        edit(&mut config);
+        let sim = KubeSim::start(config).await.expect("kube-sim starts");
+        let kubeconfig = dir.path().join("kubeconfig");
+        std::fs::write(&kubeconfig, sim.kubeconfig_for(WORKER_USER, WORKER_TOKEN))
+            .expect("kubeconfig written");
+        Cluster {
+            sim,
+            kubeconfig,
+            _dir: dir,
+        }
+    }
+
+    /// A client of the admin.
+    pub async fn client(&self) -> kube::Client {
+        let kubeconfig = Kubeconfig::from_yaml(&self.sim.kubeconfig()).expect("kubeconfig parses");
+        let config =
+            kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+                .await
+                .expect("kubeconfig loads");
+        kube::Client::try_from(config).expect("client builds")
+    }
+
+    /// The pods in `default`.
+    pub async fn pods(&self) -> Api<Pod> {
+        Api::namespaced(self.client().await, "default")
+    }
+
+    /// The pods of `job_id`, whatever their state.
+    pub async fn pods_of(&self, job_id: &str) -> Vec<Pod> {
+        self.pods()
+            .await
+            .list(&ListParams::default().labels(&format!("flare-launcher/job-id={job_id}")))
+            .await
+            .expect("pods listed")
+            .items
+    }
+
+    /// Creates the pod `worker` would make for `request` on `system`, as a
+    /// worker would: what a worker that died between creating a pod and
+    /// recording it leaves.
+    pub async fn create_pod_by_hand(&self, system: &System, request: &LaunchRequest, worker: &str) {
+        let manifest = flare_launcher::backend::k8s::manifest::pod(
+            request,
+            &flare_launcher::backend::GpuAssignment::Unaccounted,
+            "img",
+            &flare_launcher::backend::k8s::manifest::Owner {
+                worker,
+                pool: "default",
+                namespace: "default",
+            },
+            &system.config.k8s,
+            &serde_json::json!({}),
+        )
+        .unwrap();
+        self.pods()
+            .await
+            .create(
+                &kube::api::PostParams::default(),
+                &serde_json::from_value(manifest).unwrap(),
+            )
+            .await
+            .expect("pod created");
+    }
+
+    /// Waits until `job_id` has no pod left.
+    pub async fn wait_until_deleted(&self, job_id: &str) {
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        while !self.pods_of(job_id).await.is_empty() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the pod of {job_id} was never deleted"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// The worker's requests so far, by (verb, resource).
+    pub fn requests(&self) -> Vec<(String, String, u64)> {
+        self.sim
+            .requests()
+            .into_iter()
+            .filter(|count| count.user == WORKER_USER)
+            .map(|count| (count.verb, count.resource, count.count))
+            .collect()
+    }
+
+    /// How many requests the worker made with `verb` on `resource`.
+    pub fn request_count(&self, verb: &str, resource: &str) -> u64 {
+        self.requests()
+            .iter()
+            .filter(|(v, r, _)| v == verb && r == resource)
+            .map(|(_, _, count)| count)
+            .sum()
+    }
+}
+
+/// A configuration of a worker with only the Kubernetes backend on `cluster`.
+pub fn k8s_worker(config: &mut WorkerConfig, cluster: &Cluster) {
+    config.backend = BackendKind::K8s;
+    config.backends = vec![BackendKind::K8s];
+    config.k8s.kubeconfig = Some(cluster.kubeconfig.clone());
+}
+
+/// A request running `sh -c SCRIPT` in a pod.
+pub fn in_pod(job_id: &str, script: &str) -> LaunchRequest {
+    let mut request = LaunchRequest::new(job_id, vec!["sh".into(), "-c".into(), script.into()]);
+    request.image = Some(TEST_IMAGE.into());
+    request.backend = Some(BackendKind::K8s);
+    request
+}
+
+/// Waits until `path` exists (a pod's process made it).
+pub async fn wait_for_file(path: &std::path::Path) {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while !path.exists() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{} never appeared",
+            path.display()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Launches `job_id` as a pod that prints `ready`, makes a file and then runs
+/// until it is stopped; returns once it runs and the file is there.
+pub async fn launch_until_ready(system: &System, job_id: &str) {
+    let ready = system.path(&format!("{job_id}-ready"));
+    let script = format!(
+        "echo ready; touch {}; while true; do sleep 0.1; done",
+        ready.display()
+    );
+    system.launch_until_running(&in_pod(job_id, &script)).await;
+    wait_for_file(&ready).await;
+}
+
+/// A worker with only the Kubernetes backend on `cluster`, as a process of its
+/// own (killed when dropped), its data in the system's `data`.
+pub fn spawn_k8s_worker(
+    system: &System,
+    cluster: &Cluster,
+    worker_id: &str,
+) -> tokio::process::Child {
+    let kubeconfig = cluster.kubeconfig.display().to_string();
+    let env = [
+        ("FLARE_BACKEND", "k8s"),
+        ("FLARE_KUBECONFIG", kubeconfig.as_str()),
+    ];
+    system.spawn_worker_process(worker_id, &system.path("data"), &env)
+}

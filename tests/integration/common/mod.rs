@@ -1,0 +1,7 @@
+//! Helpers shared by the integration tests.
+
+pub mod docker;
+pub mod k8s;
+pub mod nats_server;
+pub mod processes;
+pub mod system;

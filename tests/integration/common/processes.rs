@@ -1,0 +1,76 @@
+//! Looking at processes from a test: whether one lives, waiting for it to go,
+//! and what the supervisor of process jobs recorded of them.
+
+use flare_launcher::supervisor::job_file::{JobEnd, JobFile};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// Fails the test unless it runs as root, which `what` needs (a build as
+/// another user ignores such tests; see `build.rs`).
+pub fn assert_root(what: &str) {
+    assert!(
+        nix::unistd::Uid::effective().is_root(),
+        "{what} needs root, and this test does not run as root"
+    );
+}
+
+/// Whether `pid` names a live process (not gone, not a zombie).
+pub fn is_alive(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|stat| {
+            let after_comm = &stat[stat.rfind(')').map_or(0, |i| i + 1)..];
+            !after_comm.trim_start().starts_with('Z')
+        })
+        .unwrap_or(false)
+}
+
+/// The parent of `pid`.
+pub fn parent_of(pid: i32) -> Option<i32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat[stat.rfind(')')? + 1..]
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+/// Waits until `pid` is gone; panics after `within`.
+pub async fn wait_until_gone(pid: i32, within: Duration) {
+    let deadline = Instant::now() + within;
+    while is_alive(pid) {
+        assert!(Instant::now() < deadline, "process {pid} is still alive");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The pid a job wrote to `file`, waiting for it to be written.
+pub async fn read_pid(file: &Path) -> i32 {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(pid) = std::fs::read_to_string(file)
+            .ok()
+            .and_then(|text| text.trim().parse().ok())
+        {
+            return pid;
+        }
+        assert!(Instant::now() < deadline, "no pid in {}", file.display());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The supervisor directory of a worker.
+pub fn supervisor_dir(data_dir: &Path, worker_id: &str) -> PathBuf {
+    data_dir.join("supervisor").join(worker_id)
+}
+
+/// Waits until the job's file records its end.
+pub async fn wait_for_recorded_end(dir: &Path, job_id: &str) -> JobEnd {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(Some(JobFile { end: Some(end), .. })) = JobFile::read(dir, job_id) {
+            return end;
+        }
+        assert!(Instant::now() < deadline, "{job_id}: no end recorded");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

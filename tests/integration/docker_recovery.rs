@@ -1,0 +1,180 @@
+//! Records and recovery of Docker jobs on the real engine: the record names the
+//! container as soon as it exists; a worker that died while launching settles
+//! the records it left at `starting` when it comes back; containers carrying a
+//! worker's labels that no job claims are removed after the grace period, and
+//! the containers of its jobs are not. Ignored in a build that found no
+//! engine (never in CI).
+
+use crate::common::docker::{
+    RestartableWorker, containers_of, create_labelled_container, docker_system_with, docker_worker,
+    hanging_registry, in_container, test_image, unique, wait_until_removed,
+};
+use crate::common::system::{System, assert_well_formed, log_path, states};
+use flare_launcher::protocol::{BackendRef, JobRecord, Timeouts};
+use flare_launcher::state::JobState;
+use futures::StreamExt;
+use std::time::Duration;
+
+/// Every revision of `job_id`'s record the bucket keeps, oldest first.
+async fn record_history(system: &System, job_id: &str) -> Vec<JobRecord> {
+    let js = async_nats::jetstream::new(system.client.nats().clone());
+    let kv = js
+        .get_key_value(system.client.subjects().jobs_bucket())
+        .await
+        .expect("the jobs bucket");
+    let mut history = kv.history(job_id).await.expect("the record's history");
+    let mut records = Vec::new();
+    while let Some(entry) = history.next().await {
+        let entry = entry.expect("a revision");
+        records.push(serde_json::from_slice(&entry.value).expect("a JobRecord"));
+    }
+    records
+}
+
+#[tokio::test]
+#[cfg_attr(no_docker, ignore = "no Docker engine answers")]
+async fn the_record_names_the_container_before_it_runs() {
+    test_image();
+    let system = System::start_with(docker_worker).await;
+    let job_id = unique("named");
+    system
+        .launch_until_running(&in_container(&job_id, "sleep 600"))
+        .await;
+    // Read before the end, whose record replaces every earlier revision.
+    let history = record_history(&system, &job_id).await;
+    let reply = system.client.terminate(&job_id, Some(0)).await.unwrap();
+    assert!(reply.accepted, "{reply:?}");
+    system.events_until_terminal(&job_id).await;
+
+    let named_while_starting = history.iter().find(|record| {
+        record.state == JobState::Starting
+            && matches!(&record.backend_ref, Some(BackendRef::Docker { name, .. }) if name.ends_with(&job_id))
+    });
+    assert!(
+        named_while_starting.is_some(),
+        "no `starting` revision names the container: {history:#?}"
+    );
+}
+
+/// Waits until the record of `job_id` says what its launch is doing, and
+/// returns that.
+async fn launch_step(system: &System, job_id: &str, starts_with: &str) -> String {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Ok(record) = system.client.status(job_id).await
+            && let Some(message) = record.message.as_deref()
+            && message.starts_with(starts_with)
+        {
+            assert_eq!(record.state, JobState::Starting, "{record:?}");
+            return message.to_owned();
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{job_id}'s record never said {starts_with:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(no_docker, ignore = "no Docker engine answers")]
+async fn records_left_at_starting_by_a_killed_worker_are_settled_at_restart() {
+    let restartable = RestartableWorker::new().await;
+    let (system, worker_id) = (&restartable.system, &restartable.worker_id);
+    let (port, held) = hanging_registry().await;
+    let image = format!("127.0.0.1:{port}/flare-launcher/hangs:1");
+    let mut worker = restartable.spawn();
+    // Both jobs are claimed and stuck pulling when their worker dies.
+    let never_made = unique("never-made");
+    let made_late = unique("made-late");
+    for job_id in [&never_made, &made_late] {
+        let mut request = in_container(job_id, "echo adopted; exit 0");
+        request.image = Some(image.clone());
+        request.timeouts = Some(Timeouts {
+            start_s: Some(600),
+            run_s: None,
+        });
+        system.client.launch(&request).await.unwrap();
+        let step = launch_step(system, job_id, "pulling image").await;
+        assert_eq!(step, format!("pulling image {image}"));
+    }
+    worker.kill().await.unwrap();
+    held.abort();
+    // The engine made one of the two containers just as the worker died.
+    create_labelled_container(
+        &format!("flare-{made_late}"),
+        &made_late,
+        Some(worker_id),
+        "echo adopted; exit 0",
+        false,
+    );
+
+    let _worker = restartable.spawn();
+    let events = system.events_until_terminal(&never_made).await;
+    assert_well_formed(&events);
+    assert_eq!(states(&events), ["starting", "error"]);
+    assert_eq!(events[1].reason.as_deref(), Some("LaunchInterrupted"));
+    assert_eq!(events[1].return_code, Some(104));
+    assert_eq!(&events[1].worker, worker_id);
+
+    let events = system.events_until_terminal(&made_late).await;
+    assert_well_formed(&events);
+    assert_eq!(states(&events), ["starting", "running", "succeeded"]);
+    let log = std::fs::read_to_string(log_path(&events)).expect("the job's log");
+    assert_eq!(log, "adopted\n");
+    wait_until_removed(&[&made_late]).await;
+}
+
+#[tokio::test]
+#[cfg_attr(no_docker, ignore = "no Docker engine answers")]
+async fn containers_no_job_claims_are_removed_after_the_grace_period() {
+    let system = docker_system_with(|config| {
+        config.orphan_grace = Duration::from_secs(2);
+    })
+    .await;
+    let worker_id = system.config.worker_id.clone();
+    // A job that runs on: its container is claimed.
+    let runs = unique("runs");
+    system
+        .launch_until_running(&in_container(&runs, "sleep 600"))
+        .await;
+    // No record claims this one: the engine made it, and the call failed.
+    let orphan = unique("orphan");
+    create_labelled_container(
+        &format!("flare-{orphan}"),
+        &orphan,
+        Some(&worker_id),
+        "sleep 600",
+        true,
+    );
+    // Another worker's container is not this worker's to sweep.
+    let foreign = unique("foreign");
+    create_labelled_container(
+        &format!("flare-{foreign}"),
+        &foreign,
+        Some("another-worker"),
+        "sleep 600",
+        true,
+    );
+
+    wait_until_removed(&[&orphan]).await;
+    let foreign_left = containers_of(&foreign);
+    std::process::Command::new("docker")
+        .args(["rm", "-f", &format!("flare-{foreign}")])
+        .output()
+        .expect("docker runs");
+    assert_eq!(
+        foreign_left.len(),
+        1,
+        "another worker's container was swept"
+    );
+    assert_eq!(containers_of(&runs).len(), 1, "the running job's container");
+    let record = system.client.status(&runs).await.unwrap();
+    assert_eq!(record.state, JobState::Running, "{record:?}");
+
+    let reply = system.client.terminate(&runs, Some(0)).await.unwrap();
+    assert!(reply.accepted, "{reply:?}");
+    let events = system.events_until_terminal(&runs).await;
+    assert_eq!(states(&events), ["starting", "running", "terminated"]);
+    wait_until_removed(&[&runs]).await;
+}

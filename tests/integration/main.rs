@@ -1,0 +1,30 @@
+//! The main crate's integration tests, as one test binary: each module drives a
+//! real system (its own nats-server, the Docker engine, kube-sim) through one
+//! part of the worker, and `common` holds what they share.
+
+mod common;
+
+mod cli;
+mod cli_bench;
+mod cli_dev;
+mod conformance;
+mod control;
+mod deploy;
+mod docker;
+mod docker_recovery;
+mod docker_registry;
+mod gpus;
+mod harness;
+mod intake;
+mod jobs;
+mod k8s;
+mod nats_connect;
+mod poison;
+mod resilience;
+mod retention;
+mod schemas;
+mod secrets;
+mod startup;
+mod store;
+mod storm;
+mod supervision;
