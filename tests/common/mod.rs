@@ -2,7 +2,9 @@
 #![allow(dead_code)]
 
 pub mod docker;
+pub mod fake_backend;
 pub mod k8s;
 pub mod nats_server;
 pub mod processes;
+pub mod story_bench;
 pub mod system;
