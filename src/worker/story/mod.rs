@@ -24,15 +24,18 @@ mod change;
 mod events;
 mod rejected;
 
-pub use change::{Change, apply, fresh_record};
+pub use change::{Change, fresh_record};
 pub use events::OWNER_PUBLISH_BOUND;
-pub use rejected::{Refusal, minimal_record};
+pub use rejected::Refusal;
+
+use change::apply;
+use rejected::minimal_record;
 
 use crate::backend::Progress;
 use crate::nats::setup::Layout;
 use crate::nats::subjects::Subjects;
 use crate::protocol::bounded::one_line;
-use crate::protocol::{BackendKind, BackendRef, JobId, JobRecord, reason};
+use crate::protocol::{BackendKind, BackendRef, JobEvent, JobId, JobRecord, reason};
 use crate::state::JobState;
 use crate::store::{Claim, JobStore, Replaced, StoreError};
 use async_nats::jetstream;
@@ -282,22 +285,30 @@ impl Author {
         if !(ended.state.is_terminal() && ended.seq > 0 && !ended.tombstone) {
             return None;
         }
-        self.events.settle_final_event(&ended.event()?).await
+        self.events.settle_final_event(&event_of(ended)?).await
     }
 
     /// Publishes the event of `record`.
     async fn publish(&self, record: &JobRecord) -> Result<(), EventRejected> {
-        match record.event() {
+        match event_of(record) {
             Some(event) => self.events.publish(&event).await,
-            None => {
-                tracing::error!(
-                    seq = record.seq,
-                    "a record naming no backend has no event; nothing published"
-                );
-                Ok(())
-            }
+            None => Ok(()),
         }
     }
+}
+
+/// The event of `record`; none, and a line in the log, for a record that
+/// names no backend (none but a tombstone should, and a tombstone announces
+/// nothing).
+fn event_of(record: &JobRecord) -> Option<JobEvent> {
+    let event = record.event();
+    if event.is_none() {
+        tracing::error!(
+            seq = record.seq,
+            "a record naming no backend has no event; nothing published"
+        );
+    }
+    event
 }
 
 /// A job's record as this worker last saw it (with its revision, which its next
@@ -465,7 +476,7 @@ impl Story {
     /// `opening` record (see [`Author::opening`]), ended in `terminated` with
     /// `message`, replaces this story's tombstone, and its event goes out. When
     /// two deliveries of the launch race, one replaces it and publishes; the
-    /// other gets [`TombstoneEnded::Lost`] with the story it lost to.
+    /// other gets [`TombstoneEnded::Lost`] with the record it lost to.
     ///
     /// # Errors
     /// [`StoreError::Corrupt`] when the record found instead cannot be read,
@@ -508,7 +519,7 @@ impl Story {
     /// Publishes the event of a job this worker ended before it restarted,
     /// unless the stream holds it.
     pub async fn republish_unless_stored(&self) {
-        if let Some(event) = self.record.event() {
+        if let Some(event) = event_of(&self.record) {
             self.author.events.publish_unless_stored(&event).await;
         }
     }
