@@ -26,7 +26,7 @@ async fn launch(
 ) -> (tokio::task::JoinHandle<()>, Registry) {
     let story = bench.claimed(&request.job_id).await;
     let registry = Registry::default();
-    let registration = registry.register(&request.job_id).unwrap();
+    let registration = registry.register(story.job_id()).unwrap();
     let support = Arc::new(JobSupport {
         backends: Backends::new(backend),
         hard_stop: CancellationToken::new(),

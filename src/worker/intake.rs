@@ -243,7 +243,7 @@ async fn claim_and_run(
     let job_id = opening.job_id().clone();
     // Registered before the claim, so that a terminate arriving right after it
     // finds the job's task.
-    let Some(registration) = intake.registry.register(job_id.as_str()) else {
+    let Some(registration) = intake.registry.register(&job_id) else {
         // Boxed: a rare path, kept out of the state of every job's task.
         return Box::pin(held_by_earlier_delivery(
             intake,

@@ -110,7 +110,7 @@ async fn settle(
             return;
         }
     };
-    let Some(registration) = recovery.registry.register(story.job_id().as_str()) else {
+    let Some(registration) = recovery.registry.register(story.job_id()) else {
         return;
     };
     let span = tracing::Span::current();
@@ -186,7 +186,7 @@ async fn resume(
     let span = tracing::Span::current();
     match story {
         Some(story) if mine && !story.record().state.is_terminal() => {
-            let Some(registration) = recovery.registry.register(job_id.as_str()) else {
+            let Some(registration) = recovery.registry.register(&job_id) else {
                 return;
             };
             let permit = capacity.clone().try_acquire_owned().ok();
