@@ -305,3 +305,25 @@ async fn a_write_over_a_record_someone_else_changed_is_superseded() {
         .unwrap();
     assert_eq!(bench.stored("j1").await.state, JobState::Succeeded);
 }
+
+#[tokio::test]
+async fn a_record_removed_meanwhile_is_written_again() {
+    let nats = NatsServer::start();
+    let bench = bench(&nats, "w1").await;
+    let mut story = bench.claimed("j1").await;
+    let bucket = bench.js.get_key_value("flare_jobs").await.unwrap();
+    bucket.delete("j1").await.unwrap();
+    assert!(bench.store.get("j1").await.unwrap().is_none());
+
+    story
+        .advance(JobState::Running, Change::default(), Persist::Now)
+        .await
+        .unwrap();
+    assert_eq!(&bench.stored("j1").await, story.record());
+    // And the story goes on from the revision written.
+    story
+        .advance(JobState::Succeeded, Change::default(), Persist::Now)
+        .await
+        .unwrap();
+    assert_eq!(bench.stored("j1").await.state, JobState::Succeeded);
+}
