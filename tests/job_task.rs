@@ -1,6 +1,7 @@
 //! The job task's state machine, driven by an in-process fake backend, with its
 //! story told into a real nats-server: observations in odd orders, a terminate
-//! that comes while the launch is under way, a run timeout, a failed launch.
+//! that comes while the launch is under way, a run timeout, the worker giving
+//! up on its jobs, a failed launch.
 
 mod common;
 
@@ -8,7 +9,7 @@ use common::fake_backend::{FakeBackend, Script};
 use common::nats_server::NatsServer;
 use common::story_bench::{Bench, bench, states};
 use flare_launcher::backend::{Backends, LaunchError, Observation};
-use flare_launcher::protocol::{LaunchRequest, Timeouts, reason};
+use flare_launcher::protocol::{DEFAULT_GRACE_S, LaunchRequest, Timeouts, reason};
 use flare_launcher::state::{Exit, JobState};
 use flare_launcher::worker::job::{Job, JobSupport};
 use flare_launcher::worker::registry::{JobCommand, Registry};
@@ -24,12 +25,23 @@ async fn launch(
     backend: Arc<FakeBackend>,
     request: LaunchRequest,
 ) -> (tokio::task::JoinHandle<()>, Registry) {
+    launch_until(bench, backend, request, CancellationToken::new()).await
+}
+
+/// [`launch`], in a worker that gives up on its jobs when `hard_stop` is
+/// cancelled.
+async fn launch_until(
+    bench: &Bench,
+    backend: Arc<FakeBackend>,
+    request: LaunchRequest,
+    hard_stop: CancellationToken,
+) -> (tokio::task::JoinHandle<()>, Registry) {
     let story = bench.claimed(&request.job_id).await;
     let registry = Registry::default();
     let registration = registry.register(story.job_id()).unwrap();
     let support = Arc::new(JobSupport {
         backends: Backends::new(backend),
-        hard_stop: CancellationToken::new(),
+        hard_stop,
     });
     let job = Job::new(support, story, registration, None);
     (tokio::spawn(job.launch(request)), registry)
@@ -163,6 +175,33 @@ async fn a_run_timeout_stops_the_workload_and_says_why() {
     let ended = bench.stored("j4").await;
     assert!(ended.run_deadline.is_some());
     assert_eq!(ended.stop_reason.as_deref(), Some(reason::RUN_TIMEOUT));
+}
+
+#[tokio::test]
+async fn a_worker_giving_up_stops_the_workload_with_the_default_grace() {
+    let nats = NatsServer::start();
+    let bench = bench(&nats, "w1").await;
+    let backend = Arc::new(FakeBackend::new(Script::Run {
+        observations: vec![Observation::Running],
+    }));
+    let hard_stop = CancellationToken::new();
+    let (task, _registry) =
+        launch_until(&bench, backend.clone(), request("j6"), hard_stop.clone()).await;
+    while bench.stored("j6").await.state != JobState::Running {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    hard_stop.cancel();
+    task.await.unwrap();
+    assert_eq!(
+        *backend.stops.lock().unwrap(),
+        [Duration::from_secs(DEFAULT_GRACE_S)]
+    );
+    let events = bench.events("j6").await;
+    assert_eq!(events.last().unwrap().state, JobState::Terminated);
+    assert_eq!(
+        events.last().unwrap().reason.as_deref(),
+        Some(reason::WORKER_SHUTDOWN)
+    );
 }
 
 #[tokio::test]
