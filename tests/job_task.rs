@@ -1,7 +1,7 @@
 //! The job task's state machine, driven by an in-process fake backend, with its
 //! story told into a real nats-server: observations in odd orders, a terminate
 //! that comes while the launch is under way, a run timeout, the worker giving
-//! up on its jobs, a failed launch.
+//! up on its jobs (also while a slow stop's long grace runs), a failed launch.
 
 mod common;
 
@@ -201,6 +201,44 @@ async fn a_worker_giving_up_stops_the_workload_with_the_default_grace() {
     assert_eq!(
         events.last().unwrap().reason.as_deref(),
         Some(reason::WORKER_SHUTDOWN)
+    );
+}
+
+#[tokio::test]
+async fn a_worker_giving_up_during_a_long_grace_stops_the_workload_again() {
+    let nats = NatsServer::start();
+    let bench = bench(&nats, "w1").await;
+    let backend = Arc::new(
+        FakeBackend::new(Script::Run {
+            observations: vec![Observation::Running],
+        })
+        .slow_to_stop(1),
+    );
+    let hard_stop = CancellationToken::new();
+    let (task, registry) =
+        launch_until(&bench, backend.clone(), request("j7"), hard_stop.clone()).await;
+    let long = Duration::from_secs(3600);
+    registry
+        .get("j7")
+        .unwrap()
+        .send(JobCommand::Terminate { grace: long })
+        .await
+        .unwrap();
+    while bench.stored("j7").await.stop_reason.is_none() {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    hard_stop.cancel();
+    task.await.unwrap();
+    assert_eq!(
+        *backend.stops.lock().unwrap(),
+        [long, Duration::from_secs(DEFAULT_GRACE_S)]
+    );
+    // The first stop asked is the one the end is told with.
+    let events = bench.events("j7").await;
+    assert_eq!(events.last().unwrap().state, JobState::Terminated);
+    assert_eq!(
+        events.last().unwrap().reason.as_deref(),
+        Some(reason::TERMINATE_REQUESTED)
     );
 }
 

@@ -1,7 +1,8 @@
 //! An in-process backend that plays a script, for tests of the job task: its
 //! launch fails or hands out a workload whose observations are given up front,
 //! may wait until the test lets it go on, and every stop it is asked for is
-//! noted and answered with the workload's end (killed by SIGTERM, stopped).
+//! noted and answered with the workload's end (killed by SIGTERM, stopped),
+//! except the first few of a workload that is slow to stop.
 
 use async_trait::async_trait;
 use flare_launcher::backend::{
@@ -29,6 +30,8 @@ pub struct FakeBackend {
     script: Mutex<Option<Script>>,
     /// When set, the launch waits for it.
     hold: Option<Arc<Notify>>,
+    /// How many stops go unanswered before one ends the workload.
+    unanswered_stops: usize,
     /// The grace of every stop asked of the workload, in order.
     pub stops: Arc<Mutex<Vec<Duration>>>,
 }
@@ -39,7 +42,17 @@ impl FakeBackend {
         FakeBackend {
             script: Mutex::new(Some(script)),
             hold: None,
+            unanswered_stops: 0,
             stops: Arc::default(),
+        }
+    }
+
+    /// The same, with a workload that ignores its first `count` stops (a long
+    /// grace, a process that does not react to SIGTERM).
+    pub fn slow_to_stop(self, count: usize) -> Self {
+        FakeBackend {
+            unanswered_stops: count,
+            ..self
         }
     }
 
@@ -85,21 +98,28 @@ impl Backend for FakeBackend {
             control: Box::new(FakeControl {
                 sender,
                 stops: self.stops.clone(),
+                unanswered: self.unanswered_stops,
             }),
         })
     }
 }
 
-/// Notes each stop and answers it with the workload's end.
+/// Notes each stop and answers it with the workload's end, but the first
+/// `unanswered`.
 struct FakeControl {
     sender: mpsc::Sender<Observation>,
     stops: Arc<Mutex<Vec<Duration>>>,
+    unanswered: usize,
 }
 
 #[async_trait]
 impl WorkloadControl for FakeControl {
     async fn stop(&self, grace: Duration) {
-        self.stops.lock().unwrap().push(grace);
+        let mut stops = self.stops.lock().unwrap();
+        stops.push(grace);
+        if stops.len() <= self.unanswered {
+            return;
+        }
         let _ = self.sender.try_send(Observation::Exited {
             exit: Exit::Signal(15),
             stopped: true,
