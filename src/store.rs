@@ -1,10 +1,12 @@
 //! Job records in the `flare_jobs` KV bucket: the claim (create, which fails if the
-//! record exists), reads, and the owner's updates.
+//! record exists), reads, and replacements.
 //!
 //! Creating the record is what claims a job, so a second delivery of the same
-//! launch finds the record and starts nothing. Only the owning job task writes a
-//! record after that, so its updates need no compare-and-set; a record that
-//! several workers may want to change at once (a tombstone) is replaced with one.
+//! launch finds the record and starts nothing. Every later write is a
+//! compare-and-set on the revision its writer last saw, so a writer that was
+//! overtaken (another delivery ending a tombstone first, another worker taking
+//! the job over) learns so and writes nothing. Only the job's story
+//! ([`crate::worker::story`]) writes records.
 //!
 //! Records do not stay forever: a record that will not change again (a job's
 //! end, a tombstone) is written with a per-message TTL of the retention, so the
@@ -91,7 +93,10 @@ impl StoreError {
 #[derive(Debug)]
 pub enum Claim {
     /// The record was created: the job is ours.
-    Created,
+    Created {
+        /// The record's revision, for the next [`JobStore::replace`].
+        revision: u64,
+    },
     /// A record was there already.
     Exists {
         /// The record found.
@@ -103,8 +108,8 @@ pub enum Claim {
 
 /// How a conditional write ended.
 enum Written {
-    /// The record is stored.
-    Stored,
+    /// The record is stored, at this revision.
+    Stored(u64),
     /// The condition failed: the record found instead, if any.
     Refused(Option<(Box<JobRecord>, u64)>),
 }
@@ -113,7 +118,10 @@ enum Written {
 #[derive(Debug, PartialEq)]
 pub enum Replaced {
     /// The new record is stored.
-    Done,
+    Done {
+        /// Its revision, for the next [`JobStore::replace`].
+        revision: u64,
+    },
     /// Someone else changed the record first; nothing was written. Holds the
     /// record found instead, if there is one.
     Lost(Option<Box<JobRecord>>),
@@ -186,7 +194,7 @@ impl JobStore {
             })
             .await?;
         match written {
-            Written::Stored => Ok(Claim::Created),
+            Written::Stored(revision) => Ok(Claim::Created { revision }),
             Written::Refused(Some((existing, revision))) => Ok(Claim::Exists {
                 record: existing,
                 revision,
@@ -219,7 +227,7 @@ impl JobStore {
             })
             .await?;
         Ok(match written {
-            Written::Stored => Replaced::Done,
+            Written::Stored(revision) => Replaced::Done { revision },
             Written::Refused(found) => Replaced::Lost(found.map(|(record, _)| record)),
         })
     }
@@ -246,10 +254,10 @@ impl JobStore {
         )
         .await;
         match written {
-            Ok(_) => Ok(Written::Stored),
+            Ok(revision) => Ok(Written::Stored(revision)),
             Err(StoreError::AlreadyExists(_) | StoreError::Changed(_)) => {
                 match self.get_with_revision(&record.job_id).await? {
-                    Some((found, _)) if found == *record => Ok(Written::Stored),
+                    Some((found, revision)) if found == *record => Ok(Written::Stored(revision)),
                     found => Ok(Written::Refused(
                         found.map(|(record, revision)| (Box::new(record), revision)),
                     )),
@@ -301,12 +309,12 @@ impl JobStore {
     }
 
     /// The records of jobs `worker` owns that have not ended (tombstones left
-    /// out), read in one pass over the bucket's latest values, retrying transient
+    /// out), each with its revision, read in one pass over the bucket's latest values, retrying transient
     /// failures. A restarting worker looks for the jobs it left with them.
     ///
     /// # Errors
     /// [`StoreError::Unavailable`] when the bucket cannot be read.
-    pub async fn unfinished_of(&self, worker: &str) -> Result<Vec<JobRecord>, StoreError> {
+    pub async fn unfinished_of(&self, worker: &str) -> Result<Vec<(JobRecord, u64)>, StoreError> {
         retry_transient(
             "listing job records",
             || self.unfinished_once(worker),
@@ -315,7 +323,7 @@ impl JobStore {
         .await
     }
 
-    async fn unfinished_once(&self, worker: &str) -> Result<Vec<JobRecord>, StoreError> {
+    async fn unfinished_once(&self, worker: &str) -> Result<Vec<(JobRecord, u64)>, StoreError> {
         let unavailable = |e: async_nats::Error| StoreError::Unavailable(e);
         let status = self.kv.status().await.map_err(|e| unavailable(e.into()))?;
         let mut found = Vec::new();
@@ -342,7 +350,7 @@ impl JobStore {
                             && !record.tombstone
                             && !record.state.is_terminal() =>
                     {
-                        found.push(record);
+                        found.push((record, entry.revision));
                     }
                     Ok(_) => {}
                     Err(e) => {
@@ -354,29 +362,6 @@ impl JobStore {
                 return Ok(found);
             }
         }
-    }
-
-    /// Writes a job's record, retrying transient failures until the bucket takes
-    /// it (the caller bounds the time by dropping the future).
-    ///
-    /// # Errors
-    /// [`StoreError::Rejected`] when the server refuses the record for good.
-    pub async fn put(&self, record: &JobRecord) -> Result<(), StoreError> {
-        let key = Self::key(&record.job_id);
-        let value = bytes::Bytes::from(encode(record));
-        retry_transient(
-            "writing a job record",
-            || async {
-                let put = self.write(&key, value.clone(), record).await;
-                self.healed(
-                    put.map(drop)
-                        .map_err(|e| StoreError::failed_write(&record.job_id, e)),
-                )
-                .await
-            },
-            StoreError::is_transient,
-        )
-        .await
     }
 
     /// The TTL a record is written with: the retention for one that will not
@@ -407,45 +392,28 @@ impl JobStore {
         record: &JobRecord,
     ) -> Result<u64, kv::UpdateError> {
         match self.ttl(record) {
-            Some(ttl) => Ok(self.put_final(&key, value, Some(revision), ttl).await?),
+            Some(ttl) => Ok(self.put_final(&key, value, revision, ttl).await?),
             None => self.kv.update(key, value, revision).await,
         }
     }
 
-    /// Writes `record` under `key`.
-    async fn write(
-        &self,
-        key: &str,
-        value: bytes::Bytes,
-        record: &JobRecord,
-    ) -> Result<u64, kv::PutError> {
-        match self.ttl(record) {
-            Some(ttl) => self
-                .put_final(key, value, None, ttl)
-                .await
-                .map_err(|e| kv::PutError::with_source(kv::PutErrorKind::Publish, e)),
-            None => self.kv.put(key, value).await,
-        }
-    }
-
     /// Publishes a record that will not change again: with a TTL, and rolling up
-    /// the key so that no earlier revision outlives it; at `revision` if given.
+    /// the key so that no earlier revision outlives it; if the key is still at
+    /// `revision`.
     /// The KV API offers a TTL only on a create. The worker's JetStream context
     /// has the default API prefix, so the subject is the bucket's own.
     async fn put_final(
         &self,
         key: &str,
         value: bytes::Bytes,
-        revision: Option<u64>,
+        revision: u64,
         ttl: Duration,
     ) -> Result<u64, PublishError> {
-        let mut message = PublishMessage::build()
+        let message = PublishMessage::build()
             .payload(value)
             .ttl(ttl)
-            .header(async_nats::header::NATS_ROLLUP, "sub");
-        if let Some(revision) = revision {
-            message = message.expected_last_subject_sequence(revision);
-        }
+            .header(async_nats::header::NATS_ROLLUP, "sub")
+            .expected_last_subject_sequence(revision);
         let prefix = self.kv.put_prefix.as_deref().unwrap_or(&self.kv.prefix);
         let ack = self
             .layout

@@ -2,6 +2,9 @@
 //! filtered by `RUST_LOG` (default: `info` for long-running commands, `warn` for
 //! the short ones, whose output is their result). Colours only on a terminal:
 //! a log file or a pipe gets plain text.
+//!
+//! A line written within a span (a job's: its id, backend and worker) carries
+//! the span's fields: in front of the message for people, under `span` in JSON.
 
 use crate::config::LogFormat;
 use std::io::IsTerminal;
@@ -18,6 +21,11 @@ pub fn init(format: LogFormat, default_level: &str) {
         .with_ansi(std::io::stderr().is_terminal());
     let _ = match format {
         LogFormat::Human => builder.compact().try_init(),
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .try_init(),
     };
 }

@@ -145,20 +145,6 @@ impl Subjects {
     }
 }
 
-/// Checks that a job id can be placed in a subject: NATS subjects have no empty
-/// tokens, so an id may not start or end with a dot or hold two in a row.
-///
-/// # Errors
-/// A message saying why the id cannot be used.
-pub fn check_subject_safe(job_id: &str) -> Result<(), String> {
-    if job_id.starts_with('.') || job_id.ends_with('.') || job_id.contains("..") {
-        return Err(format!(
-            "job_id {job_id:?} cannot be used in a NATS subject: it may not start or end with '.' or contain '..'"
-        ));
-    }
-    Ok(())
-}
-
 /// Checks a pool or worker name: it becomes one subject token and part of a
 /// consumer name, so only `A-Z a-z 0-9 _ -` are allowed.
 ///
@@ -219,11 +205,7 @@ mod tests {
     }
 
     #[test]
-    fn subject_safety_and_tokens() {
-        assert!(check_subject_safe("a.b").is_ok());
-        for bad in [".a", "a.", "a..b"] {
-            assert!(check_subject_safe(bad).is_err(), "{bad}");
-        }
+    fn tokens() {
         assert!(check_token("pool", "gpu-pool_1").is_ok());
         assert!(check_token("pool", "a.b").is_err());
         assert!(check_token("pool", "").is_err());

@@ -1,13 +1,13 @@
 //! The launch request (`P.launch.POOL`) and its decoding, with every rule of the
-//! contract enforced: the job id's charset and length, a non-empty command, no
+//! contract enforced: a usable job id (see [`super::JobId`]), a non-empty command, no
 //! unknown fields outside `x`, the version, and bounded durations. A request over
 //! the worker's size limit is not decoded: only its job id is read. Error messages
 //! quote what the request holds only in part (see [`super::bounded`]).
 
 use super::bounded::{bounded, quoted};
 use super::{
-    BackendKind, DEFAULT_START_TIMEOUT_S, MAX_JOB_ID_LEN, PROTOCOL_VERSION, check_duration,
-    default_version, is_default_version,
+    BackendKind, DEFAULT_START_TIMEOUT_S, JobId, PROTOCOL_VERSION, check_duration, default_version,
+    is_default_version,
 };
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -188,7 +188,7 @@ impl LaunchRequest {
     /// # Errors
     /// A message naming the first rule broken.
     pub fn validate(&self) -> Result<(), String> {
-        check_job_id(&self.job_id)?;
+        JobId::new(self.job_id.as_str()).map_err(|e| e.to_string())?;
         if self.v != PROTOCOL_VERSION {
             return Err(format!(
                 "unsupported protocol version {}; this worker speaks version {PROTOCOL_VERSION}",
@@ -243,28 +243,6 @@ impl LaunchRequest {
     }
 }
 
-/// Checks a `job_id` against the protocol: 1 to 128 characters of `A-Z a-z 0-9 . _ -`.
-///
-/// # Errors
-/// A message saying which rule the id breaks.
-pub fn check_job_id(job_id: &str) -> Result<(), String> {
-    if job_id.is_empty() || job_id.len() > MAX_JOB_ID_LEN {
-        return Err(format!(
-            "job_id must be 1 to {MAX_JOB_ID_LEN} characters, got {}",
-            job_id.len()
-        ));
-    }
-    if let Some(bad) = job_id
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
-    {
-        return Err(format!(
-            "job_id may contain only A-Z a-z 0-9 . _ -, found {bad:?}"
-        ));
-    }
-    Ok(())
-}
-
 /// Why a launch payload was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum LaunchDecodeError {
@@ -279,7 +257,7 @@ pub enum LaunchDecodeError {
     #[error("job {job_id}: {error}")]
     Invalid {
         /// The job's id.
-        job_id: String,
+        job_id: JobId,
         /// What is wrong.
         error: String,
     },
@@ -296,14 +274,16 @@ struct JobIdOnly {
 /// one, only the job id is read, to end that job with an error naming the size
 /// and the limit.
 ///
+/// Returns the request with its job id, checked.
+///
 /// # Errors
 /// As [`decode_launch`]; for a payload over `max_bytes`, always.
 pub fn decode_launch_within(
     payload: &[u8],
     max_bytes: usize,
-) -> Result<LaunchRequest, LaunchDecodeError> {
+) -> Result<(JobId, LaunchRequest), LaunchDecodeError> {
     if payload.len() <= max_bytes {
-        return decode_launch(payload);
+        return decode_identified(payload);
     }
     let too_big = format!(
         "the request is {} bytes, over this worker's limit of {max_bytes} bytes",
@@ -312,7 +292,7 @@ pub fn decode_launch_within(
     let job_id = serde_json::from_slice::<JobIdOnly>(payload)
         .map_err(|e| e.to_string())
         .and_then(|read| read.job_id.ok_or_else(|| "job_id is missing".to_owned()))
-        .and_then(|job_id| check_job_id(&job_id).map(|()| job_id));
+        .and_then(|job_id| JobId::new(job_id).map_err(|e| e.to_string()));
     Err(match job_id {
         Ok(job_id) => LaunchDecodeError::Invalid {
             job_id,
@@ -331,6 +311,11 @@ pub fn decode_launch_within(
 /// [`LaunchDecodeError::Unidentifiable`] when no valid `job_id` can be read,
 /// [`LaunchDecodeError::Invalid`] for any other broken rule.
 pub fn decode_launch(payload: &[u8]) -> Result<LaunchRequest, LaunchDecodeError> {
+    decode_identified(payload).map(|(_, request)| request)
+}
+
+/// [`decode_launch`], also returning the request's job id, checked.
+fn decode_identified(payload: &[u8]) -> Result<(JobId, LaunchRequest), LaunchDecodeError> {
     let unidentifiable = |error: String| LaunchDecodeError::Unidentifiable {
         error: bounded(&error),
     };
@@ -341,10 +326,11 @@ pub fn decode_launch(payload: &[u8]) -> Result<LaunchRequest, LaunchDecodeError>
     };
     let job_id = match object.get("job_id") {
         None => return Err(unidentifiable("job_id is missing".into())),
-        Some(Value::String(id)) => id.clone(),
+        Some(Value::String(id)) => {
+            JobId::new(id.as_str()).map_err(|e| unidentifiable(e.to_string()))?
+        }
         Some(_) => return Err(unidentifiable("job_id is not a string".into())),
     };
-    check_job_id(&job_id).map_err(unidentifiable)?;
     let invalid = |error: String| LaunchDecodeError::Invalid {
         job_id: job_id.clone(),
         error: bounded(&error),
@@ -352,7 +338,7 @@ pub fn decode_launch(payload: &[u8]) -> Result<LaunchRequest, LaunchDecodeError>
     let request: LaunchRequest =
         serde_json::from_value(value).map_err(|e| invalid(e.to_string()))?;
     request.validate().map_err(invalid)?;
-    Ok(request)
+    Ok((job_id, request))
 }
 
 #[cfg(test)]
@@ -410,6 +396,7 @@ mod tests {
         assert!(unidentifiable(r#"{"job_id":7,"command":["x"]}"#).contains("not a string"));
         assert!(unidentifiable(r#"{"job_id":"","command":["x"]}"#).contains("1 to 128"));
         assert!(unidentifiable(r#"{"job_id":"a b","command":["x"]}"#).contains("' '"));
+        assert!(unidentifiable(r#"{"job_id":"a..b","command":["x"]}"#).contains("'..'"));
         assert!(unidentifiable(r#"{"job_id":"a/b","command":["x"]}"#).contains("'/'"));
         let long = format!(r#"{{"job_id":"{}","command":["x"]}}"#, "a".repeat(129));
         assert!(unidentifiable(&long).contains("got 129"));

@@ -151,7 +151,8 @@ pub struct JobRecord {
     pub message: Option<String>,
     /// The worker that owns the job (or recorded its tombstone).
     pub worker: String,
-    /// Where the job runs; null for a tombstone whose launch has not come yet.
+    /// Where the job runs, named from the job's first record (its claim) on;
+    /// null only for a tombstone whose launch has not come yet.
     pub backend: Option<BackendKind>,
     /// The job's FL site.
     pub site: Option<String>,
@@ -190,9 +191,10 @@ pub struct JobRecord {
 }
 
 impl JobRecord {
-    /// The event announcing the record's current state.
-    pub fn event(&self, backend: BackendKind) -> JobEvent {
-        JobEvent {
+    /// The event announcing the record's current state; none for a record that
+    /// names no backend (a tombstone, which announces nothing).
+    pub fn event(&self) -> Option<JobEvent> {
+        Some(JobEvent {
             v: PROTOCOL_VERSION,
             job_id: self.job_id.clone(),
             seq: self.seq,
@@ -202,10 +204,10 @@ impl JobRecord {
             reason: self.reason.clone(),
             message: self.message.clone(),
             worker: self.worker.clone(),
-            backend: self.backend.unwrap_or(backend),
+            backend: self.backend?,
             ts: self.updated.clone(),
             gpus: self.gpus.clone(),
-        }
+        })
     }
 }
 

@@ -4,6 +4,7 @@
 //! The JSON Schemas in `schemas/` are generated from these types (see
 //! [`crate::schema`]); a test fails when the two drift apart.
 //!
+//! - `job_id`: [`JobId`], a job's identity, checked once.
 //! - `launch`: the launch request and its decoding.
 //! - [`bounded`]: bounding text taken from requests before it goes into records,
 //!   events, replies, headers and logs.
@@ -12,13 +13,15 @@
 //! - [`reason`]: the machine-readable causes events carry.
 
 pub mod bounded;
+mod job_id;
 mod launch;
 mod messages;
 pub mod reason;
 
+pub use job_id::{JobId, JobIdError};
 pub use launch::{
-    LaunchDecodeError, LaunchRequest, Mount, MountSource, Resources, Timeouts, check_job_id,
-    decode_launch, decode_launch_within,
+    LaunchDecodeError, LaunchRequest, Mount, MountSource, Resources, Timeouts, decode_launch,
+    decode_launch_within,
 };
 pub use messages::{
     AssignedGpu, BackendRef, ErrorReply, GpuStatus, InvalidRequest, JobEvent, JobRecord,

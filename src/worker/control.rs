@@ -7,16 +7,13 @@
 //! owner on `P.worker.OWNER.terminate.JOB_ID`, or, for a job not seen yet, records
 //! a tombstone so that the launch, when it comes, ends at once in `terminated`.
 
-use super::Shared;
-use super::job;
-use super::registry::JobCommand;
+use super::registry::{JobCommand, Registry};
+use super::story::{Author, Tombstoned};
 use crate::nats::subjects::{CONTROL_QUEUE_GROUP, Subjects};
 use crate::protocol::bounded::{bounded, one_line};
-use crate::protocol::{
-    ErrorReply, JobRecord, TerminateReply, TerminateRequest, check_job_id, reason,
-};
+use crate::protocol::{ErrorReply, JobId, JobRecord, TerminateReply, TerminateRequest};
 use crate::state::JobState;
-use crate::store::{Claim, StoreError};
+use crate::store::{JobStore, StoreError};
 use async_nats::{HeaderMap, Message, Subscriber};
 use futures::StreamExt;
 use std::sync::Arc;
@@ -91,19 +88,35 @@ impl ControlSubscriptions {
     }
 }
 
+/// What control needs of its worker.
+pub struct Control {
+    /// Records tombstones.
+    pub author: Arc<Author>,
+    /// Where the jobs' records are read.
+    pub store: JobStore,
+    /// The jobs this worker runs.
+    pub registry: Registry,
+    /// The connection, for replies and forwards.
+    pub client: async_nats::Client,
+    /// Subject names.
+    pub subjects: Subjects,
+    /// This worker's id.
+    pub worker_id: String,
+}
+
 /// Answers control requests until `stop` is cancelled.
 pub async fn run(
-    shared: Arc<Shared>,
+    control: Arc<Control>,
     mut subs: ControlSubscriptions,
     stop: CancellationToken,
     tracker: TaskTracker,
 ) {
-    let status_head = format!("{}.status", shared.subjects.prefix());
-    let terminate_head = format!("{}.terminate", shared.subjects.prefix());
+    let status_head = format!("{}.status", control.subjects.prefix());
+    let terminate_head = format!("{}.terminate", control.subjects.prefix());
     let forwarded_head = format!(
         "{}.worker.{}.terminate",
-        shared.subjects.prefix(),
-        shared.worker_id
+        control.subjects.prefix(),
+        control.worker_id
     );
     let in_flight = Arc::new(Semaphore::new(MAX_ANSWERS_IN_FLIGHT));
     loop {
@@ -127,9 +140,9 @@ pub async fn run(
             Request::Forwarded => &forwarded_head,
         };
         let job_id = Subjects::job_id_after(&message.subject, head).map(str::to_owned);
-        let shared = shared.clone();
+        let control = control.clone();
         tracker.spawn(async move {
-            answer(&shared, message, kind, job_id).await;
+            answer(&control, message, kind, job_id).await;
             drop(permit);
         });
     }
@@ -142,20 +155,20 @@ enum Request {
     Forwarded,
 }
 
-async fn answer(shared: &Shared, message: Message, kind: Request, job_id: Option<String>) {
+async fn answer(control: &Control, message: Message, kind: Request, job_id: Option<String>) {
     let work = async {
         let job_id =
             job_id.ok_or_else(|| ControlError::BadRequest("the subject names no job".into()))?;
-        check_job_id(&job_id).map_err(ControlError::BadRequest)?;
+        let job_id = JobId::new(job_id).map_err(|e| ControlError::BadRequest(e.to_string()))?;
         match kind {
-            Request::Status => status(shared, &job_id).await.map(|r| to_json(&r)),
+            Request::Status => status(control, &job_id).await.map(|r| to_json(&r)),
             Request::Terminate | Request::Forwarded => {
                 let request =
                     TerminateRequest::decode(&message.payload).map_err(ControlError::BadRequest)?;
                 let grace = Duration::from_secs(request.grace_s());
                 let reply = match kind {
-                    Request::Forwarded => terminate_owned(shared, &job_id, grace).await?,
-                    _ => terminate(shared, &job_id, &message.payload, grace).await?,
+                    Request::Forwarded => terminate_owned(control, &job_id, grace).await?,
+                    _ => terminate(control, &job_id, &message.payload, grace).await?,
                 };
                 Ok(to_json(&reply))
             }
@@ -181,10 +194,10 @@ async fn answer(shared: &Shared, message: Message, kind: Request, job_id: Option
         return;
     };
     let sent = match result {
-        Ok(body) => shared.client.publish(reply_to, body.into()).await,
+        Ok(body) => control.client.publish(reply_to, body.into()).await,
         Err(e) => {
             let (headers, body) = error_reply(&e);
-            shared
+            control
                 .client
                 .publish_with_headers(reply_to, headers, body.into())
                 .await
@@ -216,12 +229,12 @@ fn to_json<T: serde::Serialize>(value: &T) -> Vec<u8> {
     serde_json::to_vec(value).expect("protocol types always serialize")
 }
 
-async fn status(shared: &Shared, job_id: &str) -> Result<JobRecord, ControlError> {
-    shared
+async fn status(control: &Control, job_id: &JobId) -> Result<JobRecord, ControlError> {
+    control
         .store
-        .get(job_id)
+        .get(job_id.as_str())
         .await?
-        .ok_or_else(|| ControlError::NotFound(job_id.to_owned()))
+        .ok_or_else(|| ControlError::NotFound(job_id.to_string()))
 }
 
 fn reply(
@@ -240,39 +253,35 @@ fn reply(
 
 /// A terminate that may concern any job.
 async fn terminate(
-    shared: &Shared,
-    job_id: &str,
+    control: &Control,
+    job_id: &JobId,
     body: &[u8],
     grace: Duration,
 ) -> Result<TerminateReply, ControlError> {
     // The record, not the registry, says who owns the job: a worker registers a job
     // before it tries to claim it, and a duplicate delivery that loses the claim
     // must not swallow the terminate meant for the real owner.
-    let record = match shared.store.get(job_id).await? {
+    let record = match control.store.get(job_id.as_str()).await? {
         Some(record) => record,
         None => {
-            let mut tombstone = job::fresh_record(job_id, &shared.worker_id, JobState::Terminated);
-            tombstone.tombstone = true;
-            tombstone.reason = Some(reason::TERMINATE_REQUESTED.into());
-            tombstone.message = Some("terminated before its launch came".into());
-            match shared.store.claim(&tombstone).await? {
-                Claim::Created => {
+            match control.author.tombstone(job_id).await? {
+                Tombstoned::Recorded => {
                     tracing::info!(%job_id, "terminate for an unknown job recorded as a tombstone");
                     return Ok(reply(
-                        job_id,
+                        job_id.as_str(),
                         true,
                         JobState::Terminated,
                         "the job has not been launched yet: the terminate is recorded, and its launch will end in terminated without starting anything",
                     ));
                 }
                 // The launch won the race: deal with the job as it is now.
-                Claim::Exists { record, .. } => *record,
+                Tombstoned::Found(record) => *record,
             }
         }
     };
     if record.tombstone {
         return Ok(reply(
-            job_id,
+            job_id.as_str(),
             true,
             record.state,
             "a terminate for this job is recorded already; its launch will end in terminated",
@@ -280,28 +289,28 @@ async fn terminate(
     }
     if record.state.is_terminal() {
         return Ok(reply(
-            job_id,
+            job_id.as_str(),
             false,
             record.state,
             format!("the job has ended already ({})", record.state),
         ));
     }
-    if record.worker == shared.worker_id {
-        return terminate_owned(shared, job_id, grace).await;
+    if record.worker == control.worker_id {
+        return terminate_owned(control, job_id, grace).await;
     }
-    forward(shared, &record, body).await
+    forward(control, &record, body).await
 }
 
 /// Hands a terminate to the job's owner and relays its reply.
 async fn forward(
-    shared: &Shared,
+    control: &Control,
     record: &JobRecord,
     body: &[u8],
 ) -> Result<TerminateReply, ControlError> {
-    let subject = shared
+    let subject = control
         .subjects
         .worker_terminate(&record.worker, &record.job_id);
-    let request = shared.client.request(subject, body.to_vec().into());
+    let request = control.client.request(subject, body.to_vec().into());
     match tokio::time::timeout(FORWARD_TIMEOUT, request).await {
         Ok(Ok(answer)) => relay(record, &answer.payload),
         Ok(Err(e)) => Ok(reply(
@@ -347,20 +356,16 @@ fn relay(record: &JobRecord, payload: &[u8]) -> Result<TerminateReply, ControlEr
 
 /// A terminate for a job this worker owns (or owned).
 async fn terminate_owned(
-    shared: &Shared,
-    job_id: &str,
+    control: &Control,
+    job_id: &JobId,
     grace: Duration,
 ) -> Result<TerminateReply, ControlError> {
-    let sent = match shared.registry.get(job_id) {
+    let sent = match control.registry.get(job_id.as_str()) {
         Some(commands) => commands.send(JobCommand::Terminate { grace }).await.is_ok(),
         None => false,
     };
-    let state = shared
-        .store
-        .get(job_id)
-        .await?
-        .ok_or_else(|| ControlError::NotFound(job_id.to_owned()))?
-        .state;
+    let state = status(control, job_id).await?.state;
+    let job_id = job_id.as_str();
     Ok(if sent && !state.is_terminal() {
         reply(
             job_id,
@@ -384,6 +389,7 @@ async fn terminate_owned(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::worker::story::fresh_record;
 
     #[test]
     fn error_replies_have_one_line_bounded_headers() {
@@ -402,7 +408,7 @@ mod tests {
 
     #[test]
     fn an_owners_reply_or_error_reply_is_relayed_as_its_own_kind() {
-        let record = job::fresh_record("j1", "owner", JobState::Running);
+        let record = fresh_record(&JobId::new("j1").unwrap(), "owner", JobState::Running);
         let accepted = reply("j1", true, JobState::Running, "stopping");
         assert_eq!(relay(&record, &to_json(&accepted)).unwrap(), accepted);
         let refused = ErrorReply {

@@ -13,22 +13,21 @@
 //!
 //! A request over the size limit is not decoded, only its job id is read; what a
 //! request holds goes into records, events and logs only bounded. A record the
-//! server refuses for good ends the job with a minimal one (see [`super::rejected`]).
+//! server refuses for good ends the job with a minimal one (see [`super::story`]).
 
-use super::Shared;
-use super::job::{self, Change, Job};
-use super::placement::{self, Verdict};
-use super::rejected::{self, Refusal};
+use super::job::{Job, JobSupport};
+use super::placement::{self, Census, Verdict};
+use super::registry::Registry;
+use super::story::{Author, Change, Claimed, Opening, Story, TombstoneEnded};
 use crate::nats::setup::Layout;
-use crate::nats::subjects::check_subject_safe;
 use crate::protocol::bounded::{bounded, one_line};
 use crate::protocol::{
-    BackendKind, InvalidRequest, JobRecord, LaunchDecodeError, LaunchRequest, decode_launch_within,
-    reason,
+    InvalidRequest, LaunchDecodeError, LaunchRequest, decode_launch_within, reason,
 };
+use crate::resources::ResourcePolicy;
 use crate::resources::gpu_pool::NotPlaced;
 use crate::state::JobState;
-use crate::store::{Claim, Replaced, StoreError};
+use crate::store::StoreError;
 use async_nats::jetstream::consumer::pull::Batch;
 use async_nats::jetstream::{AckKind, Message, consumer::PullConsumer};
 use futures::StreamExt;
@@ -37,6 +36,7 @@ use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tracing::Instrument;
 
 /// Most requests asked for in one pull.
 const MAX_BATCH: usize = 64;
@@ -52,11 +52,51 @@ const UNREADABLE_RECORD_RETRY: Duration = Duration::from_secs(60);
 /// still claiming its job on this worker.
 const CLAIM_IN_PROGRESS_RETRY: Duration = Duration::from_secs(5);
 
+/// What intake needs of its worker.
+pub struct Intake {
+    /// Writes the jobs' records and events.
+    pub author: Arc<Author>,
+    /// What the jobs' tasks need (the backends among it).
+    pub jobs: Arc<JobSupport>,
+    /// The jobs this worker runs.
+    pub registry: Registry,
+    /// What the worker has room for.
+    pub resources: ResourcePolicy,
+    /// Asks the pool's workers what they could hold.
+    pub census: Census,
+    /// Where launch payloads without a usable job id are reported.
+    pub invalid: InvalidReports,
+    /// Largest launch request decoded; a larger one ends its job in `error`.
+    pub max_request_bytes: usize,
+}
+
+/// Reports of launch payloads without a usable job id, on `P.invalid` (core
+/// NATS: a report for whoever listens, not a job).
+pub struct InvalidReports {
+    /// The connection.
+    pub client: async_nats::Client,
+    /// `P.invalid`.
+    pub subject: String,
+}
+
+impl InvalidReports {
+    async fn report(&self, report: &InvalidRequest) {
+        let payload = serde_json::to_vec(report).expect("an InvalidRequest always serializes");
+        if let Err(e) = self
+            .client
+            .publish(self.subject.clone(), payload.into())
+            .await
+        {
+            tracing::warn!(error = %e, "could not report an invalid launch request");
+        }
+    }
+}
+
 /// Pulls and dispatches launch requests until `stop` is cancelled.
 /// After a failed pull, the consumer is looked up again through `layout`, and
 /// created again if an operator removed it.
 pub async fn run(
-    shared: Arc<Shared>,
+    intake: Arc<Intake>,
     mut consumer: PullConsumer,
     layout: Layout,
     capacity: Arc<Semaphore>,
@@ -112,7 +152,7 @@ pub async fn run(
                         tracing::error!("the server sent more launch requests than were pulled");
                         break;
                     };
-                    tracker.spawn(handle(shared.clone(), message, permit));
+                    tracker.spawn(handle(intake.clone(), message, permit));
                 }
                 Some(Err(e)) => {
                     let delay = failures.next_delay();
@@ -159,48 +199,56 @@ async fn hand_back_received(batch: &mut Batch) {
     }
 }
 
-/// Handles one launch request.
-async fn handle(shared: Arc<Shared>, message: Message, permit: OwnedSemaphorePermit) {
-    let (mut record, mut request) =
-        match decode_launch_within(&message.payload, shared.max_request_bytes) {
+/// Handles one launch request, within its job's span once its job id is known.
+async fn handle(intake: Arc<Intake>, message: Message, permit: OwnedSemaphorePermit) {
+    let author = &intake.author;
+    let (opening, request, invalid) =
+        match decode_launch_within(&message.payload, intake.max_request_bytes) {
             Err(LaunchDecodeError::Unidentifiable { error }) => {
-                return report_invalid(&shared, &message, error).await;
+                return report_invalid(&intake, &message, error).await;
             }
             Err(LaunchDecodeError::Invalid { job_id, error }) => {
-                if let Err(unsafe_id) = check_subject_safe(&job_id) {
-                    return report_invalid(&shared, &message, unsafe_id).await;
-                }
-                tracing::warn!(%job_id, error = %one_line(&error), "invalid launch request");
-                let backend = shared.backends.default_kind();
-                let change = Change::because(reason::INVALID_REQUEST, error);
-                let record = first_record(&shared, &job_id, backend, JobState::Error, change);
-                (record, None)
+                let backend = intake.jobs.backends.default_kind();
+                let change = Change::because(reason::INVALID_REQUEST, error.clone());
+                let opening = author.opening(&job_id, backend, JobState::Error, change);
+                (opening, None, Some(error))
             }
-            Ok(request) => {
-                if let Err(unsafe_id) = check_subject_safe(&request.job_id) {
-                    return report_invalid(&shared, &message, unsafe_id).await;
-                }
-                let backend = shared.backends.kind_for(&request);
-                let mut record = first_record(
-                    &shared,
-                    &request.job_id,
-                    backend,
-                    JobState::Starting,
-                    Change::default(),
-                );
-                record.site = request.site.as_deref().map(bounded);
-                (record, Some(request))
+            Ok((job_id, request)) => {
+                let backend = intake.jobs.backends.kind_for(&request);
+                let mut opening =
+                    author.opening(&job_id, backend, JobState::Starting, Change::default());
+                opening.record.site = request.site.as_deref().map(bounded);
+                (opening, Some(request), None)
             }
         };
-    let job_id = record.job_id.clone();
+    let span = author.span(opening.job_id(), opening.record.backend);
+    async move {
+        if let Some(error) = invalid {
+            tracing::warn!(error = %one_line(&error), "invalid launch request");
+        }
+        claim_and_run(&intake, opening, request, message, permit).await;
+    }
+    .instrument(span)
+    .await;
+}
+
+/// Claims a job whose request was read, and runs it if it is this worker's.
+async fn claim_and_run(
+    intake: &Intake,
+    mut opening: Opening,
+    mut request: Option<LaunchRequest>,
+    message: Message,
+    permit: OwnedSemaphorePermit,
+) {
+    let job_id = opening.job_id().clone();
     // Registered before the claim, so that a terminate arriving right after it
     // finds the job's task.
-    let Some(registration) = shared.registry.register(&job_id) else {
+    let Some(registration) = intake.registry.register(&job_id) else {
         // Boxed: a rare path, kept out of the state of every job's task.
         return Box::pin(held_by_earlier_delivery(
-            &shared,
-            record,
-            request.as_ref(),
+            intake,
+            opening,
+            request.is_some(),
             &message,
         ))
         .await;
@@ -209,90 +257,83 @@ async fn handle(shared: Arc<Shared>, message: Message, permit: OwnedSemaphorePer
     // for this worker or another of the pool to take later.
     let placed = request
         .as_ref()
-        .map(|request| shared.resources.place(request));
+        .map(|request| intake.resources.place(request));
     let gpus = match placed {
         None => None,
         Some(Ok(lease)) => lease,
         Some(Err(not_placed)) => {
             let start_s = request.as_ref().map_or(0, LaunchRequest::start_timeout_s);
-            match verdict_on(&shared, &message, start_s, &not_placed).await {
+            match verdict_on(intake, &message, start_s, &not_placed).await {
                 Verdict::RetryIn(delay) => {
                     drop(registration);
-                    tracing::debug!(%job_id, %not_placed, retry_in = ?delay, "no room for the job here now; its request goes back");
+                    tracing::debug!(%not_placed, retry_in = ?delay, "no room for the job here now; its request goes back");
                     return hand_back(&message, Some(delay)).await;
                 }
                 Verdict::Unschedulable(text) => {
-                    tracing::warn!(%job_id, %not_placed, "no worker placed the job in time; it ends");
-                    let backend = record.backend.unwrap_or(shared.backends.default_kind());
+                    tracing::warn!(%not_placed, "no worker placed the job in time; it ends");
+                    let backend = opening
+                        .record
+                        .backend
+                        .unwrap_or(intake.jobs.backends.default_kind());
                     let change = Change::because(reason::UNSCHEDULABLE, text);
-                    let site = record.site.take();
-                    record = first_record(&shared, &job_id, backend, JobState::Error, change);
-                    record.site = site;
+                    let site = opening.record.site.take();
+                    opening = intake
+                        .author
+                        .opening(&job_id, backend, JobState::Error, change);
+                    opening.record.site = site;
                     request = None;
                     None
                 }
             }
         }
     };
-    record.gpus = gpus.as_ref().map(|lease| lease.gpus().to_vec());
+    opening.record.gpus = gpus.as_ref().map(|lease| lease.gpus().to_vec());
     // A claim retries while JetStream is away; a worker that gives up on its jobs
     // at shutdown gives up on the claim too, and the request goes back.
     let claim = tokio::select! {
-        claim = shared.store.claim(&record) => claim,
-        () = shared.hard_stop.cancelled() => {
-            tracing::warn!(%job_id, "shutting down before the job could be claimed; its request goes back");
+        claim = intake.author.claim(opening) => claim,
+        () = intake.jobs.hard_stop.cancelled() => {
+            tracing::warn!("shutting down before the job could be claimed; its request goes back");
             return hand_back(&message, None).await;
         }
     };
-    let claim = match claim {
-        Err(refused @ StoreError::Rejected { .. }) => {
-            // The job cannot be recorded as asked: it ends with a record that fits.
-            let refused = Refusal::from(refused);
-            tracing::error!(%job_id, error = %one_line(&refused.to_string()), "the server refused the job's first record for good; the job ends");
-            record = rejected::minimal_record(&record, &refused);
-            request = None;
-            shared.store.claim(&record).await
+    let mut story = match claim {
+        Ok(Claimed::Created(story)) => *story,
+        Ok(Claimed::Found { found, opening }) => {
+            // Not this worker's to run.
+            drop(registration);
+            // Boxed: a rare path, kept out of the state of every job's task.
+            Box::pin(end_unclaimed(
+                intake,
+                *found,
+                *opening,
+                request.is_some(),
+                &message,
+            ))
+            .await;
+            return;
         }
-        claim => claim,
+        Err(e) => return leave_for_later(&message, &e).await,
     };
-    let claim = match claim {
-        Ok(claim) => claim,
-        Err(e) => return leave_for_later(&message, &job_id, &e).await,
-    };
-    if let Claim::Exists {
-        record: found,
-        revision,
-    } = claim
-    {
-        // Not this worker's to run.
-        drop(registration);
-        let found = Found {
-            record: *found,
-            revision,
-        };
-        // Boxed: a rare path, kept out of the state of every job's task.
-        Box::pin(end_unclaimed(
-            &shared,
-            found,
-            record,
-            request.as_ref(),
-            &message,
-        ))
-        .await;
-        return;
-    }
-    let Some(request) = request else {
-        drop(registration);
-        // Published before the ack: a crash in between means a redelivery, which
-        // publishes the event if the stream lacks it.
-        publish_or_end(&shared, &record).await;
-        return ack(&message).await;
+    // A first record that ends the job (an invalid request, one nobody could
+    // place, one refused for good) has only its event left to publish.
+    let request = match request {
+        Some(request) if !story.record().state.is_terminal() => request,
+        _ => {
+            drop(registration);
+            // Published before the ack: a crash in between means a redelivery,
+            // which publishes the event if the stream lacks it.
+            if let Err(superseded) = story.announce().await {
+                tracing::error!(%superseded, "the job's story was taken over while it ended");
+            }
+            return ack(&message).await;
+        }
     };
     ack(&message).await;
     // The request is decoded; the message need not live as long as the job.
     drop(message);
-    tracing::debug!(%job_id, backend = ?record.backend, "job accepted");
-    Job::new(shared, record, registration, Some(permit))
+    tracing::debug!("job accepted");
+    Job::new(intake.jobs.clone(), story, registration, Some(permit))
         .holding(gpus)
         .launch(request)
         .await;
@@ -302,7 +343,7 @@ async fn handle(shared: Arc<Shared>, message: Message, permit: OwnedSemaphorePer
 /// was published and how often it was delivered; for one it could never hold,
 /// also from what the pool's other workers could.
 async fn verdict_on(
-    shared: &Shared,
+    intake: &Intake,
     message: &Message,
     start_s: u64,
     not_placed: &NotPlaced,
@@ -321,23 +362,11 @@ async fn verdict_on(
     let verdict = placement::verdict(not_placed, start_s, waited, deliveries);
     if matches!(verdict, Verdict::RetryIn(_))
         && not_placed.never
-        && let Some(text) = placement::never_schedulable(shared, not_placed).await
+        && let Some(text) = intake.census.never_schedulable(not_placed).await
     {
         return Verdict::Unschedulable(text);
     }
     verdict
-}
-
-/// Publishes the event of a job's record, which ends the job: should the server
-/// refuse it for good, the job ends with a minimal record instead.
-async fn publish_or_end(shared: &Shared, record: &JobRecord) {
-    if let Err(refused) = shared
-        .events
-        .publish(&record.event(shared.backends.default_kind()))
-        .await
-    {
-        rejected::end_job(shared, record, &refused.into()).await;
-    }
 }
 
 /// Handles a delivery that finds its job registered on this worker by an earlier
@@ -347,155 +376,89 @@ async fn publish_or_end(shared: &Shared, record: &JobRecord) {
 /// yet fail: it goes back to the queue and returns after
 /// [`CLAIM_IN_PROGRESS_RETRY`] to find the record.
 async fn held_by_earlier_delivery(
-    shared: &Shared,
-    record: JobRecord,
-    request: Option<&LaunchRequest>,
+    intake: &Intake,
+    opening: Opening,
+    valid: bool,
     message: &Message,
 ) {
-    let job_id = record.job_id.clone();
-    match shared.store.get_with_revision(&job_id).await {
-        Ok(Some((found, revision))) => {
-            let found = Found {
-                record: found,
-                revision,
-            };
-            end_unclaimed(shared, found, record, request, message).await;
-        }
+    match intake.author.open(opening.job_id()).await {
+        Ok(Some(found)) => end_unclaimed(intake, found, opening, valid, message).await,
         Ok(None) => {
-            tracing::info!(%job_id, retry_in = ?CLAIM_IN_PROGRESS_RETRY, "launch request for a job whose claim is under way on this worker; it comes back later");
+            tracing::info!(retry_in = ?CLAIM_IN_PROGRESS_RETRY, "launch request for a job whose claim is under way on this worker; it comes back later");
             hand_back(message, Some(CLAIM_IN_PROGRESS_RETRY)).await;
         }
-        Err(e) => leave_for_later(message, &job_id, &e).await,
+        Err(e) => leave_for_later(message, &e).await,
     }
 }
 
-/// The first record of a job this worker takes on: its first state (seq 1), in
-/// this worker's pool.
-fn first_record(
-    shared: &Shared,
-    job_id: &str,
-    backend: BackendKind,
-    state: JobState,
-    change: Change,
-) -> JobRecord {
-    let mut record = job::fresh_record(job_id, &shared.worker_id, state);
-    record.pool = Some(shared.pool.clone());
-    record.backend = Some(backend);
-    job::apply(&mut record, state, change);
-    record
-}
-
-/// Handles a launch whose job record existed already: a tombstone ends the job
-/// at once; anything else is a duplicate, whose job may need its final event.
+/// Handles a launch whose job record existed already (`found`): a tombstone
+/// ends the job at once, with `opening` (the launch's record; `valid`: whether
+/// its request was); anything else is a duplicate, whose job may need its final
+/// event.
 async fn end_unclaimed(
-    shared: &Shared,
-    found: Found,
-    record: JobRecord,
-    request: Option<&LaunchRequest>,
+    intake: &Intake,
+    found: Story,
+    opening: Opening,
+    valid: bool,
     message: &Message,
 ) {
-    let job_id = record.job_id.clone();
-    let look_again = if found.record.tombstone {
-        match end_tombstoned(shared, found, record, request).await {
-            Ok(Replaced::Done) => None,
-            Ok(Replaced::Lost(Some(winner))) => finish_story(shared, &winner).await,
-            Ok(Replaced::Lost(None)) => {
+    let look_again = if found.record().tombstone {
+        let why = if valid {
+            "a terminate request came before the launch; nothing was started"
+        } else {
+            "a terminate request came before the (invalid) launch; nothing was started"
+        };
+        match found.end_tombstone(opening, why).await {
+            Ok(TombstoneEnded::Ended) => {
+                tracing::info!("launch of a job terminated before it came; nothing started");
+                None
+            }
+            Ok(TombstoneEnded::Lost(winner)) => {
+                tracing::info!("another delivery ended the terminated job first");
+                intake.author.settle_final_event(&winner).await
+            }
+            Ok(TombstoneEnded::Gone) => {
                 // The tombstone went (its retention ran out, or an operator removed
                 // it) between reading and replacing it: the request goes back and
                 // comes again as a launch of a job nobody has seen.
-                tracing::info!(%job_id, "the job's tombstone went away meanwhile; its launch request goes back");
+                tracing::info!(
+                    "the job's tombstone went away meanwhile; its launch request goes back"
+                );
                 return hand_back(message, None).await;
             }
-            Err(e) => return leave_for_later(message, &job_id, &e).await,
+            Err(e) => return leave_for_later(message, &e).await,
         }
     } else {
-        tracing::info!(%job_id, owner = %found.record.worker, state = %found.record.state, "duplicate launch request ignored");
-        finish_story(shared, &found.record).await
+        let existing = found.record();
+        tracing::info!(owner = %existing.worker, state = %existing.state, "duplicate launch request ignored");
+        intake.author.settle_final_event(existing).await
     };
     match look_again {
-        Some(wait) => look_again_after(message, &job_id, wait).await,
+        Some(wait) => look_again_after(message, wait).await,
         None => ack(message).await,
     }
 }
 
-/// For a job another delivery of its launch has ended: that delivery's worker may
-/// have died after writing the final record and before publishing its event, and
-/// this request may be the last chance to publish it; or it may be publishing it
-/// right now. [`EventPublisher::settle_final_event`] tells which (its module
-/// docs say how). Returns how long to wait before looking again, if the
-/// owner may still publish the event; a job not ended needs nothing here.
-///
-/// [`EventPublisher::settle_final_event`]: super::events::EventPublisher::settle_final_event
-async fn finish_story(shared: &Shared, existing: &JobRecord) -> Option<Duration> {
-    if !(existing.state.is_terminal() && existing.seq > 0 && !existing.tombstone) {
-        return None;
-    }
-    shared
-        .events
-        .settle_final_event(&existing.event(shared.backends.default_kind()))
-        .await
-}
-
 /// Hands a request back to the queue for `wait`, after which whichever worker
 /// gets it looks at its job's final event again.
-async fn look_again_after(message: &Message, job_id: &str, wait: Duration) {
-    tracing::info!(%job_id, retry_in = ?wait, "the job's final event is not stored yet and its owner may still publish it; looking again later");
+async fn look_again_after(message: &Message, wait: Duration) {
+    tracing::info!(retry_in = ?wait, "the job's final event is not stored yet and its owner may still publish it; looking again later");
     hand_back(message, Some(wait)).await;
 }
 
 /// Leaves a request whose job record cannot be read in the queue: it comes back
 /// after [`UNREADABLE_RECORD_RETRY`], until the record is repaired or removed.
-async fn leave_for_later(message: &Message, job_id: &str, error: &StoreError) {
-    tracing::error!(%job_id, %error, retry_in = ?UNREADABLE_RECORD_RETRY, "cannot read the job's record; the launch request waits in the queue");
+async fn leave_for_later(message: &Message, error: &StoreError) {
+    tracing::error!(%error, retry_in = ?UNREADABLE_RECORD_RETRY, "cannot read the job's record; the launch request waits in the queue");
     hand_back(message, Some(UNREADABLE_RECORD_RETRY)).await;
 }
 
-/// The record found where a launch wanted to create one, with its revision.
-struct Found {
-    record: JobRecord,
-    revision: u64,
-}
-
-/// Ends a job whose terminate came before its launch: it goes straight to
-/// `terminated`, and nothing is started. The tombstone is replaced by a
-/// compare-and-set, so when two deliveries of the launch race, one publishes;
-/// the other gets [`Replaced::Lost`] with the record it lost to.
-///
-/// # Errors
-/// [`StoreError::Corrupt`] when the record found instead cannot be read.
-async fn end_tombstoned(
-    shared: &Shared,
-    tombstone: Found,
-    mut record: JobRecord,
-    request: Option<&LaunchRequest>,
-) -> Result<Replaced, StoreError> {
-    record.created = tombstone.record.created;
-    record.seq = 0;
-    let message = match request {
-        Some(_) => "a terminate request came before the launch; nothing was started",
-        None => "a terminate request came before the (invalid) launch; nothing was started",
-    };
-    job::apply(
-        &mut record,
-        JobState::Terminated,
-        Change::because(reason::TERMINATE_REQUESTED, message),
-    );
-    let replaced = shared.store.replace(&record, tombstone.revision).await?;
-    if let Replaced::Lost(_) = replaced {
-        tracing::info!(job_id = %record.job_id, "another delivery ended the terminated job first");
-        return Ok(replaced);
-    }
-    publish_or_end(shared, &record).await;
-    tracing::info!(job_id = %record.job_id, "launch of a job terminated before it came; nothing started");
-    Ok(replaced)
-}
-
 /// Reports a payload without a usable job id and drops it.
-async fn report_invalid(shared: &Shared, message: &Message, error: String) {
+async fn report_invalid(intake: &Intake, message: &Message, error: String) {
     tracing::warn!(error = %one_line(&error), "unusable launch request reported on the invalid subject");
-    shared
-        .events
-        .report_invalid(&InvalidRequest::new(&error, &message.payload))
+    intake
+        .invalid
+        .report(&InvalidRequest::new(&error, &message.payload))
         .await;
     ack(message).await;
 }

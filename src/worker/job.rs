@@ -1,94 +1,39 @@
 //! One task per job: it launches the workload, follows the backend's observations,
-//! acts on terminate commands and time limits, and is the only writer of the job's
-//! record and events, so `seq` is gap-free without locks. It holds the job's GPUs
+//! acts on terminate commands and time limits, and tells the job's story through
+//! its [`Story`] (so `seq` is gap-free without locks). It holds the job's GPUs
 //! (under the `gpu` policy) until the workload has ended.
+//!
+//! Should its story be taken over ([`Superseded`]: someone else wrote the job's
+//! record), the task writes and publishes nothing more and ends at once, leaving
+//! the workload to whoever tells the story now.
 
-use super::Shared;
 use super::registry::{JobCommand, Registration};
-use super::rejected::{self, Refusal};
-use crate::backend::{Backend, GpuAssignment, LaunchProgress, Launched, Observation, Progress};
+use super::story::{Change, Persist, Story, Superseded};
+use crate::backend::{
+    Backend, Backends, GpuAssignment, LaunchProgress, Launched, Observation, Progress,
+};
 use crate::protocol::{
-    BackendRef, DEFAULT_GRACE_S, DEFAULT_START_TIMEOUT_S, JobRecord, LaunchRequest, reason,
-    time_until, timestamp_in, timestamp_now,
+    DEFAULT_GRACE_S, DEFAULT_START_TIMEOUT_S, LaunchRequest, reason, time_until, timestamp_in,
 };
 use crate::resources::gpu_pool::GpuLease;
 use crate::state::{self, JobState};
-use crate::store::JobStore;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, mpsc, watch};
 use tokio::time::{Instant, sleep_until};
+use tokio_util::sync::CancellationToken;
 
 /// Longest time a job that ended before its workload's end was seen keeps its
 /// GPUs, waiting for that end (the workload was told to stop at once).
 const WORKLOAD_END_WAIT: Duration = Duration::from_secs(60);
 
-/// What changes with a state, besides the state.
-#[derive(Debug, Default)]
-pub struct Change {
-    /// Machine-readable cause.
-    pub reason: Option<String>,
-    /// Human-readable detail.
-    pub message: Option<String>,
-    /// Raw exit code, if known.
-    pub exit_code: Option<i32>,
-}
-
-impl Change {
-    /// A change with a reason and a message.
-    pub fn because(reason: &str, message: impl Into<String>) -> Self {
-        Change {
-            reason: Some(reason.to_owned()),
-            message: Some(message.into()),
-            exit_code: None,
-        }
-    }
-}
-
-/// A record that has published nothing yet (seq 0): the first [`apply`] may put
-/// it in any state, since that is the job's first event.
-pub fn fresh_record(job_id: &str, worker: &str, state: JobState) -> JobRecord {
-    let now = timestamp_now();
-    JobRecord {
-        job_id: job_id.to_owned(),
-        state,
-        return_code: state::return_code_for(state, None),
-        exit_code: None,
-        reason: None,
-        message: None,
-        worker: worker.to_owned(),
-        backend: None,
-        site: None,
-        seq: 0,
-        created: now.clone(),
-        updated: now,
-        backend_ref: None,
-        pool: None,
-        tombstone: false,
-        run_deadline: None,
-        stop_reason: None,
-        gpus: None,
-    }
-}
-
-/// Applies a state change to a record: the one place where `seq`, `return_code`
-/// and `updated` move. Returns `false` (and leaves the record alone) when the
-/// state machine forbids the transition.
-pub fn apply(record: &mut JobRecord, to: JobState, change: Change) -> bool {
-    if record.seq > 0
-        && let Err(e) = state::transition(record.state, to)
-    {
-        tracing::error!(job_id = %record.job_id, error = %e, "refusing a state change");
-        return false;
-    }
-    record.state = to;
-    record.exit_code = change.exit_code;
-    record.return_code = state::return_code_for(to, change.exit_code);
-    record.reason = change.reason;
-    record.message = change.message;
-    record.seq += 1;
-    record.updated = timestamp_now();
-    true
+/// What a job task needs of its worker besides its story: where jobs run, and
+/// the signal that the worker gives up on the jobs still running.
+pub struct JobSupport {
+    /// The worker's backends.
+    pub backends: Backends,
+    /// Cancelled when the drain timeout has run out: jobs still running stop.
+    pub hard_stop: CancellationToken,
 }
 
 /// Why the worker itself asked the workload to stop.
@@ -128,22 +73,12 @@ impl StopCause {
     }
 }
 
-/// When a state change is written to the job's record.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Persist {
-    /// Before its event is published.
-    Now,
-    /// With the change that follows at once (already observed): a record
-    /// passing through a state only for an instant is written once, not twice.
-    WithNext,
-}
-
 /// A job this worker owns, with everything its task needs.
 pub struct Job {
-    shared: Arc<Shared>,
-    record: JobRecord,
-    /// The record holds a change not yet written (see [`Persist::WithNext`]).
-    record_behind: bool,
+    support: Arc<JobSupport>,
+    story: Story,
+    /// Someone else wrote the job's record: the task ends at once.
+    taken_over: bool,
     /// Its registry entry, with the commands sent to it; gone with the task.
     registration: Registration,
     /// `start_s`, and when it runs out.
@@ -164,15 +99,15 @@ impl Job {
     /// A job whose record is written: its claim (state `starting`, seq 1), or the
     /// record of a job found again after a restart.
     pub fn new(
-        shared: Arc<Shared>,
-        record: JobRecord,
+        support: Arc<JobSupport>,
+        story: Story,
         registration: Registration,
         permit: Option<OwnedSemaphorePermit>,
     ) -> Self {
         Job {
-            shared,
-            record,
-            record_behind: false,
+            support,
+            story,
+            taken_over: false,
             registration,
             start_s: DEFAULT_START_TIMEOUT_S,
             start_deadline: Instant::now() + Duration::from_secs(DEFAULT_START_TIMEOUT_S),
@@ -195,36 +130,44 @@ impl Job {
         self.start_s = request.start_timeout_s();
         self.start_deadline = Instant::now() + Duration::from_secs(self.start_s);
         self.run_s = request.run_timeout_s();
-        let starting = self.record.event(self.shared.backends.default_kind());
+        let starting = self.story.announcement();
         let (progress, reports) = LaunchProgress::channel();
+        let launch = Launch {
+            backends: &self.support.backends,
+            gpus: GpuAssignment::from_recorded(self.story.record().gpus.as_deref()),
+            start_s: self.start_s,
+            deadline: self.start_deadline,
+        };
         // The workload is created while the `starting` event is on its way, and
         // the record follows the launch's progress; nothing else is published or
         // written before all are done, so events and records stay in order.
-        let (published, created, created_ref) = tokio::join!(
-            self.shared.events.publish(&starting),
+        let (published, created, recorded) = tokio::join!(
+            starting.publish(),
             async {
-                let created = self.create_workload(&request, &progress).await;
+                let created = launch.create_workload(&request, &progress).await;
                 drop(progress);
                 created
             },
-            record_progress(&self.shared.store, self.record.clone(), reports),
+            record_progress(&mut self.story, reports),
         );
         drop(request);
-        if created_ref.is_some() {
-            self.record.backend_ref = created_ref;
+        if let Err(superseded) = recorded {
+            return self.taken_over(superseded);
         }
         if let Err(refused) = published {
             if let Ok((backend, launched)) = &created {
                 launched.control.stop(Duration::ZERO).await;
                 self.backend = Some(backend.clone());
             }
-            self.record = rejected::end_job(&self.shared, &self.record, &refused.into()).await;
+            if let Err(superseded) = self.story.end_refused(&refused).await {
+                return self.taken_over(superseded);
+            }
             return self.finish().await;
         }
         match created {
             Ok((backend, launched)) => {
                 self.backend = Some(backend);
-                self.record.backend_ref = Some(launched.backend_ref.clone());
+                self.story.name_workload(launched.backend_ref.clone());
                 let unended = self.follow(launched).await;
                 self.await_workload_end(unended).await;
             }
@@ -242,8 +185,8 @@ impl Job {
     /// terminal event; its `seq`, run deadline and stop carry on from the record.
     pub async fn resume(mut self, backend: Arc<dyn Backend>, launched: Launched) {
         self.backend = Some(backend);
-        if self.record.backend_ref.is_none() {
-            self.record.backend_ref = Some(launched.backend_ref.clone());
+        if self.story.record().backend_ref.is_none() {
+            self.story.name_workload(launched.backend_ref.clone());
         }
         let unended = self.follow(launched).await;
         self.await_workload_end(unended).await;
@@ -277,60 +220,40 @@ impl Job {
             .await
             .is_err()
         {
-            tracing::warn!(job_id = %self.record.job_id, gpus = ?lease.gpus(), "the workload was not seen to end; its GPUs are handed out again");
+            tracing::warn!(gpus = ?lease.gpus(), "the workload was not seen to end; its GPUs are handed out again");
         }
     }
 
     /// Logs the end, frees the job's share of the worker's capacity and lets
     /// the backend go of the workload: the next job need not wait while a
-    /// container or pod that ended is removed.
+    /// container or pod that ended is removed. A job taken over lets go of
+    /// nothing: its workload is the new writer's.
     async fn finish(mut self) {
+        if self.taken_over {
+            return;
+        }
+        let record = self.story.record();
         tracing::info!(
-            job_id = %self.record.job_id,
-            state = %self.record.state,
-            return_code = ?self.record.return_code,
+            state = %record.state,
+            return_code = ?record.return_code,
             "job ended"
         );
         drop(self.permit.take());
         if let Some(backend) = &self.backend
-            && self.record.state.is_terminal()
+            && record.state.is_terminal()
         {
-            backend.release(&self.record.job_id).await;
+            backend.release(&record.job_id).await;
         }
     }
 
-    /// Creates the workload within the start timeout; on failure, the change that
-    /// ends the job in `error`.
-    async fn create_workload(
-        &self,
-        request: &LaunchRequest,
-        progress: &LaunchProgress,
-    ) -> Result<(Arc<dyn Backend>, Launched), (Option<Arc<dyn Backend>>, Change)> {
-        let backend = self
-            .shared
-            .backends
-            .for_request(request)
-            .map_err(|e| (None, Change::because(e.reason(), e.to_string())))?;
-        let gpus = GpuAssignment::from_recorded(self.record.gpus.as_deref());
-        match tokio::time::timeout_at(
-            self.start_deadline,
-            backend.launch(request, &gpus, progress),
-        )
-        .await
-        {
-            Ok(Ok(launched)) => Ok((backend, launched)),
-            Ok(Err(e)) => Err((Some(backend), Change::because(e.reason(), e.to_string()))),
-            Err(_) => Err((
-                Some(backend),
-                Change::because(
-                    reason::START_TIMEOUT,
-                    format!(
-                        "the backend did not create the workload within {} s",
-                        self.start_s
-                    ),
-                ),
-            )),
-        }
+    /// Notes that someone else wrote the job's record: the task ends without
+    /// writing, publishing or stopping anything more.
+    fn taken_over(&mut self, superseded: Superseded) {
+        tracing::error!(
+            found = ?superseded.found.as_ref().map(|record| (&record.worker, record.state, record.seq)),
+            "someone else wrote the job's record; this worker lets the job go"
+        );
+        self.taken_over = true;
     }
 
     /// Follows the workload until the job is terminal. Returns its observations
@@ -340,7 +263,8 @@ impl Job {
         let control = launched.control;
         let mut workload_ended = false;
         let mut stop = self
-            .record
+            .story
+            .record()
             .stop_reason
             .as_deref()
             .and_then(StopCause::from_reason);
@@ -348,8 +272,8 @@ impl Job {
         let mut run_deadline = self.run_deadline();
         let mut run_timed_out = false;
         let far_future = Instant::now() + Duration::from_secs(100 * 365 * 24 * 3600);
-        while !self.record.state.is_terminal() {
-            let starting = self.record.state == JobState::Starting;
+        while !self.story.record().state.is_terminal() && !self.taken_over {
+            let starting = self.story.record().state == JobState::Starting;
             tokio::select! {
                 observation = launched.observations.recv() => {
                     let mut observation = observation.unwrap_or_else(|| Observation::Vanished {
@@ -372,22 +296,18 @@ impl Job {
                             _ => Persist::Now,
                         };
                         if self.observe(observation, stop, launched.detail.take(), persist).await
-                            && self.record.state == JobState::Running
+                            && self.story.record().state == JobState::Running
                         {
                             run_deadline = self.run_deadline();
                         }
                         match later {
-                            Some(next) if !self.record.state.is_terminal() => observation = next,
+                            Some(next) if !self.story.record().state.is_terminal() && !self.taken_over => observation = next,
                             _ => break,
                         }
                     }
                     // Should the end not have come as expected, the record catches up.
-                    if self.record_behind {
-                        if let Err(error) = self.shared.store.put(&self.record).await {
-                            // The job's next change writes it again, and ends the job if refused.
-                            tracing::error!(job_id = %self.record.job_id, %error, "could not catch the job's record up");
-                        }
-                        self.record_behind = false;
+                    if let Err(superseded) = self.story.catch_up().await {
+                        self.taken_over(superseded);
                     }
                 }
                 Some(command) = self.registration.commands.recv() => match command {
@@ -415,16 +335,19 @@ impl Job {
                 }
                 // Also after a terminate with a long grace: the worker is leaving
                 // and must not leave the workload behind.
-                () = self.shared.hard_stop.cancelled(), if !shutting_down => {
+                () = self.support.hard_stop.cancelled(), if !shutting_down => {
                     shutting_down = true;
                     control.stop(Duration::from_secs(DEFAULT_GRACE_S)).await;
                     self.note_stop(&mut stop, StopCause::WorkerShutdown).await;
                 }
             }
         }
+        if self.taken_over {
+            return None;
+        }
         // Ended by a refused write (`running`, say) while its workload may still
         // run: it must not be left behind (a stop after its exit does nothing).
-        if self.record.reason.as_deref() == Some(reason::RECORD_REJECTED) {
+        if self.story.record().reason.as_deref() == Some(reason::RECORD_REJECTED) {
             control.stop(Duration::ZERO).await;
         }
         (!workload_ended).then_some(launched.observations)
@@ -433,21 +356,19 @@ impl Job {
     /// When `run_s` runs out, as the record keeps it (set when the job starts
     /// running, so a restarted worker keeps the same limit).
     fn run_deadline(&self) -> Option<Instant> {
-        let left = time_until(self.record.run_deadline.as_deref()?)?;
+        let left = time_until(self.story.record().run_deadline.as_deref()?)?;
         Some(Instant::now() + left)
     }
 
     /// Records the first stop asked of a running workload, so that its end is
     /// reported with that cause, also by a worker that restarts before the end.
     async fn note_stop(&mut self, stop: &mut Option<StopCause>, cause: StopCause) {
-        if stop.is_some() || self.record.state.is_terminal() {
+        if stop.is_some() || self.story.record().state.is_terminal() {
             return;
         }
         *stop = Some(cause);
-        self.record.stop_reason = Some(cause.reason().to_owned());
-        if let Err(error) = self.shared.store.put(&self.record).await {
-            // The job's next change writes it again, and ends the job if refused.
-            tracing::error!(job_id = %self.record.job_id, %error, "could not record the stop");
+        if let Err(superseded) = self.story.record_stop(cause.reason()).await {
+            self.taken_over(superseded);
         }
     }
 
@@ -461,11 +382,12 @@ impl Job {
     ) -> bool {
         match observation {
             Observation::Running => {
-                if self.record.state != JobState::Starting {
+                if self.story.record().state != JobState::Starting {
                     return false;
                 }
                 if let Some(run_s) = self.run_s {
-                    self.record.run_deadline = Some(timestamp_in(Duration::from_secs(run_s)));
+                    self.story
+                        .set_run_deadline(timestamp_in(Duration::from_secs(run_s)));
                 }
                 let change = Change {
                     message: detail,
@@ -480,7 +402,7 @@ impl Job {
             } => {
                 let to = state::state_after_exit(exit, stopped);
                 // A workload seen only after it ended did run: say so before the end.
-                if !self.record.state.can_become(to) && JobState::Running.can_become(to) {
+                if !self.story.record().state.can_become(to) && JobState::Running.can_become(to) {
                     let change = Change {
                         message: Some("the workload ended before it was seen running".into()),
                         ..Change::default()
@@ -543,47 +465,71 @@ impl Job {
         }
     }
 
-    /// Records a state change (now, or with the change that follows), then
-    /// publishes its event. Should the server refuse either for good, the job
-    /// ends at once with a minimal record instead.
+    /// Takes the job's story to `to` (see [`Story::advance`]). Returns whether
+    /// the state changed; once the story is taken over, nothing changes.
     async fn advance(&mut self, to: JobState, change: Change, persist: Persist) -> bool {
-        if !apply(&mut self.record, to, change) {
+        if self.taken_over {
             return false;
         }
-        tracing::debug!(job_id = %self.record.job_id, seq = self.record.seq, state = %to, "job state changed");
-        self.record_behind = persist == Persist::WithNext;
-        let written = async {
-            if persist == Persist::Now {
-                self.shared.store.put(&self.record).await?;
+        match self.story.advance(to, change, persist).await {
+            Ok(changed) => changed,
+            Err(superseded) => {
+                self.taken_over(superseded);
+                false
             }
-            let event = self.record.event(self.shared.backends.default_kind());
-            self.shared.events.publish(&event).await?;
-            Ok::<_, Refusal>(())
-        };
-        if let Err(refused) = written.await {
-            self.record = rejected::end_job(&self.shared, &self.record, &refused).await;
-            self.record_behind = false;
         }
-        true
     }
 }
 
-/// Writes `record` again at each change of its launch's progress (the
-/// workload's name as soon as it exists, what the launch is doing) until the
-/// launch is over; returns the workload's name if it was reported.
-async fn record_progress(
-    store: &JobStore,
-    mut record: JobRecord,
-    mut reports: watch::Receiver<Progress>,
-) -> Option<BackendRef> {
-    while reports.changed().await.is_ok() {
-        let Progress { backend_ref, step } = reports.borrow_and_update().clone();
-        record.backend_ref = backend_ref;
-        record.message = step;
-        if let Err(error) = store.put(&record).await {
-            // The job's next change writes its record again.
-            tracing::warn!(job_id = %record.job_id, %error, "could not record the launch's progress");
+/// How a job's workload is created: on which backend, with which GPUs, by when.
+struct Launch<'a> {
+    backends: &'a Backends,
+    gpus: GpuAssignment,
+    start_s: u64,
+    deadline: Instant,
+}
+
+impl Launch<'_> {
+    /// Creates the workload within the start timeout; on failure, the change
+    /// that ends the job in `error`.
+    async fn create_workload(
+        &self,
+        request: &LaunchRequest,
+        progress: &LaunchProgress,
+    ) -> Result<(Arc<dyn Backend>, Launched), (Option<Arc<dyn Backend>>, Change)> {
+        let backend = self
+            .backends
+            .for_request(request)
+            .map_err(|e| (None, Change::because(e.reason(), e.to_string())))?;
+        match tokio::time::timeout_at(self.deadline, backend.launch(request, &self.gpus, progress))
+            .await
+        {
+            Ok(Ok(launched)) => Ok((backend, launched)),
+            Ok(Err(e)) => Err((Some(backend), Change::because(e.reason(), e.to_string()))),
+            Err(_) => Err((
+                Some(backend),
+                Change::because(
+                    reason::START_TIMEOUT,
+                    format!(
+                        "the backend did not create the workload within {} s",
+                        self.start_s
+                    ),
+                ),
+            )),
         }
     }
-    record.backend_ref
+}
+
+/// Writes the job's record again at each change of its launch's progress (the
+/// workload's name as soon as it exists, what the launch is doing) until the
+/// launch is over.
+async fn record_progress(
+    story: &mut Story,
+    mut reports: watch::Receiver<Progress>,
+) -> Result<(), Superseded> {
+    while reports.changed().await.is_ok() {
+        let progress = reports.borrow_and_update().clone();
+        story.record_progress(progress).await?;
+    }
+    Ok(())
 }

@@ -1,4 +1,6 @@
 //! The worker: wiring of intake, control and job tasks, and an orderly shutdown.
+//! Each task is handed only what it uses; every job's record and events are
+//! written by the [`story`] author.
 //!
 //! [`Worker::start`] connects, checks the server, prepares streams and buckets,
 //! subscribes to control requests, starts pulling launch requests and starts
@@ -8,7 +10,6 @@
 //! final events.
 
 pub mod control;
-pub mod events;
 pub mod fd_limit;
 pub mod intake;
 pub mod job;
@@ -17,9 +18,9 @@ pub mod placement;
 pub mod reaper;
 pub mod recovery;
 pub mod registry;
-pub mod rejected;
 pub mod resource_status;
 pub mod retention;
+pub mod story;
 
 use crate::backend::docker::{DockerBackend, DockerBackendError, DockerSettings};
 use crate::backend::job_env::{JobEnvError, JobEnvPolicy};
@@ -35,11 +36,12 @@ use crate::protocol::{BackendKind, DEFAULT_GRACE_S};
 use crate::resources::ResourcePolicy;
 use crate::resources::inventory::InventoryError;
 use crate::store::JobStore;
-use events::EventPublisher;
+use job::JobSupport;
 use registry::Registry;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
+use story::Author;
 use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -86,32 +88,6 @@ pub enum WorkerError {
     Resources(#[from] InventoryError),
 }
 
-/// What every task of a worker shares.
-pub struct Shared {
-    /// The worker's id, in records and events.
-    pub worker_id: String,
-    /// The pool it serves.
-    pub pool: String,
-    /// Subject names.
-    pub subjects: Subjects,
-    /// The NATS connection.
-    pub client: async_nats::Client,
-    /// Job records.
-    pub store: JobStore,
-    /// Event publishing.
-    pub events: EventPublisher,
-    /// Where jobs run.
-    pub backends: Backends,
-    /// What the worker has room for, and which job holds which GPU.
-    pub resources: ResourcePolicy,
-    /// The jobs this worker runs.
-    pub registry: Registry,
-    /// Cancelled when the drain timeout has run out: jobs still running stop.
-    pub hard_stop: CancellationToken,
-    /// Largest launch request decoded; a larger one ends its job in `error`.
-    pub max_request_bytes: usize,
-}
-
 /// The set of `started` backends, `default` the one for requests that name none.
 fn backends_with_default(
     started: Vec<Arc<dyn Backend>>,
@@ -135,7 +111,12 @@ fn backends_with_default(
 
 /// A running worker.
 pub struct Worker {
-    shared: Arc<Shared>,
+    /// What the jobs' tasks share: the backends, and the hard stop.
+    jobs: Arc<JobSupport>,
+    /// The jobs it runs.
+    registry: Registry,
+    /// Its connection, flushed at the end.
+    client: async_nats::Client,
     drain_timeout: Duration,
     stop_intake: CancellationToken,
     stop_control: CancellationToken,
@@ -247,51 +228,89 @@ impl Worker {
         }
         let backends = backends_with_default(started, config.backend)?;
 
-        let shared = Arc::new(Shared {
-            worker_id: config.worker_id.clone(),
-            pool: config.pool.clone(),
-            subjects: subjects.clone(),
-            client: client.clone(),
-            store: JobStore::new(prepared.bucket, layout.clone()).with_retention(config.retention),
-            events: EventPublisher::new(js, prepared.events, subjects.clone(), layout.clone()),
+        let store = JobStore::new(prepared.bucket, layout.clone()).with_retention(config.retention);
+        let author = Arc::new(Author::new(
+            store.clone(),
+            js,
+            prepared.events,
+            subjects.clone(),
+            layout.clone(),
+            &config.worker_id,
+            &config.pool,
+        ));
+        let jobs = Arc::new(JobSupport {
             backends,
-            resources,
-            registry: Registry::default(),
             hard_stop: CancellationToken::new(),
-            max_request_bytes: config.max_request_bytes,
         });
+        let registry = Registry::default();
         let tasks = TaskTracker::new();
         let answers = TaskTracker::new();
         let stop_control = CancellationToken::new();
         let control = tokio::spawn(control::run(
-            shared.clone(),
+            Arc::new(control::Control {
+                author: author.clone(),
+                store: store.clone(),
+                registry: registry.clone(),
+                client: client.clone(),
+                subjects: subjects.clone(),
+                worker_id: config.worker_id.clone(),
+            }),
             subscriptions,
             stop_control.clone(),
             answers.clone(),
         ));
         let resource_answers = tokio::spawn(resource_status::run(
-            shared.clone(),
+            resource_status::ResourceAnswers {
+                resources: resources.clone(),
+                worker_id: config.worker_id.clone(),
+                pool: config.pool.clone(),
+                client: client.clone(),
+            },
             resource_questions,
             stop_control.clone(),
         ));
         let stop_intake = CancellationToken::new();
         let capacity = Arc::new(Semaphore::new(config.max_jobs));
-        recovery::resume_jobs(&shared, &capacity, &tasks).await;
+        let recovery = recovery::Recovery {
+            author: author.clone(),
+            jobs: jobs.clone(),
+            registry: registry.clone(),
+            resources: resources.clone(),
+        };
+        recovery::resume_jobs(&recovery, &capacity, &tasks).await;
         // After the recovery, so that re-attached jobs' logs are spared; stops
         // with the intake.
         let sweeper = tokio::spawn(retention::run(
             log_dir,
             config.retention,
-            shared.registry.clone(),
+            registry.clone(),
             stop_intake.clone(),
         ));
         let orphan_sweeper = tokio::spawn(orphans::run(
-            shared.clone(),
+            orphans::OrphanSweep {
+                backends: jobs.backends.clone(),
+                registry: registry.clone(),
+                store,
+            },
             config.orphan_grace,
             stop_intake.clone(),
         ));
         let intake = tokio::spawn(intake::run(
-            shared.clone(),
+            Arc::new(intake::Intake {
+                author,
+                jobs: jobs.clone(),
+                registry: registry.clone(),
+                resources,
+                census: placement::Census {
+                    client: client.clone(),
+                    subject: subjects.pool_resources(&config.pool),
+                },
+                invalid: intake::InvalidReports {
+                    client: client.clone(),
+                    subject: subjects.invalid(),
+                },
+                max_request_bytes: config.max_request_bytes,
+            }),
             prepared.consumer,
             layout,
             capacity,
@@ -311,7 +330,9 @@ impl Worker {
             "worker ready"
         );
         Ok(Worker {
-            shared,
+            jobs,
+            registry,
+            client,
             drain_timeout: config.drain_timeout,
             stop_intake,
             stop_control,
@@ -343,7 +364,9 @@ impl Worker {
     /// for their final events.
     pub async fn shutdown(self) {
         let Worker {
-            shared,
+            jobs,
+            registry,
+            client,
             drain_timeout,
             stop_intake,
             stop_control,
@@ -355,7 +378,7 @@ impl Worker {
             tasks,
             answers,
         } = self;
-        let running = || shared.registry.count();
+        let running = || registry.count();
         tracing::info!(
             running = running(),
             ?drain_timeout,
@@ -380,7 +403,7 @@ impl Worker {
                 running = running(),
                 "drain timeout ran out; terminating the remaining jobs"
             );
-            shared.hard_stop.cancel();
+            jobs.hard_stop.cancel();
             let limit = Duration::from_secs(DEFAULT_GRACE_S) + FINAL_EVENTS_TIMEOUT;
             if tokio::time::timeout(limit, tasks.wait()).await.is_err() {
                 tracing::error!(
@@ -397,7 +420,7 @@ impl Worker {
             tracing::error!(error = %e, "resource answer task failed");
         }
         // Whatever still runs now, the worker gave up on: the backends stop it.
-        for backend in shared.backends.all() {
+        for backend in jobs.backends.all() {
             backend.close().await;
         }
         answers.close();
@@ -407,7 +430,7 @@ impl Worker {
         {
             tracing::warn!("control answers still in flight at exit");
         }
-        match tokio::time::timeout(FLUSH_TIMEOUT, shared.client.flush()).await {
+        match tokio::time::timeout(FLUSH_TIMEOUT, client.flush()).await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => tracing::warn!(error = %e, "could not flush the NATS connection"),
             Err(_) => {

@@ -7,9 +7,9 @@
 //! recorded end and the removal of its workload, or while keeping it for
 //! debugging.
 
-use super::Shared;
-use crate::backend::Workload;
-use std::sync::Arc;
+use super::registry::Registry;
+use crate::backend::{Backends, Workload};
+use crate::store::JobStore;
 use std::time::{Duration, SystemTime};
 use tokio_util::sync::CancellationToken;
 
@@ -17,21 +17,31 @@ use tokio_util::sync::CancellationToken;
 const SWEEP_EVERY_MIN: Duration = Duration::from_secs(1);
 const SWEEP_EVERY_MAX: Duration = Duration::from_secs(60);
 
+/// What the sweep needs of its worker.
+pub struct OrphanSweep {
+    /// Where the workloads are.
+    pub backends: Backends,
+    /// The jobs this worker runs.
+    pub registry: Registry,
+    /// Where the jobs' records are read.
+    pub store: JobStore,
+}
+
 /// Sweeps every half grace period (1 s to 1 min) until `stop` is cancelled.
-pub async fn run(shared: Arc<Shared>, grace: Duration, stop: CancellationToken) {
+pub async fn run(orphans: OrphanSweep, grace: Duration, stop: CancellationToken) {
     let every = (grace / 2).clamp(SWEEP_EVERY_MIN, SWEEP_EVERY_MAX);
     loop {
         tokio::select! {
             () = stop.cancelled() => return,
             () = tokio::time::sleep(every) => {}
         }
-        sweep(&shared, grace).await;
+        sweep(&orphans, grace).await;
     }
 }
 
 /// Removes the workloads no job claims that are older than `grace`.
-async fn sweep(shared: &Shared, grace: Duration) {
-    for backend in shared.backends.all() {
+async fn sweep(orphans: &OrphanSweep, grace: Duration) {
+    for backend in orphans.backends.all() {
         let workloads = match backend.discover().await {
             Ok(workloads) => workloads,
             Err(e) => {
@@ -40,7 +50,7 @@ async fn sweep(shared: &Shared, grace: Duration) {
             }
         };
         for workload in workloads {
-            if is_orphan(shared, &workload, grace).await {
+            if is_orphan(orphans, &workload, grace).await {
                 tracing::warn!(job_id = %workload.job_id, workload = ?workload.backend_ref, "removing a workload no job claims");
                 backend.remove(&workload).await;
             }
@@ -49,8 +59,8 @@ async fn sweep(shared: &Shared, grace: Duration) {
 }
 
 /// Whether no job claims `workload` and it is older than `grace`.
-async fn is_orphan(shared: &Shared, workload: &Workload, grace: Duration) -> bool {
-    if workload.held || shared.registry.get(&workload.job_id).is_some() {
+async fn is_orphan(orphans: &OrphanSweep, workload: &Workload, grace: Duration) -> bool {
+    if workload.held || orphans.registry.get(&workload.job_id).is_some() {
         return false;
     }
     let old_enough = workload
@@ -60,7 +70,7 @@ async fn is_orphan(shared: &Shared, workload: &Workload, grace: Duration) -> boo
     if !old_enough {
         return false;
     }
-    match shared.store.get(&workload.job_id).await {
+    match orphans.store.get(&workload.job_id).await {
         Ok(Some(record)) => record.tombstone || record.state.is_terminal(),
         Ok(None) => true,
         Err(e) => {

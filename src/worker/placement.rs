@@ -12,7 +12,6 @@
 //! once. A worker that does not answer in time (not started yet, cut off) is
 //! not counted.
 
-use super::Shared;
 use crate::resources::census;
 use crate::resources::gpu_pool::NotPlaced;
 use std::time::Duration;
@@ -53,29 +52,39 @@ pub fn verdict(not_placed: &NotPlaced, start_s: u64, waited: Duration, deliverie
     Verdict::RetryIn(backoff.min(limit - waited + PAST_THE_LIMIT))
 }
 
-/// When the pool's workers that answer within [`CENSUS_WINDOW`] all say they
-/// could never hold what `not_placed` asked for: the message ending its job
-/// (none when any could, or none answered).
-pub async fn never_schedulable(shared: &Shared, not_placed: &NotPlaced) -> Option<String> {
-    let subject = shared.subjects.pool_resources(&shared.pool);
-    let answers = match census::gather(&shared.client, subject, CENSUS_WINDOW).await {
-        Ok(answers) => answers,
-        Err(error) => {
-            tracing::warn!(%error, "could not ask the pool's workers for their resources");
-            return None;
-        }
-    };
-    let nobody = !answers.is_empty()
-        && answers
-            .iter()
-            .all(|status| !census::could_ever_hold(status, not_placed.need));
-    nobody.then(|| {
-        let count = answers.len();
-        let plural = if count == 1 { "" } else { "s" };
-        format!(
-            "none of the {count} worker{plural} of the pool that answered could ever hold the job; {not_placed}"
-        )
-    })
+/// Asks the pool's workers (`P.resources.POOL`) what they could hold.
+pub struct Census {
+    /// The connection.
+    pub client: async_nats::Client,
+    /// `P.resources.POOL` of this worker's pool.
+    pub subject: String,
+}
+
+impl Census {
+    /// When the pool's workers that answer within [`CENSUS_WINDOW`] all say they
+    /// could never hold what `not_placed` asked for: the message ending its job
+    /// (none when any could, or none answered).
+    pub async fn never_schedulable(&self, not_placed: &NotPlaced) -> Option<String> {
+        let answers = match census::gather(&self.client, self.subject.clone(), CENSUS_WINDOW).await
+        {
+            Ok(answers) => answers,
+            Err(error) => {
+                tracing::warn!(%error, "could not ask the pool's workers for their resources");
+                return None;
+            }
+        };
+        let nobody = !answers.is_empty()
+            && answers
+                .iter()
+                .all(|status| !census::could_ever_hold(status, not_placed.need));
+        nobody.then(|| {
+            let count = answers.len();
+            let plural = if count == 1 { "" } else { "s" };
+            format!(
+                "none of the {count} worker{plural} of the pool that answered could ever hold the job; {not_placed}"
+            )
+        })
+    }
 }
 
 #[cfg(test)]

@@ -14,79 +14,121 @@
 //! request is taken, until its workload has ended, so a restart never hands out
 //! a GPU a workload still uses.
 
-use super::Shared;
-use super::job::{Change, Job};
+use super::job::{Job, JobSupport};
+use super::registry::Registry;
+use super::story::{Author, Change, Story};
 use crate::backend::{Backend, Recovered};
-use crate::protocol::{JobRecord, reason};
+use crate::protocol::{JobId, JobRecord, reason};
+use crate::resources::ResourcePolicy;
 use crate::state::JobState;
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Semaphore;
 use tokio_util::task::TaskTracker;
+use tracing::Instrument;
+
+/// What recovery needs of its worker.
+pub struct Recovery {
+    /// Reads and goes on with the jobs' stories.
+    pub author: Arc<Author>,
+    /// What the jobs' tasks need (the backends among it).
+    pub jobs: Arc<JobSupport>,
+    /// The jobs this worker runs.
+    pub registry: Registry,
+    /// Which job holds which GPU.
+    pub resources: ResourcePolicy,
+}
 
 /// Takes over every workload the backends found again, before any new request
 /// is taken. Re-attached jobs take their share of `capacity` while it lasts.
-pub async fn resume_jobs(shared: &Arc<Shared>, capacity: &Arc<Semaphore>, tracker: &TaskTracker) {
-    let backends: Vec<Arc<dyn Backend>> = shared.backends.all().cloned().collect();
+pub async fn resume_jobs(recovery: &Recovery, capacity: &Arc<Semaphore>, tracker: &TaskTracker) {
+    let backends: Vec<Arc<dyn Backend>> = recovery.jobs.backends.all().cloned().collect();
     let mut found_jobs = HashSet::new();
     for backend in backends {
         for found in backend.recover().await {
-            found_jobs.insert(found.job_id.clone());
-            resume(shared, backend.clone(), found, capacity, tracker).await;
+            let Ok(job_id) = JobId::new(found.job_id.as_str()) else {
+                tracing::warn!(job_id = %found.job_id, "a workload whose job id is not one is left as it is");
+                continue;
+            };
+            found_jobs.insert(job_id.clone());
+            let span = recovery.author.span(&job_id, Some(backend.kind()));
+            resume(recovery, job_id, backend.clone(), found, capacity, tracker)
+                .instrument(span)
+                .await;
         }
     }
-    settle_unfound(shared, capacity, tracker, &found_jobs).await;
+    settle_unfound(recovery, capacity, tracker, &found_jobs).await;
 }
 
 /// Re-attaches or ends the jobs this worker's records hold that are not among
 /// `found_jobs`.
 async fn settle_unfound(
-    shared: &Arc<Shared>,
+    recovery: &Recovery,
     capacity: &Arc<Semaphore>,
     tracker: &TaskTracker,
-    found_jobs: &HashSet<String>,
+    found_jobs: &HashSet<JobId>,
 ) {
-    let records = match shared.store.unfinished_of(&shared.worker_id).await {
-        Ok(records) => records,
+    let stories = match recovery.author.unfinished().await {
+        Ok(stories) => stories,
         Err(e) => {
             tracing::error!(error = %e, "cannot list this worker's unfinished jobs; those without a workload found stay as they are");
             return;
         }
     };
-    for record in records {
-        if found_jobs.contains(&record.job_id) {
+    for story in stories {
+        if found_jobs.contains(story.job_id()) {
             continue;
         }
-        let Some(backend) = record.backend.and_then(|kind| shared.backends.get(kind)) else {
-            tracing::warn!(job_id = %record.job_id, backend = ?record.backend, "an unfinished job of a backend this worker does not have; left as it is");
-            continue;
-        };
-        let adopted = match backend.adopt(&record).await {
-            Ok(adopted) => adopted,
-            Err(e) => {
-                tracing::error!(job_id = %record.job_id, error = %e, "cannot tell whether an unfinished job's workload exists; left as it is");
-                continue;
-            }
-        };
-        let Some(registration) = shared.registry.register(&record.job_id) else {
-            continue;
-        };
-        let job_id = record.job_id.clone();
-        match adopted {
-            Some(launched) => {
-                tracing::info!(%job_id, state = %record.state, "re-attached to a job's workload found by its name after a restart");
-                let permit = capacity.clone().try_acquire_owned().ok();
-                let gpus = shared.resources.hold(&job_id, record.gpus.as_deref());
-                let job = Job::new(shared.clone(), record, registration, permit).holding(gpus);
-                tracker.spawn(job.resume(backend, launched));
-            }
-            None => {
-                let (to, change) = end_of_unfound(&record);
-                tracing::warn!(%job_id, state = %record.state, ended = %to, "a job's workload is not there after a restart; the job ends");
-                let job = Job::new(shared.clone(), record, registration, None);
-                tracker.spawn(job.end(to, change));
-            }
+        let span = story.span();
+        settle(recovery, story, capacity, tracker)
+            .instrument(span)
+            .await;
+    }
+}
+
+/// Re-attaches to the workload of an unfinished job no backend found, or ends
+/// the job.
+async fn settle(
+    recovery: &Recovery,
+    story: Story,
+    capacity: &Arc<Semaphore>,
+    tracker: &TaskTracker,
+) {
+    let record = story.record();
+    let Some(backend) = record
+        .backend
+        .and_then(|kind| recovery.jobs.backends.get(kind))
+    else {
+        tracing::warn!(backend = ?record.backend, "an unfinished job of a backend this worker does not have; left as it is");
+        return;
+    };
+    let adopted = match backend.adopt(record).await {
+        Ok(adopted) => adopted,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot tell whether an unfinished job's workload exists; left as it is");
+            return;
+        }
+    };
+    let Some(registration) = recovery.registry.register(story.job_id()) else {
+        return;
+    };
+    let span = tracing::Span::current();
+    match adopted {
+        Some(launched) => {
+            tracing::info!(state = %record.state, "re-attached to a job's workload found by its name after a restart");
+            let permit = capacity.clone().try_acquire_owned().ok();
+            let gpus = recovery
+                .resources
+                .hold(story.job_id().as_str(), record.gpus.as_deref());
+            let job = Job::new(recovery.jobs.clone(), story, registration, permit).holding(gpus);
+            tracker.spawn(job.resume(backend, launched).instrument(span));
+        }
+        None => {
+            let (to, change) = end_of_unfound(record);
+            tracing::warn!(state = %record.state, ended = %to, "a job's workload is not there after a restart; the job ends");
+            let job = Job::new(recovery.jobs.clone(), story, registration, None);
+            tracker.spawn(job.end(to, change).instrument(span));
         }
     }
 }
@@ -120,59 +162,70 @@ fn end_of_unfound(record: &JobRecord) -> (JobState, Change) {
     }
 }
 
+/// Follows on with a workload a backend found again, or stops it when its job
+/// is not this worker's to follow.
 async fn resume(
-    shared: &Arc<Shared>,
+    recovery: &Recovery,
+    job_id: JobId,
     backend: Arc<dyn Backend>,
     found: Recovered,
     capacity: &Arc<Semaphore>,
     tracker: &TaskTracker,
 ) {
-    let job_id = found.job_id.clone();
-    let record = match shared.store.get(&job_id).await {
-        Ok(record) => record,
+    let story = match recovery.author.open(&job_id).await {
+        Ok(story) => story,
         Err(e) => {
-            tracing::error!(%job_id, error = %e, "cannot read the record of a job found again; it is left as it is");
+            tracing::error!(error = %e, "cannot read the record of a job found again; it is left as it is");
             return;
         }
     };
-    let mine = record
+    let worker_id = recovery.author.worker_id();
+    let mine = story
         .as_ref()
-        .is_some_and(|r| r.worker == shared.worker_id && !r.tombstone);
-    match record {
-        Some(record) if mine && !record.state.is_terminal() => {
-            let Some(registration) = shared.registry.register(&job_id) else {
+        .is_some_and(|s| s.record().worker == worker_id && !s.record().tombstone);
+    let span = tracing::Span::current();
+    match story {
+        Some(story) if mine && !story.record().state.is_terminal() => {
+            let Some(registration) = recovery.registry.register(&job_id) else {
                 return;
             };
             let permit = capacity.clone().try_acquire_owned().ok();
-            tracing::info!(%job_id, state = %record.state, "re-attached to a job found again after a restart");
-            let gpus = shared.resources.hold(&job_id, record.gpus.as_deref());
-            let job = Job::new(shared.clone(), record, registration, permit).holding(gpus);
-            tracker.spawn(job.resume(backend, found.launched));
+            tracing::info!(state = %story.record().state, "re-attached to a job found again after a restart");
+            let gpus = recovery
+                .resources
+                .hold(job_id.as_str(), story.record().gpus.as_deref());
+            let job = Job::new(recovery.jobs.clone(), story, registration, permit).holding(gpus);
+            tracker.spawn(job.resume(backend, found.launched).instrument(span));
         }
-        record => {
+        story => {
             // Its GPUs stay taken until it is gone.
-            let gpus = record
-                .as_ref()
-                .filter(|_| mine)
-                .and_then(|r| shared.resources.hold(&job_id, r.gpus.as_deref()));
-            if let Some(ended) = record.filter(|r| mine && r.state.is_terminal()) {
+            let gpus = story.as_ref().filter(|_| mine).and_then(|s| {
+                recovery
+                    .resources
+                    .hold(job_id.as_str(), s.record().gpus.as_deref())
+            });
+            if let Some(ended) = story.filter(|s| mine && s.record().state.is_terminal()) {
                 // Its end is recorded; its final event may not have gone out.
-                let event = ended.event(shared.backends.default_kind());
-                shared.events.publish_unless_stored(&event).await;
+                ended.republish_unless_stored().await;
             } else {
-                tracing::warn!(%job_id, "a workload of this worker whose record it does not own; stopping it");
+                tracing::warn!(
+                    "a workload of this worker whose record it does not own; stopping it"
+                );
             }
             let mut launched = found.launched;
             launched.control.stop(Duration::ZERO).await;
-            tracker.spawn(async move {
-                while let Some(observation) = launched.observations.recv().await {
-                    if observation.ends_running_workload() {
-                        break;
+            tracker.spawn(
+                async move {
+                    while let Some(observation) = launched.observations.recv().await {
+                        if observation.ends_running_workload() {
+                            break;
+                        }
                     }
+                    drop(gpus);
+                    backend.release(job_id.as_str()).await;
                 }
-                drop(gpus);
-                backend.release(&job_id).await;
-            });
+                .instrument(span),
+            );
         }
     }
 }

@@ -1,6 +1,7 @@
 //! The jobs this worker owns right now: job id to the command channel of the task
 //! that runs it. Control requests use it to reach a job's task.
 
+use crate::protocol::JobId;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -46,21 +47,22 @@ impl Registry {
     }
 
     /// Registers a job, or returns `None` when it is registered already.
-    pub fn register(&self, job_id: &str) -> Option<Registration> {
+    pub fn register(&self, job_id: &JobId) -> Option<Registration> {
         let mut jobs = self.lock();
-        if jobs.contains_key(job_id) {
+        if jobs.contains_key(job_id.as_str()) {
             return None;
         }
         let (sender, commands) = mpsc::channel(4);
-        jobs.insert(job_id.to_owned(), sender);
+        jobs.insert(job_id.to_string(), sender);
         Some(Registration {
             registry: self.clone(),
-            job_id: job_id.to_owned(),
+            job_id: job_id.to_string(),
             commands,
         })
     }
 
-    /// The channel of a job this worker runs.
+    /// The channel of a job this worker runs (any text may be looked up: a
+    /// workload's label, a log's name).
     pub fn get(&self, job_id: &str) -> Option<mpsc::Sender<JobCommand>> {
         self.lock().get(job_id).cloned()
     }

@@ -2,11 +2,10 @@
 //! which, what is free) on `P.worker.WORKER.resources`, and on
 //! `P.resources.POOL`, where every worker of the pool answers for itself.
 
-use super::Shared;
 use crate::nats::subjects::Subjects;
+use crate::resources::ResourcePolicy;
 use async_nats::{Message, Subscriber};
 use futures::StreamExt;
-use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
 /// The subscriptions resource questions arrive on.
@@ -36,9 +35,25 @@ impl ResourceSubscriptions {
     }
 }
 
+/// What the answers need of their worker.
+pub struct ResourceAnswers {
+    /// What the worker has, and which job holds which GPU.
+    pub resources: ResourcePolicy,
+    /// This worker's id.
+    pub worker_id: String,
+    /// Its pool.
+    pub pool: String,
+    /// The connection.
+    pub client: async_nats::Client,
+}
+
 /// Answers until `stop` is cancelled. An answer is computed from memory, at
 /// once, so questions are answered in turn.
-pub async fn run(shared: Arc<Shared>, mut subs: ResourceSubscriptions, stop: CancellationToken) {
+pub async fn run(
+    answers: ResourceAnswers,
+    mut subs: ResourceSubscriptions,
+    stop: CancellationToken,
+) {
     loop {
         let message = tokio::select! {
             () = stop.cancelled() => break,
@@ -46,17 +61,17 @@ pub async fn run(shared: Arc<Shared>, mut subs: ResourceSubscriptions, stop: Can
             Some(message) = subs.pool.next() => message,
             else => break,
         };
-        answer(&shared, message).await;
+        answer(&answers, message).await;
     }
 }
 
-async fn answer(shared: &Shared, message: Message) {
+async fn answer(answers: &ResourceAnswers, message: Message) {
     let Some(reply_to) = message.reply else {
         return;
     };
-    let status = shared.resources.status(&shared.worker_id, &shared.pool);
+    let status = answers.resources.status(&answers.worker_id, &answers.pool);
     let body = serde_json::to_vec(&status).expect("a ResourceStatus always serializes");
-    if let Err(e) = shared.client.publish(reply_to, body.into()).await {
+    if let Err(e) = answers.client.publish(reply_to, body.into()).await {
         tracing::warn!(error = %e, "could not answer a resource question");
     }
 }

@@ -5,10 +5,9 @@
 use crate::common::system::{CoreEvents, JOB_TIMEOUT, System, assert_well_formed, sh, states};
 use async_nats::jetstream;
 use flare_launcher::nats::setup::Layout;
-use flare_launcher::protocol::InvalidRequest;
+use flare_launcher::protocol::{BackendKind, InvalidRequest, JobId};
 use flare_launcher::state::JobState;
-use flare_launcher::worker::events::OWNER_PUBLISH_BOUND;
-use flare_launcher::worker::job::fresh_record;
+use flare_launcher::worker::story::{OWNER_PUBLISH_BOUND, fresh_record};
 use futures::StreamExt;
 use std::time::Duration;
 use time::OffsetDateTime;
@@ -39,7 +38,9 @@ fn record_of_gone_worker(job_id: &str, state: JobState, seq: u64) -> Vec<u8> {
 
 /// A record of `job_id`, owned by a worker that is gone, last written at `written`.
 fn record_written_at(job_id: &str, state: JobState, seq: u64, written: OffsetDateTime) -> Vec<u8> {
-    let mut record = fresh_record(job_id, "gone-worker", state);
+    let mut record = fresh_record(&JobId::new(job_id).unwrap(), "gone-worker", state);
+    // Named from the claim on, as every worker does.
+    record.backend = Some(BackendKind::Process);
     record.seq = seq;
     record.updated = written.format(&Rfc3339).unwrap();
     serde_json::to_vec(&record).unwrap()

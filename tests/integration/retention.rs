@@ -6,10 +6,10 @@
 use crate::common::system::{JOB_TIMEOUT, System, log_path, sh};
 use flare_launcher::client::ClientError;
 use flare_launcher::job_logs;
-use flare_launcher::protocol::JobRecord;
+use flare_launcher::protocol::{JobId, JobRecord};
 use flare_launcher::state::JobState;
-use flare_launcher::worker::job::fresh_record;
 use flare_launcher::worker::retention::{Swept, sweep};
+use flare_launcher::worker::story::fresh_record;
 use std::fs::{self, File};
 use std::path::Path;
 use std::time::{Duration, SystemTime};
@@ -86,7 +86,7 @@ async fn a_bucket_made_without_ttl_is_upgraded_at_start_up() {
         .unwrap();
     let mut info = js.get_stream("KV_flare_jobs").await.unwrap();
     assert!(!info.info().await.unwrap().config.allow_message_ttl);
-    let old = fresh_record("old", "w0", JobState::Succeeded);
+    let old = fresh_record(&JobId::new("old").unwrap(), "w0", JobState::Succeeded);
     let old_value = serde_json::to_vec(&old).unwrap();
     bucket.put("old", old_value.into()).await.unwrap();
 

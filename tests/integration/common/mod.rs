@@ -1,7 +1,9 @@
 //! Helpers shared by the integration tests.
 
 pub mod docker;
+pub mod fake_backend;
 pub mod k8s;
 pub mod nats_server;
 pub mod processes;
+pub mod story_bench;
 pub mod system;

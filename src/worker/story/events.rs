@@ -1,4 +1,4 @@
-//! Publishing job events (and invalid-request reports) to JetStream.
+//! Publishing job events to JetStream, for the job's story ([`super`]).
 //!
 //! Each event carries `Nats-Msg-Id: JOB_ID:SEQ`, so a publish retried after a lost
 //! acknowledgement, or repeated after a crash, is stored once by the stream. Core
@@ -54,7 +54,7 @@
 use crate::nats::failure::is_permanent;
 use crate::nats::setup::Layout;
 use crate::nats::subjects::Subjects;
-use crate::protocol::{InvalidRequest, JobEvent};
+use crate::protocol::JobEvent;
 use crate::retry::{self, retry_transient};
 use async_nats::jetstream::context::PublishError;
 use async_nats::jetstream::stream::{LastRawMessageErrorKind, Stream};
@@ -68,7 +68,7 @@ use time::format_description::well_known::Rfc3339;
 const PUBLISH_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How long after writing a record its owner may still be publishing the record's
-/// event: a first attempt that timed out (twice [`PUBLISH_TIMEOUT`]), the longest
+/// event: a first attempt that timed out (twice `PUBLISH_TIMEOUT`), the longest
 /// delay before the retry (the retry cap plus as much again of jitter), and the
 /// retry's own wait. Past it, another worker publishes a missing final event.
 pub const OWNER_PUBLISH_BOUND: Duration =
@@ -129,7 +129,7 @@ impl EventPublisher {
         if let Some(wait) = owner_time_left(&event.ts, OffsetDateTime::now_utc()) {
             return Some(wait);
         }
-        tracing::warn!(job_id = %event.job_id, seq = event.seq, owner = %event.worker, "the job's final event never reached the stream; publishing it for its owner");
+        tracing::warn!(seq = event.seq, owner = %event.worker, "the job's final event never reached the stream; publishing it for its owner");
         self.publish_or_log(event).await;
         None
     }
@@ -147,12 +147,12 @@ impl EventPublisher {
     async fn is_stored(&self, event: &JobEvent) -> bool {
         match self.last_stored_seq(&event.job_id).await {
             Ok(Some(stored)) if stored >= event.seq => {
-                tracing::debug!(job_id = %event.job_id, seq = event.seq, "event stored already");
+                tracing::debug!(seq = event.seq, "event stored already");
                 true
             }
             Ok(_) => false,
             Err(error) => {
-                tracing::warn!(job_id = %event.job_id, %error, "could not read the job's last event");
+                tracing::warn!(%error, "could not read the job's last event");
                 false
             }
         }
@@ -162,7 +162,7 @@ impl EventPublisher {
     /// job ended already, so a refusal can only be reported.
     async fn publish_or_log(&self, event: &JobEvent) {
         if let Err(error) = self.publish(event).await {
-            tracing::error!(job_id = %event.job_id, %error, "could not publish the job's event again");
+            tracing::error!(%error, "could not publish the job's event again");
         }
     }
 
@@ -213,22 +213,8 @@ impl EventPublisher {
             seq: event.seq,
             source,
         })?;
-        tracing::debug!(job_id = %event.job_id, seq = event.seq, state = %event.state, "event published");
+        tracing::debug!(seq = event.seq, state = %event.state, "event published");
         Ok(())
-    }
-
-    /// Reports a launch payload without a usable job id on `P.invalid` (core NATS:
-    /// it is a report for whoever listens, not a job).
-    pub async fn report_invalid(&self, report: &InvalidRequest) {
-        let payload = serde_json::to_vec(report).expect("an InvalidRequest always serializes");
-        if let Err(e) = self
-            .js
-            .client()
-            .publish(self.subjects.invalid(), payload.into())
-            .await
-        {
-            tracing::warn!(error = %e, "could not report an invalid launch request");
-        }
     }
 }
 

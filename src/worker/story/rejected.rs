@@ -1,12 +1,12 @@
-//! Ending a job whose record or event the server refuses for good (one larger
-//! than it takes, say). Retrying cannot help, and the job must neither hang nor
-//! hold its slot: it ends at once with a minimal record that surely fits (reason
-//! `RecordRejected`, none of the request's texts) and that record's event. Should
-//! even those be refused, the worker says so in its log and lets the job go.
+//! The record that ends a job whose record or event the server refuses for good
+//! (one larger than it takes, say). Retrying cannot help, and the job must
+//! neither hang nor hold its slot: it ends at once with a minimal record that
+//! surely fits (reason `RecordRejected`, none of the request's texts) and that
+//! record's event ([`super::Story::end_refused`] writes them). Should even those
+//! be refused, the worker says so in its log and lets the job go.
 
-use super::Shared;
 use super::events::EventRejected;
-use crate::protocol::bounded::{bounded_to, one_line};
+use crate::protocol::bounded::bounded_to;
 use crate::protocol::{JobRecord, reason, timestamp_now};
 use crate::state::{self, JobState};
 use crate::store::StoreError;
@@ -58,28 +58,11 @@ pub fn minimal_record(refused: &JobRecord, refusal: &Refusal) -> JobRecord {
     }
 }
 
-/// Ends a job whose change `refused` the server refused for good: writes the
-/// minimal record and publishes its event (each retried only while it fails in
-/// a way that may pass), and returns the record.
-pub async fn end_job(shared: &Shared, refused: &JobRecord, refusal: &Refusal) -> JobRecord {
-    let job_id = &refused.job_id;
-    tracing::error!(%job_id, error = %one_line(&refusal.to_string()), "the server refused the job's record or event for good; the job ends");
-    let record = minimal_record(refused, refusal);
-    if let Err(error) = shared.store.put(&record).await {
-        tracing::error!(%job_id, %error, "the server refused even the job's minimal record");
-    }
-    let event = record.event(shared.backends.default_kind());
-    if let Err(error) = shared.events.publish(&event).await {
-        tracing::error!(%job_id, %error, "the server refused even the job's minimal event");
-    }
-    record
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::BackendKind;
-    use crate::worker::job::fresh_record;
+    use crate::protocol::{BackendKind, JobId};
+    use crate::worker::story::fresh_record;
 
     fn refusal() -> Refusal {
         Refusal::Record(StoreError::Rejected {
@@ -89,7 +72,7 @@ mod tests {
     }
 
     fn refused(state: JobState, message: &str) -> JobRecord {
-        let mut record = fresh_record("j1", "w1", state);
+        let mut record = fresh_record(&JobId::new("j1").unwrap(), "w1", state);
         record.seq = 2;
         record.backend = Some(BackendKind::Process);
         record.site = Some("s".repeat(100_000));

@@ -1,0 +1,100 @@
+//! A worker's story author over a real nats-server, with what it wrote within
+//! reach: its records, and the events the stream holds.
+
+use super::nats_server::NatsServer;
+use async_nats::jetstream::{self, stream};
+use flare_launcher::nats::setup::Layout;
+use flare_launcher::nats::subjects::Subjects;
+use flare_launcher::protocol::{BackendKind, JobEvent, JobId, JobRecord};
+use flare_launcher::state::JobState;
+use flare_launcher::store::JobStore;
+use flare_launcher::worker::story::{Author, Change, Claimed, Story};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The author of worker `worker`, with the store it writes into and the
+/// JetStream context to look at what it wrote.
+pub struct Bench {
+    pub author: Arc<Author>,
+    pub store: JobStore,
+    pub js: jetstream::Context,
+}
+
+pub async fn bench(nats: &NatsServer, worker: &str) -> Bench {
+    let client = async_nats::connect(nats.url()).await.unwrap();
+    let js = jetstream::new(client);
+    let subjects = Subjects::new("flare.jobs");
+    let layout = Layout::new(
+        js.clone(),
+        subjects.clone(),
+        "default",
+        Duration::from_secs(30),
+    );
+    let prepared = layout.prepare().await.unwrap();
+    let store = JobStore::new(prepared.bucket, layout.clone());
+    let author = Arc::new(Author::new(
+        store.clone(),
+        js.clone(),
+        prepared.events,
+        subjects,
+        layout,
+        worker,
+        "default",
+    ));
+    Bench { author, store, js }
+}
+
+pub fn id(job_id: &str) -> JobId {
+    JobId::new(job_id).unwrap()
+}
+
+impl Bench {
+    /// Claims `job_id` on the process backend in `starting`; the claim must win.
+    pub async fn claimed(&self, job_id: &str) -> Story {
+        let opening = self.author.opening(
+            &id(job_id),
+            BackendKind::Process,
+            JobState::Starting,
+            Change::default(),
+        );
+        match self.author.claim(opening).await.unwrap() {
+            Claimed::Created(story) => *story,
+            Claimed::Found { .. } => panic!("the claim of {job_id} found a record"),
+        }
+    }
+
+    pub async fn stored(&self, job_id: &str) -> JobRecord {
+        self.store.get(job_id).await.unwrap().expect("a record")
+    }
+
+    /// The events of `job_id` the stream holds, in order.
+    pub async fn events(&self, job_id: &str) -> Vec<JobEvent> {
+        let mut stream = self.js.get_stream("FLARE_JOB_EVENTS").await.unwrap();
+        let last = stream.info().await.unwrap().state.last_sequence;
+        let subject = format!("flare.jobs.events.{job_id}");
+        let mut events = Vec::new();
+        for sequence in 1..=last {
+            if let Ok(message) = stream.get_raw_message(sequence).await
+                && message.subject.as_str() == subject
+            {
+                events.push(serde_json::from_slice(&message.payload).unwrap());
+            }
+        }
+        events
+    }
+
+    /// Limits the size of one message of a stream, as an operator would.
+    pub async fn limit_message_size(&self, stream_name: &str, max: i32) {
+        let mut stream = self.js.get_stream(stream_name).await.unwrap();
+        let mut config: stream::Config = stream.info().await.unwrap().config.clone();
+        config.max_message_size = max;
+        self.js.update_stream(config).await.unwrap();
+    }
+}
+
+pub fn states(events: &[JobEvent]) -> Vec<(u64, JobState)> {
+    events
+        .iter()
+        .map(|event| (event.seq, event.state))
+        .collect()
+}
