@@ -259,6 +259,18 @@ impl Worker {
             stop_control.clone(),
             answers.clone(),
         ));
+        let stop_intake = CancellationToken::new();
+        let capacity = Arc::new(Semaphore::new(config.max_jobs));
+        let recovery = recovery::Recovery {
+            author: author.clone(),
+            jobs: jobs.clone(),
+            registry: registry.clone(),
+            resources: resources.clone(),
+        };
+        recovery::resume_jobs(&recovery, &capacity, &tasks).await;
+        // After the recovery, which holds again the GPUs of the jobs it found: a
+        // question asked meanwhile waits in its subscription instead of being
+        // told they are free.
         let resource_answers = tokio::spawn(resource_status::run(
             resource_status::ResourceAnswers {
                 resources: resources.clone(),
@@ -269,15 +281,6 @@ impl Worker {
             resource_questions,
             stop_control.clone(),
         ));
-        let stop_intake = CancellationToken::new();
-        let capacity = Arc::new(Semaphore::new(config.max_jobs));
-        let recovery = recovery::Recovery {
-            author: author.clone(),
-            jobs: jobs.clone(),
-            registry: registry.clone(),
-            resources: resources.clone(),
-        };
-        recovery::resume_jobs(&recovery, &capacity, &tasks).await;
         // After the recovery, so that re-attached jobs' logs are spared; stops
         // with the intake.
         let sweeper = tokio::spawn(retention::run(
