@@ -559,9 +559,9 @@ async fn with_pull_never_a_missing_image_is_not_found() {
 #[tokio::test]
 async fn the_sites_user_shm_size_and_ulimits_hold_inside_the_container() {
     let Some(system) = docker_system_with(|config| {
-        config.docker.user = Some("1234:2345".into());
+        config.docker.user = Some("1234:2345".parse().unwrap());
         config.docker.shm_size_mb = Some(32);
-        config.docker.ulimits = vec!["nofile=321:654".into()];
+        config.docker.ulimits = vec!["nofile=321:654".parse().unwrap()];
     })
     .await
     else {
