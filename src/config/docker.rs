@@ -23,6 +23,32 @@ pub enum PullPolicy {
     Never,
 }
 
+/// The IPC mode of containers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum IpcMode {
+    /// An IPC namespace of its own.
+    Private,
+    /// Its own, which other containers may share.
+    Shareable,
+    /// The host's.
+    Host,
+    /// Its own, without /dev/shm.
+    None,
+}
+
+impl IpcMode {
+    /// The engine's name of the mode.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IpcMode::Private => "private",
+            IpcMode::Shareable => "shareable",
+            IpcMode::Host => "host",
+            IpcMode::None => "none",
+        }
+    }
+}
+
 options! {
     /// The Docker options as each layer gives them (flags and environment, or the
     /// `[docker]` table).
@@ -32,7 +58,7 @@ options! {
         host: String {
             flag: "docker-host",
             env: "FLARE_DOCKER_HOST",
-            default: text("DOCKER_HOST, else the local socket"),
+            default: text("DOCKER_HOST, else unix:///var/run/docker.sock"),
             example: "\"unix:///var/run/docker.sock\"",
         },
         /// Network containers join
@@ -61,7 +87,7 @@ options! {
             env: "FLARE_DOCKER_KEEP_S",
             default: value(0),
         },
-        /// Host directories below which jobs may mount host paths, comma-separated
+        /// Absolute host directories below which `host:` mounts of jobs may be, comma-separated
         host_roots: Vec<PathBuf> {
             flag: "docker-host-roots",
             env: "FLARE_DOCKER_HOST_ROOTS",
@@ -92,11 +118,12 @@ options! {
             example: "1024",
         },
         /// IPC mode of containers: private, shareable, host or none
-        ipc: String {
+        ipc: IpcMode {
             flag: "docker-ipc",
             env: "FLARE_DOCKER_IPC",
             default: text("the engine's"),
             example: "\"private\"",
+            clap: (value_enum),
         },
         /// Resource limits of containers, NAME=SOFT[:HARD], comma-separated (e.g. nofile=1024:4096)
         ulimits: Vec<Ulimit> {
@@ -106,14 +133,14 @@ options! {
             example: "[\"nofile=65536:65536\"]",
             clap: (value_delimiter = ','),
         },
-        /// Host directory of the site's NVFlare workspace: each job gets its folder JOB_ID there, read-write, at the same path
+        /// Host directory of the site's NVFlare workspace: each job gets its folder JOB_ID there (made if missing), read-write, at the same path
         workspace: PathBuf {
             flag: "docker-workspace",
             env: "FLARE_DOCKER_WORKSPACE",
             default: text("none"),
             example: "\"/srv/flare/site-1\"",
         },
-        /// Folders of the workspace every job also gets, read-only, comma-separated
+        /// Folders of the workspace every job also gets (those that exist), read-only, at the same path, comma-separated
         workspace_read_only: Vec<String> {
             flag: "docker-workspace-read-only",
             env: "FLARE_DOCKER_WORKSPACE_READ_ONLY",
@@ -127,7 +154,7 @@ options! {
             default: text("$DOCKER_CONFIG/config.json, else ~/.docker/config.json"),
             example: "\"/etc/flare-launcher/docker-config.json\"",
         },
-        /// Registry logins for pulls, REGISTRY=USER:PASSWORD_FILE, comma-separated; they come before the auth file's
+        /// Registry logins for pulls, REGISTRY=USER:PASSWORD_FILE (the password read from the file at each pull), comma-separated; they come before the auth file's
         registry_logins: Vec<RegistryLogin> {
             flag: "docker-registry-login",
             env: "FLARE_DOCKER_REGISTRY_LOGIN",
@@ -135,7 +162,7 @@ options! {
             example: "[\"registry.example.org=flare:/etc/flare-launcher/registry-password\"]",
             clap: (value_delimiter = ','),
         },
-        /// GPUs a job gets when its request names none (`resources.gpus`)
+        /// GPUs a job gets when its request names none (`resources.gpus`), under the best-effort resource policy (under gpu, such a request gets none)
         gpus: u32 {
             flag: "docker-gpus",
             env: "FLARE_DOCKER_GPUS",
@@ -157,7 +184,7 @@ impl DockerArgs {
             secrets_dir: self.secrets_dir.clone(),
             user: self.user,
             shm_size_mb: self.shm_size_mb,
-            ipc: self.ipc.clone(),
+            ipc: self.ipc,
             ulimits: self.ulimits.clone().unwrap_or_default(),
             gpus: self.gpus(),
             auth_file: self.auth_file.clone(),
@@ -190,7 +217,7 @@ pub struct DockerConfig {
     /// Size of /dev/shm in MiB; `None`: the engine's.
     pub shm_size_mb: Option<u64>,
     /// IPC mode; `None`: the engine's.
-    pub ipc: Option<String>,
+    pub ipc: Option<IpcMode>,
     /// Resource limits.
     pub ulimits: Vec<Ulimit>,
     /// GPUs of a job whose request names none.
@@ -219,13 +246,6 @@ impl DockerConfig {
             return Err(format!(
                 "docker host root {} must be an absolute path",
                 root.display()
-            ));
-        }
-        if let Some(ipc) = &self.ipc
-            && !matches!(ipc.as_str(), "private" | "shareable" | "host" | "none")
-        {
-            return Err(format!(
-                "docker ipc mode {ipc:?} must be private, shareable, host or none"
             ));
         }
         if let Some(root) = self.workspace.as_ref().filter(|root| !root.is_absolute()) {
@@ -354,7 +374,7 @@ pub fn registry_host(name: &str) -> &str {
 pub const DOCKER_HUB: &str = "docker.io";
 
 value_by_text!(NumericUser, Ulimit, RegistryLogin);
-value_by_choice!(PullPolicy);
+value_by_choice!(PullPolicy, IpcMode);
 
 #[cfg(test)]
 mod tests {
@@ -377,10 +397,12 @@ mod tests {
         for bad in ["nofile", "=1", "nofile=a", "nofile=5:1", "NOFILE=1"] {
             assert!(bad.parse::<Ulimit>().is_err(), "{bad}");
         }
-        let mut config = DockerArgs::default().config();
-        assert!(config.validate().is_ok());
-        config.ipc = Some("container:x".into());
-        assert!(config.validate().is_err());
+        assert!(DockerArgs::default().config().validate().is_ok());
+        let mut table: toml::Table = toml::from_str("ipc = \"container:x\"").unwrap();
+        assert!(DockerArgs::take_from(&mut table).is_err());
+        let mut table: toml::Table = toml::from_str("ipc = \"shareable\"").unwrap();
+        let args = DockerArgs::take_from(&mut table).unwrap();
+        assert_eq!(args.config().ipc.map(IpcMode::as_str), Some("shareable"));
     }
 
     #[test]

@@ -36,7 +36,7 @@ options! {
             default: text("the kubeconfig's or the service account's, else default"),
             example: "\"flare\"",
         },
-        /// Service account the jobs' pods run as
+        /// Service account the jobs' pods run as (its token is not mounted unless a pod template asks)
         service_account: String {
             flag: "k8s-service-account",
             env: "FLARE_K8S_SERVICE_ACCOUNT",
@@ -67,7 +67,7 @@ options! {
             example: "[\"nvidia.com/gpu:NoSchedule\"]",
             clap: (value_delimiter = ','),
         },
-        /// User the job containers run as, UID[:GID]; they never run as root
+        /// User the job containers run as, UID[:GID]; pods always have runAsNonRoot, no privilege escalation and no capabilities
         user: PodUser {
             flag: "k8s-user",
             env: "FLARE_K8S_USER",

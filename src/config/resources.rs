@@ -125,21 +125,21 @@ options! {
             default: value(ResourcePolicyKind::BestEffort),
             clap: (value_enum),
         },
-        /// GPUs the gpu policy hands out: a count (4) or indices (0,1,3)
+        /// GPUs the gpu policy hands out: a count (4: indices 0 to 3) or indices (0,1,3; one index alone as 3,)
         gpus: GpuSelection {
             flag: "gpus",
             env: "FLARE_GPUS",
             default: text("every GPU nvidia-smi lists"),
             example: "\"0,1\"",
         },
-        /// Memory of each GPU, GiB
+        /// Memory of each GPU, GiB, counted against a request's resources.gpu_memory_mb; no more than the host's GPUs have
         gpu_memory_gib: f64 {
             flag: "gpu-memory-gib",
             env: "FLARE_GPU_MEMORY_GIB",
             default: text("what nvidia-smi says; with --ignore-host, not checked"),
             example: "16",
         },
-        /// Trust --gpus and --gpu-memory-gib without looking at the host's GPUs (the jobs run elsewhere, e.g. on a cluster)
+        /// Trust --gpus and --gpu-memory-gib without looking at the host's GPUs (the jobs run elsewhere, e.g. on a cluster); needs --gpus
         ignore_host: bool {
             flag: "ignore-host",
             env: "FLARE_IGNORE_HOST",
@@ -151,7 +151,7 @@ options! {
                 value_parser = clap::builder::BoolishValueParser::new()
             ),
         },
-        /// How process jobs' CUDA_VISIBLE_DEVICES and NVIDIA_VISIBLE_DEVICES name their GPUs: index or uuid
+        /// How process jobs' CUDA_VISIBLE_DEVICES and NVIDIA_VISIBLE_DEVICES name their GPUs: index or uuid (by index when the UUID is not known, as with --ignore-host)
         gpu_naming: GpuNaming {
             flag: "gpu-naming",
             env: "FLARE_GPU_NAMING",

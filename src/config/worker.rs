@@ -53,7 +53,7 @@ options! {
             default: text("the first of --backends, else process"),
             example: "\"process\"",
         },
-        /// Every backend this worker runs jobs on, comma-separated
+        /// Every backend this worker runs jobs on, comma-separated (process,docker); --backend docker alone makes a Docker worker
         backends: Vec<BackendKind> {
             flag: "backends",
             env: "FLARE_BACKENDS",

@@ -109,7 +109,7 @@ pub fn container(
         shm_size: config
             .shm_size_mb
             .map(|mb| i64::try_from(mb.saturating_mul(1024 * 1024)).unwrap_or(i64::MAX)),
-        ipc_mode: config.ipc.clone(),
+        ipc_mode: config.ipc.map(|mode| mode.as_str().to_owned()),
         ulimits: Some(
             config
                 .ulimits
