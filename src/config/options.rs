@@ -163,6 +163,11 @@ macro_rules! value_by_choice {
 }
 pub(crate) use value_by_choice;
 
+/// The name of an option's value in the help: its variable's without `FLARE_`.
+pub fn value_name(env: &'static str) -> &'static str {
+    env.strip_prefix("FLARE_").unwrap_or(env)
+}
+
 /// The help of an option: its doc lines, then its default.
 pub fn help(doc: &[&str], default: Option<&str>) -> String {
     let text = doc.iter().map(|line| line.trim()).collect::<Vec<_>>();
@@ -237,7 +242,7 @@ pub(crate) use default_accessor;
 /// ```
 ///
 /// gives the struct with an `Option` field per option (a clap argument whose id
-/// and long name are the flag), `TABLE`, `or` (the first layer's values where
+/// and long name are the flag, its value named like its variable), `TABLE`, `or` (the first layer's values where
 /// set, else the second's), `take_from` (its keys of a table of the config
 /// file, parsed), `options()` (their [`OptionDoc`]s), and for each option with
 /// a default value a method of its name that applies it.
@@ -267,6 +272,7 @@ macro_rules! options {
                     id = $flag,
                     long = $flag,
                     env = $env,
+                    value_name = $crate::config::options::value_name($env),
                     help = $crate::config::options::help(
                         &[$($doc),*],
                         $crate::config::options::default_text!($ty; $kind $(($($default)*))?).as_deref(),
