@@ -1,8 +1,14 @@
 //! Configuration: command-line flags, `FLARE_*` environment variables and an
 //! optional TOML file, merged in that order of precedence over the defaults.
 //!
-//! Every flag is an `Option` so that a layer that says nothing lets the next one
-//! speak; defaults are applied last, in [`Settings::worker_config`] and friends.
+//! Each option is declared once, in the table it belongs to ([`options`]
+//! explains how): `worker` (with the options every command shares), `docker`,
+//! `k8s`, `resources`, and `nats` in [`crate::nats::connect`]. Every value is
+//! an `Option` so that a layer that says nothing lets the next one speak;
+//! values are parsed into their types as each layer is read (a bad one names
+//! its option), and defaults are applied last, in [`Settings::worker_config`]
+//! and the tables' `config`. [`reference`] writes the configuration reference
+//! from the declarations.
 
 pub mod docker;
 pub mod k8s;
