@@ -1,47 +1,48 @@
 //! Configuration: command-line flags, `FLARE_*` environment variables and an
 //! optional TOML file, merged in that order of precedence over the defaults.
 //!
-//! Every flag is an `Option` so that a layer that says nothing lets the next one
-//! speak; defaults are applied last, in [`Settings::worker_config`] and friends.
+//! Each option is declared once, in the table it belongs to ([`options`]
+//! explains how): `worker` (with the options every command shares), `docker`,
+//! `k8s`, `resources`, and `nats` in [`crate::nats::connect`]. Every value is
+//! an `Option` so that a layer that says nothing lets the next one speak;
+//! values are parsed into their types as each layer is read (a bad one names
+//! its option), and defaults are applied last, in [`Settings::worker_config`]
+//! and the tables' `config`. [`reference`] writes the configuration reference
+//! from the declarations.
 
 pub mod docker;
 pub mod k8s;
+pub mod options;
+pub mod reference;
 pub mod resources;
+pub mod values;
+pub mod worker;
 
 use crate::nats::connect::NatsArgs;
 use crate::nats::subjects::check_token;
 use crate::protocol::BackendKind;
+use crate::supervisor::job_uids::JobUidRange;
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use docker::{DockerArgs, DockerConfig, PullPolicy};
 pub use k8s::{K8sArgs, K8sConfig};
+pub use options::FileValueError;
 pub use resources::{GpuSelection, ResourceArgs, ResourceConfig, ResourcePolicyKind};
+pub use worker::{SharedArgs, UserSpec, WorkerTableArgs};
 
 /// Default subject prefix.
 pub const DEFAULT_SUBJECT_PREFIX: &str = crate::nats::subjects::DEFAULT_PREFIX;
 /// Default worker pool.
 pub const DEFAULT_POOL: &str = "default";
-/// Default number of jobs a worker runs at once.
-pub const DEFAULT_MAX_JOBS: usize = 64;
 /// Largest `--max-jobs` accepted.
 pub const MAX_MAX_JOBS: usize = 100_000;
-/// Default drain timeout at shutdown.
-pub const DEFAULT_DRAIN_TIMEOUT_S: u64 = 30;
-/// Default time the server waits for a launch request's acknowledgement before
-/// handing it to another worker.
-pub const DEFAULT_ACK_WAIT_S: u64 = 30;
-/// Default size limit of a launch request.
-pub const DEFAULT_MAX_REQUEST_BYTES: usize = crate::protocol::DEFAULT_MAX_REQUEST_BYTES;
 /// Smallest `--max-request-bytes` accepted (a guard against a limit meant in KiB).
 pub const MIN_MAX_REQUEST_BYTES: usize = 1024;
 /// Default and longest retention of ended jobs' records and logs: as long as the
 /// events stream keeps their events (7 days), so a record never outlives them.
 pub const MAX_RETENTION_S: u64 = crate::nats::setup::EVENTS_MAX_AGE.as_secs();
-/// Default age below which a workload no job claims is left alone (its launch may
-/// still be under way, or the engine made it while failing the call).
-pub const DEFAULT_ORPHAN_GRACE_S: u64 = 120;
 
 /// How logs are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, clap::ValueEnum)]
@@ -57,129 +58,39 @@ pub enum LogFormat {
 /// Options every command shares.
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct GlobalArgs {
-    /// TOML config file with `[nats]` and `[worker]` tables
+    /// TOML config file with `[nats]`, `[worker]`, `[docker]`, `[k8s]` and `[resources]` tables
     #[arg(long, env = "FLARE_CONFIG", global = true)]
     pub config: Option<PathBuf>,
-    /// Subject prefix [default: flare.jobs]
-    #[arg(long, env = "FLARE_SUBJECT_PREFIX", global = true)]
-    pub subject_prefix: Option<String>,
-    /// Worker pool [default: default]
-    #[arg(long, env = "FLARE_POOL", global = true)]
-    pub pool: Option<String>,
-    /// Log format [default: human]
-    #[arg(long, env = "FLARE_LOG_FORMAT", global = true, value_enum)]
-    pub log_format: Option<LogFormat>,
+    /// Subject prefix, pool and log format.
+    #[command(flatten)]
+    pub shared: SharedArgs,
     /// NATS connection.
     #[command(flatten)]
     pub nats: NatsArgs,
 }
 
-/// Options of the worker.
-#[derive(Debug, Clone, Default, PartialEq, clap::Args, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// Options of the worker, table by table.
+#[derive(Debug, Clone, Default, PartialEq, clap::Args)]
 pub struct WorkerArgs {
-    /// Backend for requests that name none: process, docker or k8s [default: the first of --backends, else process]
-    #[arg(long, env = "FLARE_BACKEND")]
-    pub backend: Option<BackendKind>,
-    /// Every backend this worker runs jobs on, comma-separated [default: just --backend]
-    #[arg(long, env = "FLARE_BACKENDS", value_delimiter = ',')]
-    pub backends: Option<Vec<BackendKind>>,
-    /// Worker id in records and events [default: hostname plus a short random suffix]
-    #[arg(long, env = "FLARE_WORKER_ID")]
-    pub worker_id: Option<String>,
-    /// Directory for job logs and local state [default: ~/.local/state/flare-launcher]
-    #[arg(long, env = "FLARE_DATA_DIR")]
-    pub data_dir: Option<PathBuf>,
-    /// Most jobs run at once [default: 64]
-    #[arg(long, env = "FLARE_MAX_JOBS")]
-    pub max_jobs: Option<usize>,
-    /// Seconds running jobs get to finish at shutdown before they are terminated [default: 30]
-    #[arg(long = "drain-timeout", env = "FLARE_DRAIN_TIMEOUT_S")]
-    pub drain_timeout_s: Option<u64>,
-    /// Seconds before an unacknowledged launch request goes to another worker [default: 30]
-    #[arg(long = "ack-wait", env = "FLARE_ACK_WAIT_S")]
-    pub ack_wait_s: Option<u64>,
-    /// Largest launch request, in bytes, decoded; a larger one ends its job in error [default: 262144]
-    #[arg(long, env = "FLARE_MAX_REQUEST_BYTES")]
-    pub max_request_bytes: Option<usize>,
-    /// Seconds the records and logs of ended jobs, and tombstones, are kept, 1 to 604800 [default: 604800, 7 days]
-    #[arg(long = "retention", env = "FLARE_RETENTION_S")]
-    pub retention_s: Option<u64>,
-    /// Seconds a container carrying this worker's labels that no job claims is left before it is removed [default: 120]
-    #[arg(long = "orphan-grace", env = "FLARE_ORPHAN_GRACE_S")]
-    pub orphan_grace_s: Option<u64>,
-    /// Run process jobs as this user (and group), not the worker's; needs root or CAP_SETUID and CAP_SETGID
-    #[arg(long, env = "FLARE_JOB_USER", value_name = "USER[:GROUP]")]
-    pub job_user: Option<String>,
-    /// Run each process job under a user id of its own from this range (with the job user's group and home), so that jobs cannot signal or trace each other; needs --job-user
-    #[arg(long, env = "FLARE_JOB_UIDS", value_name = "FIRST-LAST")]
-    pub job_uids: Option<String>,
-    /// Pass jobs only these of the worker's environment variables: names or prefixes ending in *, comma-separated
-    #[arg(
-        long,
-        env = "FLARE_JOB_ENV_ALLOW",
-        value_name = "NAMES",
-        value_delimiter = ','
-    )]
-    pub job_env_allow: Option<Vec<String>>,
-    /// Pass jobs all of the worker's environment variables but these (FLARE_* never) [default: none]
-    #[arg(
-        long,
-        env = "FLARE_JOB_ENV_DENY",
-        value_name = "NAMES",
-        value_delimiter = ','
-    )]
-    pub job_env_deny: Option<Vec<String>>,
-    /// Run each process job in a cgroup of its own where the host allows it (costs throughput) [default: false]
-    #[arg(
-        long,
-        env = "FLARE_JOB_CGROUPS",
-        num_args = 0..=1,
-        require_equals = true,
-        default_missing_value = "true",
-        value_parser = clap::builder::BoolishValueParser::new()
-    )]
-    pub job_cgroups: Option<bool>,
+    /// The worker's own options (the `[worker]` table).
+    #[command(flatten)]
+    pub worker: WorkerTableArgs,
     /// The Docker backend's options.
     #[command(flatten)]
-    #[serde(default)]
     pub docker: DockerArgs,
     /// The Kubernetes backend's options.
     #[command(flatten)]
-    #[serde(default)]
     pub k8s: K8sArgs,
     /// The resource policy's options.
     #[command(flatten)]
-    #[serde(default)]
     pub resources: ResourceArgs,
 }
 
 impl WorkerArgs {
-    /// `self`'s values where set, else `fallback`'s. The allow-list and the
-    /// deny-list are one setting: the layer that gives either gives both.
+    /// `self`'s values where set, else `fallback`'s.
     pub fn or(self, fallback: WorkerArgs) -> WorkerArgs {
-        let (job_env_allow, job_env_deny) =
-            if self.job_env_allow.is_some() || self.job_env_deny.is_some() {
-                (self.job_env_allow, self.job_env_deny)
-            } else {
-                (fallback.job_env_allow, fallback.job_env_deny)
-            };
         WorkerArgs {
-            backend: self.backend.or(fallback.backend),
-            backends: self.backends.or(fallback.backends),
-            worker_id: self.worker_id.or(fallback.worker_id),
-            data_dir: self.data_dir.or(fallback.data_dir),
-            max_jobs: self.max_jobs.or(fallback.max_jobs),
-            drain_timeout_s: self.drain_timeout_s.or(fallback.drain_timeout_s),
-            ack_wait_s: self.ack_wait_s.or(fallback.ack_wait_s),
-            max_request_bytes: self.max_request_bytes.or(fallback.max_request_bytes),
-            retention_s: self.retention_s.or(fallback.retention_s),
-            orphan_grace_s: self.orphan_grace_s.or(fallback.orphan_grace_s),
-            job_user: self.job_user.or(fallback.job_user),
-            job_uids: self.job_uids.or(fallback.job_uids),
-            job_env_allow,
-            job_env_deny,
-            job_cgroups: self.job_cgroups.or(fallback.job_cgroups),
+            worker: self.worker.over(fallback.worker),
             docker: self.docker.or(fallback.docker),
             k8s: self.k8s.or(fallback.k8s),
             resources: self.resources.or(fallback.resources),
@@ -187,44 +98,27 @@ impl WorkerArgs {
     }
 }
 
-/// The `[worker]` table of the config file: the shared options plus the worker's.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FileWorker {
-    subject_prefix: Option<String>,
-    pool: Option<String>,
-    log_format: Option<LogFormat>,
-    backend: Option<BackendKind>,
-    backends: Option<Vec<BackendKind>>,
-    worker_id: Option<String>,
-    data_dir: Option<PathBuf>,
-    max_jobs: Option<usize>,
-    drain_timeout_s: Option<u64>,
-    ack_wait_s: Option<u64>,
-    max_request_bytes: Option<usize>,
-    retention_s: Option<u64>,
-    orphan_grace_s: Option<u64>,
-    job_user: Option<String>,
-    job_uids: Option<String>,
-    job_env_allow: Option<Vec<String>>,
-    job_env_deny: Option<Vec<String>>,
-    job_cgroups: Option<bool>,
+/// The config file, every table parsed.
+#[derive(Debug, Default)]
+struct FileConfig {
+    nats: NatsArgs,
+    shared: SharedArgs,
+    worker: WorkerArgs,
 }
 
-/// The config file.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FileConfig {
-    #[serde(default)]
-    nats: NatsArgs,
-    #[serde(default)]
-    worker: FileWorker,
-    #[serde(default)]
-    docker: DockerArgs,
-    #[serde(default)]
-    k8s: K8sArgs,
-    #[serde(default)]
-    resources: ResourceArgs,
+/// A value of the config file that is not one its option takes.
+#[derive(Debug, thiserror::Error)]
+#[error("[{table}] {key} (--{flag}): {source}")]
+pub struct BadFileValue {
+    /// The table.
+    pub table: &'static str,
+    /// The key.
+    pub key: &'static str,
+    /// The option's flag, without its dashes.
+    pub flag: &'static str,
+    /// What is wrong with the value.
+    #[source]
+    pub source: FileValueError,
 }
 
 /// A config file that cannot be used.
@@ -239,13 +133,43 @@ pub enum ConfigError {
         #[source]
         source: std::io::Error,
     },
-    /// It is not valid TOML of the expected shape.
-    #[error("config file {path}: {message}")]
+    /// It is not TOML.
+    #[error("config file {path}: {source}")]
     Parse {
         /// The file.
         path: PathBuf,
         /// What is wrong.
-        message: String,
+        #[source]
+        source: Box<toml::de::Error>,
+    },
+    /// A table or a key no option has.
+    #[error("config file {path}: unknown {what} `{name}`; known: {known}")]
+    Unknown {
+        /// The file.
+        path: PathBuf,
+        /// `table` or `key in [TABLE]`.
+        what: String,
+        /// The table's or key's name.
+        name: String,
+        /// The names that would be known there.
+        known: String,
+    },
+    /// A table that is not one.
+    #[error("config file {path}: `{table}` must be a table")]
+    NotATable {
+        /// The file.
+        path: PathBuf,
+        /// Its name.
+        table: String,
+    },
+    /// A value of an option that is not one it takes.
+    #[error("config file {path}: {source}")]
+    Value {
+        /// The file.
+        path: PathBuf,
+        /// The option and what is wrong.
+        #[source]
+        source: BadFileValue,
     },
 }
 
@@ -274,47 +198,19 @@ impl Settings {
             Some(path) => read_file(path)?,
             None => FileConfig::default(),
         };
-        let file_worker = WorkerArgs {
-            backend: file.worker.backend,
-            backends: file.worker.backends,
-            worker_id: file.worker.worker_id,
-            data_dir: file.worker.data_dir,
-            max_jobs: file.worker.max_jobs,
-            drain_timeout_s: file.worker.drain_timeout_s,
-            ack_wait_s: file.worker.ack_wait_s,
-            max_request_bytes: file.worker.max_request_bytes,
-            retention_s: file.worker.retention_s,
-            orphan_grace_s: file.worker.orphan_grace_s,
-            job_user: file.worker.job_user,
-            job_uids: file.worker.job_uids,
-            job_env_allow: file.worker.job_env_allow,
-            job_env_deny: file.worker.job_env_deny,
-            job_cgroups: file.worker.job_cgroups,
-            docker: file.docker,
-            k8s: file.k8s,
-            resources: file.resources,
-        };
+        let shared = global.shared.or(file.shared);
         Ok(Settings {
             nats: global.nats.or(file.nats),
-            subject_prefix: global
-                .subject_prefix
-                .or(file.worker.subject_prefix)
-                .unwrap_or_else(|| DEFAULT_SUBJECT_PREFIX.into()),
-            pool: global
-                .pool
-                .or(file.worker.pool)
-                .unwrap_or_else(|| DEFAULT_POOL.into()),
-            log_format: global
-                .log_format
-                .or(file.worker.log_format)
-                .unwrap_or_default(),
-            worker: worker.or(file_worker),
+            subject_prefix: shared.subject_prefix(),
+            pool: shared.pool(),
+            log_format: shared.log_format(),
+            worker: worker.or(file.worker),
         })
     }
 
     /// The worker's configuration, defaults applied.
     pub fn worker_config(&self) -> WorkerConfig {
-        let w = &self.worker;
+        let w = &self.worker.worker;
         let data_dir = w.data_dir.clone().unwrap_or_else(default_data_dir);
         let given = w.worker_id.clone().or_else(|| kept_worker_id(&data_dir));
         let keep_worker_id = given.is_none();
@@ -332,23 +228,21 @@ impl Settings {
             backend,
             backends: w.backends.clone().unwrap_or_else(|| vec![backend]),
             data_dir,
-            max_jobs: w.max_jobs.unwrap_or(DEFAULT_MAX_JOBS),
-            drain_timeout: Duration::from_secs(
-                w.drain_timeout_s.unwrap_or(DEFAULT_DRAIN_TIMEOUT_S),
-            ),
-            ack_wait: Duration::from_secs(w.ack_wait_s.unwrap_or(DEFAULT_ACK_WAIT_S)),
-            max_request_bytes: w.max_request_bytes.unwrap_or(DEFAULT_MAX_REQUEST_BYTES),
+            max_jobs: w.max_jobs(),
+            drain_timeout: Duration::from_secs(w.drain_timeout_s()),
+            ack_wait: Duration::from_secs(w.ack_wait_s()),
+            max_request_bytes: w.max_request_bytes(),
             supervisor_program: default_supervisor_program(),
-            retention: Duration::from_secs(w.retention_s.unwrap_or(MAX_RETENTION_S)),
-            orphan_grace: Duration::from_secs(w.orphan_grace_s.unwrap_or(DEFAULT_ORPHAN_GRACE_S)),
+            retention: Duration::from_secs(w.retention_s()),
+            orphan_grace: Duration::from_secs(w.orphan_grace_s()),
             job_user: w.job_user.clone(),
-            job_uids: w.job_uids.clone(),
+            job_uids: w.job_uids,
             job_env_allow: w.job_env_allow.clone(),
             job_env_deny: w.job_env_deny.clone(),
-            job_cgroups: w.job_cgroups.unwrap_or(false),
-            docker: w.docker.config(),
-            k8s: w.k8s.config(),
-            resources: w.resources.config(),
+            job_cgroups: w.job_cgroups(),
+            docker: self.worker.docker.config(),
+            k8s: self.worker.k8s.config(),
+            resources: self.worker.resources.config(),
         }
     }
 }
@@ -358,15 +252,78 @@ fn default_supervisor_program() -> PathBuf {
     std::env::current_exe().unwrap_or_else(|_| PathBuf::from("flare-launcher"))
 }
 
+/// The tables of the config file.
+const TABLES: [&str; 5] = ["nats", "worker", "docker", "k8s", "resources"];
+
 fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
         path: path.to_owned(),
         source,
     })?;
-    toml::from_str(&text).map_err(|e| ConfigError::Parse {
+    let mut file: toml::Table = toml::from_str(&text).map_err(|source| ConfigError::Parse {
         path: path.to_owned(),
-        message: e.to_string(),
-    })
+        source: Box::new(source),
+    })?;
+    if let Some(name) = file.keys().find(|name| !TABLES.contains(&name.as_str())) {
+        return Err(ConfigError::Unknown {
+            path: path.to_owned(),
+            what: "table".into(),
+            name: name.clone(),
+            known: TABLES.join(", "),
+        });
+    }
+    let mut table = |name: &str| match file.remove(name) {
+        None => Ok(toml::Table::new()),
+        Some(toml::Value::Table(table)) => Ok(table),
+        Some(_) => Err(ConfigError::NotATable {
+            path: path.to_owned(),
+            table: name.into(),
+        }),
+    };
+    let (mut nats, mut worker, mut docker, mut k8s, mut resources) = (
+        table("nats")?,
+        table("worker")?,
+        table("docker")?,
+        table("k8s")?,
+        table("resources")?,
+    );
+    let value = |source| ConfigError::Value {
+        path: path.to_owned(),
+        source,
+    };
+    let config = FileConfig {
+        nats: NatsArgs::take_from(&mut nats).map_err(value)?,
+        shared: SharedArgs::take_from(&mut worker).map_err(value)?,
+        worker: WorkerArgs {
+            worker: WorkerTableArgs::take_from(&mut worker).map_err(value)?,
+            docker: DockerArgs::take_from(&mut docker).map_err(value)?,
+            k8s: K8sArgs::take_from(&mut k8s).map_err(value)?,
+            resources: ResourceArgs::take_from(&mut resources).map_err(value)?,
+        },
+    };
+    let left = [
+        ("nats", nats, NatsArgs::options()),
+        (
+            "worker",
+            worker,
+            [SharedArgs::options(), WorkerTableArgs::options()].concat(),
+        ),
+        ("docker", docker, DockerArgs::options()),
+        ("k8s", k8s, K8sArgs::options()),
+        ("resources", resources, ResourceArgs::options()),
+    ];
+    for (table, rest, options) in left {
+        if let Some(key) = rest.keys().next() {
+            let known: Vec<&str> = options.iter().map(|option| option.key).collect();
+            return Err(ConfigError::Unknown {
+                path: path.to_owned(),
+                what: format!("key in [{table}]"),
+                name: key.clone(),
+                known: known.join(", "),
+            });
+        }
+    }
+    Ok(config)
 }
 
 /// Everything a worker needs, resolved.
@@ -406,10 +363,10 @@ pub struct WorkerConfig {
     /// How old a workload of this worker that no job claims gets before it is
     /// removed.
     pub orphan_grace: Duration,
-    /// `USER[:GROUP]` process jobs run as; `None`: the worker's user.
-    pub job_user: Option<String>,
-    /// `FIRST-LAST`: each process job under a user id of its own from it.
-    pub job_uids: Option<String>,
+    /// The user (and group) process jobs run as; `None`: the worker's user.
+    pub job_user: Option<UserSpec>,
+    /// Each process job under a user id of its own from this range.
+    pub job_uids: Option<JobUidRange>,
     /// The only worker variables jobs inherit (names, `PREFIX*`), if given.
     pub job_env_allow: Option<Vec<String>>,
     /// Worker variables jobs do not inherit (names, `PREFIX*`), if given.
@@ -436,7 +393,10 @@ impl WorkerConfig {
             ..GlobalArgs::default()
         };
         let worker = WorkerArgs {
-            data_dir: Some(data_dir),
+            worker: WorkerTableArgs {
+                data_dir: Some(data_dir),
+                ..WorkerTableArgs::default()
+            },
             ..WorkerArgs::default()
         };
         Settings::load(global, worker)
@@ -566,10 +526,10 @@ mod tests {
             },
             ..GlobalArgs::default()
         };
-        let worker = WorkerArgs {
+        let worker = worker_flags(WorkerTableArgs {
             max_jobs: Some(9),
-            ..WorkerArgs::default()
-        };
+            ..WorkerTableArgs::default()
+        });
         let settings = Settings::load(global, worker).unwrap();
         let config = settings.worker_config();
         assert_eq!(config.nats.url.as_deref(), Some("nats://flag:4222"));
@@ -577,11 +537,19 @@ mod tests {
         assert_eq!(config.pool, "gpu");
         assert_eq!(config.max_jobs, 9);
         assert_eq!(config.drain_timeout, Duration::from_secs(7));
-        assert_eq!(config.ack_wait, Duration::from_secs(DEFAULT_ACK_WAIT_S));
+        assert_eq!(config.ack_wait, Duration::from_secs(30));
         assert_eq!(config.max_request_bytes, 4096);
         assert_eq!(config.retention, Duration::from_secs(3600));
         assert_eq!(config.subject_prefix, DEFAULT_SUBJECT_PREFIX);
         assert_eq!(config.backend, BackendKind::Process);
+    }
+
+    /// Flags of the `[worker]` table alone.
+    fn worker_flags(worker: WorkerTableArgs) -> WorkerArgs {
+        WorkerArgs {
+            worker,
+            ..WorkerArgs::default()
+        }
     }
 
     /// The worker configuration from `worker` (flags) over the config file `path`.
@@ -603,13 +571,16 @@ mod tests {
         .unwrap();
         let load = |worker| load_with_file(file.path(), worker);
         let from_file = load(WorkerArgs::default());
-        assert_eq!(from_file.job_user.as_deref(), Some("nobody:nogroup"));
+        assert_eq!(
+            from_file.job_user.map(|user| user.to_string()).as_deref(),
+            Some("nobody:nogroup")
+        );
         assert_eq!(from_file.job_env_deny, Some(vec!["AWS_*".to_string()]));
         assert_eq!(from_file.job_env_allow, None);
-        let flag = load(WorkerArgs {
+        let flag = load(worker_flags(WorkerTableArgs {
             job_env_allow: Some(vec!["PATH".into()]),
-            ..WorkerArgs::default()
-        });
+            ..WorkerTableArgs::default()
+        }));
         assert_eq!(flag.job_env_allow, Some(vec!["PATH".to_string()]));
         assert_eq!(flag.job_env_deny, None, "the file's deny-list gives way");
     }
@@ -632,10 +603,13 @@ mod tests {
         assert_eq!(from_file.docker.network.as_deref(), Some("jobs"));
         assert_eq!(from_file.docker.pull, PullPolicy::Never);
         assert_eq!(from_file.docker.keep, Duration::from_secs(60));
-        assert_eq!(from_file.docker.pids_limit, docker::DEFAULT_PIDS_LIMIT);
+        assert_eq!(from_file.docker.pids_limit, 4096);
         assert!(from_file.validate().is_ok());
         let flags = load(WorkerArgs {
-            backend: Some(BackendKind::Process),
+            worker: WorkerTableArgs {
+                backend: Some(BackendKind::Process),
+                ..WorkerTableArgs::default()
+            },
             docker: DockerArgs {
                 keep_s: Some(5),
                 ..DockerArgs::default()
@@ -679,6 +653,55 @@ mod tests {
         };
         let err = Settings::load(global, WorkerArgs::default()).unwrap_err();
         assert!(err.to_string().contains("max_job"), "{err}");
+        for (text, named) in [
+            ("[dokcer]\nnetwork = \"x\"", "table `dokcer`"),
+            (
+                "[docker]\npull_policy = \"never\"",
+                "key in [docker] `pull_policy`",
+            ),
+            ("[nats]\nnats_url = \"x\"", "key in [nats] `nats_url`"),
+            ("[k8s]\nnamespaces = \"x\"", "key in [k8s] `namespaces`"),
+            ("[resources]\ngpu = 1", "key in [resources] `gpu`"),
+            ("docker = 1", "`docker` must be a table"),
+        ] {
+            let err = load_file(text).unwrap_err().to_string();
+            assert!(err.contains(named), "{text}: {err}");
+        }
+    }
+
+    /// The settings from a config file holding `text`, and no flags.
+    fn load_file(text: &str) -> Result<Settings, ConfigError> {
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        writeln!(file, "{text}").unwrap();
+        let global = GlobalArgs {
+            config: Some(file.path().to_owned()),
+            ..GlobalArgs::default()
+        };
+        Settings::load(global, WorkerArgs::default())
+    }
+
+    #[test]
+    fn a_bad_value_in_the_file_names_its_table_key_and_flag() {
+        let err = load_file("[worker]\nmax_jobs = \"five\"").unwrap_err();
+        assert!(
+            err.to_string().contains("[worker] max_jobs (--max-jobs)"),
+            "{err}"
+        );
+        let err = load_file("[docker]\nulimits = [\"nofile=1:2\", \"x\"]").unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("[docker] ulimits (--docker-ulimits): \"x\" must be NAME=SOFT"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn shared_options_come_from_the_worker_table() {
+        let settings =
+            load_file("[worker]\nsubject_prefix = \"a.b\"\nlog_format = \"json\"").unwrap();
+        assert_eq!(settings.subject_prefix, "a.b");
+        assert_eq!(settings.log_format, LogFormat::Json);
+        assert_eq!(settings.pool, DEFAULT_POOL);
     }
 
     #[test]
@@ -699,10 +722,7 @@ mod tests {
         let config = load_with_file(file.path(), flags).resources;
         assert_eq!(config.policy, ResourcePolicyKind::Gpu);
         assert_eq!(config.gpus, Some(GpuSelection::Indices(vec![1, 3])));
-        assert_eq!(
-            config.gpu_naming,
-            crate::backend::process::gpu_env::GpuNaming::Uuid
-        );
+        assert_eq!(config.gpu_naming, resources::GpuNaming::Uuid);
         assert!(!config.ignore_host);
     }
 
@@ -717,7 +737,7 @@ mod tests {
         let config = settings.worker_config();
         assert_eq!(config.nats.url.as_deref(), Some("nats://127.0.0.1:4222"));
         assert_eq!(config.pool, DEFAULT_POOL);
-        assert_eq!(config.max_jobs, DEFAULT_MAX_JOBS);
+        assert_eq!(config.max_jobs, WorkerTableArgs::default().max_jobs());
         assert!(config.validate().is_ok());
     }
 

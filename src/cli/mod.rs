@@ -2,6 +2,7 @@
 //! command over the library.
 
 mod bench;
+mod config_reference;
 mod dev;
 mod events;
 mod launch;
@@ -67,6 +68,9 @@ pub enum Command {
     /// The supervisor of a worker's process jobs (started by the worker itself)
     #[command(hide = true)]
     Supervise(supervise::SuperviseArgs),
+    /// Rewrite docs/configuration.md's option tables and deploy/config.example.toml from the options' declarations
+    #[command(hide = true)]
+    ConfigReference(config_reference::ConfigReferenceArgs),
 }
 
 /// Why a command failed.
@@ -84,6 +88,9 @@ pub enum CliError {
     /// Talking to the workers failed.
     #[error(transparent)]
     Client(#[from] ClientError),
+    /// The configuration reference could not be written.
+    #[error(transparent)]
+    Reference(#[from] crate::config::reference::ReferenceError),
     /// Anything else, said plainly.
     #[error("{0}")]
     Other(String),
@@ -126,6 +133,7 @@ pub async fn run(cli: Cli) -> Result<i32, CliError> {
         Command::Events(args) => events::run(&settings, args).await,
         Command::Bench(args) => bench::run(&settings, args).await,
         Command::Schemas(args) => schemas::run(args),
+        Command::ConfigReference(args) => config_reference::run(args),
         Command::Supervise(_) => Err(CliError::Other(
             "the supervise command runs before the async runtime starts".into(),
         )),
@@ -196,10 +204,17 @@ mod tests {
         let Command::Worker(worker) = cli.command else {
             panic!("the worker command");
         };
-        assert_eq!(worker.docker.user.as_deref(), Some("1:2"));
-        assert_eq!(worker.docker.ulimits.unwrap(), ["nofile=1:2", "nproc=3"]);
+        assert_eq!(worker.docker.user.unwrap().to_string(), "1:2");
+        let ulimits: Vec<String> = worker
+            .docker
+            .ulimits
+            .unwrap()
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(ulimits, ["nofile=1:2", "nproc=3:3"]);
         assert_eq!(
-            worker.backends.unwrap(),
+            worker.worker.backends.unwrap(),
             [
                 crate::protocol::BackendKind::Process,
                 crate::protocol::BackendKind::Docker

@@ -38,21 +38,21 @@ fn urls_with_credentials(urls: &str) -> bool {
 /// not secrets themselves).
 const SECRET_FLAGS: [SecretFlag; 3] = [
     SecretFlag {
-        id: "password",
+        id: "nats-password",
         flag: "--nats-password",
         env: "FLARE_NATS_PASSWORD",
         key: "password",
         holds_secret: always,
     },
     SecretFlag {
-        id: "token",
+        id: "nats-token",
         flag: "--nats-token",
         env: "FLARE_NATS_TOKEN",
         key: "token",
         holds_secret: always,
     },
     SecretFlag {
-        id: "url",
+        id: "nats-url",
         flag: "--nats-url",
         env: "FLARE_NATS_URL",
         key: "url",

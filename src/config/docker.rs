@@ -2,13 +2,13 @@
 //! and the `[docker]` table of the config file, merged like every other option
 //! (flag > environment > file > default).
 
-pub use crate::backend::docker::credentials::RegistryLogin;
+use super::options::{options, value_by_choice, value_by_text};
+use super::values::{BadValue, NumericUser};
 use serde::Deserialize;
+use std::fmt;
 use std::path::PathBuf;
+use std::str::FromStr;
 use std::time::Duration;
-
-/// Default most processes a container may hold (a fork bomb stops there).
-pub const DEFAULT_PIDS_LIMIT: i64 = 4096;
 
 /// When a job's image is pulled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, clap::ValueEnum)]
@@ -23,165 +23,174 @@ pub enum PullPolicy {
     Never,
 }
 
-/// The Docker options as each layer gives them (flags and environment, or the
-/// `[docker]` table). Each flag has an id of its own (its long name), so that
-/// none shadows a global option of the same field name (`user` of NATS).
-#[derive(Debug, Clone, Default, PartialEq, clap::Args, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct DockerArgs {
-    /// Docker engine address (unix:///var/run/docker.sock, tcp://HOST:PORT) [default: DOCKER_HOST, else the local socket]
-    #[arg(id = "docker-host", long = "docker-host", env = "FLARE_DOCKER_HOST")]
-    pub host: Option<String>,
-    /// Network containers join [default: the engine's default bridge]
-    #[arg(
-        id = "docker-network",
-        long = "docker-network",
-        env = "FLARE_DOCKER_NETWORK"
-    )]
-    pub network: Option<String>,
-    /// When images are pulled: always, if-missing or never [default: if-missing]
-    #[arg(
-        id = "docker-pull",
-        long = "docker-pull",
-        env = "FLARE_DOCKER_PULL",
-        value_enum
-    )]
-    pub pull: Option<PullPolicy>,
-    /// Most processes in one container [default: 4096]
-    #[arg(
-        id = "docker-pids-limit",
-        long = "docker-pids-limit",
-        env = "FLARE_DOCKER_PIDS_LIMIT"
-    )]
-    pub pids_limit: Option<i64>,
-    /// Seconds an ended job's container is kept (for debugging) before it is removed [default: 0]
-    #[arg(
-        id = "docker-keep-s",
-        long = "docker-keep-s",
-        env = "FLARE_DOCKER_KEEP_S"
-    )]
-    pub keep_s: Option<u64>,
-    /// Host directories below which jobs may mount host paths, comma-separated [default: none, no host mounts]
-    #[arg(
-        id = "docker-host-roots",
-        long = "docker-host-roots",
-        env = "FLARE_DOCKER_HOST_ROOTS",
-        value_delimiter = ','
-    )]
-    pub host_roots: Option<Vec<PathBuf>>,
-    /// Directory whose files `secret:NAME` mounts give jobs, read-only [default: none, no secret mounts]
-    #[arg(
-        id = "docker-secrets-dir",
-        long = "docker-secrets-dir",
-        env = "FLARE_DOCKER_SECRETS_DIR"
-    )]
-    pub secrets_dir: Option<PathBuf>,
-    /// User containers run as, UID[:GID] [default: the image's]
-    #[arg(
-        id = "docker-user",
-        long = "docker-user",
-        env = "FLARE_DOCKER_USER",
-        value_name = "UID[:GID]"
-    )]
-    pub user: Option<String>,
-    /// Size of a container's /dev/shm in MiB [default: the engine's, 64]
-    #[arg(
-        id = "docker-shm-size-mb",
-        long = "docker-shm-size-mb",
-        env = "FLARE_DOCKER_SHM_SIZE_MB"
-    )]
-    pub shm_size_mb: Option<u64>,
-    /// IPC mode of containers: private, shareable, host or none [default: the engine's]
-    #[arg(id = "docker-ipc", long = "docker-ipc", env = "FLARE_DOCKER_IPC")]
-    pub ipc: Option<String>,
-    /// Resource limits of containers, NAME=SOFT[:HARD], comma-separated (e.g. nofile=1024:4096) [default: the engine's]
-    #[arg(
-        id = "docker-ulimits",
-        long = "docker-ulimits",
-        env = "FLARE_DOCKER_ULIMITS",
-        value_delimiter = ','
-    )]
-    pub ulimits: Option<Vec<String>>,
-    /// Host directory of the site's NVFlare workspace: each job gets its folder JOB_ID there, read-write, at the same path [default: none]
-    #[arg(
-        id = "docker-workspace",
-        long = "docker-workspace",
-        env = "FLARE_DOCKER_WORKSPACE"
-    )]
-    pub workspace: Option<PathBuf>,
-    /// Folders of the workspace every job also gets, read-only, comma-separated [default: startup,local]
-    #[arg(
-        id = "docker-workspace-read-only",
-        long = "docker-workspace-read-only",
-        env = "FLARE_DOCKER_WORKSPACE_READ_ONLY",
-        value_delimiter = ','
-    )]
-    pub workspace_read_only: Option<Vec<String>>,
-    /// Docker config.json whose `auths`, `credHelpers` or `credsStore` give registry credentials for pulls [default: $DOCKER_CONFIG/config.json, else ~/.docker/config.json]
-    #[arg(
-        id = "docker-auth-file",
-        long = "docker-auth-file",
-        env = "FLARE_DOCKER_AUTH_FILE"
-    )]
-    pub auth_file: Option<PathBuf>,
-    /// Registry logins for pulls, REGISTRY=USER:PASSWORD_FILE, comma-separated; they come before the auth file's [default: none]
-    #[arg(
-        id = "docker-registry-login",
-        long = "docker-registry-login",
-        env = "FLARE_DOCKER_REGISTRY_LOGIN",
-        value_delimiter = ','
-    )]
-    pub registry_logins: Option<Vec<String>>,
-    /// GPUs a job gets when its request names none (`resources.gpus`) [default: 0]
-    #[arg(id = "docker-gpus", long = "docker-gpus", env = "FLARE_DOCKER_GPUS")]
-    pub gpus: Option<u32>,
+/// The IPC mode of containers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum IpcMode {
+    /// An IPC namespace of its own.
+    Private,
+    /// Its own, which other containers may share.
+    Shareable,
+    /// The host's.
+    Host,
+    /// Its own, without /dev/shm.
+    None,
+}
+
+impl IpcMode {
+    /// The engine's name of the mode.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IpcMode::Private => "private",
+            IpcMode::Shareable => "shareable",
+            IpcMode::Host => "host",
+            IpcMode::None => "none",
+        }
+    }
+}
+
+options! {
+    /// The Docker options as each layer gives them (flags and environment, or the
+    /// `[docker]` table).
+    #[derive(Debug, Clone, Default, PartialEq)]
+    pub struct DockerArgs in "docker" {
+        /// Docker engine address (unix:///var/run/docker.sock, tcp://HOST:PORT)
+        host: String {
+            flag: "docker-host",
+            env: "FLARE_DOCKER_HOST",
+            default: text("DOCKER_HOST, else unix:///var/run/docker.sock"),
+            example: "\"unix:///var/run/docker.sock\"",
+        },
+        /// Network containers join
+        network: String {
+            flag: "docker-network",
+            env: "FLARE_DOCKER_NETWORK",
+            default: text("the engine's default bridge"),
+            example: "\"flare-jobs\"",
+        },
+        /// When images are pulled: always, if-missing or never
+        pull: PullPolicy {
+            flag: "docker-pull",
+            env: "FLARE_DOCKER_PULL",
+            default: value(PullPolicy::IfMissing),
+            clap: (value_enum),
+        },
+        /// Most processes in one container
+        pids_limit: i64 {
+            flag: "docker-pids-limit",
+            env: "FLARE_DOCKER_PIDS_LIMIT",
+            default: value(4096),
+        },
+        /// Seconds an ended job's container is kept (for debugging) before it is removed
+        keep_s: u64 {
+            flag: "docker-keep-s",
+            env: "FLARE_DOCKER_KEEP_S",
+            default: value(0),
+        },
+        /// Absolute host directories below which `host:` mounts of jobs may be, comma-separated
+        host_roots: Vec<PathBuf> {
+            flag: "docker-host-roots",
+            env: "FLARE_DOCKER_HOST_ROOTS",
+            default: text("none, no host mounts"),
+            example: "[\"/srv/flare/workspace\"]",
+            clap: (value_delimiter = ','),
+        },
+        /// Directory whose files `secret:NAME` mounts give jobs, read-only
+        secrets_dir: PathBuf {
+            flag: "docker-secrets-dir",
+            env: "FLARE_DOCKER_SECRETS_DIR",
+            default: text("none, no secret mounts"),
+            example: "\"/etc/flare-launcher/job-secrets\"",
+        },
+        /// User containers run as, UID[:GID]
+        user: NumericUser {
+            flag: "docker-user",
+            env: "FLARE_DOCKER_USER",
+            default: text("the image's"),
+            example: "\"1000:1000\"",
+            clap: (value_name = "UID[:GID]"),
+        },
+        /// Size of a container's /dev/shm in MiB
+        shm_size_mb: u64 {
+            flag: "docker-shm-size-mb",
+            env: "FLARE_DOCKER_SHM_SIZE_MB",
+            default: text("the engine's, 64"),
+            example: "1024",
+        },
+        /// IPC mode of containers: private, shareable, host or none
+        ipc: IpcMode {
+            flag: "docker-ipc",
+            env: "FLARE_DOCKER_IPC",
+            default: text("the engine's"),
+            example: "\"private\"",
+            clap: (value_enum),
+        },
+        /// Resource limits of containers, NAME=SOFT[:HARD], comma-separated (e.g. nofile=1024:4096)
+        ulimits: Vec<Ulimit> {
+            flag: "docker-ulimits",
+            env: "FLARE_DOCKER_ULIMITS",
+            default: text("the engine's"),
+            example: "[\"nofile=65536:65536\"]",
+            clap: (value_delimiter = ','),
+        },
+        /// Host directory of the site's NVFlare workspace: each job gets its folder JOB_ID there (made if missing), read-write, at the same path
+        workspace: PathBuf {
+            flag: "docker-workspace",
+            env: "FLARE_DOCKER_WORKSPACE",
+            default: text("none"),
+            example: "\"/srv/flare/site-1\"",
+        },
+        /// Folders of the workspace every job also gets (those that exist), read-only, at the same path, comma-separated
+        workspace_read_only: Vec<String> {
+            flag: "docker-workspace-read-only",
+            env: "FLARE_DOCKER_WORKSPACE_READ_ONLY",
+            default: value(vec!["startup".into(), "local".into()]),
+            clap: (value_delimiter = ','),
+        },
+        /// Docker config.json whose `auths`, `credHelpers` or `credsStore` give registry credentials for pulls
+        auth_file: PathBuf {
+            flag: "docker-auth-file",
+            env: "FLARE_DOCKER_AUTH_FILE",
+            default: text("$DOCKER_CONFIG/config.json, else ~/.docker/config.json"),
+            example: "\"/etc/flare-launcher/docker-config.json\"",
+        },
+        /// Registry logins for pulls, REGISTRY=USER:PASSWORD_FILE (the password read from the file at each pull), comma-separated; they come before the auth file's
+        registry_logins: Vec<RegistryLogin> {
+            flag: "docker-registry-login",
+            env: "FLARE_DOCKER_REGISTRY_LOGIN",
+            default: text("none"),
+            example: "[\"registry.example.org=flare:/etc/flare-launcher/registry-password\"]",
+            clap: (value_delimiter = ','),
+        },
+        /// GPUs a job gets when its request names none (`resources.gpus`), under the best-effort resource policy (under gpu, such a request gets none)
+        gpus: u32 {
+            flag: "docker-gpus",
+            env: "FLARE_DOCKER_GPUS",
+            default: value(0),
+        },
+    }
 }
 
 impl DockerArgs {
-    /// `self`'s values where set, else `fallback`'s.
-    pub fn or(self, fallback: DockerArgs) -> DockerArgs {
-        DockerArgs {
-            host: self.host.or(fallback.host),
-            network: self.network.or(fallback.network),
-            pull: self.pull.or(fallback.pull),
-            pids_limit: self.pids_limit.or(fallback.pids_limit),
-            keep_s: self.keep_s.or(fallback.keep_s),
-            host_roots: self.host_roots.or(fallback.host_roots),
-            secrets_dir: self.secrets_dir.or(fallback.secrets_dir),
-            user: self.user.or(fallback.user),
-            shm_size_mb: self.shm_size_mb.or(fallback.shm_size_mb),
-            ipc: self.ipc.or(fallback.ipc),
-            ulimits: self.ulimits.or(fallback.ulimits),
-            gpus: self.gpus.or(fallback.gpus),
-            auth_file: self.auth_file.or(fallback.auth_file),
-            registry_logins: self.registry_logins.or(fallback.registry_logins),
-            workspace: self.workspace.or(fallback.workspace),
-            workspace_read_only: self.workspace_read_only.or(fallback.workspace_read_only),
-        }
-    }
-
     /// The resolved options, defaults applied.
     pub fn config(&self) -> DockerConfig {
         DockerConfig {
             host: self.host.clone(),
             network: self.network.clone(),
-            pull: self.pull.unwrap_or_default(),
-            pids_limit: self.pids_limit.unwrap_or(DEFAULT_PIDS_LIMIT),
-            keep: Duration::from_secs(self.keep_s.unwrap_or(0)),
+            pull: self.pull(),
+            pids_limit: self.pids_limit(),
+            keep: Duration::from_secs(self.keep_s()),
             host_roots: self.host_roots.clone().unwrap_or_default(),
             secrets_dir: self.secrets_dir.clone(),
-            user: self.user.clone(),
+            user: self.user,
             shm_size_mb: self.shm_size_mb,
-            ipc: self.ipc.clone(),
+            ipc: self.ipc,
             ulimits: self.ulimits.clone().unwrap_or_default(),
-            gpus: self.gpus.unwrap_or(0),
+            gpus: self.gpus(),
             auth_file: self.auth_file.clone(),
             registry_logins: self.registry_logins.clone().unwrap_or_default(),
             workspace: self.workspace.clone(),
-            workspace_read_only: self
-                .workspace_read_only
-                .clone()
-                .unwrap_or_else(|| vec!["startup".into(), "local".into()]),
+            workspace_read_only: self.workspace_read_only(),
         }
     }
 }
@@ -203,22 +212,21 @@ pub struct DockerConfig {
     pub host_roots: Vec<PathBuf>,
     /// Where `secret:NAME` mounts come from.
     pub secrets_dir: Option<PathBuf>,
-    /// `UID[:GID]` containers run as; `None`: the image's user.
-    pub user: Option<String>,
+    /// The user containers run as; `None`: the image's user.
+    pub user: Option<NumericUser>,
     /// Size of /dev/shm in MiB; `None`: the engine's.
     pub shm_size_mb: Option<u64>,
     /// IPC mode; `None`: the engine's.
-    pub ipc: Option<String>,
-    /// Resource limits, `NAME=SOFT[:HARD]` (checked by [`DockerConfig::validate`]).
-    pub ulimits: Vec<String>,
+    pub ipc: Option<IpcMode>,
+    /// Resource limits.
+    pub ulimits: Vec<Ulimit>,
     /// GPUs of a job whose request names none.
     pub gpus: u32,
     /// The Docker `config.json` registry credentials come from; `None`:
     /// Docker's own.
     pub auth_file: Option<PathBuf>,
-    /// The worker's own registry logins, `REGISTRY=USER:PASSWORD_FILE` (checked
-    /// by [`DockerConfig::validate`]), which come before the auth file's.
-    pub registry_logins: Vec<String>,
+    /// The worker's own registry logins, which come before the auth file's.
+    pub registry_logins: Vec<RegistryLogin>,
     /// The site's workspace on the host, if jobs get it.
     pub workspace: Option<PathBuf>,
     /// Its folders every job gets read-only.
@@ -226,17 +234,6 @@ pub struct DockerConfig {
 }
 
 impl DockerConfig {
-    /// The registry logins, parsed.
-    ///
-    /// # Errors
-    /// A message naming a login that is not `REGISTRY=USER:PASSWORD_FILE`.
-    pub fn logins(&self) -> Result<Vec<RegistryLogin>, String> {
-        self.registry_logins
-            .iter()
-            .map(|login| RegistryLogin::parse(login))
-            .collect()
-    }
-
     /// Checks values the types allow but the backend cannot use.
     ///
     /// # Errors
@@ -249,22 +246,6 @@ impl DockerConfig {
             return Err(format!(
                 "docker host root {} must be an absolute path",
                 root.display()
-            ));
-        }
-        if let Some(user) = &self.user
-            && !user
-                .split(':')
-                .all(|id| !id.is_empty() && id.bytes().all(|b| b.is_ascii_digit()))
-        {
-            return Err(format!(
-                "docker user {user:?} must be UID or UID:GID (numbers)"
-            ));
-        }
-        if let Some(ipc) = &self.ipc
-            && !matches!(ipc.as_str(), "private" | "shareable" | "host" | "none")
-        {
-            return Err(format!(
-                "docker ipc mode {ipc:?} must be private, shareable, host or none"
             ));
         }
         if let Some(root) = self.workspace.as_ref().filter(|root| !root.is_absolute()) {
@@ -280,10 +261,6 @@ impl DockerConfig {
                 "docker workspace folder {name:?} must be one plain folder name"
             ));
         }
-        for ulimit in &self.ulimits {
-            parse_ulimit(ulimit)?;
-        }
-        self.logins()?;
         if self.keep > Duration::from_secs(super::MAX_RETENTION_S) {
             return Err(format!(
                 "docker keep time must be at most {} s",
@@ -294,27 +271,110 @@ impl DockerConfig {
     }
 }
 
-/// A resource limit `NAME=SOFT[:HARD]` (HARD defaults to SOFT) as name, soft and
-/// hard.
-///
-/// # Errors
-/// A message naming the bad limit.
-pub fn parse_ulimit(text: &str) -> Result<(String, i64, i64), String> {
-    let bad = || format!("docker ulimit {text:?} must be NAME=SOFT or NAME=SOFT:HARD");
-    let (name, values) = text.split_once('=').ok_or_else(bad)?;
-    if name.is_empty() || !name.bytes().all(|b| b.is_ascii_lowercase()) {
-        return Err(bad());
-    }
-    let (soft, hard) = values.split_once(':').unwrap_or((values, values));
-    let soft: i64 = soft.parse().map_err(|_| bad())?;
-    let hard: i64 = hard.parse().map_err(|_| bad())?;
-    if soft > hard {
-        return Err(format!(
-            "docker ulimit {text:?}: soft limit above the hard one"
-        ));
-    }
-    Ok((name.to_owned(), soft, hard))
+/// A resource limit of containers: `NAME=SOFT[:HARD]` (HARD defaults to SOFT).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ulimit {
+    /// The limit's name (`nofile`).
+    pub name: String,
+    /// The soft limit.
+    pub soft: i64,
+    /// The hard limit, at least the soft one.
+    pub hard: i64,
 }
+
+impl FromStr for Ulimit {
+    type Err = BadValue;
+
+    fn from_str(text: &str) -> Result<Self, BadValue> {
+        let bad = || BadValue::new(text, "must be NAME=SOFT or NAME=SOFT:HARD");
+        let (name, values) = text.split_once('=').ok_or_else(bad)?;
+        if name.is_empty() || !name.bytes().all(|b| b.is_ascii_lowercase()) {
+            return Err(bad());
+        }
+        let (soft, hard) = values.split_once(':').unwrap_or((values, values));
+        let soft: i64 = soft.parse().map_err(|_| bad())?;
+        let hard: i64 = hard.parse().map_err(|_| bad())?;
+        if soft > hard {
+            return Err(BadValue::new(text, "has a soft limit above the hard one"));
+        }
+        Ok(Ulimit {
+            name: name.to_owned(),
+            soft,
+            hard,
+        })
+    }
+}
+
+impl fmt::Display for Ulimit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}={}:{}", self.name, self.soft, self.hard)
+    }
+}
+
+/// A registry login from the worker's configuration,
+/// `REGISTRY=USER:PASSWORD_FILE`: the password stays in a file of its own
+/// (never on a command line or in the config file).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegistryLogin {
+    /// The registry host (`HOST[:PORT]`, `docker.io` for Docker Hub).
+    pub registry: String,
+    /// The user name.
+    pub username: String,
+    /// The file holding the password (a trailing newline is dropped).
+    pub password_file: PathBuf,
+}
+
+impl FromStr for RegistryLogin {
+    type Err = BadValue;
+
+    fn from_str(text: &str) -> Result<Self, BadValue> {
+        let bad = || {
+            BadValue::new(
+                text,
+                "must be REGISTRY=USER:PASSWORD_FILE (an absolute path)",
+            )
+        };
+        let (registry, login) = text.split_once('=').ok_or_else(bad)?;
+        let (username, file) = login.split_once(':').ok_or_else(bad)?;
+        let password_file = PathBuf::from(file);
+        if registry.is_empty() || username.is_empty() || !password_file.is_absolute() {
+            return Err(bad());
+        }
+        Ok(RegistryLogin {
+            registry: registry_host(registry).to_owned(),
+            username: username.to_owned(),
+            password_file,
+        })
+    }
+}
+
+impl fmt::Display for RegistryLogin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let file = self.password_file.display();
+        write!(f, "{}={}:{file}", self.registry, self.username)
+    }
+}
+
+/// The registry a name of one stands for, as a bare host: a URL's host
+/// (`https://index.docker.io/v1/`), and Docker Hub's aliases as `docker.io`.
+pub fn registry_host(name: &str) -> &str {
+    let host = name
+        .trim_start_matches("https://")
+        .trim_start_matches("http://")
+        .split('/')
+        .next()
+        .unwrap_or_default();
+    match host {
+        "index.docker.io" | "registry-1.docker.io" => DOCKER_HUB,
+        host => host,
+    }
+}
+
+/// The registry of images that name none.
+pub const DOCKER_HUB: &str = "docker.io";
+
+value_by_text!(NumericUser, Ulimit, RegistryLogin);
+value_by_choice!(PullPolicy, IpcMode);
 
 #[cfg(test)]
 mod tests {
@@ -323,21 +383,36 @@ mod tests {
     #[test]
     fn ulimits_users_and_ipc_modes_are_checked() {
         assert_eq!(
-            parse_ulimit("nofile=1024:4096").unwrap(),
-            ("nofile".into(), 1024, 4096)
+            "nofile=1024:4096".parse(),
+            Ok(Ulimit {
+                name: "nofile".into(),
+                soft: 1024,
+                hard: 4096
+            })
         );
-        assert_eq!(parse_ulimit("nproc=10").unwrap(), ("nproc".into(), 10, 10));
+        assert_eq!(
+            "nproc=10".parse::<Ulimit>().unwrap().to_string(),
+            "nproc=10:10"
+        );
         for bad in ["nofile", "=1", "nofile=a", "nofile=5:1", "NOFILE=1"] {
-            assert!(parse_ulimit(bad).is_err(), "{bad}");
+            assert!(bad.parse::<Ulimit>().is_err(), "{bad}");
         }
-        let mut config = DockerArgs::default().config();
-        assert!(config.validate().is_ok());
-        config.user = Some("1000:1000".into());
-        assert!(config.validate().is_ok());
-        config.user = Some("root".into());
-        assert!(config.validate().is_err());
-        config.user = None;
-        config.ipc = Some("container:x".into());
-        assert!(config.validate().is_err());
+        assert!(DockerArgs::default().config().validate().is_ok());
+        let mut table: toml::Table = toml::from_str("ipc = \"container:x\"").unwrap();
+        assert!(DockerArgs::take_from(&mut table).is_err());
+        let mut table: toml::Table = toml::from_str("ipc = \"shareable\"").unwrap();
+        let args = DockerArgs::take_from(&mut table).unwrap();
+        assert_eq!(args.config().ipc.map(IpcMode::as_str), Some("shareable"));
+    }
+
+    #[test]
+    fn registry_logins_name_a_registry_a_user_and_a_password_file() {
+        let login: RegistryLogin = "https://index.docker.io/v1/=me:/run/pw".parse().unwrap();
+        assert_eq!(login.registry, DOCKER_HUB);
+        assert_eq!(login.username, "me");
+        assert_eq!(login.password_file, PathBuf::from("/run/pw"));
+        for bad in ["r=me:pw", "r=me", "=me:/pw", "r=:/pw", "r"] {
+            assert!(bad.parse::<RegistryLogin>().is_err(), "{bad}");
+        }
     }
 }

@@ -3,100 +3,101 @@
 //! and the `[k8s]` table of the config file, merged like every other option
 //! (flag > environment > file > default).
 
-use serde::Deserialize;
+use super::options::{options, value_by_text};
+use super::values::{BadValue, NumericUser};
+use std::fmt;
 use std::path::PathBuf;
+use std::str::FromStr;
 use std::time::Duration;
 
-/// The Kubernetes options as each layer gives them (flags and environment, or
-/// the `[k8s]` table). Each flag has an id of its own (its long name), so that
-/// none shadows another option of the same field name.
-#[derive(Debug, Clone, Default, PartialEq, clap::Args, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct K8sArgs {
-    /// Kubeconfig file of the cluster pods run in [default: KUBECONFIG, else ~/.kube/config, else the in-cluster service account]
-    #[arg(id = "kubeconfig", long = "kubeconfig", env = "FLARE_KUBECONFIG")]
-    pub kubeconfig: Option<PathBuf>,
-    /// Context of the kubeconfig to use [default: its current context]
-    #[arg(id = "kube-context", long = "kube-context", env = "FLARE_KUBE_CONTEXT")]
-    pub context: Option<String>,
-    /// Namespace of the jobs' pods [default: the kubeconfig's or the service account's, else default]
-    #[arg(
-        id = "k8s-namespace",
-        long = "k8s-namespace",
-        env = "FLARE_K8S_NAMESPACE"
-    )]
-    pub namespace: Option<String>,
-    /// Service account the jobs' pods run as [default: the namespace's default]
-    #[arg(
-        id = "k8s-service-account",
-        long = "k8s-service-account",
-        env = "FLARE_K8S_SERVICE_ACCOUNT"
-    )]
-    pub service_account: Option<String>,
-    /// Secrets of registry credentials for the pods' image pulls, comma-separated [default: none]
-    #[arg(
-        id = "k8s-image-pull-secrets",
-        long = "k8s-image-pull-secrets",
-        env = "FLARE_K8S_IMAGE_PULL_SECRETS",
-        value_delimiter = ','
-    )]
-    pub image_pull_secrets: Option<Vec<String>>,
-    /// Node labels pods must match, KEY=VALUE, comma-separated [default: none]
-    #[arg(
-        id = "k8s-node-selector",
-        long = "k8s-node-selector",
-        env = "FLARE_K8S_NODE_SELECTOR",
-        value_delimiter = ','
-    )]
-    pub node_selector: Option<Vec<String>>,
-    /// Taints pods tolerate, KEY[=VALUE][:EFFECT], comma-separated [default: none]
-    #[arg(
-        id = "k8s-tolerations",
-        long = "k8s-tolerations",
-        env = "FLARE_K8S_TOLERATIONS",
-        value_delimiter = ','
-    )]
-    pub tolerations: Option<Vec<String>>,
-    /// User the job containers run as, UID[:GID]; they never run as root [default: the image's, which must not be root]
-    #[arg(id = "k8s-user", long = "k8s-user", env = "FLARE_K8S_USER")]
-    pub user: Option<String>,
-    /// Size limit of an `emptydir:` mount, in MiB [default: none]
-    #[arg(
-        id = "k8s-emptydir-size-mb",
-        long = "k8s-emptydir-size-mb",
-        env = "FLARE_K8S_EMPTYDIR_SIZE_MB"
-    )]
-    pub emptydir_size_mb: Option<u64>,
-    /// Seconds an ended job's pod is kept (for debugging) before it is deleted [default: 0]
-    #[arg(id = "k8s-keep-s", long = "k8s-keep-s", env = "FLARE_K8S_KEEP_S")]
-    pub keep_s: Option<u64>,
-    /// YAML or JSON pod the jobs' pods are merged onto (tolerations, affinity, annotations, ...) [default: none]
-    #[arg(
-        id = "k8s-pod-template",
-        long = "k8s-pod-template",
-        env = "FLARE_K8S_POD_TEMPLATE"
-    )]
-    pub pod_template: Option<PathBuf>,
+options! {
+    /// The Kubernetes options as each layer gives them (flags and environment,
+    /// or the `[k8s]` table).
+    #[derive(Debug, Clone, Default, PartialEq)]
+    pub struct K8sArgs in "k8s" {
+        /// Kubeconfig file of the cluster pods run in
+        kubeconfig: PathBuf {
+            flag: "kubeconfig",
+            env: "FLARE_KUBECONFIG",
+            default: text("KUBECONFIG, else ~/.kube/config, else the in-cluster service account"),
+            example: "\"/etc/flare-launcher/kubeconfig\"",
+        },
+        /// Context of the kubeconfig to use
+        context: String {
+            flag: "kube-context",
+            env: "FLARE_KUBE_CONTEXT",
+            default: text("its current context"),
+            example: "\"site-1\"",
+        },
+        /// Namespace of the jobs' pods
+        namespace: String {
+            flag: "k8s-namespace",
+            env: "FLARE_K8S_NAMESPACE",
+            default: text("the kubeconfig's or the service account's, else default"),
+            example: "\"flare\"",
+        },
+        /// Service account the jobs' pods run as (its token is not mounted unless a pod template asks)
+        service_account: String {
+            flag: "k8s-service-account",
+            env: "FLARE_K8S_SERVICE_ACCOUNT",
+            default: text("the namespace's default"),
+            example: "\"flare-job\"",
+        },
+        /// Secrets of registry credentials for the pods' image pulls, comma-separated
+        image_pull_secrets: Vec<String> {
+            flag: "k8s-image-pull-secrets",
+            env: "FLARE_K8S_IMAGE_PULL_SECRETS",
+            default: text("none"),
+            example: "[\"regcred\"]",
+            clap: (value_delimiter = ','),
+        },
+        /// Node labels pods must match, KEY=VALUE, comma-separated
+        node_selector: Vec<NodeLabel> {
+            flag: "k8s-node-selector",
+            env: "FLARE_K8S_NODE_SELECTOR",
+            default: text("none"),
+            example: "[\"nvidia.com/gpu.present=true\"]",
+            clap: (value_delimiter = ','),
+        },
+        /// Taints pods tolerate, KEY[=VALUE][:EFFECT], comma-separated
+        tolerations: Vec<Toleration> {
+            flag: "k8s-tolerations",
+            env: "FLARE_K8S_TOLERATIONS",
+            default: text("none"),
+            example: "[\"nvidia.com/gpu:NoSchedule\"]",
+            clap: (value_delimiter = ','),
+        },
+        /// User the job containers run as, UID[:GID]; pods always have runAsNonRoot, no privilege escalation and no capabilities
+        user: PodUser {
+            flag: "k8s-user",
+            env: "FLARE_K8S_USER",
+            default: text("the image's, which must not be root"),
+            example: "\"1000:1000\"",
+        },
+        /// Size limit of an `emptydir:` mount, in MiB
+        emptydir_size_mb: u64 {
+            flag: "k8s-emptydir-size-mb",
+            env: "FLARE_K8S_EMPTYDIR_SIZE_MB",
+            default: text("none"),
+            example: "1024",
+        },
+        /// Seconds an ended job's pod is kept (for debugging) before it is deleted
+        keep_s: u64 {
+            flag: "k8s-keep-s",
+            env: "FLARE_K8S_KEEP_S",
+            default: value(0),
+        },
+        /// YAML or JSON pod the jobs' pods are merged onto (tolerations, affinity, annotations, ...)
+        pod_template: PathBuf {
+            flag: "k8s-pod-template",
+            env: "FLARE_K8S_POD_TEMPLATE",
+            default: text("none"),
+            example: "\"/etc/flare-launcher/pod-template.yaml\"",
+        },
+    }
 }
 
 impl K8sArgs {
-    /// `self`'s values where set, else `fallback`'s.
-    pub fn or(self, fallback: K8sArgs) -> K8sArgs {
-        K8sArgs {
-            kubeconfig: self.kubeconfig.or(fallback.kubeconfig),
-            context: self.context.or(fallback.context),
-            namespace: self.namespace.or(fallback.namespace),
-            service_account: self.service_account.or(fallback.service_account),
-            image_pull_secrets: self.image_pull_secrets.or(fallback.image_pull_secrets),
-            node_selector: self.node_selector.or(fallback.node_selector),
-            tolerations: self.tolerations.or(fallback.tolerations),
-            user: self.user.or(fallback.user),
-            emptydir_size_mb: self.emptydir_size_mb.or(fallback.emptydir_size_mb),
-            keep_s: self.keep_s.or(fallback.keep_s),
-            pod_template: self.pod_template.or(fallback.pod_template),
-        }
-    }
-
     /// The resolved options, defaults applied.
     pub fn config(&self) -> K8sConfig {
         K8sConfig {
@@ -107,9 +108,9 @@ impl K8sArgs {
             image_pull_secrets: self.image_pull_secrets.clone().unwrap_or_default(),
             node_selector: self.node_selector.clone().unwrap_or_default(),
             tolerations: self.tolerations.clone().unwrap_or_default(),
-            user: self.user.clone(),
+            user: self.user,
             emptydir_size_mb: self.emptydir_size_mb,
-            keep: Duration::from_secs(self.keep_s.unwrap_or(0)),
+            keep: Duration::from_secs(self.keep_s()),
             pod_template: self.pod_template.clone(),
         }
     }
@@ -128,12 +129,12 @@ pub struct K8sConfig {
     pub service_account: Option<String>,
     /// Image pull secrets of every pod.
     pub image_pull_secrets: Vec<String>,
-    /// `KEY=VALUE` node labels pods must match (checked by [`K8sConfig::validate`]).
-    pub node_selector: Vec<String>,
-    /// `KEY[=VALUE][:EFFECT]` taints pods tolerate.
-    pub tolerations: Vec<String>,
-    /// `UID[:GID]` containers run as; `None`: the image's (never root).
-    pub user: Option<String>,
+    /// Node labels pods must match.
+    pub node_selector: Vec<NodeLabel>,
+    /// Taints pods tolerate.
+    pub tolerations: Vec<Toleration>,
+    /// The user containers run as; `None`: the image's (never root).
+    pub user: Option<PodUser>,
     /// Size limit of `emptydir:` mounts in MiB.
     pub emptydir_size_mb: Option<u64>,
     /// How long an ended job's pod is kept before it is deleted.
@@ -142,32 +143,12 @@ pub struct K8sConfig {
     pub pod_template: Option<PathBuf>,
 }
 
-/// A toleration as `--k8s-tolerations` gives it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TolerationSpec {
-    /// The taint's key.
-    pub key: String,
-    /// Its value; `None`: any value (operator `Exists`).
-    pub value: Option<String>,
-    /// `NoSchedule`, `PreferNoSchedule` or `NoExecute`; `None`: every effect.
-    pub effect: Option<String>,
-}
-
 impl K8sConfig {
     /// Checks values the types allow but the backend cannot use.
     ///
     /// # Errors
     /// A message naming the bad value.
     pub fn validate(&self) -> Result<(), String> {
-        for pair in &self.node_selector {
-            parse_node_selector(pair)?;
-        }
-        for toleration in &self.tolerations {
-            parse_toleration(toleration)?;
-        }
-        if let Some(user) = &self.user {
-            parse_user(user)?;
-        }
         if self.keep > Duration::from_secs(super::MAX_RETENTION_S) {
             return Err(format!(
                 "k8s keep time must be at most {} s",
@@ -178,66 +159,114 @@ impl K8sConfig {
     }
 }
 
-/// A node selector entry `KEY=VALUE` as key and value.
-///
-/// # Errors
-/// A message naming the bad entry.
-pub fn parse_node_selector(text: &str) -> Result<(String, String), String> {
-    match text.split_once('=') {
-        Some((key, value)) if !key.is_empty() => Ok((key.to_owned(), value.to_owned())),
-        _ => Err(format!("k8s node selector {text:?} must be KEY=VALUE")),
+/// A node label pods must match: `KEY=VALUE`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeLabel {
+    /// The label's key.
+    pub key: String,
+    /// Its value.
+    pub value: String,
+}
+
+impl FromStr for NodeLabel {
+    type Err = BadValue;
+
+    fn from_str(text: &str) -> Result<Self, BadValue> {
+        match text.split_once('=') {
+            Some((key, value)) if !key.is_empty() => Ok(NodeLabel {
+                key: key.to_owned(),
+                value: value.to_owned(),
+            }),
+            _ => Err(BadValue::new(text, "must be KEY=VALUE")),
+        }
     }
 }
 
-/// A toleration `KEY[=VALUE][:EFFECT]`.
-///
-/// # Errors
-/// A message naming the bad toleration.
-pub fn parse_toleration(text: &str) -> Result<TolerationSpec, String> {
-    let (taint, effect) = match text.rsplit_once(':') {
-        Some((taint, effect)) => (taint, Some(effect)),
-        None => (text, None),
-    };
-    if let Some(effect) = effect
-        && !matches!(effect, "NoSchedule" | "PreferNoSchedule" | "NoExecute")
-    {
-        return Err(format!(
-            "k8s toleration {text:?}: the effect must be NoSchedule, PreferNoSchedule or NoExecute"
-        ));
+impl fmt::Display for NodeLabel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}={}", self.key, self.value)
     }
-    let (key, value) = match taint.split_once('=') {
-        Some((key, value)) => (key, Some(value.to_owned())),
-        None => (taint, None),
-    };
-    if key.is_empty() {
-        return Err(format!(
-            "k8s toleration {text:?} must be KEY[=VALUE][:EFFECT]"
-        ));
-    }
-    Ok(TolerationSpec {
-        key: key.to_owned(),
-        value,
-        effect: effect.map(str::to_owned),
-    })
 }
 
-/// A user `UID[:GID]` as numbers.
-///
-/// # Errors
-/// A message naming the bad user.
-pub fn parse_user(text: &str) -> Result<(i64, Option<i64>), String> {
-    let bad = || format!("k8s user {text:?} must be UID or UID:GID (numbers, UID not 0)");
-    let (uid, gid) = match text.split_once(':') {
-        Some((uid, gid)) => (uid, Some(gid)),
-        None => (text, None),
-    };
-    let uid: i64 = uid.parse().map_err(|_| bad())?;
-    let gid = gid.map(str::parse::<i64>).transpose().map_err(|_| bad())?;
-    if uid <= 0 || gid.is_some_and(|gid| gid < 0) {
-        return Err(bad());
-    }
-    Ok((uid, gid))
+/// A taint pods tolerate: `KEY[=VALUE][:EFFECT]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Toleration {
+    /// The taint's key.
+    pub key: String,
+    /// Its value; `None`: any value (operator `Exists`).
+    pub value: Option<String>,
+    /// `NoSchedule`, `PreferNoSchedule` or `NoExecute`; `None`: every effect.
+    pub effect: Option<String>,
 }
+
+impl FromStr for Toleration {
+    type Err = BadValue;
+
+    fn from_str(text: &str) -> Result<Self, BadValue> {
+        let (taint, effect) = match text.rsplit_once(':') {
+            Some((taint, effect)) => (taint, Some(effect)),
+            None => (text, None),
+        };
+        if let Some(effect) = effect
+            && !matches!(effect, "NoSchedule" | "PreferNoSchedule" | "NoExecute")
+        {
+            return Err(BadValue::new(
+                text,
+                "has an effect other than NoSchedule, PreferNoSchedule or NoExecute",
+            ));
+        }
+        let (key, value) = match taint.split_once('=') {
+            Some((key, value)) => (key, Some(value.to_owned())),
+            None => (taint, None),
+        };
+        if key.is_empty() {
+            return Err(BadValue::new(text, "must be KEY[=VALUE][:EFFECT]"));
+        }
+        Ok(Toleration {
+            key: key.to_owned(),
+            value,
+            effect: effect.map(str::to_owned),
+        })
+    }
+}
+
+impl fmt::Display for Toleration {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.key)?;
+        if let Some(value) = &self.value {
+            write!(f, "={value}")?;
+        }
+        if let Some(effect) = &self.effect {
+            write!(f, ":{effect}")?;
+        }
+        Ok(())
+    }
+}
+
+/// The user job containers run as: `UID[:GID]`, by number, never root.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PodUser(pub NumericUser);
+
+impl FromStr for PodUser {
+    type Err = BadValue;
+
+    fn from_str(text: &str) -> Result<Self, BadValue> {
+        let bad = || BadValue::new(text, "must be UID or UID:GID (numbers, UID not 0)");
+        let user: NumericUser = text.parse().map_err(|_| bad())?;
+        if user.uid == 0 {
+            return Err(bad());
+        }
+        Ok(PodUser(user))
+    }
+}
+
+impl fmt::Display for PodUser {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+value_by_text!(NodeLabel, Toleration, PodUser);
 
 #[cfg(test)]
 mod tests {
@@ -246,30 +275,36 @@ mod tests {
     #[test]
     fn selectors_tolerations_and_users_are_checked() {
         assert_eq!(
-            parse_node_selector("gpu=a100").unwrap(),
-            ("gpu".into(), "a100".into())
+            "gpu=a100".parse(),
+            Ok(NodeLabel {
+                key: "gpu".into(),
+                value: "a100".into()
+            })
         );
-        assert!(parse_node_selector("gpu").is_err());
+        assert!("gpu".parse::<NodeLabel>().is_err());
         assert_eq!(
-            parse_toleration("nvidia.com/gpu:NoSchedule").unwrap(),
-            TolerationSpec {
+            "nvidia.com/gpu:NoSchedule".parse(),
+            Ok(Toleration {
                 key: "nvidia.com/gpu".into(),
                 value: None,
                 effect: Some("NoSchedule".into())
-            }
+            })
         );
         assert_eq!(
-            parse_toleration("team=fl").unwrap().value.as_deref(),
+            "team=fl".parse::<Toleration>().unwrap().value.as_deref(),
             Some("fl")
         );
-        assert!(parse_toleration("x:Sometimes").is_err());
-        assert!(parse_toleration(":NoSchedule").is_err());
-        assert_eq!(parse_user("1000:2000").unwrap(), (1000, Some(2000)));
-        assert!(parse_user("0").is_err(), "never root");
-        assert!(parse_user("root").is_err());
-        let mut config = K8sArgs::default().config();
-        assert!(config.validate().is_ok());
-        config.tolerations = vec!["a:b".into()];
-        assert!(config.validate().is_err());
+        assert!("x:Sometimes".parse::<Toleration>().is_err());
+        assert!(":NoSchedule".parse::<Toleration>().is_err());
+        assert_eq!(
+            "1000:2000".parse(),
+            Ok(PodUser(NumericUser {
+                uid: 1000,
+                gid: Some(2000)
+            }))
+        );
+        assert!("0".parse::<PodUser>().is_err(), "never root");
+        assert!("root".parse::<PodUser>().is_err());
+        assert!(K8sArgs::default().config().validate().is_ok());
     }
 }

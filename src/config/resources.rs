@@ -3,8 +3,10 @@
 //! `FLARE_RESOURCE_POLICY` and friends, and the `[resources]` table of the config
 //! file, merged like every other option (flag > environment > file > default).
 
-use crate::backend::process::gpu_env::GpuNaming;
+use super::options::{FileValueError, OptionValue, options, value_by_choice};
+use super::values::BadValue;
 use serde::Deserialize;
+use std::fmt;
 use std::str::FromStr;
 
 /// Whether the worker accounts for GPUs.
@@ -30,11 +32,11 @@ pub enum GpuSelection {
 }
 
 impl FromStr for GpuSelection {
-    type Err = String;
+    type Err = BadValue;
 
     fn from_str(text: &str) -> Result<Self, Self::Err> {
         let text = text.trim();
-        let bad = || format!("GPUs {text:?} must be a count (4) or indices (0,1,3)");
+        let bad = || BadValue::new(text, "must be a count (4) or indices (0,1,3)");
         if !text.contains(',') {
             return text.parse().map(GpuSelection::Count).map_err(|_| bad());
         }
@@ -48,7 +50,7 @@ impl FromStr for GpuSelection {
         indices.sort_unstable();
         indices.dedup();
         if indices.len() != given {
-            return Err(format!("GPUs {text:?} name an index twice"));
+            return Err(BadValue::new(text, "names an index twice"));
         }
         Ok(GpuSelection::Indices(indices))
     }
@@ -64,89 +66,113 @@ impl GpuSelection {
     }
 }
 
-impl<'de> Deserialize<'de> for GpuSelection {
-    /// An integer (a count) or a string (a count or indices).
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Given {
-            Count(u32),
-            Text(String),
-        }
-        match Given::deserialize(deserializer)? {
-            Given::Count(count) => Ok(GpuSelection::Count(count)),
-            Given::Text(text) => text.parse().map_err(serde::de::Error::custom),
+impl fmt::Display for GpuSelection {
+    /// As a flag gives it: `4`, `0,1,3`, or `3,` for one index.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            GpuSelection::Count(count) => write!(f, "{count}"),
+            GpuSelection::Indices(indices) => {
+                let shown: Vec<String> = indices.iter().map(u32::to_string).collect();
+                match shown.as_slice() {
+                    [one] => write!(f, "{one},"),
+                    _ => f.write_str(&shown.join(",")),
+                }
+            }
         }
     }
 }
 
-/// The resource options as each layer gives them (flags and environment, or
-/// the `[resources]` table).
-#[derive(Debug, Clone, Default, PartialEq, clap::Args, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ResourceArgs {
-    /// Resource policy: best-effort (no accounting) or gpu (the worker hands out its GPUs) [default: best-effort]
-    #[arg(
-        id = "resource-policy",
-        long = "resource-policy",
-        env = "FLARE_RESOURCE_POLICY",
-        value_enum
-    )]
-    pub policy: Option<ResourcePolicyKind>,
-    /// GPUs the gpu policy hands out: a count (4) or indices (0,1,3) [default: every GPU nvidia-smi lists]
-    #[arg(id = "gpus", long = "gpus", env = "FLARE_GPUS")]
-    pub gpus: Option<GpuSelection>,
-    /// Memory of each GPU, GiB [default: what nvidia-smi says; with --ignore-host, not checked]
-    #[arg(
-        id = "gpu-memory-gib",
-        long = "gpu-memory-gib",
-        env = "FLARE_GPU_MEMORY_GIB"
-    )]
-    pub gpu_memory_gib: Option<f64>,
-    /// Trust --gpus and --gpu-memory-gib without looking at the host's GPUs (the jobs run elsewhere, e.g. on a cluster) [default: false]
-    #[arg(
-        id = "ignore-host",
-        long = "ignore-host",
-        env = "FLARE_IGNORE_HOST",
-        num_args = 0..=1,
-        require_equals = true,
-        default_missing_value = "true",
-        value_parser = clap::builder::BoolishValueParser::new()
-    )]
-    pub ignore_host: Option<bool>,
-    /// How process jobs' CUDA_VISIBLE_DEVICES and NVIDIA_VISIBLE_DEVICES name their GPUs: index or uuid [default: index]
-    #[arg(
-        id = "gpu-naming",
-        long = "gpu-naming",
-        env = "FLARE_GPU_NAMING",
-        value_enum
-    )]
-    pub gpu_naming: Option<GpuNaming>,
+impl OptionValue for GpuSelection {
+    /// An integer (a count) or a string (a count or indices).
+    fn from_toml(value: toml::Value) -> Result<Self, FileValueError> {
+        match value {
+            toml::Value::Integer(_) => Ok(GpuSelection::Count(value.try_into()?)),
+            value => {
+                let text: String = value.try_into()?;
+                text.parse()
+                    .map_err(|e: BadValue| FileValueError::Parse(e.into()))
+            }
+        }
+    }
+    fn flag_text(&self) -> String {
+        self.to_string()
+    }
+}
+
+/// How process jobs' `CUDA_VISIBLE_DEVICES` and `NVIDIA_VISIBLE_DEVICES` name
+/// their GPUs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum GpuNaming {
+    /// By index (`0,2`).
+    #[default]
+    Index,
+    /// By UUID (`GPU-...`), where the inventory knows it; by index otherwise.
+    Uuid,
+}
+
+value_by_choice!(ResourcePolicyKind, GpuNaming);
+
+options! {
+    /// The resource options as each layer gives them (flags and environment, or
+    /// the `[resources]` table).
+    #[derive(Debug, Clone, Default, PartialEq)]
+    pub struct ResourceArgs in "resources" {
+        /// Resource policy: best-effort (no accounting) or gpu (the worker hands out its GPUs)
+        policy: ResourcePolicyKind {
+            flag: "resource-policy",
+            env: "FLARE_RESOURCE_POLICY",
+            default: value(ResourcePolicyKind::BestEffort),
+            clap: (value_enum),
+        },
+        /// GPUs the gpu policy hands out: a count (4: indices 0 to 3) or indices (0,1,3; one index alone as 3,)
+        gpus: GpuSelection {
+            flag: "gpus",
+            env: "FLARE_GPUS",
+            default: text("every GPU nvidia-smi lists"),
+            example: "\"0,1\"",
+        },
+        /// Memory of each GPU, GiB, counted against a request's resources.gpu_memory_mb; no more than the host's GPUs have
+        gpu_memory_gib: f64 {
+            flag: "gpu-memory-gib",
+            env: "FLARE_GPU_MEMORY_GIB",
+            default: text("what nvidia-smi says; with --ignore-host, not checked"),
+            example: "16",
+        },
+        /// Trust --gpus and --gpu-memory-gib without looking at the host's GPUs (the jobs run elsewhere, e.g. on a cluster); needs --gpus
+        ignore_host: bool {
+            flag: "ignore-host",
+            env: "FLARE_IGNORE_HOST",
+            default: value(false),
+            clap: (
+                num_args = 0..=1,
+                require_equals = true,
+                default_missing_value = "true",
+                value_parser = clap::builder::BoolishValueParser::new()
+            ),
+        },
+        /// How process jobs' CUDA_VISIBLE_DEVICES and NVIDIA_VISIBLE_DEVICES name their GPUs: index or uuid (by index when the UUID is not known, as with --ignore-host)
+        gpu_naming: GpuNaming {
+            flag: "gpu-naming",
+            env: "FLARE_GPU_NAMING",
+            default: value(GpuNaming::Index),
+            clap: (value_enum),
+        },
+    }
 }
 
 impl ResourceArgs {
-    /// `self`'s values where set, else `fallback`'s.
-    pub fn or(self, fallback: ResourceArgs) -> ResourceArgs {
-        ResourceArgs {
-            policy: self.policy.or(fallback.policy),
-            gpus: self.gpus.or(fallback.gpus),
-            gpu_memory_gib: self.gpu_memory_gib.or(fallback.gpu_memory_gib),
-            ignore_host: self.ignore_host.or(fallback.ignore_host),
-            gpu_naming: self.gpu_naming.or(fallback.gpu_naming),
-        }
-    }
-
     /// The resolved options, defaults applied.
     pub fn config(&self) -> ResourceConfig {
         ResourceConfig {
-            policy: self.policy.unwrap_or_default(),
+            policy: self.policy(),
             gpus: self.gpus.clone(),
             gpu_memory_mb: self
                 .gpu_memory_gib
                 .map(|gib| (gib * 1024.0).round().clamp(0.0, u64::MAX as f64) as u64),
             gpu_memory_gib: self.gpu_memory_gib,
-            ignore_host: self.ignore_host.unwrap_or(false),
-            gpu_naming: self.gpu_naming.unwrap_or_default(),
+            ignore_host: self.ignore_host(),
+            gpu_naming: self.gpu_naming(),
         }
     }
 }
@@ -207,20 +233,33 @@ mod tests {
         assert_eq!("0,1,3".parse(), Ok(GpuSelection::Indices(vec![0, 1, 3])));
         assert_eq!("3,".parse(), Ok(GpuSelection::Indices(vec![3])));
         assert_eq!(" 2 , 0 ".parse(), Ok(GpuSelection::Indices(vec![0, 2])));
-        assert!("0,0".parse::<GpuSelection>().unwrap_err().contains("twice"));
+        assert!(
+            "0,0"
+                .parse::<GpuSelection>()
+                .unwrap_err()
+                .to_string()
+                .contains("twice")
+        );
         assert!("a".parse::<GpuSelection>().is_err());
         assert!("-1".parse::<GpuSelection>().is_err());
         assert_eq!(GpuSelection::Count(2).indices(), vec![0, 1]);
+        for shown in ["4", "0,1,3", "3,"] {
+            assert_eq!(shown.parse::<GpuSelection>().unwrap().to_string(), shown);
+        }
     }
 
     #[test]
     fn the_table_takes_a_count_or_a_string() {
-        let count: ResourceArgs = toml::from_str("policy = \"gpu\"\ngpus = 2").unwrap();
+        let table = |text: &str| {
+            let mut table: toml::Table = toml::from_str(text).unwrap();
+            ResourceArgs::take_from(&mut table)
+        };
+        let count = table("policy = \"gpu\"\ngpus = 2").unwrap();
         assert_eq!(count.gpus, Some(GpuSelection::Count(2)));
         assert_eq!(count.policy, Some(ResourcePolicyKind::Gpu));
-        let list: ResourceArgs = toml::from_str("gpus = \"1,2\"\nignore_host = true").unwrap();
+        let list = table("gpus = \"1,2\"\nignore_host = true").unwrap();
         assert_eq!(list.gpus, Some(GpuSelection::Indices(vec![1, 2])));
-        assert!(toml::from_str::<ResourceArgs>("gpus = \"x\"").is_err());
+        assert!(table("gpus = \"x\"").is_err());
     }
 
     #[test]

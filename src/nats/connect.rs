@@ -32,87 +32,107 @@ const BACKOFF_MIN: Duration = Duration::from_millis(100);
 /// Longest reconnect delay.
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
 
-/// NATS connection settings. Every field is optional so that the layers can be merged:
-/// command-line flag > environment variable > `[nats]` table of the TOML config file > default.
-///
-/// `Debug` hides the password and the token.
-#[derive(Clone, Default, PartialEq, clap::Args, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-#[command(next_help_heading = "NATS connection")]
-pub struct NatsArgs {
-    /// NATS server URLs, comma-separated [default: nats://127.0.0.1:4222]
-    #[arg(long = "nats-url", env = "FLARE_NATS_URL", global = true)]
-    pub url: Option<String>,
-
-    /// User name for user/password authentication (needs --nats-password)
-    #[arg(long = "nats-user", env = "FLARE_NATS_USER", global = true)]
-    pub user: Option<String>,
-
-    /// Password for user/password authentication (needs --nats-user)
-    #[arg(
-        long = "nats-password",
-        env = "FLARE_NATS_PASSWORD",
-        global = true,
-        hide_env_values = true
-    )]
-    pub password: Option<String>,
-
-    /// Token for token authentication
-    #[arg(
-        long = "nats-token",
-        env = "FLARE_NATS_TOKEN",
-        global = true,
-        hide_env_values = true
-    )]
-    pub token: Option<String>,
-
-    /// File holding a user nkey seed (starts with SU) for nkey authentication
-    #[arg(
-        long = "nats-nkey-seed-file",
-        env = "FLARE_NATS_NKEY_SEED_FILE",
-        global = true
-    )]
-    pub nkey_seed_file: Option<PathBuf>,
-
-    /// NATS credentials file (user JWT and nkey seed), for decentralized authentication
-    #[arg(
-        long = "nats-credentials-file",
-        env = "FLARE_NATS_CREDENTIALS_FILE",
-        global = true
-    )]
-    pub credentials_file: Option<PathBuf>,
-
-    /// PEM file with the CA certificate(s) that signed the server's certificate
-    #[arg(long = "nats-tls-ca", env = "FLARE_NATS_TLS_CA", global = true)]
-    pub tls_ca: Option<PathBuf>,
-
-    /// PEM client certificate for mutual TLS (needs --nats-tls-key)
-    #[arg(long = "nats-tls-cert", env = "FLARE_NATS_TLS_CERT", global = true)]
-    pub tls_cert: Option<PathBuf>,
-
-    /// PEM private key of the client certificate (needs --nats-tls-cert)
-    #[arg(long = "nats-tls-key", env = "FLARE_NATS_TLS_KEY", global = true)]
-    pub tls_key: Option<PathBuf>,
-
-    /// Refuse to talk to the server without TLS (implied by any TLS file or a tls:// URL)
-    #[arg(
-        long = "nats-tls-required",
-        env = "FLARE_NATS_TLS_REQUIRED",
-        global = true,
-        num_args = 0..=1,
-        require_equals = true,
-        default_missing_value = "true",
-        value_parser = clap::builder::BoolishValueParser::new()
-    )]
-    pub tls_required: Option<bool>,
-
-    /// Seconds allowed for one connection attempt [default: 5]
-    #[arg(
-        long = "nats-connect-timeout-s",
-        env = "FLARE_NATS_CONNECT_TIMEOUT_S",
-        global = true
-    )]
-    pub connect_timeout_s: Option<u64>,
+crate::config::options::options! {
+    /// NATS connection settings. Every field is optional so that the layers can be merged:
+    /// command-line flag > environment variable > `[nats]` table of the TOML config file > default.
+    ///
+    /// `Debug` hides the password and the token.
+    #[derive(Clone, Default, PartialEq)]
+    #[command(next_help_heading = "NATS connection")]
+    pub struct NatsArgs in "nats" {
+        /// NATS server URLs, comma-separated
+        url: String {
+            flag: "nats-url",
+            env: "FLARE_NATS_URL",
+            default: value(DEFAULT_URL.to_owned()),
+            clap: (global = true),
+        },
+        /// User name for user/password authentication (needs --nats-password)
+        user: String {
+            flag: "nats-user",
+            env: "FLARE_NATS_USER",
+            default: none,
+            example: "\"flare\"",
+            clap: (global = true),
+        },
+        /// Password for user/password authentication (needs --nats-user)
+        password: String {
+            flag: "nats-password",
+            env: "FLARE_NATS_PASSWORD",
+            default: none,
+            example: "\"change-me\"",
+            clap: (global = true, hide_env_values = true),
+        },
+        /// Token for token authentication
+        token: String {
+            flag: "nats-token",
+            env: "FLARE_NATS_TOKEN",
+            default: none,
+            example: "\"s3cret\"",
+            clap: (global = true, hide_env_values = true),
+        },
+        /// File holding a user nkey seed (starts with SU) for nkey authentication
+        nkey_seed_file: PathBuf {
+            flag: "nats-nkey-seed-file",
+            env: "FLARE_NATS_NKEY_SEED_FILE",
+            default: none,
+            example: "\"/etc/flare-launcher/worker.nk\"",
+            clap: (global = true),
+        },
+        /// NATS credentials file (user JWT and nkey seed), for decentralized authentication
+        credentials_file: PathBuf {
+            flag: "nats-credentials-file",
+            env: "FLARE_NATS_CREDENTIALS_FILE",
+            default: none,
+            example: "\"/etc/flare-launcher/worker.creds\"",
+            clap: (global = true),
+        },
+        /// PEM file with the CA certificate(s) that signed the server's certificate
+        tls_ca: PathBuf {
+            flag: "nats-tls-ca",
+            env: "FLARE_NATS_TLS_CA",
+            default: text("the CAs this host trusts"),
+            example: "\"/etc/flare-launcher/ca.pem\"",
+            clap: (global = true),
+        },
+        /// PEM client certificate for mutual TLS (needs --nats-tls-key)
+        tls_cert: PathBuf {
+            flag: "nats-tls-cert",
+            env: "FLARE_NATS_TLS_CERT",
+            default: none,
+            example: "\"/etc/flare-launcher/worker.pem\"",
+            clap: (global = true),
+        },
+        /// PEM private key of the client certificate (needs --nats-tls-cert)
+        tls_key: PathBuf {
+            flag: "nats-tls-key",
+            env: "FLARE_NATS_TLS_KEY",
+            default: none,
+            example: "\"/etc/flare-launcher/worker-key.pem\"",
+            clap: (global = true),
+        },
+        /// Refuse to talk to the server without TLS (implied by any TLS file or a tls:// URL)
+        tls_required: bool {
+            flag: "nats-tls-required",
+            env: "FLARE_NATS_TLS_REQUIRED",
+            default: text("false"),
+            example: "true",
+            clap: (
+                global = true,
+                num_args = 0..=1,
+                require_equals = true,
+                default_missing_value = "true",
+                value_parser = clap::builder::BoolishValueParser::new()
+            ),
+        },
+        /// Seconds allowed for one connection attempt
+        connect_timeout_s: u64 {
+            flag: "nats-connect-timeout-s",
+            env: "FLARE_NATS_CONNECT_TIMEOUT_S",
+            default: value(DEFAULT_CONNECT_TIMEOUT_S),
+            clap: (global = true),
+        },
+    }
 }
 
 impl fmt::Debug for NatsArgs {
@@ -135,33 +155,11 @@ impl fmt::Debug for NatsArgs {
 }
 
 impl NatsArgs {
-    /// `self`'s values where set, else `fallback`'s.
-    ///
-    /// Fields merge one by one, so a password from the environment can complete a user
-    /// from the config file; [`connect`] then checks that the result makes sense.
-    pub fn or(self, fallback: NatsArgs) -> NatsArgs {
-        NatsArgs {
-            url: self.url.or(fallback.url),
-            user: self.user.or(fallback.user),
-            password: self.password.or(fallback.password),
-            token: self.token.or(fallback.token),
-            nkey_seed_file: self.nkey_seed_file.or(fallback.nkey_seed_file),
-            credentials_file: self.credentials_file.or(fallback.credentials_file),
-            tls_ca: self.tls_ca.or(fallback.tls_ca),
-            tls_cert: self.tls_cert.or(fallback.tls_cert),
-            tls_key: self.tls_key.or(fallback.tls_key),
-            tls_required: self.tls_required.or(fallback.tls_required),
-            connect_timeout_s: self.connect_timeout_s.or(fallback.connect_timeout_s),
-        }
-    }
-
     /// The server URLs to use (default applied), split on commas, trimmed.
     ///
     /// Empty pieces (`"a,,b"`, a trailing comma) are dropped.
     pub fn urls(&self) -> Vec<String> {
-        self.url
-            .as_deref()
-            .unwrap_or(DEFAULT_URL)
+        self.url()
             .split(',')
             .map(str::trim)
             .filter(|url| !url.is_empty())
@@ -171,7 +169,7 @@ impl NatsArgs {
 
     /// The connection timeout, default applied.
     pub fn connect_timeout(&self) -> Duration {
-        Duration::from_secs(self.connect_timeout_s.unwrap_or(DEFAULT_CONNECT_TIMEOUT_S))
+        Duration::from_secs(self.connect_timeout_s())
     }
 
     /// The authentication methods that are set ([`connect`] refuses more than one).

@@ -154,11 +154,8 @@ impl Worker {
         }
         reaper::reap_orphans_if_init();
         let log_dir = config.data_dir.join("logs");
-        let job_user = JobUser::for_jobs(
-            config.job_user.as_deref(),
-            config.job_uids.as_deref(),
-            config.max_jobs,
-        )?;
+        let job_user =
+            JobUser::for_jobs(config.job_user.as_ref(), config.job_uids, config.max_jobs)?;
         let job_user_name = job_user.as_ref().map(|user| user.name.clone());
         let env_policy = JobEnvPolicy::from_lists(
             config.job_env_allow.as_deref(),

@@ -111,7 +111,7 @@ async fn the_workers_own_login_pulls_the_image() {
     );
     assert_pulled_and_ran(&image, |config| {
         config.docker.auth_file = Some(PathBuf::from("/nonexistent/config.json"));
-        config.docker.registry_logins = vec![login];
+        config.docker.registry_logins = vec![login.parse().unwrap()];
     })
     .await;
 }
@@ -121,7 +121,9 @@ async fn the_workers_own_login_pulls_the_image() {
 async fn no_login_or_a_wrong_one_ends_promptly_in_image_pull_failed() {
     let (registry, image) = registry_with_image().await;
     let (_dir, wrong) = password_file("not-the-password");
-    let wrong_login = format!("{}={REGISTRY_USER}:{}", registry.address(), wrong.display());
+    let wrong_login = format!("{}={REGISTRY_USER}:{}", registry.address(), wrong.display())
+        .parse()
+        .unwrap();
     for logins in [vec![], vec![wrong_login]] {
         let events = run_pulling(&image, |config| {
             config.docker.auth_file = Some(PathBuf::from("/nonexistent/config.json"));

@@ -7,6 +7,8 @@ mod common;
 mod cli;
 mod cli_bench;
 mod cli_dev;
+mod config;
+mod config_reference;
 mod conformance;
 mod control;
 mod deploy;

@@ -425,12 +425,22 @@ fn command_line_flags() {
 
 #[test]
 fn config_file_table() {
-    let table: NatsArgs = toml::from_str(
+    let mut nats: toml::Table = toml::from_str(
         "url = \"nats://a:4222\"\ntoken = \"t\"\ntls_ca = \"/etc/ca.pem\"\ntls_required = true\nconnect_timeout_s = 7\n",
     )
     .unwrap();
+    let table = NatsArgs::take_from(&mut nats).unwrap();
+    assert!(nats.is_empty(), "every key is an option");
     assert_eq!(table.tls_ca, Some(PathBuf::from("/etc/ca.pem")));
     assert_eq!(table.tls_required, Some(true));
     assert_eq!(table.connect_timeout_s, Some(7));
-    assert!(toml::from_str::<NatsArgs>("nats_url = \"x\"").is_err());
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("config.toml");
+    std::fs::write(&file, "[nats]\nnats_url = \"x\"\n").unwrap();
+    let global = flare_launcher::config::GlobalArgs {
+        config: Some(file),
+        ..Default::default()
+    };
+    let unknown = flare_launcher::config::Settings::load(global, Default::default()).unwrap_err();
+    assert!(unknown.to_string().contains("nats_url"), "{unknown}");
 }

@@ -263,7 +263,7 @@ async fn a_job_of_the_workers_own_user_cannot_read_its_environment() {
 #[cfg_attr(not_root, ignore = "switches users, which needs root")]
 async fn a_job_runs_as_the_job_user_with_its_identity_and_writes_its_log() {
     assert_root("switching users");
-    let system = System::start_with(|config| config.job_user = Some("nobody".into())).await;
+    let system = System::start_with(|config| config.job_user = Some("nobody".parse().unwrap())).await;
     let data_dir = &system.config.data_dir;
     let mut request = sh(
         "as-nobody",
@@ -292,7 +292,7 @@ async fn a_job_runs_as_the_job_user_with_its_identity_and_writes_its_log() {
 /// returns both jobs' user ids and whether the probe reached the first.
 async fn probe_a_neighbour(configure: impl FnOnce(&mut WorkerConfig)) -> (u32, u32, bool) {
     let system = System::start_with(|config| {
-        config.job_user = Some("nobody".into());
+        config.job_user = Some("nobody".parse().unwrap());
         configure(config);
     })
     .await;
@@ -358,7 +358,7 @@ async fn jobs_under_uids_of_their_own_cannot_signal_each_other() {
     assert_eq!((first, second, reached), (NOBODY, NOBODY, true));
     // An id of its own for each job: neither can.
     let (first, second, reached) = probe_a_neighbour(|config| {
-        config.job_uids = Some("3000000-3000009".into());
+        config.job_uids = Some("3000000-3000009".parse().unwrap());
         config.max_jobs = 10;
     })
     .await;
@@ -373,8 +373,8 @@ async fn jobs_under_uids_of_their_own_cannot_signal_each_other() {
 async fn a_supervisor_that_would_not_give_jobs_uids_of_their_own_stops_the_worker() {
     assert_root("switching users");
     let system = System::without_worker(|config| {
-        config.job_user = Some("nobody".into());
-        config.job_uids = Some("3000000-3000099".into());
+        config.job_user = Some("nobody".parse().unwrap());
+        config.job_uids = Some("3000000-3000099".parse().unwrap());
     })
     .await;
     // Where the worker looks for its supervisor, one that answers as a
@@ -412,7 +412,7 @@ async fn a_supervisor_that_would_not_give_jobs_uids_of_their_own_stops_the_worke
 #[cfg_attr(not_root, ignore = "switches users, which needs root")]
 async fn a_job_user_cannot_work_in_a_directory_it_could_not_reach() {
     assert_root("switching users");
-    let system = System::start_with(|config| config.job_user = Some("nobody".into())).await;
+    let system = System::start_with(|config| config.job_user = Some("nobody".parse().unwrap())).await;
     // Open itself, but under a parent only root may pass through.
     let private = system.path("private");
     let open = private.join("open");

@@ -8,14 +8,12 @@
 //! pull, so renewed credentials count without a restart.
 
 use super::credential_helper::{self, HelperError};
+use crate::config::docker::{DOCKER_HUB, RegistryLogin, registry_host as registry_of_key};
 use base64::Engine;
 use bollard::auth::DockerCredentials;
 use serde::Deserialize;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-
-/// The registry of images that name none.
-const DOCKER_HUB: &str = "docker.io";
 
 /// The server address under which Docker's tools keep Docker Hub's credentials.
 const DOCKER_HUB_SERVER: &str = "https://index.docker.io/v1/";
@@ -40,43 +38,7 @@ struct AuthEntry {
     identitytoken: Option<String>,
 }
 
-/// A registry login from the worker's configuration: the password stays in a
-/// file of its own (never on a command line or in the config file).
-#[derive(Debug, Clone, PartialEq)]
-pub struct RegistryLogin {
-    /// The registry host (`HOST[:PORT]`, `docker.io` for Docker Hub).
-    pub registry: String,
-    /// The user name.
-    pub username: String,
-    /// The file holding the password (a trailing newline is dropped).
-    pub password_file: PathBuf,
-}
-
 impl RegistryLogin {
-    /// Parses `REGISTRY=USER:PASSWORD_FILE`.
-    ///
-    /// # Errors
-    /// A message naming the bad login.
-    pub fn parse(text: &str) -> Result<RegistryLogin, String> {
-        let bad = || {
-            format!(
-                "docker registry login {:?} must be REGISTRY=USER:PASSWORD_FILE (an absolute path)",
-                crate::protocol::bounded::bounded(text)
-            )
-        };
-        let (registry, login) = text.split_once('=').ok_or_else(bad)?;
-        let (username, file) = login.split_once(':').ok_or_else(bad)?;
-        let password_file = PathBuf::from(file);
-        if registry.is_empty() || username.is_empty() || !password_file.is_absolute() {
-            return Err(bad());
-        }
-        Ok(RegistryLogin {
-            registry: registry_of_key(registry).to_owned(),
-            username: username.to_owned(),
-            password_file,
-        })
-    }
-
     /// Its credentials, the password read now.
     fn credentials(&self) -> Option<DockerCredentials> {
         let password = match std::fs::read_to_string(&self.password_file) {
@@ -163,21 +125,6 @@ fn registry_of(image: &str) -> &str {
     match image.split_once('/') {
         Some((first, _)) if first.contains(['.', ':']) || first == "localhost" => first,
         _ => DOCKER_HUB,
-    }
-}
-
-/// A key of `auths` as a bare registry host (`https://index.docker.io/v1/` is
-/// Docker Hub).
-fn registry_of_key(key: &str) -> &str {
-    let host = key
-        .trim_start_matches("https://")
-        .trim_start_matches("http://")
-        .split('/')
-        .next()
-        .unwrap_or_default();
-    match host {
-        "index.docker.io" | "registry-1.docker.io" => DOCKER_HUB,
-        host => host,
     }
 }
 
@@ -340,7 +287,7 @@ mod tests {
         .unwrap();
         let login = format!("https://127.0.0.1:5000=flare:{}", password.display());
         let sources = CredentialSources {
-            logins: vec![RegistryLogin::parse(&login).unwrap()],
+            logins: vec![login.parse().unwrap()],
             auth_file: Some(file),
         };
         let local = sources
@@ -354,8 +301,5 @@ mod tests {
         );
         let other = sources.for_image("other:1/a").await.unwrap().unwrap();
         assert_eq!(other.username.as_deref(), Some("c"));
-        for bad in ["r=u", "=u:/p", "r=:/p", "r=u:relative", "nothing"] {
-            assert!(RegistryLogin::parse(bad).is_err(), "{bad}");
-        }
     }
 }

@@ -122,8 +122,7 @@ impl DockerBackend {
             puller: Puller::new(
                 docker.clone(),
                 CredentialSources {
-                    // Checked with the rest of the configuration.
-                    logins: settings.config.logins().unwrap_or_default(),
+                    logins: settings.config.registry_logins.clone(),
                     auth_file: settings
                         .config
                         .auth_file

@@ -4,7 +4,6 @@
 
 use crate::backend::GpuAssignment;
 use crate::config::DockerConfig;
-use crate::config::docker::parse_ulimit;
 use crate::protocol::LaunchRequest;
 use crate::protocol::bounded::bounded_to;
 use bollard::models::{ContainerCreateBody, DeviceRequest, HostConfig, Mount, ResourcesUlimits};
@@ -110,16 +109,15 @@ pub fn container(
         shm_size: config
             .shm_size_mb
             .map(|mb| i64::try_from(mb.saturating_mul(1024 * 1024)).unwrap_or(i64::MAX)),
-        ipc_mode: config.ipc.clone(),
+        ipc_mode: config.ipc.map(|mode| mode.as_str().to_owned()),
         ulimits: Some(
             config
                 .ulimits
                 .iter()
-                .filter_map(|text| parse_ulimit(text).ok())
-                .map(|(name, soft, hard)| ResourcesUlimits {
-                    name: Some(name),
-                    soft: Some(soft),
-                    hard: Some(hard),
+                .map(|ulimit| ResourcesUlimits {
+                    name: Some(ulimit.name.clone()),
+                    soft: Some(ulimit.soft),
+                    hard: Some(ulimit.hard),
                 })
                 .collect(),
         ),
@@ -139,7 +137,7 @@ pub fn container(
                 .collect(),
         ),
         working_dir: request.workdir.clone(),
-        user: config.user.clone(),
+        user: config.user.map(|user| user.to_string()),
         labels: Some(labels(request, owner)),
         host_config: Some(host_config),
         ..ContainerCreateBody::default()
@@ -214,7 +212,7 @@ mod tests {
     fn gpus_come_from_the_request_else_the_site_default_and_0_means_none() {
         let mut config = DockerArgs::default().config();
         config.gpus = 2;
-        config.ulimits = vec!["nofile=100:200".into()];
+        config.ulimits = vec!["nofile=100:200".parse().unwrap()];
         let mut request = LaunchRequest::new("j1", vec!["x".into()]);
         let host = |request: &LaunchRequest| {
             container(

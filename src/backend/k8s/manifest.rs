@@ -11,7 +11,6 @@ use super::name::{self, is_dns_subdomain, is_label_key, is_label_value, label_va
 use crate::backend::workload::{JOB_ID, MANAGED_BY, MANAGED_BY_VALUE, POOL, SITE, WORKER};
 use crate::backend::{GpuAssignment, LaunchError};
 use crate::config::K8sConfig;
-use crate::config::k8s::{parse_node_selector, parse_toleration, parse_user};
 use crate::protocol::bounded::quoted;
 use crate::protocol::{DEFAULT_GRACE_S, LaunchRequest, MountSource};
 use serde_json::{Map, Value, json};
@@ -121,10 +120,9 @@ pub fn pod(
         container["workingDir"] = json!(workdir);
     }
     let mut security = json!({"runAsNonRoot": true});
-    if let Some(user) = &config.user {
-        let (uid, gid) = parse_user(user).map_err(LaunchError::Unavailable)?;
-        security["runAsUser"] = json!(uid);
-        if let Some(gid) = gid {
+    if let Some(user) = config.user {
+        security["runAsUser"] = json!(user.0.uid);
+        if let Some(gid) = user.0.gid {
             security["runAsGroup"] = json!(gid);
         }
     }
@@ -155,25 +153,23 @@ pub fn pod(
     }
     if !config.node_selector.is_empty() {
         let mut selector = Map::new();
-        for pair in &config.node_selector {
-            let (key, value) = parse_node_selector(pair).map_err(LaunchError::Unavailable)?;
-            selector.insert(key, json!(value));
+        for label in &config.node_selector {
+            selector.insert(label.key.clone(), json!(label.value));
         }
         spec["nodeSelector"] = Value::Object(selector);
     }
     if !config.tolerations.is_empty() {
         let mut tolerations = Vec::new();
-        for text in &config.tolerations {
-            let toleration = parse_toleration(text).map_err(LaunchError::Unavailable)?;
+        for toleration in &config.tolerations {
             let mut entry = json!({"key": toleration.key});
-            match toleration.value {
+            match &toleration.value {
                 Some(value) => {
                     entry["operator"] = json!("Equal");
                     entry["value"] = json!(value);
                 }
                 None => entry["operator"] = json!("Exists"),
             }
-            if let Some(effect) = toleration.effect {
+            if let Some(effect) = &toleration.effect {
                 entry["effect"] = json!(effect);
             }
             tolerations.push(entry);
@@ -529,9 +525,9 @@ mod tests {
         let mut config = K8sArgs::default().config();
         config.service_account = Some("flare-job".into());
         config.image_pull_secrets = vec!["regcred".into()];
-        config.node_selector = vec!["gpu=a100".into()];
-        config.tolerations = vec!["nvidia.com/gpu:NoSchedule".into()];
-        config.user = Some("1000:1000".into());
+        config.node_selector = vec!["gpu=a100".parse().unwrap()];
+        config.tolerations = vec!["nvidia.com/gpu:NoSchedule".parse().unwrap()];
+        config.user = Some("1000:1000".parse().unwrap());
         let template = json!({
             "metadata": {"annotations": {"team": "fl"}},
             "spec": {

@@ -5,23 +5,13 @@
 //! take one by accident. They override whatever the request's `env` says.
 
 use crate::backend::GpuAssignment;
+use crate::config::resources::GpuNaming;
 use crate::protocol::{AssignedGpu, LaunchRequest};
 
 /// The variable CUDA reads.
 pub const CUDA_VISIBLE_DEVICES: &str = "CUDA_VISIBLE_DEVICES";
 /// The variable the NVIDIA container runtime reads.
 pub const NVIDIA_VISIBLE_DEVICES: &str = "NVIDIA_VISIBLE_DEVICES";
-
-/// How GPUs are named in the job's variables.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum GpuNaming {
-    /// By index (`0,2`).
-    #[default]
-    Index,
-    /// By UUID (`GPU-...`), where the inventory knows it; by index otherwise.
-    Uuid,
-}
 
 /// The name of one GPU under `naming`.
 fn name_of(gpu: &AssignedGpu, naming: GpuNaming) -> String {

@@ -14,11 +14,11 @@ use super::{
     Backend, GpuAssignment, LaunchError, LaunchProgress, Launched, LogDirError, Observation,
     Recovered, WorkloadControl, create_log_dir,
 };
+use crate::config::resources::GpuNaming;
 use crate::protocol::{BackendKind, BackendRef, LaunchRequest, reason};
 use crate::supervisor::job_file::JobFile;
 use crate::supervisor::wire::{RunningJob, Spawn};
 use async_trait::async_trait;
-use gpu_env::GpuNaming;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Duration;
