@@ -6,9 +6,11 @@
 //!
 //! Then every record this worker owns that has not ended and whose workload no
 //! backend found (the worker died between the claim and the workload's creation,
-//! or the workload carries other labels) is settled: its backend re-attaches to
-//! the workload by name when there is one, and otherwise the job ends with what
-//! is true of it (it never ran; or it was stopped; or its workload is gone).
+//! or the workload carries other labels) is settled: a backend that can adopt
+//! re-attaches to the workload by name when there is one, and otherwise (or when
+//! its backend cannot adopt: a Kubernetes pod, a local process) the job ends at
+//! once with what is true of it (it never ran; or it was stopped; or its
+//! workload is gone, `lost`).
 //!
 //! The GPUs a job's record says it was given are held again before any new
 //! request is taken, until its workload has ended, so a restart never hands out
@@ -31,7 +33,10 @@ pub async fn resume_jobs(shared: &Arc<Shared>, capacity: &Arc<Semaphore>, tracke
     let backends: Vec<Arc<dyn Backend>> = shared.backends.all().cloned().collect();
     let mut found_jobs = HashSet::new();
     for backend in backends {
-        for found in backend.recover().await {
+        let Some(recovery) = backend.recovery() else {
+            continue;
+        };
+        for found in recovery.recover().await {
             found_jobs.insert(found.job_id.clone());
             resume(shared, backend.clone(), found, capacity, tracker).await;
         }
@@ -62,12 +67,16 @@ async fn settle_unfound(
             tracing::warn!(job_id = %record.job_id, backend = ?record.backend, "an unfinished job of a backend this worker does not have; left as it is");
             continue;
         };
-        let adopted = match backend.adopt(&record).await {
-            Ok(adopted) => adopted,
-            Err(e) => {
-                tracing::error!(job_id = %record.job_id, error = %e, "cannot tell whether an unfinished job's workload exists; left as it is");
-                continue;
-            }
+        let adoption = backend.adoption();
+        let adopted = match adoption.map(|adoption| adoption.adopt(&record)) {
+            None => None,
+            Some(adopting) => match adopting.await {
+                Ok(adopted) => adopted,
+                Err(e) => {
+                    tracing::error!(job_id = %record.job_id, error = %e, "cannot tell whether an unfinished job's workload exists; left as it is");
+                    continue;
+                }
+            },
         };
         let Some(registration) = shared.registry.register(&record.job_id) else {
             continue;
@@ -82,7 +91,7 @@ async fn settle_unfound(
                 tracker.spawn(job.resume(backend, launched));
             }
             None => {
-                let (to, change) = end_of_unfound(&record);
+                let (to, change) = end_of_unfound(&record, adoption.is_some());
                 tracing::warn!(%job_id, state = %record.state, ended = %to, "a job's workload is not there after a restart; the job ends");
                 let job = Job::new(shared.clone(), record, registration, None);
                 tracker.spawn(job.end(to, change));
@@ -92,8 +101,10 @@ async fn settle_unfound(
 }
 
 /// The true end of a job whose workload is not there: never created (the worker
-/// went away while launching it), stopped before it ran, or gone.
-fn end_of_unfound(record: &JobRecord) -> (JobState, Change) {
+/// went away while launching it), stopped before it ran, or gone. A backend
+/// that cannot adopt a workload by name (`adoptable` false) found again all it
+/// can at start: the job ends at once, its message saying so.
+fn end_of_unfound(record: &JobRecord, adoptable: bool) -> (JobState, Change) {
     match (
         record.state,
         &record.backend_ref,
@@ -110,11 +121,18 @@ fn end_of_unfound(record: &JobRecord) -> (JobState, Change) {
                 "the worker went away while launching the job, before its workload existed; it never ran",
             ),
         ),
-        _ => (
+        _ if adoptable => (
             JobState::Lost,
             Change::because(
                 reason::WORKLOAD_VANISHED,
                 "its workload was not there when its worker restarted",
+            ),
+        ),
+        _ => (
+            JobState::Lost,
+            Change::because(
+                reason::WORKLOAD_VANISHED,
+                "its workload was not among those found again when its worker restarted, and its backend cannot look for one by name",
             ),
         ),
     }
@@ -174,5 +192,31 @@ async fn resume(
                 backend.release(&job_id).await;
             });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::BackendRef;
+    use crate::worker::job::fresh_record;
+
+    #[test]
+    fn a_job_whose_backend_cannot_adopt_ends_lost_saying_so() {
+        let mut record = fresh_record("j", "w", JobState::Running);
+        record.backend_ref = Some(BackendRef::K8s {
+            namespace: "n".into(),
+            pod: "flare-j".into(),
+            uid: "u".into(),
+        });
+        let (to, change) = end_of_unfound(&record, false);
+        assert_eq!(to, JobState::Lost);
+        assert_eq!(change.reason.as_deref(), Some(reason::WORKLOAD_VANISHED));
+        let message = change.message.unwrap_or_default();
+        assert!(message.contains("cannot look for one by name"), "{message}");
+        let (to, change) = end_of_unfound(&record, true);
+        assert_eq!(to, JobState::Lost);
+        let message = change.message.unwrap_or_default();
+        assert!(!message.contains("by name"), "{message}");
     }
 }

@@ -8,7 +8,9 @@
 //! functions, so every rule is checked without a cluster.
 
 use super::name::{self, is_dns_subdomain, is_label_key, is_label_value, label_value};
-use crate::backend::workload::{JOB_ID, MANAGED_BY, MANAGED_BY_VALUE, POOL, SITE, WORKER};
+use crate::backend::container::workload::{
+    JOB_ID, MANAGED_BY, MANAGED_BY_VALUE, POOL, SITE, WORKER,
+};
 use crate::backend::{GpuAssignment, LaunchError};
 use crate::config::K8sConfig;
 use crate::config::k8s::{parse_node_selector, parse_toleration, parse_user};
@@ -122,7 +124,7 @@ pub fn pod(
     }
     let mut security = json!({"runAsNonRoot": true});
     if let Some(user) = &config.user {
-        let (uid, gid) = parse_user(user).map_err(LaunchError::Unavailable)?;
+        let (uid, gid) = parse_user(user).map_err(|e| LaunchError::Unavailable(e.into()))?;
         security["runAsUser"] = json!(uid);
         if let Some(gid) = gid {
             security["runAsGroup"] = json!(gid);
@@ -156,7 +158,8 @@ pub fn pod(
     if !config.node_selector.is_empty() {
         let mut selector = Map::new();
         for pair in &config.node_selector {
-            let (key, value) = parse_node_selector(pair).map_err(LaunchError::Unavailable)?;
+            let (key, value) =
+                parse_node_selector(pair).map_err(|e| LaunchError::Unavailable(e.into()))?;
             selector.insert(key, json!(value));
         }
         spec["nodeSelector"] = Value::Object(selector);
@@ -164,7 +167,8 @@ pub fn pod(
     if !config.tolerations.is_empty() {
         let mut tolerations = Vec::new();
         for text in &config.tolerations {
-            let toleration = parse_toleration(text).map_err(LaunchError::Unavailable)?;
+            let toleration =
+                parse_toleration(text).map_err(|e| LaunchError::Unavailable(e.into()))?;
             let mut entry = json!({"key": toleration.key});
             match toleration.value {
                 Some(value) => {
@@ -264,7 +268,7 @@ fn check_name(what: &str, name: &str) -> Result<(), LaunchError> {
 }
 
 fn invalid(message: String) -> LaunchError {
-    LaunchError::Unsupported(message)
+    LaunchError::Unsupported(message.into())
 }
 
 /// `text` with every `$` that Kubernetes would read as the start of `$(VAR)` or

@@ -8,6 +8,7 @@
 
 use crate::backend::Observation;
 use crate::protocol::reason;
+use crate::report::error_chain;
 use crate::supervisor::job_file::JobEnd;
 use crate::supervisor::job_uids::JobUidRange;
 use crate::supervisor::server::{MAX_SOCKET_PATH, socket_path};
@@ -352,7 +353,9 @@ impl Supervisor {
                 Ok(0) | Err(_) => break,
                 Ok(_) => match serde_json::from_str::<Report>(&line) {
                     Ok(report) => self.dispatch(report),
-                    Err(e) => tracing::error!(error = %e, "unreadable report from the supervisor"),
+                    Err(e) => {
+                        tracing::error!(error = %error_chain(&e), "unreadable report from the supervisor")
+                    }
                 },
             }
         }
@@ -537,7 +540,7 @@ impl Supervisor {
             grace_ms: u64::try_from(grace.as_millis()).unwrap_or(u64::MAX),
         };
         if let Err(e) = self.send(&request).await {
-            tracing::warn!(%job_id, error = %e, "could not ask the supervisor to stop a job");
+            tracing::warn!(%job_id, error = %error_chain(&e), "could not ask the supervisor to stop a job");
         }
     }
 
@@ -547,7 +550,7 @@ impl Supervisor {
             job_id: job_id.to_owned(),
         };
         if let Err(e) = self.send(&request).await {
-            tracing::debug!(%job_id, error = %e, "could not tell the supervisor a job's end is recorded");
+            tracing::debug!(%job_id, error = %error_chain(&e), "could not tell the supervisor a job's end is recorded");
         }
     }
 
@@ -572,7 +575,7 @@ impl Supervisor {
 async fn write_lines(mut writer: OwnedWriteHalf, mut queued: mpsc::UnboundedReceiver<Vec<u8>>) {
     while let Some(line) = queued.recv().await {
         if let Err(e) = writer.write_all(&line).await {
-            tracing::warn!(error = %e, "could not write to the supervisor");
+            tracing::warn!(error = %error_chain(&e), "could not write to the supervisor");
             return;
         }
     }

@@ -1,0 +1,67 @@
+//! What the container backends (Docker, Kubernetes) share, written once: the
+//! settings every one of them is started with ([`ContainerSettings`]), the jobs
+//! that follow their workloads through the backend's one watch
+//! ([`followers`]), the launch given up half-way ([`given_up`]), the workloads
+//! of ended jobs kept for a while ([`kept`]), a name already taken met as the
+//! job's own workload ([`claim_existing`]), the labels and names of workloads
+//! ([`workload`]) and the copy of their output into the job's log
+//! ([`job_output`]). Each backend keeps only what is its own: its API calls, and
+//! how it reads what its engine says into an [`super::Observation`].
+
+pub mod followers;
+pub mod given_up;
+pub mod job_output;
+pub mod kept;
+pub mod workload;
+
+use super::LaunchError;
+use std::path::PathBuf;
+
+/// What a container backend needs to know: `C` is its own configuration.
+#[derive(Debug, Clone)]
+pub struct ContainerSettings<C> {
+    /// Job logs, `DAY/JOB_ID.log` (see [`crate::job_logs`]).
+    pub log_dir: PathBuf,
+    /// The worker's id, on its workloads' labels.
+    pub worker_id: String,
+    /// Its pool, on its workloads' labels.
+    pub pool: String,
+    /// The engine or cluster, and what workloads get.
+    pub config: C,
+}
+
+/// Whose a workload met under its job's name is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Claim {
+    /// The job's own, from an earlier launch of it: adopted.
+    Ours,
+    /// Another job's.
+    AnotherJob,
+    /// Another worker's (a backend that adopts only its worker's workloads).
+    AnotherWorker,
+}
+
+/// A launch met the workload `name` (a `kind`: container, pod) of the name its
+/// job gives, whose it is as `claim` says: the job's own is adopted.
+///
+/// # Errors
+/// [`LaunchError::Spawn`] when it is not the job's own.
+pub fn claim_existing<T>(
+    kind: &str,
+    job_id: &str,
+    name: &str,
+    claim: Claim,
+    existing: T,
+) -> Result<T, LaunchError> {
+    let owner = match claim {
+        Claim::Ours => {
+            tracing::info!(%job_id, workload = name, "adopting the job's existing {kind}");
+            return Ok(existing);
+        }
+        Claim::AnotherJob => "another job",
+        Claim::AnotherWorker => "another worker",
+    };
+    Err(LaunchError::Spawn(
+        format!("a {kind} named {name} exists and belongs to {owner}").into(),
+    ))
+}
