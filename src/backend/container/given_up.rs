@@ -53,3 +53,43 @@ where
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures::FutureExt;
+    use std::sync::{Arc, Mutex};
+
+    /// A guard whose undo records what was made, and whose removal notes it ran.
+    fn guard(
+        undone: &Arc<Mutex<Vec<String>>>,
+    ) -> GivenUp<Option<String>, impl FnOnce(Option<String>) -> Option<BoxFuture<'static, ()>>>
+    {
+        let undone = undone.clone();
+        GivenUp::new(None, move |made: Option<String>| {
+            let made = made?;
+            let undone = undone.clone();
+            Some(async move { undone.lock().unwrap().push(made) }.boxed())
+        })
+    }
+
+    #[tokio::test]
+    async fn a_launch_given_up_has_what_it_made_removed() {
+        let undone = Arc::new(Mutex::new(Vec::new()));
+        let mut given_up = guard(&undone);
+        *given_up.made() = Some("container".into());
+        drop(given_up);
+        tokio::task::yield_now().await;
+        assert_eq!(*undone.lock().unwrap(), ["container"]);
+    }
+
+    #[tokio::test]
+    async fn a_launch_that_ended_undoes_nothing() {
+        let undone = Arc::new(Mutex::new(Vec::new()));
+        let mut given_up = guard(&undone);
+        *given_up.made() = Some("container".into());
+        given_up.disarm();
+        tokio::task::yield_now().await;
+        assert!(undone.lock().unwrap().is_empty());
+    }
+}

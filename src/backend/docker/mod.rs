@@ -459,13 +459,9 @@ impl Backend for DockerBackend {
             return;
         };
         let docker = self.docker.clone();
-        let name = followed.name;
-        let remove = {
-            let name = name.clone();
-            async move { remove_container(&docker, &name).await }
-        };
+        let remove = |name: String| async move { remove_container(&docker, &name).await };
         self.kept
-            .remove_after(name, self.settings.config.keep, remove)
+            .remove_after(followed.name, self.settings.config.keep, remove)
             .await;
     }
 
@@ -659,6 +655,7 @@ fn status(error: &DockerError) -> Option<u16> {
 fn engine_message(error: &DockerError) -> String {
     match error {
         DockerError::DockerResponseServerError { message, .. } => message.clone(),
+        DockerError::DockerStreamError { error } => error.clone(),
         other => other.to_string(),
     }
 }

@@ -290,10 +290,8 @@ impl Backend for K8sBackend {
         };
         let pods = self.pods.clone();
         let Released { pod, uid } = released;
-        let remove = {
-            let pod = pod.clone();
-            async move { api::delete(&pods, &pod, &uid, Duration::ZERO).await }
-        };
+        let remove =
+            |pod: String| async move { api::delete(&pods, &pod, &uid, Duration::ZERO).await };
         self.kept
             .remove_after(pod, self.settings.config.keep, remove)
             .await;
