@@ -166,20 +166,6 @@ pub struct Workload {
 #[error("cannot look up the workloads: {}", bounded(&.0.to_string()))]
 pub struct LookupError(#[source] pub Cause);
 
-/// The image a container backend runs `request` from.
-///
-/// # Errors
-/// [`LaunchError::Unsupported`] when the request names none.
-pub fn container_image(request: &LaunchRequest, kind: BackendKind) -> Result<&str, LaunchError> {
-    request
-        .image
-        .as_deref()
-        .filter(|image| !image.is_empty())
-        .ok_or_else(|| {
-            LaunchError::Unsupported(format!("the {kind} backend needs an image").into())
-        })
-}
-
 /// The directory of the jobs' logs cannot be created.
 #[derive(Debug, thiserror::Error)]
 #[error("cannot create the job log directory {path}: {source}")]

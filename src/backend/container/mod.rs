@@ -1,5 +1,6 @@
 //! What the container backends (Docker, Kubernetes) share, written once: the
-//! settings every one of them is started with ([`ContainerSettings`]), the jobs
+//! settings every one of them is started with ([`ContainerSettings`]), the
+//! image a request must name ([`container_image`]), the jobs
 //! that follow their workloads through the backend's one watch
 //! ([`followers`]), the launch given up half-way ([`given_up`]), the workloads
 //! of ended jobs kept for a while ([`kept`]), a name already taken met as the
@@ -15,6 +16,7 @@ pub mod kept;
 pub mod workload;
 
 use super::LaunchError;
+use crate::protocol::{BackendKind, LaunchRequest};
 use std::path::PathBuf;
 
 /// What a container backend needs to know: `C` is its own configuration.
@@ -64,4 +66,42 @@ pub fn claim_existing<T>(
     Err(LaunchError::Spawn(
         format!("a {kind} named {name} exists and belongs to {owner}").into(),
     ))
+}
+
+/// The image a container backend runs `request` from.
+///
+/// # Errors
+/// [`LaunchError::Unsupported`] when the request names none.
+pub fn container_image(request: &LaunchRequest, kind: BackendKind) -> Result<&str, LaunchError> {
+    request
+        .image
+        .as_deref()
+        .filter(|image| !image.is_empty())
+        .ok_or_else(|| {
+            LaunchError::Unsupported(format!("the {kind} backend needs an image").into())
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_workload_met_under_the_jobs_name_is_adopted_only_when_it_is_the_jobs() {
+        assert_eq!(
+            claim_existing("pod", "j", "flare-j", Claim::Ours, 7).ok(),
+            Some(7)
+        );
+        for (claim, owner) in [
+            (Claim::AnotherJob, "another job"),
+            (Claim::AnotherWorker, "another worker"),
+        ] {
+            let refused = claim_existing("pod", "j", "flare-j", claim, 7).unwrap_err();
+            assert_eq!(refused.reason(), crate::protocol::reason::SPAWN_FAILED);
+            assert_eq!(
+                refused.to_string(),
+                format!("a pod named flare-j exists and belongs to {owner}")
+            );
+        }
+    }
 }

@@ -19,11 +19,11 @@ mod watch;
 use super::container::followers::Following;
 use super::container::given_up::GivenUp;
 use super::container::kept::Kept;
-use super::container::{Claim, ContainerSettings, claim_existing};
+use super::container::{Claim, ContainerSettings, claim_existing, container_image};
 use super::{
     Adopt, AdoptionScope, Backend, Failure, GpuAssignment, LaunchError, LaunchProgress, Launched,
     LogDirError, LookupError, Observation, Recover, Recovered, Sweep, Workload, WorkloadControl,
-    container_image, create_log_dir, new_log_file,
+    create_log_dir, new_log_file,
 };
 use crate::config::{DockerConfig, PullPolicy};
 use crate::protocol::{BackendKind, BackendRef, JobRecord, LaunchRequest};

@@ -20,11 +20,11 @@ pub use cluster::{ClusterError, MAX_REQUESTS_IN_FLIGHT};
 use super::container::followers::Following;
 use super::container::given_up::GivenUp;
 use super::container::kept::Kept;
-use super::container::{Claim, ContainerSettings, claim_existing};
+use super::container::{Claim, ContainerSettings, claim_existing, container_image};
 use super::{
     Adopt, Backend, Failure, GpuAssignment, LaunchError, LaunchProgress, Launched, LogDirError,
-    LookupError, Recover, Recovered, Sweep, Workload, WorkloadControl, container_image,
-    create_log_dir, new_log_file,
+    LookupError, Recover, Recovered, Sweep, Workload, WorkloadControl, create_log_dir,
+    new_log_file,
 };
 use crate::config::K8sConfig;
 use crate::protocol::bounded::{bounded, bounded_to};
