@@ -153,7 +153,7 @@ impl Backend for ProcessBackend {
             log: log.clone(),
         };
         let (pid, observations) = self.supervisor.launch(spawn).await.map_err(|e| match e {
-            LaunchFailure::Spawn(message) => LaunchError::Spawn(message.into()),
+            LaunchFailure::Spawn(refusal) => LaunchError::Spawn(Failure::of(refusal)),
             LaunchFailure::Unavailable(e) => LaunchError::Unavailable(Failure::of(e)),
         })?;
         Ok(Launched {

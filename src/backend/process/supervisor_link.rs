@@ -76,12 +76,26 @@ enum Greeting {
     Failed(SupervisorError),
 }
 
+/// Why the supervisor did not start a job's program.
+#[derive(Debug, thiserror::Error)]
+pub enum SpawnRefusal {
+    /// It could not start it: what it said (bounded when it goes into an event).
+    #[error("{0}")]
+    Failed(String),
+    /// The job runs under the supervisor already.
+    #[error("this job runs under the supervisor already")]
+    AlreadyRunning,
+    /// The supervisor went away before it answered.
+    #[error("the job supervisor went away")]
+    SupervisorGone,
+}
+
 /// Why a job could not be launched through the supervisor.
 #[derive(Debug, thiserror::Error)]
 pub enum LaunchFailure {
     /// The job's program could not be started.
-    #[error("{0}")]
-    Spawn(String),
+    #[error(transparent)]
+    Spawn(#[from] SpawnRefusal),
     /// The supervisor is not there.
     #[error(transparent)]
     Unavailable(#[from] SupervisorError),
@@ -89,7 +103,7 @@ pub enum LaunchFailure {
 
 /// What the worker learns of a job from the supervisor.
 struct Route {
-    started: Option<oneshot::Sender<Result<u32, String>>>,
+    started: Option<oneshot::Sender<Result<u32, SpawnRefusal>>>,
     observe: mpsc::Sender<Observation>,
     /// The connection the job's launch went over (or that found it running):
     /// the job is lost with that connection's supervisor, not with an older one.
@@ -98,7 +112,7 @@ struct Route {
 
 /// Where a launched job's start and observations go.
 type JobChannels = (
-    oneshot::Sender<Result<u32, String>>,
+    oneshot::Sender<Result<u32, SpawnRefusal>>,
     mpsc::Sender<Observation>,
 );
 
@@ -379,7 +393,7 @@ impl Supervisor {
                     started: Some(started),
                     ..
                 }) => {
-                    let _ = started.send(Err(error));
+                    let _ = started.send(Err(SpawnRefusal::Failed(error)));
                 }
                 Some(followed) => {
                     let _ = followed
@@ -422,7 +436,7 @@ impl Supervisor {
         }
         for route in routes {
             if let Some(started) = route.started {
-                let _ = started.send(Err("the job supervisor went away".into()));
+                let _ = started.send(Err(SpawnRefusal::SupervisorGone));
             }
             let _ = route.observe.try_send(observation_of(JobEnd::OwnerLost));
         }
@@ -497,9 +511,7 @@ impl Supervisor {
         match routed {
             Ok(()) => {}
             Err(Routing::Taken) => {
-                return Err(LaunchFailure::Spawn(
-                    "this job runs under the supervisor already".into(),
-                ));
+                return Err(SpawnRefusal::AlreadyRunning.into());
             }
             Err(Routing::Unavailable(e)) => return Err(e.into()),
         }
@@ -514,7 +526,7 @@ impl Supervisor {
             }
             Ok(Err(error)) => {
                 pending.job_id = None;
-                Err(LaunchFailure::Spawn(error))
+                Err(error.into())
             }
             Err(_) => Err(LaunchFailure::Unavailable(SupervisorError::Unresponsive {
                 dir: self.inner.dir.clone(),
