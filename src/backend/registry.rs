@@ -4,9 +4,11 @@
 //! ([`BackendStartError`]), whatever its kind.
 
 use super::Backend;
-use super::docker::{DockerBackend, DockerSettings};
-use super::k8s::{K8sBackend, K8sSettings};
+use super::container::ContainerSettings;
+use super::docker::DockerBackend;
+use super::k8s::K8sBackend;
 use super::process::{ProcessBackend, ProcessSettings};
+use crate::config::{DockerConfig, K8sConfig};
 use crate::protocol::BackendKind;
 use futures::future::BoxFuture;
 use std::sync::Arc;
@@ -16,10 +18,12 @@ use std::sync::Arc;
 pub struct BackendSetup {
     /// The process backend's.
     pub process: ProcessSettings,
-    /// The Docker backend's.
-    pub docker: DockerSettings,
-    /// The Kubernetes backend's.
-    pub k8s: K8sSettings,
+    /// Every container backend's.
+    pub containers: ContainerSettings<()>,
+    /// The Docker backend's own.
+    pub docker: DockerConfig,
+    /// The Kubernetes backend's own.
+    pub k8s: K8sConfig,
 }
 
 /// Why a backend cannot start: its kind, and its own error.
@@ -57,14 +61,14 @@ fn start_process(setup: &BackendSetup) -> BoxFuture<'_, Started> {
 
 fn start_docker(setup: &BackendSetup) -> BoxFuture<'_, Started> {
     Box::pin(async move {
-        let backend = DockerBackend::start(setup.docker.clone()).await?;
+        let backend = DockerBackend::start(setup.containers.with(setup.docker.clone())).await?;
         Ok(Arc::new(backend) as Arc<dyn Backend>)
     })
 }
 
 fn start_k8s(setup: &BackendSetup) -> BoxFuture<'_, Started> {
     Box::pin(async move {
-        let backend = K8sBackend::start(setup.k8s.clone()).await?;
+        let backend = K8sBackend::start(setup.containers.with(setup.k8s.clone())).await?;
         Ok(Arc::new(backend) as Arc<dyn Backend>)
     })
 }

@@ -21,8 +21,7 @@ pub mod rejected;
 pub mod resource_status;
 pub mod retention;
 
-use crate::backend::docker::DockerSettings;
-use crate::backend::k8s::K8sSettings;
+use crate::backend::container::ContainerSettings;
 use crate::backend::process::ProcessSettings;
 use crate::backend::process::job_env::{JobEnvError, JobEnvPolicy};
 use crate::backend::process::job_user::{JobUser, JobUserError};
@@ -214,18 +213,14 @@ impl Worker {
                 cgroups: config.job_cgroups,
                 gpu_naming: config.resources.gpu_naming,
             },
-            docker: DockerSettings {
+            containers: ContainerSettings {
                 log_dir: log_dir.clone(),
                 worker_id: config.worker_id.clone(),
                 pool: config.pool.clone(),
-                config: config.docker.clone(),
+                config: (),
             },
-            k8s: K8sSettings {
-                log_dir: log_dir.clone(),
-                worker_id: config.worker_id.clone(),
-                pool: config.pool.clone(),
-                config: config.k8s.clone(),
-            },
+            docker: config.docker.clone(),
+            k8s: config.k8s.clone(),
         };
         let started = backend_registry::start_all(&config.backends, &setup).await?;
         let backends = backends_with_default(started, config.backend)?;

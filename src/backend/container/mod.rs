@@ -32,6 +32,18 @@ pub struct ContainerSettings<C> {
     pub config: C,
 }
 
+impl ContainerSettings<()> {
+    /// These settings, with a backend's own configuration.
+    pub fn with<C>(&self, config: C) -> ContainerSettings<C> {
+        ContainerSettings {
+            log_dir: self.log_dir.clone(),
+            worker_id: self.worker_id.clone(),
+            pool: self.pool.clone(),
+            config,
+        }
+    }
+}
+
 /// Whose a workload met under its job's name is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Claim {
