@@ -7,23 +7,27 @@
 //! costs nothing while its workload runs.
 //!
 //! Besides launching, a backend tells the job how its launch goes ([`LaunchProgress`]:
-//! the workload's name as soon as it exists, what it is doing meanwhile), finds
-//! its workloads again ([`Backend::recover`], [`Backend::adopt`]), lists them
-//! ([`Backend::discover`]) and removes those nobody claims ([`Backend::remove`]).
+//! the workload's name as soon as it exists, what it is doing meanwhile) and lets
+//! go of a workload once its job's end is recorded. What else it can do (find its
+//! workloads again after a restart, adopt one by name, list them and remove those
+//! nobody claims) it declares as [`capabilities`]. The worker builds its backends
+//! through the [`registry`].
 
+pub mod capabilities;
+pub mod container;
 pub mod docker;
 mod gpu_assignment;
-pub mod job_env;
-pub mod job_output;
-pub mod job_user;
 pub mod k8s;
+mod launch_error;
 pub mod process;
-pub mod workload;
+pub mod registry;
 
+pub use capabilities::{Adopt, AdoptionScope, Recover, Sweep};
 pub use gpu_assignment::GpuAssignment;
+pub use launch_error::{Cause, Failure, LaunchError};
 
 use crate::protocol::bounded::bounded;
-use crate::protocol::{BackendKind, BackendRef, JobRecord, LaunchRequest, reason};
+use crate::protocol::{BackendKind, BackendRef, LaunchRequest};
 use crate::state::Exit;
 use async_trait::async_trait;
 use std::collections::HashMap;
@@ -102,46 +106,6 @@ pub trait WorkloadControl: Send + Sync {
     }
 }
 
-/// Why a workload could not be launched. Each kind maps to the `reason` of the
-/// job's `error` event. The messages quote what the request holds only in part
-/// (a program name of any length, a working directory), so they always fit in
-/// the job's record.
-#[derive(Debug, thiserror::Error)]
-pub enum LaunchError {
-    /// The request asks for something this backend cannot do.
-    #[error("{}", bounded(.0))]
-    Unsupported(String),
-    /// The program could not be started: why, as the operating system said it.
-    #[error("{}", bounded(.0))]
-    Spawn(String),
-    /// The backend is not available on this worker.
-    #[error("{}", bounded(.0))]
-    Unavailable(String),
-    /// The workload's image is not there and cannot be had: the engine's message.
-    #[error("{}", bounded(.0))]
-    ImageNotFound(String),
-    /// The workload's image could not be pulled: the engine's message.
-    #[error("{}", bounded(.0))]
-    ImagePullFailed(String),
-    /// A mount the worker's configuration does not allow.
-    #[error("{}", bounded(.0))]
-    MountNotAllowed(String),
-}
-
-impl LaunchError {
-    /// The `reason` the job's `error` event carries.
-    pub fn reason(&self) -> &'static str {
-        match self {
-            LaunchError::Unsupported(_) => reason::INVALID_REQUEST,
-            LaunchError::Spawn(_) => reason::SPAWN_FAILED,
-            LaunchError::Unavailable(_) => reason::BACKEND_UNAVAILABLE,
-            LaunchError::ImageNotFound(_) => reason::IMAGE_NOT_FOUND,
-            LaunchError::ImagePullFailed(_) => reason::IMAGE_PULL_FAILED,
-            LaunchError::MountNotAllowed(_) => reason::MOUNT_NOT_ALLOWED,
-        }
-    }
-}
-
 /// How a launch is going, as far as the job's record should know: the
 /// workload's name once it exists, and what the backend is doing meanwhile.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -199,20 +163,8 @@ pub struct Workload {
 /// Why a backend cannot tell which workloads exist (its engine or API does not
 /// answer): the caller leaves things as they are and tries again later.
 #[derive(Debug, thiserror::Error)]
-#[error("cannot look up the workloads: {}", bounded(.0))]
-pub struct LookupError(pub String);
-
-/// The image a container backend runs `request` from.
-///
-/// # Errors
-/// [`LaunchError::Unsupported`] when the request names none.
-pub fn container_image(request: &LaunchRequest, kind: BackendKind) -> Result<&str, LaunchError> {
-    request
-        .image
-        .as_deref()
-        .filter(|image| !image.is_empty())
-        .ok_or_else(|| LaunchError::Unsupported(format!("the {kind} backend needs an image")))
-}
+#[error("cannot look up the workloads: {}", bounded(&.0.to_string()))]
+pub struct LookupError(#[source] pub Cause);
 
 /// The directory of the jobs' logs cannot be created.
 #[derive(Debug, thiserror::Error)]
@@ -241,8 +193,12 @@ pub fn create_log_dir(dir: &std::path::Path) -> Result<(), LogDirError> {
 /// # Errors
 /// [`LaunchError::Spawn`] when its directory cannot be created.
 pub fn new_log_file(log_dir: &std::path::Path, job_id: &str) -> Result<PathBuf, LaunchError> {
-    crate::job_logs::of_job_starting(log_dir, job_id)
-        .map_err(|e| LaunchError::Spawn(format!("could not create the job's log directory: {e}")))
+    crate::job_logs::of_job_starting(log_dir, job_id).map_err(|e| {
+        LaunchError::Spawn(Failure::because(
+            "could not create the job's log directory",
+            e,
+        ))
+    })
 }
 
 /// A place to run jobs.
@@ -265,38 +221,20 @@ pub trait Backend: Send + Sync {
         progress: &LaunchProgress,
     ) -> Result<Launched, LaunchError>;
 
-    /// The workloads this worker had before it restarted, each with its current
-    /// state as first observation; taken once, at start-up.
-    async fn recover(&self) -> Vec<Recovered> {
-        Vec::new()
-    }
+    /// Finding this backend's workloads again after a restart, if it can.
+    fn recovery(&self) -> Option<&dyn Recover>;
 
-    /// Re-attaches to the workload of a job that [`Backend::recover`] did not
-    /// find (by its `backend_ref`, or the name its launch would give it): the
-    /// first observation is its current state. `None` when it does not exist.
-    ///
-    /// # Errors
-    /// A [`LookupError`] when the backend cannot tell.
-    async fn adopt(&self, _record: &JobRecord) -> Result<Option<Launched>, LookupError> {
-        Ok(None)
-    }
+    /// Adopting one job's workload by its name, if it can.
+    fn adoption(&self) -> Option<&dyn Adopt>;
 
-    /// The workloads that carry this worker's labels, whatever their state.
-    ///
-    /// # Errors
-    /// A [`LookupError`] when the backend cannot tell.
-    async fn discover(&self) -> Result<Vec<Workload>, LookupError> {
-        Ok(Vec::new())
-    }
-
-    /// Removes a workload no job claims (found by [`Backend::discover`]).
-    async fn remove(&self, _workload: &Workload) {}
+    /// Listing its workloads and removing those no job claims, if it can.
+    fn sweep(&self) -> Option<&dyn Sweep>;
 
     /// Lets go of a job's workload once its end is recorded.
-    async fn release(&self, _job_id: &str) {}
+    async fn release(&self, job_id: &str);
 
     /// The worker leaves in order: the backend lets go of whatever it still holds.
-    async fn close(&self) {}
+    async fn close(&self);
 }
 
 /// A workload found again after the worker restarted. The GPUs it was given
@@ -367,30 +305,13 @@ impl Backends {
     pub fn for_request(&self, request: &LaunchRequest) -> Result<Arc<dyn Backend>, LaunchError> {
         let kind = self.kind_for(request);
         self.available.get(&kind).cloned().ok_or_else(|| {
-            LaunchError::Unavailable(format!(
-                "this worker has no {kind} backend (it runs {})",
-                self.names()
-            ))
+            LaunchError::Unavailable(
+                format!(
+                    "this worker has no {kind} backend (it runs {})",
+                    self.names()
+                )
+                .into(),
+            )
         })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::protocol::bounded::MAX_TEXT;
-
-    #[test]
-    fn launch_errors_quote_the_request_only_in_part() {
-        let spawn = LaunchError::Spawn(format!(
-            "could not start the job: its working directory {} is not a directory",
-            "d".repeat(100_000)
-        ));
-        let message = spawn.to_string();
-        assert!(message.len() <= MAX_TEXT, "{}", message.len());
-        assert!(message.starts_with("could not start the job: its working directory ddd"));
-        assert!(message.ends_with("bytes cut)"), "{message}");
-        let unsupported = LaunchError::Unsupported("u".repeat(100_000));
-        assert!(unsupported.to_string().len() <= MAX_TEXT);
     }
 }

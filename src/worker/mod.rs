@@ -22,11 +22,11 @@ pub mod resource_status;
 pub mod retention;
 pub mod story;
 
-use crate::backend::docker::{DockerBackend, DockerBackendError, DockerSettings};
-use crate::backend::job_env::{JobEnvError, JobEnvPolicy};
-use crate::backend::job_user::{JobUser, JobUserError};
-use crate::backend::k8s::{K8sBackend, K8sBackendError, K8sSettings};
-use crate::backend::process::{ProcessBackend, ProcessBackendError, ProcessSettings};
+use crate::backend::container::ContainerSettings;
+use crate::backend::process::ProcessSettings;
+use crate::backend::process::job_env::{JobEnvError, JobEnvPolicy};
+use crate::backend::process::job_user::{JobUser, JobUserError};
+use crate::backend::registry::{self as backend_registry, BackendSetup, BackendStartError};
 use crate::backend::{Backend, Backends};
 use crate::config::WorkerConfig;
 use crate::nats::connect::{self, ConnectError};
@@ -68,15 +68,10 @@ pub enum WorkerError {
     /// Control subjects could not be subscribed.
     #[error("could not subscribe to control subjects: {0}")]
     Subscribe(#[from] async_nats::SubscribeError),
-    /// The process backend cannot be used (its log directory or supervisor).
+    /// A backend cannot be used (its log directory, its supervisor, engine or
+    /// cluster).
     #[error(transparent)]
-    ProcessBackend(#[from] ProcessBackendError),
-    /// The Docker backend cannot be used (its engine does not answer).
-    #[error(transparent)]
-    DockerBackend(#[from] DockerBackendError),
-    /// The Kubernetes backend cannot be used (its cluster does not answer).
-    #[error(transparent)]
-    K8sBackend(#[from] K8sBackendError),
+    Backend(#[from] BackendStartError),
     /// Jobs cannot run as the configured user.
     #[error(transparent)]
     JobUser(#[from] JobUserError),
@@ -186,43 +181,26 @@ impl Worker {
         let prepared = layout.prepare().await?;
         // The backends come last: a worker that cannot reach NATS starts no
         // supervisor and watches no engine.
-        let mut process = Some(ProcessSettings {
-            log_dir: log_dir.clone(),
-            supervisor_dir: config.data_dir.join("supervisor").join(&config.worker_id),
-            supervisor_program: config.supervisor_program.clone(),
-            job_user,
-            env_policy,
-            cgroups: config.job_cgroups,
-            gpu_naming: config.resources.gpu_naming,
-        });
-        let mut started: Vec<Arc<dyn Backend>> = Vec::new();
-        for kind in &config.backends {
-            let backend: Arc<dyn Backend> = match kind {
-                BackendKind::Process => match process.take() {
-                    Some(settings) => Arc::new(ProcessBackend::start(settings).await?),
-                    None => continue,
-                },
-                BackendKind::Docker => Arc::new(
-                    DockerBackend::start(DockerSettings {
-                        log_dir: log_dir.clone(),
-                        worker_id: config.worker_id.clone(),
-                        pool: config.pool.clone(),
-                        config: config.docker.clone(),
-                    })
-                    .await?,
-                ),
-                BackendKind::K8s => Arc::new(
-                    K8sBackend::start(K8sSettings {
-                        log_dir: log_dir.clone(),
-                        worker_id: config.worker_id.clone(),
-                        pool: config.pool.clone(),
-                        config: config.k8s.clone(),
-                    })
-                    .await?,
-                ),
-            };
-            started.push(backend);
-        }
+        let setup = BackendSetup {
+            process: ProcessSettings {
+                log_dir: log_dir.clone(),
+                supervisor_dir: config.data_dir.join("supervisor").join(&config.worker_id),
+                supervisor_program: config.supervisor_program.clone(),
+                job_user,
+                env_policy,
+                cgroups: config.job_cgroups,
+                gpu_naming: config.resources.gpu_naming,
+            },
+            containers: ContainerSettings {
+                log_dir: log_dir.clone(),
+                worker_id: config.worker_id.clone(),
+                pool: config.pool.clone(),
+                config: (),
+            },
+            docker: config.docker.clone(),
+            k8s: config.k8s.clone(),
+        };
+        let started = backend_registry::start_all(&config.backends, &setup).await?;
         let backends = backends_with_default(started, config.backend)?;
 
         let store = JobStore::new(prepared.bucket, layout.clone()).with_retention(config.retention);

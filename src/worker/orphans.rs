@@ -1,4 +1,4 @@
-//! The orphan sweep: now and then, every backend lists the workloads carrying
+//! The orphan sweep: now and then, every backend that can lists the workloads carrying
 //! this worker's labels, and those no live job claims (no job of this worker
 //! follows them, and their job's record is gone or ended) are removed once they
 //! are older than the grace period. The grace spares a workload whose launch is
@@ -42,7 +42,10 @@ pub async fn run(orphans: OrphanSweep, grace: Duration, stop: CancellationToken)
 /// Removes the workloads no job claims that are older than `grace`.
 async fn sweep(orphans: &OrphanSweep, grace: Duration) {
     for backend in orphans.backends.all() {
-        let workloads = match backend.discover().await {
+        let Some(sweep) = backend.sweep() else {
+            continue;
+        };
+        let workloads = match sweep.discover().await {
             Ok(workloads) => workloads,
             Err(e) => {
                 tracing::warn!(backend = %backend.kind(), error = %e, "orphan sweep: cannot list the workloads");
@@ -52,7 +55,7 @@ async fn sweep(orphans: &OrphanSweep, grace: Duration) {
         for workload in workloads {
             if is_orphan(orphans, &workload, grace).await {
                 tracing::warn!(job_id = %workload.job_id, workload = ?workload.backend_ref, "removing a workload no job claims");
-                backend.remove(&workload).await;
+                sweep.remove(&workload).await;
             }
         }
     }

@@ -6,9 +6,11 @@
 //!
 //! Then every record this worker owns that has not ended and whose workload no
 //! backend found (the worker died between the claim and the workload's creation,
-//! or the workload carries other labels) is settled: its backend re-attaches to
-//! the workload by name when there is one, and otherwise the job ends with what
-//! is true of it (it never ran; or it was stopped; or its workload is gone).
+//! or the workload carries other labels) is settled: a backend that can adopt
+//! re-attaches to the workload by name when there is one, and otherwise (or when
+//! its backend cannot adopt: a Kubernetes pod, a local process) the job ends at
+//! once with what is true of it (it never ran; or it was stopped; or its
+//! workload is gone, `lost`).
 //!
 //! The GPUs a job's record says it was given are held again before any new
 //! request is taken, until its workload has ended, so a restart never hands out
@@ -46,7 +48,10 @@ pub async fn resume_jobs(recovery: &Recovery, capacity: &Arc<Semaphore>, tracker
     let backends: Vec<Arc<dyn Backend>> = recovery.jobs.backends.all().cloned().collect();
     let mut found_jobs = HashSet::new();
     for backend in backends {
-        for found in backend.recover().await {
+        let Some(recover) = backend.recovery() else {
+            continue;
+        };
+        for found in recover.recover().await {
             let Ok(job_id) = JobId::new(found.job_id.as_str()) else {
                 tracing::warn!(job_id = %found.job_id, "a workload whose job id is not one is left as it is");
                 continue;
@@ -103,12 +108,16 @@ async fn settle(
         tracing::warn!(backend = ?record.backend, "an unfinished job of a backend this worker does not have; left as it is");
         return;
     };
-    let adopted = match backend.adopt(record).await {
-        Ok(adopted) => adopted,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot tell whether an unfinished job's workload exists; left as it is");
-            return;
-        }
+    let adoption = backend.adoption();
+    let adopted = match adoption.map(|adoption| adoption.adopt(record)) {
+        None => None,
+        Some(adopting) => match adopting.await {
+            Ok(adopted) => adopted,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot tell whether an unfinished job's workload exists; left as it is");
+                return;
+            }
+        },
     };
     let Some(registration) = recovery.registry.register(story.job_id()) else {
         return;
@@ -125,7 +134,7 @@ async fn settle(
             tracker.spawn(job.resume(backend, launched).instrument(span));
         }
         None => {
-            let (to, change) = end_of_unfound(record);
+            let (to, change) = end_of_unfound(record, adoption.is_some());
             tracing::warn!(state = %record.state, ended = %to, "a job's workload is not there after a restart; the job ends");
             let job = Job::new(recovery.jobs.clone(), story, registration, None);
             tracker.spawn(job.end(to, change).instrument(span));
@@ -134,8 +143,10 @@ async fn settle(
 }
 
 /// The true end of a job whose workload is not there: never created (the worker
-/// went away while launching it), stopped before it ran, or gone.
-fn end_of_unfound(record: &JobRecord) -> (JobState, Change) {
+/// went away while launching it), stopped before it ran, or gone. A backend
+/// that cannot adopt a workload by name (`adoptable` false) found again all it
+/// can at start: the job ends at once, its message saying so.
+fn end_of_unfound(record: &JobRecord, adoptable: bool) -> (JobState, Change) {
     match (
         record.state,
         &record.backend_ref,
@@ -152,11 +163,18 @@ fn end_of_unfound(record: &JobRecord) -> (JobState, Change) {
                 "the worker went away while launching the job, before its workload existed; it never ran",
             ),
         ),
-        _ => (
+        _ if adoptable => (
             JobState::Lost,
             Change::because(
                 reason::WORKLOAD_VANISHED,
                 "its workload was not there when its worker restarted",
+            ),
+        ),
+        _ => (
+            JobState::Lost,
+            Change::because(
+                reason::WORKLOAD_VANISHED,
+                "its workload was not among those found again when its worker restarted, and its backend cannot look for one by name",
             ),
         ),
     }
@@ -227,5 +245,31 @@ async fn resume(
                 .instrument(span),
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::BackendRef;
+    use crate::worker::story::fresh_record;
+
+    #[test]
+    fn a_job_whose_backend_cannot_adopt_ends_lost_saying_so() {
+        let mut record = fresh_record(&JobId::new("j").unwrap(), "w", JobState::Running);
+        record.backend_ref = Some(BackendRef::K8s {
+            namespace: "n".into(),
+            pod: "flare-j".into(),
+            uid: "u".into(),
+        });
+        let (to, change) = end_of_unfound(&record, false);
+        assert_eq!(to, JobState::Lost);
+        assert_eq!(change.reason.as_deref(), Some(reason::WORKLOAD_VANISHED));
+        let message = change.message.unwrap_or_default();
+        assert!(message.contains("cannot look for one by name"), "{message}");
+        let (to, change) = end_of_unfound(&record, true);
+        assert_eq!(to, JobState::Lost);
+        let message = change.message.unwrap_or_default();
+        assert!(!message.contains("by name"), "{message}");
     }
 }

@@ -3,7 +3,6 @@
 //! that comes while the launch is under way, a run timeout, the worker giving
 //! up on its jobs (also while a slow stop's long grace runs), a failed launch.
 
-
 use crate::common::fake_backend::{FakeBackend, Script};
 use crate::common::nats_server::NatsServer;
 use crate::common::story_bench::{Bench, bench, states};

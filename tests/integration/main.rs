@@ -28,7 +28,7 @@ mod retention;
 mod schemas;
 mod secrets;
 mod startup;
-mod story;
 mod store;
 mod storm;
+mod story;
 mod supervision;

@@ -263,7 +263,8 @@ async fn a_job_of_the_workers_own_user_cannot_read_its_environment() {
 #[cfg_attr(not_root, ignore = "switches users, which needs root")]
 async fn a_job_runs_as_the_job_user_with_its_identity_and_writes_its_log() {
     assert_root("switching users");
-    let system = System::start_with(|config| config.job_user = Some("nobody".parse().unwrap())).await;
+    let system =
+        System::start_with(|config| config.job_user = Some("nobody".parse().unwrap())).await;
     let data_dir = &system.config.data_dir;
     let mut request = sh(
         "as-nobody",
@@ -412,7 +413,8 @@ async fn a_supervisor_that_would_not_give_jobs_uids_of_their_own_stops_the_worke
 #[cfg_attr(not_root, ignore = "switches users, which needs root")]
 async fn a_job_user_cannot_work_in_a_directory_it_could_not_reach() {
     assert_root("switching users");
-    let system = System::start_with(|config| config.job_user = Some("nobody".parse().unwrap())).await;
+    let system =
+        System::start_with(|config| config.job_user = Some("nobody".parse().unwrap())).await;
     // Open itself, but under a parent only root may pass through.
     let private = system.path("private");
     let open = private.join("open");

@@ -4,7 +4,6 @@
 //! comes after it; a record the server refuses ends the job with a minimal one;
 //! and a write over a record someone else changed comes back superseded.
 
-
 use crate::common::nats_server::NatsServer;
 use crate::common::story_bench::{bench, id, states};
 use flare_launcher::protocol::{BackendKind, reason};

@@ -9,6 +9,7 @@
 
 use super::credential_helper::{self, HelperError};
 use crate::config::docker::{DOCKER_HUB, RegistryLogin, registry_host as registry_of_key};
+use crate::report::error_chain;
 use base64::Engine;
 use bollard::auth::DockerCredentials;
 use serde::Deserialize;
@@ -44,7 +45,7 @@ impl RegistryLogin {
         let password = match std::fs::read_to_string(&self.password_file) {
             Ok(password) => password.trim_end_matches(['\r', '\n']).to_owned(),
             Err(e) => {
-                tracing::warn!(registry = %self.registry, file = %self.password_file.display(), error = %e, "cannot read a registry password");
+                tracing::warn!(registry = %self.registry, file = %self.password_file.display(), error = %error_chain(&e), "cannot read a registry password");
                 return None;
             }
         };
@@ -135,14 +136,14 @@ fn read_config_file(file: &Path) -> Option<ConfigFile> {
         Ok(text) => text,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
         Err(e) => {
-            tracing::warn!(file = %file.display(), error = %e, "cannot read registry credentials");
+            tracing::warn!(file = %file.display(), error = %error_chain(&e), "cannot read registry credentials");
             return None;
         }
     };
     match serde_json::from_str(&text) {
         Ok(config) => Some(config),
         Err(e) => {
-            tracing::warn!(file = %file.display(), error = %e, "registry credentials file is not valid");
+            tracing::warn!(file = %file.display(), error = %error_chain(&e), "registry credentials file is not valid");
             None
         }
     }

@@ -12,9 +12,10 @@
 //! reported.
 
 use crate::backend::Observation;
-use crate::backend::job_output::JobLog;
+use crate::backend::container::job_output::JobLog;
 use crate::protocol::bounded::bounded;
 use crate::protocol::reason;
+use crate::report::error_chain;
 use crate::state::Exit;
 use bollard::Docker;
 use bollard::container::LogOutput;
@@ -146,7 +147,7 @@ async fn copy_logs(docker: &Docker, name: &str, log: &Path) {
             | Ok(LogOutput::Console { message }) => message,
             Ok(LogOutput::StdIn { .. }) => continue,
             Err(e) => {
-                tracing::warn!(container = name, error = %e, "cannot read the container's output");
+                tracing::warn!(container = name, error = %error_chain(&e), "cannot read the container's output");
                 break;
             }
         };

@@ -4,6 +4,7 @@
 //! and an image that cannot be had told apart from a pull that failed.
 
 use super::credentials::CredentialSources;
+use super::{EngineError, engine_message, status};
 use bollard::Docker;
 use bollard::auth::DockerCredentials;
 use bollard::errors::Error as DockerError;
@@ -19,24 +20,30 @@ use tokio::time::Instant;
 /// How often a long pull's progress goes to the log.
 const PROGRESS_EVERY: Duration = Duration::from_secs(5);
 
+/// What made an image impossible to have: the engine's error, or the
+/// credential helper's. Shared: every job waiting for a pull gets its end.
+type PullCause = Arc<dyn std::error::Error + Send + Sync>;
+
 /// Why an image cannot be had.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum ImageError {
-    /// No registry has it (or pulling is not allowed): the engine's message.
-    #[error("image {image} not found: {message}")]
+    /// No registry has it (or pulling is not allowed).
+    #[error("image {image} not found: {source}")]
     NotFound {
         /// The image.
         image: String,
-        /// What the engine said.
-        message: String,
+        /// The engine's error.
+        #[source]
+        source: PullCause,
     },
-    /// Pulling it failed: the engine's message.
-    #[error("pulling image {image} failed: {message}")]
+    /// Pulling it failed.
+    #[error("pulling image {image} failed: {source}")]
     PullFailed {
         /// The image.
         image: String,
-        /// What the engine said.
-        message: String,
+        /// The engine's or the credential helper's error.
+        #[source]
+        source: PullCause,
     },
 }
 
@@ -81,7 +88,7 @@ impl Puller {
                             Ok(credentials) => pull_once(&docker, &image, credentials).await,
                             Err(e) => Err(ImageError::PullFailed {
                                 image: image.clone(),
-                                message: e.to_string(),
+                                source: Arc::new(e),
                             }),
                         };
                         pulls
@@ -222,16 +229,8 @@ impl PullProgress {
 /// Whether the engine's answer to a pull says the image does not exist (or may
 /// not be seen), rather than that the pull broke.
 fn classify(image: &str, error: DockerError) -> ImageError {
-    let (status, message) = match &error {
-        DockerError::DockerResponseServerError {
-            status_code,
-            message,
-        } => (Some(*status_code), message.clone()),
-        DockerError::DockerStreamError { error } => (None, error.clone()),
-        other => (None, other.to_string()),
-    };
-    let lower = message.to_ascii_lowercase();
-    let not_found = status == Some(404)
+    let lower = engine_message(&error).to_ascii_lowercase();
+    let not_found = status(&error) == Some(404)
         || [
             "manifest unknown",
             "not found",
@@ -241,10 +240,11 @@ fn classify(image: &str, error: DockerError) -> ImageError {
         .iter()
         .any(|sign| lower.contains(sign));
     let image = image.to_owned();
+    let source = Arc::new(EngineError(error));
     if not_found {
-        ImageError::NotFound { image, message }
+        ImageError::NotFound { image, source }
     } else {
-        ImageError::PullFailed { image, message }
+        ImageError::PullFailed { image, source }
     }
 }
 
@@ -300,10 +300,18 @@ mod tests {
         let missing = DockerError::DockerStreamError {
             error: "manifest for x:1 not found: manifest unknown".into(),
         };
-        assert!(matches!(
-            classify("x:1", missing),
-            ImageError::NotFound { .. }
-        ));
+        let not_found = classify("x:1", missing);
+        assert!(matches!(not_found, ImageError::NotFound { .. }));
+        // What the engine said, once, and its error kept as the cause.
+        assert_eq!(
+            not_found.to_string(),
+            "image x:1 not found: manifest for x:1 not found: manifest unknown"
+        );
+        let cause = std::error::Error::source(&not_found).expect("the engine's error");
+        assert_eq!(
+            cause.to_string(),
+            "manifest for x:1 not found: manifest unknown"
+        );
         let refused = DockerError::DockerResponseServerError {
             status_code: 500,
             message: "Get \"https://127.0.0.1:1/v2/\": connection refused".into(),

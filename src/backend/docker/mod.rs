@@ -5,8 +5,8 @@
 //! reports every end; a stop runs in the background; the output is copied into
 //! the job's log file once the container ended, and the container is removed once
 //! the job's end is recorded. After a restart, containers are found again by
-//! label ([`Backend::recover`], [`Backend::discover`]) or by name
-//! ([`Backend::adopt`]).
+//! label ([`Recover`], [`Sweep`]) or by name ([`Adopt`]), a container of any
+//! worker on the same engine.
 
 mod credential_helper;
 pub mod credentials;
@@ -16,13 +16,18 @@ mod mounts;
 mod spec;
 mod watch;
 
+use super::container::followers::Following;
+use super::container::given_up::GivenUp;
+use super::container::kept::Kept;
+use super::container::{Claim, ContainerSettings, claim_existing, container_image};
 use super::{
-    Backend, GpuAssignment, LaunchError, LaunchProgress, Launched, LogDirError, LookupError,
-    Observation, Recovered, Workload, WorkloadControl, container_image, create_log_dir,
-    new_log_file,
+    Adopt, AdoptionScope, Backend, Failure, GpuAssignment, LaunchError, LaunchProgress, Launched,
+    LogDirError, LookupError, Observation, Recover, Recovered, Sweep, Workload, WorkloadControl,
+    create_log_dir, new_log_file,
 };
 use crate::config::{DockerConfig, PullPolicy};
 use crate::protocol::{BackendKind, BackendRef, JobRecord, LaunchRequest};
+use crate::report::error_chain;
 use async_trait::async_trait;
 use bollard::Docker;
 use bollard::errors::Error as DockerError;
@@ -30,32 +35,22 @@ use bollard::models::{ContainerStateStatusEnum, Mount as DockerMount};
 use bollard::query_parameters::{
     CreateContainerOptions, KillContainerOptions, RemoveContainerOptions,
 };
+use futures::FutureExt;
 pub use spec::{JOB_ID as JOB_ID_LABEL, MANAGED_BY, MANAGED_BY_VALUE};
 
 use credentials::CredentialSources;
 use image::{ImageError, Puller};
 use mounts::{MountPolicy, Workspace};
-use std::collections::HashSet;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 use time::format_description::well_known::Rfc3339;
 use tokio::task::JoinHandle;
-use watch::{Following, Watch};
+use watch::Watch;
 
 /// What a Docker backend needs to know.
-#[derive(Debug, Clone)]
-pub struct DockerSettings {
-    /// Job logs, `DAY/JOB_ID.log` (see [`crate::job_logs`]).
-    pub log_dir: PathBuf,
-    /// The worker's id, on its containers' labels.
-    pub worker_id: String,
-    /// Its pool, on its containers' labels.
-    pub pool: String,
-    /// The engine and what containers get.
-    pub config: DockerConfig,
-}
+pub type DockerSettings = ContainerSettings<DockerConfig>;
 
 /// Why a Docker backend cannot start.
 #[derive(Debug, thiserror::Error)]
@@ -82,8 +77,8 @@ pub struct DockerBackend {
     mount_policy: MountPolicy,
     watch: Arc<Watch>,
     events: JoinHandle<()>,
-    /// Containers of ended jobs kept for `--docker-keep-s`, by name.
-    kept: Arc<Mutex<HashSet<String>>>,
+    /// Containers of ended jobs kept for `--docker-keep-s`.
+    kept: Kept,
 }
 
 /// A container of this worker's, as the engine lists or inspects it.
@@ -142,7 +137,7 @@ impl DockerBackend {
             settings,
             watch,
             events,
-            kept: Arc::new(Mutex::new(HashSet::new())),
+            kept: Kept::default(),
         })
     }
 
@@ -152,7 +147,7 @@ impl DockerBackend {
             .watch
             .list()
             .await
-            .map_err(|e| LookupError(engine_message(&e)))?;
+            .map_err(|e| LookupError(EngineError(e).into()))?;
         Ok(containers
             .into_iter()
             .filter_map(|container| {
@@ -186,11 +181,11 @@ impl DockerBackend {
         } = found;
         let log = self.log_of_day(created, &job_id);
         let detail = output_detail(&name, &log);
-        let following = self.watch.follow(&job_id, &name, log);
+        let following = self.watch.followers().follow(&job_id, &name, log);
         match state.as_str() {
             "created" => match self.start_container(&id).await {
-                Ok(()) => self.watch.tell(&job_id, Observation::Running),
-                Err(e) => self.watch.tell(
+                Ok(()) => self.watch.followers().tell(&job_id, Observation::Running),
+                Err(e) => self.watch.followers().tell(
                     &job_id,
                     Observation::StartFailed {
                         reason: e.reason().to_owned(),
@@ -199,7 +194,7 @@ impl DockerBackend {
                 ),
             },
             "running" | "restarting" | "paused" => {
-                self.watch.tell(&job_id, Observation::Running);
+                self.watch.followers().tell(&job_id, Observation::Running);
             }
             _ => {}
         }
@@ -285,13 +280,13 @@ impl DockerBackend {
         match created {
             Ok(created) => Ok(Created::New(created.id)),
             Err(e) if status(&e) == Some(409) => self.existing(&request.job_id, name).await,
-            Err(e) if status(&e) == Some(404) => Err(LaunchError::ImageNotFound(format!(
-                "image {image} not found (pull policy {pull:?}): {}",
-                engine_message(&e)
+            Err(e) if status(&e) == Some(404) => Err(LaunchError::ImageNotFound(Failure::because(
+                format!("image {image} not found (pull policy {pull:?})"),
+                EngineError(e),
             ))),
-            Err(e) => Err(LaunchError::Spawn(format!(
-                "the engine refused to create the container: {}",
-                engine_message(&e)
+            Err(e) => Err(LaunchError::Spawn(Failure::because(
+                "the engine refused to create the container",
+                EngineError(e),
             ))),
         }
     }
@@ -303,35 +298,35 @@ impl DockerBackend {
             .inspect_container(name, None)
             .await
             .map_err(|e| {
-                LaunchError::Spawn(format!(
-                    "container {name} exists but cannot be inspected: {}",
-                    engine_message(&e)
+                LaunchError::Spawn(Failure::because(
+                    format!("container {name} exists but cannot be inspected"),
+                    EngineError(e),
                 ))
             })?;
         let labels = inspected
             .config
             .and_then(|config| config.labels)
             .unwrap_or_default();
-        if labels.get(spec::JOB_ID).map(String::as_str) != Some(job_id) {
-            return Err(LaunchError::Spawn(format!(
-                "a container named {name} exists and belongs to another job"
-            )));
-        }
+        let claim = if labels.get(spec::JOB_ID).map(String::as_str) == Some(job_id) {
+            Claim::Ours
+        } else {
+            Claim::AnotherJob
+        };
         let state = inspected.state.unwrap_or_default();
-        tracing::info!(%job_id, container = name, "adopting the job's existing container");
-        Ok(Created::Existing {
+        let existing = Created::Existing {
             id: inspected.id.unwrap_or_else(|| name.to_owned()),
             started: state.status != Some(ContainerStateStatusEnum::CREATED),
-        })
+        };
+        claim_existing("container", job_id, name, claim, existing)
     }
 
     /// Starts a container this worker created; on failure it is removed.
     async fn start_container(&self, id: &str) -> Result<(), LaunchError> {
         if let Err(e) = self.docker.start_container(id, None).await {
             remove_container(&self.docker, id).await;
-            return Err(LaunchError::Spawn(format!(
-                "could not start the job's container: {}",
-                engine_message(&e)
+            return Err(LaunchError::Spawn(Failure::because(
+                "could not start the job's container",
+                EngineError(e),
             )));
         }
         Ok(())
@@ -356,52 +351,22 @@ impl DockerBackend {
             Created::New(id) => {
                 *created = Some(id.clone());
                 self.start_container(&id).await?;
-                self.watch.tell(&request.job_id, Observation::Running);
+                self.watch
+                    .followers()
+                    .tell(&request.job_id, Observation::Running);
                 Ok(id)
             }
             Created::Existing { id, started } => {
                 if !started {
                     self.start_container(&id).await?;
                 }
-                self.watch.tell(&request.job_id, Observation::Running);
+                self.watch
+                    .followers()
+                    .tell(&request.job_id, Observation::Running);
                 // Should it have ended already, its end is read now.
                 self.watch.ended(&request.job_id);
                 Ok(id)
             }
-        }
-    }
-}
-
-/// A launch under way: should it be given up before it ends (its future dropped,
-/// as when `start_s` runs out during a pull), the job is no longer followed and
-/// the container made for it is removed.
-struct GivenUp {
-    docker: Docker,
-    watch: Arc<Watch>,
-    job_id: String,
-    created: Option<String>,
-}
-
-impl GivenUp {
-    /// The launch ended (either way): nothing to undo here.
-    fn disarm(mut self) {
-        self.job_id.clear();
-    }
-}
-
-impl Drop for GivenUp {
-    fn drop(&mut self) {
-        if self.job_id.is_empty() {
-            return;
-        }
-        self.watch.forget(&self.job_id);
-        let Some(container) = self.created.take() else {
-            return;
-        };
-        tracing::warn!(job_id = %self.job_id, %container, "launch given up; removing its container");
-        let docker = self.docker.clone();
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn(async move { remove_container(&docker, &container).await });
         }
     }
 }
@@ -442,13 +407,21 @@ impl Backend for DockerBackend {
         let Following {
             observations,
             stopped,
-        } = self.watch.follow(&request.job_id, &name, log.clone());
-        let mut given_up = GivenUp {
-            docker: self.docker.clone(),
-            watch: self.watch.clone(),
-            job_id: request.job_id.clone(),
-            created: None,
-        };
+        } = self
+            .watch
+            .followers()
+            .follow(&request.job_id, &name, log.clone());
+        let (docker, watch, job_id) = (
+            self.docker.clone(),
+            self.watch.clone(),
+            request.job_id.clone(),
+        );
+        let mut given_up = GivenUp::new(None, move |created: Option<String>| {
+            watch.followers().forget(&job_id);
+            let container = created?;
+            tracing::warn!(%job_id, %container, "launch given up; removing its container");
+            Some(async move { remove_container(&docker, &container).await }.boxed())
+        });
         let launched = self
             .launch_followed(
                 ContainerPlan {
@@ -459,7 +432,7 @@ impl Backend for DockerBackend {
                     mounts,
                 },
                 progress,
-                &mut given_up.created,
+                given_up.made(),
             )
             .await;
         given_up.disarm();
@@ -474,17 +447,48 @@ impl Backend for DockerBackend {
                 control: self.control(&id, stopped),
             }),
             Err(e) => {
-                self.watch.forget(&request.job_id);
+                self.watch.followers().forget(&request.job_id);
                 Err(e)
             }
         }
     }
 
+    async fn release(&self, job_id: &str) {
+        let Some(followed) = self.watch.followers().forget(job_id) else {
+            return;
+        };
+        let docker = self.docker.clone();
+        let remove = |name: String| async move { remove_container(&docker, &name).await };
+        self.kept
+            .remove_after(followed.name, self.settings.config.keep, remove)
+            .await;
+    }
+
+    async fn close(&self) {
+        // The containers go on; a worker with the same id finds them again.
+        self.events.abort();
+    }
+
+    fn recovery(&self) -> Option<&dyn Recover> {
+        Some(self)
+    }
+
+    fn adoption(&self) -> Option<&dyn Adopt> {
+        Some(self)
+    }
+
+    fn sweep(&self) -> Option<&dyn Sweep> {
+        Some(self)
+    }
+}
+
+#[async_trait]
+impl Recover for DockerBackend {
     async fn recover(&self) -> Vec<Recovered> {
         let containers = match self.found_containers().await {
             Ok(containers) => containers,
             Err(e) => {
-                tracing::error!(error = %e, "cannot list this worker's containers; none recovered");
+                tracing::error!(error = %error_chain(&e), "cannot list this worker's containers; none recovered");
                 return Vec::new();
             }
         };
@@ -496,6 +500,15 @@ impl Backend for DockerBackend {
         }
         recovered
     }
+}
+
+#[async_trait]
+impl Adopt for DockerBackend {
+    fn scope(&self) -> AdoptionScope {
+        // The container is found by the name its job gives it and checked by
+        // its job's label, whichever worker made it.
+        AdoptionScope::AnyWorker
+    }
 
     async fn adopt(&self, record: &JobRecord) -> Result<Option<Launched>, LookupError> {
         let name = match &record.backend_ref {
@@ -505,7 +518,7 @@ impl Backend for DockerBackend {
         let inspected = match self.docker.inspect_container(&name, None).await {
             Ok(inspected) => inspected,
             Err(e) if status(&e) == Some(404) => return Ok(None),
-            Err(e) => return Err(LookupError(engine_message(&e))),
+            Err(e) => return Err(LookupError(EngineError(e).into())),
         };
         let config = inspected.config.unwrap_or_default();
         let labels = config.labels.unwrap_or_default();
@@ -530,15 +543,18 @@ impl Backend for DockerBackend {
         };
         Ok(Some(self.reattach(found).await))
     }
+}
 
+#[async_trait]
+impl Sweep for DockerBackend {
     async fn discover(&self) -> Result<Vec<Workload>, LookupError> {
-        let kept = self.kept.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let kept = self.kept.now();
         Ok(self
             .found_containers()
             .await?
             .into_iter()
             .map(|found| Workload {
-                held: self.watch.follows(&found.job_id) || kept.contains(&found.name),
+                held: self.watch.followers().follows(&found.job_id) || kept.contains(&found.name),
                 created: found
                     .created
                     .and_then(|at| u64::try_from(at).ok())
@@ -556,32 +572,6 @@ impl Backend for DockerBackend {
         if let BackendRef::Docker { container_id, .. } = &workload.backend_ref {
             remove_container(&self.docker, container_id).await;
         }
-    }
-
-    async fn release(&self, job_id: &str) {
-        let Some(name) = self.watch.forget(job_id) else {
-            return;
-        };
-        let keep = self.settings.config.keep;
-        if keep.is_zero() {
-            remove_container(&self.docker, &name).await;
-            return;
-        }
-        let docker = self.docker.clone();
-        let kept = self.kept.clone();
-        kept.lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(name.clone());
-        tokio::spawn(async move {
-            tokio::time::sleep(keep).await;
-            remove_container(&docker, &name).await;
-            kept.lock().unwrap_or_else(|p| p.into_inner()).remove(&name);
-        });
-    }
-
-    async fn close(&self) {
-        // The containers go on; a worker with the same id finds them again.
-        self.events.abort();
     }
 }
 
@@ -611,7 +601,9 @@ impl WorkloadControl for ContainerControl {
                     Ok(()) => tokio::time::sleep(grace).await,
                     // Not running (409) or gone (404): nothing to stop.
                     Err(e) if matches!(status(&e), Some(404 | 409)) => return,
-                    Err(e) => tracing::warn!(container, error = %e, "cannot send SIGTERM"),
+                    Err(e) => {
+                        tracing::warn!(container, error = %error_chain(&e), "cannot send SIGTERM")
+                    }
                 }
             }
             match docker
@@ -620,7 +612,9 @@ impl WorkloadControl for ContainerControl {
             {
                 Ok(()) => {}
                 Err(e) if matches!(status(&e), Some(404 | 409)) => {}
-                Err(e) => tracing::warn!(container, error = %e, "cannot send SIGKILL"),
+                Err(e) => {
+                    tracing::warn!(container, error = %error_chain(&e), "cannot send SIGKILL")
+                }
             }
         });
     }
@@ -644,7 +638,7 @@ async fn remove_container(docker: &Docker, container: &str) {
     match docker.remove_container(container, Some(options)).await {
         Ok(()) => {}
         Err(e) if status(&e) == Some(404) => {}
-        Err(e) => tracing::warn!(container, error = %e, "cannot remove a container"),
+        Err(e) => tracing::warn!(container, error = %error_chain(&e), "cannot remove a container"),
     }
 }
 
@@ -660,13 +654,20 @@ fn status(error: &DockerError) -> Option<u16> {
 fn engine_message(error: &DockerError) -> String {
     match error {
         DockerError::DockerResponseServerError { message, .. } => message.clone(),
+        DockerError::DockerStreamError { error } => error.clone(),
         other => other.to_string(),
     }
 }
 
+/// An error of the engine's, shown as what the engine said (without the
+/// status line); its source is the error itself.
+#[derive(Debug, thiserror::Error)]
+#[error("{}", engine_message(.0))]
+pub struct EngineError(#[source] pub DockerError);
+
 fn image_error(error: ImageError) -> LaunchError {
     match error {
-        ImageError::NotFound { .. } => LaunchError::ImageNotFound(error.to_string()),
-        ImageError::PullFailed { .. } => LaunchError::ImagePullFailed(error.to_string()),
+        ImageError::NotFound { .. } => LaunchError::ImageNotFound(Failure::of(error)),
+        ImageError::PullFailed { .. } => LaunchError::ImagePullFailed(Failure::of(error)),
     }
 }

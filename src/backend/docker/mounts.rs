@@ -6,7 +6,7 @@
 //! workspace, the job's own folder in it read-write and the listed folders
 //! read-only, each at its host path.
 
-use crate::backend::LaunchError;
+use crate::backend::{Failure, LaunchError};
 use crate::protocol::bounded::quoted;
 use crate::protocol::{Mount, MountSource};
 use bollard::models::{Mount as DockerMount, MountType};
@@ -58,15 +58,18 @@ pub fn docker_mounts(
 fn workspace_mounts(job_id: &str, workspace: &Workspace) -> Result<Vec<DockerMount>, LaunchError> {
     // A job id may be `..`, which names no folder of its own.
     if matches!(job_id, "." | "..") {
-        return Err(LaunchError::MountNotAllowed(format!(
-            "job id {job_id:?} names no folder of the workspace"
-        )));
+        return Err(LaunchError::MountNotAllowed(
+            format!("job id {job_id:?} names no folder of the workspace").into(),
+        ));
     }
     let job_folder = workspace.root.join(job_id);
     std::fs::create_dir_all(&job_folder).map_err(|e| {
-        LaunchError::Spawn(format!(
-            "cannot create the job's workspace folder {}: {e}",
-            job_folder.display()
+        LaunchError::Spawn(Failure::because(
+            format!(
+                "cannot create the job's workspace folder {}",
+                job_folder.display()
+            ),
+            e,
         ))
     })?;
     let bind = |path: PathBuf, read_only: bool| {
@@ -92,7 +95,9 @@ fn workspace_mounts(job_id: &str, workspace: &Workspace) -> Result<Vec<DockerMou
 }
 
 fn one(mount: &Mount, policy: &MountPolicy) -> Result<DockerMount, LaunchError> {
-    let source = mount.parsed_source().map_err(LaunchError::Unsupported)?;
+    let source = mount
+        .parsed_source()
+        .map_err(|e| LaunchError::Unsupported(e.into()))?;
     let (typ, source, read_only) = match source {
         MountSource::Host(path) => (
             MountType::BIND,
@@ -122,8 +127,9 @@ fn one(mount: &Mount, policy: &MountPolicy) -> Result<DockerMount, LaunchError> 
 /// `path` resolved (symlinks followed, `..` gone), if it lies below one of the
 /// resolved `roots`.
 fn allowed_host_path(path: &str, roots: &[PathBuf]) -> Result<String, LaunchError> {
-    let refused =
-        |why: &str| LaunchError::MountNotAllowed(format!("host mount {}: {why}", quoted(path)));
+    let refused = |why: &str| {
+        LaunchError::MountNotAllowed(format!("host mount {}: {why}", quoted(path)).into())
+    };
     if roots.is_empty() {
         return Err(refused("this worker allows no host mounts"));
     }
@@ -148,8 +154,9 @@ fn allowed_host_path(path: &str, roots: &[PathBuf]) -> Result<String, LaunchErro
 /// The file or directory `name` in the secrets directory; `name` must be one
 /// plain path component.
 fn secret_path(name: &str, secrets_dir: Option<&Path>) -> Result<String, LaunchError> {
-    let refused =
-        |why: &str| LaunchError::MountNotAllowed(format!("secret mount {}: {why}", quoted(name)));
+    let refused = |why: &str| {
+        LaunchError::MountNotAllowed(format!("secret mount {}: {why}", quoted(name)).into())
+    };
     let dir = secrets_dir.ok_or_else(|| refused("this worker has no secrets directory"))?;
     let mut components = Path::new(name).components();
     if !matches!(
@@ -175,10 +182,13 @@ fn check_volume_name(name: &str) -> Result<(), LaunchError> {
     if valid {
         Ok(())
     } else {
-        Err(LaunchError::Unsupported(format!(
-            "volume name {} must be letters, digits, _ . - (starting with a letter or digit)",
-            quoted(name)
-        )))
+        Err(LaunchError::Unsupported(
+            format!(
+                "volume name {} must be letters, digits, _ . - (starting with a letter or digit)",
+                quoted(name)
+            )
+            .into(),
+        ))
     }
 }
 

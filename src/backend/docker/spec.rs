@@ -9,7 +9,7 @@ use crate::protocol::bounded::bounded_to;
 use bollard::models::{ContainerCreateBody, DeviceRequest, HostConfig, Mount, ResourcesUlimits};
 use std::collections::HashMap;
 
-pub use crate::backend::workload::{
+pub use crate::backend::container::workload::{
     JOB_ID, MANAGED_BY, MANAGED_BY_VALUE, POOL, SITE, WORKER, workload_name as container_name,
 };
 

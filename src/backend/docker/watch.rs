@@ -10,51 +10,32 @@
 
 use super::ending::{self, Ending, Seen};
 use super::spec;
-use crate::backend::Observation;
+use crate::backend::container::followers::{Follower, Followers};
+use crate::report::error_chain;
 use backon::BackoffBuilder;
 use bollard::Docker;
 use bollard::models::{ContainerSummary, EventMessage};
 use bollard::query_parameters::{EventsOptions, ListContainersOptions};
 use futures::StreamExt;
 use std::collections::HashMap;
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, MutexGuard};
 use std::time::Duration;
-use tokio::sync::mpsc;
 
-/// Most observations a job gets (running, then its end): the channel never fills.
-const OBSERVATIONS: usize = 4;
-
-/// A container a job task follows.
-struct Followed {
-    /// The container's name.
-    name: String,
-    /// Where its output goes once it ended.
-    log: PathBuf,
-    /// Where its observations go.
-    observe: mpsc::Sender<Observation>,
-    /// Whether the worker asked it to stop.
-    stopped: Arc<AtomicBool>,
+/// What the watch notes of a container a job follows.
+#[derive(Debug, Default)]
+pub struct Noted {
     /// Whether its end is being read (a `die` and a re-list may both see it).
     ending: bool,
     /// Whether the engine reported it out of memory (an `oom` event).
     oom: bool,
 }
 
-/// What a new follower gets: its observations, and the flag its control sets.
-pub struct Following {
-    /// The job's observations.
-    pub observations: mpsc::Receiver<Observation>,
-    /// Set when the worker asks the container to stop.
-    pub stopped: Arc<AtomicBool>,
-}
-
 /// The containers this worker follows, by job id, and the engine they run on.
 pub struct Watch {
     docker: Docker,
     worker: String,
-    followed: Mutex<HashMap<String, Followed>>,
+    followed: Followers<Noted>,
 }
 
 impl Watch {
@@ -63,55 +44,17 @@ impl Watch {
         Arc::new(Watch {
             docker,
             worker: worker.to_owned(),
-            followed: Mutex::new(HashMap::new()),
+            followed: Followers::default(),
         })
     }
 
-    fn followed(&self) -> std::sync::MutexGuard<'_, HashMap<String, Followed>> {
-        self.followed
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    /// The jobs that follow their containers here.
+    pub fn followers(&self) -> &Followers<Noted> {
+        &self.followed
     }
 
-    /// Starts following the container `name` of `job_id` (before it exists, so
-    /// that no event of it is missed).
-    pub fn follow(&self, job_id: &str, name: &str, log: PathBuf) -> Following {
-        let (observe, observations) = mpsc::channel(OBSERVATIONS);
-        let stopped = Arc::new(AtomicBool::new(false));
-        self.followed().insert(
-            job_id.to_owned(),
-            Followed {
-                name: name.to_owned(),
-                log,
-                observe,
-                stopped: stopped.clone(),
-                ending: false,
-                oom: false,
-            },
-        );
-        Following {
-            observations,
-            stopped,
-        }
-    }
-
-    /// Tells the job following `job_id` what happened; never waits.
-    pub fn tell(&self, job_id: &str, observation: Observation) {
-        if let Some(followed) = self.followed().get(job_id)
-            && followed.observe.try_send(observation).is_err()
-        {
-            tracing::warn!(%job_id, "a container observation found no room; dropped");
-        }
-    }
-
-    /// Whether a job follows its container here.
-    pub fn follows(&self, job_id: &str) -> bool {
-        self.followed().contains_key(job_id)
-    }
-
-    /// Stops following `job_id`; returns its container's name.
-    pub fn forget(&self, job_id: &str) -> Option<String> {
-        self.followed().remove(job_id).map(|followed| followed.name)
+    fn followed(&self) -> MutexGuard<'_, HashMap<String, Follower<Noted>>> {
+        self.followed.lock()
     }
 
     /// The container of `job_id` ended (or may have): unless its end is being
@@ -127,7 +70,7 @@ impl Watch {
         {
             let mut followed = self.followed();
             match followed.get_mut(job_id) {
-                Some(entry) if !entry.ending => entry.ending = true,
+                Some(entry) if !entry.noted.ending => entry.noted.ending = true,
                 _ => return,
             }
         }
@@ -140,7 +83,7 @@ impl Watch {
         let Some((name, log, seen)) = self.followed().get(job_id).map(|f| {
             let seen = Seen {
                 ending,
-                oom: f.oom,
+                oom: f.noted.oom,
                 stopped: f.stopped.load(Ordering::SeqCst),
             };
             (f.name.clone(), f.log.clone(), seen)
@@ -148,11 +91,11 @@ impl Watch {
             return;
         };
         match ending::read(&self.docker, &name, &log, seen).await {
-            Some(observation) => self.tell(job_id, observation),
+            Some(observation) => self.followed.tell(job_id, observation),
             // Seen by a re-list an instant before it started again: not over.
             None => {
                 if let Some(entry) = self.followed().get_mut(job_id) {
-                    entry.ending = false;
+                    entry.noted.ending = false;
                 }
             }
         }
@@ -170,7 +113,7 @@ impl Watch {
         match event.action.as_deref() {
             Some("oom") => {
                 if let Some(entry) = self.followed().get_mut(&job_id) {
-                    entry.oom = true;
+                    entry.noted.oom = true;
                 }
             }
             Some("die") => {
@@ -187,7 +130,7 @@ impl Watch {
         let containers = match self.list().await {
             Ok(containers) => containers,
             Err(e) => {
-                tracing::warn!(error = %e, "cannot list this worker's containers");
+                tracing::warn!(error = %error_chain(&e), "cannot list this worker's containers");
                 return;
             }
         };
@@ -263,7 +206,7 @@ impl Watch {
                         self.take(event);
                     }
                     Err(e) => {
-                        tracing::warn!(error = %e, "the Docker event stream failed");
+                        tracing::warn!(error = %error_chain(&e), "the Docker event stream failed");
                         break;
                     }
                 }

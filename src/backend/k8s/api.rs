@@ -4,6 +4,7 @@
 //! met again, 404 on delete is a pod already gone, 409 on delete (the uid
 //! precondition) is a pod that is no longer the job's.
 
+use crate::report::error_chain;
 use crate::retry::retry_transient;
 use k8s_openapi::api::core::v1::Pod;
 use kube::Api;
@@ -29,6 +30,12 @@ pub fn message(error: &kube::Error) -> String {
         other => other.to_string(),
     }
 }
+
+/// An error of the API's, shown as what the API said (without the status
+/// line); its source is the error itself.
+#[derive(Debug, thiserror::Error)]
+#[error("{}", message(.0))]
+pub struct ApiError(#[source] pub kube::Error);
 
 /// Whether trying again may help: throttled, a server error, or no answer.
 pub fn is_transient(error: &kube::Error) -> bool {
@@ -77,7 +84,7 @@ pub async fn delete(api: &Api<Pod>, name: &str, uid: &str, grace: Duration) {
     match deleted {
         Ok(Ok(_)) => {}
         Ok(Err(e)) if matches!(status(&e), Some(404 | 409)) => {}
-        Ok(Err(e)) => tracing::warn!(pod = name, error = %e, "cannot delete a pod"),
+        Ok(Err(e)) => tracing::warn!(pod = name, error = %error_chain(&e), "cannot delete a pod"),
         Err(_) => tracing::warn!(
             pod = name,
             "gave up deleting a pod after {CLEANUP_PATIENCE:?}"

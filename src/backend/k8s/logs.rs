@@ -3,7 +3,8 @@
 //! followed from the moment the worker stops the pod (whose log goes with it).
 
 use super::api::{CLEANUP_PATIENCE, is_transient};
-use crate::backend::job_output::JobLog;
+use crate::backend::container::job_output::JobLog;
+use crate::report::error_chain;
 use crate::retry::retry_transient;
 use futures::AsyncReadExt;
 use k8s_openapi::api::core::v1::Pod;
@@ -31,7 +32,7 @@ pub async fn copy_log(api: &Api<Pod>, name: &str, container: &str, log: &Path, f
     let mut output = match opened {
         Ok(Ok(output)) => Box::pin(output),
         Ok(Err(e)) => {
-            tracing::warn!(pod = name, error = %e, "cannot read the pod's output");
+            tracing::warn!(pod = name, error = %error_chain(&e), "cannot read the pod's output");
             return;
         }
         Err(_) => {
@@ -51,7 +52,7 @@ pub async fn copy_log(api: &Api<Pod>, name: &str, container: &str, log: &Path, f
             Ok(0) => break,
             Ok(read) => read,
             Err(e) => {
-                tracing::warn!(pod = name, error = %e, "the pod's output broke off");
+                tracing::warn!(pod = name, error = %error_chain(&e), "the pod's output broke off");
                 break;
             }
         };

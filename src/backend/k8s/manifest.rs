@@ -8,7 +8,9 @@
 //! functions, so every rule is checked without a cluster.
 
 use super::name::{self, is_dns_subdomain, is_label_key, is_label_value, label_value};
-use crate::backend::workload::{JOB_ID, MANAGED_BY, MANAGED_BY_VALUE, POOL, SITE, WORKER};
+use crate::backend::container::workload::{
+    JOB_ID, MANAGED_BY, MANAGED_BY_VALUE, POOL, SITE, WORKER,
+};
 use crate::backend::{GpuAssignment, LaunchError};
 use crate::config::K8sConfig;
 use crate::protocol::bounded::quoted;
@@ -260,7 +262,7 @@ fn check_name(what: &str, name: &str) -> Result<(), LaunchError> {
 }
 
 fn invalid(message: String) -> LaunchError {
-    LaunchError::Unsupported(message)
+    LaunchError::Unsupported(message.into())
 }
 
 /// `text` with every `$` that Kubernetes would read as the start of `$(VAR)` or

@@ -17,37 +17,33 @@ mod watch;
 
 pub use cluster::{ClusterError, MAX_REQUESTS_IN_FLIGHT};
 
+use super::container::followers::Following;
+use super::container::given_up::GivenUp;
+use super::container::kept::Kept;
+use super::container::{Claim, ContainerSettings, claim_existing, container_image};
 use super::{
-    Backend, GpuAssignment, LaunchError, LaunchProgress, Launched, LogDirError, LookupError,
-    Recovered, Workload, WorkloadControl, container_image, create_log_dir, new_log_file,
+    Adopt, Backend, Failure, GpuAssignment, LaunchError, LaunchProgress, Launched, LogDirError,
+    LookupError, Recover, Recovered, Sweep, Workload, WorkloadControl, create_log_dir,
+    new_log_file,
 };
 use crate::config::K8sConfig;
 use crate::protocol::bounded::{bounded, bounded_to};
 use crate::protocol::{BackendKind, BackendRef, LaunchRequest};
+use crate::report::error_chain;
 use async_trait::async_trait;
+use futures::FutureExt;
 use k8s_openapi::api::core::v1::{Event, Pod};
 use kube::Api;
 use kube::api::ListParams;
 use serde_json::Value;
-use std::collections::HashSet;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 use tokio::task::JoinHandle;
-use watch::{Following, Watch};
+use watch::{Released, Watch};
 
 /// What a Kubernetes backend needs to know.
-#[derive(Debug, Clone)]
-pub struct K8sSettings {
-    /// Job logs, `DAY/JOB_ID.log` (see [`crate::job_logs`]).
-    pub log_dir: PathBuf,
-    /// The worker's id, on its pods' labels.
-    pub worker_id: String,
-    /// Its pool, on its pods' labels.
-    pub pool: String,
-    /// The cluster and what pods get.
-    pub config: K8sConfig,
-}
+pub type K8sSettings = ContainerSettings<K8sConfig>;
 
 /// Why a Kubernetes backend cannot start.
 #[derive(Debug, thiserror::Error)]
@@ -59,12 +55,13 @@ pub enum K8sBackendError {
     #[error(transparent)]
     Cluster(#[from] ClusterError),
     /// The pod template cannot be used.
-    #[error("cannot use the pod template {path}: {message}")]
+    #[error("cannot use the pod template {path}: {source}")]
     Template {
         /// The file.
         path: PathBuf,
         /// What is wrong.
-        message: String,
+        #[source]
+        source: TemplateError,
     },
     /// The worker's pods cannot be listed (the API does not answer, or refuses).
     #[error("cannot list this worker's pods in namespace {namespace}: {source}")]
@@ -77,6 +74,23 @@ pub enum K8sBackendError {
     },
 }
 
+/// Why a pod template cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum TemplateError {
+    /// It cannot be read.
+    #[error(transparent)]
+    Read(#[from] std::io::Error),
+    /// It is neither YAML nor JSON.
+    #[error(transparent)]
+    Parse(Box<serde_saphyr::Error>),
+    /// It is not a mapping.
+    #[error("it must be a pod (a mapping)")]
+    NotAMapping,
+    /// It is a mapping but no pod.
+    #[error(transparent)]
+    NotAPod(#[from] serde_json::Error),
+}
+
 /// Runs jobs as pods.
 pub struct K8sBackend {
     pods: Api<Pod>,
@@ -86,10 +100,10 @@ pub struct K8sBackend {
     template: Value,
     watch: Arc<Watch>,
     watching: JoinHandle<()>,
-    /// The worker's pods as listed at start, for [`Backend::recover`].
+    /// The worker's pods as listed at start, for [`Recover::recover`].
     found: Mutex<Vec<Pod>>,
-    /// Ended jobs' pods kept for `--k8s-keep-s`, by name: not orphans.
-    kept: Arc<Mutex<HashSet<String>>>,
+    /// Ended jobs' pods kept for `--k8s-keep-s`: not orphans.
+    kept: Kept,
 }
 
 impl K8sBackend {
@@ -126,7 +140,7 @@ impl K8sBackend {
             watch,
             watching,
             found: Mutex::new(found),
-            kept: Arc::new(Mutex::new(HashSet::new())),
+            kept: Kept::default(),
         })
     }
 
@@ -173,58 +187,30 @@ impl K8sBackend {
             Ok(created) => Ok(created),
             Err(e) if api::status(&e) == Some(409) => {
                 let existing = api::get(&self.pods, name).await.map_err(|e| {
-                    LaunchError::Spawn(format!(
-                        "pod {name} exists but cannot be read: {}",
-                        api::message(&e)
+                    LaunchError::Spawn(Failure::because(
+                        format!("pod {name} exists but cannot be read"),
+                        api::ApiError(e),
                     ))
                 })?;
                 let worker = existing
                     .metadata
                     .labels
                     .as_ref()
-                    .and_then(|labels| labels.get(crate::backend::workload::WORKER))
+                    .and_then(|labels| labels.get(crate::backend::container::workload::WORKER))
                     .cloned();
-                if watch::job_of(&existing) != Some(job_id)
-                    || worker != Some(name::label_value(&self.settings.worker_id))
-                {
-                    return Err(LaunchError::Spawn(format!(
-                        "a pod named {name} exists and belongs to another job or worker"
-                    )));
-                }
-                tracing::info!(%job_id, pod = name, "adopting the job's existing pod");
-                Ok(existing)
+                let claim = if watch::job_of(&existing) != Some(job_id) {
+                    Claim::AnotherJob
+                } else if worker != Some(name::label_value(&self.settings.worker_id)) {
+                    Claim::AnotherWorker
+                } else {
+                    Claim::Ours
+                };
+                claim_existing("pod", job_id, name, claim, existing)
             }
-            Err(e) => Err(LaunchError::Spawn(bounded(&format!(
-                "the cluster refused to create pod {name}: {}",
-                api::message(&e)
-            )))),
-        }
-    }
-}
-
-/// A launch under way: should it be given up before it ends (its future dropped
-/// as `start_s` runs out), the job is no longer followed and its pod, if made,
-/// is deleted.
-struct GivenUp {
-    pods: Api<Pod>,
-    watch: Arc<Watch>,
-    job_id: Option<String>,
-}
-
-impl Drop for GivenUp {
-    fn drop(&mut self) {
-        let Some(job_id) = self.job_id.take() else {
-            return;
-        };
-        let Some(released) = self.watch.forget(&job_id) else {
-            return;
-        };
-        tracing::warn!(%job_id, pod = %released.pod, "launch given up; deleting its pod");
-        let pods = self.pods.clone();
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn(async move {
-                api::delete(&pods, &released.pod, &released.uid, Duration::ZERO).await;
-            });
+            Err(e) => Err(LaunchError::Spawn(Failure::because(
+                format!("the cluster refused to create pod {name}"),
+                api::ApiError(e),
+            ))),
         }
     }
 }
@@ -251,20 +237,29 @@ impl Backend for K8sBackend {
             &self.template,
         )?;
         let pod: Pod = serde_json::from_value(manifest).map_err(|e| {
-            LaunchError::Unsupported(format!(
-                "the pod template and the request make no valid pod: {e}"
+            LaunchError::Unsupported(Failure::because(
+                "the pod template and the request make no valid pod",
+                e,
             ))
         })?;
         let name = pod.metadata.name.clone().unwrap_or_default();
         let log = new_log_file(&self.settings.log_dir, &request.job_id)?;
         let following = self.watch.follow(&request.job_id, &name, log.clone());
-        let mut given_up = GivenUp {
-            pods: self.pods.clone(),
-            watch: self.watch.clone(),
-            job_id: Some(request.job_id.clone()),
-        };
+        let (pods, watch, job_id) = (
+            self.pods.clone(),
+            self.watch.clone(),
+            request.job_id.clone(),
+        );
+        let given_up = GivenUp::new((), move |()| {
+            let released = watch.forget(&job_id)?;
+            tracing::warn!(%job_id, pod = %released.pod, "launch given up; deleting its pod");
+            Some(
+                async move { api::delete(&pods, &released.pod, &released.uid, Duration::ZERO).await }
+                    .boxed(),
+            )
+        });
         let created = self.create(&request.job_id, &pod, &name).await;
-        given_up.job_id = None;
+        given_up.disarm();
         let created = match created {
             Ok(created) => created,
             Err(e) => {
@@ -289,32 +284,49 @@ impl Backend for K8sBackend {
         Ok(self.launched(&request.job_id, &name, uid, Some(detail), following))
     }
 
-    async fn recover(&self) -> Vec<Recovered> {
-        let found = std::mem::take(&mut *lock(&self.found));
-        recovery::recover(self, found)
-    }
-
     async fn release(&self, job_id: &str) {
         let Some(released) = self.watch.forget(job_id) else {
             return;
         };
-        let keep = self.settings.config.keep;
         let pods = self.pods.clone();
-        if keep.is_zero() {
-            api::delete(&pods, &released.pod, &released.uid, Duration::ZERO).await;
-            return;
-        }
-        let kept = self.kept.clone();
-        lock(&kept).insert(released.pod.clone());
-        tokio::spawn(async move {
-            tokio::time::sleep(keep).await;
-            api::delete(&pods, &released.pod, &released.uid, Duration::ZERO).await;
-            lock(&kept).remove(&released.pod);
-        });
+        let Released { pod, uid } = released;
+        let remove =
+            |pod: String| async move { api::delete(&pods, &pod, &uid, Duration::ZERO).await };
+        self.kept
+            .remove_after(pod, self.settings.config.keep, remove)
+            .await;
     }
 
+    async fn close(&self) {
+        // The pods go on; a worker with the same id finds them again.
+        self.watching.abort();
+    }
+
+    fn recovery(&self) -> Option<&dyn Recover> {
+        Some(self)
+    }
+
+    fn adoption(&self) -> Option<&dyn Adopt> {
+        None
+    }
+
+    fn sweep(&self) -> Option<&dyn Sweep> {
+        Some(self)
+    }
+}
+
+#[async_trait]
+impl Recover for K8sBackend {
+    async fn recover(&self) -> Vec<Recovered> {
+        let found = std::mem::take(&mut *lock(&self.found));
+        recovery::recover(self, found)
+    }
+}
+
+#[async_trait]
+impl Sweep for K8sBackend {
     async fn discover(&self) -> Result<Vec<Workload>, LookupError> {
-        let kept = lock(&self.kept).clone();
+        let kept = self.kept.now();
         Ok(self
             .watch
             .seen()
@@ -336,11 +348,6 @@ impl Backend for K8sBackend {
         if let BackendRef::K8s { pod, uid, .. } = &workload.backend_ref {
             api::delete(&self.pods, pod, uid, Duration::ZERO).await;
         }
-    }
-
-    async fn close(&self) {
-        // The pods go on; a worker with the same id finds them again.
-        self.watching.abort();
     }
 }
 
@@ -370,7 +377,7 @@ impl WorkloadControl for PodControl {
         let events = match listed {
             Ok(Ok(events)) => events.items,
             Ok(Err(e)) => {
-                tracing::warn!(job_id = %self.job_id, error = %e, "cannot read the pod's events");
+                tracing::warn!(job_id = %self.job_id, error = %error_chain(&e), "cannot read the pod's events");
                 return None;
             }
             Err(_) => return None,
@@ -391,17 +398,20 @@ impl WorkloadControl for PodControl {
 
 /// The pod template in `path` (YAML or JSON), as JSON.
 fn read_template(path: &std::path::Path) -> Result<Value, K8sBackendError> {
-    let failed = |message: String| K8sBackendError::Template {
-        path: path.to_owned(),
-        message,
+    let read = || -> Result<Value, TemplateError> {
+        let text = std::fs::read_to_string(path)?;
+        let template: Value =
+            serde_saphyr::from_str(&text).map_err(|e| TemplateError::Parse(Box::new(e)))?;
+        if !template.is_object() {
+            return Err(TemplateError::NotAMapping);
+        }
+        serde_json::from_value::<Pod>(template.clone())?;
+        Ok(template)
     };
-    let text = std::fs::read_to_string(path).map_err(|e| failed(e.to_string()))?;
-    let template: Value = serde_saphyr::from_str(&text).map_err(|e| failed(e.to_string()))?;
-    if !template.is_object() {
-        return Err(failed("it must be a pod (a mapping)".into()));
-    }
-    serde_json::from_value::<Pod>(template.clone()).map_err(|e| failed(e.to_string()))?;
-    Ok(template)
+    read().map_err(|source| K8sBackendError::Template {
+        path: path.to_owned(),
+        source,
+    })
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {

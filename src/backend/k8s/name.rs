@@ -4,7 +4,7 @@
 //! changed or cut, so two jobs never share a pod), and label values made valid
 //! the same way.
 
-use crate::backend::workload::workload_name;
+use crate::backend::container::workload::workload_name;
 
 /// Longest RFC 1123 label (a pod name that is also a valid host name).
 const MAX_LABEL: usize = 63;

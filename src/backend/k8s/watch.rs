@@ -13,8 +13,10 @@ use super::manifest::{CONTAINER, JOB_ID_ANNOTATION};
 use super::status::{PodState, classify};
 use super::{api, logs};
 use crate::backend::Observation;
+use crate::backend::container::followers::{Follower, Followers, Following, send};
 use crate::protocol::bounded::bounded;
 use crate::protocol::reason;
+use crate::report::error_chain;
 use crate::state::Exit;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
@@ -23,14 +25,10 @@ use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event};
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
-use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
-
-/// Most observations a job gets (running, then its end): the channel never fills.
-const OBSERVATIONS: usize = 4;
 
 /// Longest a pod missing from a re-list is read (retrying transient failures,
 /// and waiting its turn behind the client's other requests) before its job
@@ -38,22 +36,20 @@ const OBSERVATIONS: usize = 4;
 const UNLISTED_READ_PATIENCE: Duration = Duration::from_secs(60);
 
 /// How far the job has been told.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord)]
 enum Told {
+    #[default]
     Nothing,
     Running,
     /// Its end (or its failure to start) is told or being read.
     Over,
 }
 
-/// A pod a job follows.
-struct Followed {
-    pod: String,
+/// What the watch notes of a pod a job follows.
+#[derive(Debug, Default)]
+struct Noted {
     /// Known once the pod is created (or found).
     uid: Option<String>,
-    log: PathBuf,
-    observe: mpsc::Sender<Observation>,
-    stopped: Arc<AtomicBool>,
     told: Told,
     /// Why the pod waits, as the scheduler said.
     blocked: Option<(String, String)>,
@@ -65,11 +61,8 @@ struct Followed {
     listed: bool,
 }
 
-/// What a new follower gets.
-pub struct Following {
-    /// The job's observations.
-    pub observations: mpsc::Receiver<Observation>,
-}
+/// A pod a job follows.
+type Followed = Follower<Noted>;
 
 /// What a job lets go of: its pod, if a delete is still to be sent.
 pub struct Released {
@@ -111,7 +104,7 @@ impl SeenPod {
 pub struct Watch {
     api: Api<Pod>,
     selector: String,
-    followed: Mutex<HashMap<String, Followed>>,
+    followed: Followers<Noted>,
     seen: Mutex<HashMap<String, SeenPod>>,
     /// How many re-lists have begun: a check of pods one re-list lacked gives
     /// way to the next re-list's.
@@ -124,7 +117,7 @@ impl Watch {
         Arc::new(Watch {
             api,
             selector,
-            followed: Mutex::new(HashMap::new()),
+            followed: Followers::default(),
             seen: Mutex::new(HashMap::new()),
             relists: AtomicU64::new(0),
         })
@@ -147,62 +140,38 @@ impl Watch {
     }
 
     fn followed(&self) -> MutexGuard<'_, HashMap<String, Followed>> {
-        self.followed
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.followed.lock()
     }
 
     /// Starts following pod `pod` of `job_id` (before it exists, so that no
     /// change of it is missed).
     pub fn follow(&self, job_id: &str, pod: &str, log: PathBuf) -> Following {
-        let (observe, observations) = mpsc::channel(OBSERVATIONS);
-        self.followed().insert(
-            job_id.to_owned(),
-            Followed {
-                pod: pod.to_owned(),
-                uid: None,
-                log,
-                observe,
-                stopped: Arc::new(AtomicBool::new(false)),
-                told: Told::Nothing,
-                blocked: None,
-                deleting: false,
-                output: None,
-                listed: false,
-            },
-        );
-        Following { observations }
+        self.followed.follow(job_id, pod, log)
     }
 
     /// Stops following `job_id`; returns its pod unless a delete was sent.
     pub fn forget(&self, job_id: &str) -> Option<Released> {
-        let followed = self.followed().remove(job_id)?;
-        if let Some(output) = followed.output {
+        let followed = self.followed.forget(job_id)?;
+        if let Some(output) = followed.noted.output {
             output.abort();
         }
-        if followed.deleting {
+        if followed.noted.deleting {
             return None;
         }
         Some(Released {
-            pod: followed.pod,
-            uid: followed.uid?,
+            pod: followed.name,
+            uid: followed.noted.uid?,
         })
     }
 
     /// Why the pod of `job_id` has not started, as the scheduler said.
     pub fn blocked(&self, job_id: &str) -> Option<(String, String)> {
-        self.followed().get(job_id)?.blocked.clone()
+        self.followed().get(job_id)?.noted.blocked.clone()
     }
 
     /// The uid of the pod of `job_id`, once known.
     pub fn uid(&self, job_id: &str) -> Option<String> {
-        self.followed().get(job_id)?.uid.clone()
-    }
-
-    fn tell(followed: &Followed, job_id: &str, observation: Observation) {
-        if followed.observe.try_send(observation).is_err() {
-            tracing::warn!(%job_id, "a pod observation found no room; dropped");
-        }
+        self.followed().get(job_id)?.noted.uid.clone()
     }
 
     /// Takes in the current state of a pod of this worker: tells its job what
@@ -217,28 +186,32 @@ impl Watch {
         if !is_the_pod(entry, pod) {
             return;
         }
-        entry.listed = true;
-        if entry.uid.is_none() {
-            entry.uid = pod.metadata.uid.clone();
+        entry.noted.listed = true;
+        if entry.noted.uid.is_none() {
+            entry.noted.uid = pod.metadata.uid.clone();
         }
-        if entry.told == Told::Over {
+        if entry.noted.told == Told::Over {
             return;
         }
         match state {
-            PodState::Pending { blocked } => entry.blocked = blocked,
+            PodState::Pending { blocked } => entry.noted.blocked = blocked,
             PodState::Running => {
-                if entry.told == Told::Nothing {
-                    entry.told = Told::Running;
-                    Self::tell(entry, job_id, Observation::Running);
+                if entry.noted.told == Told::Nothing {
+                    entry.noted.told = Told::Running;
+                    send(&entry.observe, job_id, Observation::Running);
                 }
             }
             PodState::StartFailed { reason, message } => {
-                entry.told = Told::Over;
-                Self::tell(entry, job_id, Observation::StartFailed { reason, message });
+                entry.noted.told = Told::Over;
+                send(
+                    &entry.observe,
+                    job_id,
+                    Observation::StartFailed { reason, message },
+                );
             }
             PodState::Unknown { message } => {
-                let ran = entry.told == Told::Running;
-                entry.told = Told::Over;
+                let ran = entry.noted.told == Told::Running;
+                entry.noted.told = Told::Over;
                 let message =
                     format!("its pod's node stopped reporting on it (phase Unknown): {message}");
                 let observation = if ran {
@@ -252,15 +225,15 @@ impl Watch {
                         message,
                     }
                 };
-                Self::tell(entry, job_id, observation);
+                send(&entry.observe, job_id, observation);
             }
             PodState::Ended { exit_code, reason } => {
                 // Its container ran, though no change showed it running (it
                 // ended between two watch events, or before it was found).
-                if entry.told == Told::Nothing {
-                    Self::tell(entry, job_id, Observation::Running);
+                if entry.noted.told == Told::Nothing {
+                    send(&entry.observe, job_id, Observation::Running);
                 }
-                entry.told = Told::Over;
+                entry.noted.told = Told::Over;
                 let stopped = entry.stopped.load(Ordering::SeqCst)
                     || reason == Some(reason::DEADLINE_EXCEEDED);
                 let end = Observation::Exited {
@@ -282,7 +255,7 @@ impl Watch {
         if !is_the_pod(entry, pod) {
             return;
         }
-        let why = deleted_before_its_end(&entry.pod);
+        let why = deleted_before_its_end(&entry.name);
         self.end_unseen(entry, job_id, why);
     }
 
@@ -292,8 +265,8 @@ impl Watch {
     fn lost_sight(self: &Arc<Self>, job_id: &str, pod: &str, relist: u64, why: String) {
         let mut followed = self.followed();
         if let Some(entry) = followed.get_mut(job_id)
-            && entry.pod == pod
-            && !entry.listed
+            && entry.name == pod
+            && !entry.noted.listed
             && self.relists.load(Ordering::SeqCst) == relist
         {
             self.end_unseen(entry, job_id, why);
@@ -304,10 +277,10 @@ impl Watch {
     /// worker stopped it (a delete without a grace reports nothing), else
     /// vanished.
     fn end_unseen(&self, entry: &mut Followed, job_id: &str, why: String) {
-        if entry.told == Told::Over {
+        if entry.noted.told == Told::Over {
             return;
         }
-        entry.told = Told::Over;
+        entry.noted.told = Told::Over;
         let end = if entry.stopped.load(Ordering::SeqCst) {
             Observation::Exited {
                 exit: Exit::Signal(9),
@@ -326,9 +299,9 @@ impl Watch {
     /// Copies the pod's output into the job's log (or waits for the copy under
     /// way), then tells the job its end.
     fn report_end(&self, entry: &mut Followed, job_id: &str, end: Observation) {
-        let copying = entry.output.take();
+        let copying = entry.noted.output.take();
         let api = self.api.clone();
-        let pod = entry.pod.clone();
+        let pod = entry.name.clone();
         let log = entry.log.clone();
         let observe = entry.observe.clone();
         let job_id = job_id.to_owned();
@@ -341,9 +314,7 @@ impl Watch {
                 None if !vanished => logs::copy_log(&api, &pod, CONTAINER, &log, false).await,
                 None => {}
             }
-            if observe.try_send(end).is_err() {
-                tracing::warn!(%job_id, "a pod observation found no room; dropped");
-            }
+            send(&observe, &job_id, end);
         });
     }
 
@@ -356,18 +327,18 @@ impl Watch {
             return;
         };
         entry.stopped.store(true, Ordering::SeqCst);
-        if entry.deleting || entry.told == Told::Over {
+        if entry.noted.deleting || entry.noted.told == Told::Over {
             return;
         }
-        let Some(uid) = entry.uid.clone() else {
+        let Some(uid) = entry.noted.uid.clone() else {
             return;
         };
-        entry.deleting = true;
+        entry.noted.deleting = true;
         let api = self.api.clone();
-        let pod = entry.pod.clone();
-        if entry.told == Told::Running {
+        let pod = entry.name.clone();
+        if entry.noted.told == Told::Running {
             let (api, pod, log) = (api.clone(), pod.clone(), entry.log.clone());
-            entry.output = Some(tokio::spawn(async move {
+            entry.noted.output = Some(tokio::spawn(async move {
                 logs::copy_log(&api, &pod, CONTAINER, &log, true).await;
             }));
         }
@@ -403,7 +374,7 @@ impl Watch {
                     self.relists.fetch_add(1, Ordering::SeqCst);
                     relisted.clear();
                     for entry in self.followed().values_mut() {
-                        entry.listed = false;
+                        entry.noted.listed = false;
                     }
                 }
                 Ok(Event::InitDone) => {
@@ -411,7 +382,7 @@ impl Watch {
                     self.check_unlisted();
                 }
                 Err(e) => {
-                    tracing::warn!(error = %e, "the pod watch failed; it resumes with backoff")
+                    tracing::warn!(error = %error_chain(&e), "the pod watch failed; it resumes with backoff")
                 }
             }
         }
@@ -424,8 +395,10 @@ impl Watch {
         let unlisted: Vec<(String, String)> = self
             .followed()
             .iter()
-            .filter(|(_, entry)| !entry.listed && entry.uid.is_some() && entry.told != Told::Over)
-            .map(|(job_id, entry)| (job_id.clone(), entry.pod.clone()))
+            .filter(|(_, entry)| {
+                !entry.noted.listed && entry.noted.uid.is_some() && entry.noted.told != Told::Over
+            })
+            .map(|(job_id, entry)| (job_id.clone(), entry.name.clone()))
             .collect();
         let relist = self.relists.load(Ordering::SeqCst);
         for (job_id, pod) in unlisted {
@@ -471,6 +444,6 @@ pub fn job_of(pod: &Pod) -> Option<&str> {
 
 /// Whether `pod` is the one `entry` follows (same name, and same uid once known).
 fn is_the_pod(entry: &Followed, pod: &Pod) -> bool {
-    pod.metadata.name.as_deref() == Some(entry.pod.as_str())
-        && (entry.uid.is_none() || entry.uid == pod.metadata.uid)
+    pod.metadata.name.as_deref() == Some(entry.name.as_str())
+        && (entry.noted.uid.is_none() || entry.noted.uid == pod.metadata.uid)
 }

@@ -6,19 +6,21 @@
 //! the group and SIGKILL to the whole tree after the grace.
 
 pub mod gpu_env;
+pub mod job_env;
+pub mod job_user;
 mod supervisor_link;
 
-use super::job_env::{self, JobEnvPolicy};
-use super::job_user::JobUser;
 use super::{
-    Backend, GpuAssignment, LaunchError, LaunchProgress, Launched, LogDirError, Observation,
-    Recovered, WorkloadControl, create_log_dir,
+    Adopt, Backend, Failure, GpuAssignment, LaunchError, LaunchProgress, Launched, LogDirError,
+    Observation, Recover, Recovered, Sweep, WorkloadControl, create_log_dir, new_log_file,
 };
 use crate::config::resources::GpuNaming;
 use crate::protocol::{BackendKind, BackendRef, LaunchRequest, reason};
 use crate::supervisor::job_file::JobFile;
 use crate::supervisor::wire::{RunningJob, Spawn};
 use async_trait::async_trait;
+use job_env::JobEnvPolicy;
+use job_user::JobUser;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Duration;
@@ -60,7 +62,7 @@ pub struct ProcessBackend {
     log_dir: PathBuf,
     gpu_naming: GpuNaming,
     supervisor: Supervisor,
-    /// The jobs the supervisor ran when the worker started, until [`Backend::recover`] takes them.
+    /// The jobs the supervisor ran when the worker started, until [`Recover::recover`] takes them.
     found_running: Mutex<Option<Vec<RunningJob>>>,
 }
 
@@ -94,15 +96,6 @@ impl ProcessBackend {
             supervisor,
             found_running: Mutex::new(Some(running)),
         })
-    }
-
-    /// Where a job's output goes: `log_dir/YYYY-MM-DD/JOB_ID.log`, under the
-    /// day it starts (see [`crate::job_logs`]).
-    ///
-    /// # Errors
-    /// The I/O error when the day's directory cannot be created.
-    pub fn log_path(&self, job_id: &str) -> std::io::Result<PathBuf> {
-        crate::job_logs::of_job_starting(&self.log_dir, job_id)
     }
 
     fn control(&self, job_id: &str) -> Box<dyn WorkloadControl> {
@@ -144,13 +137,14 @@ impl Backend for ProcessBackend {
         if let Some(workdir) = request.workdir.as_deref()
             && !Path::new(workdir).is_dir()
         {
-            return Err(LaunchError::Spawn(format!(
-                "could not start the job: its working directory {workdir} is not a directory"
-            )));
+            return Err(LaunchError::Spawn(
+                format!(
+                    "could not start the job: its working directory {workdir} is not a directory"
+                )
+                .into(),
+            ));
         }
-        let log = self.log_path(&request.job_id).map_err(|e| {
-            LaunchError::Spawn(format!("could not create the job's log directory: {e}"))
-        })?;
+        let log = new_log_file(&self.log_dir, &request.job_id)?;
         let spawn = Spawn {
             job_id: request.job_id.clone(),
             argv: request.command.clone(),
@@ -159,8 +153,8 @@ impl Backend for ProcessBackend {
             log: log.clone(),
         };
         let (pid, observations) = self.supervisor.launch(spawn).await.map_err(|e| match e {
-            LaunchFailure::Spawn(message) => LaunchError::Spawn(message),
-            LaunchFailure::Unavailable(e) => LaunchError::Unavailable(e.to_string()),
+            LaunchFailure::Spawn(refusal) => LaunchError::Spawn(Failure::of(refusal)),
+            LaunchFailure::Unavailable(e) => LaunchError::Unavailable(Failure::of(e)),
         })?;
         Ok(Launched {
             backend_ref: BackendRef::Process { pid },
@@ -170,6 +164,29 @@ impl Backend for ProcessBackend {
         })
     }
 
+    async fn release(&self, job_id: &str) {
+        self.supervisor.forget(job_id).await;
+    }
+
+    async fn close(&self) {
+        self.supervisor.leave().await;
+    }
+
+    fn recovery(&self) -> Option<&dyn Recover> {
+        Some(self)
+    }
+
+    fn adoption(&self) -> Option<&dyn Adopt> {
+        None
+    }
+
+    fn sweep(&self) -> Option<&dyn Sweep> {
+        None
+    }
+}
+
+#[async_trait]
+impl Recover for ProcessBackend {
     async fn recover(&self) -> Vec<Recovered> {
         let running = self
             .found_running
@@ -205,14 +222,6 @@ impl Backend for ProcessBackend {
             recovered.push(self.recovered(&job.job_id, job.pid.unwrap_or(0), observations));
         }
         recovered
-    }
-
-    async fn release(&self, job_id: &str) {
-        self.supervisor.forget(job_id).await;
-    }
-
-    async fn close(&self) {
-        self.supervisor.leave().await;
     }
 }
 

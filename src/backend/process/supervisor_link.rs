@@ -8,6 +8,7 @@
 
 use crate::backend::Observation;
 use crate::protocol::reason;
+use crate::report::error_chain;
 use crate::supervisor::job_file::JobEnd;
 use crate::supervisor::job_uids::JobUidRange;
 use crate::supervisor::server::{MAX_SOCKET_PATH, socket_path};
@@ -75,12 +76,26 @@ enum Greeting {
     Failed(SupervisorError),
 }
 
+/// Why the supervisor did not start a job's program.
+#[derive(Debug, thiserror::Error)]
+pub enum SpawnRefusal {
+    /// It could not start it: what it said (bounded when it goes into an event).
+    #[error("{0}")]
+    Failed(String),
+    /// The job runs under the supervisor already.
+    #[error("this job runs under the supervisor already")]
+    AlreadyRunning,
+    /// The supervisor went away before it answered.
+    #[error("the job supervisor went away")]
+    SupervisorGone,
+}
+
 /// Why a job could not be launched through the supervisor.
 #[derive(Debug, thiserror::Error)]
 pub enum LaunchFailure {
     /// The job's program could not be started.
-    #[error("{0}")]
-    Spawn(String),
+    #[error(transparent)]
+    Spawn(#[from] SpawnRefusal),
     /// The supervisor is not there.
     #[error(transparent)]
     Unavailable(#[from] SupervisorError),
@@ -88,7 +103,7 @@ pub enum LaunchFailure {
 
 /// What the worker learns of a job from the supervisor.
 struct Route {
-    started: Option<oneshot::Sender<Result<u32, String>>>,
+    started: Option<oneshot::Sender<Result<u32, SpawnRefusal>>>,
     observe: mpsc::Sender<Observation>,
     /// The connection the job's launch went over (or that found it running):
     /// the job is lost with that connection's supervisor, not with an older one.
@@ -97,7 +112,7 @@ struct Route {
 
 /// Where a launched job's start and observations go.
 type JobChannels = (
-    oneshot::Sender<Result<u32, String>>,
+    oneshot::Sender<Result<u32, SpawnRefusal>>,
     mpsc::Sender<Observation>,
 );
 
@@ -352,7 +367,9 @@ impl Supervisor {
                 Ok(0) | Err(_) => break,
                 Ok(_) => match serde_json::from_str::<Report>(&line) {
                     Ok(report) => self.dispatch(report),
-                    Err(e) => tracing::error!(error = %e, "unreadable report from the supervisor"),
+                    Err(e) => {
+                        tracing::error!(error = %error_chain(&e), "unreadable report from the supervisor")
+                    }
                 },
             }
         }
@@ -376,7 +393,7 @@ impl Supervisor {
                     started: Some(started),
                     ..
                 }) => {
-                    let _ = started.send(Err(error));
+                    let _ = started.send(Err(SpawnRefusal::Failed(error)));
                 }
                 Some(followed) => {
                     let _ = followed
@@ -419,7 +436,7 @@ impl Supervisor {
         }
         for route in routes {
             if let Some(started) = route.started {
-                let _ = started.send(Err("the job supervisor went away".into()));
+                let _ = started.send(Err(SpawnRefusal::SupervisorGone));
             }
             let _ = route.observe.try_send(observation_of(JobEnd::OwnerLost));
         }
@@ -494,9 +511,7 @@ impl Supervisor {
         match routed {
             Ok(()) => {}
             Err(Routing::Taken) => {
-                return Err(LaunchFailure::Spawn(
-                    "this job runs under the supervisor already".into(),
-                ));
+                return Err(SpawnRefusal::AlreadyRunning.into());
             }
             Err(Routing::Unavailable(e)) => return Err(e.into()),
         }
@@ -511,7 +526,7 @@ impl Supervisor {
             }
             Ok(Err(error)) => {
                 pending.job_id = None;
-                Err(LaunchFailure::Spawn(error))
+                Err(error.into())
             }
             Err(_) => Err(LaunchFailure::Unavailable(SupervisorError::Unresponsive {
                 dir: self.inner.dir.clone(),
@@ -537,7 +552,7 @@ impl Supervisor {
             grace_ms: u64::try_from(grace.as_millis()).unwrap_or(u64::MAX),
         };
         if let Err(e) = self.send(&request).await {
-            tracing::warn!(%job_id, error = %e, "could not ask the supervisor to stop a job");
+            tracing::warn!(%job_id, error = %error_chain(&e), "could not ask the supervisor to stop a job");
         }
     }
 
@@ -547,7 +562,7 @@ impl Supervisor {
             job_id: job_id.to_owned(),
         };
         if let Err(e) = self.send(&request).await {
-            tracing::debug!(%job_id, error = %e, "could not tell the supervisor a job's end is recorded");
+            tracing::debug!(%job_id, error = %error_chain(&e), "could not tell the supervisor a job's end is recorded");
         }
     }
 
@@ -572,7 +587,7 @@ impl Supervisor {
 async fn write_lines(mut writer: OwnedWriteHalf, mut queued: mpsc::UnboundedReceiver<Vec<u8>>) {
     while let Some(line) = queued.recv().await {
         if let Err(e) = writer.write_all(&line).await {
-            tracing::warn!(error = %e, "could not write to the supervisor");
+            tracing::warn!(error = %error_chain(&e), "could not write to the supervisor");
             return;
         }
     }

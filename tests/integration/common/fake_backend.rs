@@ -6,7 +6,8 @@
 
 use async_trait::async_trait;
 use flare_launcher::backend::{
-    Backend, GpuAssignment, LaunchError, LaunchProgress, Launched, Observation, WorkloadControl,
+    Adopt, Backend, GpuAssignment, LaunchError, LaunchProgress, Launched, Observation, Recover,
+    Sweep, WorkloadControl,
 };
 use flare_launcher::protocol::{BackendKind, BackendRef, LaunchRequest};
 use flare_launcher::state::Exit;
@@ -102,6 +103,23 @@ impl Backend for FakeBackend {
             }),
         })
     }
+
+    /// It finds nothing again after a restart: the job task's tests start none.
+    fn recovery(&self) -> Option<&dyn Recover> {
+        None
+    }
+
+    fn adoption(&self) -> Option<&dyn Adopt> {
+        None
+    }
+
+    fn sweep(&self) -> Option<&dyn Sweep> {
+        None
+    }
+
+    async fn release(&self, _job_id: &str) {}
+
+    async fn close(&self) {}
 }
 
 /// Notes each stop and answers it with the workload's end, but the first

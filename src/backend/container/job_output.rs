@@ -3,6 +3,7 @@
 //! for appending, each chunk written as it comes, and every failure logged once
 //! with the file's path (the job's end is reported whatever became of its log).
 
+use crate::report::error_chain;
 use std::path::{Path, PathBuf};
 use tokio::io::AsyncWriteExt;
 
@@ -27,7 +28,7 @@ impl JobLog {
                 path: path.to_owned(),
             }),
             Err(e) => {
-                tracing::error!(log = %path.display(), error = %e, "cannot open the job's log file");
+                tracing::error!(log = %path.display(), error = %error_chain(&e), "cannot open the job's log file");
                 None
             }
         }
@@ -38,7 +39,7 @@ impl JobLog {
         match self.file.write_all(bytes).await {
             Ok(()) => true,
             Err(e) => {
-                tracing::error!(log = %self.path.display(), error = %e, "cannot write the job's log file");
+                tracing::error!(log = %self.path.display(), error = %error_chain(&e), "cannot write the job's log file");
                 false
             }
         }
@@ -47,7 +48,7 @@ impl JobLog {
     /// Flushes what was written.
     pub async fn finish(mut self) {
         if let Err(e) = self.file.flush().await {
-            tracing::error!(log = %self.path.display(), error = %e, "cannot write the job's log file");
+            tracing::error!(log = %self.path.display(), error = %error_chain(&e), "cannot write the job's log file");
         }
     }
 }
