@@ -23,7 +23,8 @@
 //! - [`config`]: settings from flags, environment and file.
 //! - [`nats`]: connection options, subjects, streams and buckets.
 //! - [`schema`], [`protocol`], [`state`]: the JSON Schemas, the wire contract,
-//!   and the job state machine with NVFlare's return codes.
+//!   and the job state machine with NVFlare's return codes, from the
+//!   `flare-launcher-protocol` crate.
 //! - [`retry`]: the retry policy.
 //! - [`report`]: errors with their causes, on one line, for people and logs.
 
@@ -33,13 +34,15 @@ pub mod client;
 pub mod config;
 pub mod job_logs;
 pub mod nats;
-pub mod protocol;
 pub mod report;
 pub mod resources;
 pub mod retry;
-pub mod schema;
-pub mod state;
 pub mod store;
 pub mod supervisor;
 pub mod telemetry;
 pub mod worker;
+
+// The wire contract lives in its own crate, which an engine written in Rust uses
+// without the worker; its modules keep their paths here.
+pub use flare_launcher_protocol as protocol;
+pub use flare_launcher_protocol::{schema, state};

@@ -1,12 +1,12 @@
-//! The JSON Schemas of every protocol message, generated from the types in
-//! [`crate::protocol`]. `schemas/` holds them checked in; a test fails when they
+//! The JSON Schemas of every protocol message, generated from the types of
+//! this crate. `schemas/` holds them checked in; a test fails when they
 //! drift, and `flare-launcher schemas DIR` writes them anew.
 //!
 //! Requests are described as workers read them (a missing optional field takes
 //! its default); what workers send is described as they write it, so every field
 //! they always write, `null` or not, is required.
 
-use crate::protocol::{
+use crate::{
     ErrorReply, InvalidRequest, JobEvent, JobRecord, LaunchRequest, ResourceStatus, TerminateReply,
     TerminateRequest,
 };

@@ -1,8 +1,36 @@
-//! The wire contract (docs/protocol.md, version 1) as Rust types, and the decoding of
-//! launch requests with every rule of the contract enforced.
+//! The wire protocol of flare-launcher (docs/protocol.md, version 1) as Rust
+//! types: what an FL engine sends to flare-launcher workers over NATS, what the
+//! workers send back, the job state machine with NVFlare's return codes, and the
+//! JSON Schemas of every message. It stands on its own: an engine written in Rust
+//! depends on this crate, not on the worker, and needs no async runtime for it.
 //!
-//! The JSON Schemas in `schemas/` are generated from these types (see
-//! [`crate::schema`]); a test fails when the two drift apart.
+//! An engine publishes a [`LaunchRequest`] on `P.launch.POOL` (`P` is the subject
+//! prefix, `flare.jobs` by default), then follows the job's [`JobEvent`]s on
+//! `P.events.JOB_ID` until one carries a terminal [`state::JobState`] and its
+//! NVFlare `return_code`:
+//!
+//! ```
+//! use flare_launcher_protocol::state::{self, JobState};
+//! use flare_launcher_protocol::{BackendKind, JobEvent, LaunchRequest};
+//!
+//! let mut request = LaunchRequest::new("job-1", vec!["python3".into(), "train.py".into()]);
+//! request.backend = Some(BackendKind::Process);
+//! request.validate().expect("a valid request");
+//! let payload = serde_json::to_vec(&request).unwrap(); // publish on `flare.jobs.launch.POOL`
+//! # assert_eq!(flare_launcher_protocol::decode_launch(&payload).unwrap(), request);
+//!
+//! // Received on `flare.jobs.events.job-1`:
+//! let event: JobEvent = serde_json::from_str(r#"{
+//!     "v": 1, "job_id": "job-1", "seq": 3, "state": "succeeded", "return_code": 0,
+//!     "exit_code": 0, "reason": null, "message": null, "worker": "host-a1b2c3",
+//!     "backend": "process", "ts": "2026-01-01T00:00:00.000000Z"
+//! }"#).unwrap();
+//! assert!(event.state.is_terminal());
+//! assert_eq!(event.return_code, state::return_code_for(JobState::Succeeded, Some(0)));
+//! ```
+//!
+//! The JSON Schemas in the repository's `schemas/` are generated from these types
+//! (see [`schema`]); a test fails when the two drift apart.
 //!
 //! - `job_id`: [`JobId`], a job's identity, checked once.
 //! - `launch`: the launch request and its decoding.
@@ -11,12 +39,16 @@
 //! - `messages`: what workers send (events, records, replies, reports) and the
 //!   terminate request.
 //! - [`reason`]: the machine-readable causes events carry.
+//! - [`state`]: the job state machine and NVFlare's return codes.
+//! - [`schema`]: the JSON Schema of every message.
 
 pub mod bounded;
 mod job_id;
 mod launch;
 mod messages;
 pub mod reason;
+pub mod schema;
+pub mod state;
 
 pub use job_id::{JobId, JobIdError};
 pub use launch::{
