@@ -12,9 +12,15 @@ use kube::Api;
 use kube::api::LogParams;
 use std::path::Path;
 
-/// Appends the output of the job's container in pod `name` to `log`; with
-/// `follow`, until the container ends.
-pub async fn copy_log(api: &Api<Pod>, name: &str, container: &str, log: &Path, follow: bool) {
+/// The output of the job's container in pod `name`, as a stream; with `follow`,
+/// one that lasts until the container ends. `None` (logged) when it cannot be
+/// had.
+pub async fn open_log(
+    api: &Api<Pod>,
+    name: &str,
+    container: &str,
+    follow: bool,
+) -> Option<impl futures::AsyncRead + use<>> {
     let params = LogParams {
         container: Some(container.to_owned()),
         follow,
@@ -29,20 +35,33 @@ pub async fn copy_log(api: &Api<Pod>, name: &str, container: &str, log: &Path, f
         ),
     )
     .await;
-    let mut output = match opened {
-        Ok(Ok(output)) => Box::pin(output),
+    match opened {
+        Ok(Ok(output)) => Some(output),
         Ok(Err(e)) => {
             tracing::warn!(pod = name, error = %error_chain(&e), "cannot read the pod's output");
-            return;
+            None
         }
         Err(_) => {
             tracing::warn!(
                 pod = name,
                 "gave up reading the pod's output after {CLEANUP_PATIENCE:?}"
             );
-            return;
+            None
         }
-    };
+    }
+}
+
+/// Appends the output of the job's container in pod `name` to `log`; with
+/// `follow`, until the container ends.
+pub async fn copy_log(api: &Api<Pod>, name: &str, container: &str, log: &Path, follow: bool) {
+    if let Some(output) = open_log(api, name, container, follow).await {
+        append(output, name, log).await;
+    }
+}
+
+/// Appends what `output`, the output of pod `name`, gives to `log`.
+pub async fn append(output: impl futures::AsyncRead, name: &str, log: &Path) {
+    let mut output = Box::pin(output);
     let Some(mut file) = JobLog::open(log).await else {
         return;
     };

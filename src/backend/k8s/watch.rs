@@ -319,8 +319,8 @@ impl Watch {
     }
 
     /// Stops the pod of `job_id`: its output followed into the job's log from
-    /// now, then a delete with `grace` (its uid the precondition), both in the
-    /// background.
+    /// now, then, once that stream is open, a delete with `grace` (its uid the
+    /// precondition), both in the background.
     pub fn stop(&self, job_id: &str, grace: Duration) {
         let mut followed = self.followed();
         let Some(entry) = followed.get_mut(job_id) else {
@@ -336,13 +336,26 @@ impl Watch {
         entry.noted.deleting = true;
         let api = self.api.clone();
         let pod = entry.name.clone();
+        // The output is followed from a stream opened before the delete is
+        // sent: a pod deleted first may be gone, with its log, before a later
+        // read reaches it.
+        let (opened, following) = tokio::sync::oneshot::channel();
         if entry.noted.told == Told::Running {
             let (api, pod, log) = (api.clone(), pod.clone(), entry.log.clone());
             entry.noted.output = Some(tokio::spawn(async move {
-                logs::copy_log(&api, &pod, CONTAINER, &log, true).await;
+                let output = logs::open_log(&api, &pod, CONTAINER, true).await;
+                let _ = opened.send(());
+                if let Some(output) = output {
+                    logs::append(output, &pod, &log).await;
+                }
             }));
+        } else {
+            let _ = opened.send(());
         }
-        tokio::spawn(async move { api::delete(&api, &pod, &uid, grace).await });
+        tokio::spawn(async move {
+            let _ = following.await;
+            api::delete(&api, &pod, &uid, grace).await
+        });
     }
 
     /// Follows the watch until the task is aborted.
