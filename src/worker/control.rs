@@ -12,6 +12,7 @@ use super::story::{Author, Tombstoned};
 use crate::nats::subjects::{CONTROL_QUEUE_GROUP, Subjects};
 use crate::protocol::bounded::{bounded, one_line};
 use crate::protocol::{ErrorReply, JobId, JobRecord, TerminateReply, TerminateRequest};
+use crate::report::error_chain;
 use crate::state::JobState;
 use crate::store::{JobStore, StoreError};
 use async_nats::{HeaderMap, Message, Subscriber};
@@ -189,7 +190,7 @@ async fn answer(control: &Control, message: Message, kind: Request, job_id: Opti
     // `nats pub` sends no reply subject: the request is acted on all the same.
     let Some(reply_to) = message.reply.clone() else {
         if let Err(e) = result {
-            tracing::warn!(subject = %message.subject, error = %one_line(&e.to_string()), "control request without a reply subject failed");
+            tracing::warn!(subject = %message.subject, error = %error_chain(&e), "control request without a reply subject failed");
         }
         return;
     };
@@ -204,7 +205,7 @@ async fn answer(control: &Control, message: Message, kind: Request, job_id: Opti
         }
     };
     if let Err(e) = sent {
-        tracing::warn!(error = %e, "could not send a control reply");
+        tracing::warn!(error = %error_chain(&e), "could not send a control reply");
     }
 }
 

@@ -7,6 +7,7 @@
 //! launch starts a new supervisor.
 
 use crate::backend::Observation;
+use crate::protocol::bounded::one_line;
 use crate::protocol::reason;
 use crate::report::error_chain;
 use crate::supervisor::job_file::JobEnd;
@@ -409,7 +410,7 @@ impl Supervisor {
             }
             Report::Jobs { .. } => {}
             Report::Refused { error } => {
-                tracing::error!(%error, "the supervisor refused a request")
+                tracing::error!(error = %one_line(&error), "the supervisor refused a request")
             }
         }
     }
