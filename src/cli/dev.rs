@@ -90,6 +90,20 @@ async fn accepts_connections(host: &str, port: u16) -> bool {
     )
 }
 
+/// Why a started `nats-server` did not come up.
+#[derive(Debug, thiserror::Error)]
+enum NotReady {
+    /// It exited.
+    #[error("exited at start ({0})")]
+    Exited(std::process::ExitStatus),
+    /// Its state could not be read.
+    #[error("cannot be watched: {0}")]
+    Unwatchable(#[source] std::io::Error),
+    /// It did not listen in time.
+    #[error("did not accept connections within {secs} s", secs = READY_TIMEOUT.as_secs())]
+    Timeout,
+}
+
 /// A `nats-server` child of this process.
 struct LocalNatsServer {
     /// `None` once stopped.
@@ -162,24 +176,21 @@ impl LocalNatsServer {
     }
 
     /// Waits until the server accepts connections; on failure says what happened.
-    async fn wait_ready(&mut self, host: &str, port: u16) -> Result<(), String> {
+    async fn wait_ready(&mut self, host: &str, port: u16) -> Result<(), NotReady> {
         let deadline = Instant::now() + READY_TIMEOUT;
         loop {
             if let Some(child) = self.child.as_mut() {
                 match child.try_wait() {
-                    Ok(Some(status)) => return Err(format!("exited at start ({status})")),
+                    Ok(Some(status)) => return Err(NotReady::Exited(status)),
                     Ok(None) => {}
-                    Err(e) => return Err(format!("cannot be watched: {e}")),
+                    Err(e) => return Err(NotReady::Unwatchable(e)),
                 }
             }
             if accepts_connections(host, port).await {
                 return Ok(());
             }
             if Instant::now() >= deadline {
-                return Err(format!(
-                    "did not accept connections within {} s",
-                    READY_TIMEOUT.as_secs()
-                ));
+                return Err(NotReady::Timeout);
             }
             tokio::time::sleep(PROBE_INTERVAL).await;
         }

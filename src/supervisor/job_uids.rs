@@ -34,6 +34,11 @@ pub struct BadRange {
     shown: String,
 }
 
+/// Every user id of the range is held by a job that still runs.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("no job uid is free: all {size} of {0} belong to jobs that still run", size = .0.size())]
+pub struct NoFreeJobUid(pub JobUidRange);
+
 impl JobUidRange {
     /// How many ids it holds (never none).
     pub fn size(&self) -> u32 {

@@ -28,7 +28,7 @@ use crate::backend::process::job_env::{JobEnvError, JobEnvPolicy};
 use crate::backend::process::job_user::{JobUser, JobUserError};
 use crate::backend::registry::{self as backend_registry, BackendSetup, BackendStartError};
 use crate::backend::{Backend, Backends};
-use crate::config::WorkerConfig;
+use crate::config::{InvalidConfig, WorkerConfig};
 use crate::nats::connect::{self, ConnectError};
 use crate::nats::setup::{self, Layout, SetupError};
 use crate::nats::subjects::Subjects;
@@ -59,7 +59,7 @@ const FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
 pub enum WorkerError {
     /// The configuration is unusable.
     #[error("invalid configuration: {0}")]
-    Config(String),
+    Config(#[from] InvalidConfig),
     /// NATS could not be reached.
     #[error(transparent)]
     Connect(#[from] ConnectError),
@@ -90,9 +90,7 @@ fn backends_with_default(
     default: BackendKind,
 ) -> Result<Backends, WorkerError> {
     let Some(first) = started.iter().find(|backend| backend.kind() == default) else {
-        return Err(WorkerError::Config(format!(
-            "the default backend {default} is not among the worker's backends"
-        )));
+        return Err(InvalidConfig::DefaultBackendNotStarted(default).into());
     };
     Ok(started
         .iter()
@@ -136,7 +134,7 @@ impl Worker {
     /// # Errors
     /// A [`WorkerError`] saying what is missing.
     pub async fn start(config: WorkerConfig) -> Result<Worker, WorkerError> {
-        config.validate().map_err(WorkerError::Config)?;
+        config.validate()?;
         // Jobs of the worker's own user cannot read its environment or memory
         // through /proc then.
         if let Err(e) = nix::sys::prctl::set_dumpable(false) {

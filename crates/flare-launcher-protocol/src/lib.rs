@@ -145,16 +145,19 @@ impl fmt::Display for BackendKind {
     }
 }
 
+/// A backend name that is none of [`BackendKind`]'s.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown backend {0:?}: expected process, docker or k8s")]
+pub struct UnknownBackend(pub String);
+
 impl std::str::FromStr for BackendKind {
-    type Err = String;
+    type Err = UnknownBackend;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s {
             "process" => Ok(BackendKind::Process),
             "docker" => Ok(BackendKind::Docker),
             "k8s" => Ok(BackendKind::K8s),
-            other => Err(format!(
-                "unknown backend {other:?}: expected process, docker or k8s"
-            )),
+            other => Err(UnknownBackend(other.to_owned())),
         }
     }
 }
