@@ -167,3 +167,27 @@ pub async fn run(settings: &Settings, args: LaunchArgs) -> Result<i32, CliError>
         "the event stream ended before the job did".into(),
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flag_values_of_another_form_are_named_with_the_form() {
+        assert_eq!(key_value("A=b=c").unwrap(), ("A".into(), "b=c".into()));
+        assert_eq!(
+            key_value("A").unwrap_err().to_string(),
+            "expected NAME=VALUE, got \"A\""
+        );
+        let read_only = mount("pvc:data=/data:ro").unwrap();
+        assert_eq!(
+            (read_only.source.as_str(), read_only.target.as_str()),
+            ("pvc:data", "/data")
+        );
+        assert!(read_only.read_only);
+        assert_eq!(
+            mount("/data").unwrap_err().to_string(),
+            "expected SOURCE=TARGET[:ro], got \"/data\""
+        );
+    }
+}

@@ -150,6 +150,15 @@ mod tests {
     }
 
     #[test]
+    fn no_free_uid_names_the_range_and_its_size() {
+        let full = NoFreeJobUid("10-13".parse().unwrap());
+        assert_eq!(
+            full.to_string(),
+            "no job uid is free: all 4 of 10-13 belong to jobs that still run"
+        );
+    }
+
+    #[test]
     fn ids_are_handed_out_in_turn_skipping_those_in_use() {
         let mut uids = JobUids::new("10-13".parse().unwrap());
         let mut in_use = HashSet::new();

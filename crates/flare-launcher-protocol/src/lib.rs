@@ -206,6 +206,15 @@ mod tests {
     use super::*;
 
     #[test]
+    fn backends_are_parsed_by_name() {
+        assert_eq!("k8s".parse(), Ok(BackendKind::K8s));
+        assert_eq!(
+            "podman".parse::<BackendKind>().unwrap_err().to_string(),
+            "unknown backend \"podman\": expected process, docker or k8s"
+        );
+    }
+
+    #[test]
     fn timestamps_are_rfc3339_utc() {
         let ts = timestamp_now();
         assert!(
