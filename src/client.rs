@@ -7,6 +7,7 @@ use crate::protocol::{
     ErrorReply, JobEvent, JobRecord, LaunchRequest, ResourceStatus, TerminateReply,
     TerminateRequest,
 };
+use crate::report::error_chain;
 use async_nats::jetstream::{self, consumer, message::PublishMessage};
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
@@ -171,7 +172,10 @@ impl Client {
         let subject = self.subjects.pool_resources(&self.pool);
         crate::resources::census::gather(&self.nats, subject.clone(), window)
             .await
-            .map_err(|message| ClientError::Request { subject, message })
+            .map_err(|e| ClientError::Request {
+                subject,
+                message: error_chain(&e),
+            })
     }
 
     async fn request<T: serde::de::DeserializeOwned>(

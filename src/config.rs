@@ -19,17 +19,19 @@ pub mod values;
 pub mod worker;
 
 use crate::nats::connect::NatsArgs;
-use crate::nats::subjects::check_token;
+use crate::nats::subjects::{BadToken, check_token};
 use crate::protocol::BackendKind;
 use crate::supervisor::job_uids::JobUidRange;
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-pub use docker::{DockerArgs, DockerConfig, PullPolicy};
-pub use k8s::{K8sArgs, K8sConfig};
+pub use docker::{DockerArgs, DockerConfig, InvalidDockerConfig, PullPolicy};
+pub use k8s::{InvalidK8sConfig, K8sArgs, K8sConfig};
 pub use options::FileValueError;
-pub use resources::{GpuSelection, ResourceArgs, ResourceConfig, ResourcePolicyKind};
+pub use resources::{
+    GpuSelection, InvalidResourceConfig, ResourceArgs, ResourceConfig, ResourcePolicyKind,
+};
 pub use worker::{SharedArgs, UserSpec, WorkerTableArgs};
 
 /// Default subject prefix.
@@ -407,8 +409,8 @@ impl WorkerConfig {
     /// Checks values the types allow but the worker cannot use.
     ///
     /// # Errors
-    /// A message naming the bad value.
-    pub fn validate(&self) -> Result<(), String> {
+    /// An [`InvalidConfig`] naming the bad value.
+    pub fn validate(&self) -> Result<(), InvalidConfig> {
         check_token("pool", &self.pool)?;
         check_token("worker id", &self.worker_id)?;
         if self.subject_prefix.is_empty()
@@ -417,38 +419,69 @@ impl WorkerConfig {
                 .split('.')
                 .any(|t| t.is_empty() || t.contains(['*', '>', ' ']))
         {
-            return Err(format!(
-                "subject prefix {:?} must be dot-separated non-empty tokens without wildcards",
-                self.subject_prefix
-            ));
+            return Err(InvalidConfig::SubjectPrefix(self.subject_prefix.clone()));
         }
         if !(1..=MAX_MAX_JOBS).contains(&self.max_jobs) {
-            return Err(format!("max jobs must be between 1 and {MAX_MAX_JOBS}"));
+            return Err(InvalidConfig::MaxJobs);
         }
         if self.ack_wait.is_zero() {
-            return Err("ack wait must be at least 1 s".into());
+            return Err(InvalidConfig::AckWait);
         }
         if self.max_request_bytes < MIN_MAX_REQUEST_BYTES {
-            return Err(format!(
-                "max request bytes must be at least {MIN_MAX_REQUEST_BYTES}"
-            ));
+            return Err(InvalidConfig::MaxRequestBytes);
         }
         if !self.backends.contains(&self.backend) {
-            return Err(format!(
-                "the backend for requests that name none ({}) must be one of the worker's backends",
-                self.backend
-            ));
+            return Err(InvalidConfig::DefaultBackend(self.backend));
         }
         self.docker.validate()?;
         self.k8s.validate()?;
         self.resources.validate()?;
         if !(1..=MAX_RETENTION_S).contains(&self.retention.as_secs()) {
-            return Err(format!(
-                "retention must be between 1 and {MAX_RETENTION_S} s (how long the events stream keeps events)"
-            ));
+            return Err(InvalidConfig::Retention);
         }
         Ok(())
     }
+}
+
+/// A worker setting the types allow but the worker cannot use.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum InvalidConfig {
+    /// The pool or worker id cannot be a subject token.
+    #[error(transparent)]
+    Token(#[from] BadToken),
+    /// The subject prefix is not a run of plain tokens.
+    #[error("subject prefix {0:?} must be dot-separated non-empty tokens without wildcards")]
+    SubjectPrefix(String),
+    /// Too few or too many jobs at once.
+    #[error("max jobs must be between 1 and {max}", max = MAX_MAX_JOBS)]
+    MaxJobs,
+    /// No time to acknowledge a request.
+    #[error("ack wait must be at least 1 s")]
+    AckWait,
+    /// Requests could not say what the protocol lets them.
+    #[error("max request bytes must be at least {min}", min = MIN_MAX_REQUEST_BYTES)]
+    MaxRequestBytes,
+    /// The backend for requests that name none is not one of the worker's.
+    #[error("the backend for requests that name none ({0}) must be one of the worker's backends")]
+    DefaultBackend(BackendKind),
+    /// The default backend did not start among the worker's backends.
+    #[error("the default backend {0} is not among the worker's backends")]
+    DefaultBackendNotStarted(BackendKind),
+    /// A Docker setting.
+    #[error(transparent)]
+    Docker(#[from] InvalidDockerConfig),
+    /// A Kubernetes setting.
+    #[error(transparent)]
+    K8s(#[from] InvalidK8sConfig),
+    /// A resource setting.
+    #[error(transparent)]
+    Resources(#[from] InvalidResourceConfig),
+    /// Events kept too briefly or too long.
+    #[error(
+        "retention must be between 1 and {max} s (how long the events stream keeps events)",
+        max = MAX_RETENTION_S
+    )]
+    Retention,
 }
 
 /// The host name, made a valid worker-id token, plus a short random suffix.

@@ -4,6 +4,7 @@
 //! process backend, which writes the logs, and the retention sweep, which removes
 //! them.
 
+use crate::report::error_chain;
 use std::io;
 use std::path::{Path, PathBuf};
 use time::macros::format_description;
@@ -52,7 +53,7 @@ pub fn of_job_created(log_dir: &Path, created: Option<i64>, job_id: &str) -> Pat
         .date();
     let dir = log_dir.join(day_name(day));
     if let Err(e) = std::fs::create_dir_all(&dir) {
-        tracing::error!(dir = %dir.display(), error = %e, "cannot create a job log directory");
+        tracing::error!(dir = %dir.display(), error = %error_chain(&e), "cannot create a job log directory");
     }
     dir.join(format!("{job_id}.log"))
 }

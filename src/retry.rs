@@ -3,8 +3,8 @@
 //! connection itself is the NATS client's job, paced by the reconnect delay in
 //! [`crate::nats::connect`], which the client asks for by attempt number.
 
+use crate::report::error_chain;
 use backon::{ExponentialBuilder, Retryable};
-use std::fmt::Display;
 use std::future::Future;
 use std::time::Duration;
 
@@ -34,13 +34,13 @@ pub async fn retry_transient<T, E, Fut, F>(
     is_transient: impl Fn(&E) -> bool,
 ) -> Result<T, E>
 where
-    E: Display,
+    E: std::error::Error,
     Fut: Future<Output = Result<T, E>>,
     F: FnMut() -> Fut,
 {
     op.retry(backoff())
         .when(|e| is_transient(e))
-        .notify(|e, delay| tracing::warn!(error = %e, retry_in = ?delay, "{what} failed; retrying"))
+        .notify(|e, delay| tracing::warn!(error = %error_chain(e), retry_in = ?delay, "{what} failed; retrying"))
         .await
 }
 

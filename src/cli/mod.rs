@@ -91,6 +91,9 @@ pub enum CliError {
     /// The configuration reference could not be written.
     #[error(transparent)]
     Reference(#[from] crate::config::reference::ReferenceError),
+    /// The launch request built from the flags breaks a rule.
+    #[error("invalid launch request: {0}")]
+    InvalidRequest(#[from] crate::protocol::InvalidLaunch),
     /// Anything else, said plainly.
     #[error("{0}")]
     Other(String),

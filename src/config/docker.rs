@@ -233,39 +233,48 @@ pub struct DockerConfig {
     pub workspace_read_only: Vec<String>,
 }
 
+/// A Docker setting the types allow but the backend cannot use.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InvalidDockerConfig {
+    /// The pids limit is below 1.
+    #[error("docker pids limit must be at least 1")]
+    PidsLimit,
+    /// A host root is relative.
+    #[error("docker host root {} must be an absolute path", .0.display())]
+    RelativeHostRoot(PathBuf),
+    /// The workspace is relative.
+    #[error("docker workspace {} must be an absolute path", .0.display())]
+    RelativeWorkspace(PathBuf),
+    /// A read-only workspace folder is not one plain folder name.
+    #[error("docker workspace folder {0:?} must be one plain folder name")]
+    WorkspaceFolder(String),
+    /// Containers are kept longer than the events stream keeps events.
+    #[error("docker keep time must be at most {max} s", max = super::MAX_RETENTION_S)]
+    Keep,
+}
+
 impl DockerConfig {
     /// Checks values the types allow but the backend cannot use.
     ///
     /// # Errors
-    /// A message naming the bad value.
-    pub fn validate(&self) -> Result<(), String> {
+    /// An [`InvalidDockerConfig`] naming the bad value.
+    pub fn validate(&self) -> Result<(), InvalidDockerConfig> {
         if self.pids_limit < 1 {
-            return Err("docker pids limit must be at least 1".into());
+            return Err(InvalidDockerConfig::PidsLimit);
         }
         if let Some(root) = self.host_roots.iter().find(|root| !root.is_absolute()) {
-            return Err(format!(
-                "docker host root {} must be an absolute path",
-                root.display()
-            ));
+            return Err(InvalidDockerConfig::RelativeHostRoot(root.clone()));
         }
         if let Some(root) = self.workspace.as_ref().filter(|root| !root.is_absolute()) {
-            return Err(format!(
-                "docker workspace {} must be an absolute path",
-                root.display()
-            ));
+            return Err(InvalidDockerConfig::RelativeWorkspace(root.clone()));
         }
         if let Some(name) = self.workspace_read_only.iter().find(|name| {
             name.is_empty() || name.contains('/') || matches!(name.as_str(), "." | "..")
         }) {
-            return Err(format!(
-                "docker workspace folder {name:?} must be one plain folder name"
-            ));
+            return Err(InvalidDockerConfig::WorkspaceFolder(name.clone()));
         }
         if self.keep > Duration::from_secs(super::MAX_RETENTION_S) {
-            return Err(format!(
-                "docker keep time must be at most {} s",
-                super::MAX_RETENTION_S
-            ));
+            return Err(InvalidDockerConfig::Keep);
         }
         Ok(())
     }

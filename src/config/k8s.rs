@@ -143,17 +143,22 @@ pub struct K8sConfig {
     pub pod_template: Option<PathBuf>,
 }
 
+/// A Kubernetes setting the types allow but the backend cannot use.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InvalidK8sConfig {
+    /// Pods are kept longer than the events stream keeps events.
+    #[error("k8s keep time must be at most {max} s", max = super::MAX_RETENTION_S)]
+    Keep,
+}
+
 impl K8sConfig {
     /// Checks values the types allow but the backend cannot use.
     ///
     /// # Errors
-    /// A message naming the bad value.
-    pub fn validate(&self) -> Result<(), String> {
+    /// An [`InvalidK8sConfig`] naming the bad value.
+    pub fn validate(&self) -> Result<(), InvalidK8sConfig> {
         if self.keep > Duration::from_secs(super::MAX_RETENTION_S) {
-            return Err(format!(
-                "k8s keep time must be at most {} s",
-                super::MAX_RETENTION_S
-            ));
+            return Err(InvalidK8sConfig::Keep);
         }
         Ok(())
     }

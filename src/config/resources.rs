@@ -194,30 +194,42 @@ pub struct ResourceConfig {
     pub gpu_naming: GpuNaming,
 }
 
+/// A resource setting the types allow but the worker cannot use.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum InvalidResourceConfig {
+    /// The GPU memory is not a positive number.
+    #[error("--gpu-memory-gib must be a positive number, got {0}")]
+    GpuMemory(f64),
+    /// GPU settings given to the best-effort policy.
+    #[error(
+        "--gpus, --gpu-memory-gib and --ignore-host belong to --resource-policy gpu; the best-effort policy counts nothing"
+    )]
+    GpuSettingsWithoutGpuPolicy,
+    /// The host is ignored but no GPUs are named.
+    #[error(
+        "--ignore-host needs --gpus: the worker does not look at the host, so it must be told which GPUs it hands out"
+    )]
+    IgnoreHostWithoutGpus,
+}
+
 impl ResourceConfig {
     /// Checks values the types allow but the worker cannot use.
     ///
     /// # Errors
-    /// A message naming the bad value.
-    pub fn validate(&self) -> Result<(), String> {
+    /// An [`InvalidResourceConfig`] naming the bad value.
+    pub fn validate(&self) -> Result<(), InvalidResourceConfig> {
         if let Some(gib) = self.gpu_memory_gib
             && !(gib.is_finite() && gib > 0.0)
         {
-            return Err(format!(
-                "--gpu-memory-gib must be a positive number, got {gib}"
-            ));
+            return Err(InvalidResourceConfig::GpuMemory(gib));
         }
         if self.policy == ResourcePolicyKind::BestEffort
             && (self.gpus.is_some() || self.gpu_memory_gib.is_some() || self.ignore_host)
         {
-            return Err(
-                "--gpus, --gpu-memory-gib and --ignore-host belong to --resource-policy gpu; the best-effort policy counts nothing".into(),
-            );
+            return Err(InvalidResourceConfig::GpuSettingsWithoutGpuPolicy);
         }
         if self.policy == ResourcePolicyKind::Gpu && self.ignore_host && self.gpus.is_none() {
-            return Err(
-                "--ignore-host needs --gpus: the worker does not look at the host, so it must be told which GPUs it hands out".into(),
-            );
+            return Err(InvalidResourceConfig::IgnoreHostWithoutGpus);
         }
         Ok(())
     }
@@ -264,7 +276,7 @@ mod tests {
 
     #[test]
     fn gpu_options_need_the_gpu_policy_and_ignore_host_needs_gpus() {
-        let config = |args: ResourceArgs| args.config().validate();
+        let config = |args: ResourceArgs| args.config().validate().map_err(|e| e.to_string());
         assert!(config(ResourceArgs::default()).is_ok());
         let gpus_alone = ResourceArgs {
             gpus: Some(GpuSelection::Count(1)),

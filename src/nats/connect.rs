@@ -16,6 +16,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use crate::protocol::bounded::one_line;
+use crate::report::error_chain;
 use async_nats::{ConnectOptions, Event, ServerAddr};
 
 pub use diagnose::Cause;
@@ -270,7 +271,7 @@ pub async fn connect(
         round += 1;
         let delay = reconnect_delay(round + 1);
         tracing::warn!(
-            error = %crate::report::error_chain(&error),
+            error = %error_chain(&error),
             attempt = round,
             retry_in_ms = delay.as_millis() as u64,
             "NATS server not reachable yet, retrying"
@@ -446,7 +447,7 @@ fn event_logger() -> impl Fn(Event) -> std::future::Ready<()> + Send + Sync + 's
             }
             // The server's text is bounded like every text from outside.
             Event::ServerError(error) => {
-                tracing::warn!(error = %one_line(&error.to_string()), "NATS server error")
+                tracing::warn!(error = %error_chain(&error), "NATS server error")
             }
             Event::ClientError(error) => {
                 tracing::warn!(error = %one_line(&error.to_string()), "NATS client error")

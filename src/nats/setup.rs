@@ -3,6 +3,7 @@
 //! should an operator have removed them.
 
 use super::subjects::Subjects;
+use crate::report::error_chain;
 use async_nats::jetstream::consumer::FromConsumer;
 use async_nats::jetstream::{self, consumer, kv, stream};
 use std::sync::Arc;
@@ -171,7 +172,7 @@ impl Layout {
             // The bucket may have been made again without per-message TTL (by hand),
             // which refuses the records of ended jobs until it is allowed again.
             if let Err(e) = ensure_jobs_bucket(&self.js, &self.subjects).await {
-                tracing::warn!(error = %e, "could not check the job-record bucket");
+                tracing::warn!(error = %error_chain(&e), "could not check the job-record bucket");
             }
             return;
         }
@@ -181,7 +182,7 @@ impl Layout {
                 "streams removed while workers ran; created them again"
             ),
             Err(e) => {
-                tracing::warn!(?missing, error = %e, "could not create removed streams again")
+                tracing::warn!(?missing, error = %error_chain(&e), "could not create removed streams again")
             }
         }
     }

@@ -145,22 +145,45 @@ impl Subjects {
     }
 }
 
+/// A pool or worker name that cannot be a subject token.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BadToken {
+    /// The name is empty.
+    #[error("{what} must not be empty")]
+    Empty {
+        /// What the name names (`pool`).
+        what: &'static str,
+    },
+    /// The name holds a character a token cannot.
+    #[error("{what} {value:?} may contain only A-Z a-z 0-9 _ -, found {found:?}")]
+    Character {
+        /// What the name names (`pool`).
+        what: &'static str,
+        /// The name.
+        value: String,
+        /// The first character not allowed.
+        found: char,
+    },
+}
+
 /// Checks a pool or worker name: it becomes one subject token and part of a
 /// consumer name, so only `A-Z a-z 0-9 _ -` are allowed.
 ///
 /// # Errors
-/// A message naming the offending character.
-pub fn check_token(what: &str, value: &str) -> Result<(), String> {
+/// A [`BadToken`] naming the offending character.
+pub fn check_token(what: &'static str, value: &str) -> Result<(), BadToken> {
     if value.is_empty() {
-        return Err(format!("{what} must not be empty"));
+        return Err(BadToken::Empty { what });
     }
     match value
         .chars()
         .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '-')))
     {
-        Some(bad) => Err(format!(
-            "{what} {value:?} may contain only A-Z a-z 0-9 _ -, found {bad:?}"
-        )),
+        Some(found) => Err(BadToken::Character {
+            what,
+            value: value.to_owned(),
+            found,
+        }),
         None => Ok(()),
     }
 }

@@ -7,6 +7,17 @@ use crate::protocol::ResourceStatus;
 use futures::StreamExt;
 use std::time::Duration;
 
+/// Why the pool's workers could not be asked.
+#[derive(Debug, thiserror::Error)]
+pub enum CensusError {
+    /// The inbox for the answers could not be subscribed to.
+    #[error(transparent)]
+    Subscribe(#[from] async_nats::SubscribeError),
+    /// The question could not be sent.
+    #[error(transparent)]
+    Publish(#[from] async_nats::PublishError),
+}
+
 /// Most answers read (a pool larger than this is not asked whole).
 const MAX_ANSWERS: usize = 1024;
 
@@ -14,21 +25,17 @@ const MAX_ANSWERS: usize = 1024;
 /// `window`; answers that are not a [`ResourceStatus`] are skipped.
 ///
 /// # Errors
-/// The client's error when the question cannot be sent.
+/// A [`CensusError`] when the question cannot be sent.
 pub async fn gather(
     client: &async_nats::Client,
     subject: String,
     window: Duration,
-) -> Result<Vec<ResourceStatus>, String> {
+) -> Result<Vec<ResourceStatus>, CensusError> {
     let inbox = client.new_inbox();
-    let mut answers = client
-        .subscribe(inbox.clone())
-        .await
-        .map_err(|e| e.to_string())?;
+    let mut answers = client.subscribe(inbox.clone()).await?;
     client
         .publish_with_reply(subject, inbox, bytes::Bytes::new())
-        .await
-        .map_err(|e| e.to_string())?;
+        .await?;
     let mut statuses = Vec::new();
     let deadline = tokio::time::Instant::now() + window;
     while statuses.len() < MAX_ANSWERS {

@@ -133,9 +133,12 @@ impl GpuPool {
         let mut kept = Vec::new();
         for gpu in gpus {
             if !self.inventory.iter().any(|known| known.index == gpu.index) {
-                tracing::warn!(%job_id, gpu = gpu.index, "a job found again holds a GPU this worker no longer hands out");
+                tracing::warn!(
+                    gpu = gpu.index,
+                    "a job found again holds a GPU this worker no longer hands out"
+                );
             } else if let Some(holder) = held.get(&gpu.index) {
-                tracing::error!(%job_id, gpu = gpu.index, %holder, "two jobs found again hold the same GPU; it stays with the first");
+                tracing::error!(gpu = gpu.index, %holder, "two jobs found again hold the same GPU; it stays with the first");
             } else {
                 held.insert(gpu.index, job_id.to_owned());
                 kept.push(gpu.clone());
@@ -211,7 +214,7 @@ impl GpuLease {
 impl Drop for GpuLease {
     fn drop(&mut self) {
         if !self.gpus.is_empty() {
-            tracing::debug!(job_id = %self.job_id, gpus = ?self.gpus, "GPUs released");
+            tracing::debug!(gpus = ?self.gpus, "GPUs released");
         }
         self.pool.release(&self.job_id, &self.gpus);
     }

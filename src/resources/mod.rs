@@ -91,7 +91,10 @@ impl ResourcePolicy {
         match (self, recorded) {
             (ResourcePolicy::Gpu { pool, .. }, Some(gpus)) => Some(pool.hold(job_id, gpus)),
             (ResourcePolicy::BestEffort, Some(gpus)) if !gpus.is_empty() => {
-                tracing::warn!(%job_id, ?gpus, "a job found again holds GPUs, but this worker no longer accounts for them");
+                tracing::warn!(
+                    ?gpus,
+                    "a job found again holds GPUs, but this worker no longer accounts for them"
+                );
                 None
             }
             _ => None,

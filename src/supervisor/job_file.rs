@@ -4,6 +4,7 @@
 //! end says how the job ended while the worker was away; one without an end whose
 //! supervisor is gone means the job was lost.
 
+use crate::report::error_chain;
 use crate::state::Exit;
 use serde::{Deserialize, Serialize};
 use std::io;
@@ -87,7 +88,7 @@ impl JobFile {
             Ok(entries) => entries,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Vec::new(),
             Err(e) => {
-                tracing::error!(dir = %dir.display(), error = %e, "cannot list supervised jobs");
+                tracing::error!(dir = %dir.display(), error = %error_chain(&e), "cannot list supervised jobs");
                 return Vec::new();
             }
         };
@@ -105,7 +106,7 @@ impl JobFile {
                 Ok(Some(file)) => files.push(file),
                 Ok(None) => {}
                 Err(e) => {
-                    tracing::error!(%job_id, error = %e, "unreadable supervised job file; skipped")
+                    tracing::error!(%job_id, error = %error_chain(&e), "unreadable supervised job file; skipped")
                 }
             }
         }

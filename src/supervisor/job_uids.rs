@@ -34,6 +34,11 @@ pub struct BadRange {
     shown: String,
 }
 
+/// Every user id of the range is held by a job that still runs.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("no job uid is free: all {size} of {0} belong to jobs that still run", size = .0.size())]
+pub struct NoFreeJobUid(pub JobUidRange);
+
 impl JobUidRange {
     /// How many ids it holds (never none).
     pub fn size(&self) -> u32 {
@@ -142,6 +147,15 @@ mod tests {
             assert!(bad.parse::<JobUidRange>().is_err(), "{bad:?}");
         }
         assert!("1-65536".parse::<JobUidRange>().is_ok());
+    }
+
+    #[test]
+    fn no_free_uid_names_the_range_and_its_size() {
+        let full = NoFreeJobUid("10-13".parse().unwrap());
+        assert_eq!(
+            full.to_string(),
+            "no job uid is free: all 4 of 10-13 belong to jobs that still run"
+        );
     }
 
     #[test]

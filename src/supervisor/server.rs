@@ -17,7 +17,7 @@
 use super::cgroup::JobCgroup;
 use super::job_file::{JobEnd, JobFile, jobs_dir};
 use super::job_supervisor::{self, NOTE_FD, StartNote};
-use super::job_uids::JobUids;
+use super::job_uids::{JobUids, NoFreeJobUid};
 use super::tree::{children_of, signal_group};
 use super::wire::{JobUserIds, MAX_LINE, Report, Request, RunningJob, Spawn, encode};
 use nix::errno::Errno;
@@ -442,7 +442,7 @@ impl Server {
             Err(error) => {
                 return self.report(&Report::SpawnFailed {
                     job_id: spawn.job_id,
-                    error,
+                    error: error.to_string(),
                 });
             }
         };
@@ -485,18 +485,12 @@ impl Server {
     ///
     /// # Errors
     /// Every id of the range is held by a job that still runs.
-    fn user_of_next_job(&mut self) -> Result<(Option<JobUserIds>, Option<u32>), String> {
+    fn user_of_next_job(&mut self) -> Result<(Option<JobUserIds>, Option<u32>), NoFreeJobUid> {
         let (Some(user), Some(uids)) = (&self.user, &mut self.uids) else {
             return Ok((self.user.clone(), None));
         };
         let in_use: HashSet<u32> = self.jobs.values().filter_map(|job| job.uid).collect();
-        let uid = uids.take(&in_use).ok_or_else(|| {
-            format!(
-                "no job uid is free: all {} of {} belong to jobs that still run",
-                uids.range().size(),
-                uids.range()
-            )
-        })?;
+        let uid = uids.take(&in_use).ok_or(NoFreeJobUid(uids.range()))?;
         let user = JobUserIds {
             uid,
             ..user.clone()

@@ -2,6 +2,7 @@
 //! children of a subreaper (found in `/proc`, since the kernel here may not offer
 //! `/proc/PID/task/TID/children`).
 
+use crate::report::error_chain;
 use nix::errno::Errno;
 use nix::sys::signal::{Signal, kill, killpg};
 use nix::unistd::Pid;
@@ -11,7 +12,7 @@ pub fn signal_group(group: Pid, signal: Signal) {
     if let Err(e) = killpg(group, signal)
         && e != Errno::ESRCH
     {
-        tracing::warn!(pgid = group.as_raw(), ?signal, error = %e, "could not signal process group");
+        tracing::warn!(pgid = group.as_raw(), ?signal, error = %error_chain(&e), "could not signal process group");
     }
 }
 

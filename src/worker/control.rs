@@ -11,7 +11,10 @@ use super::registry::{JobCommand, Registry};
 use super::story::{Author, Tombstoned};
 use crate::nats::subjects::{CONTROL_QUEUE_GROUP, Subjects};
 use crate::protocol::bounded::{bounded, one_line};
-use crate::protocol::{ErrorReply, JobId, JobRecord, TerminateReply, TerminateRequest};
+use crate::protocol::{
+    ErrorReply, InvalidTerminate, JobId, JobRecord, TerminateReply, TerminateRequest,
+};
+use crate::report::error_chain;
 use crate::state::JobState;
 use crate::store::{JobStore, StoreError};
 use async_nats::{HeaderMap, Message, Subscriber};
@@ -37,6 +40,8 @@ const MAX_ANSWERS_IN_FLIGHT: usize = 256;
 enum ControlError {
     #[error("{0}")]
     BadRequest(String),
+    #[error(transparent)]
+    BadTerminate(#[from] InvalidTerminate),
     #[error("no job {0} is known")]
     NotFound(String),
     #[error(transparent)]
@@ -48,7 +53,7 @@ enum ControlError {
 impl ControlError {
     fn kind(&self) -> (&'static str, u16) {
         match self {
-            ControlError::BadRequest(_) => ("bad_request", 400),
+            ControlError::BadRequest(_) | ControlError::BadTerminate(_) => ("bad_request", 400),
             ControlError::NotFound(_) => ("not_found", 404),
             ControlError::Store(_) | ControlError::Unavailable(_) => ("unavailable", 503),
         }
@@ -163,8 +168,7 @@ async fn answer(control: &Control, message: Message, kind: Request, job_id: Opti
         match kind {
             Request::Status => status(control, &job_id).await.map(|r| to_json(&r)),
             Request::Terminate | Request::Forwarded => {
-                let request =
-                    TerminateRequest::decode(&message.payload).map_err(ControlError::BadRequest)?;
+                let request = TerminateRequest::decode(&message.payload)?;
                 let grace = Duration::from_secs(request.grace_s());
                 let reply = match kind {
                     Request::Forwarded => terminate_owned(control, &job_id, grace).await?,
@@ -189,7 +193,7 @@ async fn answer(control: &Control, message: Message, kind: Request, job_id: Opti
     // `nats pub` sends no reply subject: the request is acted on all the same.
     let Some(reply_to) = message.reply.clone() else {
         if let Err(e) = result {
-            tracing::warn!(subject = %message.subject, error = %one_line(&e.to_string()), "control request without a reply subject failed");
+            tracing::warn!(subject = %message.subject, error = %error_chain(&e), "control request without a reply subject failed");
         }
         return;
     };
@@ -204,7 +208,7 @@ async fn answer(control: &Control, message: Message, kind: Request, job_id: Opti
         }
     };
     if let Err(e) = sent {
-        tracing::warn!(error = %e, "could not send a control reply");
+        tracing::warn!(error = %error_chain(&e), "could not send a control reply");
     }
 }
 

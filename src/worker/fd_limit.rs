@@ -5,6 +5,7 @@
 //! At start-up the worker raises its soft limit to what `max_jobs` needs, never
 //! beyond the hard limit and never lower than it is. Jobs inherit the raised limit.
 
+use crate::report::error_chain;
 use nix::sys::resource::{Resource, getrlimit, setrlimit};
 
 /// Descriptors a worker uses besides one per running job: its connections, log
@@ -85,7 +86,7 @@ impl OpenFiles {
                 tracing::info!(from, to, "raised the open-files limit for --max-jobs")
             }
             OpenFiles::Unknown { error } => {
-                tracing::warn!(%error, "could not read the open-files limit")
+                tracing::warn!(error = %error_chain(&error), "could not read the open-files limit")
             }
             OpenFiles::TooLow { soft, needed } => tracing::warn!(
                 soft,

@@ -24,6 +24,7 @@ use crate::protocol::bounded::{bounded, one_line};
 use crate::protocol::{
     InvalidRequest, LaunchDecodeError, LaunchRequest, decode_launch_within, reason,
 };
+use crate::report::error_chain;
 use crate::resources::ResourcePolicy;
 use crate::resources::gpu_pool::NotPlaced;
 use crate::state::JobState;
@@ -87,7 +88,7 @@ impl InvalidReports {
             .publish(self.subject.clone(), payload.into())
             .await
         {
-            tracing::warn!(error = %e, "could not report an invalid launch request");
+            tracing::warn!(error = %error_chain(&e), "could not report an invalid launch request");
         }
     }
 }
@@ -129,7 +130,7 @@ pub async fn run(
             Ok(batch) => batch,
             Err(e) => {
                 let delay = failures.next_delay();
-                tracing::warn!(error = %e, retry_in = ?delay, "could not pull launch requests");
+                tracing::warn!(error = %error_chain(&e), retry_in = ?delay, "could not pull launch requests");
                 tokio::select! {
                     () = stop.cancelled() => break,
                     () = reopen_after(delay, &layout, &mut consumer) => continue,
@@ -156,7 +157,7 @@ pub async fn run(
                 }
                 Some(Err(e)) => {
                     let delay = failures.next_delay();
-                    tracing::warn!(error = %e, retry_in = ?delay, "pulling launch requests failed");
+                    tracing::warn!(error = %error_chain(&*e), retry_in = ?delay, "pulling launch requests failed");
                     tokio::select! {
                         () = stop.cancelled() => break 'pulling,
                         () = reopen_after(delay, &layout, &mut consumer) => break,
@@ -174,7 +175,9 @@ async fn reopen_after(delay: Duration, layout: &Layout, consumer: &mut PullConsu
     tokio::time::sleep(delay).await;
     match layout.launch_consumer().await {
         Ok(reopened) => *consumer = reopened,
-        Err(e) => tracing::debug!(error = %e, "could not open the launch consumer again"),
+        Err(e) => {
+            tracing::debug!(error = %error_chain(&e), "could not open the launch consumer again")
+        }
     }
 }
 
@@ -449,7 +452,7 @@ async fn look_again_after(message: &Message, wait: Duration) {
 /// Leaves a request whose job record cannot be read in the queue: it comes back
 /// after [`UNREADABLE_RECORD_RETRY`], until the record is repaired or removed.
 async fn leave_for_later(message: &Message, error: &StoreError) {
-    tracing::error!(%error, retry_in = ?UNREADABLE_RECORD_RETRY, "cannot read the job's record; the launch request waits in the queue");
+    tracing::error!(error = %error_chain(&error), retry_in = ?UNREADABLE_RECORD_RETRY, "cannot read the job's record; the launch request waits in the queue");
     hand_back(message, Some(UNREADABLE_RECORD_RETRY)).await;
 }
 
@@ -468,13 +471,13 @@ async fn report_invalid(intake: &Intake, message: &Message, error: String) {
 async fn hand_back(message: &Message, after: Option<Duration>) {
     if let Err(e) = message.ack_with(AckKind::Nak(after)).await {
         // Unanswered, the request comes back after the ack wait instead.
-        tracing::warn!(error = %e, "could not hand a launch request back");
+        tracing::warn!(error = %error_chain(&*e), "could not hand a launch request back");
     }
 }
 
 async fn ack(message: &Message) {
     // A lost ack means a redelivery, which the job record makes harmless.
     if let Err(e) = message.ack_with(AckKind::Ack).await {
-        tracing::warn!(error = %e, "could not acknowledge a launch request");
+        tracing::warn!(error = %error_chain(&*e), "could not acknowledge a launch request");
     }
 }

@@ -28,11 +28,12 @@ use crate::backend::process::job_env::{JobEnvError, JobEnvPolicy};
 use crate::backend::process::job_user::{JobUser, JobUserError};
 use crate::backend::registry::{self as backend_registry, BackendSetup, BackendStartError};
 use crate::backend::{Backend, Backends};
-use crate::config::WorkerConfig;
+use crate::config::{InvalidConfig, WorkerConfig};
 use crate::nats::connect::{self, ConnectError};
 use crate::nats::setup::{self, Layout, SetupError};
 use crate::nats::subjects::Subjects;
 use crate::protocol::{BackendKind, DEFAULT_GRACE_S};
+use crate::report::error_chain;
 use crate::resources::ResourcePolicy;
 use crate::resources::inventory::InventoryError;
 use crate::store::JobStore;
@@ -58,7 +59,7 @@ const FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
 pub enum WorkerError {
     /// The configuration is unusable.
     #[error("invalid configuration: {0}")]
-    Config(String),
+    Config(#[from] InvalidConfig),
     /// NATS could not be reached.
     #[error(transparent)]
     Connect(#[from] ConnectError),
@@ -89,9 +90,7 @@ fn backends_with_default(
     default: BackendKind,
 ) -> Result<Backends, WorkerError> {
     let Some(first) = started.iter().find(|backend| backend.kind() == default) else {
-        return Err(WorkerError::Config(format!(
-            "the default backend {default} is not among the worker's backends"
-        )));
+        return Err(InvalidConfig::DefaultBackendNotStarted(default).into());
     };
     Ok(started
         .iter()
@@ -135,17 +134,17 @@ impl Worker {
     /// # Errors
     /// A [`WorkerError`] saying what is missing.
     pub async fn start(config: WorkerConfig) -> Result<Worker, WorkerError> {
-        config.validate().map_err(WorkerError::Config)?;
+        config.validate()?;
         // Jobs of the worker's own user cannot read its environment or memory
         // through /proc then.
         if let Err(e) = nix::sys::prctl::set_dumpable(false) {
-            tracing::warn!(error = %e, "cannot make the worker non-dumpable: same-user jobs can read its environment");
+            tracing::warn!(error = %error_chain(&e), "cannot make the worker non-dumpable: same-user jobs can read its environment");
         }
         fd_limit::ensure_open_files(config.max_jobs).log();
         if config.keep_worker_id
             && let Err(e) = crate::config::keep_worker_id(&config.data_dir, &config.worker_id)
         {
-            tracing::warn!(worker_id = %config.worker_id, error = %e, "cannot keep the worker id in the data directory; a restart will get another");
+            tracing::warn!(worker_id = %config.worker_id, error = %error_chain(&e), "cannot keep the worker id in the data directory; a restart will get another");
         }
         reaper::reap_orphans_if_init();
         let log_dir = config.data_dir.join("logs");
@@ -364,13 +363,13 @@ impl Worker {
         );
         stop_intake.cancel();
         if let Err(e) = intake.await {
-            tracing::error!(error = %e, "intake task failed");
+            tracing::error!(error = %error_chain(&e), "intake task failed");
         }
         if let Err(e) = sweeper.await {
-            tracing::error!(error = %e, "log sweep task failed");
+            tracing::error!(error = %error_chain(&e), "log sweep task failed");
         }
         if let Err(e) = orphan_sweeper.await {
-            tracing::error!(error = %e, "orphan sweep task failed");
+            tracing::error!(error = %error_chain(&e), "orphan sweep task failed");
         }
         tasks.close();
         if tokio::time::timeout(drain_timeout, tasks.wait())
@@ -392,10 +391,10 @@ impl Worker {
         }
         stop_control.cancel();
         if let Err(e) = control.await {
-            tracing::error!(error = %e, "control task failed");
+            tracing::error!(error = %error_chain(&e), "control task failed");
         }
         if let Err(e) = resource_answers.await {
-            tracing::error!(error = %e, "resource answer task failed");
+            tracing::error!(error = %error_chain(&e), "resource answer task failed");
         }
         // Whatever still runs now, the worker gave up on: the backends stop it.
         for backend in jobs.backends.all() {
@@ -410,7 +409,9 @@ impl Worker {
         }
         match tokio::time::timeout(FLUSH_TIMEOUT, client.flush()).await {
             Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::warn!(error = %e, "could not flush the NATS connection"),
+            Ok(Err(e)) => {
+                tracing::warn!(error = %error_chain(&e), "could not flush the NATS connection")
+            }
             Err(_) => {
                 tracing::warn!("NATS did not take the last messages within {FLUSH_TIMEOUT:?}")
             }

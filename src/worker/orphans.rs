@@ -9,6 +9,7 @@
 
 use super::registry::Registry;
 use crate::backend::{Backends, Workload};
+use crate::report::error_chain;
 use crate::store::JobStore;
 use std::time::{Duration, SystemTime};
 use tokio_util::sync::CancellationToken;
@@ -48,7 +49,7 @@ async fn sweep(orphans: &OrphanSweep, grace: Duration) {
         let workloads = match sweep.discover().await {
             Ok(workloads) => workloads,
             Err(e) => {
-                tracing::warn!(backend = %backend.kind(), error = %e, "orphan sweep: cannot list the workloads");
+                tracing::warn!(backend = %backend.kind(), error = %error_chain(&e), "orphan sweep: cannot list the workloads");
                 continue;
             }
         };
@@ -77,7 +78,7 @@ async fn is_orphan(orphans: &OrphanSweep, workload: &Workload, grace: Duration) 
         Ok(Some(record)) => record.tombstone || record.state.is_terminal(),
         Ok(None) => true,
         Err(e) => {
-            tracing::warn!(job_id = %workload.job_id, error = %e, "orphan sweep: cannot read the job's record; its workload is left");
+            tracing::warn!(job_id = %workload.job_id, error = %error_chain(&e), "orphan sweep: cannot read the job's record; its workload is left");
             false
         }
     }

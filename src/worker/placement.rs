@@ -12,6 +12,7 @@
 //! once. A worker that does not answer in time (not started yet, cut off) is
 //! not counted.
 
+use crate::report::error_chain;
 use crate::resources::census;
 use crate::resources::gpu_pool::NotPlaced;
 use std::time::Duration;
@@ -69,7 +70,7 @@ impl Census {
         {
             Ok(answers) => answers,
             Err(error) => {
-                tracing::warn!(%error, "could not ask the pool's workers for their resources");
+                tracing::warn!(error = %error_chain(&error), "could not ask the pool's workers for their resources");
                 return None;
             }
         };

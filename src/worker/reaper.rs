@@ -2,6 +2,7 @@
 //! container is re-parented to it, and what nobody waits for would stay a zombie.
 //! Elsewhere the worker reaps only its own children, each where it spawns them.
 
+use crate::report::error_chain;
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use tokio::signal::unix::{SignalKind, signal};
 
@@ -13,7 +14,7 @@ pub fn reap_orphans_if_init() {
     let mut children = match signal(SignalKind::child()) {
         Ok(children) => children,
         Err(e) => {
-            tracing::error!(error = %e, "running as PID 1 but cannot listen for SIGCHLD; orphans will stay zombies");
+            tracing::error!(error = %error_chain(&e), "running as PID 1 but cannot listen for SIGCHLD; orphans will stay zombies");
             return;
         }
     };

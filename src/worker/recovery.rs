@@ -21,6 +21,7 @@ use super::registry::Registry;
 use super::story::{Author, Change, Story};
 use crate::backend::{Backend, Recovered};
 use crate::protocol::{JobId, JobRecord, reason};
+use crate::report::error_chain;
 use crate::resources::ResourcePolicy;
 use crate::state::JobState;
 use std::collections::HashSet;
@@ -77,7 +78,7 @@ async fn settle_unfound(
     let stories = match recovery.author.unfinished().await {
         Ok(stories) => stories,
         Err(e) => {
-            tracing::error!(error = %e, "cannot list this worker's unfinished jobs; those without a workload found stay as they are");
+            tracing::error!(error = %error_chain(&e), "cannot list this worker's unfinished jobs; those without a workload found stay as they are");
             return;
         }
     };
@@ -114,7 +115,7 @@ async fn settle(
         Some(adopting) => match adopting.await {
             Ok(adopted) => adopted,
             Err(e) => {
-                tracing::error!(error = %e, "cannot tell whether an unfinished job's workload exists; left as it is");
+                tracing::error!(error = %error_chain(&e), "cannot tell whether an unfinished job's workload exists; left as it is");
                 return;
             }
         },
@@ -193,7 +194,7 @@ async fn resume(
     let story = match recovery.author.open(&job_id).await {
         Ok(story) => story,
         Err(e) => {
-            tracing::error!(error = %e, "cannot read the record of a job found again; it is left as it is");
+            tracing::error!(error = %error_chain(&e), "cannot read the record of a job found again; it is left as it is");
             return;
         }
     };

@@ -3,6 +3,7 @@
 //! `P.resources.POOL`, where every worker of the pool answers for itself.
 
 use crate::nats::subjects::Subjects;
+use crate::report::error_chain;
 use crate::resources::ResourcePolicy;
 use async_nats::{Message, Subscriber};
 use futures::StreamExt;
@@ -72,6 +73,6 @@ async fn answer(answers: &ResourceAnswers, message: Message) {
     let status = answers.resources.status(&answers.worker_id, &answers.pool);
     let body = serde_json::to_vec(&status).expect("a ResourceStatus always serializes");
     if let Err(e) = answers.client.publish(reply_to, body.into()).await {
-        tracing::warn!(error = %e, "could not answer a resource question");
+        tracing::warn!(error = %error_chain(&e), "could not answer a resource question");
     }
 }

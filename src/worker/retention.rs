@@ -15,6 +15,7 @@
 
 use super::registry::Registry;
 use crate::job_logs;
+use crate::report::error_chain;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -67,9 +68,9 @@ pub async fn run(
             }
             Ok(Ok(_)) => {}
             Ok(Err(e)) => {
-                tracing::warn!(log_dir = %log_dir.display(), error = %e, "could not sweep old job logs")
+                tracing::warn!(log_dir = %log_dir.display(), error = %error_chain(&e), "could not sweep old job logs")
             }
-            Err(e) => tracing::error!(error = %e, "the sweep of old job logs failed"),
+            Err(e) => tracing::error!(error = %error_chain(&e), "the sweep of old job logs failed"),
         }
     }
 }
@@ -166,5 +167,5 @@ fn sweep_log(
 }
 
 fn warn_not_removed(path: &Path, error: &io::Error) {
-    tracing::warn!(path = %path.display(), %error, "could not remove an old job log");
+    tracing::warn!(path = %path.display(), error = %error_chain(&error), "could not remove an old job log");
 }

@@ -29,7 +29,9 @@ async fn an_invalid_pool_is_refused_before_connecting() {
         crate::common::system::worker_config("nats://127.0.0.1:1", dir.path().to_owned());
     config.pool = "gpu.a100".into();
     match Worker::start(config).await {
-        Err(WorkerError::Config(message)) => assert!(message.contains("pool"), "{message}"),
+        Err(WorkerError::Config(message)) => {
+            assert!(message.to_string().contains("pool"), "{message}")
+        }
         Err(other) => panic!("expected a configuration error, got {other}"),
         Ok(_) => panic!("an invalid pool must be refused"),
     }

@@ -6,8 +6,8 @@
 
 use super::bounded::{bounded, quoted};
 use super::{
-    BackendKind, DEFAULT_START_TIMEOUT_S, JobId, PROTOCOL_VERSION, check_duration, default_version,
-    is_default_version,
+    BackendKind, DEFAULT_START_TIMEOUT_S, DurationOutOfRange, JobId, JobIdError, PROTOCOL_VERSION,
+    check_duration, default_version, is_default_version,
 };
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -49,6 +49,17 @@ pub struct Mount {
     pub read_only: bool,
 }
 
+/// A [`Mount`] whose `source` is none of the forms a mount takes.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "mount source {} must be pvc:NAME, host:/ABS/PATH, secret:NAME or emptydir:",
+    quoted(.given)
+)]
+pub struct BadMountSource {
+    /// The source given.
+    pub given: String,
+}
+
 /// The parsed `source` of a [`Mount`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MountSource {
@@ -66,13 +77,10 @@ impl Mount {
     /// Parses `source`.
     ///
     /// # Errors
-    /// A message naming what is wrong with it.
-    pub fn parsed_source(&self) -> Result<MountSource, String> {
-        let bad = || {
-            format!(
-                "mount source {} must be pvc:NAME, host:/ABS/PATH, secret:NAME or emptydir:",
-                quoted(&self.source)
-            )
+    /// [`BadMountSource`] when it is none of the forms a mount takes.
+    pub fn parsed_source(&self) -> Result<MountSource, BadMountSource> {
+        let bad = || BadMountSource {
+            given: self.source.clone(),
         };
         let (kind, rest) = self.source.split_once(':').ok_or_else(bad)?;
         match (kind, rest) {
@@ -95,6 +103,51 @@ pub struct Timeouts {
     /// Longest run time in seconds (default: none).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub run_s: Option<u64>,
+}
+
+/// The first rule of the contract a [`LaunchRequest`] breaks that serde cannot
+/// express.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum InvalidLaunch {
+    /// The job id is unusable.
+    #[error(transparent)]
+    JobId(#[from] JobIdError),
+    /// A protocol version other than this one.
+    #[error(
+        "unsupported protocol version {0}; this worker speaks version {current}",
+        current = PROTOCOL_VERSION
+    )]
+    Version(u32),
+    /// No command.
+    #[error("command must be a non-empty array of strings")]
+    NoCommand,
+    /// An empty program.
+    #[error("command[0] (the program) must not be empty")]
+    NoProgram,
+    /// An argument with a NUL byte, at this index.
+    #[error("command[{0}] contains a NUL byte")]
+    NulInCommand(usize),
+    /// A time limit out of range.
+    #[error(transparent)]
+    Duration(#[from] DurationOutOfRange),
+    /// A container backend without an image.
+    #[error("image is required for the {0} backend")]
+    NoImage(BackendKind),
+    /// An unusable environment variable, by name.
+    #[error(
+        "env variable {} is invalid: names must be non-empty without '=' or NUL, values without NUL",
+        quoted(.0)
+    )]
+    Env(String),
+    /// A CPU count that is not a non-negative number.
+    #[error("resources.cpus must be a non-negative number, got {0}")]
+    Cpus(f64),
+    /// A mount's source is none of its forms.
+    #[error(transparent)]
+    MountSource(#[from] BadMountSource),
+    /// A mount's target is not absolute.
+    #[error("mount target {} must be an absolute path", quoted(.0))]
+    MountTarget(String),
 }
 
 /// A request to run one job, published on `P.launch.POOL`.
@@ -186,23 +239,20 @@ impl LaunchRequest {
     /// Checks the rules serde cannot express.
     ///
     /// # Errors
-    /// A message naming the first rule broken.
-    pub fn validate(&self) -> Result<(), String> {
-        JobId::new(self.job_id.as_str()).map_err(|e| e.to_string())?;
+    /// An [`InvalidLaunch`] naming the first rule broken.
+    pub fn validate(&self) -> Result<(), InvalidLaunch> {
+        JobId::new(self.job_id.as_str())?;
         if self.v != PROTOCOL_VERSION {
-            return Err(format!(
-                "unsupported protocol version {}; this worker speaks version {PROTOCOL_VERSION}",
-                self.v
-            ));
+            return Err(InvalidLaunch::Version(self.v));
         }
         if self.command.is_empty() {
-            return Err("command must be a non-empty array of strings".into());
+            return Err(InvalidLaunch::NoCommand);
         }
         if self.command[0].is_empty() {
-            return Err("command[0] (the program) must not be empty".into());
+            return Err(InvalidLaunch::NoProgram);
         }
         if let Some(at) = self.command.iter().position(|a| a.contains('\0')) {
-            return Err(format!("command[{at}] contains a NUL byte"));
+            return Err(InvalidLaunch::NulInCommand(at));
         }
         let timeouts = self.timeouts.clone().unwrap_or_default();
         check_duration("timeouts.start_s", timeouts.start_s, 1)?;
@@ -210,33 +260,24 @@ impl LaunchRequest {
         if matches!(self.backend, Some(BackendKind::Docker | BackendKind::K8s))
             && self.image.as_deref().is_none_or(str::is_empty)
         {
-            return Err(format!(
-                "image is required for the {} backend",
-                self.backend.unwrap_or(BackendKind::Process)
+            return Err(InvalidLaunch::NoImage(
+                self.backend.unwrap_or(BackendKind::Process),
             ));
         }
         for (key, value) in &self.env {
             if key.is_empty() || key.contains('=') || key.contains('\0') || value.contains('\0') {
-                return Err(format!(
-                    "env variable {} is invalid: names must be non-empty without '=' or NUL, values without NUL",
-                    quoted(key)
-                ));
+                return Err(InvalidLaunch::Env(key.clone()));
             }
         }
         if let Some(cpus) = self.resources.as_ref().and_then(|r| r.cpus)
             && !(cpus.is_finite() && cpus >= 0.0)
         {
-            return Err(format!(
-                "resources.cpus must be a non-negative number, got {cpus}"
-            ));
+            return Err(InvalidLaunch::Cpus(cpus));
         }
         for mount in &self.mounts {
             mount.parsed_source()?;
             if !mount.target.starts_with('/') {
-                return Err(format!(
-                    "mount target {} must be an absolute path",
-                    quoted(&mount.target)
-                ));
+                return Err(InvalidLaunch::MountTarget(mount.target.clone()));
             }
         }
         Ok(())
@@ -337,7 +378,7 @@ fn decode_identified(payload: &[u8]) -> Result<(JobId, LaunchRequest), LaunchDec
     };
     let request: LaunchRequest =
         serde_json::from_value(value).map_err(|e| invalid(e.to_string()))?;
-    request.validate().map_err(invalid)?;
+    request.validate().map_err(|e| invalid(e.to_string()))?;
     Ok((job_id, request))
 }
 

@@ -52,12 +52,12 @@ pub mod state;
 
 pub use job_id::{JobId, JobIdError};
 pub use launch::{
-    LaunchDecodeError, LaunchRequest, Mount, MountSource, Resources, Timeouts, decode_launch,
-    decode_launch_within,
+    BadMountSource, InvalidLaunch, LaunchDecodeError, LaunchRequest, Mount, MountSource, Resources,
+    Timeouts, decode_launch, decode_launch_within,
 };
 pub use messages::{
-    AssignedGpu, BackendRef, ErrorReply, GpuStatus, InvalidRequest, JobEvent, JobRecord,
-    ResourceStatus, TerminateReply, TerminateRequest,
+    AssignedGpu, BackendRef, ErrorReply, GpuStatus, InvalidRequest, InvalidTerminate, JobEvent,
+    JobRecord, ResourceStatus, TerminateReply, TerminateRequest,
 };
 
 use schemars::JsonSchema;
@@ -82,12 +82,28 @@ pub const DEFAULT_GRACE_S: u64 = 10;
 /// are surely mistakes, and would overflow the worker's clocks.
 pub const MAX_DURATION_S: u64 = 366 * 24 * 3600;
 
+/// A duration field of a request outside `min..=`[`MAX_DURATION_S`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{name} must be between {min} and {max} seconds, got {value}", max = MAX_DURATION_S)]
+pub struct DurationOutOfRange {
+    /// The field (`timeouts.start_s`).
+    pub name: &'static str,
+    /// Its least value.
+    pub min: u64,
+    /// The value given.
+    pub value: u64,
+}
+
 /// Checks one duration field of a request against [`MAX_DURATION_S`] and `min`.
-fn check_duration(name: &str, value: Option<u64>, min: u64) -> Result<(), String> {
+fn check_duration(
+    name: &'static str,
+    value: Option<u64>,
+    min: u64,
+) -> Result<(), DurationOutOfRange> {
     match value {
-        Some(v) if v < min || v > MAX_DURATION_S => Err(format!(
-            "{name} must be between {min} and {MAX_DURATION_S} seconds, got {v}"
-        )),
+        Some(value) if value < min || value > MAX_DURATION_S => {
+            Err(DurationOutOfRange { name, min, value })
+        }
         _ => Ok(()),
     }
 }
@@ -129,16 +145,19 @@ impl fmt::Display for BackendKind {
     }
 }
 
+/// A backend name that is none of [`BackendKind`]'s.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown backend {0:?}: expected process, docker or k8s")]
+pub struct UnknownBackend(pub String);
+
 impl std::str::FromStr for BackendKind {
-    type Err = String;
+    type Err = UnknownBackend;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s {
             "process" => Ok(BackendKind::Process),
             "docker" => Ok(BackendKind::Docker),
             "k8s" => Ok(BackendKind::K8s),
-            other => Err(format!(
-                "unknown backend {other:?}: expected process, docker or k8s"
-            )),
+            other => Err(UnknownBackend(other.to_owned())),
         }
     }
 }
@@ -185,6 +204,15 @@ fn format_timestamp(at: time::OffsetDateTime) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn backends_are_parsed_by_name() {
+        assert_eq!("k8s".parse(), Ok(BackendKind::K8s));
+        assert_eq!(
+            "podman".parse::<BackendKind>().unwrap_err().to_string(),
+            "unknown backend \"podman\": expected process, docker or k8s"
+        );
+    }
 
     #[test]
     fn timestamps_are_rfc3339_utc() {

@@ -3,8 +3,8 @@
 
 use super::bounded::{bounded, lossy_prefix};
 use super::{
-    BackendKind, DEFAULT_GRACE_S, MAX_ECHOED_PAYLOAD, PROTOCOL_VERSION, check_duration,
-    timestamp_now,
+    BackendKind, DEFAULT_GRACE_S, DurationOutOfRange, MAX_ECHOED_PAYLOAD, PROTOCOL_VERSION,
+    check_duration, timestamp_now,
 };
 use crate::state::JobState;
 use schemars::JsonSchema;
@@ -88,6 +88,18 @@ pub struct JobEvent {
     pub gpus: Option<Vec<AssignedGpu>>,
 }
 
+/// Why a terminate body was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum InvalidTerminate {
+    /// The body is neither empty nor a terminate request; the message is
+    /// bounded, as the JSON error may name an unknown field of the body.
+    #[error("{}", bounded(&format!("invalid terminate request: {}", .0)))]
+    Json(#[source] serde_json::Error),
+    /// `grace_s` is out of range.
+    #[error("invalid terminate request: {0}")]
+    Grace(#[source] DurationOutOfRange),
+}
+
 /// The body of a terminate request; an empty body means all defaults.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -101,16 +113,15 @@ impl TerminateRequest {
     /// Decodes a terminate body; empty (or whitespace) means defaults.
     ///
     /// # Errors
-    /// The JSON error (bounded: it may name an unknown field of the body), for a
-    /// body that is neither empty nor a valid request, or the broken rule.
-    pub fn decode(payload: &[u8]) -> Result<Self, String> {
+    /// An [`InvalidTerminate`] for a body that is neither empty nor a valid
+    /// request, or that breaks a rule.
+    pub fn decode(payload: &[u8]) -> Result<Self, InvalidTerminate> {
         if payload.iter().all(u8::is_ascii_whitespace) {
             return Ok(TerminateRequest::default());
         }
-        let request: TerminateRequest = serde_json::from_slice(payload)
-            .map_err(|e| bounded(&format!("invalid terminate request: {e}")))?;
-        check_duration("grace_s", request.grace_s, 0)
-            .map_err(|e| format!("invalid terminate request: {e}"))?;
+        let request: TerminateRequest =
+            serde_json::from_slice(payload).map_err(InvalidTerminate::Json)?;
+        check_duration("grace_s", request.grace_s, 0).map_err(InvalidTerminate::Grace)?;
         Ok(request)
     }
 
@@ -303,9 +314,15 @@ mod tests {
             0
         );
         let huge = TerminateRequest::decode(br#"{"grace_s":18446744073709551615}"#);
-        assert!(huge.unwrap_err().contains("grace_s must be between"));
+        assert!(
+            huge.unwrap_err()
+                .to_string()
+                .contains("grace_s must be between")
+        );
         let long_field = format!(r#"{{"{}":1}}"#, "a".repeat(100_000));
-        let error = TerminateRequest::decode(long_field.as_bytes()).unwrap_err();
+        let error = TerminateRequest::decode(long_field.as_bytes())
+            .unwrap_err()
+            .to_string();
         assert!(
             error.len() <= super::super::bounded::MAX_TEXT,
             "{}",

@@ -4,6 +4,7 @@
 //! the removal in a task of its own; a launch that ended, either way, disarms it.
 
 use futures::future::BoxFuture;
+use tracing::Instrument;
 
 /// Undoes a launch given up; `T` is what the launch made so far.
 pub struct GivenUp<T: Default, U>
@@ -49,7 +50,8 @@ where
         if let Some(removal) = undo(made)
             && let Ok(runtime) = tokio::runtime::Handle::try_current()
         {
-            runtime.spawn(removal);
+            // Dropped inside the job's span: the removal's log lines stay the job's.
+            runtime.spawn(removal.instrument(tracing::Span::current()));
         }
     }
 }

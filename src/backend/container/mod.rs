@@ -62,14 +62,13 @@ pub enum Claim {
 /// [`LaunchError::Spawn`] when it is not the job's own.
 pub fn claim_existing<T>(
     kind: &str,
-    job_id: &str,
     name: &str,
     claim: Claim,
     existing: T,
 ) -> Result<T, LaunchError> {
     let owner = match claim {
         Claim::Ours => {
-            tracing::info!(%job_id, workload = name, "adopting the job's existing {kind}");
+            tracing::info!(workload = name, "adopting the job's existing {kind}");
             return Ok(existing);
         }
         Claim::AnotherJob => "another job",
@@ -101,14 +100,14 @@ mod tests {
     #[test]
     fn a_workload_met_under_the_jobs_name_is_adopted_only_when_it_is_the_jobs() {
         assert_eq!(
-            claim_existing("pod", "j", "flare-j", Claim::Ours, 7).ok(),
+            claim_existing("pod", "flare-j", Claim::Ours, 7).ok(),
             Some(7)
         );
         for (claim, owner) in [
             (Claim::AnotherJob, "another job"),
             (Claim::AnotherWorker, "another worker"),
         ] {
-            let refused = claim_existing("pod", "j", "flare-j", claim, 7).unwrap_err();
+            let refused = claim_existing("pod", "flare-j", claim, 7).unwrap_err();
             assert_eq!(refused.reason(), crate::protocol::reason::SPAWN_FAILED);
             assert_eq!(
                 refused.to_string(),

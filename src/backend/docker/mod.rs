@@ -317,7 +317,7 @@ impl DockerBackend {
             id: inspected.id.unwrap_or_else(|| name.to_owned()),
             started: state.status != Some(ContainerStateStatusEnum::CREATED),
         };
-        claim_existing("container", job_id, name, claim, existing)
+        claim_existing("container", name, claim, existing)
     }
 
     /// Starts a container this worker created; on failure it is removed.
@@ -419,7 +419,7 @@ impl Backend for DockerBackend {
         let mut given_up = GivenUp::new(None, move |created: Option<String>| {
             watch.followers().forget(&job_id);
             let container = created?;
-            tracing::warn!(%job_id, %container, "launch given up; removing its container");
+            tracing::warn!(%container, "launch given up; removing its container");
             Some(async move { remove_container(&docker, &container).await }.boxed())
         });
         let launched = self

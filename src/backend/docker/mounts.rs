@@ -97,7 +97,7 @@ fn workspace_mounts(job_id: &str, workspace: &Workspace) -> Result<Vec<DockerMou
 fn one(mount: &Mount, policy: &MountPolicy) -> Result<DockerMount, LaunchError> {
     let source = mount
         .parsed_source()
-        .map_err(|e| LaunchError::Unsupported(e.into()))?;
+        .map_err(|e| LaunchError::Unsupported(Failure::of(e)))?;
     let (typ, source, read_only) = match source {
         MountSource::Host(path) => (
             MountType::BIND,

@@ -11,7 +11,7 @@ use super::name::{self, is_dns_subdomain, is_label_key, is_label_value, label_va
 use crate::backend::container::workload::{
     JOB_ID, MANAGED_BY, MANAGED_BY_VALUE, POOL, SITE, WORKER,
 };
-use crate::backend::{GpuAssignment, LaunchError};
+use crate::backend::{Failure, GpuAssignment, LaunchError};
 use crate::config::K8sConfig;
 use crate::protocol::bounded::quoted;
 use crate::protocol::{DEFAULT_GRACE_S, LaunchRequest, MountSource};
@@ -224,7 +224,9 @@ fn volumes(
     let mut mounts = Vec::new();
     for (at, mount) in request.mounts.iter().enumerate() {
         let name = format!("mount-{at}");
-        let source = mount.parsed_source().map_err(invalid)?;
+        let source = mount
+            .parsed_source()
+            .map_err(|e| LaunchError::Unsupported(Failure::of(e)))?;
         let volume = match source {
             MountSource::Pvc(claim) => {
                 check_name("claim", &claim)?;

@@ -205,7 +205,7 @@ impl K8sBackend {
                 } else {
                     Claim::Ours
                 };
-                claim_existing("pod", job_id, name, claim, existing)
+                claim_existing("pod", name, claim, existing)
             }
             Err(e) => Err(LaunchError::Spawn(Failure::because(
                 format!("the cluster refused to create pod {name}"),
@@ -252,7 +252,7 @@ impl Backend for K8sBackend {
         );
         let given_up = GivenUp::new((), move |()| {
             let released = watch.forget(&job_id)?;
-            tracing::warn!(%job_id, pod = %released.pod, "launch given up; deleting its pod");
+            tracing::warn!(pod = %released.pod, "launch given up; deleting its pod");
             Some(
                 async move { api::delete(&pods, &released.pod, &released.uid, Duration::ZERO).await }
                     .boxed(),
@@ -377,7 +377,7 @@ impl WorkloadControl for PodControl {
         let events = match listed {
             Ok(Ok(events)) => events.items,
             Ok(Err(e)) => {
-                tracing::warn!(job_id = %self.job_id, error = %error_chain(&e), "cannot read the pod's events");
+                tracing::warn!(error = %error_chain(&e), "cannot read the pod's events");
                 return None;
             }
             Err(_) => return None,

@@ -7,6 +7,7 @@
 //! launch starts a new supervisor.
 
 use crate::backend::Observation;
+use crate::protocol::bounded::one_line;
 use crate::protocol::reason;
 use crate::report::error_chain;
 use crate::supervisor::job_file::JobEnd;
@@ -22,6 +23,7 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixStream;
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::{mpsc, oneshot};
+use tracing::Instrument;
 
 /// How long a worker waits for a supervisor it started to listen, and for the
 /// first answer of any supervisor.
@@ -409,7 +411,7 @@ impl Supervisor {
             }
             Report::Jobs { .. } => {}
             Report::Refused { error } => {
-                tracing::error!(%error, "the supervisor refused a request")
+                tracing::error!(error = %one_line(&error), "the supervisor refused a request")
             }
         }
     }
@@ -552,7 +554,7 @@ impl Supervisor {
             grace_ms: u64::try_from(grace.as_millis()).unwrap_or(u64::MAX),
         };
         if let Err(e) = self.send(&request).await {
-            tracing::warn!(%job_id, error = %error_chain(&e), "could not ask the supervisor to stop a job");
+            tracing::warn!(error = %error_chain(&e), "could not ask the supervisor to stop a job");
         }
     }
 
@@ -562,7 +564,7 @@ impl Supervisor {
             job_id: job_id.to_owned(),
         };
         if let Err(e) = self.send(&request).await {
-            tracing::debug!(%job_id, error = %error_chain(&e), "could not tell the supervisor a job's end is recorded");
+            tracing::debug!(error = %error_chain(&e), "could not tell the supervisor a job's end is recorded");
         }
     }
 
@@ -615,7 +617,9 @@ impl Drop for PendingLaunch {
         self.supervisor.routes().remove(&job_id);
         let supervisor = self.supervisor.clone();
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn(async move { supervisor.stop(&job_id, Duration::ZERO).await });
+            // Dropped inside the job's span: the stop's log lines stay the job's.
+            let stop = async move { supervisor.stop(&job_id, Duration::ZERO).await };
+            runtime.spawn(stop.instrument(tracing::Span::current()));
         }
     }
 }

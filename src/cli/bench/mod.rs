@@ -26,6 +26,7 @@ use super::{CliError, client};
 use crate::client::Client;
 use crate::config::Settings;
 use crate::protocol::{BackendKind, LaunchRequest};
+use crate::report::error_chain;
 use crate::state::JobState;
 use engine_floor::{Floor, Measured};
 use futures::StreamExt;
@@ -238,7 +239,7 @@ async fn run_phase(
         let (client, shared) = (client.clone(), shared.clone());
         tokio::spawn(async move {
             if let Err(e) = client.launch(&request).await {
-                tracing::warn!(%job_id, error = %e, "launch request not stored");
+                tracing::warn!(%job_id, error = %error_chain(&e), "launch request not stored");
                 let mut tracker = lock(&shared);
                 if tracker.in_flight.remove(&job_id).is_some() {
                     tracker.stats.publish_errors += 1;

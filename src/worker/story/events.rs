@@ -55,9 +55,10 @@ use crate::nats::failure::is_permanent;
 use crate::nats::setup::Layout;
 use crate::nats::subjects::Subjects;
 use crate::protocol::JobEvent;
+use crate::report::error_chain;
 use crate::retry::{self, retry_transient};
 use async_nats::jetstream::context::PublishError;
-use async_nats::jetstream::stream::{LastRawMessageErrorKind, Stream};
+use async_nats::jetstream::stream::{LastRawMessageError, LastRawMessageErrorKind, Stream};
 use async_nats::jetstream::{self, message::PublishMessage};
 use std::time::Duration;
 use time::OffsetDateTime;
@@ -86,6 +87,23 @@ pub struct EventRejected {
     /// The server's refusal.
     #[source]
     pub source: PublishError,
+}
+
+/// The last event of a job could not be read from the events stream.
+#[derive(Debug, thiserror::Error)]
+enum LastEventError {
+    /// The stream could not be asked.
+    #[error(transparent)]
+    Read(#[from] LastRawMessageError),
+    /// The stream holds something that is not a job event.
+    #[error("unreadable event on {subject}")]
+    Unreadable {
+        /// The job's events subject.
+        subject: String,
+        /// Why it is not an event.
+        #[source]
+        source: serde_json::Error,
+    },
 }
 
 /// Publishes events for one worker.
@@ -152,7 +170,7 @@ impl EventPublisher {
             }
             Ok(_) => false,
             Err(error) => {
-                tracing::warn!(%error, "could not read the job's last event");
+                tracing::warn!(error = %error_chain(&error), "could not read the job's last event");
                 false
             }
         }
@@ -162,19 +180,19 @@ impl EventPublisher {
     /// job ended already, so a refusal can only be reported.
     async fn publish_or_log(&self, event: &JobEvent) {
         if let Err(error) = self.publish(event).await {
-            tracing::error!(%error, "could not publish the job's event again");
+            tracing::error!(error = %error_chain(&error), "could not publish the job's event again");
         }
     }
 
     /// The `seq` of the last event the stream holds for a job.
-    async fn last_stored_seq(&self, job_id: &str) -> Result<Option<u64>, String> {
+    async fn last_stored_seq(&self, job_id: &str) -> Result<Option<u64>, LastEventError> {
         let subject = self.subjects.events(job_id);
         match self.stream.get_last_raw_message_by_subject(&subject).await {
             Ok(message) => serde_json::from_slice::<JobEvent>(&message.payload)
                 .map(|stored| Some(stored.seq))
-                .map_err(|e| format!("unreadable event on {subject}: {e}")),
+                .map_err(|source| LastEventError::Unreadable { subject, source }),
             Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => Ok(None),
-            Err(e) => Err(e.to_string()),
+            Err(e) => Err(e.into()),
         }
     }
 

@@ -34,8 +34,8 @@ use rejected::minimal_record;
 use crate::backend::Progress;
 use crate::nats::setup::Layout;
 use crate::nats::subjects::Subjects;
-use crate::protocol::bounded::one_line;
 use crate::protocol::{BackendKind, BackendRef, JobEvent, JobId, JobRecord, reason};
+use crate::report::error_chain;
 use crate::state::JobState;
 use crate::store::{Claim, JobStore, Replaced, StoreError};
 use async_nats::jetstream;
@@ -191,7 +191,7 @@ impl Author {
         let (opening, claim) = match self.store.claim(&opening.record).await {
             Err(refused @ StoreError::Rejected { .. }) => {
                 let refused = Refusal::from(refused);
-                tracing::error!(error = %one_line(&refused.to_string()), "the server refused the job's first record for good; the job ends");
+                tracing::error!(error = %error_chain(&refused), "the server refused the job's first record for good; the job ends");
                 let minimal = Opening {
                     record: minimal_record(&opening.record, &refused),
                     ..opening
@@ -257,7 +257,7 @@ impl Author {
                 |(record, revision)| match JobId::new(record.job_id.as_str()) {
                     Ok(job_id) => Some(self.story(job_id, record, revision)),
                     Err(error) => {
-                        tracing::warn!(%error, "a record whose job id is not one is passed over");
+                        tracing::warn!(error = %error_chain(&error), "a record whose job id is not one is passed over");
                         None
                     }
                 },
@@ -353,7 +353,7 @@ impl Story {
         persist: Persist,
     ) -> Result<bool, Superseded> {
         if let Err(error) = apply(&mut self.record, to, change) {
-            tracing::error!(%error, "refusing a state change");
+            tracing::error!(error = %error_chain(&error), "refusing a state change");
             return Ok(false);
         }
         tracing::debug!(seq = self.record.seq, state = %to, "job state changed");
@@ -456,18 +456,18 @@ impl Story {
     /// # Errors
     /// [`Superseded`] when someone else wrote the record meanwhile.
     pub async fn end_refused(&mut self, refusal: &Refusal) -> Result<(), Superseded> {
-        tracing::error!(error = %one_line(&refusal.to_string()), "the server refused the job's record or event for good; the job ends");
+        tracing::error!(error = %error_chain(&refusal), "the server refused the job's record or event for good; the job ends");
         self.record = minimal_record(&self.record, refusal);
         self.behind = false;
         match self.write().await {
             Ok(()) => {}
             Err(Written::Superseded(superseded)) => return Err(superseded),
             Err(Written::Refused(error)) => {
-                tracing::error!(%error, "the server refused even the job's minimal record");
+                tracing::error!(error = %error_chain(&error), "the server refused even the job's minimal record");
             }
         }
         if let Err(error) = self.author.publish(&self.record).await {
-            tracing::error!(%error, "the server refused even the job's minimal event");
+            tracing::error!(error = %error_chain(&error), "the server refused even the job's minimal event");
         }
         Ok(())
     }
@@ -531,7 +531,7 @@ impl Story {
             Err(Written::Superseded(superseded)) => Err(superseded),
             Err(Written::Refused(error)) => {
                 // The job's next change writes it again, and ends the job if refused.
-                tracing::error!(%error, "could not write the job's record");
+                tracing::error!(error = %error_chain(&error), "could not write the job's record");
                 Ok(())
             }
         }
