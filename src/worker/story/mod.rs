@@ -188,7 +188,7 @@ impl Author {
     /// # Errors
     /// The [`StoreError`] when no record could be created or read back.
     pub async fn claim(self: &Arc<Self>, opening: Opening) -> Result<Claimed, StoreError> {
-        let (opening, claim) = match self.store.claim(&opening.record).await {
+        let (opening, claim) = match Box::pin(self.store.claim(&opening.record)).await {
             Err(refused @ StoreError::Rejected { .. }) => {
                 let refused = Refusal::from(refused);
                 tracing::error!(error = %error_chain(&refused), "the server refused the job's first record for good; the job ends");
@@ -196,7 +196,7 @@ impl Author {
                     record: minimal_record(&opening.record, &refused),
                     ..opening
                 };
-                let claim = self.store.claim(&minimal.record).await?;
+                let claim = Box::pin(self.store.claim(&minimal.record)).await?;
                 (minimal, claim)
             }
             claim => (opening, claim?),
@@ -225,7 +225,7 @@ impl Author {
         tombstone.tombstone = true;
         tombstone.reason = Some(reason::TERMINATE_REQUESTED.into());
         tombstone.message = Some("terminated before its launch came".into());
-        Ok(match self.store.claim(&tombstone).await? {
+        Ok(match Box::pin(self.store.claim(&tombstone)).await? {
             Claim::Created { .. } => Tombstoned::Recorded,
             Claim::Exists { record, .. } => Tombstoned::Found(record),
         })
@@ -291,7 +291,7 @@ impl Author {
     /// Publishes the event of `record`.
     async fn publish(&self, record: &JobRecord) -> Result<(), EventRejected> {
         match event_of(record) {
-            Some(event) => self.events.publish(&event).await,
+            Some(event) => Box::pin(self.events.publish(&event)).await,
             None => Ok(()),
         }
     }
@@ -501,7 +501,7 @@ impl Story {
             revision,
             ..
         } = self;
-        match author.store.replace(&opening, revision).await? {
+        match Box::pin(author.store.replace(&opening, revision)).await? {
             Replaced::Done { revision } => {
                 let mut ended = author.story(job_id, opening, revision);
                 // A refused event ends the job with a minimal record; no one
@@ -541,8 +541,12 @@ impl Story {
     /// saw last. A record gone meanwhile (its bucket removed and created again)
     /// is created anew.
     async fn write(&mut self) -> Result<(), Written> {
+        // The store's and the publisher's futures are boxed throughout this
+        // module: they are large (retries, backoff, the client's request), and a
+        // job task awaits them at many points, so inline they would keep room for
+        // the largest in every job's task for its whole life (about 4 KiB a job).
         let store = &self.author.store;
-        let replaced = store.replace(&self.record, self.revision).await;
+        let replaced = Box::pin(store.replace(&self.record, self.revision)).await;
         let found = match replaced.map_err(|e| self.refused_or_superseded(e))? {
             Replaced::Done { revision } => {
                 self.revision = revision;
@@ -551,8 +555,7 @@ impl Story {
             Replaced::Lost(found) => found,
         };
         if found.is_none() {
-            match store
-                .claim(&self.record)
+            match Box::pin(store.claim(&self.record))
                 .await
                 .map_err(|e| self.refused_or_superseded(e))?
             {
