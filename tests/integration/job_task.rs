@@ -185,9 +185,9 @@ async fn a_worker_giving_up_stops_the_workload_with_the_default_grace() {
     let hard_stop = CancellationToken::new();
     let (task, _registry) =
         launch_until(&bench, backend.clone(), request("j6"), hard_stop.clone()).await;
-    while bench.stored("j6").await.state != JobState::Running {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    bench
+        .stored_once("j6", |record| record.state == JobState::Running)
+        .await;
     hard_stop.cancel();
     task.await.unwrap();
     assert_eq!(
@@ -222,9 +222,9 @@ async fn a_worker_giving_up_during_a_long_grace_stops_the_workload_again() {
         .send(JobCommand::Terminate { grace: long })
         .await
         .unwrap();
-    while bench.stored("j7").await.stop_reason.is_none() {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    bench
+        .stored_once("j7", |record| record.stop_reason.is_some())
+        .await;
     hard_stop.cancel();
     task.await.unwrap();
     assert_eq!(
