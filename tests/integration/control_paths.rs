@@ -3,28 +3,16 @@
 //! nats-server, nothing run for real): a terminate before the launch, one for a
 //! running job, one for an ended job, status of a known and an unknown job.
 
-use crate::common::fake_backend::{FakeBackend, Script};
+use crate::common::fake_backend::{FakeBackend, Script, exited, request};
 use crate::common::fake_worker::FakeWorker;
 use crate::common::nats_server::NatsServer;
 use crate::common::story_bench::{bench, states};
 use flare_launcher::backend::Observation;
 use flare_launcher::client::ClientError;
-use flare_launcher::protocol::{LaunchRequest, reason};
-use flare_launcher::state::{Exit, JobState, return_code};
+use flare_launcher::protocol::reason;
+use flare_launcher::state::{JobState, return_code};
 use std::sync::Arc;
 use std::time::Duration;
-
-fn request(job_id: &str) -> LaunchRequest {
-    LaunchRequest::new(job_id, vec!["anything".into()])
-}
-
-fn exited(code: i32) -> Observation {
-    Observation::Exited {
-        exit: Exit::Code(code),
-        stopped: false,
-        reason: None,
-    }
-}
 
 #[tokio::test]
 async fn a_terminate_before_the_launch_ends_the_launch_without_launching() {

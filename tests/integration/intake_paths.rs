@@ -3,19 +3,15 @@
 //! one launch start one workload, on one worker or on two; a launch on a
 //! backend the worker lacks ends in `error` without launching anything.
 
-use crate::common::fake_backend::{FakeBackend, Script};
+use crate::common::fake_backend::{FakeBackend, Script, request};
 use crate::common::fake_worker::FakeWorker;
 use crate::common::nats_server::NatsServer;
 use crate::common::story_bench::{Bench, bench, states};
 use flare_launcher::backend::Observation;
-use flare_launcher::protocol::{BackendKind, LaunchRequest, reason};
+use flare_launcher::protocol::{BackendKind, reason};
 use flare_launcher::state::{Exit, JobState, return_code};
 use std::sync::Arc;
 use std::time::Duration;
-
-fn request(job_id: &str) -> LaunchRequest {
-    LaunchRequest::new(job_id, vec!["anything".into()])
-}
 
 /// Waits until every launch request published has been taken off the queue
 /// (acknowledged: the work queue keeps none then). A request handed back

@@ -3,7 +3,7 @@
 //! that comes while the launch is under way, a run timeout, the worker giving
 //! up on its jobs (also while a slow stop's long grace runs), a failed launch.
 
-use crate::common::fake_backend::{FakeBackend, Script};
+use crate::common::fake_backend::{FakeBackend, Script, request};
 use crate::common::nats_server::NatsServer;
 use crate::common::story_bench::{Bench, bench, states};
 use flare_launcher::backend::{Backends, LaunchError, Observation};
@@ -43,10 +43,6 @@ async fn launch_until(
     });
     let job = Job::new(support, story, registration, None);
     (tokio::spawn(job.launch(request)), registry)
-}
-
-fn request(job_id: &str) -> LaunchRequest {
-    LaunchRequest::new(job_id, vec!["anything".into()])
 }
 
 #[tokio::test]

@@ -6,7 +6,7 @@
 //! an adopted workload is followed to its end; a job found again holds its
 //! GPUs until its workload ends; a workload of another worker's job is stopped.
 
-use crate::common::fake_backend::FakeBackend;
+use crate::common::fake_backend::{FakeBackend, exited};
 use crate::common::nats_server::NatsServer;
 use crate::common::story_bench::{Bench, bench, states};
 use flare_launcher::backend::{Backends, Observation};
@@ -14,7 +14,7 @@ use flare_launcher::protocol::{AssignedGpu, BackendRef, reason};
 use flare_launcher::resources::ResourcePolicy;
 use flare_launcher::resources::gpu_pool::GpuPool;
 use flare_launcher::resources::inventory::InventoryGpu;
-use flare_launcher::state::{Exit, JobState, return_code};
+use flare_launcher::state::{JobState, return_code};
 use flare_launcher::worker::job::JobSupport;
 use flare_launcher::worker::recovery::{Recovery, resume_jobs};
 use flare_launcher::worker::registry::{JobCommand, Registry};
@@ -75,14 +75,6 @@ async fn run(mut story: Story) {
         .await
         .unwrap();
     assert!(changed);
-}
-
-fn exited(code: i32) -> Observation {
-    Observation::Exited {
-        exit: Exit::Code(code),
-        stopped: false,
-        reason: None,
-    }
 }
 
 #[tokio::test]

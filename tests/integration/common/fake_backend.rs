@@ -33,6 +33,20 @@ pub enum Script {
     },
 }
 
+/// A launch request for `job_id` that the fake can run (it runs nothing).
+pub fn request(job_id: &str) -> LaunchRequest {
+    LaunchRequest::new(job_id, vec!["anything".into()])
+}
+
+/// A workload's end with exit code `code`, not asked for.
+pub fn exited(code: i32) -> Observation {
+    Observation::Exited {
+        exit: Exit::Code(code),
+        stopped: false,
+        reason: None,
+    }
+}
+
 /// A workload the fake holds before the worker asks for it (found again after
 /// a restart, or adopted): its job, and what it reports at once.
 pub type Scripted = (&'static str, Vec<Observation>);
