@@ -3,7 +3,7 @@
 //! that comes while the launch is under way, a run timeout, the worker giving
 //! up on its jobs (also while a slow stop's long grace runs), a failed launch.
 
-use crate::common::fake_backend::{FakeBackend, Script};
+use crate::common::fake_backend::{FakeBackend, Script, request};
 use crate::common::nats_server::NatsServer;
 use crate::common::story_bench::{Bench, bench, states};
 use flare_launcher::backend::{Backends, LaunchError, Observation};
@@ -43,10 +43,6 @@ async fn launch_until(
     });
     let job = Job::new(support, story, registration, None);
     (tokio::spawn(job.launch(request)), registry)
-}
-
-fn request(job_id: &str) -> LaunchRequest {
-    LaunchRequest::new(job_id, vec!["anything".into()])
 }
 
 #[tokio::test]
@@ -185,9 +181,9 @@ async fn a_worker_giving_up_stops_the_workload_with_the_default_grace() {
     let hard_stop = CancellationToken::new();
     let (task, _registry) =
         launch_until(&bench, backend.clone(), request("j6"), hard_stop.clone()).await;
-    while bench.stored("j6").await.state != JobState::Running {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    bench
+        .stored_once("j6", |record| record.state == JobState::Running)
+        .await;
     hard_stop.cancel();
     task.await.unwrap();
     assert_eq!(
@@ -222,9 +218,9 @@ async fn a_worker_giving_up_during_a_long_grace_stops_the_workload_again() {
         .send(JobCommand::Terminate { grace: long })
         .await
         .unwrap();
-    while bench.stored("j7").await.stop_reason.is_none() {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    bench
+        .stored_once("j7", |record| record.stop_reason.is_some())
+        .await;
     hard_stop.cancel();
     task.await.unwrap();
     assert_eq!(

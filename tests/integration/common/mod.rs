@@ -2,6 +2,7 @@
 
 pub mod docker;
 pub mod fake_backend;
+pub mod fake_worker;
 pub mod k8s;
 pub mod nats_server;
 pub mod processes;

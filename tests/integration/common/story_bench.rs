@@ -1,5 +1,6 @@
 //! A worker's story author over a real nats-server, with what it wrote within
-//! reach: its records, and the events the stream holds.
+//! reach: its records, and the events the stream holds; and the layout and
+//! subjects it was made with, for tests that start a worker's loops around it.
 
 use super::nats_server::NatsServer;
 use async_nats::jetstream::{self, stream};
@@ -8,9 +9,12 @@ use flare_launcher::nats::subjects::Subjects;
 use flare_launcher::protocol::{BackendKind, JobEvent, JobId, JobRecord};
 use flare_launcher::state::JobState;
 use flare_launcher::store::JobStore;
-use flare_launcher::worker::story::{Author, Change, Claimed, Story};
+use flare_launcher::worker::story::{Author, Change, Claimed, Opening, Story};
 use std::sync::Arc;
 use std::time::Duration;
+
+/// How long a job is waited for before a test gives up on it.
+const JOB_WAIT: Duration = Duration::from_secs(60);
 
 /// The author of worker `worker`, with the store it writes into and the
 /// JetStream context to look at what it wrote.
@@ -18,6 +22,8 @@ pub struct Bench {
     pub author: Arc<Author>,
     pub store: JobStore,
     pub js: jetstream::Context,
+    pub layout: Layout,
+    pub subjects: Subjects,
 }
 
 pub async fn bench(nats: &NatsServer, worker: &str) -> Bench {
@@ -36,12 +42,18 @@ pub async fn bench(nats: &NatsServer, worker: &str) -> Bench {
         store.clone(),
         js.clone(),
         prepared.events,
-        subjects,
-        layout,
+        subjects.clone(),
+        layout.clone(),
         worker,
         "default",
     ));
-    Bench { author, store, js }
+    Bench {
+        author,
+        store,
+        js,
+        layout,
+        subjects,
+    }
 }
 
 pub fn id(job_id: &str) -> JobId {
@@ -51,12 +63,22 @@ pub fn id(job_id: &str) -> JobId {
 impl Bench {
     /// Claims `job_id` on the process backend in `starting`; the claim must win.
     pub async fn claimed(&self, job_id: &str) -> Story {
-        let opening = self.author.opening(
+        self.claim(self.opening(job_id)).await
+    }
+
+    /// The first record of `job_id` on the process backend, in `starting`.
+    pub fn opening(&self, job_id: &str) -> Opening {
+        self.author.opening(
             &id(job_id),
             BackendKind::Process,
             JobState::Starting,
             Change::default(),
-        );
+        )
+    }
+
+    /// Claims `opening`'s job; the claim must win.
+    pub async fn claim(&self, opening: Opening) -> Story {
+        let job_id = opening.job_id().clone();
         match self.author.claim(opening).await.unwrap() {
             Claimed::Created(story) => *story,
             Claimed::Found { .. } => panic!("the claim of {job_id} found a record"),
@@ -65,6 +87,38 @@ impl Bench {
 
     pub async fn stored(&self, job_id: &str) -> JobRecord {
         self.store.get(job_id).await.unwrap().expect("a record")
+    }
+
+    /// The record of `job_id` once it satisfies `done`, looked at every 20 ms.
+    pub async fn stored_once(&self, job_id: &str, done: impl Fn(&JobRecord) -> bool) -> JobRecord {
+        within(job_id, async {
+            loop {
+                if let Some(record) = self.store.get(job_id).await.unwrap()
+                    && done(&record)
+                {
+                    return record;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await
+    }
+
+    /// The record of `job_id` once the job has ended (a tombstone has not) and
+    /// the stream holds the end's event.
+    pub async fn ended(&self, job_id: &str) -> JobRecord {
+        let ended = self
+            .stored_once(job_id, |record| {
+                record.state.is_terminal() && !record.tombstone
+            })
+            .await;
+        within(job_id, async {
+            while self.events(job_id).await.last().map(|event| event.seq) != Some(ended.seq) {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await;
+        ended
     }
 
     /// The events of `job_id` the stream holds, in order.
@@ -90,6 +144,14 @@ impl Bench {
         config.max_message_size = max;
         self.js.update_stream(config).await.unwrap();
     }
+}
+
+/// What `waiting` for `job_id` gives; a test that waits longer than
+/// [`JOB_WAIT`] fails.
+async fn within<T>(job_id: &str, waiting: impl Future<Output = T>) -> T {
+    tokio::time::timeout(JOB_WAIT, waiting)
+        .await
+        .unwrap_or_else(|_| panic!("job {job_id} did not come as awaited"))
 }
 
 pub fn states(events: &[JobEvent]) -> Vec<(u64, JobState)> {
