@@ -10,9 +10,12 @@
 //!
 //! - [`cli`]: one small function per command of the `flare-launcher` binary.
 //! - [`worker`]: intake (pull while capacity lasts, claim, ack), control
-//!   (terminate, status), one task per job, event publishing, shutdown.
+//!   (terminate, status), one task per job, recovery, shutdown; its `story`
+//!   module is the one author of a job's record and events.
 //! - [`client`]: what the CLI, the benchmark and tests use to talk to workers.
-//! - [`backend`]: the launch/observe/stop seam and its implementations.
+//! - [`backend`]: the launch/observe/stop seam, the capabilities a backend
+//!   declares (recover, adopt, sweep), the half the container backends share,
+//!   and the process, Docker and Kubernetes backends.
 //! - [`job_logs`]: where job logs live (a directory per day).
 //! - [`resources`]: resource policies (best-effort, or GPUs handed out one job
 //!   at a time).
@@ -20,7 +23,8 @@
 //! - [`supervisor`]: the process that supervises process jobs and outlives a
 //!   worker that dies.
 //! - [`telemetry`]: logs, for people or machines.
-//! - [`config`]: settings from flags, environment and file.
+//! - [`config`]: every option declared once (flag, environment, file key,
+//!   default, help) and typed when the configuration is loaded.
 //! - [`nats`]: connection options, subjects, streams and buckets.
 //! - [`schema`], [`protocol`], [`state`]: the JSON Schemas, the wire contract,
 //!   and the job state machine with NVFlare's return codes, from the
