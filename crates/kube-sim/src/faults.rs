@@ -1,6 +1,6 @@
 //! Faults on demand: latency before every resource request, `429 Too Many
-//! Requests` (with `Retry-After`) or `500` for the next requests that match a verb
-//! and resource, and watch streams closed once they have sent N events. Set
+//! Requests` (with `Retry-After`), `403 Forbidden`, `500` or `503` for the next
+//! requests that match a verb and resource, and watch streams closed once they have sent N events. Set
 //! through the admin API (`/kube-sim/faults`) or [`crate::KubeSim::set_faults`].
 
 use std::sync::{Mutex, MutexGuard};
@@ -39,11 +39,12 @@ pub struct Faults {
     pub watch_drop_after: Option<u64>,
 }
 
-/// An injected error: `429` (with `Retry-After`) or `500`.
+/// An injected error: `429` (with `Retry-After`), `403` (as RBAC words it),
+/// `500` or `503`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ErrorFault {
-    /// `429` or `500`.
+    /// `429`, `403`, `500` or `503`.
     pub code: u16,
     /// The `Retry-After` of a 429, in seconds.
     #[serde(default = "one_second")]
@@ -69,13 +70,15 @@ impl ErrorFault {
             && self.resource.as_deref().is_none_or(|r| r == resource)
     }
 
-    fn to_error(&self) -> ApiError {
-        if self.code == 429 {
-            ApiError::TooManyRequests {
+    /// The error answered; `forbidden` is the request's own `403`.
+    fn to_error(&self, forbidden: impl FnOnce() -> ApiError) -> ApiError {
+        match self.code {
+            429 => ApiError::TooManyRequests {
                 retry_after_seconds: self.retry_after_seconds,
-            }
-        } else {
-            ApiError::Internal("kube-sim injected fault".to_owned())
+            },
+            403 => forbidden(),
+            503 => ApiError::ServiceUnavailable("kube-sim injected fault".to_owned()),
+            _ => ApiError::Internal("kube-sim injected fault".to_owned()),
         }
     }
 }
@@ -83,7 +86,7 @@ impl ErrorFault {
 /// Why a set of faults was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum FaultError {
-    #[error("error.code must be 429 or 500, not {0}")]
+    #[error("error.code must be 429, 403, 500 or 503, not {0}")]
     Code(u16),
     #[error("error.verb must be one of {}", VERBS.join(", "))]
     Verb,
@@ -104,7 +107,7 @@ impl Faults {
         let Some(error) = &self.error else {
             return Ok(());
         };
-        if !matches!(error.code, 429 | 500) {
+        if !matches!(error.code, 429 | 403 | 500 | 503) {
             return Err(FaultError::Code(error.code));
         }
         if error.retry_after_seconds > 3600 {
@@ -161,14 +164,20 @@ impl FaultState {
     }
 
     /// The error to answer a request with `verb` on `resource` with, if one is
-    /// injected; it counts against the error's `count`.
-    pub fn take_error(&self, verb: &str, resource: &str) -> Option<ApiError> {
+    /// injected (`forbidden`: the request's own `403`); it counts against the
+    /// error's `count`.
+    pub fn take_error(
+        &self,
+        verb: &str,
+        resource: &str,
+        forbidden: impl FnOnce() -> ApiError,
+    ) -> Option<ApiError> {
         let mut faults = self.lock();
         let fault = faults
             .error
             .as_mut()
             .filter(|e| e.matches(verb, resource))?;
-        let error = fault.to_error();
+        let error = fault.to_error(forbidden);
         let spent = match &mut fault.count {
             Some(n) if *n <= 1 => true,
             Some(n) => {
@@ -210,21 +219,41 @@ mod tests {
     fn an_error_hits_matching_requests_until_its_count_is_spent() {
         let state = FaultState::default();
         state.set(error(Some(2))).expect("valid");
-        assert_eq!(state.take_error("list", "pods"), None);
-        assert_eq!(state.take_error("get", "pods/log"), None);
-        let e = state.take_error("get", "pods").expect("first");
+        let take = |verb, resource| state.take_error(verb, resource, || unreachable!());
+        assert_eq!(take("list", "pods"), None);
+        assert_eq!(take("get", "pods/log"), None);
+        let e = take("get", "pods").expect("first");
         assert_eq!((e.code(), e.retry_after()), (429, Some(2)));
-        assert!(state.take_error("get", "pods").is_some());
-        assert_eq!(state.take_error("get", "pods"), None);
+        assert!(take("get", "pods").is_some());
+        assert_eq!(take("get", "pods"), None);
         assert_eq!(state.get(), Faults::default());
+    }
+
+    #[test]
+    fn a_403_is_the_requests_own_and_a_503_is_unavailable() {
+        let state = FaultState::default();
+        let mut faults = error(Some(1));
+        faults.error.as_mut().expect("error").code = 403;
+        state.set(faults.clone()).expect("valid");
+        let forbidden = || ApiError::Unauthorized;
+        assert_eq!(
+            state.take_error("get", "pods", forbidden),
+            Some(forbidden())
+        );
+        faults.error.as_mut().expect("error").code = 503;
+        state.set(faults).expect("valid");
+        let e = state
+            .take_error("get", "pods", || unreachable!())
+            .expect("a 503");
+        assert_eq!((e.code(), e.reason()), (503, "ServiceUnavailable"));
     }
 
     #[test]
     fn faults_that_cannot_be_injected_are_refused() {
         let mut f = error(None);
         assert_eq!(f.validate(), Ok(()));
-        f.error.as_mut().expect("error").code = 503;
-        assert_eq!(f.validate(), Err(FaultError::Code(503)));
+        f.error.as_mut().expect("error").code = 502;
+        assert_eq!(f.validate(), Err(FaultError::Code(502)));
         let mut f = error(None);
         f.error.as_mut().expect("error").verb = Some("steal".to_owned());
         assert_eq!(f.validate(), Err(FaultError::Verb));

@@ -49,7 +49,12 @@ pub fn authorize(
     if allowed {
         return Ok(());
     }
-    Err(ApiError::Forbidden(Box::new(ForbiddenRequest {
+    Err(forbidden(user, verb, target))
+}
+
+/// The real `403 Forbidden` of `user`'s request with `verb` on `target`.
+pub fn forbidden(user: &User, verb: &str, target: &Target) -> ApiError {
+    ApiError::Forbidden(Box::new(ForbiddenRequest {
         user: user.name.clone(),
         verb: verb.to_owned(),
         resource: target.resource.name.to_owned(),
@@ -57,7 +62,7 @@ pub fn authorize(
         group: target.resource.group.to_owned(),
         name: target.name.clone(),
         namespace: target.namespace.clone(),
-    })))
+    }))
 }
 
 /// Whether a Role bound to `user` in `namespace` allows the request.

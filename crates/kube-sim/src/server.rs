@@ -144,7 +144,10 @@ async fn serve_resource(
     if !latency.is_zero() {
         tokio::time::sleep(latency).await;
     }
-    if let Some(injected) = cluster.faults.take_error(verb, &resource) {
+    if let Some(injected) = cluster
+        .faults
+        .take_error(verb, &resource, || rbac::forbidden(user, verb, &target))
+    {
         return Err(injected);
     }
     rbac::authorize(cluster, user, verb, &target)?;

@@ -82,6 +82,8 @@ pub enum ApiError {
     UnsupportedMediaType(&'static str),
     #[error("Internal error occurred: {0}")]
     Internal(String),
+    #[error("{0}")]
+    ServiceUnavailable(String),
 }
 
 /// Who was refused what, for the `Forbidden` message and details.
@@ -153,6 +155,7 @@ impl ApiError {
             ApiError::TooManyRequests { .. } => 429,
             ApiError::UnsupportedMediaType(_) => 415,
             ApiError::Internal(_) => 500,
+            ApiError::ServiceUnavailable(_) => 503,
         }
     }
 
@@ -172,6 +175,7 @@ impl ApiError {
             ApiError::TooManyRequests { .. } => "TooManyRequests",
             ApiError::UnsupportedMediaType(_) => "UnsupportedMediaType",
             ApiError::Internal(_) => "InternalError",
+            ApiError::ServiceUnavailable(_) => "ServiceUnavailable",
         }
     }
 

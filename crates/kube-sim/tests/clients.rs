@@ -257,7 +257,7 @@ async fn kubectl_with_a_users_token_may_do_what_its_role_allows_only() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_python_client_creates_watches_resumes_and_gets_410() {
+async fn the_python_client_creates_watches_resumes_gets_410_and_sees_relabels() {
     let python = python_with_kubernetes_client();
     let sim = common::start(|c| c.history = 30).await;
     let dir = tempfile::tempdir().expect("tempdir");

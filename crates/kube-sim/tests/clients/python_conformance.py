@@ -3,7 +3,8 @@
 Run by tests/clients.rs with the kubeconfig path as the only argument. Creates a
 pod from a manifest, reads it, lists it with a selector, watches it to completion
 (list-then-watch), reads its logs, resumes a watch from a resourceVersion, gets
-410 Gone for a compacted one, and deletes the pod.
+410 Gone for a compacted one, sees a label change move the pod out of one
+label-selector watch (DELETED) and into another (ADDED), and deletes the pod.
 """
 
 import sys
@@ -75,6 +76,23 @@ try:
     raise AssertionError("reading a missing pod succeeded")
 except ApiException as e:
     assert e.status == 404 and '"reason":"NotFound"' in e.body.replace(" ", ""), e.body
+
+# A label change takes the pod out of one selection and into another: as the
+# API server's watch cache does, a watch on each sees it leave or enter.
+def relabelled_events(selector, since):
+    seen = []
+    w = watch.Watch()
+    for event in w.stream(v1.list_namespaced_pod, NS, label_selector=selector,
+                          resource_version=since, timeout_seconds=10):
+        seen.append((event["type"], event["object"].metadata.name))
+        w.stop()
+    return seen
+
+before = v1.patch_namespaced_pod("py-job", NS, {"metadata": {"labels": {"owner": "a"}}})
+since = before.metadata.resource_version
+v1.patch_namespaced_pod("py-job", NS, {"metadata": {"labels": {"owner": "b"}}})
+assert relabelled_events("owner=a", since) == [("DELETED", "py-job")]
+assert relabelled_events("owner=b", since) == [("ADDED", "py-job")]
 
 v1.delete_namespaced_pod("py-job", NS)
 print("python conformance ok")
