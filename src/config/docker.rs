@@ -87,6 +87,12 @@ options! {
             env: "FLARE_DOCKER_KEEP_S",
             default: value(0),
         },
+        /// Seconds a stop keeps trying, past the job's grace, until the container's end is confirmed; then the job ends lost (StopUnconfirmed)
+        stop_patience_s: u64 {
+            flag: "docker-stop-patience-s",
+            env: "FLARE_DOCKER_STOP_PATIENCE_S",
+            default: value(120),
+        },
         /// Absolute host directories below which `host:` mounts of jobs may be, comma-separated
         host_roots: Vec<PathBuf> {
             flag: "docker-host-roots",
@@ -180,6 +186,7 @@ impl DockerArgs {
             pull: self.pull(),
             pids_limit: self.pids_limit(),
             keep: Duration::from_secs(self.keep_s()),
+            stop_patience: Duration::from_secs(self.stop_patience_s()),
             host_roots: self.host_roots.clone().unwrap_or_default(),
             secrets_dir: self.secrets_dir.clone(),
             user: self.user,
@@ -208,6 +215,9 @@ pub struct DockerConfig {
     pub pids_limit: i64,
     /// How long an ended job's container is kept before it is removed.
     pub keep: Duration,
+    /// How long a stop keeps trying, past the job's grace, until the container's
+    /// end is confirmed.
+    pub stop_patience: Duration,
     /// Host directories below which jobs may mount host paths.
     pub host_roots: Vec<PathBuf>,
     /// Where `secret:NAME` mounts come from.

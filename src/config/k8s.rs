@@ -87,6 +87,12 @@ options! {
             env: "FLARE_K8S_KEEP_S",
             default: value(0),
         },
+        /// Seconds a stop keeps trying, past the job's grace, until the pod's end is confirmed; then the job ends lost (StopUnconfirmed)
+        stop_patience_s: u64 {
+            flag: "k8s-stop-patience-s",
+            env: "FLARE_K8S_STOP_PATIENCE_S",
+            default: value(120),
+        },
         /// YAML or JSON pod the jobs' pods are merged onto (tolerations, affinity, annotations, ...)
         pod_template: PathBuf {
             flag: "k8s-pod-template",
@@ -111,6 +117,7 @@ impl K8sArgs {
             user: self.user,
             emptydir_size_mb: self.emptydir_size_mb,
             keep: Duration::from_secs(self.keep_s()),
+            stop_patience: Duration::from_secs(self.stop_patience_s()),
             pod_template: self.pod_template.clone(),
         }
     }
@@ -139,6 +146,9 @@ pub struct K8sConfig {
     pub emptydir_size_mb: Option<u64>,
     /// How long an ended job's pod is kept before it is deleted.
     pub keep: Duration,
+    /// How long a stop keeps trying, past the job's grace, until the pod's
+    /// end is confirmed.
+    pub stop_patience: Duration,
     /// A pod the jobs' pods are merged onto.
     pub pod_template: Option<PathBuf>,
 }

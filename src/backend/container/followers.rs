@@ -1,7 +1,7 @@
 //! The jobs that follow a container backend's workloads, by job id: each has
 //! its own small channel of observations, which the backend's one watch fills
-//! with `try_send` so that it never waits on a job; the flag the job's control
-//! sets when it asks the workload to stop; and what the backend notes of the
+//! with `try_send` so that it never waits on a job; the flag set when the job
+//! asks the workload to stop; and what the backend notes of the
 //! workload besides (`S`: an out-of-memory event seen, a pod's uid, ...). A job
 //! follows its workload before the workload exists, so that no event of it is
 //! missed.
@@ -30,12 +30,10 @@ pub struct Follower<S> {
     pub noted: S,
 }
 
-/// What a new follower gets: its observations, and the flag its control sets.
+/// What a new follower gets: its observations.
 pub struct Following {
     /// The job's observations.
     pub observations: mpsc::Receiver<Observation>,
-    /// Set when the worker asks the workload to stop.
-    pub stopped: Arc<AtomicBool>,
 }
 
 /// The workloads followed, by job id.
@@ -63,21 +61,17 @@ impl<S: Default> Followers<S> {
     /// Starts following the workload `name` of `job_id`, its output to go to `log`.
     pub fn follow(&self, job_id: &str, name: &str, log: PathBuf) -> Following {
         let (observe, observations) = mpsc::channel(OBSERVATIONS);
-        let stopped = Arc::new(AtomicBool::new(false));
         self.lock().insert(
             job_id.to_owned(),
             Follower {
                 name: name.to_owned(),
                 log,
                 observe,
-                stopped: stopped.clone(),
+                stopped: Arc::new(AtomicBool::new(false)),
                 noted: S::default(),
             },
         );
-        Following {
-            observations,
-            stopped,
-        }
+        Following { observations }
     }
 
     /// Tells the job following `job_id` what happened; never waits.

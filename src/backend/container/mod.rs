@@ -3,7 +3,8 @@
 //! image a request must name ([`container_image`]), the jobs
 //! that follow their workloads through the backend's one watch
 //! ([`followers`]), the launch given up half-way ([`given_up`]), the workloads
-//! of ended jobs kept for a while ([`kept`]), a name already taken met as the
+//! of ended jobs kept for a while ([`kept`]), a stop tried until the
+//! workload's end is confirmed ([`stopping`]), a name already taken met as the
 //! job's own workload ([`claim_existing`]), the labels and names of workloads
 //! ([`workload`]) and the copy of their output into the job's log
 //! ([`job_output`]). Each backend keeps only what is its own: its API calls, and
@@ -13,6 +14,7 @@ pub mod followers;
 pub mod given_up;
 pub mod job_output;
 pub mod kept;
+pub mod stopping;
 pub mod workload;
 
 use super::LaunchError;
@@ -51,8 +53,6 @@ pub enum Claim {
     Ours,
     /// Another job's.
     AnotherJob,
-    /// Another worker's (a backend that adopts only its worker's workloads).
-    AnotherWorker,
 }
 
 /// A launch met the workload `name` (a `kind`: container, pod) of the name its
@@ -66,17 +66,15 @@ pub fn claim_existing<T>(
     claim: Claim,
     existing: T,
 ) -> Result<T, LaunchError> {
-    let owner = match claim {
+    match claim {
         Claim::Ours => {
             tracing::info!(workload = name, "adopting the job's existing {kind}");
-            return Ok(existing);
+            Ok(existing)
         }
-        Claim::AnotherJob => "another job",
-        Claim::AnotherWorker => "another worker",
-    };
-    Err(LaunchError::Spawn(
-        format!("a {kind} named {name} exists and belongs to {owner}").into(),
-    ))
+        Claim::AnotherJob => Err(LaunchError::Spawn(
+            format!("a {kind} named {name} exists and belongs to another job").into(),
+        )),
+    }
 }
 
 /// The image a container backend runs `request` from.
@@ -103,16 +101,11 @@ mod tests {
             claim_existing("pod", "flare-j", Claim::Ours, 7).ok(),
             Some(7)
         );
-        for (claim, owner) in [
-            (Claim::AnotherJob, "another job"),
-            (Claim::AnotherWorker, "another worker"),
-        ] {
-            let refused = claim_existing("pod", "flare-j", claim, 7).unwrap_err();
-            assert_eq!(refused.reason(), crate::protocol::reason::SPAWN_FAILED);
-            assert_eq!(
-                refused.to_string(),
-                format!("a pod named flare-j exists and belongs to {owner}")
-            );
-        }
+        let refused = claim_existing("pod", "flare-j", Claim::AnotherJob, 7).unwrap_err();
+        assert_eq!(refused.reason(), crate::protocol::reason::SPAWN_FAILED);
+        assert_eq!(
+            refused.to_string(),
+            "a pod named flare-j exists and belongs to another job"
+        );
     }
 }

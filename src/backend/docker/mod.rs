@@ -32,9 +32,7 @@ use async_trait::async_trait;
 use bollard::Docker;
 use bollard::errors::Error as DockerError;
 use bollard::models::{ContainerStateStatusEnum, Mount as DockerMount};
-use bollard::query_parameters::{
-    CreateContainerOptions, KillContainerOptions, RemoveContainerOptions,
-};
+use bollard::query_parameters::{CreateContainerOptions, RemoveContainerOptions};
 use futures::FutureExt;
 pub use spec::{JOB_ID as JOB_ID_LABEL, MANAGED_BY, MANAGED_BY_VALUE};
 
@@ -43,7 +41,6 @@ use image::{ImageError, Puller};
 use mounts::{MountPolicy, Workspace};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime};
 use time::format_description::well_known::Rfc3339;
 use tokio::task::JoinHandle;
@@ -111,7 +108,11 @@ impl DockerBackend {
         .map_err(engine_error)?;
         let docker = docker.negotiate_version().await.map_err(engine_error)?;
         docker.ping().await.map_err(engine_error)?;
-        let watch = Watch::new(docker.clone(), &settings.worker_id);
+        let watch = Watch::new(
+            docker.clone(),
+            &settings.worker_id,
+            settings.config.stop_patience,
+        );
         let events = tokio::spawn(watch.clone().run());
         Ok(DockerBackend {
             puller: Puller::new(
@@ -206,7 +207,7 @@ impl DockerBackend {
             },
             detail: Some(detail),
             observations: following.observations,
-            control: self.control(&id, following.stopped),
+            control: self.control(&job_id, &id),
         }
     }
 
@@ -224,11 +225,11 @@ impl DockerBackend {
         }
     }
 
-    fn control(&self, container: &str, stopped: Arc<AtomicBool>) -> Box<dyn WorkloadControl> {
+    fn control(&self, job_id: &str, container: &str) -> Box<dyn WorkloadControl> {
         Box::new(ContainerControl {
-            docker: self.docker.clone(),
+            watch: self.watch.clone(),
+            job_id: job_id.to_owned(),
             container: container.to_owned(),
-            stopped,
         })
     }
 
@@ -404,13 +405,10 @@ impl Backend for DockerBackend {
         let mounts = mounts::docker_mounts(&request.job_id, &request.mounts, &self.mount_policy)?;
         let log = new_log_file(&self.settings.log_dir, &request.job_id)?;
         let name = spec::container_name(request.site.as_deref(), &request.job_id);
-        let Following {
-            observations,
-            stopped,
-        } = self
-            .watch
-            .followers()
-            .follow(&request.job_id, &name, log.clone());
+        let Following { observations } =
+            self.watch
+                .followers()
+                .follow(&request.job_id, &name, log.clone());
         let (docker, watch, job_id) = (
             self.docker.clone(),
             self.watch.clone(),
@@ -444,7 +442,7 @@ impl Backend for DockerBackend {
                 },
                 detail: Some(output_detail(&name, &log)),
                 observations,
-                control: self.control(&id, stopped),
+                control: self.control(&request.job_id, &id),
             }),
             Err(e) => {
                 self.watch.followers().forget(&request.job_id);
@@ -575,48 +573,19 @@ impl Sweep for DockerBackend {
     }
 }
 
-/// Stops one container: SIGTERM now, SIGKILL after the grace, both sent by a
-/// task of their own, so that the job task never waits for the grace.
+/// Stops one container: SIGTERM now, SIGKILL after the grace, tried until its
+/// end is seen by a task of their own (see [`Watch::stop`]), so that the job
+/// task never waits for the grace.
 struct ContainerControl {
-    docker: Docker,
+    watch: Arc<Watch>,
+    job_id: String,
     container: String,
-    stopped: Arc<AtomicBool>,
 }
 
 #[async_trait]
 impl WorkloadControl for ContainerControl {
     async fn stop(&self, grace: Duration) {
-        self.stopped.store(true, Ordering::SeqCst);
-        let docker = self.docker.clone();
-        let container = self.container.clone();
-        tokio::spawn(async move {
-            let signal = |signal: &str| KillContainerOptions {
-                signal: signal.to_owned(),
-            };
-            if !grace.is_zero() {
-                match docker
-                    .kill_container(&container, Some(signal("SIGTERM")))
-                    .await
-                {
-                    Ok(()) => tokio::time::sleep(grace).await,
-                    // Not running (409) or gone (404): nothing to stop.
-                    Err(e) if matches!(status(&e), Some(404 | 409)) => return,
-                    Err(e) => {
-                        tracing::warn!(container, error = %error_chain(&e), "cannot send SIGTERM")
-                    }
-                }
-            }
-            match docker
-                .kill_container(&container, Some(signal("SIGKILL")))
-                .await
-            {
-                Ok(()) => {}
-                Err(e) if matches!(status(&e), Some(404 | 409)) => {}
-                Err(e) => {
-                    tracing::warn!(container, error = %error_chain(&e), "cannot send SIGKILL")
-                }
-            }
-        });
+        self.watch.stop(&self.job_id, &self.container, grace);
     }
 }
 

@@ -6,16 +6,20 @@
 //! job's log file and reports the exit. A dropped stream reconnects with
 //! backoff, replaying the events it missed (`since`), and a re-list after each
 //! connection repairs whatever the replay lacks. A running container costs no
-//! request while it runs.
+//! request while it runs. A stop signals the container until its end is seen
+//! ([`Stopping`]: SIGTERM, SIGKILL after the grace, each failed try tried
+//! again), else ends its job lost (`StopUnconfirmed`).
 
 use super::ending::{self, Ending, Seen};
-use super::spec;
-use crate::backend::container::followers::{Follower, Followers};
+use super::{engine_message, spec, status};
+use crate::backend::container::followers::{Follower, Followers, send};
+use crate::backend::container::stopping::{self, Sent, Stopped, Stopping};
+use crate::protocol::bounded::bounded;
 use crate::report::error_chain;
 use backon::BackoffBuilder;
 use bollard::Docker;
 use bollard::models::{ContainerSummary, EventMessage};
-use bollard::query_parameters::{EventsOptions, ListContainersOptions};
+use bollard::query_parameters::{EventsOptions, KillContainerOptions, ListContainersOptions};
 use futures::StreamExt;
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
@@ -29,6 +33,8 @@ pub struct Noted {
     ending: bool,
     /// Whether the engine reported it out of memory (an `oom` event).
     oom: bool,
+    /// The stop under way, which a later stop renews.
+    stopping: Option<Arc<Stopping>>,
 }
 
 /// The containers this worker follows, by job id, and the engine they run on.
@@ -36,16 +42,101 @@ pub struct Watch {
     docker: Docker,
     worker: String,
     followed: Followers<Noted>,
+    /// How long a stop tries past its grace.
+    stop_patience: Duration,
 }
 
 impl Watch {
-    /// Follows nothing yet.
-    pub fn new(docker: Docker, worker: &str) -> Arc<Self> {
+    /// Follows nothing yet: the containers of `worker`, stopped with
+    /// `stop_patience` past their grace.
+    pub fn new(docker: Docker, worker: &str, stop_patience: Duration) -> Arc<Self> {
         Arc::new(Watch {
             docker,
             worker: worker.to_owned(),
             followed: Followers::default(),
+            stop_patience,
         })
+    }
+
+    /// Stops `container`, the container of `job_id`: SIGTERM now and SIGKILL
+    /// once `grace` is over (at once without one), each tried until the
+    /// container's end is seen or the patience runs out, in the background. A
+    /// stop under way is renewed.
+    pub fn stop(self: &Arc<Self>, job_id: &str, container: &str, grace: Duration) {
+        let stopping = {
+            let mut followed = self.followed();
+            let Some(entry) = followed.get_mut(job_id) else {
+                return;
+            };
+            entry.stopped.store(true, Ordering::SeqCst);
+            if entry.noted.ending {
+                return;
+            }
+            if let Some(stopping) = &entry.noted.stopping {
+                return stopping.renew(grace);
+            }
+            let stopping = Arc::new(Stopping::new(grace, self.stop_patience));
+            entry.noted.stopping = Some(stopping.clone());
+            stopping
+        };
+        let (watch, job_id, container) = (self.clone(), job_id.to_owned(), container.to_owned());
+        tokio::spawn(async move {
+            let attempt = |grace: Duration| {
+                let (watch, job_id, container) = (&watch, &job_id, &container);
+                async move {
+                    let (signal, sent) = if grace.is_zero() {
+                        ("SIGKILL", Sent::Finally)
+                    } else {
+                        ("SIGTERM", Sent::Politely)
+                    };
+                    let options = KillContainerOptions {
+                        signal: signal.to_owned(),
+                    };
+                    match watch.docker.kill_container(container, Some(options)).await {
+                        Ok(()) => Ok(sent),
+                        Err(e) => {
+                            // Gone (404), or not running (409, also said of a
+                            // paused one): its end, if any, is read now.
+                            if matches!(status(&e), Some(404 | 409)) {
+                                watch.ended(job_id);
+                            }
+                            if status(&e) == Some(404) {
+                                return Ok(Sent::Finally);
+                            }
+                            Err(bounded(&format!("{signal}: {}", engine_message(&e))))
+                        }
+                    }
+                }
+            };
+            let confirmed = || {
+                watch
+                    .followed()
+                    .get(&job_id)
+                    .is_none_or(|entry| entry.noted.ending)
+            };
+            let stopped = stopping.run(&container, attempt, confirmed).await;
+            watch.stopped(&job_id, &stopping, stopped);
+        });
+    }
+
+    /// The stop `stopping` of the container of `job_id` ended as `stopped`
+    /// says: one whose end was not seen ends its job lost (a later `die` is
+    /// then passed over).
+    fn stopped(&self, job_id: &str, stopping: &Arc<Stopping>, stopped: Stopped) {
+        let mut followed = self.followed();
+        let Some(entry) = followed.get_mut(job_id) else {
+            return;
+        };
+        stopping::clear(&mut entry.noted.stopping, stopping);
+        let Stopped::Unconfirmed(why) = stopped else {
+            return;
+        };
+        if entry.noted.ending {
+            return;
+        }
+        entry.noted.ending = true;
+        let end = stopping::unconfirmed("container", &entry.name, self.stop_patience, &why);
+        send(&entry.observe, job_id, end);
     }
 
     /// The jobs that follow their containers here.

@@ -1,14 +1,16 @@
-//! The API calls a job costs (create, delete; the log read is in [`super::logs`]), each retried
-//! with backoff while the failure is transient (429, 5xx, a connection that
-//! failed), and what the API's refusals mean: 409 on create is the job's own pod
-//! met again, 404 on delete is a pod already gone, 409 on delete (the uid
-//! precondition) is a pod that is no longer the job's.
+//! The API calls a job costs (create, delete, the relabelling of a pod another
+//! worker made; the log read is in [`super::logs`]), each retried with backoff
+//! while the failure is transient (429, 5xx, a connection that failed), but for
+//! the single delete of a stop, which its caller tries again; and what the
+//! API's refusals mean: 409 on create is the job's own pod met again, 404 on
+//! delete is a pod already gone, 409 on delete (the uid precondition) is a pod
+//! that is no longer the job's.
 
 use crate::report::error_chain;
 use crate::retry::retry_transient;
 use k8s_openapi::api::core::v1::Pod;
 use kube::Api;
-use kube::api::{DeleteParams, PostParams, Preconditions};
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams, Preconditions};
 use std::time::Duration;
 
 /// Longest a delete or a log read keeps retrying before it is given up (and
@@ -65,25 +67,68 @@ pub async fn get(api: &Api<Pod>, name: &str) -> Result<Pod, kube::Error> {
     retry_transient("reading a pod", || api.get(name), is_transient).await
 }
 
+/// Sets the worker label of pod `name` to `worker` (one merge patch): the pod
+/// moves into that worker's watch, out of its former worker's.
+///
+/// # Errors
+/// The API's refusal.
+pub async fn relabel(api: &Api<Pod>, name: &str, worker: &str) -> Result<Pod, kube::Error> {
+    let patch = Patch::Merge(serde_json::json!({
+        "metadata": {"labels": {crate::backend::container::workload::WORKER: worker}}
+    }));
+    let params = PatchParams::default();
+    retry_transient(
+        "relabelling a pod",
+        || api.patch(name, &params, &patch),
+        is_transient,
+    )
+    .await
+}
+
 /// Deletes pod `name` if it is still the one with `uid`, its containers given
-/// `grace` to stop. A pod already gone, or replaced, counts as deleted.
-pub async fn delete(api: &Api<Pod>, name: &str, uid: &str, grace: Duration) {
-    let params = DeleteParams {
-        grace_period_seconds: Some(u32::try_from(grace.as_secs()).unwrap_or(u32::MAX)),
+/// `grace` to stop (whole seconds, rounded up). A pod already gone, or
+/// replaced, counts as deleted.
+///
+/// # Errors
+/// The API's refusal, or no answer: tried once.
+pub async fn delete_once(
+    api: &Api<Pod>,
+    name: &str,
+    uid: &str,
+    grace: Duration,
+) -> Result<(), kube::Error> {
+    match api.delete(name, &delete_params(uid, grace)).await {
+        Err(e) if !matches!(status(&e), Some(404 | 409)) => Err(e),
+        _ => Ok(()),
+    }
+}
+
+fn delete_params(uid: &str, grace: Duration) -> DeleteParams {
+    let seconds = grace.as_secs() + u64::from(grace.subsec_nanos() > 0);
+    DeleteParams {
+        grace_period_seconds: Some(u32::try_from(seconds).unwrap_or(u32::MAX)),
         preconditions: Some(Preconditions {
             uid: Some(uid.to_owned()),
             resource_version: None,
         }),
         ..DeleteParams::default()
-    };
+    }
+}
+
+/// Deletes pod `name` if it is still the one with `uid`, its containers given
+/// `grace` to stop. A pod already gone, or replaced, counts as deleted.
+pub async fn delete(api: &Api<Pod>, name: &str, uid: &str, grace: Duration) {
     let deleted = tokio::time::timeout(
         CLEANUP_PATIENCE,
-        retry_transient("deleting a pod", || api.delete(name, &params), is_transient),
+        retry_transient(
+            "deleting a pod",
+            || delete_once(api, name, uid, grace),
+            is_transient,
+        ),
     )
     .await;
     match deleted {
-        Ok(Ok(_)) => {}
-        Ok(Err(e)) if matches!(status(&e), Some(404 | 409)) => {}
+        Ok(Ok(())) => {}
         Ok(Err(e)) => tracing::warn!(pod = name, error = %error_chain(&e), "cannot delete a pod"),
         Err(_) => tracing::warn!(
             pod = name,

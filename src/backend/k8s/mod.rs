@@ -1,11 +1,13 @@
 //! The Kubernetes backend: a job is a pod (`restartPolicy: Never`) in the
 //! worker's namespace, named from its site and job id so that a repeated launch
-//! meets the existing pod (409) and adopts it after checking its job id. One
-//! watch per worker ([`watch`]) reports every change; startup failures end the
-//! job at once with the cluster's reason ([`status`]); the output is copied into
-//! the job's log file before the pod is deleted, with its uid as precondition,
-//! once the job's end is recorded.
+//! meets the existing pod (409) and adopts it after checking its job id (moving
+//! it to this worker when another made it, as [`adoption`] does). One watch per
+//! worker ([`watch`]) reports every change; startup failures end the job at once
+//! with the cluster's reason ([`status`]); a stop deletes the pod until its end
+//! is seen; the output is copied into the job's log file before the pod is
+//! deleted, with its uid as precondition, once the job's end is recorded.
 
+mod adoption;
 mod api;
 mod cluster;
 mod logs;
@@ -129,7 +131,12 @@ impl K8sBackend {
                 source: Box::new(source),
             })?
             .items;
-        let watch = Watch::new(pods.clone(), selector);
+        let watch = Watch::new(
+            pods.clone(),
+            &settings.worker_id,
+            selector,
+            settings.config.stop_patience,
+        );
         let watching = tokio::spawn(watch.clone().run());
         Ok(K8sBackend {
             events: Api::namespaced(client, &namespace),
@@ -181,7 +188,7 @@ impl K8sBackend {
     }
 
     /// Creates the pod; on a name already taken, the existing pod if it is
-    /// this job's.
+    /// this job's, moved to this worker if another made it.
     async fn create(&self, job_id: &str, pod: &Pod, name: &str) -> Result<Pod, LaunchError> {
         match api::create(&self.pods, pod).await {
             Ok(created) => Ok(created),
@@ -192,20 +199,18 @@ impl K8sBackend {
                         api::ApiError(e),
                     ))
                 })?;
-                let worker = existing
-                    .metadata
-                    .labels
-                    .as_ref()
-                    .and_then(|labels| labels.get(crate::backend::container::workload::WORKER))
-                    .cloned();
-                let claim = if watch::job_of(&existing) != Some(job_id) {
-                    Claim::AnotherJob
-                } else if worker != Some(name::label_value(&self.settings.worker_id)) {
-                    Claim::AnotherWorker
-                } else {
+                let claim = if watch::job_of(&existing) == Some(job_id) {
                     Claim::Ours
+                } else {
+                    Claim::AnotherJob
                 };
-                claim_existing("pod", name, claim, existing)
+                let existing = claim_existing("pod", name, claim, existing)?;
+                self.make_ours(existing).await.map_err(|e| {
+                    LaunchError::Spawn(Failure::because(
+                        format!("pod {name} is another worker's and cannot be moved to this one"),
+                        api::ApiError(e),
+                    ))
+                })
             }
             Err(e) => Err(LaunchError::Spawn(Failure::because(
                 format!("the cluster refused to create pod {name}"),
@@ -307,7 +312,7 @@ impl Backend for K8sBackend {
     }
 
     fn adoption(&self) -> Option<&dyn Adopt> {
-        None
+        Some(self)
     }
 
     fn sweep(&self) -> Option<&dyn Sweep> {

@@ -5,7 +5,22 @@
 use super::K8sBackend;
 use super::watch::job_of;
 use crate::backend::Recovered;
+use crate::backend::container::followers::Following;
 use k8s_openapi::api::core::v1::Pod;
+
+impl K8sBackend {
+    /// Follows `pod` (named `name`) of `job_id`, found rather than launched:
+    /// its output goes to the log of the day it was created.
+    pub(super) fn follow_found(&self, job_id: &str, name: &str, pod: &Pod) -> Following {
+        let created = pod
+            .metadata
+            .creation_timestamp
+            .as_ref()
+            .map(|at| at.0.as_second());
+        let log = crate::job_logs::of_job_created(&self.settings.log_dir, created, job_id);
+        self.watch.follow(job_id, name, log)
+    }
+}
 
 /// Follows every pod of `found` that names its job.
 pub fn recover(backend: &K8sBackend, found: Vec<Pod>) -> Vec<Recovered> {
@@ -18,13 +33,7 @@ pub fn recover(backend: &K8sBackend, found: Vec<Pod>) -> Vec<Recovered> {
         ) else {
             continue;
         };
-        let created = pod
-            .metadata
-            .creation_timestamp
-            .as_ref()
-            .map(|at| at.0.as_second());
-        let log = crate::job_logs::of_job_created(&backend.settings.log_dir, created, &job_id);
-        let following = backend.watch.follow(&job_id, &name, log);
+        let following = backend.follow_found(&job_id, &name, &pod);
         backend.watch.observe(&pod);
         recovered.push(Recovered {
             launched: backend.launched(&job_id, &name, uid, None, following),

@@ -5,15 +5,24 @@
 //! pod costs no request; its end costs one log read, in a task of its own, before
 //! the exit is reported. A pod missing from a re-list is read once to tell a gap
 //! in the watch from a pod that is gone; one that cannot be read within a fixed
-//! time, or that was replaced, ends its job as vanished, as a gone one does.
+//! time, or that was replaced, ends its job as vanished, as a gone one does. A
+//! followed pod the watch shows deleted though nobody here stopped it is read
+//! the same way: another worker may have adopted it (relabelled it to itself, so
+//! it left this worker's selection). Such a pod is this worker's no more: its
+//! job is told nothing further (no end: another worker tells it now), and
+//! nothing here stops or deletes it. A stop deletes the pod until its end is
+//! confirmed ([`Stopping`]), else ends the job lost (`StopUnconfirmed`).
 //! Every pod of the worker the watch shows, followed or not, is kept by name for
 //! the orphan sweep, which so costs no request either.
 
 use super::manifest::{CONTAINER, JOB_ID_ANNOTATION};
+use super::name::label_value;
 use super::status::{PodState, classify};
 use super::{api, logs};
 use crate::backend::Observation;
 use crate::backend::container::followers::{Follower, Followers, Following, send};
+use crate::backend::container::stopping::{self, Sent, Stopped, Stopping};
+use crate::backend::container::workload::WORKER;
 use crate::protocol::bounded::bounded;
 use crate::protocol::reason;
 use crate::report::error_chain;
@@ -53,8 +62,14 @@ struct Noted {
     told: Told,
     /// Why the pod waits, as the scheduler said.
     blocked: Option<(String, String)>,
-    /// A delete of the pod was sent.
-    deleting: bool,
+    /// A delete of the pod was taken: its release sends none.
+    deleted: bool,
+    /// The stop under way, which a later stop renews.
+    stopping: Option<Arc<Stopping>>,
+    /// The pod left this worker's watch though nobody here stopped it (another
+    /// worker may have adopted it): this one stops and deletes nothing of it
+    /// any more, and tells its job only that it is gone, if it is.
+    left: bool,
     /// The copy of its output under way since the worker stopped it.
     output: Option<JoinHandle<()>>,
     /// Seen in the re-list under way.
@@ -104,6 +119,10 @@ impl SeenPod {
 pub struct Watch {
     api: Api<Pod>,
     selector: String,
+    /// The worker label of this worker's pods.
+    worker: String,
+    /// How long a stop tries past its grace.
+    stop_patience: Duration,
     followed: Followers<Noted>,
     seen: Mutex<HashMap<String, SeenPod>>,
     /// How many re-lists have begun: a check of pods one re-list lacked gives
@@ -112,11 +131,19 @@ pub struct Watch {
 }
 
 impl Watch {
-    /// Follows nothing yet.
-    pub fn new(api: Api<Pod>, selector: String) -> Arc<Self> {
+    /// Follows nothing yet: the pods of `worker` (with its `selector`), stopped
+    /// with `stop_patience` past their grace.
+    pub fn new(
+        api: Api<Pod>,
+        worker: &str,
+        selector: String,
+        stop_patience: Duration,
+    ) -> Arc<Self> {
         Arc::new(Watch {
             api,
             selector,
+            worker: label_value(worker),
+            stop_patience,
             followed: Followers::default(),
             seen: Mutex::new(HashMap::new()),
             relists: AtomicU64::new(0),
@@ -149,13 +176,14 @@ impl Watch {
         self.followed.follow(job_id, pod, log)
     }
 
-    /// Stops following `job_id`; returns its pod unless a delete was sent.
+    /// Stops following `job_id`; returns its pod unless a delete was taken,
+    /// or the pod is another worker's now.
     pub fn forget(&self, job_id: &str) -> Option<Released> {
         let followed = self.followed.forget(job_id)?;
         if let Some(output) = followed.noted.output {
             output.abort();
         }
-        if followed.noted.deleting {
+        if followed.noted.deleted || followed.noted.left {
             return None;
         }
         Some(Released {
@@ -174,6 +202,20 @@ impl Watch {
         self.followed().get(job_id)?.noted.uid.clone()
     }
 
+    /// Whether `pod` carries this worker's label.
+    pub fn is_ours(&self, pod: &Pod) -> bool {
+        pod.metadata
+            .labels
+            .as_ref()
+            .and_then(|labels| labels.get(WORKER))
+            == Some(&self.worker)
+    }
+
+    /// The worker label of this worker's pods.
+    pub fn worker_label(&self) -> &str {
+        &self.worker
+    }
+
     /// Takes in the current state of a pod of this worker: tells its job what
     /// changed, and reads its end in a task of its own.
     pub fn observe(self: &Arc<Self>, pod: &Pod) {
@@ -183,7 +225,7 @@ impl Watch {
         let Some(entry) = followed.get_mut(job_id) else {
             return;
         };
-        if !is_the_pod(entry, pod) {
+        if !is_the_pod(entry, pod) || entry.noted.left {
             return;
         }
         entry.noted.listed = true;
@@ -246,31 +288,71 @@ impl Watch {
         }
     }
 
-    /// The pod of `job_id` is gone from the API before its end was seen.
+    /// The pod of `job_id` left the watch before its end was seen: deleted,
+    /// as expected once this worker stopped it; else it is read once (another
+    /// worker may have adopted it).
     fn gone(self: &Arc<Self>, job_id: &str, pod: &Pod) {
         let mut followed = self.followed();
         let Some(entry) = followed.get_mut(job_id) else {
             return;
         };
-        if !is_the_pod(entry, pod) {
+        if !is_the_pod(entry, pod) || entry.noted.told == Told::Over {
             return;
         }
-        let why = deleted_before_its_end(&entry.name);
-        self.end_unseen(entry, job_id, why);
+        if entry.stopped.load(Ordering::SeqCst) {
+            let why = deleted_before_its_end(&entry.name);
+            return self.end_unseen(entry, job_id, why);
+        }
+        entry.noted.left = true;
+        let name = entry.name.clone();
+        drop(followed);
+        self.read_again(job_id.to_owned(), name, Lacking::Watch);
     }
 
-    /// The pod of `job_id`, lacking from re-list `relist`, can no longer be
-    /// seen (`why`), its end unknown: unless the watch has shown it since, or
-    /// another re-list has begun (which checks again).
-    fn lost_sight(self: &Arc<Self>, job_id: &str, pod: &str, relist: u64, why: String) {
+    /// The pod of `job_id`, lacking from the watch as `lacking` says, can no
+    /// longer be seen (`why`), its end unknown: unless the watch has shown it
+    /// since, or another re-list has begun (which checks again).
+    fn lost_sight(self: &Arc<Self>, job_id: &str, pod: &str, lacking: Lacking, why: String) {
         let mut followed = self.followed();
-        if let Some(entry) = followed.get_mut(job_id)
-            && entry.name == pod
-            && !entry.noted.listed
-            && self.relists.load(Ordering::SeqCst) == relist
-        {
+        let Some(entry) = followed.get_mut(job_id) else {
+            return;
+        };
+        let seen_since = match lacking {
+            Lacking::Relist(relist) => {
+                entry.noted.listed || self.relists.load(Ordering::SeqCst) != relist
+            }
+            Lacking::Watch => false,
+        };
+        if entry.name == pod && !seen_since {
             self.end_unseen(entry, job_id, why);
         }
+    }
+
+    /// The pod `pod` of `job_id` carries another worker's label now: that
+    /// worker adopted it. Its job here is told nothing more, and nothing here
+    /// stops or deletes it.
+    fn moved_away(&self, job_id: &str, pod: &str) {
+        let mut followed = self.followed();
+        let Some(entry) = followed.get_mut(job_id) else {
+            return;
+        };
+        if entry.name != pod {
+            return;
+        }
+        entry.noted.left = true;
+        if let Some(output) = entry.noted.output.take() {
+            output.abort();
+        }
+        tracing::info!(%job_id, pod, "the pod was adopted by another worker; no longer followed here");
+    }
+
+    /// The pod of `job_id`, read after it left the watch or a re-list, is
+    /// still this worker's: its state is taken in.
+    fn in_sight_again(self: &Arc<Self>, job_id: &str, pod: &Pod) {
+        if let Some(entry) = self.followed().get_mut(job_id) {
+            entry.noted.left = false;
+        }
+        self.observe(pod);
     }
 
     /// Ends a job whose pod went without its end being seen: killed, if this
@@ -320,20 +402,25 @@ impl Watch {
 
     /// Stops the pod of `job_id`: its output followed into the job's log from
     /// now, then, once that stream is open, a delete with `grace` (its uid the
-    /// precondition), both in the background.
-    pub fn stop(&self, job_id: &str, grace: Duration) {
+    /// precondition), tried until the pod's end is seen or the patience runs
+    /// out, in the background. A stop under way is renewed.
+    pub fn stop(self: &Arc<Self>, job_id: &str, grace: Duration) {
         let mut followed = self.followed();
         let Some(entry) = followed.get_mut(job_id) else {
             return;
         };
         entry.stopped.store(true, Ordering::SeqCst);
-        if entry.noted.deleting || entry.noted.told == Told::Over {
+        if entry.noted.left || entry.noted.told == Told::Over {
             return;
+        }
+        if let Some(stopping) = &entry.noted.stopping {
+            return stopping.renew(grace);
         }
         let Some(uid) = entry.noted.uid.clone() else {
             return;
         };
-        entry.noted.deleting = true;
+        let stopping = Arc::new(Stopping::new(grace, self.stop_patience));
+        entry.noted.stopping = Some(stopping.clone());
         let api = self.api.clone();
         let pod = entry.name.clone();
         // The output is followed from a stream opened before the delete is
@@ -352,10 +439,52 @@ impl Watch {
         } else {
             let _ = opened.send(());
         }
+        let (watch, job_id) = (self.clone(), job_id.to_owned());
         tokio::spawn(async move {
             let _ = following.await;
-            api::delete(&api, &pod, &uid, grace).await
+            let attempt = |grace: Duration| {
+                let (watch, api, pod, uid, job_id) = (&watch, &api, &pod, &uid, &job_id);
+                async move {
+                    api::delete_once(api, pod, uid, grace)
+                        .await
+                        .map_err(|e| bounded(&api::message(&e)))?;
+                    if let Some(entry) = watch.followed().get_mut(job_id) {
+                        entry.noted.deleted = true;
+                    }
+                    Ok(Sent::Finally)
+                }
+            };
+            let confirmed = || {
+                watch
+                    .followed()
+                    .get(&job_id)
+                    .is_none_or(|entry| entry.noted.told == Told::Over || entry.noted.left)
+            };
+            let stopped = stopping.run(&pod, attempt, confirmed).await;
+            watch.stopped(&job_id, &stopping, stopped);
         });
+    }
+
+    /// The stop `stopping` of the pod of `job_id` ended as `stopped` says: one
+    /// whose end was not seen ends its job lost.
+    fn stopped(&self, job_id: &str, stopping: &Arc<Stopping>, stopped: Stopped) {
+        let mut followed = self.followed();
+        let Some(entry) = followed.get_mut(job_id) else {
+            return;
+        };
+        stopping::clear(&mut entry.noted.stopping, stopping);
+        let Stopped::Unconfirmed(why) = stopped else {
+            return;
+        };
+        if entry.noted.told == Told::Over || entry.noted.left {
+            return;
+        }
+        entry.noted.told = Told::Over;
+        if let Some(output) = entry.noted.output.take() {
+            output.abort();
+        }
+        let end = stopping::unconfirmed("pod", &entry.name, self.stop_patience, &why);
+        send(&entry.observe, job_id, end);
     }
 
     /// Follows the watch until the task is aborted.
@@ -409,34 +538,68 @@ impl Watch {
             .followed()
             .iter()
             .filter(|(_, entry)| {
-                !entry.noted.listed && entry.noted.uid.is_some() && entry.noted.told != Told::Over
+                !entry.noted.listed
+                    && entry.noted.uid.is_some()
+                    && entry.noted.told != Told::Over
+                    && !entry.noted.left
             })
             .map(|(job_id, entry)| (job_id.clone(), entry.name.clone()))
             .collect();
         let relist = self.relists.load(Ordering::SeqCst);
         for (job_id, pod) in unlisted {
-            let watch = self.clone();
-            tokio::spawn(async move {
-                let read =
-                    tokio::time::timeout(UNLISTED_READ_PATIENCE, api::get(&watch.api, &pod)).await;
-                let why = match read {
-                    Ok(Ok(found)) if found.metadata.uid == watch.uid(&job_id) => {
-                        return watch.observe(&found);
+            self.read_again(job_id, pod, Lacking::Relist(relist));
+        }
+    }
+
+    /// Reads once the pod `pod` of `job_id`, lacking from the watch as
+    /// `lacking` says, in a task of its own: still this worker's, its state is
+    /// taken in; another worker's, it moved away; gone, replaced, or that cannot
+    /// be read within [`UNLISTED_READ_PATIENCE`], its job ends as vanished.
+    fn read_again(self: &Arc<Self>, job_id: String, pod: String, lacking: Lacking) {
+        let watch = self.clone();
+        tokio::spawn(async move {
+            let read =
+                tokio::time::timeout(UNLISTED_READ_PATIENCE, api::get(&watch.api, &pod)).await;
+            let what = lacking.what();
+            let why = match read {
+                Ok(Ok(found)) if found.metadata.uid == watch.uid(&job_id) => {
+                    if !watch.is_ours(&found) {
+                        return watch.moved_away(&job_id, &pod);
                     }
-                    Ok(Ok(_)) => format!("its pod {pod} was replaced by another of that name"),
-                    Ok(Err(e)) if api::status(&e) == Some(404) => deleted_before_its_end(&pod),
-                    Ok(Err(e)) => bounded(&format!(
-                        "its pod {pod} was missing from a re-list and cannot be read: {}",
-                        api::message(&e)
-                    )),
-                    Err(_) => format!(
-                        "its pod {pod} was missing from a re-list and could not be read within {}s",
-                        UNLISTED_READ_PATIENCE.as_secs()
-                    ),
-                };
-                tracing::warn!(%job_id, "{why}");
-                watch.lost_sight(&job_id, &pod, relist, why);
-            });
+                    return watch.in_sight_again(&job_id, &found);
+                }
+                Ok(Ok(_)) => format!("its pod {pod} was replaced by another of that name"),
+                Ok(Err(e)) if api::status(&e) == Some(404) => deleted_before_its_end(&pod),
+                Ok(Err(e)) => bounded(&format!(
+                    "its pod {pod} {what} and cannot be read: {}",
+                    api::message(&e)
+                )),
+                Err(_) => format!(
+                    "its pod {pod} {what} and could not be read within {}s",
+                    UNLISTED_READ_PATIENCE.as_secs()
+                ),
+            };
+            tracing::warn!(%job_id, "{why}");
+            watch.lost_sight(&job_id, &pod, lacking, why);
+        });
+    }
+}
+
+/// How a followed pod went missing from the watch.
+#[derive(Debug, Clone, Copy)]
+enum Lacking {
+    /// The re-list of this number lacked it.
+    Relist(u64),
+    /// The watch showed it deleted, though nobody here stopped it.
+    Watch,
+}
+
+impl Lacking {
+    /// Says how, after "its pod NAME".
+    fn what(self) -> &'static str {
+        match self {
+            Lacking::Relist(_) => "was missing from a re-list",
+            Lacking::Watch => "left the watch",
         }
     }
 }
