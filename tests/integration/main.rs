@@ -24,6 +24,7 @@ mod job_task;
 mod jobs;
 mod k8s;
 mod k8s_adoption;
+mod k8s_stops;
 mod nats_connect;
 mod poison;
 mod recovery_paths;
