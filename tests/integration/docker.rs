@@ -5,12 +5,12 @@
 //! site's settings. Ignored in a build that found no engine (never in CI).
 
 use crate::common::docker::{
-    EngineProxy, Registry, containers_of, create_labelled_container, docker_cli,
-    docker_system_with, docker_worker, hanging_registry, in_container, test_image, unique,
-    wait_for_output, wait_until_removed,
+    Registry, containers_of, create_labelled_container, docker_cli, docker_system_with,
+    docker_worker, hanging_registry, in_container, launch_until_ready, system_through_proxy,
+    test_image, unique, wait_until_removed,
 };
 use crate::common::system::{System, assert_well_formed, log_path, states};
-use flare_launcher::config::{PullPolicy, WorkerConfig};
+use flare_launcher::config::PullPolicy;
 use flare_launcher::protocol::{Mount, Resources, Timeouts};
 use flare_launcher::state::JobState;
 use std::time::Duration;
@@ -18,30 +18,6 @@ use std::time::Duration;
 /// A system whose worker runs only Docker jobs, with the test image built.
 async fn docker_system() -> System {
     docker_system_with(|_| {}).await
-}
-
-/// A system whose Docker worker, its configuration adjusted by `configure`,
-/// reaches its engine only through the proxy returned with it, with the test
-/// image built.
-async fn system_through_proxy(configure: impl FnOnce(&mut WorkerConfig)) -> (EngineProxy, System) {
-    test_image();
-    let proxy = EngineProxy::start().await;
-    let mut system = System::without_worker(|config| {
-        docker_worker(config);
-        configure(config);
-    })
-    .await;
-    system.config.docker.host = Some(proxy.host());
-    system.start_worker().await;
-    (proxy, system)
-}
-
-/// Launches `script` as `job_id`'s container and waits until it printed `ready`.
-async fn launch_until_ready(system: &System, job_id: &str, script: &str) {
-    system
-        .launch_until_running(&in_container(job_id, script))
-        .await;
-    wait_for_output(job_id, "ready").await;
 }
 
 #[tokio::test]

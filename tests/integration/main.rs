@@ -16,6 +16,7 @@ mod deploy;
 mod docker;
 mod docker_recovery;
 mod docker_registry;
+mod docker_stops;
 mod gpus;
 mod harness;
 mod intake;

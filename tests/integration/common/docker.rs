@@ -82,6 +82,32 @@ pub async fn docker_system_with(configure: impl FnOnce(&mut WorkerConfig)) -> Sy
     .await
 }
 
+/// A system whose Docker worker, its configuration adjusted by `configure`,
+/// reaches its engine only through the proxy returned with it, with the test
+/// image built.
+pub async fn system_through_proxy(
+    configure: impl FnOnce(&mut WorkerConfig),
+) -> (EngineProxy, System) {
+    test_image();
+    let proxy = EngineProxy::start().await;
+    let mut system = System::without_worker(|config| {
+        docker_worker(config);
+        configure(config);
+    })
+    .await;
+    system.config.docker.host = Some(proxy.host());
+    system.start_worker().await;
+    (proxy, system)
+}
+
+/// Launches `script` as `job_id`'s container and waits until it printed `ready`.
+pub async fn launch_until_ready(system: &System, job_id: &str, script: &str) {
+    system
+        .launch_until_running(&in_container(job_id, script))
+        .await;
+    wait_for_output(job_id, "ready").await;
+}
+
 /// A system without a worker of its own, for tests that run a Docker worker as
 /// a process of its own, to kill it and start it again with the same id.
 pub struct RestartableWorker {
