@@ -7,8 +7,8 @@
 //! - [`Recover`]: after a restart, the workloads a worker with the same id left.
 //! - [`Adopt`]: one job's workload found by its name; [`AdoptionScope`] says
 //!   whether only this worker's workloads can be, or any worker's on the same
-//!   engine or cluster (what a worker taking over another's jobs needs; a local
-//!   process can never be adopted elsewhere).
+//!   engine or cluster (what a worker taking over another's jobs needs: Docker
+//!   and Kubernetes can; a local process can never be adopted elsewhere).
 //! - [`Sweep`]: the workloads carrying this worker's labels, listed, and those no
 //!   job claims removed.
 
@@ -30,7 +30,12 @@ pub enum AdoptionScope {
     /// Only the workloads of workers with this worker's id.
     ThisWorker,
     /// The workload of any worker on the same engine or cluster, found by the
-    /// name its job gives it: another worker can take over the job.
+    /// name its job gives it: another worker can take over the job. A Docker
+    /// container is followed wherever it came from (the event stream is the
+    /// engine's, filtered by the managed-by label); a Kubernetes pod is moved
+    /// to the adopting worker (its worker label patched, so that this worker's
+    /// watch shows it and the former worker's sees it leave, which that worker
+    /// takes for a move, neither an end nor a pod to stop or delete).
     AnyWorker,
 }
 

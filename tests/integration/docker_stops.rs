@@ -8,7 +8,7 @@
 use crate::common::docker::{
     EngineProxy, containers_of, docker_cli, launch_until_ready, system_through_proxy, unique,
 };
-use crate::common::system::{System, assert_well_formed, states};
+use crate::common::system::{System, assert_lost_after_running, assert_well_formed, states};
 use flare_launcher::protocol::reason;
 use std::time::Duration;
 
@@ -64,16 +64,9 @@ async fn an_engine_away_for_good_ends_the_job_lost_unconfirmed_once() {
     let job_id = unique("unconfirmed");
     launch_until_ready(&system, &job_id, RUNS_UNTIL_KILLED).await;
     terminate_while_cut(&proxy, &system, &job_id).await;
+    // The message says why the last kill failed.
     let events = system.events_until_terminal(&job_id).await;
-    assert_well_formed(&events);
-    assert_eq!(states(&events), ["starting", "running", "lost"]);
-    let last = events.last().unwrap();
-    assert_eq!(last.reason.as_deref(), Some("StopUnconfirmed"), "{last:?}");
-    // Why the last kill failed.
-    assert!(
-        last.message.as_deref().unwrap().contains("SIGKILL"),
-        "{last:?}"
-    );
+    assert_lost_after_running(&events, "StopUnconfirmed", "SIGKILL");
     // The container still runs; once the engine is back and it ends, nothing
     // more is told of the job.
     let container = format!("flare-{job_id}");
@@ -86,7 +79,7 @@ async fn an_engine_away_for_good_ends_the_job_lost_unconfirmed_once() {
     // Its `die` reaches the worker before a later job's container runs.
     launch_until_ready(&system, &unique("after"), "echo ready; exit 0").await;
     let events = system.events_until_terminal(&job_id).await;
-    assert_eq!(events.iter().filter(|e| e.state.is_terminal()).count(), 1);
+    assert_lost_after_running(&events, "StopUnconfirmed", "SIGKILL");
     for name in containers_of(&job_id) {
         docker_cli(&["rm", "-f", &name]);
     }

@@ -9,7 +9,9 @@ use crate::common::docker::unique;
 use crate::common::k8s::{
     Cluster, PATIENCE, in_pod, k8s_worker, launch_until_ready, spawn_k8s_worker, wait_for_file,
 };
-use crate::common::system::{System, assert_well_formed, log_path, states};
+use crate::common::system::{
+    System, assert_lost_after_running, assert_well_formed, log_path, states,
+};
 use flare_launcher::protocol::{LaunchRequest, Mount, Resources, Timeouts};
 use flare_launcher::state::JobState;
 use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Secret};
@@ -408,11 +410,7 @@ async fn assert_lost(system: &System, job_id: &str, why: &str) {
     let events = system
         .events_until_terminal_within(job_id, Duration::from_secs(150))
         .await;
-    assert_well_formed(&events);
-    assert_eq!(states(&events), ["starting", "running", "lost"]);
-    let last = events.last().unwrap();
-    assert_eq!(last.reason.as_deref(), Some("WorkloadVanished"), "{last:?}");
-    assert!(last.message.as_deref().unwrap().contains(why), "{last:?}");
+    assert_lost_after_running(&events, "WorkloadVanished", why);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

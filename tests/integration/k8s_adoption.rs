@@ -53,6 +53,15 @@ async fn cluster_of_two(dir: &Path) -> (Cluster, std::path::PathBuf) {
     (cluster, kubeconfig)
 }
 
+/// Two Kubernetes backends, `first` and `second`, each a worker of its own
+/// on one cluster, their job logs in `dir`.
+async fn two_backends(dir: &Path) -> (Cluster, K8sBackend, K8sBackend) {
+    let (cluster, second_kubeconfig) = cluster_of_two(dir).await;
+    let first = backend(&cluster.kubeconfig, "first", dir).await;
+    let second = backend(&second_kubeconfig, "second", dir).await;
+    (cluster, first, second)
+}
+
 /// A Kubernetes backend of `worker` on the cluster of `kubeconfig`.
 async fn backend(kubeconfig: &Path, worker: &str, logs: &Path) -> K8sBackend {
     let mut config = K8sArgs::default().config();
@@ -131,9 +140,7 @@ fn assert_told_nothing(launched: &mut Launched) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn another_worker_adopts_a_running_pod_and_follows_it_to_its_exit_code() {
     let dir = tempfile::tempdir().unwrap();
-    let (cluster, second_kubeconfig) = cluster_of_two(dir.path()).await;
-    let first = backend(&cluster.kubeconfig, "first", dir.path()).await;
-    let second = backend(&second_kubeconfig, "second", dir.path()).await;
+    let (cluster, first, second) = two_backends(dir.path()).await;
     let job_id = unique("adopted");
     let (ready, go) = (dir.path().join("ready"), dir.path().join("go"));
     let mut launched = launch(&first, &held_until(&job_id, &ready, &go)).await;
@@ -197,9 +204,7 @@ async fn another_worker_adopts_a_running_pod_and_follows_it_to_its_exit_code() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_launch_meeting_another_workers_pod_of_its_job_adopts_it() {
     let dir = tempfile::tempdir().unwrap();
-    let (cluster, second_kubeconfig) = cluster_of_two(dir.path()).await;
-    let first = backend(&cluster.kubeconfig, "first", dir.path()).await;
-    let second = backend(&second_kubeconfig, "second", dir.path()).await;
+    let (cluster, first, second) = two_backends(dir.path()).await;
     let job_id = unique("relaunched");
     let (ready, go) = (dir.path().join("ready"), dir.path().join("go"));
     let request = held_until(&job_id, &ready, &go);

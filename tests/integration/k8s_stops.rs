@@ -5,8 +5,7 @@
 
 use crate::common::docker::unique;
 use crate::common::k8s::{Cluster, k8s_worker, launch_until_ready};
-use crate::common::system::{System, assert_well_formed, states};
-use flare_launcher::state::JobState;
+use crate::common::system::{System, assert_lost_after_running, assert_well_formed, states};
 use kube::api::DeleteParams;
 use kube_sim::{ErrorFault, Faults};
 use std::time::Duration;
@@ -71,14 +70,7 @@ async fn a_delete_refused_for_good_ends_the_job_lost_unconfirmed_once() {
     cluster.sim.set_faults(refused_deletes(403, None)).unwrap();
     system.client.terminate(&job_id, Some(0)).await.unwrap();
     let events = system.events_until_terminal(&job_id).await;
-    assert_well_formed(&events);
-    assert_eq!(states(&events), ["starting", "running", "lost"]);
-    let last = events.last().unwrap();
-    assert_eq!(last.reason.as_deref(), Some("StopUnconfirmed"), "{last:?}");
-    assert!(
-        last.message.as_deref().unwrap().contains("forbidden"),
-        "{last:?}"
-    );
+    assert_lost_after_running(&events, "StopUnconfirmed", "forbidden");
     assert!(cluster.request_count("delete", "pods") >= 2);
     // The pod still runs; once it goes, nothing more is told of the job.
     assert_eq!(cluster.pods_of(&job_id).await.len(), 1);
@@ -95,8 +87,9 @@ async fn a_delete_refused_for_good_ends_the_job_lost_unconfirmed_once() {
     // The watch is one ordered stream: once it showed a later pod running, it
     // has shown the deletion.
     launch_until_ready(&system, &unique("after")).await;
-    let events = system.events_until_terminal(&job_id).await;
-    let terminal = events.iter().filter(|e| e.state.is_terminal()).count();
-    assert_eq!(terminal, 1, "{events:?}");
-    assert_eq!(events.last().unwrap().state, JobState::Lost);
+    assert_lost_after_running(
+        &system.events_until_terminal(&job_id).await,
+        "StopUnconfirmed",
+        "forbidden",
+    );
 }

@@ -10,12 +10,14 @@
 //! again at once, its grace shortened if it asks for less) rather than being
 //! swallowed.
 
+use super::followers::{Follower, Followers, send};
 use crate::backend::Observation;
 use crate::protocol::bounded::bounded;
 use crate::protocol::reason;
 use crate::retry::Delays;
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 use tokio::sync::Notify;
@@ -166,36 +168,93 @@ impl Stopping {
     }
 }
 
-/// Clears `slot`, where a workload's stop under way is noted, if `stopping`
-/// is the one noted there (a later one may have taken its place).
-pub fn clear(slot: &mut Option<Arc<Stopping>>, stopping: &Arc<Stopping>) {
+/// What a backend notes of a followed workload, as its stops need it.
+pub trait StopNotes {
+    /// Where the stop under way is noted.
+    fn stopping(&mut self) -> &mut Option<Arc<Stopping>>;
+    /// Whether the workload's end was seen (or is no business of this worker's
+    /// any more): a stop has nothing left to do.
+    fn end_seen(&self) -> bool;
+    /// The job is told its end now (the stop's): a later end is passed over.
+    fn end_told(&mut self);
+}
+
+/// A stop of `follower`'s workload with `grace`: the one under way renewed, or
+/// a new one, noted, to be run by [`follow`]; none once its end was seen.
+pub fn begin<S: StopNotes>(
+    follower: &mut Follower<S>,
+    grace: Duration,
+    patience: Duration,
+) -> Option<Arc<Stopping>> {
+    follower.stopped.store(true, Ordering::SeqCst);
+    if follower.noted.end_seen() {
+        return None;
+    }
+    if let Some(stopping) = follower.noted.stopping() {
+        stopping.renew(grace);
+        return None;
+    }
+    let stopping = Arc::new(Stopping::new(grace, patience));
+    *follower.noted.stopping() = Some(stopping.clone());
+    Some(stopping)
+}
+
+/// Runs `stopping` of the workload (a `kind`, such as pod, named `name`) of
+/// `job_id` among `followers` with `attempt` (see [`Stopping::run`]) until its
+/// end is seen; one whose end is not seen in time ends its job lost
+/// (`StopUnconfirmed`).
+pub async fn follow<S, A, F>(
+    followers: &Followers<S>,
+    job_id: &str,
+    (kind, name): (&str, &str),
+    stopping: &Arc<Stopping>,
+    attempt: A,
+) where
+    S: StopNotes + Default,
+    A: FnMut(Duration) -> F,
+    F: Future<Output = Result<Sent, String>>,
+{
+    let confirmed = || {
+        followers
+            .lock()
+            .get(job_id)
+            .is_none_or(|follower| follower.noted.end_seen())
+    };
+    let stopped = stopping.run(name, attempt, confirmed).await;
+    let mut followed = followers.lock();
+    let Some(follower) = followed.get_mut(job_id) else {
+        return;
+    };
+    let slot = follower.noted.stopping();
     if slot
         .as_ref()
         .is_some_and(|current| Arc::ptr_eq(current, stopping))
     {
         *slot = None;
     }
-}
-
-/// The end of a job whose workload (a `kind`, such as pod, named `name`) could
-/// not be confirmed stopped within `patience` past its grace, `why` as
-/// [`Stopped::Unconfirmed`] said.
-pub fn unconfirmed(kind: &str, name: &str, patience: Duration, why: &str) -> Observation {
+    let Stopped::Unconfirmed(why) = stopped else {
+        return;
+    };
+    if follower.noted.end_seen() {
+        return;
+    }
+    follower.noted.end_told();
     let message = format!(
         "its {kind} {name} could not be confirmed stopped within {} s past its grace; it may still run: {why}",
-        patience.as_secs()
+        stopping.patience.as_secs()
     );
-    tracing::warn!("{message}");
-    Observation::Vanished {
+    tracing::warn!(%job_id, "{message}");
+    let end = Observation::Vanished {
         reason: reason::STOP_UNCONFIRMED,
         message: bounded(&message),
-    }
+    };
+    send(&follower.observe, job_id, end);
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+    use std::sync::atomic::{AtomicBool, AtomicU32};
 
     #[tokio::test(start_paused = true)]
     async fn failed_tries_are_tried_again_until_one_is_taken_and_the_end_is_seen() {

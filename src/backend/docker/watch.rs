@@ -12,8 +12,8 @@
 
 use super::ending::{self, Ending, Seen};
 use super::{engine_message, spec, status};
-use crate::backend::container::followers::{Follower, Followers, send};
-use crate::backend::container::stopping::{self, Sent, Stopped, Stopping};
+use crate::backend::container::followers::{Follower, Followers};
+use crate::backend::container::stopping::{self, Sent, StopNotes, Stopping};
 use crate::protocol::bounded::bounded;
 use crate::report::error_chain;
 use backon::BackoffBuilder;
@@ -35,6 +35,20 @@ pub struct Noted {
     oom: bool,
     /// The stop under way, which a later stop renews.
     stopping: Option<Arc<Stopping>>,
+}
+
+impl StopNotes for Noted {
+    fn stopping(&mut self) -> &mut Option<Arc<Stopping>> {
+        &mut self.stopping
+    }
+
+    fn end_seen(&self) -> bool {
+        self.ending
+    }
+
+    fn end_told(&mut self) {
+        self.ending = true;
+    }
 }
 
 /// The containers this worker follows, by job id, and the engine they run on.
@@ -63,21 +77,12 @@ impl Watch {
     /// container's end is seen or the patience runs out, in the background. A
     /// stop under way is renewed.
     pub fn stop(self: &Arc<Self>, job_id: &str, container: &str, grace: Duration) {
-        let stopping = {
-            let mut followed = self.followed();
-            let Some(entry) = followed.get_mut(job_id) else {
-                return;
-            };
-            entry.stopped.store(true, Ordering::SeqCst);
-            if entry.noted.ending {
-                return;
-            }
-            if let Some(stopping) = &entry.noted.stopping {
-                return stopping.renew(grace);
-            }
-            let stopping = Arc::new(Stopping::new(grace, self.stop_patience));
-            entry.noted.stopping = Some(stopping.clone());
-            stopping
+        let stopping = match self.followed().get_mut(job_id) {
+            Some(entry) => stopping::begin(entry, grace, self.stop_patience),
+            None => None,
+        };
+        let Some(stopping) = stopping else {
+            return;
         };
         let (watch, job_id, container) = (self.clone(), job_id.to_owned(), container.to_owned());
         tokio::spawn(async move {
@@ -108,35 +113,9 @@ impl Watch {
                     }
                 }
             };
-            let confirmed = || {
-                watch
-                    .followed()
-                    .get(&job_id)
-                    .is_none_or(|entry| entry.noted.ending)
-            };
-            let stopped = stopping.run(&container, attempt, confirmed).await;
-            watch.stopped(&job_id, &stopping, stopped);
+            let workload = ("container", container.as_str());
+            stopping::follow(&watch.followed, &job_id, workload, &stopping, attempt).await;
         });
-    }
-
-    /// The stop `stopping` of the container of `job_id` ended as `stopped`
-    /// says: one whose end was not seen ends its job lost (a later `die` is
-    /// then passed over).
-    fn stopped(&self, job_id: &str, stopping: &Arc<Stopping>, stopped: Stopped) {
-        let mut followed = self.followed();
-        let Some(entry) = followed.get_mut(job_id) else {
-            return;
-        };
-        stopping::clear(&mut entry.noted.stopping, stopping);
-        let Stopped::Unconfirmed(why) = stopped else {
-            return;
-        };
-        if entry.noted.ending {
-            return;
-        }
-        entry.noted.ending = true;
-        let end = stopping::unconfirmed("container", &entry.name, self.stop_patience, &why);
-        send(&entry.observe, job_id, end);
     }
 
     /// The jobs that follow their containers here.

@@ -21,7 +21,7 @@ use super::status::{PodState, classify};
 use super::{api, logs};
 use crate::backend::Observation;
 use crate::backend::container::followers::{Follower, Followers, Following, send};
-use crate::backend::container::stopping::{self, Sent, Stopped, Stopping};
+use crate::backend::container::stopping::{self, Sent, StopNotes, Stopping};
 use crate::backend::container::workload::WORKER;
 use crate::protocol::bounded::bounded;
 use crate::protocol::reason;
@@ -74,6 +74,23 @@ struct Noted {
     output: Option<JoinHandle<()>>,
     /// Seen in the re-list under way.
     listed: bool,
+}
+
+impl StopNotes for Noted {
+    fn stopping(&mut self) -> &mut Option<Arc<Stopping>> {
+        &mut self.stopping
+    }
+
+    fn end_seen(&self) -> bool {
+        self.told == Told::Over || self.left
+    }
+
+    fn end_told(&mut self) {
+        self.told = Told::Over;
+        if let Some(output) = self.output.take() {
+            output.abort();
+        }
+    }
 }
 
 /// A pod a job follows.
@@ -409,18 +426,13 @@ impl Watch {
         let Some(entry) = followed.get_mut(job_id) else {
             return;
         };
-        entry.stopped.store(true, Ordering::SeqCst);
-        if entry.noted.left || entry.noted.told == Told::Over {
-            return;
-        }
-        if let Some(stopping) = &entry.noted.stopping {
-            return stopping.renew(grace);
-        }
         let Some(uid) = entry.noted.uid.clone() else {
+            entry.stopped.store(true, Ordering::SeqCst);
             return;
         };
-        let stopping = Arc::new(Stopping::new(grace, self.stop_patience));
-        entry.noted.stopping = Some(stopping.clone());
+        let Some(stopping) = stopping::begin(entry, grace, self.stop_patience) else {
+            return;
+        };
         let api = self.api.clone();
         let pod = entry.name.clone();
         // The output is followed from a stream opened before the delete is
@@ -454,37 +466,8 @@ impl Watch {
                     Ok(Sent::Finally)
                 }
             };
-            let confirmed = || {
-                watch
-                    .followed()
-                    .get(&job_id)
-                    .is_none_or(|entry| entry.noted.told == Told::Over || entry.noted.left)
-            };
-            let stopped = stopping.run(&pod, attempt, confirmed).await;
-            watch.stopped(&job_id, &stopping, stopped);
+            stopping::follow(&watch.followed, &job_id, ("pod", &pod), &stopping, attempt).await;
         });
-    }
-
-    /// The stop `stopping` of the pod of `job_id` ended as `stopped` says: one
-    /// whose end was not seen ends its job lost.
-    fn stopped(&self, job_id: &str, stopping: &Arc<Stopping>, stopped: Stopped) {
-        let mut followed = self.followed();
-        let Some(entry) = followed.get_mut(job_id) else {
-            return;
-        };
-        stopping::clear(&mut entry.noted.stopping, stopping);
-        let Stopped::Unconfirmed(why) = stopped else {
-            return;
-        };
-        if entry.noted.told == Told::Over || entry.noted.left {
-            return;
-        }
-        entry.noted.told = Told::Over;
-        if let Some(output) = entry.noted.output.take() {
-            output.abort();
-        }
-        let end = stopping::unconfirmed("pod", &entry.name, self.stop_patience, &why);
-        send(&entry.observe, job_id, end);
     }
 
     /// Follows the watch until the task is aborted.

@@ -423,6 +423,16 @@ pub fn states(events: &[JobEvent]) -> Vec<&'static str> {
     events.iter().map(|e| e.state.as_str()).collect()
 }
 
+/// Asserts `events` are well formed and end `lost` after `running`, with
+/// `reason`, and `why` in their message.
+pub fn assert_lost_after_running(events: &[JobEvent], reason: &str, why: &str) {
+    assert_well_formed(events);
+    assert_eq!(states(events), ["starting", "running", "lost"]);
+    let last = events.last().unwrap();
+    assert_eq!(last.reason.as_deref(), Some(reason), "{last:?}");
+    assert!(last.message.as_deref().unwrap().contains(why), "{last:?}");
+}
+
 /// Asserts seq runs 1, 2, 3, ... and the last event is the only terminal one.
 pub fn assert_well_formed(events: &[JobEvent]) {
     for (i, event) in events.iter().enumerate() {
