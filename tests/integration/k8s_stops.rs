@@ -1,10 +1,13 @@
 //! Stops of pods the API refuses, end to end on kube-sim with a worker: a delete
 //! refused (403, 503) for a while is tried again until the pod is gone, and the
 //! job ends `terminated`; refused for good, the job ends `lost` with
-//! `StopUnconfirmed` once the stop patience is over, in one terminal event.
+//! `StopUnconfirmed` once the stop patience is over, in one terminal event. A
+//! later stop with less grace is sent, not swallowed by the one under way.
 
 use crate::common::docker::unique;
-use crate::common::k8s::{Cluster, k8s_worker, launch_until_ready};
+use crate::common::k8s::{
+    Cluster, PATIENCE, in_pod, k8s_worker, launch_until_ready, wait_for_file,
+};
 use crate::common::system::{System, assert_lost_after_running, assert_well_formed, states};
 use kube::api::DeleteParams;
 use kube_sim::{ErrorFault, Faults};
@@ -92,4 +95,42 @@ async fn a_delete_refused_for_good_ends_the_job_lost_unconfirmed_once() {
         "StopUnconfirmed",
         "forbidden",
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_later_stop_with_less_grace_is_sent_not_swallowed() {
+    let cluster = Cluster::start(|_| {}).await;
+    let system = System::start_with(|config| k8s_worker(config, &cluster)).await;
+    let job_id = unique("stubborn");
+    let ready = system.path(&format!("{job_id}-ready"));
+    let script = format!(
+        "trap '' TERM; touch {}; while true; do sleep 0.1; done",
+        ready.display()
+    );
+    system.launch_until_running(&in_pod(&job_id, &script)).await;
+    wait_for_file(&ready).await;
+    // A stop with ten minutes of grace, which the pod ignores...
+    system.client.terminate(&job_id, Some(600)).await.unwrap();
+    let pods = cluster.pods().await;
+    let name = format!("flare-{job_id}");
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while pods
+        .get(&name)
+        .await
+        .unwrap()
+        .metadata
+        .deletion_timestamp
+        .is_none()
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the pod was never deleted"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // ... then one without: the pod goes now.
+    system.client.terminate(&job_id, Some(0)).await.unwrap();
+    let events = system.events_until_terminal(&job_id).await;
+    assert_well_formed(&events);
+    assert_eq!(states(&events), ["starting", "running", "terminated"]);
 }
