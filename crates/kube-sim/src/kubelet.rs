@@ -1,7 +1,9 @@
 //! The kubelet of kube-sim's nodes: runs every pod bound to one of them, and
 //! carries out deletions (SIGTERM, the grace period, SIGKILL, then the pod is
 //! removed from the API) and `activeDeadlineSeconds` (the pod ends `Failed` with
-//! reason `DeadlineExceeded`).
+//! reason `DeadlineExceeded`). The kubelet of a lost node hears nothing of its
+//! pods but their removal; once its node is back (any change of a node that is
+//! not lost) it goes over the node's pods again.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -15,7 +17,8 @@ use tokio_util::task::TaskTracker;
 use crate::cluster::Cluster;
 use crate::container::{self, Context, Stop, StopReason};
 use crate::events::{self, EventType, Source};
-use crate::resources::{CONFIGMAPS, PODS, SECRETS};
+use crate::node_loss;
+use crate::resources::{CONFIGMAPS, NODES, PODS, SECRETS};
 use crate::store::{ChangeKind, Key, StoreError};
 use crate::{objects, pods, podstatus};
 
@@ -31,6 +34,14 @@ pub async fn run(cluster: Arc<Cluster>, shutdown: CancellationToken, tasks: Task
             change = sub.receiver.recv() => match change {
                 Ok(c) if c.key.resource == PODS.name => {
                     consider(&cluster, &tasks, &mut workers, &c.object, c.kind == ChangeKind::Deleted);
+                }
+                Ok(c) if c.key.resource == NODES.name
+                    && c.kind != ChangeKind::Deleted
+                    && !cluster.lost_nodes.contains(&c.key.name) =>
+                {
+                    for pod in node_loss::pods_on(&cluster, &c.key.name) {
+                        consider(&cluster, &tasks, &mut workers, &pod, false);
+                    }
                 }
                 Ok(_) => {}
                 Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
@@ -64,7 +75,7 @@ fn consider(
     pod: &Arc<Value>,
     deleted: bool,
 ) {
-    if !on_our_node(cluster, pod) {
+    if !on_our_node(cluster, pod) || (!deleted && cluster.lost_nodes.holds(pod)) {
         return;
     }
     let uid = objects::uid(pod).to_owned();
@@ -107,14 +118,6 @@ fn consider(
     }
 }
 
-fn pod_key(pod: &Value) -> Key {
-    Key::new(
-        PODS.name,
-        pod["metadata"]["namespace"].as_str().unwrap_or_default(),
-        objects::name(pod),
-    )
-}
-
 /// Removes a stopped pod from the API (only the same pod, by uid); a lost
 /// node's kubelet cannot.
 fn remove(cluster: &Cluster, pod: &Value) {
@@ -124,7 +127,7 @@ fn remove(cluster: &Cluster, pod: &Value) {
     let uid = objects::uid(pod).to_owned();
     let _ = cluster
         .store
-        .delete::<StoreError>(&pod_key(pod), |current| {
+        .delete::<StoreError>(&node_loss::pod_key(pod), |current| {
             if objects::uid(current) == uid {
                 Ok(())
             } else {
@@ -167,7 +170,7 @@ fn missing_volume(cluster: &Cluster, pod: &Value) -> Option<String> {
 
 /// Runs one pod from its first status to its end.
 async fn run_pod(cluster: Arc<Cluster>, pod: Arc<Value>, mut stop: watch::Receiver<Option<Stop>>) {
-    let key = pod_key(&pod);
+    let key = node_loss::pod_key(&pod);
     let uid = objects::uid(&pod).to_owned();
     if let Err(e) = std::fs::create_dir_all(cluster.pod_dir(&uid)) {
         tracing::warn!(pod = %key.name, error = %e, "cannot make the pod directory");
