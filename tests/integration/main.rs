@@ -23,6 +23,7 @@ mod intake_paths;
 mod job_task;
 mod jobs;
 mod k8s;
+mod k8s_nodes;
 mod nats_connect;
 mod poison;
 mod recovery_paths;

@@ -39,6 +39,14 @@ pub const LAUNCH_INTERRUPTED: &str = "LaunchInterrupted";
 /// No worker of the pool had room for the job's resources within `start_s`, or
 /// the cluster's scheduler cannot place its pod.
 pub const UNSCHEDULABLE: &str = "Unschedulable";
+/// The Kubernetes node of the job's pod stopped reporting (not ready for
+/// longer than the worker waits), or the pod's deletion was never confirmed:
+/// the pod was removed without its end, which nobody can tell.
+pub const NODE_LOST: &str = "NodeLost";
+/// The job was asked to stop, but its end was never confirmed (its Kubernetes
+/// node stopped reporting): its pod was removed without it, and may have run on
+/// a while.
+pub const STOP_UNCONFIRMED: &str = "StopUnconfirmed";
 /// A Kubernetes pod ran longer than its `activeDeadlineSeconds` (the job's
 /// `start_s` plus `run_s`) and the cluster stopped it.
 pub const DEADLINE_EXCEEDED: &str = "DeadlineExceeded";

@@ -1,7 +1,8 @@
 //! The Kubernetes backend: a job is a pod (`restartPolicy: Never`) in the
 //! worker's namespace, named from its site and job id so that a repeated launch
 //! meets the existing pod (409) and adopts it after checking its job id. One
-//! watch per worker ([`watch`]) reports every change; startup failures end the
+//! watch per worker ([`watch`]) reports every change, one of the nodes
+//! ([`nodes`]) tells when a job's node is lost; startup failures end the
 //! job at once with the cluster's reason ([`status`]); the output is copied into
 //! the job's log file before the pod is deleted, with its uid as precondition,
 //! once the job's end is recorded.
@@ -11,6 +12,7 @@ mod cluster;
 mod logs;
 pub mod manifest;
 pub mod name;
+mod nodes;
 mod recovery;
 pub mod status;
 mod watch;
@@ -129,8 +131,8 @@ impl K8sBackend {
                 source: Box::new(source),
             })?
             .items;
-        let watch = Watch::new(pods.clone(), selector);
-        let watching = tokio::spawn(watch.clone().run());
+        let watch = Watch::new(pods.clone(), selector, settings.config.node_lost_after);
+        let watching = tokio::spawn(watch.clone().run(Api::all(client.clone())));
         Ok(K8sBackend {
             events: Api::namespaced(client, &namespace),
             pods,
