@@ -10,6 +10,7 @@ use crate::common::docker::unique;
 use crate::common::k8s::{
     Cluster, PATIENCE, in_pod, k8s_worker, launch_until_ready, wait_for_file,
 };
+use crate::common::processes::collect_lines;
 use crate::common::system::{System, assert_well_formed, states};
 use crate::k8s::needing_a_missing_secret;
 use flare_launcher::protocol::JobEvent;
@@ -134,15 +135,41 @@ async fn a_node_back_before_node_lost_after_changes_nothing() {
     cluster.wait_until_deleted(&job_id).await;
 }
 
-#[tokio::test]
-async fn a_worker_that_may_not_read_nodes_carries_on() {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_that_may_not_read_nodes_says_so_once_and_carries_on() {
     let cluster = Cluster::start_with_rbac(false, |_| {}).await;
-    let system = system_losing_nodes_after(&cluster, Duration::from_secs(1)).await;
+    let system = System::without_worker(|_| {}).await;
+    let kubeconfig = cluster.kubeconfig.display().to_string();
+    let env = [
+        ("FLARE_BACKEND", "k8s"),
+        ("FLARE_KUBECONFIG", kubeconfig.as_str()),
+        ("RUST_LOG", "info"),
+    ];
+    let mut worker = system
+        .worker_process(&unique("refused"), &system.path("data"), &env)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("the worker starts");
+    let log = collect_lines(worker.stderr.take().unwrap());
     let events = system.run(&in_pod(&unique("plain"), "exit 0")).await;
     assert_eq!(states(&events), ["starting", "running", "succeeded"]);
-    assert!(
-        cluster.request_count("list", "nodes") > 0,
-        "{:?}",
-        cluster.requests()
-    );
+    // Refused again and again (the watch retries with backoff), said once.
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while cluster.request_count("list", "nodes") < 3 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{:?}",
+            cluster.requests()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let said: Vec<String> = log
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|line| line.contains("may not watch the cluster's nodes"))
+        .cloned()
+        .collect();
+    assert_eq!(said.len(), 1, "{said:#?}");
+    assert!(worker.try_wait().unwrap().is_none(), "the worker runs on");
 }

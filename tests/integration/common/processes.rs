@@ -1,8 +1,10 @@
 //! Looking at processes from a test: whether one lives, waiting for it to go,
-//! and what the supervisor of process jobs recorded of them.
+//! what the supervisor of process jobs recorded of them, and a worker
+//! process's log.
 
 use flare_launcher::supervisor::job_file::{JobEnd, JobFile};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// Fails the test unless it runs as root, which `what` needs (a build as
@@ -73,4 +75,18 @@ pub async fn wait_for_recorded_end(dir: &Path, job_id: &str) -> JobEnd {
         assert!(Instant::now() < deadline, "{job_id}: no end recorded");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// Collects a worker process's log lines as they come.
+pub fn collect_lines(stderr: tokio::process::ChildStderr) -> Arc<Mutex<Vec<String>>> {
+    use tokio::io::AsyncBufReadExt;
+    let lines = Arc::new(Mutex::new(Vec::new()));
+    let collected = lines.clone();
+    tokio::spawn(async move {
+        let mut reader = tokio::io::BufReader::new(stderr).lines();
+        while let Ok(Some(line)) = reader.next_line().await {
+            collected.lock().unwrap().push(line);
+        }
+    });
+    lines
 }
