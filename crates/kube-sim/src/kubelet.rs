@@ -2,8 +2,8 @@
 //! carries out deletions (SIGTERM, the grace period, SIGKILL, then the pod is
 //! removed from the API) and `activeDeadlineSeconds` (the pod ends `Failed` with
 //! reason `DeadlineExceeded`). The kubelet of a lost node hears nothing of its
-//! pods but their removal; once its node is back (any change of a node that is
-//! not lost) it goes over the node's pods again.
+//! pods but their removal; once its node is back, the statuses it reports again
+//! (see [`crate::node_loss::restore`]) bring each pod before it anew.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -18,7 +18,7 @@ use crate::cluster::Cluster;
 use crate::container::{self, Context, Stop, StopReason};
 use crate::events::{self, EventType, Source};
 use crate::node_loss;
-use crate::resources::{CONFIGMAPS, NODES, PODS, SECRETS};
+use crate::resources::{CONFIGMAPS, PODS, SECRETS};
 use crate::store::{ChangeKind, Key, StoreError};
 use crate::{objects, pods, podstatus};
 
@@ -34,14 +34,6 @@ pub async fn run(cluster: Arc<Cluster>, shutdown: CancellationToken, tasks: Task
             change = sub.receiver.recv() => match change {
                 Ok(c) if c.key.resource == PODS.name => {
                     consider(&cluster, &tasks, &mut workers, &c.object, c.kind == ChangeKind::Deleted);
-                }
-                Ok(c) if c.key.resource == NODES.name
-                    && c.kind != ChangeKind::Deleted
-                    && !cluster.lost_nodes.contains(&c.key.name) =>
-                {
-                    for pod in node_loss::pods_on(&cluster, &c.key.name) {
-                        consider(&cluster, &tasks, &mut workers, &pod, false);
-                    }
                 }
                 Ok(_) => {}
                 Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {

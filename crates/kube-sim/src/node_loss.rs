@@ -159,8 +159,10 @@ pub fn lose(cluster: &Cluster, node: &str) -> Result<(), NodeLossError> {
 }
 
 /// Brings node `node` back: it is ready and untainted again, and its kubelet
-/// reports what it could not (the kubelet itself then carries out the deletions
-/// it missed, as it hears of the node's change).
+/// reports what it could not. Every pod of the node that has not ended so
+/// changes (its `Ready` condition at least, which the loss set `False` with
+/// reason `NodeNotReady`), and the kubelet, hearing of it, carries out the
+/// deletions it missed.
 pub fn restore(cluster: &Cluster, node: &str) -> Result<(), NodeLossError> {
     let key = Key::new(NODES.name, "", node);
     if cluster.store.get(&key).is_none() {
