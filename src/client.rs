@@ -1,6 +1,7 @@
 //! The engine's side of the protocol: publish launch requests, ask for terminate
 //! and status, follow events. The CLI, the benchmark and the tests use it.
 
+use crate::nats::replicas::Replicas;
 use crate::nats::setup::{self, SetupError};
 use crate::nats::subjects::Subjects;
 use crate::protocol::{
@@ -81,12 +82,13 @@ impl Client {
     }
 
     /// Creates the launch and events streams if no worker has yet, so that a
-    /// request published before any worker starts is kept.
+    /// request published before any worker starts is kept. They get one
+    /// replica: a worker with more (`--replicas`) raises them when it starts.
     ///
     /// # Errors
     /// [`ClientError::Setup`].
     pub async fn ensure_streams(&self) -> Result<(), ClientError> {
-        setup::ensure_streams(&self.js, &self.subjects).await?;
+        setup::ensure_streams(&self.js, &self.subjects, Replicas::default()).await?;
         Ok(())
     }
 

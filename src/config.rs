@@ -19,6 +19,7 @@ pub mod values;
 pub mod worker;
 
 use crate::nats::connect::NatsArgs;
+use crate::nats::replicas::{MAX_REPLICAS, Replicas};
 use crate::nats::subjects::{BadToken, check_token};
 use crate::protocol::BackendKind;
 use crate::supervisor::job_uids::JobUidRange;
@@ -234,6 +235,7 @@ impl Settings {
             drain_timeout: Duration::from_secs(w.drain_timeout_s()),
             ack_wait: Duration::from_secs(w.ack_wait_s()),
             max_request_bytes: w.max_request_bytes(),
+            replicas: w.replicas(),
             supervisor_program: default_supervisor_program(),
             retention: Duration::from_secs(w.retention_s()),
             orphan_grace: Duration::from_secs(w.orphan_grace_s()),
@@ -356,6 +358,8 @@ pub struct WorkerConfig {
     pub ack_wait: Duration,
     /// Largest launch request decoded, in bytes.
     pub max_request_bytes: usize,
+    /// Copies a NATS cluster keeps of each stream and bucket.
+    pub replicas: usize,
     /// The `flare-launcher` program run as the supervisor of process jobs
     /// (`flare-launcher supervise`): this program, unless a test or an embedding
     /// program says otherwise.
@@ -430,6 +434,9 @@ impl WorkerConfig {
         if self.max_request_bytes < MIN_MAX_REQUEST_BYTES {
             return Err(InvalidConfig::MaxRequestBytes);
         }
+        if Replicas::new(self.replicas).is_none() {
+            return Err(InvalidConfig::Replicas);
+        }
         if !self.backends.contains(&self.backend) {
             return Err(InvalidConfig::DefaultBackend(self.backend));
         }
@@ -461,6 +468,9 @@ pub enum InvalidConfig {
     /// Requests could not say what the protocol lets them.
     #[error("max request bytes must be at least {min}", min = MIN_MAX_REQUEST_BYTES)]
     MaxRequestBytes,
+    /// More replicas than JetStream keeps, or none.
+    #[error("replicas must be between 1 and {max}", max = MAX_REPLICAS)]
+    Replicas,
     /// The backend for requests that name none is not one of the worker's.
     #[error("the backend for requests that name none ({0}) must be one of the worker's backends")]
     DefaultBackend(BackendKind),

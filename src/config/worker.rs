@@ -93,6 +93,12 @@ options! {
             env: "FLARE_ACK_WAIT_S",
             default: value(30),
         },
+        /// Copies a NATS cluster keeps of each stream and bucket, 1 to 5 (3 on a three-server cluster); existing ones with fewer are raised to it, never lowered
+        replicas: usize {
+            flag: "replicas",
+            env: "FLARE_REPLICAS",
+            default: value(1),
+        },
         /// Largest launch request, in bytes, decoded (at least 1024); a larger one ends its job in error
         max_request_bytes: usize {
             flag: "max-request-bytes",

@@ -3,5 +3,6 @@
 
 pub mod connect;
 pub mod failure;
+pub mod replicas;
 pub mod setup;
 pub mod subjects;

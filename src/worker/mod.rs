@@ -30,6 +30,7 @@ use crate::backend::registry::{self as backend_registry, BackendSetup, BackendSt
 use crate::backend::{Backend, Backends};
 use crate::config::{InvalidConfig, WorkerConfig};
 use crate::nats::connect::{self, ConnectError};
+use crate::nats::replicas::Replicas;
 use crate::nats::setup::{self, Layout, SetupError};
 use crate::nats::subjects::Subjects;
 use crate::protocol::{BackendKind, DEFAULT_GRACE_S};
@@ -176,7 +177,10 @@ impl Worker {
         )
         .await?;
         setup::check_server(&client, &js).await?;
-        let layout = Layout::new(js.clone(), subjects.clone(), &config.pool, config.ack_wait);
+        // Validated above: a count out of range never gets here.
+        let replicas = Replicas::new(config.replicas).unwrap_or_default();
+        let layout = Layout::new(js.clone(), subjects.clone(), &config.pool, config.ack_wait)
+            .with_replicas(replicas);
         let prepared = layout.prepare().await?;
         // The backends come last: a worker that cannot reach NATS starts no
         // supervisor and watches no engine.

@@ -7,6 +7,7 @@ mod common;
 mod cli;
 mod cli_bench;
 mod cli_dev;
+mod cluster;
 mod config;
 mod config_reference;
 mod conformance;
