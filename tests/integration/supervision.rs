@@ -1,11 +1,13 @@
 //! Supervised process jobs: a job's whole tree is contained (`setsid` and double
 //! forks do not escape), time limits hold under a long grace, a worker that dies
 //! finds its jobs again when it restarts (also at once, after an orderly
-//! shutdown), and a job whose supervisor dies is lost.
+//! shutdown), a worker whose link to a living supervisor drops follows its jobs
+//! over a new link, and a job whose supervisor dies is lost.
 
+use crate::common::chaos::{Tally, tally_when_ended};
 use crate::common::processes::{
-    assert_root, is_alive, parent_of, read_pid, supervisor_dir, wait_for_recorded_end,
-    wait_until_gone,
+    assert_root, cut_connections_to, is_alive, parent_of, read_pid, supervisor_dir,
+    wait_for_recorded_end, wait_until_gone,
 };
 use crate::common::system::{System, assert_well_formed, sh, states};
 use flare_launcher::protocol::{BackendRef, LaunchRequest, MAX_DURATION_S, Timeouts};
@@ -374,4 +376,37 @@ async fn a_worker_restarted_at_once_after_an_orderly_shutdown_finds_a_supervisor
         .run(&LaunchRequest::new("after-restarts", vec!["true".into()]))
         .await;
     assert_eq!(events.last().unwrap().state, JobState::Succeeded);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_link_to_a_living_supervisor_loses_no_job() {
+    let system = System::start().await;
+    let socket = supervisor_dir(&system.config.data_dir, "w1").join("supervisor.sock");
+    let go = system.path("go");
+    let waits = format!("while [ ! -e {} ]; do sleep 0.05; done", go.display());
+    system.launch_until_running(&sh("waiting", &waits)).await;
+    // Short jobs end while the link is cut again and again: some of their ends
+    // come while no link is there.
+    let short: Vec<String> = (0..20).map(|n| format!("short-{n}")).collect();
+    for job_id in &short {
+        system
+            .client
+            .launch(&sh(job_id, "sleep 0.2"))
+            .await
+            .unwrap();
+    }
+    let mut cuts = 0;
+    for _ in 0..10 {
+        cuts += cut_connections_to(&socket);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(cuts >= 10, "the link was cut {cuts} times");
+    let tally = tally_when_ended(&system.client, &short, Duration::from_secs(60)).await;
+    assert_eq!(tally, Tally::clean(short.len(), 3 * short.len()));
+
+    // The job that ran across every cut ends as it ends, followed all along.
+    std::fs::write(&go, "").unwrap();
+    let events = system.events_until_terminal("waiting").await;
+    assert_well_formed(&events);
+    assert_eq!(states(&events), ["starting", "running", "succeeded"]);
 }

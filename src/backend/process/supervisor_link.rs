@@ -2,15 +2,20 @@
 //! starts one, introduces itself, launches and stops jobs through it, and routes
 //! what it reports to each job's observations.
 //!
-//! A supervisor that goes away (killed, crashed) takes its jobs with it: each job
-//! it had gets a [`Observation::Vanished`] with reason `OwnerLost`, and the next
-//! launch starts a new supervisor.
+//! Each connection (link) has a generation, and each job's route the generation
+//! of the link that launched or found it. A link that drops is connected again at
+//! once: a supervisor that still lives lists the jobs it runs, and their routes
+//! move to the new link (re-attached, never ended); a job that ended while no
+//! link was there ends as its job file says. An old link's end touches only the
+//! routes still of its generation. A supervisor that went away (killed,
+//! crashed) takes its jobs with it: each job it had gets a
+//! [`Observation::Vanished`] with reason `OwnerLost`.
 
 use crate::backend::Observation;
 use crate::protocol::bounded::one_line;
 use crate::protocol::reason;
 use crate::report::error_chain;
-use crate::supervisor::job_file::JobEnd;
+use crate::supervisor::job_file::{JobEnd, JobFile};
 use crate::supervisor::job_uids::JobUidRange;
 use crate::supervisor::server::{MAX_SOCKET_PATH, socket_path};
 use crate::supervisor::wire::{JobUserIds, Report, Request, RunningJob, Spawn, encode};
@@ -106,6 +111,9 @@ pub enum LaunchFailure {
 /// What the worker learns of a job from the supervisor.
 struct Route {
     started: Option<oneshot::Sender<Result<u32, SpawnRefusal>>>,
+    /// The launch request, until its start is known: sent again over a new
+    /// link if the supervisor never read it.
+    launch: Option<Spawn>,
     observe: mpsc::Sender<Observation>,
     /// The connection the job's launch went over (or that found it running):
     /// the job is lost with that connection's supervisor, not with an older one.
@@ -233,21 +241,65 @@ impl Supervisor {
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         // Routed before any report is read: a job that ends now is not missed.
         let mut found = lock(&self.inner.found);
+        let mut routes = self.routes();
         for job in &running {
-            let (observe, observations) = mpsc::channel(4);
-            let _ = observe.try_send(Observation::Running);
-            self.routes().insert(
-                job.job_id.clone(),
-                Route {
-                    started: None,
-                    observe,
-                    generation,
-                },
-            );
-            found.insert(job.job_id.clone(), observations);
+            match routes.get_mut(&job.job_id) {
+                // Followed over an older link: the same supervisor runs it still.
+                Some(route) => {
+                    route.generation = generation;
+                    if let Some(pid) = job.pid
+                        && let Some(started) = route.started.take()
+                    {
+                        route.launch = None;
+                        // Its start went out while no link was there.
+                        let _ = route.observe.try_send(Observation::Running);
+                        let _ = started.send(Ok(pid));
+                    }
+                }
+                // The worker's first link: the jobs its predecessor left. (Later,
+                // a job without a route is one whose launch was given up and
+                // stopped.)
+                None if generation == 0 => {
+                    let (observe, observations) = mpsc::channel(4);
+                    let _ = observe.try_send(Observation::Running);
+                    routes.insert(
+                        job.job_id.clone(),
+                        Route {
+                            started: None,
+                            launch: None,
+                            observe,
+                            generation,
+                        },
+                    );
+                    found.insert(job.job_id.clone(), observations);
+                }
+                None => {}
+            }
         }
+        // Followed over an older link, and no longer run: they ended while no
+        // link was there to say so, or the supervisor is another one.
+        let unlisted: Vec<(String, Route)> = routes
+            .extract_if(|job_id, route| {
+                route.generation != generation && !running.iter().any(|job| &job.job_id == job_id)
+            })
+            .collect();
+        let reattached = routes
+            .values()
+            .filter(|r| r.generation == generation)
+            .count();
+        drop(routes);
         drop(found);
+        if generation > 0 {
+            tracing::info!(
+                jobs = reattached,
+                "connected to the job supervisor again; its jobs follow the new link"
+            );
+        }
+        let resend = self.end_unlisted(unlisted, generation);
         let (lines, queued) = mpsc::unbounded_channel();
+        for spawn in resend {
+            let _ = lines.send(encode(&Request::Launch(spawn)));
+        }
         *link = Some(Link { lines, generation });
         tokio::spawn(write_lines(writer, queued));
         tokio::spawn(self.clone().read_reports(reader, generation));
@@ -361,21 +413,30 @@ impl Supervisor {
         }
     }
 
-    async fn read_reports(self, mut reader: BufReader<OwnedReadHalf>, generation: u64) {
-        let mut line = String::new();
-        loop {
-            line.clear();
-            match reader.read_line(&mut line).await {
-                Ok(0) | Err(_) => break,
-                Ok(_) => match serde_json::from_str::<Report>(&line) {
-                    Ok(report) => self.dispatch(report),
-                    Err(e) => {
-                        tracing::error!(error = %error_chain(&e), "unreadable report from the supervisor")
-                    }
-                },
+    /// Reads a link's reports until it drops, then connects again (see
+    /// [`Supervisor::lost`]). Boxed, with its type named: connecting again
+    /// spawns the reading of the new link.
+    fn read_reports(
+        self,
+        mut reader: BufReader<OwnedReadHalf>,
+        generation: u64,
+    ) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send>> {
+        Box::pin(async move {
+            let mut line = String::new();
+            loop {
+                line.clear();
+                match reader.read_line(&mut line).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => match serde_json::from_str::<Report>(&line) {
+                        Ok(report) => self.dispatch(report),
+                        Err(e) => {
+                            tracing::error!(error = %error_chain(&e), "unreadable report from the supervisor")
+                        }
+                    },
+                }
             }
-        }
-        self.lost(generation).await;
+            self.lost(generation).await;
+        })
     }
 
     fn dispatch(&self, report: Report) {
@@ -383,6 +444,7 @@ impl Supervisor {
         match report {
             Report::Started { job_id, pid } => {
                 if let Some(route) = routes.get_mut(&job_id) {
+                    route.launch = None;
                     // Room for it: the channel is fresh.
                     let _ = route.observe.try_send(Observation::Running);
                     if let Some(started) = route.started.take() {
@@ -416,13 +478,82 @@ impl Supervisor {
         }
     }
 
-    /// The connection of `generation` is gone: so is its supervisor, and with it
-    /// every job it had. Jobs launched over a newer connection stay.
+    /// Ends the routes of jobs an older link followed that the supervisor no
+    /// longer runs: as their job files say, else (no end kept: the supervisor
+    /// is another one) as lost with their owner. A launch among them whose
+    /// start is not known and that left no file went with the old link before
+    /// the supervisor read it: its route moves to the link of `generation`, and
+    /// its request is returned, to be sent again.
+    fn end_unlisted(&self, unlisted: Vec<(String, Route)>, generation: u64) -> Vec<Spawn> {
+        let mut lost = 0;
+        let mut resend = Vec::new();
+        for (job_id, mut route) in unlisted {
+            let file = JobFile::read(&self.inner.dir, &job_id).ok().flatten();
+            let end = match file {
+                Some(JobFile {
+                    end: Some(end),
+                    pid,
+                    ..
+                }) => {
+                    if let Some(started) = route.started.take() {
+                        // It started and ended while no link was there.
+                        let _ = route.observe.try_send(Observation::Running);
+                        let _ = started.send(Ok(pid));
+                    }
+                    end
+                }
+                _ => {
+                    if let Some(spawn) = route.launch.take() {
+                        route.generation = generation;
+                        self.routes().insert(job_id, route);
+                        resend.push(spawn);
+                        continue;
+                    }
+                    JobEnd::OwnerLost
+                }
+            };
+            match (route.started, end) {
+                (Some(started), JobEnd::NotStarted { error }) => {
+                    let _ = started.send(Err(SpawnRefusal::Failed(error)));
+                }
+                (Some(started), _) => {
+                    let _ = started.send(Err(SpawnRefusal::SupervisorGone));
+                }
+                (None, end) => {
+                    lost += usize::from(end == JobEnd::OwnerLost);
+                    let _ = route.observe.try_send(observation_of(end));
+                }
+            }
+        }
+        if lost > 0 {
+            tracing::error!(
+                jobs = lost,
+                "the job supervisor went away; its jobs are lost"
+            );
+        }
+        resend
+    }
+
+    /// The link of `generation` is gone. If routes are still of it, it is
+    /// connected again at once: a supervisor that lives on keeps its jobs, which
+    /// follow the new link. Only when no supervisor can be reached are the
+    /// routes of this generation ended as lost; a newer link's are never touched.
     async fn lost(&self, generation: u64) {
         // Under the link's lock: no launch is between connecting and routing.
         let mut link = self.inner.link.lock().await;
         if link.as_ref().is_some_and(|l| l.generation == generation) {
             *link = None;
+        }
+        let orphaned = self.routes().values().any(|r| r.generation == generation);
+        if orphaned && link.is_none() {
+            match self.reconnect(&mut link).await {
+                // The new link re-attached the routes, or ended them as their
+                // job files say.
+                Ok(()) => return,
+                Err(e) => {
+                    tracing::warn!(error = %error_chain(&e), "could not connect to the job supervisor again")
+                }
+            }
         }
         let routes: Vec<Route> = self
             .routes()
@@ -441,6 +572,21 @@ impl Supervisor {
                 let _ = started.send(Err(SpawnRefusal::SupervisorGone));
             }
             let _ = route.observe.try_send(observation_of(JobEnd::OwnerLost));
+        }
+    }
+
+    /// Connects again after a link dropped. The supervisor may refuse a new
+    /// link for an instant, until it has seen the old one close.
+    async fn reconnect(&self, link: &mut Option<Link>) -> Result<(), SupervisorError> {
+        let deadline = tokio::time::Instant::now() + READY_TIMEOUT;
+        loop {
+            match self.connect(link).await {
+                Ok(_) => return Ok(()),
+                Err(SupervisorError::Refused(_)) if tokio::time::Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                Err(e) => return Err(e),
+            }
         }
     }
 
@@ -476,6 +622,10 @@ impl Supervisor {
                 Entry::Occupied(_) => return Err(Routing::Taken),
                 Entry::Vacant(vacant) => vacant.insert(Route {
                     started: Some(started),
+                    launch: match request {
+                        Request::Launch(spawn) => Some(spawn.clone()),
+                        _ => None,
+                    },
                     observe,
                     generation: live.generation,
                 }),
