@@ -2,7 +2,8 @@
 //! forks do not escape), time limits hold under a long grace, a worker that dies
 //! finds its jobs again when it restarts (also at once, after an orderly
 //! shutdown), a worker whose link to a living supervisor drops follows its jobs
-//! over a new link, and a job whose supervisor dies is lost.
+//! over a new link, a job whose supervisor dies is lost, and so is one whose
+//! stop its supervisor never confirms.
 
 use crate::common::chaos::{Tally, tally_when_ended};
 use crate::common::processes::{
@@ -395,12 +396,17 @@ async fn a_dropped_link_to_a_living_supervisor_loses_no_job() {
             .await
             .unwrap();
     }
+    // Each cut once the worker has connected again.
     let mut cuts = 0;
-    for _ in 0..10 {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while cuts < 10 {
+        assert!(
+            Instant::now() < deadline,
+            "the worker connected again only {cuts} times"
+        );
         cuts += cut_connections_to(&socket);
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert!(cuts >= 10, "the link was cut {cuts} times");
     let tally = tally_when_ended(&system.client, &short, Duration::from_secs(60)).await;
     assert_eq!(tally, Tally::clean(short.len(), 3 * short.len()));
 
@@ -409,4 +415,28 @@ async fn a_dropped_link_to_a_living_supervisor_loses_no_job() {
     let events = system.events_until_terminal("waiting").await;
     assert_well_formed(&events);
     assert_eq!(states(&events), ["starting", "running", "succeeded"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_that_its_supervisor_never_confirms_ends_the_job_lost() {
+    let system = System::start().await;
+    let (pid, supervisor) = sleeper_and_its_supervisor(&system, "unconfirmed").await;
+    // The supervisor hangs: it carries out no stop and reports no end.
+    let signal =
+        |signal| nix::sys::signal::kill(nix::unistd::Pid::from_raw(supervisor), signal).unwrap();
+    signal(nix::sys::signal::Signal::SIGSTOP);
+    let reply = system
+        .client
+        .terminate("unconfirmed", Some(1))
+        .await
+        .unwrap();
+    assert!(reply.accepted, "{reply:?}");
+    let events = system.events_until_terminal("unconfirmed").await;
+    signal(nix::sys::signal::Signal::SIGCONT);
+    assert_well_formed(&events);
+    let last = events.last().unwrap();
+    assert_eq!(last.state, JobState::Lost, "{events:#?}");
+    assert_eq!(last.reason.as_deref(), Some("StopUnconfirmed"));
+    // Awake again, the supervisor carries out the stops it was sent.
+    wait_until_gone(pid, Duration::from_secs(10)).await;
 }

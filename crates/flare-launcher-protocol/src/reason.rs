@@ -19,6 +19,10 @@ pub const WORKLOAD_VANISHED: &str = "WorkloadVanished";
 /// The server refused the job's record or event for good (e.g. too large): the
 /// job ended with a minimal record instead.
 pub const RECORD_REJECTED: &str = "RecordRejected";
+/// The worker asked the workload to stop and could not confirm it stopped (its
+/// engine or cluster refused the stop, or did not answer) within the backend's
+/// stop patience: it may still run.
+pub const STOP_UNCONFIRMED: &str = "StopUnconfirmed";
 /// The job's owner (its worker, or the supervisor that held it) went away and the
 /// job could not be found again.
 pub const OWNER_LOST: &str = "OwnerLost";

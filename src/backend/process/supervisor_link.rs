@@ -10,6 +10,11 @@
 //! routes still of its generation. A supervisor that went away (killed,
 //! crashed) takes its jobs with it: each job it had gets a
 //! [`Observation::Vanished`] with reason `OwnerLost`.
+//!
+//! A stop is confirmed by the job's end: until it comes, the stop is tried
+//! again (a log line for each try that failed or went unanswered), and past the
+//! grace and [`STOP_PATIENCE`] the job ends `Vanished` with reason
+//! `StopUnconfirmed`: its process may still run.
 
 use crate::backend::Observation;
 use crate::protocol::bounded::one_line;
@@ -33,6 +38,12 @@ use tracing::Instrument;
 /// How long a worker waits for a supervisor it started to listen, and for the
 /// first answer of any supervisor.
 const READY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long past its grace a stop waits for the job's end before it asks again.
+const STOP_CONFIRM_WAIT: Duration = Duration::from_secs(2);
+/// How long past its grace a stop keeps trying before the job ends lost
+/// (`StopUnconfirmed`).
+pub const STOP_PATIENCE: Duration = Duration::from_secs(10);
 
 /// Why the supervisor cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -73,6 +84,15 @@ pub enum SupervisorError {
         /// Its directory.
         dir: PathBuf,
     },
+}
+
+/// A link the supervisor answered: the jobs it runs, and the reports of jobs it
+/// sent before that answer.
+struct Greeted {
+    reader: BufReader<OwnedReadHalf>,
+    writer: OwnedWriteHalf,
+    running: Vec<RunningJob>,
+    early: Vec<Report>,
 }
 
 /// Why one attempt to greet the supervisor failed.
@@ -219,7 +239,7 @@ impl Supervisor {
     /// this worker's predecessor), and the next attempt starts a new one.
     async fn connect(&self, link: &mut Option<Link>) -> Result<Vec<RunningJob>, SupervisorError> {
         let deadline = tokio::time::Instant::now() + READY_TIMEOUT;
-        let (reader, writer, running) = loop {
+        let greeted = loop {
             match self.greet().await {
                 Ok(greeted) => break greeted,
                 Err(Greeting::Dropped(reason)) if tokio::time::Instant::now() < deadline => {
@@ -235,10 +255,20 @@ impl Supervisor {
                 Err(Greeting::Failed(error)) => return Err(error),
             }
         };
+        let Greeted {
+            reader,
+            writer,
+            running,
+            early,
+        } = greeted;
         let generation = self
             .inner
             .generations
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        // What happened before the list: the list is as it left things.
+        for report in early {
+            self.dispatch(report);
+        }
         // Routed before any report is read: a job that ends now is not missed.
         let mut found = lock(&self.inner.found);
         let mut routes = self.routes();
@@ -308,9 +338,7 @@ impl Supervisor {
 
     /// One attempt: connects (starting a supervisor if none listens), says hello
     /// and reads the list of the jobs the supervisor runs.
-    async fn greet(
-        &self,
-    ) -> Result<(BufReader<OwnedReadHalf>, OwnedWriteHalf, Vec<RunningJob>), Greeting> {
+    async fn greet(&self) -> Result<Greeted, Greeting> {
         let dir = &self.inner.dir;
         let socket = socket_path(dir);
         let stream = match UnixStream::connect(&socket).await {
@@ -337,28 +365,40 @@ impl Supervisor {
                 reason,
             })
         };
-        let answer = tokio::time::timeout(READY_TIMEOUT, reader.read_line(&mut line)).await;
-        let running = match answer {
-            Ok(Ok(n)) if n > 0 => match serde_json::from_str::<Report>(&line) {
-                Ok(Report::Jobs { running, job_uids }) => {
-                    if job_uids != self.job_uids() {
-                        return Err(Greeting::Failed(SupervisorError::NoJobUids {
-                            dir: dir.clone(),
-                        }));
+        // Reports of jobs may come before the answer: the supervisor sends them
+        // on a link as soon as it accepts it.
+        let mut early = Vec::new();
+        let deadline = tokio::time::Instant::now() + READY_TIMEOUT;
+        let running = loop {
+            line.clear();
+            let answer = tokio::time::timeout_at(deadline, reader.read_line(&mut line)).await;
+            match answer {
+                Ok(Ok(n)) if n > 0 => match serde_json::from_str::<Report>(&line) {
+                    Ok(Report::Jobs { running, job_uids }) => {
+                        if job_uids != self.job_uids() {
+                            return Err(Greeting::Failed(SupervisorError::NoJobUids {
+                                dir: dir.clone(),
+                            }));
+                        }
+                        break running;
                     }
-                    running
-                }
-                Ok(Report::Refused { error }) => {
-                    return Err(Greeting::Failed(SupervisorError::Refused(error)));
-                }
-                Ok(other) => return Err(unresponsive(format!("unexpected answer {other:?}"))),
-                Err(e) => return Err(unresponsive(format!("unreadable answer: {e}"))),
-            },
-            Ok(Ok(_)) => return Err(Greeting::Dropped("it closed the connection".into())),
-            Ok(Err(e)) => return Err(Greeting::Dropped(e.to_string())),
-            Err(_) => return Err(unresponsive(format!("no answer within {READY_TIMEOUT:?}"))),
+                    Ok(Report::Refused { error }) => {
+                        return Err(Greeting::Failed(SupervisorError::Refused(error)));
+                    }
+                    Ok(report) => early.push(report),
+                    Err(e) => return Err(unresponsive(format!("unreadable answer: {e}"))),
+                },
+                Ok(Ok(_)) => return Err(Greeting::Dropped("it closed the connection".into())),
+                Ok(Err(e)) => return Err(Greeting::Dropped(e.to_string())),
+                Err(_) => return Err(unresponsive(format!("no answer within {READY_TIMEOUT:?}"))),
+            }
         };
-        Ok((reader, writer, running))
+        Ok(Greeted {
+            reader,
+            writer,
+            running,
+            early,
+        })
     }
 
     fn spawn_supervisor(&self) -> Result<(), SupervisorError> {
@@ -697,14 +737,75 @@ impl Supervisor {
     }
 
     /// Asks for a job to stop: SIGTERM now, SIGKILL after `grace`. Returns once
-    /// the request is sent.
+    /// the request is sent (or could not be); a task of its own then waits for
+    /// the job's end and tries again until it comes (see [`Supervisor::confirm_stop`]).
     pub async fn stop(&self, job_id: &str, grace: Duration) {
-        let request = Request::Stop {
-            job_id: job_id.to_owned(),
-            grace_ms: u64::try_from(grace.as_millis()).unwrap_or(u64::MAX),
+        let sent = match self.send(&stop_request(job_id, grace)).await {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!(tries = 1, error = %error_chain(&e), "could not ask the supervisor to stop the job; trying again");
+                false
+            }
         };
-        if let Err(e) = self.send(&request).await {
-            tracing::warn!(error = %error_chain(&e), "could not ask the supervisor to stop a job");
+        let confirm = self.clone().confirm_stop(job_id.to_owned(), grace, sent);
+        tokio::spawn(confirm.instrument(tracing::Span::current()));
+    }
+
+    /// Waits for the end of a job told to stop (its route gone: its end went to
+    /// the job); asks again when a try failed, and forcefully once the grace and
+    /// [`STOP_CONFIRM_WAIT`] are over. Past the grace and [`STOP_PATIENCE`], the
+    /// job ends `Vanished` (`StopUnconfirmed`). A job without a route (a launch
+    /// given up) needs only the request to go.
+    async fn confirm_stop(self, job_id: String, grace: Duration, mut sent: bool) {
+        let began = tokio::time::Instant::now();
+        let give_up = began + grace + STOP_PATIENCE;
+        let mut delays = crate::retry::Delays::default();
+        let mut next_try = if sent {
+            began + grace + STOP_CONFIRM_WAIT
+        } else {
+            began + delays.next_delay()
+        };
+        let mut tries = 1;
+        loop {
+            let routed = self.routes().contains_key(&job_id);
+            if sent && !routed {
+                return;
+            }
+            let now = tokio::time::Instant::now();
+            if now >= give_up {
+                break;
+            }
+            if now >= next_try {
+                tries += 1;
+                if sent {
+                    tracing::warn!(tries, "the job did not end after its stop; asking again");
+                }
+                let grace_left = (began + grace).saturating_duration_since(now);
+                match self.send(&stop_request(&job_id, grace_left)).await {
+                    Ok(()) => {
+                        sent = true;
+                        next_try = now + grace_left + STOP_CONFIRM_WAIT;
+                    }
+                    Err(e) => {
+                        tracing::warn!(tries, error = %error_chain(&e), "could not ask the supervisor to stop the job; trying again");
+                        next_try = now + delays.next_delay();
+                    }
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        if let Some(route) = self.routes().remove(&job_id) {
+            tracing::error!(
+                tries,
+                "the job's end after its stop was never confirmed; it may still run"
+            );
+            let _ = route.observe.try_send(Observation::Vanished {
+                reason: reason::STOP_UNCONFIRMED,
+                message: format!(
+                    "its supervisor did not confirm the job's end within {:?} of its stop; it may still run",
+                    grace + STOP_PATIENCE
+                ),
+            });
         }
     }
 
@@ -732,6 +833,14 @@ impl Supervisor {
     /// The directory the supervisor serves.
     pub fn dir(&self) -> &Path {
         &self.inner.dir
+    }
+}
+
+/// The request to stop `job_id`, SIGKILL after `grace`.
+fn stop_request(job_id: &str, grace: Duration) -> Request {
+    Request::Stop {
+        job_id: job_id.to_owned(),
+        grace_ms: u64::try_from(grace.as_millis()).unwrap_or(u64::MAX),
     }
 }
 
