@@ -825,6 +825,11 @@ mod tests {
         config.max_request_bytes = 256;
         assert!(config.validate().is_err());
         config.max_request_bytes = 1024;
+        config.replicas = 0;
+        assert_eq!(config.validate(), Err(InvalidConfig::Replicas));
+        config.replicas = MAX_REPLICAS + 1;
+        assert_eq!(config.validate(), Err(InvalidConfig::Replicas));
+        config.replicas = 3;
         config.retention = Duration::ZERO;
         assert!(config.validate().is_err());
         config.retention = Duration::from_secs(MAX_RETENTION_S + 1);

@@ -123,3 +123,28 @@ impl Replicas {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_are_what_jetstream_keeps_and_go_into_every_configuration() {
+        assert_eq!(Replicas::new(0), None);
+        assert_eq!(Replicas::new(MAX_REPLICAS + 1), None);
+        let three = Replicas::new(3).unwrap();
+        assert_eq!(three.count(), 3);
+        assert_eq!(Replicas::default().count(), 1);
+        let stream = three.stream(stream::Config {
+            name: "S".into(),
+            ..Default::default()
+        });
+        assert_eq!((stream.name.as_str(), stream.num_replicas), ("S", 3));
+        let bucket = three.bucket(kv::Config {
+            bucket: "b".into(),
+            history: 5,
+            ..Default::default()
+        });
+        assert_eq!((bucket.history, bucket.num_replicas), (5, 3));
+    }
+}
