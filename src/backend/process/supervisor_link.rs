@@ -172,6 +172,9 @@ struct Inner {
     /// takes them.
     found: Mutex<HashMap<String, mpsc::Receiver<Observation>>>,
     generations: std::sync::atomic::AtomicU64,
+    /// The worker said goodbye: a link that drops now is not connected again
+    /// (that would start a supervisor for a worker that has left).
+    left: std::sync::atomic::AtomicBool,
 }
 
 /// A worker's handle on its supervisor.
@@ -211,6 +214,7 @@ impl Supervisor {
                 routes: Mutex::new(HashMap::new()),
                 found: Mutex::new(HashMap::new()),
                 generations: std::sync::atomic::AtomicU64::new(0),
+                left: std::sync::atomic::AtomicBool::new(false),
             }),
         };
         let mut link = supervisor.inner.link.lock().await;
@@ -585,7 +589,8 @@ impl Supervisor {
             *link = None;
         }
         let orphaned = self.routes().values().any(|r| r.generation == generation);
-        if orphaned && link.is_none() {
+        let left = self.inner.left.load(std::sync::atomic::Ordering::Relaxed);
+        if orphaned && link.is_none() && !left {
             match self.reconnect(&mut link).await {
                 // The new link re-attached the routes, or ended them as their
                 // job files say.
@@ -823,6 +828,9 @@ impl Supervisor {
     /// killed, and the supervisor exits once nothing runs.
     pub async fn leave(&self) {
         let link = self.inner.link.lock().await;
+        self.inner
+            .left
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         if let Some(live) = link.as_ref()
             && live.lines.send(encode(&Request::Bye)).is_err()
         {
