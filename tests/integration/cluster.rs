@@ -7,7 +7,7 @@ use crate::common::chaos::{Tally, publish_until_taken, tally_when_ended};
 use crate::common::nats_server::NatsCluster;
 use crate::common::system::{connect_client, sh, worker_config};
 use flare_launcher::worker::Worker;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cluster_server_killed_mid_run_loses_no_job_and_repeats_no_event() {
@@ -44,7 +44,10 @@ async fn a_cluster_server_killed_mid_run_loses_no_job_and_repeats_no_event() {
         publish_until_taken(&client, &sh(job_id, "sleep 0.3")).await;
     }
     let mut events = js.get_stream("FLARE_JOB_EVENTS").await.unwrap();
+    // Jobs run when the server goes.
+    let deadline = Instant::now() + Duration::from_secs(60);
     while events.info().await.unwrap().state.messages < 20 {
+        assert!(Instant::now() < deadline, "no jobs ran");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let leader = events
