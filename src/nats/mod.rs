@@ -3,5 +3,6 @@
 
 pub mod connect;
 pub mod failure;
+pub mod kv_latest;
 pub mod setup;
 pub mod subjects;

@@ -18,6 +18,8 @@ pub const MIN_SERVER_VERSION: (u64, u64, u64) = (2, 11, 5);
 /// the longest (and the default) retention of ended jobs' records and logs, so
 /// that a job's record never outlives its events.
 pub const EVENTS_MAX_AGE: Duration = Duration::from_secs(7 * 24 * 3600);
+/// How long the marker a lapsed lease leaves in the workers' bucket stays.
+const LAPSE_MARKER_TTL: Duration = Duration::from_secs(60);
 /// Window inside which the streams drop a publish whose `Nats-Msg-Id` they saw.
 pub const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
 
@@ -86,6 +88,10 @@ pub struct Prepared {
     pub events: stream::Stream,
     /// The job-record bucket.
     pub bucket: kv::Store,
+    /// The workers' leases.
+    pub workers: kv::Store,
+    /// The index of unfinished jobs by pool and owner.
+    pub owners: kv::Store,
     /// The pool's launch consumer.
     pub consumer: consumer::PullConsumer,
 }
@@ -119,6 +125,8 @@ impl Layout {
     pub async fn prepare(&self) -> Result<Prepared, SetupError> {
         let (jobs, events) = ensure_streams(&self.js, &self.subjects).await?;
         let bucket = ensure_jobs_bucket(&self.js, &self.subjects).await?;
+        let workers = open_bucket(&self.js, workers_bucket(&self.subjects)).await?;
+        let owners = open_bucket(&self.js, owners_bucket(&self.subjects)).await?;
         let consumer =
             ensure_launch_consumer(&jobs, &self.subjects, &self.pool, self.ack_wait).await?;
         // At start-up the consumer takes this worker's ack wait; later calls
@@ -127,6 +135,8 @@ impl Layout {
         Ok(Prepared {
             events,
             bucket,
+            workers,
+            owners,
             consumer,
         })
     }
@@ -307,20 +317,54 @@ async fn open_jobs_bucket(
     js: &jetstream::Context,
     subjects: &Subjects,
 ) -> Result<kv::Store, SetupError> {
-    let name = subjects.jobs_bucket();
-    if let Ok(store) = js.get_key_value(&name).await {
-        return Ok(store);
-    }
-    let created = js
-        .create_key_value(kv::Config {
-            bucket: name.clone(),
+    open_bucket(
+        js,
+        kv::Config {
+            bucket: subjects.jobs_bucket(),
             description: "flare-launcher job records, one per job id".into(),
             history: 5,
             storage: stream::StorageType::File,
             ..Default::default()
-        })
-        .await;
-    match created {
+        },
+    )
+    .await
+}
+
+/// The configuration of the bucket of the workers' leases: one key per live
+/// worker, written with a per-message TTL, and a marker left when a lease
+/// lapses so that the pool's watchers see it go.
+fn workers_bucket(subjects: &Subjects) -> kv::Config {
+    kv::Config {
+        bucket: subjects.workers_bucket(),
+        description: "flare-launcher worker leases, one per live worker".into(),
+        history: 1,
+        storage: stream::StorageType::File,
+        limit_markers: Some(LAPSE_MARKER_TTL),
+        ..Default::default()
+    }
+}
+
+/// The configuration of the index of unfinished jobs: a key `POOL.OWNER.JOB`
+/// for each job from its claim to its end.
+fn owners_bucket(subjects: &Subjects) -> kv::Config {
+    kv::Config {
+        bucket: subjects.owners_bucket(),
+        description: "flare-launcher unfinished jobs by pool and owner".into(),
+        history: 1,
+        storage: stream::StorageType::File,
+        // Per-message TTL, for the markers of removed entries to expire.
+        limit_markers: Some(LAPSE_MARKER_TTL),
+        ..Default::default()
+    }
+}
+
+/// Opens the bucket `config` describes, creating it if it is missing.
+async fn open_bucket(js: &jetstream::Context, config: kv::Config) -> Result<kv::Store, SetupError> {
+    let name = config.bucket.clone();
+    if let Ok(store) = js.get_key_value(&name).await {
+        return Ok(store);
+    }
+    match js.create_key_value(config).await {
         Ok(store) => Ok(store),
         // Another worker may have created it in between.
         Err(create_error) => js

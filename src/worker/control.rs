@@ -6,10 +6,15 @@
 //! job's owner: the worker that receives it either owns the job, forwards it to the
 //! owner on `P.worker.OWNER.terminate.JOB_ID`, or, for a job not seen yet, records
 //! a tombstone so that the launch, when it comes, ends at once in `terminated`.
+//! For a job whose owner went (its lease lapsed or was released) the stop is
+//! written into the job's record by compare-and-set, and the worker that takes
+//! the job over stops its workload first thing: a terminate sent during a
+//! hand-over is not lost.
 
 use super::registry::{JobCommand, Registry};
 use super::story::{Author, Tombstoned};
 use crate::nats::subjects::{CONTROL_QUEUE_GROUP, Subjects};
+use crate::pool::members::Members;
 use crate::protocol::bounded::{bounded, one_line};
 use crate::protocol::{
     ErrorReply, InvalidTerminate, JobId, JobRecord, TerminateReply, TerminateRequest,
@@ -32,6 +37,8 @@ const FORWARDED_ANSWER_TIMEOUT: Duration = Duration::from_secs(5);
 const FORWARD_TIMEOUT: Duration = Duration::from_secs(6);
 /// Longest time spent answering one request from outside (more than a forward).
 pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(8);
+/// Times a terminate for a job whose worker went is tried on its record.
+const RECORD_STOP_ATTEMPTS: usize = 3;
 /// Most control requests answered at once; more wait in the subscriptions.
 const MAX_ANSWERS_IN_FLIGHT: usize = 256;
 
@@ -107,6 +114,8 @@ pub struct Control {
     pub subjects: Subjects,
     /// This worker's id.
     pub worker_id: String,
+    /// The pool's live workers.
+    pub members: Members,
 }
 
 /// Answers control requests until `stop` is cancelled.
@@ -255,6 +264,16 @@ fn reply(
     }
 }
 
+/// The reply to a terminate of a job that ended.
+fn already_ended(job_id: &JobId, state: JobState) -> TerminateReply {
+    reply(
+        job_id.as_str(),
+        false,
+        state,
+        format!("the job has ended already ({state})"),
+    )
+}
+
 /// A terminate that may concern any job.
 async fn terminate(
     control: &Control,
@@ -292,17 +311,29 @@ async fn terminate(
         ));
     }
     if record.state.is_terminal() {
-        return Ok(reply(
-            job_id.as_str(),
-            false,
-            record.state,
-            format!("the job has ended already ({})", record.state),
-        ));
+        return Ok(already_ended(job_id, record.state));
     }
     if record.worker == control.worker_id {
         return terminate_owned(control, job_id, grace).await;
     }
-    forward(control, &record, body).await
+    if !owner_lives(control, &record.worker).await {
+        return record_stop(control, job_id, body).await;
+    }
+    let forwarded = forward(control, &record, body).await?;
+    if !forwarded.accepted && !owner_lives(control, &record.worker).await {
+        // The owner went while the terminate was on its way.
+        return record_stop(control, job_id, body).await;
+    }
+    Ok(forwarded)
+}
+
+/// Whether `worker` holds its lease; when that cannot be told, it is taken to
+/// live (the terminate is forwarded to it).
+async fn owner_lives(control: &Control, worker: &str) -> bool {
+    control.members.is_live(worker).await.unwrap_or_else(|e| {
+        tracing::warn!(%worker, error = %error_chain(&e), "cannot tell whether a job's worker lives");
+        true
+    })
 }
 
 /// Hands a terminate to the job's owner and relays its reply.
@@ -358,36 +389,95 @@ fn relay(record: &JobRecord, payload: &[u8]) -> Result<TerminateReply, ControlEr
     }
 }
 
-/// A terminate for a job this worker owns (or owned).
+/// A terminate for a job this worker owns (or owned). Its state is read before
+/// the job's task is told, so a stop that ends the job at once is still
+/// reported as accepted.
 async fn terminate_owned(
     control: &Control,
     job_id: &JobId,
     grace: Duration,
 ) -> Result<TerminateReply, ControlError> {
+    let record = status(control, job_id).await?;
+    let state = record.state;
+    if state.is_terminal() {
+        return Ok(already_ended(job_id, state));
+    }
     let sent = match control.registry.get(job_id.as_str()) {
         Some(commands) => commands.send(JobCommand::Terminate { grace }).await.is_ok(),
         None => false,
     };
-    let state = status(control, job_id).await?.state;
-    let job_id = job_id.as_str();
-    Ok(if sent && !state.is_terminal() {
-        reply(
-            job_id,
+    if sent {
+        return Ok(reply(
+            job_id.as_str(),
             true,
             state,
             format!(
                 "stopping the job: polite stop now, kill after {} s",
                 grace.as_secs()
             ),
-        )
-    } else {
-        reply(
-            job_id,
-            false,
-            state,
-            format!("the job is not running on this worker ({state})"),
-        )
-    })
+        ));
+    }
+    if record.worker == control.worker_id && !record.tombstone {
+        // Its task is gone (it was handed over as this worker leaves): the
+        // worker that takes the job over carries the stop out.
+        return record_stop(control, job_id, &[]).await;
+    }
+    Ok(reply(
+        job_id.as_str(),
+        false,
+        state,
+        format!("the job is not running on this worker ({state})"),
+    ))
+}
+
+/// Records a terminate in the record of a job whose worker went (or is handing
+/// it over), by compare-and-set: the worker that takes the job over stops its
+/// workload first thing. Tried again while the record changes under it.
+async fn record_stop(
+    control: &Control,
+    job_id: &JobId,
+    body: &[u8],
+) -> Result<TerminateReply, ControlError> {
+    for _ in 0..RECORD_STOP_ATTEMPTS {
+        let Some(mut story) = control.author.open(job_id).await? else {
+            return Err(ControlError::NotFound(job_id.to_string()));
+        };
+        let (state, owner) = (story.record().state, story.record().worker.clone());
+        if state.is_terminal() {
+            return Ok(already_ended(job_id, state));
+        }
+        if owner != control.worker_id && owner_lives(control, &owner).await {
+            // Taken over meanwhile: its new worker stops it.
+            let record = story.record().clone();
+            return forward(control, &record, body).await;
+        }
+        if story.record().stop_reason.is_some() {
+            return Ok(reply(
+                job_id.as_str(),
+                true,
+                state,
+                "a stop is recorded for the job already; it is carried out by the worker that follows it",
+            ));
+        }
+        if story
+            .record_stop(crate::protocol::reason::TERMINATE_REQUESTED)
+            .await
+            .is_ok()
+        {
+            tracing::info!(%job_id, %owner, "terminate recorded for a job whose worker went; the worker that takes it over stops it");
+            return Ok(reply(
+                job_id.as_str(),
+                true,
+                state,
+                format!(
+                    "the job's worker {owner} went: the stop is recorded, and the worker that takes the job over stops it"
+                ),
+            ));
+        }
+    }
+    Err(ControlError::Unavailable(format!(
+        "the record of job {job_id} kept changing; try again"
+    )))
 }
 
 #[cfg(test)]

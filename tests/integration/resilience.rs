@@ -60,7 +60,11 @@ async fn a_nats_server_restart_mid_run_loses_no_request_and_no_event() {
 
 #[tokio::test]
 async fn shutdown_lets_short_jobs_finish_and_terminates_the_rest() {
-    let mut system = System::start_with(|c| c.drain_timeout = Duration::from_secs(2)).await;
+    let mut system = System::start_with(|c| {
+        c.drain = true;
+        c.drain_timeout = Duration::from_secs(2);
+    })
+    .await;
     system
         .client
         .launch(&sh("short", "sleep 0.5"))
@@ -102,7 +106,11 @@ async fn shutdown_lets_short_jobs_finish_and_terminates_the_rest() {
 
 #[tokio::test]
 async fn shutdown_stops_a_job_even_while_a_long_grace_runs() {
-    let mut system = System::start_with(|c| c.drain_timeout = Duration::from_secs(1)).await;
+    let mut system = System::start_with(|c| {
+        c.drain = true;
+        c.drain_timeout = Duration::from_secs(1);
+    })
+    .await;
     system.launch_stubborn("stubborn").await;
     let reply = system
         .client
@@ -124,6 +132,7 @@ async fn shutdown_stops_a_job_even_while_a_long_grace_runs() {
 #[tokio::test]
 async fn requests_published_while_a_worker_shuts_down_go_to_the_next_worker_at_once() {
     let mut system = System::start_with(|c| {
+        c.drain = true;
         c.drain_timeout = Duration::from_secs(5);
         c.ack_wait = Duration::from_secs(120);
     })
