@@ -62,6 +62,8 @@ pub struct Adoption {
     pub lease: LeaseHandle,
     /// The worker's capacity, which adopted jobs take their share of.
     pub capacity: Arc<Semaphore>,
+    /// Most jobs the worker runs at once.
+    pub max_jobs: usize,
     /// Where the adopted jobs' tasks run.
     pub tracker: TaskTracker,
     /// This worker's pool.
@@ -201,11 +203,12 @@ async fn take_over(
             continue;
         };
         let permit = match &fate {
-            Fate::Follow(_) => match adoption.capacity.clone().try_acquire_owned() {
-                Ok(permit) => Some(permit),
-                // No room here: the pool's other workers, or a later look, take it.
-                Err(_) => break,
-            },
+            // No room here: the pool's other workers, or a later look, take it.
+            Fate::Follow(_) if adoption.recovery.registry.count() > adoption.max_jobs => break,
+            // The permits intake holds while it waits for requests are not
+            // jobs: an adopted job takes one when one is free, and counts
+            // against the capacity in the registry all the same.
+            Fate::Follow(_) => adoption.capacity.clone().try_acquire_owned().ok(),
             Fate::End(..) => None,
         };
         let story = match adoption.recovery.author.take_over(story).await {

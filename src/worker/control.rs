@@ -17,7 +17,8 @@ use crate::nats::subjects::{CONTROL_QUEUE_GROUP, Subjects};
 use crate::pool::members::Members;
 use crate::protocol::bounded::{bounded, one_line};
 use crate::protocol::{
-    ErrorReply, InvalidTerminate, JobId, JobRecord, TerminateReply, TerminateRequest,
+    DEFAULT_GRACE_S, ErrorReply, InvalidTerminate, JobId, JobRecord, TerminateReply,
+    TerminateRequest,
 };
 use crate::report::error_chain;
 use crate::state::JobState;
@@ -37,6 +38,10 @@ const FORWARDED_ANSWER_TIMEOUT: Duration = Duration::from_secs(5);
 const FORWARD_TIMEOUT: Duration = Duration::from_secs(6);
 /// Longest time spent answering one request from outside (more than a forward).
 pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(8);
+/// How often a terminate whose job's worker does not answer is tried again.
+const PURSUIT_EVERY: Duration = Duration::from_millis(500);
+/// How long such a terminate is pursued.
+const PURSUIT_LIMIT: Duration = Duration::from_secs(120);
 /// Times a terminate for a job whose worker went is tried on its record.
 const RECORD_STOP_ATTEMPTS: usize = 3;
 /// Most control requests answered at once; more wait in the subscriptions.
@@ -169,7 +174,7 @@ enum Request {
     Forwarded,
 }
 
-async fn answer(control: &Control, message: Message, kind: Request, job_id: Option<String>) {
+async fn answer(control: &Arc<Control>, message: Message, kind: Request, job_id: Option<String>) {
     let work = async {
         let job_id =
             job_id.ok_or_else(|| ControlError::BadRequest("the subject names no job".into()))?;
@@ -276,7 +281,7 @@ fn already_ended(job_id: &JobId, state: JobState) -> TerminateReply {
 
 /// A terminate that may concern any job.
 async fn terminate(
-    control: &Control,
+    control: &Arc<Control>,
     job_id: &JobId,
     body: &[u8],
     grace: Duration,
@@ -319,12 +324,87 @@ async fn terminate(
     if !owner_lives(control, &record.worker).await {
         return record_stop(control, job_id, body).await;
     }
-    let forwarded = forward(control, &record, body).await?;
-    if !forwarded.accepted && !owner_lives(control, &record.worker).await {
+    if let Some(answered) = forward(control, &record, body).await? {
+        return Ok(answered);
+    }
+    if !owner_lives(control, &record.worker).await {
         // The owner went while the terminate was on its way.
         return record_stop(control, job_id, body).await;
     }
-    Ok(forwarded)
+    // The owner holds its lease but does not answer: it is gone from NATS (dead,
+    // its lease not lapsed yet, or cut off). The terminate is pursued until it
+    // answers or the pool takes the job over from it.
+    let pursuit = Pursuit {
+        control: control.clone(),
+        job_id: job_id.clone(),
+        body: body.to_vec(),
+    };
+    tokio::spawn(pursuit.run());
+    Ok(reply(
+        job_id.as_str(),
+        true,
+        record.state,
+        format!(
+            "the job's worker {} does not answer: the terminate is kept until it answers or another worker takes the job over, and is carried out then",
+            record.worker
+        ),
+    ))
+}
+
+/// A terminate for a job whose owner holds its lease but does not answer.
+struct Pursuit {
+    control: Arc<Control>,
+    job_id: JobId,
+    body: Vec<u8>,
+}
+
+impl Pursuit {
+    /// Forwards the terminate again, or writes it into the record once the
+    /// owner's lease is gone, until one of them is done or
+    /// [`PURSUIT_LIMIT`] has passed.
+    async fn run(self) {
+        let control = &self.control;
+        let pursued = async {
+            loop {
+                tokio::time::sleep(PURSUIT_EVERY).await;
+                let record = match control.store.get(self.job_id.as_str()).await {
+                    Ok(Some(record)) if !record.state.is_terminal() => record,
+                    // Ended (or gone): nothing left to stop.
+                    Ok(_) => return,
+                    Err(e) => {
+                        tracing::warn!(job_id = %self.job_id, error = %error_chain(&e), "cannot read the record of a job whose terminate is pursued");
+                        continue;
+                    }
+                };
+                let done = if record.worker == control.worker_id {
+                    terminate_owned(control, &self.job_id, terminate_grace(&self.body))
+                        .await
+                        .is_ok()
+                } else if !owner_lives(control, &record.worker).await {
+                    record_stop(control, &self.job_id, &self.body).await.is_ok()
+                } else {
+                    matches!(forward(control, &record, &self.body).await, Ok(Some(_)))
+                };
+                if done {
+                    tracing::info!(job_id = %self.job_id, "a pursued terminate reached the job");
+                    return;
+                }
+            }
+        };
+        if tokio::time::timeout(PURSUIT_LIMIT, pursued).await.is_err() {
+            tracing::error!(job_id = %self.job_id, "a terminate could not reach its job within {PURSUIT_LIMIT:?}; given up");
+        }
+    }
+}
+
+/// The grace a terminate body asks for (the default when it is unreadable:
+/// it was read once already).
+fn terminate_grace(body: &[u8]) -> Duration {
+    Duration::from_secs(
+        TerminateRequest::decode(body)
+            .map(|request| request.grace_s())
+            .unwrap_or(DEFAULT_GRACE_S),
+    )
 }
 
 /// Whether `worker` holds its lease; when that cannot be told, it is taken to
@@ -336,37 +416,27 @@ async fn owner_lives(control: &Control, worker: &str) -> bool {
     })
 }
 
-/// Hands a terminate to the job's owner and relays its reply.
+/// Hands a terminate to the job's owner and relays its reply; `None` when the
+/// owner does not answer (no responders, or not in time).
 async fn forward(
     control: &Control,
     record: &JobRecord,
     body: &[u8],
-) -> Result<TerminateReply, ControlError> {
+) -> Result<Option<TerminateReply>, ControlError> {
     let subject = control
         .subjects
         .worker_terminate(&record.worker, &record.job_id);
     let request = control.client.request(subject, body.to_vec().into());
     match tokio::time::timeout(FORWARD_TIMEOUT, request).await {
-        Ok(Ok(answer)) => relay(record, &answer.payload),
-        Ok(Err(e)) => Ok(reply(
-            &record.job_id,
-            false,
-            record.state,
-            format!(
-                "the job's worker {} is not reachable ({e}); nothing was done",
-                record.worker
-            ),
-        )),
-        Err(_) => Ok(reply(
-            &record.job_id,
-            false,
-            record.state,
-            format!(
-                "the job's worker {} did not answer within {} s",
-                record.worker,
-                FORWARD_TIMEOUT.as_secs()
-            ),
-        )),
+        Ok(Ok(answer)) => relay(record, &answer.payload).map(Some),
+        Ok(Err(e)) => {
+            tracing::warn!(owner = %record.worker, error = %error_chain(&e), "a job's worker is not reachable");
+            Ok(None)
+        }
+        Err(_) => {
+            tracing::warn!(owner = %record.worker, "a job's worker did not answer within {FORWARD_TIMEOUT:?}");
+            Ok(None)
+        }
     }
 }
 
@@ -449,7 +519,10 @@ async fn record_stop(
         if owner != control.worker_id && owner_lives(control, &owner).await {
             // Taken over meanwhile: its new worker stops it.
             let record = story.record().clone();
-            return forward(control, &record, body).await;
+            if let Some(answered) = forward(control, &record, body).await? {
+                return Ok(answered);
+            }
+            continue;
         }
         if story.record().stop_reason.is_some() {
             return Ok(reply(

@@ -286,6 +286,7 @@ impl Worker {
                 owners,
                 lease,
                 capacity: capacity.clone(),
+                max_jobs: config.max_jobs,
                 tracker: tasks.clone(),
                 pool: config.pool.clone(),
                 lease_ttl: config.lease,
