@@ -4,9 +4,10 @@
 use crate::nats::replicas::Replicas;
 use crate::nats::setup::{self, SetupError};
 use crate::nats::subjects::Subjects;
+use crate::pool::members::Members;
 use crate::protocol::{
     ErrorReply, JobEvent, JobRecord, LaunchRequest, ResourceStatus, TerminateReply,
-    TerminateRequest,
+    TerminateRequest, WorkerLease,
 };
 use crate::report::error_chain;
 use async_nats::jetstream::{self, consumer, message::PublishMessage};
@@ -48,6 +49,15 @@ pub enum ClientError {
     /// Following events failed.
     #[error("following events failed: {0}")]
     Events(String),
+    /// The workers' leases could not be read.
+    #[error("cannot read the workers' leases in bucket {bucket}: {source}")]
+    Leases {
+        /// The bucket.
+        bucket: String,
+        /// What went wrong.
+        #[source]
+        source: async_nats::Error,
+    },
 }
 
 /// A connection to a flare-launcher system.
@@ -178,6 +188,31 @@ impl Client {
                 subject,
                 message: error_chain(&e),
             })
+    }
+
+    /// The live workers (of every pool), from their leases, sorted by pool
+    /// and id.
+    ///
+    /// # Errors
+    /// [`ClientError::Leases`] when the leases' bucket cannot be read (no worker
+    /// ever ran with this subject prefix, or NATS is away).
+    pub async fn workers(&self) -> Result<Vec<WorkerLease>, ClientError> {
+        let bucket = self.subjects.workers_bucket();
+        let failed = |source: async_nats::Error| ClientError::Leases {
+            bucket: bucket.clone(),
+            source,
+        };
+        let kv = self
+            .js
+            .get_key_value(&bucket)
+            .await
+            .map_err(|e| failed(e.into()))?;
+        let mut live = Members::new(kv, self.nats.clone())
+            .live()
+            .await
+            .map_err(|e| failed(e.into()))?;
+        live.sort_by(|a, b| (&a.pool, &a.worker).cmp(&(&b.pool, &b.worker)));
+        Ok(live)
     }
 
     async fn request<T: serde::de::DeserializeOwned>(

@@ -20,6 +20,8 @@ pub const MIN_SERVER_VERSION: (u64, u64, u64) = (2, 11, 5);
 /// the longest (and the default) retention of ended jobs' records and logs, so
 /// that a job's record never outlives its events.
 pub const EVENTS_MAX_AGE: Duration = Duration::from_secs(7 * 24 * 3600);
+/// How long the marker a lapsed lease leaves in the workers' bucket stays.
+const LAPSE_MARKER_TTL: Duration = Duration::from_secs(60);
 /// Window inside which the streams drop a publish whose `Nats-Msg-Id` they saw.
 pub const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
 
@@ -90,6 +92,10 @@ pub struct Prepared {
     pub events: stream::Stream,
     /// The job-record bucket.
     pub bucket: kv::Store,
+    /// The workers' leases.
+    pub workers: kv::Store,
+    /// The index of unfinished jobs by pool and owner.
+    pub owners: kv::Store,
     /// The pool's launch consumer.
     pub consumer: consumer::PullConsumer,
 }
@@ -129,6 +135,9 @@ impl Layout {
     pub async fn prepare(&self) -> Result<Prepared, SetupError> {
         let (jobs, events) = self.streams().await?;
         let bucket = ensure_jobs_bucket(&self.js, &self.subjects, self.replicas).await?;
+        let workers =
+            ensure_bucket(&self.js, self.replicas, workers_bucket(&self.subjects)).await?;
+        let owners = ensure_bucket(&self.js, self.replicas, owners_bucket(&self.subjects)).await?;
         let consumer =
             ensure_launch_consumer(&jobs, &self.subjects, &self.pool, self.ack_wait).await?;
         // At start-up the consumer takes this worker's ack wait; later calls
@@ -137,6 +146,8 @@ impl Layout {
         Ok(Prepared {
             events,
             bucket,
+            workers,
+            owners,
             consumer,
         })
     }
@@ -362,6 +373,34 @@ async fn ensure_bucket(
     js.get_key_value(&name)
         .await
         .map_err(|e| jetstream_error(format!("open bucket {name}"))(e.into()))
+}
+
+/// The configuration of the bucket of the workers' leases: one key per live
+/// worker, written with a per-message TTL, and a marker left when a lease
+/// lapses so that the pool's watchers see it go.
+fn workers_bucket(subjects: &Subjects) -> kv::Config {
+    kv::Config {
+        bucket: subjects.workers_bucket(),
+        description: "flare-launcher worker leases, one per live worker".into(),
+        history: 1,
+        storage: stream::StorageType::File,
+        limit_markers: Some(LAPSE_MARKER_TTL),
+        ..Default::default()
+    }
+}
+
+/// The configuration of the index of unfinished jobs: a key `POOL.OWNER.JOB`
+/// for each job from its claim to its end.
+fn owners_bucket(subjects: &Subjects) -> kv::Config {
+    kv::Config {
+        bucket: subjects.owners_bucket(),
+        description: "flare-launcher unfinished jobs by pool and owner".into(),
+        history: 1,
+        storage: stream::StorageType::File,
+        // Per-message TTL, for the markers of removed entries to expire.
+        limit_markers: Some(LAPSE_MARKER_TTL),
+        ..Default::default()
+    }
 }
 
 /// Enables per-message TTL on the bucket's stream if it is off: the records of

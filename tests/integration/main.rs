@@ -17,6 +17,7 @@ mod deploy;
 mod docker;
 mod docker_recovery;
 mod docker_registry;
+mod failover;
 mod gpus;
 mod harness;
 mod intake;

@@ -48,7 +48,11 @@ async fn a_nats_server_killed_and_restarted_while_jobs_flow_loses_no_request_and
 
 #[tokio::test]
 async fn shutdown_lets_short_jobs_finish_and_terminates_the_rest() {
-    let mut system = System::start_with(|c| c.drain_timeout = Duration::from_secs(2)).await;
+    let mut system = System::start_with(|c| {
+        c.drain = true;
+        c.drain_timeout = Duration::from_secs(2);
+    })
+    .await;
     system
         .client
         .launch(&sh("short", "sleep 0.5"))
@@ -90,7 +94,11 @@ async fn shutdown_lets_short_jobs_finish_and_terminates_the_rest() {
 
 #[tokio::test]
 async fn shutdown_stops_a_job_even_while_a_long_grace_runs() {
-    let mut system = System::start_with(|c| c.drain_timeout = Duration::from_secs(1)).await;
+    let mut system = System::start_with(|c| {
+        c.drain = true;
+        c.drain_timeout = Duration::from_secs(1);
+    })
+    .await;
     system.launch_stubborn("stubborn").await;
     let reply = system
         .client
@@ -112,6 +120,7 @@ async fn shutdown_stops_a_job_even_while_a_long_grace_runs() {
 #[tokio::test]
 async fn requests_published_while_a_worker_shuts_down_go_to_the_next_worker_at_once() {
     let mut system = System::start_with(|c| {
+        c.drain = true;
         c.drain_timeout = Duration::from_secs(5);
         c.ack_wait = Duration::from_secs(120);
     })
