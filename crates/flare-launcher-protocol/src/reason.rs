@@ -19,6 +19,11 @@ pub const WORKLOAD_VANISHED: &str = "WorkloadVanished";
 /// The server refused the job's record or event for good (e.g. too large): the
 /// job ended with a minimal record instead.
 pub const RECORD_REJECTED: &str = "RecordRejected";
+/// The worker asked the workload to stop and could not confirm it stopped (its
+/// engine, cluster or supervisor refused the stop or did not answer within the
+/// backend's stop patience, or its Kubernetes node stopped reporting and the pod
+/// was removed without its end): it may still run, or have run on a while.
+pub const STOP_UNCONFIRMED: &str = "StopUnconfirmed";
 /// The job's owner (its worker, or the supervisor that held it) went away and the
 /// job could not be found again.
 pub const OWNER_LOST: &str = "OwnerLost";
@@ -43,10 +48,6 @@ pub const UNSCHEDULABLE: &str = "Unschedulable";
 /// longer than the worker waits), or the pod's deletion was never confirmed:
 /// the pod was removed without its end, which nobody can tell.
 pub const NODE_LOST: &str = "NodeLost";
-/// The job was asked to stop, but its end was never confirmed (its Kubernetes
-/// node stopped reporting): its pod was removed without it, and may have run on
-/// a while.
-pub const STOP_UNCONFIRMED: &str = "StopUnconfirmed";
 /// A Kubernetes pod ran longer than its `activeDeadlineSeconds` (the job's
 /// `start_s` plus `run_s`) and the cluster stopped it.
 pub const DEADLINE_EXCEEDED: &str = "DeadlineExceeded";
