@@ -31,8 +31,11 @@ trap cleanup EXIT
 nats=$!
 url="nats://127.0.0.1:$port"
 user=system:serviceaccount:default:flare-launcher
+# The shipped ClusterRoleBinding (nodes) names the namespace `flare`; here it is `default`.
+sed "s/namespace: flare/namespace: default/" deploy/k8s/clusterrolebinding.yaml >"$work/clusterrolebinding.yaml"
 "$sim" --kubeconfig "$work/admin.kubeconfig" --user "$user=bench-token" \
-    --rbac deploy/k8s/role.yaml --rbac deploy/k8s/rolebinding.yaml >"$work/kube-sim.log" 2>&1 &
+    --rbac deploy/k8s/role.yaml --rbac deploy/k8s/rolebinding.yaml \
+    --rbac deploy/k8s/clusterrole.yaml --rbac "$work/clusterrolebinding.yaml" >"$work/kube-sim.log" 2>&1 &
 kube=$!
 for _ in $(seq 100); do [[ -s $work/admin.kubeconfig ]] && break; sleep 0.1; done
 # The worker's kubeconfig: the admin's, with the service account's token.

@@ -1,11 +1,13 @@
 //! The engine's side of the protocol: publish launch requests, ask for terminate
 //! and status, follow events. The CLI, the benchmark and the tests use it.
 
+use crate::nats::replicas::Replicas;
 use crate::nats::setup::{self, SetupError};
 use crate::nats::subjects::Subjects;
+use crate::pool::members::Members;
 use crate::protocol::{
     ErrorReply, JobEvent, JobRecord, LaunchRequest, ResourceStatus, TerminateReply,
-    TerminateRequest,
+    TerminateRequest, WorkerLease,
 };
 use crate::report::error_chain;
 use async_nats::jetstream::{self, consumer, message::PublishMessage};
@@ -47,6 +49,15 @@ pub enum ClientError {
     /// Following events failed.
     #[error("following events failed: {0}")]
     Events(String),
+    /// The workers' leases could not be read.
+    #[error("cannot read the workers' leases in bucket {bucket}: {source}")]
+    Leases {
+        /// The bucket.
+        bucket: String,
+        /// What went wrong.
+        #[source]
+        source: async_nats::Error,
+    },
 }
 
 /// A connection to a flare-launcher system.
@@ -81,12 +92,13 @@ impl Client {
     }
 
     /// Creates the launch and events streams if no worker has yet, so that a
-    /// request published before any worker starts is kept.
+    /// request published before any worker starts is kept. They get one
+    /// replica: a worker with more (`--replicas`) raises them when it starts.
     ///
     /// # Errors
     /// [`ClientError::Setup`].
     pub async fn ensure_streams(&self) -> Result<(), ClientError> {
-        setup::ensure_streams(&self.js, &self.subjects).await?;
+        setup::ensure_streams(&self.js, &self.subjects, Replicas::default()).await?;
         Ok(())
     }
 
@@ -176,6 +188,31 @@ impl Client {
                 subject,
                 message: error_chain(&e),
             })
+    }
+
+    /// The live workers (of every pool), from their leases, sorted by pool
+    /// and id.
+    ///
+    /// # Errors
+    /// [`ClientError::Leases`] when the leases' bucket cannot be read (no worker
+    /// ever ran with this subject prefix, or NATS is away).
+    pub async fn workers(&self) -> Result<Vec<WorkerLease>, ClientError> {
+        let bucket = self.subjects.workers_bucket();
+        let failed = |source: async_nats::Error| ClientError::Leases {
+            bucket: bucket.clone(),
+            source,
+        };
+        let kv = self
+            .js
+            .get_key_value(&bucket)
+            .await
+            .map_err(|e| failed(e.into()))?;
+        let mut live = Members::new(kv, self.nats.clone())
+            .live()
+            .await
+            .map_err(|e| failed(e.into()))?;
+        live.sort_by(|a, b| (&a.pool, &a.worker).cmp(&(&b.pool, &b.worker)));
+        Ok(live)
     }
 
     async fn request<T: serde::de::DeserializeOwned>(

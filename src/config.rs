@@ -19,6 +19,7 @@ pub mod values;
 pub mod worker;
 
 use crate::nats::connect::NatsArgs;
+use crate::nats::replicas::{MAX_REPLICAS, Replicas};
 use crate::nats::subjects::{BadToken, check_token};
 use crate::protocol::BackendKind;
 use crate::supervisor::job_uids::JobUidRange;
@@ -42,6 +43,8 @@ pub const DEFAULT_POOL: &str = "default";
 pub const MAX_MAX_JOBS: usize = 100_000;
 /// Smallest `--max-request-bytes` accepted (a guard against a limit meant in KiB).
 pub const MIN_MAX_REQUEST_BYTES: usize = 1024;
+/// Shortest lease accepted: it is refreshed three times within it.
+pub const MIN_LEASE: Duration = Duration::from_secs(3);
 /// Default and longest retention of ended jobs' records and logs: as long as the
 /// events stream keeps their events (7 days), so a record never outlives them.
 pub const MAX_RETENTION_S: u64 = crate::nats::setup::EVENTS_MAX_AGE.as_secs();
@@ -233,7 +236,11 @@ impl Settings {
             max_jobs: w.max_jobs(),
             drain_timeout: Duration::from_secs(w.drain_timeout_s()),
             ack_wait: Duration::from_secs(w.ack_wait_s()),
+            drain: w.drain(),
+            lease: Duration::from_secs(w.lease_s()),
+            owner_lost_after: Duration::from_secs(w.owner_lost_after_s()),
             max_request_bytes: w.max_request_bytes(),
+            replicas: w.replicas(),
             supervisor_program: default_supervisor_program(),
             retention: Duration::from_secs(w.retention_s()),
             orphan_grace: Duration::from_secs(w.orphan_grace_s()),
@@ -354,8 +361,17 @@ pub struct WorkerConfig {
     pub drain_timeout: Duration,
     /// How long the server waits for a launch request's acknowledgement.
     pub ack_wait: Duration,
+    /// At shutdown, wait for the jobs (up to `drain_timeout`) instead of
+    /// handing them over to the pool.
+    pub drain: bool,
+    /// How long the worker's lease lives unless refreshed.
+    pub lease: Duration,
+    /// How long after its worker's lease lapsed a process job is ended `lost`.
+    pub owner_lost_after: Duration,
     /// Largest launch request decoded, in bytes.
     pub max_request_bytes: usize,
+    /// Copies a NATS cluster keeps of each stream and bucket.
+    pub replicas: usize,
     /// The `flare-launcher` program run as the supervisor of process jobs
     /// (`flare-launcher supervise`): this program, unless a test or an embedding
     /// program says otherwise.
@@ -427,8 +443,14 @@ impl WorkerConfig {
         if self.ack_wait.is_zero() {
             return Err(InvalidConfig::AckWait);
         }
+        if self.lease < MIN_LEASE {
+            return Err(InvalidConfig::Lease);
+        }
         if self.max_request_bytes < MIN_MAX_REQUEST_BYTES {
             return Err(InvalidConfig::MaxRequestBytes);
+        }
+        if Replicas::new(self.replicas).is_none() {
+            return Err(InvalidConfig::Replicas);
         }
         if !self.backends.contains(&self.backend) {
             return Err(InvalidConfig::DefaultBackend(self.backend));
@@ -458,9 +480,15 @@ pub enum InvalidConfig {
     /// No time to acknowledge a request.
     #[error("ack wait must be at least 1 s")]
     AckWait,
+    /// A lease too short to be refreshed in time.
+    #[error("the lease must be at least {} s", MIN_LEASE.as_secs())]
+    Lease,
     /// Requests could not say what the protocol lets them.
     #[error("max request bytes must be at least {min}", min = MIN_MAX_REQUEST_BYTES)]
     MaxRequestBytes,
+    /// More replicas than JetStream keeps, or none.
+    #[error("replicas must be between 1 and {max}", max = MAX_REPLICAS)]
+    Replicas,
     /// The backend for requests that name none is not one of the worker's.
     #[error("the backend for requests that name none ({0}) must be one of the worker's backends")]
     DefaultBackend(BackendKind),
@@ -815,6 +843,11 @@ mod tests {
         config.max_request_bytes = 256;
         assert!(config.validate().is_err());
         config.max_request_bytes = 1024;
+        config.replicas = 0;
+        assert_eq!(config.validate(), Err(InvalidConfig::Replicas));
+        config.replicas = MAX_REPLICAS + 1;
+        assert_eq!(config.validate(), Err(InvalidConfig::Replicas));
+        config.replicas = 3;
         config.retention = Duration::ZERO;
         assert!(config.validate().is_err());
         config.retention = Duration::from_secs(MAX_RETENTION_S + 1);

@@ -38,6 +38,7 @@ pub mod client;
 pub mod config;
 pub mod job_logs;
 pub mod nats;
+pub mod pool;
 pub mod report;
 pub mod resources;
 pub mod retry;

@@ -27,16 +27,11 @@
 use crate::nats::failure::is_permanent;
 use crate::nats::setup::{EVENTS_MAX_AGE, Layout};
 use crate::protocol::JobRecord;
-use crate::report::error_chain;
 use crate::retry::retry_transient;
 use async_nats::jetstream::context::PublishError;
 use async_nats::jetstream::kv;
 use async_nats::jetstream::message::PublishMessage;
-use futures::StreamExt;
 use std::time::Duration;
-
-/// Longest wait for the next value while listing the records.
-const LIST_SILENCE: Duration = Duration::from_secs(5);
 
 /// Why a record could not be read or written.
 #[derive(Debug, thiserror::Error)]
@@ -307,62 +302,6 @@ impl JobStore {
             error: e.to_string(),
         })?;
         Ok(Some((record, entry.revision)))
-    }
-
-    /// The records of jobs `worker` owns that have not ended (tombstones left
-    /// out), each with its revision, read in one pass over the bucket's latest values, retrying transient
-    /// failures. A restarting worker looks for the jobs it left with them.
-    ///
-    /// # Errors
-    /// [`StoreError::Unavailable`] when the bucket cannot be read.
-    pub async fn unfinished_of(&self, worker: &str) -> Result<Vec<(JobRecord, u64)>, StoreError> {
-        retry_transient(
-            "listing job records",
-            || self.unfinished_once(worker),
-            StoreError::is_transient,
-        )
-        .await
-    }
-
-    async fn unfinished_once(&self, worker: &str) -> Result<Vec<(JobRecord, u64)>, StoreError> {
-        let unavailable = |e: async_nats::Error| StoreError::Unavailable(e);
-        let status = self.kv.status().await.map_err(|e| unavailable(e.into()))?;
-        let mut found = Vec::new();
-        if status.values() == 0 {
-            return Ok(found);
-        }
-        let mut entries = self
-            .kv
-            .watch_with_history(">")
-            .await
-            .map_err(|e| unavailable(e.into()))?;
-        loop {
-            // Values expiring between the status and the watch can leave it
-            // with nothing to deliver: a silence is a failure to retry.
-            let entry = match tokio::time::timeout(LIST_SILENCE, entries.next()).await {
-                Ok(Some(entry)) => entry.map_err(|e| unavailable(e.into()))?,
-                Ok(None) => return Err(unavailable("the record listing ended early".into())),
-                Err(_) => return Err(unavailable("the record listing went silent".into())),
-            };
-            if entry.operation == kv::Operation::Put {
-                match serde_json::from_slice::<JobRecord>(&entry.value) {
-                    Ok(record)
-                        if record.worker == worker
-                            && !record.tombstone
-                            && !record.state.is_terminal() =>
-                    {
-                        found.push((record, entry.revision));
-                    }
-                    Ok(_) => {}
-                    Err(e) => {
-                        tracing::warn!(key = %entry.key, error = %error_chain(&e), "a corrupt job record is passed over");
-                    }
-                }
-            }
-            if entry.delta == 0 {
-                return Ok(found);
-            }
-        }
     }
 
     /// The TTL a record is written with: the retention for one that will not

@@ -42,6 +42,8 @@ pub async fn run(settings: &Settings) -> Result<i32, CliError> {
         tracing::warn!(backend = %config.backend, "dev runs the process backend; the configured backend is ignored");
     }
     config.backend = BackendKind::Process;
+    // A lone worker has no pool to hand its jobs to: Ctrl-C ends them.
+    config.drain = true;
     let url = settings
         .nats
         .urls()

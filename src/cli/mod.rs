@@ -13,6 +13,7 @@ mod status;
 mod supervise;
 mod terminate;
 mod worker;
+mod workers;
 
 use crate::client::{Client, ClientError};
 use crate::config::{ConfigError, GlobalArgs, Settings, WorkerArgs};
@@ -59,6 +60,8 @@ pub enum Command {
     Status(status::StatusArgs),
     /// Follow job events (of one job, or all)
     Events(events::EventsArgs),
+    /// List the live workers of the pool, from their leases
+    Workers(workers::WorkersArgs),
     /// Start a local nats-server (if none is reachable) and a worker with the process backend
     Dev(WorkerArgs),
     /// Drive a running system with many jobs and print latency, throughput and worker memory
@@ -134,6 +137,7 @@ pub async fn run(cli: Cli) -> Result<i32, CliError> {
         Command::Terminate(args) => terminate::run(&settings, args).await,
         Command::Status(args) => status::run(&settings, args).await,
         Command::Events(args) => events::run(&settings, args).await,
+        Command::Workers(args) => workers::run(&settings, args).await,
         Command::Bench(args) => bench::run(&settings, args).await,
         Command::Schemas(args) => schemas::run(args),
         Command::ConfigReference(args) => config_reference::run(args),

@@ -93,6 +93,12 @@ options! {
             env: "FLARE_K8S_STOP_PATIENCE_S",
             default: value(120),
         },
+        /// Seconds a job's node may stay not ready (or its pod's deletion unconfirmed past its grace period) before the job ends `lost` (`NodeLost`; `StopUnconfirmed` if it was being stopped) and its pod is deleted without grace
+        node_lost_after_s: u64 {
+            flag: "node-lost-after",
+            env: "FLARE_NODE_LOST_AFTER_S",
+            default: value(60),
+        },
         /// YAML or JSON pod the jobs' pods are merged onto (tolerations, affinity, annotations, ...)
         pod_template: PathBuf {
             flag: "k8s-pod-template",
@@ -118,6 +124,7 @@ impl K8sArgs {
             emptydir_size_mb: self.emptydir_size_mb,
             keep: Duration::from_secs(self.keep_s()),
             stop_patience: Duration::from_secs(self.stop_patience_s()),
+            node_lost_after: Duration::from_secs(self.node_lost_after_s()),
             pod_template: self.pod_template.clone(),
         }
     }
@@ -149,6 +156,9 @@ pub struct K8sConfig {
     /// How long a stop keeps trying, past the job's grace, until the pod's
     /// end is confirmed.
     pub stop_patience: Duration,
+    /// How long a job's node may be not ready, or its pod's deletion go
+    /// unconfirmed past its grace period, before the job ends `lost`.
+    pub node_lost_after: Duration,
     /// A pod the jobs' pods are merged onto.
     pub pod_template: Option<PathBuf>,
 }

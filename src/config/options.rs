@@ -222,6 +222,21 @@ macro_rules! default_accessor {
 }
 pub(crate) use default_accessor;
 
+/// The clap settings of an on/off option (`kind: switch`): the flag alone turns
+/// it on, `--flag=false` off, and its variable takes `true`, `false`, `1`,
+/// `0`, `yes`, `no`, `on` or `off`.
+pub mod switch {
+    /// A value may follow the flag (after `=`), or not.
+    pub fn num_args() -> clap::builder::ValueRange {
+        (0..=1).into()
+    }
+
+    /// The words taken for on and off.
+    pub fn parser() -> clap::builder::BoolishValueParser {
+        clap::builder::BoolishValueParser::new()
+    }
+}
+
 /// Declares a table of options, each once:
 ///
 /// ```text
@@ -235,6 +250,7 @@ pub(crate) use default_accessor;
 ///             env: "FLARE_DOCKER_PIDS_LIMIT",
 ///             default: value(4096),          // or text("prose"), or none
 ///             example: "4096",               // optional, TOML
+///             kind: switch,                  // optional: an on/off option (see [`switch`])
 ///             clap: (value_name = "N"),      // optional, more clap attributes
 ///         },
 ///     }
@@ -257,6 +273,7 @@ macro_rules! options {
                     env: $env:literal,
                     default: $kind:ident $(($($default:tt)*))?
                     $(, example: $example:literal)?
+                    $(, kind: $kind_of:ident)?
                     $(, clap: ($($clap:tt)*))?
                     $(,)?
                 }
@@ -277,6 +294,12 @@ macro_rules! options {
                         &[$($doc),*],
                         $crate::config::options::default_text!($ty; $kind $(($($default)*))?).as_deref(),
                     )
+                    $(
+                        , num_args = $crate::config::options::$kind_of::num_args()
+                        , require_equals = true
+                        , default_missing_value = "true"
+                        , value_parser = $crate::config::options::$kind_of::parser()
+                    )?
                     $(, $($clap)*)?
                 )]
                 pub $field: Option<$ty>,

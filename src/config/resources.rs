@@ -144,12 +144,7 @@ options! {
             flag: "ignore-host",
             env: "FLARE_IGNORE_HOST",
             default: value(false),
-            clap: (
-                num_args = 0..=1,
-                require_equals = true,
-                default_missing_value = "true",
-                value_parser = clap::builder::BoolishValueParser::new()
-            ),
+            kind: switch,
         },
         /// How process jobs' CUDA_VISIBLE_DEVICES and NVIDIA_VISIBLE_DEVICES name their GPUs: index or uuid (by index when the UUID is not known, as with --ignore-host)
         gpu_naming: GpuNaming {

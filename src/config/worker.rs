@@ -87,11 +87,36 @@ options! {
             env: "FLARE_DRAIN_TIMEOUT_S",
             default: value(30),
         },
+        /// At shutdown, wait for this worker's jobs to end (up to the drain timeout) instead of handing them over to the pool at once
+        drain: bool {
+            flag: "drain",
+            env: "FLARE_DRAIN",
+            default: value(false),
+            kind: switch,
+        },
+        /// Seconds a worker's lease in the flare_workers bucket lives unless refreshed (at least 3); its jobs are adopted once it lapses
+        lease_s: u64 {
+            flag: "lease-s",
+            env: "FLARE_LEASE_S",
+            default: value(10),
+        },
+        /// Seconds after its worker's lease lapsed that a process job, which no other host can adopt, is ended lost (reason OwnerLost) unless a worker of its host takes it back
+        owner_lost_after_s: u64 {
+            flag: "owner-lost-after",
+            env: "FLARE_OWNER_LOST_AFTER_S",
+            default: value(300),
+        },
         /// Seconds before an unacknowledged launch request goes to another worker
         ack_wait_s: u64 {
             flag: "ack-wait",
             env: "FLARE_ACK_WAIT_S",
             default: value(30),
+        },
+        /// Copies a NATS cluster keeps of each stream and bucket, 1 to 5 (3 on a three-server cluster); existing ones with fewer are raised to it, never lowered
+        replicas: usize {
+            flag: "replicas",
+            env: "FLARE_REPLICAS",
+            default: value(1),
         },
         /// Largest launch request, in bytes, decoded (at least 1024); a larger one ends its job in error
         max_request_bytes: usize {
@@ -148,12 +173,7 @@ options! {
             flag: "job-cgroups",
             env: "FLARE_JOB_CGROUPS",
             default: value(false),
-            clap: (
-                num_args = 0..=1,
-                require_equals = true,
-                default_missing_value = "true",
-                value_parser = clap::builder::BoolishValueParser::new()
-            ),
+            kind: switch,
         },
     }
 }

@@ -118,13 +118,8 @@ crate::config::options::options! {
             env: "FLARE_NATS_TLS_REQUIRED",
             default: text("false"),
             example: "true",
-            clap: (
-                global = true,
-                num_args = 0..=1,
-                require_equals = true,
-                default_missing_value = "true",
-                value_parser = clap::builder::BoolishValueParser::new()
-            ),
+            kind: switch,
+            clap: (global = true),
         },
         /// Seconds allowed for one connection attempt
         connect_timeout_s: u64 {

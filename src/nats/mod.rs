@@ -3,5 +3,7 @@
 
 pub mod connect;
 pub mod failure;
+pub mod kv_latest;
+pub mod replicas;
 pub mod setup;
 pub mod subjects;

@@ -1,7 +1,9 @@
 //! Start-up checks of the NATS server and the idempotent creation of the
 //! streams, consumer and KV bucket the project needs, also again while workers run
-//! should an operator have removed them.
+//! should an operator have removed them. Every stream and bucket takes the
+//! layout's replica count ([`Replicas`]).
 
+use super::replicas::Replicas;
 use super::subjects::Subjects;
 use crate::report::error_chain;
 use async_nats::jetstream::consumer::FromConsumer;
@@ -18,6 +20,8 @@ pub const MIN_SERVER_VERSION: (u64, u64, u64) = (2, 11, 5);
 /// the longest (and the default) retention of ended jobs' records and logs, so
 /// that a job's record never outlives its events.
 pub const EVENTS_MAX_AGE: Duration = Duration::from_secs(7 * 24 * 3600);
+/// How long the marker a lapsed lease leaves in the workers' bucket stays.
+const LAPSE_MARKER_TTL: Duration = Duration::from_secs(60);
 /// Window inside which the streams drop a publish whose `Nats-Msg-Id` they saw.
 pub const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
 
@@ -62,7 +66,7 @@ pub enum SetupError {
     },
 }
 
-fn jetstream_error(
+pub(super) fn jetstream_error(
     what: impl Into<String>,
 ) -> impl FnOnce(Box<dyn std::error::Error + Send + Sync>) -> SetupError {
     let what = what.into();
@@ -76,6 +80,8 @@ pub struct Layout {
     subjects: Subjects,
     pool: String,
     ack_wait: Duration,
+    /// The replica count of every stream and bucket made or opened here.
+    replicas: Replicas,
     /// Held while a repair runs.
     repairing: Arc<tokio::sync::Mutex<()>>,
 }
@@ -86,6 +92,10 @@ pub struct Prepared {
     pub events: stream::Stream,
     /// The job-record bucket.
     pub bucket: kv::Store,
+    /// The workers' leases.
+    pub workers: kv::Store,
+    /// The index of unfinished jobs by pool and owner.
+    pub owners: kv::Store,
     /// The pool's launch consumer.
     pub consumer: consumer::PullConsumer,
 }
@@ -103,8 +113,14 @@ impl Layout {
             subjects,
             pool: pool.into(),
             ack_wait,
+            replicas: Replicas::default(),
             repairing: Arc::new(tokio::sync::Mutex::new(())),
         }
+    }
+
+    /// The layout with `replicas` for every stream and bucket.
+    pub fn with_replicas(self, replicas: Replicas) -> Self {
+        Layout { replicas, ..self }
     }
 
     /// The JetStream context everything is made with.
@@ -117,8 +133,11 @@ impl Layout {
     /// # Errors
     /// The first [`SetupError`].
     pub async fn prepare(&self) -> Result<Prepared, SetupError> {
-        let (jobs, events) = ensure_streams(&self.js, &self.subjects).await?;
-        let bucket = ensure_jobs_bucket(&self.js, &self.subjects).await?;
+        let (jobs, events) = self.streams().await?;
+        let bucket = ensure_jobs_bucket(&self.js, &self.subjects, self.replicas).await?;
+        let workers =
+            ensure_bucket(&self.js, self.replicas, workers_bucket(&self.subjects)).await?;
+        let owners = ensure_bucket(&self.js, self.replicas, owners_bucket(&self.subjects)).await?;
         let consumer =
             ensure_launch_consumer(&jobs, &self.subjects, &self.pool, self.ack_wait).await?;
         // At start-up the consumer takes this worker's ack wait; later calls
@@ -127,6 +146,8 @@ impl Layout {
         Ok(Prepared {
             events,
             bucket,
+            workers,
+            owners,
             consumer,
         })
     }
@@ -171,7 +192,7 @@ impl Layout {
         if missing.is_empty() {
             // The bucket may have been made again without per-message TTL (by hand),
             // which refuses the records of ended jobs until it is allowed again.
-            if let Err(e) = ensure_jobs_bucket(&self.js, &self.subjects).await {
+            if let Err(e) = ensure_jobs_bucket(&self.js, &self.subjects, self.replicas).await {
                 tracing::warn!(error = %error_chain(&e), "could not check the job-record bucket");
             }
             return;
@@ -192,7 +213,7 @@ impl Layout {
     /// # Errors
     /// The first [`SetupError`].
     pub async fn launch_consumer(&self) -> Result<consumer::PullConsumer, SetupError> {
-        let (jobs, _) = ensure_streams(&self.js, &self.subjects).await?;
+        let (jobs, _) = self.streams().await?;
         ensure_launch_consumer(&jobs, &self.subjects, &self.pool, self.ack_wait).await
     }
 
@@ -200,8 +221,18 @@ impl Layout {
     /// changing nothing that exists (beyond letting the bucket's records expire).
     async fn create_missing(&self) -> Result<(), SetupError> {
         self.launch_consumer().await?;
-        ensure_jobs_bucket(&self.js, &self.subjects).await?;
+        ensure_jobs_bucket(&self.js, &self.subjects, self.replicas).await?;
         Ok(())
+    }
+
+    /// The launch and events streams, created if missing, with the layout's
+    /// replicas (raised to them if they have fewer).
+    async fn streams(&self) -> Result<(stream::Stream, stream::Stream), SetupError> {
+        let (jobs, events) = ensure_streams(&self.js, &self.subjects, self.replicas).await?;
+        Ok((
+            self.replicas.apply(&self.js, jobs).await?,
+            self.replicas.apply(&self.js, events).await?,
+        ))
     }
 }
 
@@ -235,8 +266,9 @@ pub async fn check_server(
     Ok(())
 }
 
-/// Creates the launch and events streams if they are missing, and checks that
-/// existing ones capture this prefix's subjects.
+/// Creates the launch and events streams if they are missing, with `replicas`,
+/// and checks that existing ones capture this prefix's subjects (their replicas
+/// left as they are: [`Layout`] raises them).
 ///
 /// # Errors
 /// [`SetupError::JetStream`] naming the stream, [`SetupError::Mismatch`] when it
@@ -244,10 +276,11 @@ pub async fn check_server(
 pub async fn ensure_streams(
     js: &jetstream::Context,
     subjects: &Subjects,
+    replicas: Replicas,
 ) -> Result<(stream::Stream, stream::Stream), SetupError> {
     let (jobs_name, events_name) = (subjects.jobs_stream(), subjects.events_stream());
     let jobs = js
-        .get_or_create_stream(stream::Config {
+        .get_or_create_stream(replicas.stream(stream::Config {
             name: jobs_name.clone(),
             description: Some("flare-launcher launch requests, one work queue per pool".into()),
             subjects: vec![subjects.all("launch")],
@@ -255,12 +288,12 @@ pub async fn ensure_streams(
             storage: stream::StorageType::File,
             duplicate_window: DUPLICATE_WINDOW,
             ..Default::default()
-        })
+        }))
         .await
         .map_err(|e| jetstream_error(format!("create stream {jobs_name}"))(e.into()))?;
     check_captures(&jobs, &subjects.all("launch"))?;
     let events = js
-        .get_or_create_stream(stream::Config {
+        .get_or_create_stream(replicas.stream(stream::Config {
             name: events_name.clone(),
             description: Some("flare-launcher job events".into()),
             subjects: vec![subjects.all("events")],
@@ -269,7 +302,7 @@ pub async fn ensure_streams(
             max_age: EVENTS_MAX_AGE,
             duplicate_window: DUPLICATE_WINDOW,
             ..Default::default()
-        })
+        }))
         .await
         .map_err(|e| jetstream_error(format!("create stream {events_name}"))(e.into()))?;
     check_captures(&events, &subjects.all("events"))?;
@@ -297,36 +330,76 @@ fn check_captures(stream: &stream::Stream, wanted: &str) -> Result<(), SetupErro
 async fn ensure_jobs_bucket(
     js: &jetstream::Context,
     subjects: &Subjects,
+    replicas: Replicas,
 ) -> Result<kv::Store, SetupError> {
-    let store = open_jobs_bucket(js, subjects).await?;
+    let config = kv::Config {
+        bucket: subjects.jobs_bucket(),
+        description: "flare-launcher job records, one per job id".into(),
+        history: 5,
+        storage: stream::StorageType::File,
+        ..Default::default()
+    };
+    let store = ensure_bucket(js, replicas, config).await?;
     allow_expiry(js, store).await
 }
 
-/// Opens the job-record bucket, creating it if it is missing.
-async fn open_jobs_bucket(
+/// Opens the bucket `config` names, creating it if it is missing, with
+/// `replicas` (raised to them if it has fewer): every bucket the worker makes
+/// goes through here.
+///
+/// # Errors
+/// [`SetupError::JetStream`] naming the bucket.
+async fn ensure_bucket(
     js: &jetstream::Context,
-    subjects: &Subjects,
+    replicas: Replicas,
+    config: kv::Config,
 ) -> Result<kv::Store, SetupError> {
-    let name = subjects.jobs_bucket();
-    if let Ok(store) = js.get_key_value(&name).await {
+    let name = config.bucket.clone();
+    let store = match js.get_key_value(&name).await {
+        Ok(store) => store,
+        Err(_) => match js.create_key_value(replicas.bucket(config)).await {
+            Ok(store) => store,
+            // Another worker may have created it in between.
+            Err(create_error) => js.get_key_value(&name).await.map_err(|_| {
+                jetstream_error(format!("create bucket {name}"))(create_error.into())
+            })?,
+        },
+    };
+    let before = store.stream.cached_info().config.num_replicas;
+    let stream = replicas.apply(js, store.stream.clone()).await?;
+    if stream.cached_info().config.num_replicas == before {
         return Ok(store);
     }
-    let created = js
-        .create_key_value(kv::Config {
-            bucket: name.clone(),
-            description: "flare-launcher job records, one per job id".into(),
-            history: 5,
-            storage: stream::StorageType::File,
-            ..Default::default()
-        })
-        .await;
-    match created {
-        Ok(store) => Ok(store),
-        // Another worker may have created it in between.
-        Err(create_error) => js
-            .get_key_value(&name)
-            .await
-            .map_err(|_| jetstream_error(format!("create bucket {name}"))(create_error.into())),
+    js.get_key_value(&name)
+        .await
+        .map_err(|e| jetstream_error(format!("open bucket {name}"))(e.into()))
+}
+
+/// The configuration of the bucket of the workers' leases: one key per live
+/// worker, written with a per-message TTL, and a marker left when a lease
+/// lapses so that the pool's watchers see it go.
+fn workers_bucket(subjects: &Subjects) -> kv::Config {
+    kv::Config {
+        bucket: subjects.workers_bucket(),
+        description: "flare-launcher worker leases, one per live worker".into(),
+        history: 1,
+        storage: stream::StorageType::File,
+        limit_markers: Some(LAPSE_MARKER_TTL),
+        ..Default::default()
+    }
+}
+
+/// The configuration of the index of unfinished jobs: a key `POOL.OWNER.JOB`
+/// for each job from its claim to its end.
+fn owners_bucket(subjects: &Subjects) -> kv::Config {
+    kv::Config {
+        bucket: subjects.owners_bucket(),
+        description: "flare-launcher unfinished jobs by pool and owner".into(),
+        history: 1,
+        storage: stream::StorageType::File,
+        // Per-message TTL, for the markers of removed entries to expire.
+        limit_markers: Some(LAPSE_MARKER_TTL),
+        ..Default::default()
     }
 }
 

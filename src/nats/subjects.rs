@@ -13,6 +13,8 @@ const JOBS_STREAM: &str = "FLARE_JOBS";
 const EVENTS_STREAM: &str = "FLARE_JOB_EVENTS";
 /// KV bucket holding one record per job.
 const JOBS_BUCKET: &str = "flare_jobs";
+const WORKERS_BUCKET: &str = "flare_workers";
+const OWNERS_BUCKET: &str = "flare_job_owners";
 /// Queue group every worker joins for terminate and status requests, so exactly
 /// one worker answers each.
 pub const CONTROL_QUEUE_GROUP: &str = "flare-launcher";
@@ -73,6 +75,16 @@ impl Subjects {
     /// The KV bucket of job records.
     pub fn jobs_bucket(&self) -> String {
         self.jetstream_name(JOBS_BUCKET)
+    }
+
+    /// The KV bucket of the workers' leases, one key per live worker.
+    pub fn workers_bucket(&self) -> String {
+        self.jetstream_name(WORKERS_BUCKET)
+    }
+
+    /// The KV bucket indexing the unfinished jobs by pool and owner.
+    pub fn owners_bucket(&self) -> String {
+        self.jetstream_name(OWNERS_BUCKET)
     }
 
     /// `P.launch.POOL`: where the engine publishes launch requests for a pool.

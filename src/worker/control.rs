@@ -6,13 +6,19 @@
 //! job's owner: the worker that receives it either owns the job, forwards it to the
 //! owner on `P.worker.OWNER.terminate.JOB_ID`, or, for a job not seen yet, records
 //! a tombstone so that the launch, when it comes, ends at once in `terminated`.
+//! For a job whose owner went (its lease lapsed or was released) the stop is
+//! written into the job's record by compare-and-set, and the worker that takes
+//! the job over stops its workload first thing: a terminate sent during a
+//! hand-over is not lost.
 
 use super::registry::{JobCommand, Registry};
 use super::story::{Author, Tombstoned};
 use crate::nats::subjects::{CONTROL_QUEUE_GROUP, Subjects};
+use crate::pool::members::Members;
 use crate::protocol::bounded::{bounded, one_line};
 use crate::protocol::{
-    ErrorReply, InvalidTerminate, JobId, JobRecord, TerminateReply, TerminateRequest,
+    DEFAULT_GRACE_S, ErrorReply, InvalidTerminate, JobId, JobRecord, TerminateReply,
+    TerminateRequest,
 };
 use crate::report::error_chain;
 use crate::state::JobState;
@@ -32,6 +38,12 @@ const FORWARDED_ANSWER_TIMEOUT: Duration = Duration::from_secs(5);
 const FORWARD_TIMEOUT: Duration = Duration::from_secs(6);
 /// Longest time spent answering one request from outside (more than a forward).
 pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(8);
+/// How often a terminate whose job's worker does not answer is tried again.
+const PURSUIT_EVERY: Duration = Duration::from_millis(500);
+/// How long such a terminate is pursued.
+const PURSUIT_LIMIT: Duration = Duration::from_secs(120);
+/// Times a terminate for a job whose worker went is tried on its record.
+const RECORD_STOP_ATTEMPTS: usize = 3;
 /// Most control requests answered at once; more wait in the subscriptions.
 const MAX_ANSWERS_IN_FLIGHT: usize = 256;
 
@@ -107,6 +119,8 @@ pub struct Control {
     pub subjects: Subjects,
     /// This worker's id.
     pub worker_id: String,
+    /// The pool's live workers.
+    pub members: Members,
 }
 
 /// Answers control requests until `stop` is cancelled.
@@ -160,7 +174,7 @@ enum Request {
     Forwarded,
 }
 
-async fn answer(control: &Control, message: Message, kind: Request, job_id: Option<String>) {
+async fn answer(control: &Arc<Control>, message: Message, kind: Request, job_id: Option<String>) {
     let work = async {
         let job_id =
             job_id.ok_or_else(|| ControlError::BadRequest("the subject names no job".into()))?;
@@ -255,9 +269,19 @@ fn reply(
     }
 }
 
+/// The reply to a terminate of a job that ended.
+fn already_ended(job_id: &JobId, state: JobState) -> TerminateReply {
+    reply(
+        job_id.as_str(),
+        false,
+        state,
+        format!("the job has ended already ({state})"),
+    )
+}
+
 /// A terminate that may concern any job.
 async fn terminate(
-    control: &Control,
+    control: &Arc<Control>,
     job_id: &JobId,
     body: &[u8],
     grace: Duration,
@@ -292,50 +316,127 @@ async fn terminate(
         ));
     }
     if record.state.is_terminal() {
-        return Ok(reply(
-            job_id.as_str(),
-            false,
-            record.state,
-            format!("the job has ended already ({})", record.state),
-        ));
+        return Ok(already_ended(job_id, record.state));
     }
     if record.worker == control.worker_id {
         return terminate_owned(control, job_id, grace).await;
     }
-    forward(control, &record, body).await
+    if !owner_lives(control, &record.worker).await {
+        return record_stop(control, job_id, body).await;
+    }
+    if let Some(answered) = forward(control, &record, body).await? {
+        return Ok(answered);
+    }
+    if !owner_lives(control, &record.worker).await {
+        // The owner went while the terminate was on its way.
+        return record_stop(control, job_id, body).await;
+    }
+    // The owner holds its lease but does not answer: it is gone from NATS (dead,
+    // its lease not lapsed yet, or cut off). The terminate is pursued until it
+    // answers or the pool takes the job over from it.
+    let pursuit = Pursuit {
+        control: control.clone(),
+        job_id: job_id.clone(),
+        body: body.to_vec(),
+    };
+    tokio::spawn(pursuit.run());
+    Ok(reply(
+        job_id.as_str(),
+        true,
+        record.state,
+        format!(
+            "the job's worker {} does not answer: the terminate is kept until it answers or another worker takes the job over, and is carried out then",
+            record.worker
+        ),
+    ))
 }
 
-/// Hands a terminate to the job's owner and relays its reply.
+/// A terminate for a job whose owner holds its lease but does not answer.
+struct Pursuit {
+    control: Arc<Control>,
+    job_id: JobId,
+    body: Vec<u8>,
+}
+
+impl Pursuit {
+    /// Forwards the terminate again, or writes it into the record once the
+    /// owner's lease is gone, until one of them is done or
+    /// [`PURSUIT_LIMIT`] has passed.
+    async fn run(self) {
+        let control = &self.control;
+        let pursued = async {
+            loop {
+                tokio::time::sleep(PURSUIT_EVERY).await;
+                let record = match control.store.get(self.job_id.as_str()).await {
+                    Ok(Some(record)) if !record.state.is_terminal() => record,
+                    // Ended (or gone): nothing left to stop.
+                    Ok(_) => return,
+                    Err(e) => {
+                        tracing::warn!(job_id = %self.job_id, error = %error_chain(&e), "cannot read the record of a job whose terminate is pursued");
+                        continue;
+                    }
+                };
+                let done = if record.worker == control.worker_id {
+                    terminate_owned(control, &self.job_id, terminate_grace(&self.body))
+                        .await
+                        .is_ok()
+                } else if !owner_lives(control, &record.worker).await {
+                    record_stop(control, &self.job_id, &self.body).await.is_ok()
+                } else {
+                    matches!(forward(control, &record, &self.body).await, Ok(Some(_)))
+                };
+                if done {
+                    tracing::info!(job_id = %self.job_id, "a pursued terminate reached the job");
+                    return;
+                }
+            }
+        };
+        if tokio::time::timeout(PURSUIT_LIMIT, pursued).await.is_err() {
+            tracing::error!(job_id = %self.job_id, "a terminate could not reach its job within {PURSUIT_LIMIT:?}; given up");
+        }
+    }
+}
+
+/// The grace a terminate body asks for (the default when it is unreadable:
+/// it was read once already).
+fn terminate_grace(body: &[u8]) -> Duration {
+    Duration::from_secs(
+        TerminateRequest::decode(body)
+            .map(|request| request.grace_s())
+            .unwrap_or(DEFAULT_GRACE_S),
+    )
+}
+
+/// Whether `worker` holds its lease; when that cannot be told, it is taken to
+/// live (the terminate is forwarded to it).
+async fn owner_lives(control: &Control, worker: &str) -> bool {
+    control.members.is_live(worker).await.unwrap_or_else(|e| {
+        tracing::warn!(%worker, error = %error_chain(&e), "cannot tell whether a job's worker lives");
+        true
+    })
+}
+
+/// Hands a terminate to the job's owner and relays its reply; `None` when the
+/// owner does not answer (no responders, or not in time).
 async fn forward(
     control: &Control,
     record: &JobRecord,
     body: &[u8],
-) -> Result<TerminateReply, ControlError> {
+) -> Result<Option<TerminateReply>, ControlError> {
     let subject = control
         .subjects
         .worker_terminate(&record.worker, &record.job_id);
     let request = control.client.request(subject, body.to_vec().into());
     match tokio::time::timeout(FORWARD_TIMEOUT, request).await {
-        Ok(Ok(answer)) => relay(record, &answer.payload),
-        Ok(Err(e)) => Ok(reply(
-            &record.job_id,
-            false,
-            record.state,
-            format!(
-                "the job's worker {} is not reachable ({e}); nothing was done",
-                record.worker
-            ),
-        )),
-        Err(_) => Ok(reply(
-            &record.job_id,
-            false,
-            record.state,
-            format!(
-                "the job's worker {} did not answer within {} s",
-                record.worker,
-                FORWARD_TIMEOUT.as_secs()
-            ),
-        )),
+        Ok(Ok(answer)) => relay(record, &answer.payload).map(Some),
+        Ok(Err(e)) => {
+            tracing::warn!(owner = %record.worker, error = %error_chain(&e), "a job's worker is not reachable");
+            Ok(None)
+        }
+        Err(_) => {
+            tracing::warn!(owner = %record.worker, "a job's worker did not answer within {FORWARD_TIMEOUT:?}");
+            Ok(None)
+        }
     }
 }
 
@@ -358,36 +459,98 @@ fn relay(record: &JobRecord, payload: &[u8]) -> Result<TerminateReply, ControlEr
     }
 }
 
-/// A terminate for a job this worker owns (or owned).
+/// A terminate for a job this worker owns (or owned). Its state is read before
+/// the job's task is told, so a stop that ends the job at once is still
+/// reported as accepted.
 async fn terminate_owned(
     control: &Control,
     job_id: &JobId,
     grace: Duration,
 ) -> Result<TerminateReply, ControlError> {
+    let record = status(control, job_id).await?;
+    let state = record.state;
+    if state.is_terminal() {
+        return Ok(already_ended(job_id, state));
+    }
     let sent = match control.registry.get(job_id.as_str()) {
         Some(commands) => commands.send(JobCommand::Terminate { grace }).await.is_ok(),
         None => false,
     };
-    let state = status(control, job_id).await?.state;
-    let job_id = job_id.as_str();
-    Ok(if sent && !state.is_terminal() {
-        reply(
-            job_id,
+    if sent {
+        return Ok(reply(
+            job_id.as_str(),
             true,
             state,
             format!(
                 "stopping the job: polite stop now, kill after {} s",
                 grace.as_secs()
             ),
-        )
-    } else {
-        reply(
-            job_id,
-            false,
-            state,
-            format!("the job is not running on this worker ({state})"),
-        )
-    })
+        ));
+    }
+    if record.worker == control.worker_id && !record.tombstone {
+        // Its task is gone (it was handed over as this worker leaves): the
+        // worker that takes the job over carries the stop out.
+        return record_stop(control, job_id, &[]).await;
+    }
+    Ok(reply(
+        job_id.as_str(),
+        false,
+        state,
+        format!("the job is not running on this worker ({state})"),
+    ))
+}
+
+/// Records a terminate in the record of a job whose worker went (or is handing
+/// it over), by compare-and-set: the worker that takes the job over stops its
+/// workload first thing. Tried again while the record changes under it.
+async fn record_stop(
+    control: &Control,
+    job_id: &JobId,
+    body: &[u8],
+) -> Result<TerminateReply, ControlError> {
+    for _ in 0..RECORD_STOP_ATTEMPTS {
+        let Some(mut story) = control.author.open(job_id).await? else {
+            return Err(ControlError::NotFound(job_id.to_string()));
+        };
+        let (state, owner) = (story.record().state, story.record().worker.clone());
+        if state.is_terminal() {
+            return Ok(already_ended(job_id, state));
+        }
+        if owner != control.worker_id && owner_lives(control, &owner).await {
+            // Taken over meanwhile: its new worker stops it.
+            let record = story.record().clone();
+            if let Some(answered) = forward(control, &record, body).await? {
+                return Ok(answered);
+            }
+            continue;
+        }
+        if story.record().stop_reason.is_some() {
+            return Ok(reply(
+                job_id.as_str(),
+                true,
+                state,
+                "a stop is recorded for the job already; it is carried out by the worker that follows it",
+            ));
+        }
+        if story
+            .record_stop(crate::protocol::reason::TERMINATE_REQUESTED)
+            .await
+            .is_ok()
+        {
+            tracing::info!(%job_id, %owner, "terminate recorded for a job whose worker went; the worker that takes it over stops it");
+            return Ok(reply(
+                job_id.as_str(),
+                true,
+                state,
+                format!(
+                    "the job's worker {owner} went: the stop is recorded, and the worker that takes the job over stops it"
+                ),
+            ));
+        }
+    }
+    Err(ControlError::Unavailable(format!(
+        "the record of job {job_id} kept changing; try again"
+    )))
 }
 
 #[cfg(test)]

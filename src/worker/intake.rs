@@ -1,6 +1,8 @@
 //! Intake: pulls launch requests only while the worker has capacity, claims each
-//! job by creating its record, acknowledges the request once the record is
-//! durable, and starts the job's task.
+//! job by creating its record, and starts the job's task, which acknowledges
+//! the request once the record names the job's workload or ends the job (see
+//! [`super::request_ack`]); a request whose job was claimed by a worker that went
+//! before that point is taken over and launched here.
 //!
 //! Capacity is a semaphore of `max_jobs` permits: a permit is taken before a
 //! request is pulled and moves into the job's task, so a full worker stops pulling
@@ -17,20 +19,22 @@
 
 use super::job::{Job, JobSupport};
 use super::placement::{self, Census, Verdict};
-use super::registry::Registry;
+use super::registry::{Registration, Registry};
+use super::request_ack::{RequestAck, ack, hand_back};
 use super::story::{Author, Change, Claimed, Opening, Story, TombstoneEnded};
 use crate::nats::setup::Layout;
+use crate::pool::members::Members;
 use crate::protocol::bounded::{bounded, one_line};
 use crate::protocol::{
     InvalidRequest, LaunchDecodeError, LaunchRequest, decode_launch_within, reason,
 };
 use crate::report::error_chain;
 use crate::resources::ResourcePolicy;
-use crate::resources::gpu_pool::NotPlaced;
+use crate::resources::gpu_pool::{GpuLease, NotPlaced};
 use crate::state::JobState;
 use crate::store::StoreError;
 use async_nats::jetstream::consumer::pull::Batch;
-use async_nats::jetstream::{AckKind, Message, consumer::PullConsumer};
+use async_nats::jetstream::{Message, consumer::PullConsumer};
 use futures::StreamExt;
 use std::sync::Arc;
 use std::time::Duration;
@@ -69,6 +73,11 @@ pub struct Intake {
     pub invalid: InvalidReports,
     /// Largest launch request decoded; a larger one ends its job in `error`.
     pub max_request_bytes: usize,
+    /// The pool's live workers, to tell a launch in progress from one whose
+    /// worker went.
+    pub members: Members,
+    /// How long the server waits for a request's acknowledgement.
+    pub ack_wait: Duration,
 }
 
 /// Reports of launch payloads without a usable job id, on `P.invalid` (core
@@ -303,6 +312,19 @@ async fn claim_and_run(
     let mut story = match claim {
         Ok(Claimed::Created(story)) => *story,
         Ok(Claimed::Found { found, opening }) => {
+            let launch_left =
+                found.record().state == JobState::Starting && !found.record().tombstone;
+            if let Some(request) = request.take_if(|_| launch_left) {
+                // Boxed: a rare path, kept out of the state of every job's task.
+                let taken = TakenRequest {
+                    request,
+                    message,
+                    registration,
+                    permit,
+                    gpus,
+                };
+                return Box::pin(take_over_launch(intake, *found, taken)).await;
+            }
             // Not this worker's to run.
             drop(registration);
             // Boxed: a rare path, kept out of the state of every job's task.
@@ -332,14 +354,65 @@ async fn claim_and_run(
             return ack(&message).await;
         }
     };
-    ack(&message).await;
-    // The request is decoded; the message need not live as long as the job.
-    drop(message);
     tracing::debug!("job accepted");
     Job::new(intake.jobs.clone(), story, registration, Some(permit))
         .holding(gpus)
-        .launch(request)
+        .launch(request, RequestAck::new(message, intake.ack_wait))
         .await;
+}
+
+/// A request this worker claimed the job of, with what it holds for it.
+struct TakenRequest {
+    request: LaunchRequest,
+    message: Message,
+    registration: Registration,
+    permit: OwnedSemaphorePermit,
+    gpus: Option<GpuLease>,
+}
+
+/// Handles a launch whose job's record was left `starting` by a launch that
+/// did not get as far as naming its workload's end, or acknowledging its
+/// request. While the worker that claimed it lives (its lease held), the
+/// request goes back and comes again later. Once that worker went (or it was
+/// this worker, before a restart), this worker takes the claim over by
+/// compare-and-set and launches the job, adopting its workload by name should
+/// the first launch have created it.
+async fn take_over_launch(intake: &Intake, found: Story, taken: TakenRequest) {
+    let owner = found.record().worker.clone();
+    let owner_gone = owner == intake.author.worker_id()
+        || match intake.members.is_live(&owner).await {
+            Ok(live) => !live,
+            Err(e) => {
+                tracing::warn!(error = %error_chain(&e), "cannot tell whether the job's worker lives");
+                false
+            }
+        };
+    if !owner_gone {
+        tracing::info!(%owner, retry_in = ?CLAIM_IN_PROGRESS_RETRY, "launch request of a job another worker is launching; it comes back later");
+        return hand_back(&taken.message, Some(CLAIM_IN_PROGRESS_RETRY)).await;
+    }
+    let mut found = found;
+    found.assign_gpus(taken.gpus.as_ref().map(|lease| lease.gpus().to_vec()));
+    let story = match intake.author.take_over(found).await {
+        Ok(story) => story,
+        Err(superseded) => {
+            tracing::info!(%superseded, retry_in = ?CLAIM_IN_PROGRESS_RETRY, "another worker took the job's launch over first; the request comes back later");
+            return hand_back(&taken.message, Some(CLAIM_IN_PROGRESS_RETRY)).await;
+        }
+    };
+    tracing::warn!(%owner, "took over the launch of a job whose worker went before its workload was recorded");
+    Job::new(
+        intake.jobs.clone(),
+        story,
+        taken.registration,
+        Some(taken.permit),
+    )
+    .holding(taken.gpus)
+    .launch(
+        taken.request,
+        RequestAck::new(taken.message, intake.ack_wait),
+    )
+    .await;
 }
 
 /// The verdict on a request this worker could not place, from how long ago it
@@ -464,20 +537,4 @@ async fn report_invalid(intake: &Intake, message: &Message, error: String) {
         .report(&InvalidRequest::new(&error, &message.payload))
         .await;
     ack(message).await;
-}
-
-/// Gives a request back to the stream: for another worker now (`after: None`),
-/// or for whichever worker takes it once `after` has passed.
-async fn hand_back(message: &Message, after: Option<Duration>) {
-    if let Err(e) = message.ack_with(AckKind::Nak(after)).await {
-        // Unanswered, the request comes back after the ack wait instead.
-        tracing::warn!(error = %error_chain(&*e), "could not hand a launch request back");
-    }
-}
-
-async fn ack(message: &Message) {
-    // A lost ack means a redelivery, which the job record makes harmless.
-    if let Err(e) = message.ack_with(AckKind::Ack).await {
-        tracing::warn!(error = %error_chain(&*e), "could not acknowledge a launch request");
-    }
 }

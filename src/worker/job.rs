@@ -8,13 +8,17 @@
 //! the workload to whoever tells the story now.
 
 use super::registry::{JobCommand, Registration};
+use super::request_ack::RequestAck;
 use super::story::{Change, Persist, Story, Superseded};
 use crate::backend::{
     Backend, Backends, GpuAssignment, LaunchProgress, Launched, Observation, Progress,
+    WorkloadControl,
 };
 use crate::protocol::{
-    DEFAULT_GRACE_S, DEFAULT_START_TIMEOUT_S, LaunchRequest, reason, time_until, timestamp_in,
+    DEFAULT_GRACE_S, DEFAULT_START_TIMEOUT_S, JobRecord, LaunchRequest, reason, time_until,
+    timestamp_in,
 };
+use crate::report::error_chain;
 use crate::resources::gpu_pool::GpuLease;
 use crate::state::{self, JobState};
 use std::sync::Arc;
@@ -79,6 +83,13 @@ pub struct Job {
     story: Story,
     /// Someone else wrote the job's record: the task ends at once.
     taken_over: bool,
+    /// The record found when the job was taken over says it ended: its
+    /// workload must not outlive it.
+    taken_over_ended: bool,
+    /// The worker handed the job over to the pool as it left.
+    handed_over: bool,
+    /// The launch request's delivery, until the job no longer needs it.
+    delivery: Option<RequestAck>,
     /// Its registry entry, with the commands sent to it; gone with the task.
     registration: Registration,
     /// `start_s`, and when it runs out.
@@ -108,6 +119,9 @@ impl Job {
             support,
             story,
             taken_over: false,
+            taken_over_ended: false,
+            handed_over: false,
+            delivery: None,
             registration,
             start_s: DEFAULT_START_TIMEOUT_S,
             start_deadline: Instant::now() + Duration::from_secs(DEFAULT_START_TIMEOUT_S),
@@ -125,8 +139,10 @@ impl Job {
         self
     }
 
-    /// Runs a newly claimed job to its terminal event.
-    pub async fn launch(mut self, request: LaunchRequest) {
+    /// Runs a newly claimed job to its terminal event; its `delivery` is
+    /// acknowledged once the record names the workload or ends the job (see
+    /// [`super::request_ack`]).
+    pub async fn launch(mut self, request: LaunchRequest, delivery: RequestAck) {
         self.start_s = request.start_timeout_s();
         self.start_deadline = Instant::now() + Duration::from_secs(self.start_s);
         self.run_s = request.run_timeout_s();
@@ -144,13 +160,17 @@ impl Job {
         let (published, created, recorded) = tokio::join!(
             starting.publish(),
             async {
-                let created = launch.create_workload(&request, &progress).await;
+                let created = tokio::select! {
+                    created = launch.create_workload(&request, &progress) => created,
+                    () = delivery.keep_in_progress() => unreachable!("keeping a request in progress never ends"),
+                };
                 drop(progress);
                 created
             },
             record_progress(&mut self.story, reports),
         );
         drop(request);
+        self.delivery = Some(delivery);
         if let Err(superseded) = recorded {
             return self.taken_over(superseded);
         }
@@ -168,6 +188,7 @@ impl Job {
             Ok((backend, launched)) => {
                 self.backend = Some(backend);
                 self.story.name_workload(launched.backend_ref.clone());
+                self.settle_delivery().await;
                 let unended = self.follow(launched).await;
                 self.await_workload_end(unended).await;
             }
@@ -191,6 +212,53 @@ impl Job {
         let unended = self.follow(launched).await;
         self.await_workload_end(unended).await;
         self.finish().await;
+    }
+
+    /// Takes up the job of a record this worker now owns whose workload it has
+    /// not found yet (its worker went, or this worker restarted and its backend
+    /// did not list it): looks the workload up by its name, retrying while the
+    /// backend cannot tell, and follows it, or ends the job when it is not there.
+    /// A terminate meanwhile is recorded, and carried out once the workload is
+    /// found.
+    pub async fn reattach(mut self, backend: Arc<dyn Backend>, occasion: Reattach) {
+        let Some(adopt) = backend.adoption() else {
+            return self.end_unfound(occasion, false).await;
+        };
+        let mut failures = crate::retry::Delays::default();
+        let mut stop = None;
+        let launched = loop {
+            match adopt.adopt(self.story.record()).await {
+                Ok(Some(launched)) => break launched,
+                Ok(None) => return self.end_unfound(occasion, true).await,
+                Err(e) => {
+                    let delay = failures.next_delay();
+                    tracing::warn!(error = %error_chain(&e), retry_in = ?delay, "cannot look the job's workload up; trying again");
+                    tokio::select! {
+                        () = tokio::time::sleep(delay) => {}
+                        () = self.support.hard_stop.cancelled() => return self.finish().await,
+                        Some(command) = self.registration.commands.recv() => match command {
+                            JobCommand::Terminate { .. } => self.note_stop(&mut stop, StopCause::Terminate).await,
+                            JobCommand::HandOver => {
+                                self.handed_over = true;
+                                return self.finish().await;
+                            }
+                        },
+                    }
+                    if self.taken_over {
+                        return;
+                    }
+                }
+            }
+        };
+        tracing::info!(state = %self.story.record().state, "{}", occasion.found());
+        self.resume(backend, launched).await;
+    }
+
+    /// Ends a job whose workload is not there (see [`Job::reattach`]).
+    async fn end_unfound(self, occasion: Reattach, adoptable: bool) {
+        let (to, change) = end_of_unfound(self.story.record(), adoptable, occasion);
+        tracing::warn!(state = %self.story.record().state, ended = %to, "the job's workload is not there; the job ends");
+        self.end(to, change).await;
     }
 
     /// Ends a job found again after a restart whose workload is not there.
@@ -230,7 +298,18 @@ impl Job {
     /// nothing: its workload is the new writer's.
     async fn finish(mut self) {
         if self.taken_over {
+            // Its request, if still held, comes again to whoever owns the job now.
             return;
+        }
+        if self.handed_over {
+            tracing::info!(state = %self.story.record().state, "job handed over to the pool");
+            if let Some(delivery) = self.delivery.take() {
+                delivery.hand_back().await;
+            }
+            return;
+        }
+        if let Some(delivery) = self.delivery.take() {
+            delivery.ack().await;
         }
         let record = self.story.record();
         tracing::info!(
@@ -254,6 +333,43 @@ impl Job {
             "someone else wrote the job's record; this worker lets the job go"
         );
         self.taken_over = true;
+        self.taken_over_ended = superseded
+            .found
+            .is_some_and(|record| record.state.is_terminal());
+    }
+
+    /// Whether the job is still this worker's to act on (see
+    /// [`Story::confirm_owned`]); notes a take-over when it is not.
+    async fn still_mine(&mut self) -> bool {
+        if self.taken_over {
+            return false;
+        }
+        match self.story.confirm_owned().await {
+            Ok(()) => true,
+            Err(superseded) => {
+                self.taken_over(superseded);
+                false
+            }
+        }
+    }
+
+    /// Stops the workload for `cause`, once the job is confirmed to be this
+    /// worker's, after recording the first stop asked (a write that the
+    /// record's compare-and-set fences).
+    async fn stop_workload(
+        &mut self,
+        control: &dyn WorkloadControl,
+        grace: Duration,
+        stop: &mut Option<StopCause>,
+        cause: StopCause,
+    ) {
+        if !self.still_mine().await {
+            return;
+        }
+        self.note_stop(stop, cause).await;
+        if !self.taken_over {
+            control.stop(grace).await;
+        }
     }
 
     /// Follows the workload until the job is terminal. Returns its observations
@@ -272,6 +388,11 @@ impl Job {
         let mut run_deadline = self.run_deadline();
         let mut run_timed_out = false;
         let far_future = Instant::now() + Duration::from_secs(100 * 365 * 24 * 3600);
+        // A stop recorded for the job that its workload may not have had yet (its
+        // worker went before carrying it out, or the job was taken over).
+        if stop.is_some() && !self.story.record().state.is_terminal() && self.still_mine().await {
+            control.stop(Duration::from_secs(DEFAULT_GRACE_S)).await;
+        }
         while !self.story.record().state.is_terminal() && !self.taken_over {
             let starting = self.story.record().state == JobState::Starting;
             tokio::select! {
@@ -309,14 +430,21 @@ impl Job {
                     if let Err(superseded) = self.story.catch_up().await {
                         self.taken_over(superseded);
                     }
+                    self.settle_delivery().await;
                 }
                 Some(command) = self.registration.commands.recv() => match command {
                     JobCommand::Terminate { grace } => {
-                        control.stop(grace).await;
-                        self.note_stop(&mut stop, StopCause::Terminate).await;
+                        self.stop_workload(control.as_ref(), grace, &mut stop, StopCause::Terminate).await;
+                    }
+                    JobCommand::HandOver => {
+                        self.handed_over = true;
+                        return None;
                     }
                 },
                 () = sleep_until(self.start_deadline), if starting => {
+                    if !self.still_mine().await {
+                        break;
+                    }
                     let blocker = control.start_blocker().await;
                     control.stop(Duration::ZERO).await;
                     let message = format!("the workload did not start running within {} s", self.start_s);
@@ -330,19 +458,25 @@ impl Job {
                 // comes at whichever is first.
                 () = sleep_until(run_deadline.unwrap_or(far_future)), if run_deadline.is_some() && !run_timed_out => {
                     run_timed_out = true;
-                    control.stop(Duration::from_secs(DEFAULT_GRACE_S)).await;
-                    self.note_stop(&mut stop, StopCause::RunTimeout).await;
+                    self.stop_workload(control.as_ref(), Duration::from_secs(DEFAULT_GRACE_S), &mut stop, StopCause::RunTimeout).await;
                 }
                 // Also after a terminate with a long grace: the worker is leaving
                 // and must not leave the workload behind.
                 () = self.support.hard_stop.cancelled(), if !shutting_down => {
                     shutting_down = true;
-                    control.stop(Duration::from_secs(DEFAULT_GRACE_S)).await;
-                    self.note_stop(&mut stop, StopCause::WorkerShutdown).await;
+                    self.stop_workload(control.as_ref(), Duration::from_secs(DEFAULT_GRACE_S), &mut stop, StopCause::WorkerShutdown).await;
                 }
             }
         }
         if self.taken_over {
+            if self.taken_over_ended {
+                // The job's story ended elsewhere (declared lost while this
+                // worker was away): its workload must not go on.
+                tracing::warn!(
+                    "the job ended elsewhere while this worker followed it; stopping its workload"
+                );
+                control.stop(Duration::ZERO).await;
+            }
             return None;
         }
         // Ended by a refused write (`running`, say) while its workload may still
@@ -351,6 +485,16 @@ impl Job {
             control.stop(Duration::ZERO).await;
         }
         (!workload_ended).then_some(launched.observations)
+    }
+
+    /// Acknowledges the launch request once the stored record names the
+    /// workload or ends the job.
+    async fn settle_delivery(&mut self) {
+        if self.story.launch_settled()
+            && let Some(delivery) = self.delivery.take()
+        {
+            delivery.ack().await;
+        }
     }
 
     /// When `run_s` runs out, as the record keeps it (set when the job starts
@@ -532,4 +676,105 @@ async fn record_progress(
         story.record_progress(progress).await?;
     }
     Ok(())
+}
+
+/// When a worker takes up a job whose workload it has not followed so far.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reattach {
+    /// The worker restarted, and its backends did not list the workload.
+    Restart,
+    /// The worker took the job over from one that went.
+    Adoption,
+}
+
+impl Reattach {
+    fn found(self) -> &'static str {
+        match self {
+            Reattach::Restart => {
+                "re-attached to a job's workload found by its name after a restart"
+            }
+            Reattach::Adoption => "adopted a job's workload from a worker that went",
+        }
+    }
+
+    fn when(self) -> &'static str {
+        match self {
+            Reattach::Restart => "when its worker restarted",
+            Reattach::Adoption => {
+                "when another worker took the job over from its worker, which went"
+            }
+        }
+    }
+}
+
+/// The true end of a job whose workload is not there: never created (its worker
+/// went away while launching it), stopped before it ran, or gone. A backend
+/// that cannot adopt a workload by name (`adoptable` false) found again all it
+/// can at start: the job ends at once, its message saying so.
+pub fn end_of_unfound(
+    record: &JobRecord,
+    adoptable: bool,
+    occasion: Reattach,
+) -> (JobState, Change) {
+    match (
+        record.state,
+        &record.backend_ref,
+        record.stop_reason.as_deref(),
+    ) {
+        (JobState::Starting, _, Some(stop)) => (
+            JobState::Terminated,
+            Change::because(stop, "stopped before its workload ran"),
+        ),
+        (JobState::Starting, None, None) => (
+            JobState::Error,
+            Change::because(
+                reason::LAUNCH_INTERRUPTED,
+                "the worker went away while launching the job, before its workload existed; it never ran",
+            ),
+        ),
+        _ if adoptable => (
+            JobState::Lost,
+            Change::because(
+                reason::WORKLOAD_VANISHED,
+                format!("its workload was not there {}", occasion.when()),
+            ),
+        ),
+        _ => (
+            JobState::Lost,
+            Change::because(
+                reason::WORKLOAD_VANISHED,
+                format!(
+                    "its workload was not among those found again {}, and its backend cannot look for one by name",
+                    occasion.when()
+                ),
+            ),
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::{BackendRef, JobId};
+    use crate::worker::story::fresh_record;
+
+    #[test]
+    fn a_job_whose_backend_cannot_adopt_ends_lost_saying_so() {
+        let mut record = fresh_record(&JobId::new("j").unwrap(), "w", JobState::Running);
+        record.backend_ref = Some(BackendRef::K8s {
+            namespace: "n".into(),
+            pod: "flare-j".into(),
+            uid: "u".into(),
+        });
+        let (to, change) = end_of_unfound(&record, false, Reattach::Restart);
+        assert_eq!(to, JobState::Lost);
+        assert_eq!(change.reason.as_deref(), Some(reason::WORKLOAD_VANISHED));
+        let message = change.message.unwrap_or_default();
+        assert!(message.contains("cannot look for one by name"), "{message}");
+        let (to, change) = end_of_unfound(&record, true, Reattach::Adoption);
+        assert_eq!(to, JobState::Lost);
+        let message = change.message.unwrap_or_default();
+        assert!(!message.contains("by name"), "{message}");
+        assert!(message.contains("took the job over"), "{message}");
+    }
 }

@@ -9,6 +9,7 @@
 //! timeout, then terminates the rest (reason `WorkerShutdown`) and waits for their
 //! final events.
 
+pub mod adoption;
 pub mod control;
 pub mod fd_limit;
 pub mod intake;
@@ -18,6 +19,7 @@ pub mod placement;
 pub mod reaper;
 pub mod recovery;
 pub mod registry;
+pub mod request_ack;
 pub mod resource_status;
 pub mod retention;
 pub mod story;
@@ -30,19 +32,24 @@ use crate::backend::registry::{self as backend_registry, BackendSetup, BackendSt
 use crate::backend::{Backend, Backends};
 use crate::config::{InvalidConfig, WorkerConfig};
 use crate::nats::connect::{self, ConnectError};
+use crate::nats::replicas::Replicas;
 use crate::nats::setup::{self, Layout, SetupError};
 use crate::nats::subjects::Subjects;
-use crate::protocol::{BackendKind, DEFAULT_GRACE_S};
+use crate::pool::lease::{LeaseError, LeaseKeeper};
+use crate::pool::members::Members;
+use crate::pool::owners::OwnerIndex;
+use crate::protocol::{BackendKind, DEFAULT_GRACE_S, WorkerLease, random_suffix, timestamp_now};
 use crate::report::error_chain;
 use crate::resources::ResourcePolicy;
 use crate::resources::inventory::InventoryError;
 use crate::store::JobStore;
 use job::JobSupport;
+use registry::JobCommand;
 use registry::Registry;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
-use story::Author;
+use story::{Author, AuthorParts};
 use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -51,6 +58,8 @@ use tokio_util::task::TaskTracker;
 /// How long shutdown waits, after terminating the remaining jobs, for their final
 /// events beyond their grace period.
 const FINAL_EVENTS_TIMEOUT: Duration = Duration::from_secs(30);
+/// How often a handing-over worker tells the jobs still launching to let go.
+const HAND_OVER_AGAIN: Duration = Duration::from_millis(200);
 /// How long shutdown waits for the connection to hand over its last messages.
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -82,6 +91,9 @@ pub enum WorkerError {
     /// The resource policy cannot have the GPUs it is told to hand out.
     #[error(transparent)]
     Resources(#[from] InventoryError),
+    /// The worker's lease could not be taken.
+    #[error("cannot take the worker's lease: {0}")]
+    Lease(#[source] LeaseError),
 }
 
 /// The set of `started` backends, `default` the one for requests that name none.
@@ -111,7 +123,15 @@ pub struct Worker {
     registry: Registry,
     /// Its connection, flushed at the end.
     client: async_nats::Client,
+    /// At shutdown, wait for the jobs rather than hand them over.
+    drain: bool,
     drain_timeout: Duration,
+    /// Takes over the jobs of workers that went.
+    adoption: JoinHandle<()>,
+    /// Stops keeping the lease.
+    stop_lease: CancellationToken,
+    /// Keeps the lease; hands the keeper back when stopped.
+    lease_keeper: JoinHandle<LeaseKeeper>,
     stop_intake: CancellationToken,
     stop_control: CancellationToken,
     intake: JoinHandle<()>,
@@ -176,7 +196,10 @@ impl Worker {
         )
         .await?;
         setup::check_server(&client, &js).await?;
-        let layout = Layout::new(js.clone(), subjects.clone(), &config.pool, config.ack_wait);
+        // Validated above: a count out of range never gets here.
+        let replicas = Replicas::new(config.replicas).unwrap_or_default();
+        let layout = Layout::new(js.clone(), subjects.clone(), &config.pool, config.ack_wait)
+            .with_replicas(replicas);
         let prepared = layout.prepare().await?;
         // The backends come last: a worker that cannot reach NATS starts no
         // supervisor and watches no engine.
@@ -203,20 +226,37 @@ impl Worker {
         let backends = backends_with_default(started, config.backend)?;
 
         let store = JobStore::new(prepared.bucket, layout.clone()).with_retention(config.retention);
-        let author = Arc::new(Author::new(
-            store.clone(),
+        let registry = Registry::default();
+        let members = Members::new(prepared.workers.clone(), client.clone());
+        let owners = OwnerIndex::new(prepared.owners, client.clone());
+        let (keeper, lease) = LeaseKeeper::take(
+            prepared.workers,
+            js.clone(),
+            lease_of(&config),
+            Arc::new({
+                let registry = registry.clone();
+                move || registry.count()
+            }),
+        )
+        .await
+        .map_err(WorkerError::Lease)?;
+        let stop_lease = CancellationToken::new();
+        let lease_keeper = tokio::spawn(keeper.run(stop_lease.clone()));
+        let author = Arc::new(Author::new(AuthorParts {
+            store: store.clone(),
+            owners: owners.clone(),
+            lease: lease.clone(),
             js,
-            prepared.events,
-            subjects.clone(),
-            layout.clone(),
-            &config.worker_id,
-            &config.pool,
-        ));
+            events: prepared.events,
+            subjects: subjects.clone(),
+            layout: layout.clone(),
+            worker_id: config.worker_id.clone(),
+            pool: config.pool.clone(),
+        }));
         let jobs = Arc::new(JobSupport {
             backends,
             hard_stop: CancellationToken::new(),
         });
-        let registry = Registry::default();
         let tasks = TaskTracker::new();
         let answers = TaskTracker::new();
         let stop_control = CancellationToken::new();
@@ -228,6 +268,7 @@ impl Worker {
                 client: client.clone(),
                 subjects: subjects.clone(),
                 worker_id: config.worker_id.clone(),
+                members: members.clone(),
             }),
             subscriptions,
             stop_control.clone(),
@@ -242,6 +283,21 @@ impl Worker {
             resources: resources.clone(),
         };
         recovery::resume_jobs(&recovery, &capacity, &tasks).await;
+        let adoption = tokio::spawn(adoption::run(
+            adoption::Adoption {
+                recovery,
+                members: members.clone(),
+                owners,
+                lease,
+                capacity: capacity.clone(),
+                max_jobs: config.max_jobs,
+                tracker: tasks.clone(),
+                pool: config.pool.clone(),
+                lease_ttl: config.lease,
+                owner_lost_after: config.owner_lost_after,
+            },
+            stop_intake.clone(),
+        ));
         // After the recovery, which holds again the GPUs of the jobs it found: a
         // question asked meanwhile waits in its subscription instead of being
         // told they are free.
@@ -287,6 +343,8 @@ impl Worker {
                     subject: subjects.invalid(),
                 },
                 max_request_bytes: config.max_request_bytes,
+                members,
+                ack_wait: config.ack_wait,
             }),
             prepared.consumer,
             layout,
@@ -310,7 +368,11 @@ impl Worker {
             jobs,
             registry,
             client,
+            drain: config.drain,
             drain_timeout: config.drain_timeout,
+            adoption,
+            stop_lease,
+            lease_keeper,
             stop_intake,
             stop_control,
             intake,
@@ -337,14 +399,22 @@ impl Worker {
         Ok(())
     }
 
-    /// Stops taking requests, drains running jobs, terminates the rest and waits
-    /// for their final events.
+    /// Stops taking requests, then either hands its jobs over to the pool
+    /// (the default: the jobs' tasks let go of them without touching their
+    /// workloads, and the lease is released, so that the pool adopts the Docker
+    /// and Kubernetes jobs at once; process jobs stay under their supervisor for
+    /// the worker that next starts on this host) or, with `drain`, waits for
+    /// them, terminates the rest and waits for their final events.
     pub async fn shutdown(self) {
         let Worker {
             jobs,
             registry,
             client,
+            drain,
             drain_timeout,
+            adoption,
+            stop_lease,
+            lease_keeper,
             stop_intake,
             stop_control,
             intake,
@@ -358,36 +428,33 @@ impl Worker {
         let running = || registry.count();
         tracing::info!(
             running = running(),
+            drain,
             ?drain_timeout,
             "shutting down: no new jobs"
         );
         stop_intake.cancel();
-        if let Err(e) = intake.await {
-            tracing::error!(error = %error_chain(&e), "intake task failed");
-        }
-        if let Err(e) = sweeper.await {
-            tracing::error!(error = %error_chain(&e), "log sweep task failed");
-        }
-        if let Err(e) = orphan_sweeper.await {
-            tracing::error!(error = %error_chain(&e), "orphan sweep task failed");
+        for (what, task) in [
+            ("intake", intake),
+            ("log sweep", sweeper),
+            ("orphan sweep", orphan_sweeper),
+            ("adoption", adoption),
+        ] {
+            if let Err(e) = task.await {
+                tracing::error!(error = %error_chain(&e), "{what} task failed");
+            }
         }
         tasks.close();
-        if tokio::time::timeout(drain_timeout, tasks.wait())
-            .await
-            .is_err()
-        {
-            tracing::warn!(
-                running = running(),
-                "drain timeout ran out; terminating the remaining jobs"
-            );
-            jobs.hard_stop.cancel();
-            let limit = Duration::from_secs(DEFAULT_GRACE_S) + FINAL_EVENTS_TIMEOUT;
-            if tokio::time::timeout(limit, tasks.wait()).await.is_err() {
-                tracing::error!(
-                    running = running(),
-                    "jobs did not finish after being terminated; exiting anyway"
-                );
-            }
+        if drain {
+            drain_jobs(&jobs, &tasks, drain_timeout, running).await;
+        } else {
+            hand_over_jobs(&registry, &tasks, drain_timeout, running).await;
+        }
+        // Released before control stops: a terminate for a job handed over that
+        // reaches this worker meanwhile is written into its record.
+        stop_lease.cancel();
+        match lease_keeper.await {
+            Ok(keeper) => keeper.release().await,
+            Err(e) => tracing::error!(error = %error_chain(&e), "lease task failed"),
         }
         stop_control.cancel();
         if let Err(e) = control.await {
@@ -396,7 +463,7 @@ impl Worker {
         if let Err(e) = resource_answers.await {
             tracing::error!(error = %error_chain(&e), "resource answer task failed");
         }
-        // Whatever still runs now, the worker gave up on: the backends stop it.
+        // Whatever still runs now, the worker gave up on or handed over.
         for backend in jobs.backends.all() {
             backend.close().await;
         }
@@ -417,5 +484,84 @@ impl Worker {
             }
         }
         tracing::info!("worker stopped");
+    }
+}
+
+/// Waits up to `drain_timeout` for the jobs to end, then terminates the rest
+/// and waits for their final events.
+async fn drain_jobs(
+    jobs: &JobSupport,
+    tasks: &TaskTracker,
+    drain_timeout: Duration,
+    running: impl Fn() -> usize,
+) {
+    if tokio::time::timeout(drain_timeout, tasks.wait())
+        .await
+        .is_ok()
+    {
+        return;
+    }
+    tracing::warn!(
+        running = running(),
+        "drain timeout ran out; terminating the remaining jobs"
+    );
+    jobs.hard_stop.cancel();
+    let limit = Duration::from_secs(DEFAULT_GRACE_S) + FINAL_EVENTS_TIMEOUT;
+    if tokio::time::timeout(limit, tasks.wait()).await.is_err() {
+        tracing::error!(
+            running = running(),
+            "jobs did not finish after being terminated; exiting anyway"
+        );
+    }
+}
+
+/// Tells every job's task to let go of its job, and waits (up to
+/// `drain_timeout`) for them: a job still being launched lets go once its
+/// workload exists.
+async fn hand_over_jobs(
+    registry: &Registry,
+    tasks: &TaskTracker,
+    drain_timeout: Duration,
+    running: impl Fn() -> usize,
+) {
+    tracing::info!(running = running(), "handing the jobs over to the pool");
+    let handing_over = async {
+        loop {
+            registry.tell_all(JobCommand::HandOver).await;
+            if tokio::time::timeout(HAND_OVER_AGAIN, tasks.wait())
+                .await
+                .is_ok()
+            {
+                return;
+            }
+        }
+    };
+    if tokio::time::timeout(drain_timeout, handing_over)
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            running = running(),
+            "jobs still launching when the drain timeout ran out; their requests come again to the pool"
+        );
+    }
+}
+
+/// This worker's lease, as the pool sees it.
+fn lease_of(config: &WorkerConfig) -> WorkerLease {
+    WorkerLease {
+        worker: config.worker_id.clone(),
+        host: nix::unistd::gethostname()
+            .ok()
+            .and_then(|host| host.into_string().ok())
+            .unwrap_or_default(),
+        pool: config.pool.clone(),
+        backends: config.backends.clone(),
+        capacity: config.max_jobs as u64,
+        running: 0,
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+        started: timestamp_now(),
+        lease_s: config.lease.as_secs(),
+        instance: random_suffix(12),
     }
 }

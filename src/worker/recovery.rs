@@ -2,11 +2,14 @@
 //! when it died. A job whose record this worker still owns and that has not
 //! ended is followed on (its `seq` continues, a terminate reaches it); a job whose
 //! end the record holds has its final event published if the stream lacks it;
-//! anything else (no record, another owner) is stopped and let go.
+//! a job another worker of the pool took over while this one was away is left
+//! to it, when that worker can follow the workload; anything else (no record,
+//! an ended job, a tombstone) is stopped and let go.
 //!
 //! Then every record this worker owns that has not ended and whose workload no
-//! backend found (the worker died between the claim and the workload's creation,
-//! or the workload carries other labels) is settled: a backend that can adopt
+//! backend found is settled. A job still `starting` without a workload was being
+//! launched when the worker went: its request was not acknowledged, so it comes
+//! again and is launched then. Otherwise a backend that can adopt
 //! re-attaches to the workload by name when there is one, and otherwise (or when
 //! its backend cannot adopt: a Kubernetes pod, a local process) the job ends at
 //! once with what is true of it (it never ran; or it was stopped; or its
@@ -16,11 +19,11 @@
 //! request is taken, until its workload has ended, so a restart never hands out
 //! a GPU a workload still uses.
 
-use super::job::{Job, JobSupport};
+use super::job::{Job, JobSupport, Reattach};
 use super::registry::Registry;
-use super::story::{Author, Change, Story};
-use crate::backend::{Backend, Recovered};
-use crate::protocol::{JobId, JobRecord, reason};
+use super::story::{Author, Story};
+use crate::backend::{AdoptionScope, Backend, Recovered};
+use crate::protocol::JobId;
 use crate::report::error_chain;
 use crate::resources::ResourcePolicy;
 use crate::state::JobState;
@@ -75,7 +78,11 @@ async fn settle_unfound(
     tracker: &TaskTracker,
     found_jobs: &HashSet<JobId>,
 ) {
-    let stories = match recovery.author.unfinished().await {
+    let stories = match recovery
+        .author
+        .unfinished_of(recovery.author.worker_id())
+        .await
+    {
         Ok(stories) => stories,
         Err(e) => {
             tracing::error!(error = %error_chain(&e), "cannot list this worker's unfinished jobs; those without a workload found stay as they are");
@@ -84,6 +91,16 @@ async fn settle_unfound(
     };
     for story in stories {
         if found_jobs.contains(story.job_id()) {
+            continue;
+        }
+        let record = story.record();
+        if record.state == JobState::Starting
+            && record.backend_ref.is_none()
+            && record.stop_reason.is_none()
+        {
+            // Its launch request was not acknowledged: it comes again, and
+            // whichever worker takes it launches the job.
+            tracing::info!(job_id = %story.job_id(), "a job this worker was launching when it went; its request comes again");
             continue;
         }
         let span = story.span();
@@ -109,76 +126,16 @@ async fn settle(
         tracing::warn!(backend = ?record.backend, "an unfinished job of a backend this worker does not have; left as it is");
         return;
     };
-    let adoption = backend.adoption();
-    let adopted = match adoption.map(|adoption| adoption.adopt(record)) {
-        None => None,
-        Some(adopting) => match adopting.await {
-            Ok(adopted) => adopted,
-            Err(e) => {
-                tracing::error!(error = %error_chain(&e), "cannot tell whether an unfinished job's workload exists; left as it is");
-                return;
-            }
-        },
-    };
     let Some(registration) = recovery.registry.register(story.job_id()) else {
         return;
     };
+    let permit = capacity.clone().try_acquire_owned().ok();
+    let gpus = recovery
+        .resources
+        .hold(story.job_id().as_str(), record.gpus.as_deref());
+    let job = Job::new(recovery.jobs.clone(), story, registration, permit).holding(gpus);
     let span = tracing::Span::current();
-    match adopted {
-        Some(launched) => {
-            tracing::info!(state = %record.state, "re-attached to a job's workload found by its name after a restart");
-            let permit = capacity.clone().try_acquire_owned().ok();
-            let gpus = recovery
-                .resources
-                .hold(story.job_id().as_str(), record.gpus.as_deref());
-            let job = Job::new(recovery.jobs.clone(), story, registration, permit).holding(gpus);
-            tracker.spawn(job.resume(backend, launched).instrument(span));
-        }
-        None => {
-            let (to, change) = end_of_unfound(record, adoption.is_some());
-            tracing::warn!(state = %record.state, ended = %to, "a job's workload is not there after a restart; the job ends");
-            let job = Job::new(recovery.jobs.clone(), story, registration, None);
-            tracker.spawn(job.end(to, change).instrument(span));
-        }
-    }
-}
-
-/// The true end of a job whose workload is not there: never created (the worker
-/// went away while launching it), stopped before it ran, or gone. A backend
-/// that cannot adopt a workload by name (`adoptable` false) found again all it
-/// can at start: the job ends at once, its message saying so.
-fn end_of_unfound(record: &JobRecord, adoptable: bool) -> (JobState, Change) {
-    match (
-        record.state,
-        &record.backend_ref,
-        record.stop_reason.as_deref(),
-    ) {
-        (JobState::Starting, _, Some(stop)) => (
-            JobState::Terminated,
-            Change::because(stop, "stopped before its workload ran"),
-        ),
-        (JobState::Starting, None, None) => (
-            JobState::Error,
-            Change::because(
-                reason::LAUNCH_INTERRUPTED,
-                "the worker went away while launching the job, before its workload existed; it never ran",
-            ),
-        ),
-        _ if adoptable => (
-            JobState::Lost,
-            Change::because(
-                reason::WORKLOAD_VANISHED,
-                "its workload was not there when its worker restarted",
-            ),
-        ),
-        _ => (
-            JobState::Lost,
-            Change::because(
-                reason::WORKLOAD_VANISHED,
-                "its workload was not among those found again when its worker restarted, and its backend cannot look for one by name",
-            ),
-        ),
-    }
+    tracker.spawn(job.reattach(backend, Reattach::Restart).instrument(span));
 }
 
 /// Follows on with a workload a backend found again, or stops it when its job
@@ -202,6 +159,17 @@ async fn resume(
     let mine = story
         .as_ref()
         .is_some_and(|s| s.record().worker == worker_id && !s.record().tombstone);
+    let adopted_elsewhere = story
+        .as_ref()
+        .is_some_and(|s| !mine && !s.record().tombstone && !s.record().state.is_terminal())
+        && backend
+            .adoption()
+            .is_some_and(|adopt| adopt.scope() == AdoptionScope::AnyWorker);
+    if adopted_elsewhere {
+        // Another worker of the pool took the job over while this one was away.
+        tracing::info!("a workload of this worker that another worker has taken over; left to it");
+        return;
+    }
     let span = tracing::Span::current();
     match story {
         Some(story) if mine && !story.record().state.is_terminal() => {
@@ -246,31 +214,5 @@ async fn resume(
                 .instrument(span),
             );
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::protocol::BackendRef;
-    use crate::worker::story::fresh_record;
-
-    #[test]
-    fn a_job_whose_backend_cannot_adopt_ends_lost_saying_so() {
-        let mut record = fresh_record(&JobId::new("j").unwrap(), "w", JobState::Running);
-        record.backend_ref = Some(BackendRef::K8s {
-            namespace: "n".into(),
-            pod: "flare-j".into(),
-            uid: "u".into(),
-        });
-        let (to, change) = end_of_unfound(&record, false);
-        assert_eq!(to, JobState::Lost);
-        assert_eq!(change.reason.as_deref(), Some(reason::WORKLOAD_VANISHED));
-        let message = change.message.unwrap_or_default();
-        assert!(message.contains("cannot look for one by name"), "{message}");
-        let (to, change) = end_of_unfound(&record, true);
-        assert_eq!(to, JobState::Lost);
-        let message = change.message.unwrap_or_default();
-        assert!(!message.contains("by name"), "{message}");
     }
 }

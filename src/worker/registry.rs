@@ -15,6 +15,9 @@ pub enum JobCommand {
         /// Time between the polite stop and the kill.
         grace: Duration,
     },
+    /// Let go of the job without touching its workload: the worker hands its
+    /// jobs over to the pool as it leaves.
+    HandOver,
 }
 
 /// A job's entry in the registry, held by whatever handles the job: dropping it
@@ -70,5 +73,14 @@ impl Registry {
     /// How many jobs this worker runs.
     pub fn count(&self) -> usize {
         self.lock().len()
+    }
+
+    /// Tells every job's task `command`.
+    pub async fn tell_all(&self, command: JobCommand) {
+        let senders: Vec<_> = self.lock().values().cloned().collect();
+        for sender in senders {
+            // A task that ended meanwhile needs nothing more.
+            let _ = sender.send(command).await;
+        }
     }
 }

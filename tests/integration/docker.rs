@@ -438,6 +438,7 @@ async fn the_sites_user_shm_size_and_ulimits_hold_inside_the_container() {
 #[cfg_attr(no_docker, ignore = "no Docker engine answers")]
 async fn shutdown_terminates_the_containers_left_after_the_drain() {
     let mut system = docker_system_with(|config| {
+        config.drain = true;
         config.drain_timeout = Duration::from_secs(1);
     })
     .await;

@@ -1,13 +1,14 @@
 //! Records and recovery of Docker jobs on the real engine: the record names the
-//! container as soon as it exists; a worker that died while launching settles
-//! the records it left at `starting` when it comes back; containers carrying a
+//! container as soon as it exists; the launches a worker was making when it died
+//! are made again, once, when their requests come again; containers carrying a
 //! worker's labels that no job claims are removed after the grace period, and
 //! the containers of its jobs are not. Ignored in a build that found no
 //! engine (never in CI).
 
 use crate::common::docker::{
     RestartableWorker, containers_of, create_labelled_container, docker_system_with, docker_worker,
-    hanging_registry, in_container, test_image, unique, wait_until_removed,
+    hanging_registry, in_container, tag_test_image, test_image, unique, untag_test_image,
+    wait_until_removed,
 };
 use crate::common::system::{System, assert_well_formed, log_path, states};
 use flare_launcher::protocol::{BackendRef, JobRecord, Timeouts};
@@ -78,17 +79,18 @@ async fn launch_step(system: &System, job_id: &str, starts_with: &str) -> String
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[cfg_attr(no_docker, ignore = "no Docker engine answers")]
-async fn records_left_at_starting_by_a_killed_worker_are_settled_at_restart() {
+async fn launches_cut_short_by_their_workers_death_run_once_when_their_requests_come_again() {
     let restartable = RestartableWorker::new().await;
-    let (system, worker_id) = (&restartable.system, &restartable.worker_id);
+    let system = &restartable.system;
     let (port, held) = hanging_registry().await;
     let image = format!("127.0.0.1:{port}/flare-launcher/hangs:1");
     let mut worker = restartable.spawn();
-    // Both jobs are claimed and stuck pulling when their worker dies.
+    // Both jobs are claimed and stuck pulling when their worker dies: neither
+    // request is acknowledged.
     let never_made = unique("never-made");
     let made_late = unique("made-late");
     for job_id in [&never_made, &made_late] {
-        let mut request = in_container(job_id, "echo adopted; exit 0");
+        let mut request = in_container(job_id, "echo ran; exit 0");
         request.image = Some(image.clone());
         request.timeouts = Some(Timeouts {
             start_s: Some(600),
@@ -100,29 +102,34 @@ async fn records_left_at_starting_by_a_killed_worker_are_settled_at_restart() {
     }
     worker.kill().await.unwrap();
     held.abort();
-    // The engine made one of the two containers just as the worker died.
+    // The image is here now, and the engine made one of the two containers
+    // just as the worker died.
+    tag_test_image(&image);
     create_labelled_container(
         &format!("flare-{made_late}"),
         &made_late,
-        Some(worker_id),
-        "echo adopted; exit 0",
+        Some(&restartable.worker_id),
+        "echo ran; exit 0",
         false,
     );
 
-    let _worker = restartable.spawn();
-    let events = system.events_until_terminal(&never_made).await;
-    assert_well_formed(&events);
-    assert_eq!(states(&events), ["starting", "error"]);
-    assert_eq!(events[1].reason.as_deref(), Some("LaunchInterrupted"));
-    assert_eq!(events[1].return_code, Some(104));
-    assert_eq!(&events[1].worker, worker_id);
-
-    let events = system.events_until_terminal(&made_late).await;
-    assert_well_formed(&events);
-    assert_eq!(states(&events), ["starting", "running", "succeeded"]);
-    let log = std::fs::read_to_string(log_path(&events)).expect("the job's log");
-    assert_eq!(log, "adopted\n");
-    wait_until_removed(&[&made_late]).await;
+    // The requests come again (after the ack wait), and the worker's next run
+    // takes each claim over and launches the job: the made container is
+    // adopted by its name, the other made now; each job runs once.
+    let _worker = restartable.spawn_with(&[("FLARE_ACK_WAIT_S", "2")]);
+    for job_id in [&never_made, &made_late] {
+        let events = system.events_until_terminal(job_id).await;
+        assert_well_formed(&events);
+        assert_eq!(
+            states(&events),
+            ["starting", "running", "succeeded"],
+            "{job_id}"
+        );
+        let log = std::fs::read_to_string(log_path(&events)).expect("the job's log");
+        assert_eq!(log, "ran\n", "{job_id} ran once");
+    }
+    wait_until_removed(&[&never_made, &made_late]).await;
+    untag_test_image(&image);
 }
 
 #[tokio::test]

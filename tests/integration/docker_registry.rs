@@ -10,13 +10,12 @@ use crate::common::docker::{
     REGISTRY_PASSWORD, REGISTRY_USER, Registry, SlowLink, docker_worker, in_container, test_image,
     unique, wait_until_removed,
 };
+use crate::common::processes::collect_lines;
 use crate::common::system::{JOB_TIMEOUT, System, states};
 use flare_launcher::config::WorkerConfig;
 use flare_launcher::protocol::{LaunchRequest, Timeouts};
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
-use tokio::io::AsyncBufReadExt;
 
 /// A registry wanting a login, holding the test image under a name of its own.
 async fn registry_with_image() -> (Registry, String) {
@@ -216,19 +215,6 @@ async fn a_failing_credential_helper_ends_the_job_with_what_it_said() {
             && message.contains("the keychain is locked"),
         "{last:?}"
     );
-}
-
-/// Collects a worker process's log lines as they come.
-fn collect_lines(stderr: tokio::process::ChildStderr) -> Arc<Mutex<Vec<String>>> {
-    let lines = Arc::new(Mutex::new(Vec::new()));
-    let collected = lines.clone();
-    tokio::spawn(async move {
-        let mut reader = tokio::io::BufReader::new(stderr).lines();
-        while let Ok(Some(line)) = reader.next_line().await {
-            collected.lock().unwrap().push(line);
-        }
-    });
-    lines
 }
 
 /// Waits until `holds` is true of something, failing the test after

@@ -166,19 +166,28 @@ async fn a_redelivery_long_after_a_job_ended_publishes_no_second_terminal_event(
 }
 
 #[tokio::test]
-async fn a_worker_that_claimed_but_did_not_ack_is_not_run_again() {
+async fn a_launch_whose_claiming_worker_went_before_its_ack_runs_once_here() {
     let system = System::start_with(|c| c.ack_wait = Duration::from_secs(1)).await;
     let file = system.path("claimed-runs");
-    // Simulate a worker that wrote the claim record and died before its ack: the
-    // record exists, so the redelivered request must start nothing.
+    // A worker wrote the claim record and went (no lease) before its workload
+    // existed: its request was never acknowledged, so it comes again, and this
+    // worker takes the claim over and runs the job, once.
     let request = appender("claimed", &file);
     let claim = record_of_gone_worker("claimed", JobState::Starting, 1);
     store_record(&system, "claimed", claim).await;
     system.client.launch(&request).await.unwrap();
+    let events = system.events_until_terminal("claimed").await;
+    assert_eq!(states(&events), ["starting", "running", "succeeded"]);
+    assert_eq!(
+        events.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        [1, 2, 3],
+        "the story goes on from the claim"
+    );
+    assert!(events.iter().all(|e| e.worker == system.config.worker_id));
     system.wait_until_intake_idle().await;
-    assert_eq!(runs(&file), 0);
+    assert_eq!(runs(&file), 1);
     let record = system.client.status("claimed").await.unwrap();
-    assert_eq!(record.worker, "gone-worker");
+    assert_eq!(record.worker, system.config.worker_id);
 }
 
 #[tokio::test]

@@ -71,7 +71,7 @@ async fn two_deliveries_of_one_launch_to_one_worker_start_one_workload() {
 }
 
 #[tokio::test]
-async fn a_delivery_of_a_launch_another_worker_claimed_starts_nothing() {
+async fn a_delivery_of_a_launch_a_live_worker_claimed_waits_in_the_queue_starting_nothing() {
     let nats = NatsServer::start();
     let owner = bench(&nats, "w1").await;
     owner.claimed("taken").await;
@@ -80,7 +80,24 @@ async fn a_delivery_of_a_launch_another_worker_claimed_starts_nothing() {
     let backend = Arc::new(FakeBackend::idle());
     let worker = FakeWorker::start(&bench, backend.clone()).await;
     worker.client.launch(&request("taken")).await.unwrap();
-    queue_emptied(&bench).await;
+    // w1 holds its lease: the request goes back and comes again, unacknowledged,
+    // for as long as w1 may still be launching the job.
+    let consumer = bench.layout.launch_consumer().await.unwrap();
+    let handed_back = async {
+        let mut consumer = consumer;
+        while consumer.info().await.unwrap().num_redelivered == 0 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(60), handed_back)
+        .await
+        .expect("the request came again");
+    let mut stream = bench
+        .js
+        .get_stream(bench.subjects.jobs_stream())
+        .await
+        .unwrap();
+    assert_eq!(stream.info().await.unwrap().state.messages, 1);
     assert!(backend.launches.lock().unwrap().is_empty());
     assert_eq!(bench.stored("taken").await, claimed);
     assert!(bench.events("taken").await.is_empty());

@@ -42,7 +42,8 @@ async fn launch_until(
         hard_stop,
     });
     let job = Job::new(support, story, registration, None);
-    (tokio::spawn(job.launch(request)), registry)
+    let delivery = bench.delivery(&request).await;
+    (tokio::spawn(job.launch(request, delivery)), registry)
 }
 
 #[tokio::test]

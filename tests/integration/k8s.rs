@@ -3,7 +3,7 @@
 //! worker talking to the API under the Role the project ships, beyond what
 //! every backend does (`conformance`): the pod's manifest, startup failures,
 //! one pod per job, faults of the API, ends the cluster reports (OOM kills, a
-//! lost node, a deadline), the orphan sweep, and what jobs cost in API requests.
+//! deadline; lost nodes are `k8s_nodes`'), the orphan sweep, and what jobs cost in API requests.
 
 use crate::common::docker::unique;
 use crate::common::k8s::{
@@ -147,7 +147,8 @@ async fn an_unpullable_image_ends_in_error_with_the_kubelets_reason() {
 }
 
 /// A pod that mounts a secret that does not exist: bound to a node, it waits.
-fn needing_a_missing_secret(job_id: &str) -> LaunchRequest {
+/// A request whose pod waits for a secret that never comes.
+pub fn needing_a_missing_secret(job_id: &str) -> LaunchRequest {
     let mut request = in_pod(job_id, "true");
     request.mounts = vec![Mount {
         source: "secret:missing".into(),
@@ -555,61 +556,6 @@ async fn a_container_killed_for_its_memory_fails_with_oomkilled() {
     cluster.wait_until_deleted(&job_id).await;
 }
 
-#[tokio::test]
-async fn a_lost_node_ends_a_running_job_lost_and_a_waiting_one_in_error() {
-    let cluster = Cluster::start(|_| {}).await;
-    let system = k8s_system(&cluster).await;
-    // Waits for a secret that never comes: bound to the node, never running.
-    let waiting = unique("waits");
-    let request = needing_a_missing_secret(&waiting);
-    system.client.launch(&request).await.unwrap();
-    let running = unique("runs");
-    launch_until_ready(&system, &running).await;
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    while !cluster.pods_of(&waiting).await.iter().any(|pod| {
-        pod.spec
-            .as_ref()
-            .is_some_and(|spec| spec.node_name.is_some())
-    }) {
-        assert!(tokio::time::Instant::now() < deadline, "never bound");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-
-    cluster
-        .sim
-        .lose_node("kube-sim-node")
-        .expect("the node exists");
-    let events = system.events_until_terminal(&waiting).await;
-    assert_well_formed(&events);
-    assert_eq!(states(&events), ["starting", "error"]);
-    let last = events.last().unwrap();
-    assert_eq!(
-        (last.reason.as_deref(), last.return_code),
-        (Some("Unknown"), Some(104)),
-        "{last:?}"
-    );
-    assert!(
-        last.message.as_deref().unwrap().contains("unresponsive"),
-        "{last:?}"
-    );
-    let events = system.events_until_terminal(&running).await;
-    assert_well_formed(&events);
-    assert_eq!(states(&events), ["starting", "running", "lost"]);
-    let last = events.last().unwrap();
-    assert_eq!(
-        (last.reason.as_deref(), last.return_code),
-        (Some("WorkloadVanished"), Some(127)),
-        "{last:?}"
-    );
-    assert!(
-        last.message.as_deref().unwrap().contains("unresponsive"),
-        "{last:?}"
-    );
-    // Deleted without a grace: no kubelet has to confirm it.
-    cluster.wait_until_deleted(&waiting).await;
-    cluster.wait_until_deleted(&running).await;
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pod_past_its_deadline_while_its_worker_is_away_ends_terminated() {
     let cluster = Cluster::start(|_| {}).await;
@@ -690,6 +636,8 @@ async fn the_deploy_manifests_apply_with_kubectl() {
         "serviceaccount/flare-launcher",
         "role.rbac.authorization.k8s.io/flare-launcher",
         "rolebinding.rbac.authorization.k8s.io/flare-launcher",
+        "clusterrole.rbac.authorization.k8s.io/flare-launcher-nodes",
+        "clusterrolebinding.rbac.authorization.k8s.io/flare-launcher-nodes",
         "secret/flare-launcher-nats",
         "deployment.apps/flare-launcher",
     ] {

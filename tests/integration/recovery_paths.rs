@@ -102,26 +102,20 @@ async fn a_workload_found_again_goes_on_with_its_jobs_seq() {
 }
 
 #[tokio::test]
-async fn a_job_left_starting_without_a_workload_ends_in_error_as_interrupted() {
+async fn a_job_left_starting_without_a_workload_is_left_for_its_request() {
     let nats = NatsServer::start();
     let earlier = bench(&nats, "w1").await;
     earlier.claimed("r2").await;
+    let claimed = earlier.stored("r2").await;
     let bench = restarted(&nats).await;
     let backend = Arc::new(FakeBackend::idle());
-    recover_all(&recovery(
-        &bench,
-        backend.clone(),
-        ResourcePolicy::BestEffort,
-    ))
-    .await;
-    let ended = bench.ended("r2").await;
-    assert_eq!(
-        (ended.state, ended.seq, ended.return_code),
-        (JobState::Error, 2, Some(return_code::INFRASTRUCTURE_ERROR))
-    );
-    assert_eq!(ended.reason.as_deref(), Some(reason::LAUNCH_INTERRUPTED));
-    assert_eq!(states(&bench.events("r2").await), [(2, JobState::Error)]);
+    let recovery = recovery(&bench, backend.clone(), ResourcePolicy::BestEffort);
+    recover_all(&recovery).await;
+    // Its request was not acknowledged: it comes again and launches the job.
+    assert_eq!(bench.stored("r2").await, claimed);
+    assert!(bench.events("r2").await.is_empty());
     assert!(backend.launches.lock().unwrap().is_empty());
+    assert_eq!(recovery.registry.count(), 0);
 }
 
 #[tokio::test]

@@ -7,7 +7,7 @@
 
 use flare_launcher::protocol::{
     ErrorReply, InvalidRequest, JobEvent, JobRecord, LaunchRequest, ResourceStatus, TerminateReply,
-    TerminateRequest, decode_launch,
+    TerminateRequest, WorkerLease, decode_launch,
 };
 use flare_launcher::schema;
 use flare_launcher::state::return_code_for;
@@ -276,6 +276,7 @@ fn decode_example(stem: &str, bytes: &[u8]) -> Result<Value, String> {
         "invalid_request" => round_trip::<InvalidRequest>(bytes).map(|(_, value)| value),
         "error_reply" => round_trip::<ErrorReply>(bytes).map(|(_, value)| value),
         "resource_status" => round_trip::<ResourceStatus>(bytes).map(|(_, value)| value),
+        "worker_lease" => round_trip::<WorkerLease>(bytes).map(|(_, value)| value),
         other => Err(format!(
             "no Rust type is known for schema stem {other:?}: add it to this test"
         )),

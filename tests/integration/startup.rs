@@ -1,7 +1,7 @@
 //! Start-up checks against real nats-servers: a server without JetStream is
 //! refused with a plain explanation, a bad configuration never connects, and the
 //! shared consumer follows the newest worker's settings; each subject prefix has
-//! its own streams.
+//! its own streams; more replicas than a lone server keeps are refused.
 
 use crate::common::nats_server::NatsServer;
 use flare_launcher::worker::{Worker, WorkerError};
@@ -117,6 +117,17 @@ async fn a_job_log_directory_that_cannot_be_made_stops_the_worker() {
     let message = system.worker_refusal().await;
     assert!(
         message.contains("cannot create the job log directory"),
+        "{message}"
+    );
+}
+
+#[tokio::test]
+async fn more_replicas_than_a_lone_server_keeps_stop_the_worker_with_the_servers_reason() {
+    // The client made the streams with one replica: the worker would raise them.
+    let system = crate::common::system::System::without_worker(|c| c.replicas = 3).await;
+    let message = system.worker_refusal().await;
+    assert!(
+        message.contains("raise the replicas of stream FLARE_JOBS to 3"),
         "{message}"
     );
 }

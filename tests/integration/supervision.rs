@@ -1,11 +1,14 @@
 //! Supervised process jobs: a job's whole tree is contained (`setsid` and double
 //! forks do not escape), time limits hold under a long grace, a worker that dies
 //! finds its jobs again when it restarts (also at once, after an orderly
-//! shutdown), and a job whose supervisor dies is lost.
+//! shutdown), a worker whose link to a living supervisor drops follows its jobs
+//! over a new link, a job whose supervisor dies is lost, and so is one whose
+//! stop its supervisor never confirms.
 
+use crate::common::chaos::{Tally, tally_when_ended};
 use crate::common::processes::{
-    assert_root, is_alive, parent_of, read_pid, supervisor_dir, wait_for_recorded_end,
-    wait_until_gone,
+    assert_root, cut_connections_to, is_alive, parent_of, read_pid, supervisor_dir,
+    wait_for_recorded_end, wait_until_gone,
 };
 use crate::common::system::{System, assert_well_formed, sh, states};
 use flare_launcher::protocol::{BackendRef, LaunchRequest, MAX_DURATION_S, Timeouts};
@@ -374,4 +377,66 @@ async fn a_worker_restarted_at_once_after_an_orderly_shutdown_finds_a_supervisor
         .run(&LaunchRequest::new("after-restarts", vec!["true".into()]))
         .await;
     assert_eq!(events.last().unwrap().state, JobState::Succeeded);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_link_to_a_living_supervisor_loses_no_job() {
+    let system = System::start().await;
+    let socket = supervisor_dir(&system.config.data_dir, "w1").join("supervisor.sock");
+    let go = system.path("go");
+    let waits = format!("while [ ! -e {} ]; do sleep 0.05; done", go.display());
+    system.launch_until_running(&sh("waiting", &waits)).await;
+    // Short jobs end while the link is cut again and again: some of their ends
+    // come while no link is there.
+    let short: Vec<String> = (0..20).map(|n| format!("short-{n}")).collect();
+    for job_id in &short {
+        system
+            .client
+            .launch(&sh(job_id, "sleep 0.2"))
+            .await
+            .unwrap();
+    }
+    // Each cut once the worker has connected again.
+    let mut cuts = 0;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while cuts < 10 {
+        assert!(
+            Instant::now() < deadline,
+            "the worker connected again only {cuts} times"
+        );
+        cuts += cut_connections_to(&socket);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let tally = tally_when_ended(&system.client, &short, Duration::from_secs(60)).await;
+    assert_eq!(tally, Tally::clean(short.len(), 3 * short.len()));
+
+    // The job that ran across every cut ends as it ends, followed all along.
+    std::fs::write(&go, "").unwrap();
+    let events = system.events_until_terminal("waiting").await;
+    assert_well_formed(&events);
+    assert_eq!(states(&events), ["starting", "running", "succeeded"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_that_its_supervisor_never_confirms_ends_the_job_lost() {
+    let system = System::start().await;
+    let (pid, supervisor) = sleeper_and_its_supervisor(&system, "unconfirmed").await;
+    // The supervisor hangs: it carries out no stop and reports no end.
+    let signal =
+        |signal| nix::sys::signal::kill(nix::unistd::Pid::from_raw(supervisor), signal).unwrap();
+    signal(nix::sys::signal::Signal::SIGSTOP);
+    let reply = system
+        .client
+        .terminate("unconfirmed", Some(1))
+        .await
+        .unwrap();
+    assert!(reply.accepted, "{reply:?}");
+    let events = system.events_until_terminal("unconfirmed").await;
+    signal(nix::sys::signal::Signal::SIGCONT);
+    assert_well_formed(&events);
+    let last = events.last().unwrap();
+    assert_eq!(last.state, JobState::Lost, "{events:#?}");
+    assert_eq!(last.reason.as_deref(), Some("StopUnconfirmed"));
+    // Awake again, the supervisor carries out the stops it was sent.
+    wait_until_gone(pid, Duration::from_secs(10)).await;
 }

@@ -57,7 +57,7 @@ pub use launch::{
 };
 pub use messages::{
     AssignedGpu, BackendRef, ErrorReply, GpuStatus, InvalidRequest, InvalidTerminate, JobEvent,
-    JobRecord, ResourceStatus, TerminateReply, TerminateRequest,
+    JobRecord, ResourceStatus, TerminateReply, TerminateRequest, WorkerLease,
 };
 
 use schemars::JsonSchema;

@@ -254,6 +254,34 @@ pub struct ResourceStatus {
     pub allocations: std::collections::BTreeMap<String, Vec<u32>>,
 }
 
+/// A live worker's lease: the value of its key in the `flare_workers` bucket (an
+/// addition), refreshed well within its TTL while the worker lives, removed
+/// when it hands its jobs over, and gone when it lapses.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct WorkerLease {
+    /// The worker's id.
+    pub worker: String,
+    /// The host it runs on.
+    pub host: String,
+    /// Its pool.
+    pub pool: String,
+    /// The backends it runs jobs on.
+    pub backends: Vec<BackendKind>,
+    /// Most jobs it runs at once.
+    pub capacity: u64,
+    /// Jobs it runs now.
+    pub running: u64,
+    /// Its program's version.
+    pub version: String,
+    /// RFC 3339 UTC time it started.
+    #[schemars(extend("format" = "date-time"))]
+    pub started: String,
+    /// How long the lease lives unless refreshed, in seconds.
+    pub lease_s: u64,
+    /// Tells this run of the worker from another with the same id.
+    pub instance: String,
+}
+
 /// Reported on `P.invalid` for a launch payload without a usable `job_id`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct InvalidRequest {

@@ -20,8 +20,9 @@ pub const WORKLOAD_VANISHED: &str = "WorkloadVanished";
 /// job ended with a minimal record instead.
 pub const RECORD_REJECTED: &str = "RecordRejected";
 /// The worker asked the workload to stop and could not confirm it stopped (its
-/// engine or cluster refused the stop, or did not answer) within the backend's
-/// stop patience: it may still run.
+/// engine, cluster or supervisor refused the stop or did not answer within the
+/// backend's stop patience, or its Kubernetes node stopped reporting and the pod
+/// was removed without its end): it may still run, or have run on a while.
 pub const STOP_UNCONFIRMED: &str = "StopUnconfirmed";
 /// The job's owner (its worker, or the supervisor that held it) went away and the
 /// job could not be found again.
@@ -43,6 +44,10 @@ pub const LAUNCH_INTERRUPTED: &str = "LaunchInterrupted";
 /// No worker of the pool had room for the job's resources within `start_s`, or
 /// the cluster's scheduler cannot place its pod.
 pub const UNSCHEDULABLE: &str = "Unschedulable";
+/// The Kubernetes node of the job's pod stopped reporting (not ready for
+/// longer than the worker waits), or the pod's deletion was never confirmed:
+/// the pod was removed without its end, which nobody can tell.
+pub const NODE_LOST: &str = "NodeLost";
 /// A Kubernetes pod ran longer than its `activeDeadlineSeconds` (the job's
 /// `start_s` plus `run_s`) and the cluster stopped it.
 pub const DEADLINE_EXCEEDED: &str = "DeadlineExceeded";

@@ -8,7 +8,7 @@
 
 use crate::{
     ErrorReply, InvalidRequest, JobEvent, JobRecord, LaunchRequest, ResourceStatus, TerminateReply,
-    TerminateRequest,
+    TerminateRequest, WorkerLease,
 };
 use schemars::generate::SchemaSettings;
 use schemars::{JsonSchema, Schema};
@@ -46,6 +46,7 @@ pub fn all() -> Vec<(&'static str, String)> {
         ("invalid_request.json", render(written::<InvalidRequest>())),
         ("error_reply.json", render(written::<ErrorReply>())),
         ("resource_status.json", render(written::<ResourceStatus>())),
+        ("worker_lease.json", render(written::<WorkerLease>())),
     ]
 }
 

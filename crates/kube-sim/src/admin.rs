@@ -8,7 +8,8 @@
 //! - `POST /kube-sim/oom-kill` with `{"namespace", "pod", "container"}`: kills
 //!   the running container for its memory ([`crate::oom`]).
 //! - `POST /kube-sim/lose-node` with `{"node"}`: the node stops reporting
-//!   ([`crate::node_loss`]).
+//!   ([`crate::node_loss`]); `POST /kube-sim/restore-node` with `{"node"}`
+//!   brings it back.
 
 use bytes::Bytes;
 use hyper::{Method, Response};
@@ -92,7 +93,13 @@ pub fn handle(
                 .map_err(|e| ApiError::BadRequest(e.to_string()))?;
             Ok(http::json(200, &json!({"lost": wanted.node})))
         }
-        ("requests" | "faults" | "compact" | "oom-kill" | "lose-node", _) => {
+        ("restore-node", &Method::POST) => {
+            let wanted: LoseNode = parse(body, "node restore")?;
+            node_loss::restore(cluster, &wanted.node)
+                .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+            Ok(http::json(200, &json!({"restored": wanted.node})))
+        }
+        ("requests" | "faults" | "compact" | "oom-kill" | "lose-node" | "restore-node", _) => {
             Err(ApiError::MethodNotAllowed)
         }
         _ => Err(ApiError::NoRoute),
@@ -108,7 +115,7 @@ struct OomKill {
     container: String,
 }
 
-/// The node `POST /kube-sim/lose-node` loses.
+/// The node `POST /kube-sim/lose-node` loses (or `restore-node` restores).
 #[derive(serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 struct LoseNode {

@@ -195,7 +195,7 @@ pub fn create_object(cluster: &Cluster, t: &Target, object: &mut Value) -> Resul
         }
     }
     match t.resource.name {
-        "pods" => pods::prepare_create(object)?,
+        "pods" => pods::prepare_create(object, cluster.config.default_toleration_seconds)?,
         "namespaces" => {
             object["spec"] = json!({"finalizers": ["kubernetes"]});
             object["status"] = json!({"phase": "Active"});
@@ -434,7 +434,7 @@ fn delete(
 }
 
 /// Sets the deletion mark; a second delete may only shorten the grace period.
-fn mark_for_deletion(pod: &mut Value, grace: i64) {
+pub fn mark_for_deletion(pod: &mut Value, grace: i64) {
     let now = jiff::Timestamp::now();
     let deadline = now + jiff::SignedDuration::from_secs(grace);
     let existing = pod["metadata"]["deletionTimestamp"]

@@ -1,5 +1,5 @@
 //! kube-sim's settings: where it listens, its nodes, which images fail to pull,
-//! its users, and the timings of watches and the kubelet.
+//! its users, and the timings of watches, the kubelet and evictions.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -64,6 +64,10 @@ pub struct Config {
     /// First and longest back-off of image pulls and container restarts.
     pub backoff_initial: Duration,
     pub backoff_max: Duration,
+    /// How long a pod tolerates its node being unreachable (or not ready)
+    /// before it is evicted, unless it says otherwise: the `tolerationSeconds`
+    /// the API server gives it (the real default is 300).
+    pub default_toleration_seconds: u64,
 }
 
 impl Default for Config {
@@ -80,6 +84,7 @@ impl Default for Config {
             history: 100_000,
             backoff_initial: Duration::from_secs(10),
             backoff_max: Duration::from_secs(300),
+            default_toleration_seconds: 300,
         }
     }
 }

@@ -1,7 +1,9 @@
 //! The kubelet of kube-sim's nodes: runs every pod bound to one of them, and
 //! carries out deletions (SIGTERM, the grace period, SIGKILL, then the pod is
 //! removed from the API) and `activeDeadlineSeconds` (the pod ends `Failed` with
-//! reason `DeadlineExceeded`).
+//! reason `DeadlineExceeded`). The kubelet of a lost node hears nothing of its
+//! pods but their removal; once its node is back, the statuses it reports again
+//! (see [`crate::node_loss::restore`]) bring each pod before it anew.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -15,6 +17,7 @@ use tokio_util::task::TaskTracker;
 use crate::cluster::Cluster;
 use crate::container::{self, Context, Stop, StopReason};
 use crate::events::{self, EventType, Source};
+use crate::node_loss;
 use crate::resources::{CONFIGMAPS, PODS, SECRETS};
 use crate::store::{ChangeKind, Key, StoreError};
 use crate::{objects, pods, podstatus};
@@ -64,7 +67,7 @@ fn consider(
     pod: &Arc<Value>,
     deleted: bool,
 ) {
-    if !on_our_node(cluster, pod) {
+    if !on_our_node(cluster, pod) || (!deleted && cluster.lost_nodes.holds(pod)) {
         return;
     }
     let uid = objects::uid(pod).to_owned();
@@ -107,14 +110,6 @@ fn consider(
     }
 }
 
-fn pod_key(pod: &Value) -> Key {
-    Key::new(
-        PODS.name,
-        pod["metadata"]["namespace"].as_str().unwrap_or_default(),
-        objects::name(pod),
-    )
-}
-
 /// Removes a stopped pod from the API (only the same pod, by uid); a lost
 /// node's kubelet cannot.
 fn remove(cluster: &Cluster, pod: &Value) {
@@ -124,7 +119,7 @@ fn remove(cluster: &Cluster, pod: &Value) {
     let uid = objects::uid(pod).to_owned();
     let _ = cluster
         .store
-        .delete::<StoreError>(&pod_key(pod), |current| {
+        .delete::<StoreError>(&node_loss::pod_key(pod), |current| {
             if objects::uid(current) == uid {
                 Ok(())
             } else {
@@ -167,7 +162,7 @@ fn missing_volume(cluster: &Cluster, pod: &Value) -> Option<String> {
 
 /// Runs one pod from its first status to its end.
 async fn run_pod(cluster: Arc<Cluster>, pod: Arc<Value>, mut stop: watch::Receiver<Option<Stop>>) {
-    let key = pod_key(&pod);
+    let key = node_loss::pod_key(&pod);
     let uid = objects::uid(&pod).to_owned();
     if let Err(e) = std::fs::create_dir_all(cluster.pod_dir(&uid)) {
         tracing::warn!(pod = %key.name, error = %e, "cannot make the pod directory");

@@ -10,12 +10,14 @@
 //!   RoleBindings enforced for token users).
 //! - Testing aids: `faults` (latency, errors, dropped watches), `requests` (the
 //!   request counter), `oom` (OOM kills of containers), `node_loss` (a node
-//!   that stops reporting), `admin` (the `/kube-sim/` API over them and
-//!   compaction).
+//!   that stops reporting, and comes back), `admin` (the `/kube-sim/` API over
+//!   them and compaction).
 //! - The API: `api` (get, create, update, patch, delete), `list`, `watch`, `logs`,
 //!   `objects` (decoding through the API types), `pods` (what the server does to
 //!   pods), `selectors`, `resources` (the served types and discovery).
-//! - The node: `scheduler`, `kubelet` (one task per pod), `container` (one
+//! - The control plane's controllers: `scheduler`, `eviction` (evictions from
+//!   lost nodes, the pods of deleted nodes).
+//! - The node: `kubelet` (one task per pod), `container` (one
 //!   process per container), `env`, `podstatus`, `events`, `quantity`.
 //! - State: `store` (objects, the revision counter, the change log), `cluster`,
 //!   `bootstrap` (default namespaces, nodes), `manifests` (RBAC files read at
@@ -30,6 +32,7 @@ pub mod config;
 mod container;
 mod env;
 mod events;
+mod eviction;
 pub mod faults;
 mod http;
 mod kubeconfig;
@@ -168,6 +171,8 @@ impl KubeSim {
         }
         sim.tasks
             .spawn(scheduler::run(cluster_of(&front), sim.shutdown.clone()));
+        sim.tasks
+            .spawn(eviction::run(cluster_of(&front), sim.shutdown.clone()));
         sim.tasks.spawn(kubelet::run(
             cluster_of(&front),
             sim.shutdown.clone(),
@@ -260,12 +265,22 @@ impl KubeSim {
     }
 
     /// Loses node `node` (what `POST /kube-sim/lose-node` does): it stops
-    /// reporting, and its pods that have not ended go to phase `Unknown`.
+    /// reporting, its pods are marked not ready, and they are evicted once
+    /// they no longer tolerate it.
     ///
     /// # Errors
     /// When there is no such node.
     pub fn lose_node(&self, node: &str) -> Result<(), NodeLossError> {
         node_loss::lose(&self.front.cluster, node)
+    }
+
+    /// Brings lost node `node` back (what `POST /kube-sim/restore-node` does):
+    /// it reports again, and finishes the deletions it missed.
+    ///
+    /// # Errors
+    /// When there is no such node.
+    pub fn restore_node(&self, node: &str) -> Result<(), NodeLossError> {
+        node_loss::restore(&self.front.cluster, node)
     }
 
     /// How many resource requests each user made, by verb and resource.

@@ -1,5 +1,6 @@
-//! Objects created at start from YAML (or JSON) files: the Roles and RoleBindings
-//! of [`crate::Config::rbac_files`], each file holding one or more documents.
+//! Objects created at start from YAML (or JSON) files: the Roles, RoleBindings,
+//! ClusterRoles and ClusterRoleBindings of [`crate::Config::rbac_files`], each
+//! file holding one or more documents.
 
 use std::path::{Path, PathBuf};
 
@@ -8,7 +9,7 @@ use serde_json::Value;
 use crate::api;
 use crate::cluster::Cluster;
 use crate::objects;
-use crate::resources::{ROLE_BINDINGS, ROLES};
+use crate::resources::{CLUSTER_ROLE_BINDINGS, CLUSTER_ROLES, ROLE_BINDINGS, ROLES};
 use crate::router::Target;
 use crate::status::ApiError;
 
@@ -30,7 +31,9 @@ pub enum ManifestError {
         #[source]
         source: Box<serde_saphyr::Error>,
     },
-    #[error("{path}: document {index} is a {kind:?}; only Role and RoleBinding are read")]
+    #[error(
+        "{path}: document {index} is a {kind:?}; only Role, RoleBinding, ClusterRole and ClusterRoleBinding are read"
+    )]
     Kind {
         path: PathBuf,
         index: usize,
@@ -45,7 +48,7 @@ pub enum ManifestError {
     },
 }
 
-/// Creates every Role and RoleBinding in the file at `path` (in its
+/// Creates every RBAC object in the file at `path` (a Role or RoleBinding in its
 /// `metadata.namespace`, `default` if unset). Returns how many it created.
 pub fn load_rbac(cluster: &Cluster, path: &Path) -> Result<usize, ManifestError> {
     let text = std::fs::read_to_string(path).map_err(|source| ManifestError::Read {
@@ -65,6 +68,8 @@ pub fn load_rbac(cluster: &Cluster, path: &Path) -> Result<usize, ManifestError>
         let resource = match document["kind"].as_str() {
             Some("Role") => &ROLES,
             Some("RoleBinding") => &ROLE_BINDINGS,
+            Some("ClusterRole") => &CLUSTER_ROLES,
+            Some("ClusterRoleBinding") => &CLUSTER_ROLE_BINDINGS,
             other => {
                 return Err(ManifestError::Kind {
                     path: path.to_owned(),
@@ -84,7 +89,7 @@ pub fn load_rbac(cluster: &Cluster, path: &Path) -> Result<usize, ManifestError>
             .to_owned();
         let target = Target {
             resource,
-            namespace: Some(namespace),
+            namespace: resource.namespaced.then_some(namespace),
             name: None,
             subresource: None,
         };

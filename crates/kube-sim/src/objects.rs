@@ -132,6 +132,8 @@ pub fn normalize(resource: &Resource, value: Value) -> Result<Value, ApiError> {
         "deployments" => through::<apps::Deployment>(value),
         "roles" => through::<rbac::Role>(value),
         "rolebindings" => through::<rbac::RoleBinding>(value),
+        "clusterroles" => through::<rbac::ClusterRole>(value),
+        "clusterrolebindings" => through::<rbac::ClusterRoleBinding>(value),
         other => return Err(ApiError::Internal(format!("no type for {other}"))),
     };
     let mut typed = typed.map_err(cannot)?;

@@ -1,4 +1,5 @@
-//! What the API server itself does to pods: validation and defaults on create,
+//! What the API server itself does to pods: validation and defaults on create
+//! (with the default tolerations of a node that is not ready or unreachable),
 //! and the grace period a delete gets.
 
 use serde_json::{Value, json};
@@ -8,9 +9,17 @@ use crate::status::{ApiError, Cause};
 /// The grace period of a pod that does not set `terminationGracePeriodSeconds`.
 const DEFAULT_GRACE_SECONDS: i64 = 30;
 
+/// The taints a pod tolerates for a while by default.
+const DEFAULT_TOLERATED: [&str; 2] = [
+    "node.kubernetes.io/not-ready",
+    crate::node_loss::UNREACHABLE_TAINT,
+];
+
 /// Checks a new pod and fills in what the real server defaults, resetting its
-/// status to the initial `Pending`.
-pub fn prepare_create(pod: &mut Value) -> Result<(), ApiError> {
+/// status to the initial `Pending`; like the `DefaultTolerationSeconds`
+/// admission plugin, a pod that tolerates no `NoExecute` taint of a node that
+/// is not ready (or unreachable) tolerates it for `toleration_seconds`.
+pub fn prepare_create(pod: &mut Value, toleration_seconds: u64) -> Result<(), ApiError> {
     let name = pod["metadata"]["name"]
         .as_str()
         .unwrap_or_default()
@@ -102,9 +111,34 @@ pub fn prepare_create(pod: &mut Value) -> Result<(), ApiError> {
             }
         }
     }
+    add_default_tolerations(&mut pod["spec"], toleration_seconds);
     let qos = qos_class(&pod["spec"]);
     pod["status"] = json!({"phase": "Pending", "qosClass": qos});
     Ok(())
+}
+
+/// Adds a toleration of each of [`DEFAULT_TOLERATED`] the pod does not
+/// tolerate with `NoExecute` yet.
+fn add_default_tolerations(spec: &mut Value, seconds: u64) {
+    if !spec["tolerations"].is_array() {
+        spec["tolerations"] = json!([]);
+    }
+    let Some(tolerations) = spec["tolerations"].as_array_mut() else {
+        return;
+    };
+    for taint in DEFAULT_TOLERATED {
+        let tolerated = tolerations.iter().any(|t| {
+            let key = t["key"].as_str().unwrap_or_default();
+            let effect = t["effect"].as_str().unwrap_or_default();
+            (key.is_empty() || key == taint) && (effect.is_empty() || effect == "NoExecute")
+        });
+        if !tolerated {
+            tolerations.push(json!({
+                "key": taint, "operator": "Exists", "effect": "NoExecute",
+                "tolerationSeconds": seconds,
+            }));
+        }
+    }
 }
 
 /// The pod's QoS class from its containers' requests and limits.
@@ -170,17 +204,36 @@ mod tests {
         let mut pod = json!({"metadata": {"name": "p"},
             "spec": {"containers": [{"name": "c", "image": "busybox"}]},
             "status": {"phase": "Running"}});
-        prepare_create(&mut pod).expect("valid");
+        prepare_create(&mut pod, 300).expect("valid");
         assert_eq!(pod["status"]["phase"], "Pending");
         assert_eq!(pod["status"]["qosClass"], "BestEffort");
         assert_eq!(pod["spec"]["restartPolicy"], "Always");
         assert_eq!(pod["spec"]["containers"][0]["imagePullPolicy"], "Always");
+        assert_eq!(
+            pod["spec"]["tolerations"],
+            json!([
+                {"key": "node.kubernetes.io/not-ready", "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 300},
+                {"key": "node.kubernetes.io/unreachable", "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 300},
+            ])
+        );
+    }
+
+    #[test]
+    fn a_pods_own_toleration_of_a_lost_node_is_kept() {
+        let own = json!({"key": "node.kubernetes.io/unreachable", "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 5});
+        let mut pod = json!({"metadata": {"name": "p"},
+            "spec": {"containers": [{"name": "c", "image": "busybox"}], "tolerations": [own]}});
+        prepare_create(&mut pod, 2).expect("valid");
+        assert_eq!(
+            pod["spec"]["tolerations"],
+            json!([own, {"key": "node.kubernetes.io/not-ready", "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 2}])
+        );
     }
 
     #[test]
     fn a_pod_without_containers_is_invalid() {
         let mut pod = json!({"metadata": {"name": "p"}, "spec": {"containers": []}});
-        let err = prepare_create(&mut pod).unwrap_err();
+        let err = prepare_create(&mut pod, 300).unwrap_err();
         assert_eq!(err.code(), 422);
         assert_eq!(
             err.to_string(),

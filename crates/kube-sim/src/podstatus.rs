@@ -1,5 +1,6 @@
 //! A pod's status as a kubelet reports it: container states, and the phase and
-//! conditions that follow from them; nothing once the pod's node is lost.
+//! conditions that follow from them; while the pod's node is lost, kept aside
+//! as the kubelet's own view (see [`crate::node_loss`]).
 
 use serde_json::{Value, json};
 
@@ -21,7 +22,8 @@ impl From<StoreError> for NotWritten {
 }
 
 /// Changes `pod`'s status with `edit`, then derives phase and conditions.
-/// Returns the pod as stored, or `None` once it is gone (or its node is lost).
+/// Returns the pod as stored, or `None` once it is gone (or while its node is
+/// lost: the change then goes to the kubelet's own view, reported on restore).
 pub fn update(
     cluster: &Cluster,
     key: &Key,
@@ -30,10 +32,19 @@ pub fn update(
     cluster
         .store
         .update::<NotWritten>(key, |pod| {
-            if cluster.lost_nodes.holds(pod) {
+            let mut edit = Some(edit);
+            let withheld = cluster.lost_nodes.withhold(pod, |view| {
+                if let Some(edit) = edit.take() {
+                    edit(view);
+                    derive(view);
+                }
+            });
+            if withheld {
                 return Err(NotWritten::NodeLost);
             }
-            edit(pod);
+            if let Some(edit) = edit.take() {
+                edit(pod);
+            }
             derive(pod);
             Ok(())
         })

@@ -1,14 +1,15 @@
-//! RBAC authorization of resource requests, from the Roles and RoleBindings in
-//! the store: a user may do what a Role bound to them (by a RoleBinding with a
-//! `User` subject) in the request's namespace allows, and nothing else. The admin
-//! is not checked. ClusterRoles and ClusterRoleBindings are not served, so a
-//! request at the cluster scope is allowed to the admin only.
+//! RBAC authorization of resource requests, from the RBAC objects in the store:
+//! a user may do what a Role or ClusterRole bound to them in the request's
+//! namespace (by a RoleBinding with a `User` or `ServiceAccount` subject) allows,
+//! or what a ClusterRole bound to them everywhere (by a ClusterRoleBinding)
+//! allows, and nothing else; a request at the cluster scope (nodes, a list
+//! across namespaces) needs the latter. The admin is not checked.
 
 use serde_json::Value;
 
 use crate::auth::User;
 use crate::cluster::Cluster;
-use crate::resources::{ROLE_BINDINGS, ROLES};
+use crate::resources::{CLUSTER_ROLE_BINDINGS, CLUSTER_ROLES, ROLE_BINDINGS, ROLES};
 use crate::router::Target;
 use crate::status::{ApiError, ForbiddenRequest};
 use crate::store::Key;
@@ -45,7 +46,8 @@ pub fn authorize(
     let allowed = target
         .namespace
         .as_deref()
-        .is_some_and(|ns| allowed_in(cluster, &user.name, ns, &attributes));
+        .is_some_and(|ns| allowed_in(cluster, &user.name, ns, &attributes))
+        || allowed_everywhere(cluster, &user.name, &attributes);
     if allowed {
         return Ok(());
     }
@@ -65,26 +67,47 @@ pub fn forbidden(user: &User, verb: &str, target: &Target) -> ApiError {
     }))
 }
 
-/// Whether a Role bound to `user` in `namespace` allows the request.
+/// Whether a Role or ClusterRole bound to `user` in `namespace` allows the request.
 fn allowed_in(cluster: &Cluster, user: &str, namespace: &str, attributes: &Attributes) -> bool {
     let (bindings, _) = cluster.store.list(ROLE_BINDINGS.name, Some(namespace));
     bindings
         .iter()
         .filter(|b| binds(b, user))
-        .filter_map(|b| b["roleRef"]["name"].as_str())
-        .filter_map(|role| cluster.store.get(&Key::new(ROLES.name, namespace, role)))
-        .any(|role| {
-            role["rules"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .any(|rule| rule_allows(rule, attributes))
+        .filter_map(|b| match b["roleRef"]["kind"].as_str()? {
+            "Role" => role_ref_name(b).map(|name| Key::new(ROLES.name, namespace, name)),
+            _ => role_ref_name(b).map(|name| Key::new(CLUSTER_ROLES.name, "", name)),
         })
+        .any(|key| role_allows(cluster, &key, attributes))
 }
 
-/// Whether `binding` binds a Role (not a ClusterRole) to the user `user`: a
-/// `User` subject of that name, or a `ServiceAccount` subject whose token user
-/// (`system:serviceaccount:NAMESPACE:NAME`) it is.
+/// Whether a ClusterRole bound to `user` by a ClusterRoleBinding allows the request.
+fn allowed_everywhere(cluster: &Cluster, user: &str, attributes: &Attributes) -> bool {
+    let (bindings, _) = cluster.store.list(CLUSTER_ROLE_BINDINGS.name, None);
+    bindings
+        .iter()
+        .filter(|b| b["roleRef"]["kind"] == "ClusterRole" && binds(b, user))
+        .filter_map(|b| role_ref_name(b).map(|name| Key::new(CLUSTER_ROLES.name, "", name)))
+        .any(|key| role_allows(cluster, &key, attributes))
+}
+
+fn role_ref_name(binding: &Value) -> Option<&str> {
+    binding["roleRef"]["name"].as_str()
+}
+
+/// Whether a rule of the role at `key` allows the request.
+fn role_allows(cluster: &Cluster, key: &Key, attributes: &Attributes) -> bool {
+    cluster.store.get(key).is_some_and(|role| {
+        role["rules"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|rule| rule_allows(rule, attributes))
+    })
+}
+
+/// Whether `binding` binds its role (a Role or ClusterRole) to the user `user`:
+/// a `User` subject of that name, or a `ServiceAccount` subject whose token
+/// user (`system:serviceaccount:NAMESPACE:NAME`) it is.
 fn binds(binding: &Value, user: &str) -> bool {
     let role_ref = &binding["roleRef"];
     let namespace = binding["metadata"]["namespace"]
@@ -99,7 +122,7 @@ fn binds(binding: &Value, user: &str) -> bool {
         }
         _ => false,
     };
-    role_ref["kind"] == "Role"
+    matches!(role_ref["kind"].as_str(), Some("Role" | "ClusterRole"))
         && role_ref["apiGroup"] == RBAC_GROUP
         && binding["subjects"]
             .as_array()
@@ -178,7 +201,8 @@ mod tests {
         };
         assert!(binds(&binding("Role", "User"), "alice"));
         assert!(!binds(&binding("Role", "User"), "bob"));
-        assert!(!binds(&binding("ClusterRole", "User"), "alice"));
+        assert!(binds(&binding("ClusterRole", "User"), "alice"));
+        assert!(!binds(&binding("Secret", "User"), "alice"));
         assert!(!binds(&binding("Role", "Group"), "alice"));
         let account = json!({"metadata": {"namespace": "flare"},
                              "roleRef": {"apiGroup": RBAC_GROUP, "kind": "Role", "name": "r"},

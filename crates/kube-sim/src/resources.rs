@@ -202,6 +202,30 @@ pub static ROLE_BINDINGS: Resource = Resource {
     subresources: &[],
 };
 
+pub static CLUSTER_ROLES: Resource = Resource {
+    name: "clusterroles",
+    singular: "clusterrole",
+    kind: "ClusterRole",
+    group: "rbac.authorization.k8s.io",
+    namespaced: false,
+    verbs: ALL_VERBS,
+    short_names: &[],
+    selectable_fields: &[],
+    subresources: &[],
+};
+
+pub static CLUSTER_ROLE_BINDINGS: Resource = Resource {
+    name: "clusterrolebindings",
+    singular: "clusterrolebinding",
+    kind: "ClusterRoleBinding",
+    group: "rbac.authorization.k8s.io",
+    namespaced: false,
+    verbs: ALL_VERBS,
+    short_names: &[],
+    selectable_fields: &[],
+    subresources: &[],
+};
+
 /// Every served resource, core group first.
 pub static ALL: &[&Resource] = &[
     &NAMESPACES,
@@ -215,6 +239,8 @@ pub static ALL: &[&Resource] = &[
     &DEPLOYMENTS,
     &ROLES,
     &ROLE_BINDINGS,
+    &CLUSTER_ROLES,
+    &CLUSTER_ROLE_BINDINGS,
 ];
 
 /// The API groups besides core; each serves version `v1` only.

@@ -256,14 +256,16 @@ async fn kubectl_with_a_users_token_may_do_what_its_role_allows_only() {
     .expect("kubectl steps");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_python_client_creates_watches_resumes_gets_410_and_sees_relabels() {
+/// Runs the Python client script `name` (in `tests/clients/`) against its own
+/// kube-sim, which must succeed.
+async fn run_python(sim: &kube_sim::KubeSim, name: &str) {
     let python = python_with_kubernetes_client();
-    let sim = common::start(|c| c.history = 30).await;
     let dir = tempfile::tempdir().expect("tempdir");
     let kc = dir.path().join("kubeconfig");
     sim.write_kubeconfig(&kc).expect("kubeconfig");
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/python_conformance.py");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/clients")
+        .join(name);
     let out = tokio::process::Command::new(&python)
         .arg(&script)
         .arg(&kc)
@@ -272,8 +274,87 @@ async fn the_python_client_creates_watches_resumes_gets_410_and_sees_relabels() 
         .expect("the Python interpreter runs");
     assert!(
         out.status.success(),
-        "python conformance failed:\n{}\n{}",
+        "{name} failed:\n{}\n{}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_python_client_creates_watches_resumes_gets_410_and_sees_relabels() {
+    let sim = common::start(|c| c.history = 30).await;
+    run_python(&sim, "python_conformance.py").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_python_client_sees_a_lost_nodes_pod_evicted_and_removed_on_restore() {
+    let sim = common::start(|_| {}).await;
+    run_python(&sim, "python_node_lifecycle.py").await;
+}
+
+const LOST_MANIFEST: &str = "apiVersion: v1
+kind: Pod
+metadata:
+  name: ctl-lost
+spec:
+  restartPolicy: Never
+  terminationGracePeriodSeconds: 5
+  containers:
+  - name: main
+    image: busybox:1.36
+    command: [sleep, '600']
+";
+
+/// Polls `kubectl ARGS` until its output is `want`.
+fn kubectl_until(kubeconfig: &Path, args: &[&str], want: &str) {
+    let deadline = std::time::Instant::now() + common::PATIENCE;
+    loop {
+        let out = kubectl_output(kubeconfig, args);
+        if out.status.success() && text(&out).trim() == want {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "kubectl {args:?}: {} {}",
+            text(&out),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(no_kubectl, ignore = "kubectl is not installed")]
+async fn kubectl_sees_a_lost_nodes_pod_running_unready_then_evicted_then_removed() {
+    let sim = common::start(|c| c.default_toleration_seconds = 1).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let kc = dir.path().join("kubeconfig");
+    sim.write_kubeconfig(&kc).expect("kubeconfig");
+    let manifest = dir.path().join("pod.yaml");
+    std::fs::write(&manifest, LOST_MANIFEST).expect("manifest");
+    let node = dir.path().join("node.json");
+    std::fs::write(&node, r#"{"node": "kube-sim-node"}"#).expect("node");
+    tokio::task::spawn_blocking(move || {
+        kubectl(&kc, &["create", "-f", manifest.to_str().expect("path")]);
+        let ready = "jsonpath={.status.phase} {.status.conditions[?(@.type==\"Ready\")].status}";
+        kubectl_until(&kc, &["get", "pod", "ctl-lost", "-o", ready], "Running True");
+        let node = node.to_str().expect("path");
+        kubectl(&kc, &["create", "--raw", "/kube-sim/lose-node", "-f", node]);
+        kubectl_until(
+            &kc,
+            &["get", "node", "kube-sim-node", "-o", "jsonpath={.status.conditions[?(@.type==\"Ready\")].status} {.spec.taints[*].effect}"],
+            "Unknown NoSchedule NoExecute",
+        );
+        kubectl_until(&kc, &["get", "pod", "ctl-lost", "-o", ready], "Running False");
+        kubectl_until(
+            &kc,
+            &["get", "pod", "ctl-lost", "-o", "jsonpath={.status.phase} {.status.reason} {.metadata.deletionGracePeriodSeconds}"],
+            "Running NodeLost 5",
+        );
+        kubectl(&kc, &["create", "--raw", "/kube-sim/restore-node", "-f", node]);
+        // Its kubelet, back, confirms the deletion.
+        kubectl_until(&kc, &["get", "pods", "-o", "name"], "");
+    })
+    .await
+    .expect("kubectl steps");
 }

@@ -1,5 +1,6 @@
-//! RBAC through kube-rs: Roles and RoleBindings from a YAML file at start, or
-//! created through the API, allow their verbs to their users; everything else is
+//! RBAC through kube-rs: Roles and RoleBindings (and ClusterRoles bound
+//! cluster-wide) from a YAML file at start, or created through the API, allow
+//! their verbs to their users; everything else is
 //! refused with the real 403 `Forbidden` Status. The admin is not checked.
 
 mod common;
@@ -131,16 +132,69 @@ async fn a_role_from_a_file_allows_its_verbs_and_refuses_the_rest() {
 async fn an_rbac_file_with_other_kinds_stops_the_start() {
     let dir = tempfile::tempdir().expect("tempdir");
     let rbac = dir.path().join("rbac.yaml");
-    std::fs::write(
-        &rbac,
-        "apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRole\nmetadata: {name: x}\n",
-    )
-    .expect("rbac file");
+    std::fs::write(&rbac, "apiVersion: v1\nkind: Secret\nmetadata: {name: x}\n")
+        .expect("rbac file");
     let config = Config {
         rbac_files: vec![rbac],
         ..Config::default()
     };
     let err = KubeSim::start(config).await.err().expect("refused");
     assert!(matches!(err, StartError::Rbac(_)), "{err}");
-    assert!(err.to_string().contains("\"ClusterRole\""), "{err}");
+    assert!(err.to_string().contains("\"Secret\""), "{err}");
+}
+
+/// node-watcher may get, list and watch nodes everywhere; carol has it.
+const NODE_WATCHER_RBAC: &str = "\
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata: {name: node-watcher}
+rules:
+- apiGroups: ['']
+  resources: [nodes]
+  verbs: [get, list, watch]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {name: carol-watches-nodes}
+subjects:
+- {kind: User, name: carol, apiGroup: rbac.authorization.k8s.io}
+roleRef: {kind: ClusterRole, name: node-watcher, apiGroup: rbac.authorization.k8s.io}
+";
+
+#[tokio::test]
+async fn a_cluster_role_bound_cluster_wide_allows_nodes_and_nothing_else() {
+    use k8s_openapi::api::core::v1::Node;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rbac = dir.path().join("rbac.yaml");
+    std::fs::write(&rbac, NODE_WATCHER_RBAC).expect("rbac file");
+    let sim = common::start(|c| {
+        c.users = vec![user("carol"), user("dave")];
+        c.rbac_files = vec![rbac];
+    })
+    .await;
+    let carol = common::client_for(&sim, "carol", "carol-token").await;
+    let nodes: Api<Node> = Api::all(carol.clone());
+    let listed = nodes.list(&ListParams::default()).await.expect("may list");
+    assert_eq!(listed.items.len(), 1);
+    nodes.get("kube-sim-node").await.expect("may get");
+    assert_eq!(
+        refused(
+            nodes
+                .delete("kube-sim-node", &DeleteParams::default())
+                .await
+        ),
+        forbidden(
+            "nodes \"kube-sim-node\" is forbidden: User \"carol\" cannot delete resource \"nodes\" in API group \"\" at the cluster scope"
+        )
+    );
+    let pods: Api<Pod> = Api::namespaced(carol, "default");
+    assert_eq!(refused(pods.list(&ListParams::default()).await).0, 403);
+
+    let dave = common::client_for(&sim, "dave", "dave-token").await;
+    assert_eq!(
+        refused(Api::<Node>::all(dave).list(&ListParams::default()).await),
+        forbidden(
+            "nodes is forbidden: User \"dave\" cannot list resource \"nodes\" in API group \"\" at the cluster scope"
+        )
+    );
 }

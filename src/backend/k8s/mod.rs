@@ -2,10 +2,11 @@
 //! worker's namespace, named from its site and job id so that a repeated launch
 //! meets the existing pod (409) and adopts it after checking its job id (moving
 //! it to this worker when another made it, as [`adoption`] does). One watch per
-//! worker ([`watch`]) reports every change; startup failures end the job at once
-//! with the cluster's reason ([`status`]); a stop deletes the pod until its end
-//! is seen; the output is copied into the job's log file before the pod is
-//! deleted, with its uid as precondition, once the job's end is recorded.
+//! worker ([`watch`]) reports every change, one of the nodes ([`nodes`]) tells
+//! when a job's node is lost; startup failures end the job at once with the
+//! cluster's reason ([`status`]); a stop deletes the pod until its end is seen;
+//! the output is copied into the job's log file before the pod is deleted, with
+//! its uid as precondition, once the job's end is recorded.
 
 mod adoption;
 mod api;
@@ -13,6 +14,7 @@ mod cluster;
 mod logs;
 pub mod manifest;
 pub mod name;
+mod nodes;
 mod recovery;
 pub mod status;
 mod watch;
@@ -136,8 +138,9 @@ impl K8sBackend {
             &settings.worker_id,
             selector,
             settings.config.stop_patience,
+            settings.config.node_lost_after,
         );
-        let watching = tokio::spawn(watch.clone().run());
+        let watching = tokio::spawn(watch.clone().run(Api::all(client.clone())));
         Ok(K8sBackend {
             events: Api::namespaced(client, &namespace),
             pods,

@@ -14,9 +14,17 @@
 //! confirmed ([`Stopping`]), else ends the job lost (`StopUnconfirmed`).
 //! Every pod of the worker the watch shows, followed or not, is kept by name for
 //! the orphan sweep, which so costs no request either.
+//!
+//! Beside it, the nodes' watch ([`Nodes`]) and a check of the followed pods
+//! every [`LOST_CHECK`]: a job whose pod's node has been not ready, or whose
+//! pod's graceful deletion has gone unconfirmed past its grace period, for
+//! longer than `--node-lost-after` ends (`NodeLost`, or `StopUnconfirmed` when
+//! this worker stopped it) and its pod is deleted without grace, since no
+//! kubelet will confirm anything of it.
 
 use super::manifest::{CONTAINER, JOB_ID_ANNOTATION};
 use super::name::label_value;
+use super::nodes::{Nodes, PodWatch, verdict};
 use super::status::{PodState, classify};
 use super::{api, logs};
 use crate::backend::Observation;
@@ -28,7 +36,7 @@ use crate::protocol::reason;
 use crate::report::error_chain;
 use crate::state::Exit;
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::Api;
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event};
@@ -36,13 +44,17 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 use tokio::task::JoinHandle;
 
 /// Longest a pod missing from a re-list is read (retrying transient failures,
 /// and waiting its turn behind the client's other requests) before its job
 /// ends as vanished: the API answered the re-list moments ago.
 const UNLISTED_READ_PATIENCE: Duration = Duration::from_secs(60);
+
+/// How often the followed pods are checked for a lost node or an unconfirmed
+/// deletion.
+const LOST_CHECK: Duration = Duration::from_millis(500);
 
 /// How far the job has been told.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord)]
@@ -74,6 +86,10 @@ struct Noted {
     output: Option<JoinHandle<()>>,
     /// Seen in the re-list under way.
     listed: bool,
+    /// The node it is bound to.
+    node: Option<String>,
+    /// When its graceful deletion was first seen, and its grace period.
+    deletion: Option<(Instant, Duration)>,
 }
 
 impl StopNotes for Noted {
@@ -145,16 +161,23 @@ pub struct Watch {
     /// How many re-lists have begun: a check of pods one re-list lacked gives
     /// way to the next re-list's.
     relists: AtomicU64,
+    /// The readiness of the nodes.
+    nodes: Nodes,
+    /// How long a pod's node may be unready (or its deletion unconfirmed past
+    /// its grace period) before its job ends lost.
+    node_lost_after: Duration,
 }
 
 impl Watch {
     /// Follows nothing yet: the pods of `worker` (with its `selector`), stopped
-    /// with `stop_patience` past their grace.
+    /// with `stop_patience` past their grace; a job ends lost once its pod's
+    /// node has been not ready for longer than `node_lost_after`.
     pub fn new(
         api: Api<Pod>,
         worker: &str,
         selector: String,
         stop_patience: Duration,
+        node_lost_after: Duration,
     ) -> Arc<Self> {
         Arc::new(Watch {
             api,
@@ -164,6 +187,8 @@ impl Watch {
             followed: Followers::default(),
             seen: Mutex::new(HashMap::new()),
             relists: AtomicU64::new(0),
+            nodes: Nodes::default(),
+            node_lost_after,
         })
     }
 
@@ -248,6 +273,14 @@ impl Watch {
         entry.noted.listed = true;
         if entry.noted.uid.is_none() {
             entry.noted.uid = pod.metadata.uid.clone();
+        }
+        if let Some(node) = pod.spec.as_ref().and_then(|s| s.node_name.as_ref()) {
+            entry.noted.node.get_or_insert_with(|| node.clone());
+        }
+        if pod.metadata.deletion_timestamp.is_some() && entry.noted.deletion.is_none() {
+            let grace = pod.metadata.deletion_grace_period_seconds.unwrap_or(0);
+            let grace = Duration::from_secs(u64::try_from(grace).unwrap_or(0));
+            entry.noted.deletion = Some((Instant::now(), grace));
         }
         if entry.noted.told == Told::Over {
             return;
@@ -470,8 +503,76 @@ impl Watch {
         });
     }
 
-    /// Follows the watch until the task is aborted.
-    pub async fn run(self: Arc<Self>) {
+    /// Follows the pods (and, through `nodes`, the nodes), and checks the
+    /// followed pods for lost ones, until the task is aborted.
+    pub async fn run(self: Arc<Self>, nodes: Api<Node>) {
+        tokio::join!(
+            self.clone().follow_pods(),
+            self.nodes.run(nodes),
+            self.check_lost()
+        );
+    }
+
+    /// Every [`LOST_CHECK`], ends the jobs whose pods are lost.
+    async fn check_lost(self: &Arc<Self>) {
+        let mut tick = tokio::time::interval(LOST_CHECK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            self.end_lost();
+        }
+    }
+
+    /// Ends each followed job whose pod is lost: its pod deleted without
+    /// grace, its output no longer followed, its end told.
+    fn end_lost(&self) {
+        let mut followed = self.followed();
+        for (job_id, entry) in followed.iter_mut() {
+            if entry.noted.told == Told::Over {
+                continue;
+            }
+            let Some(uid) = entry.noted.uid.clone() else {
+                continue;
+            };
+            let ran = entry.noted.told == Told::Running;
+            let pod = PodWatch {
+                node: entry
+                    .noted
+                    .node
+                    .as_deref()
+                    .map(|node| (node, self.nodes.unready_for(node))),
+                deletion: entry
+                    .noted
+                    .deletion
+                    .map(|(seen, grace)| (seen.elapsed(), grace)),
+                stopped: entry.stopped.load(Ordering::SeqCst),
+                ran,
+            };
+            let Some(lost) = verdict(&pod, self.node_lost_after) else {
+                continue;
+            };
+            tracing::warn!(%job_id, pod = %entry.name, "{}", lost.message);
+            // Its end is told: a stop under way stops trying.
+            entry.noted.end_told();
+            let (api, name) = (self.api.clone(), entry.name.clone());
+            tokio::spawn(async move { api::delete(&api, &name, &uid, Duration::ZERO).await });
+            let end = if ran {
+                Observation::Vanished {
+                    reason: lost.reason,
+                    message: lost.message,
+                }
+            } else {
+                Observation::StartFailed {
+                    reason: lost.reason.to_owned(),
+                    message: lost.message,
+                }
+            };
+            send(&entry.observe, job_id, end);
+        }
+    }
+
+    /// Follows the pod watch until the task is aborted.
+    async fn follow_pods(self: Arc<Self>) {
         let config = watcher::Config::default().labels(&self.selector);
         let mut events =
             std::pin::pin!(watcher::watcher(self.api.clone(), config).default_backoff());

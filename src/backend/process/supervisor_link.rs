@@ -2,15 +2,25 @@
 //! starts one, introduces itself, launches and stops jobs through it, and routes
 //! what it reports to each job's observations.
 //!
-//! A supervisor that goes away (killed, crashed) takes its jobs with it: each job
-//! it had gets a [`Observation::Vanished`] with reason `OwnerLost`, and the next
-//! launch starts a new supervisor.
+//! Each connection (link) has a generation, and each job's route the generation
+//! of the link that launched or found it. A link that drops is connected again at
+//! once: a supervisor that still lives lists the jobs it runs, and their routes
+//! move to the new link (re-attached, never ended); a job that ended while no
+//! link was there ends as its job file says. An old link's end touches only the
+//! routes still of its generation. A supervisor that went away (killed,
+//! crashed) takes its jobs with it: each job it had gets a
+//! [`Observation::Vanished`] with reason `OwnerLost`.
+//!
+//! A stop is confirmed by the job's end: until it comes, the stop is tried
+//! again (a log line for each try that failed or went unanswered), and past the
+//! grace and [`STOP_PATIENCE`] the job ends `Vanished` with reason
+//! `StopUnconfirmed`: its process may still run.
 
 use crate::backend::Observation;
 use crate::protocol::bounded::one_line;
 use crate::protocol::reason;
 use crate::report::error_chain;
-use crate::supervisor::job_file::JobEnd;
+use crate::supervisor::job_file::{JobEnd, JobFile};
 use crate::supervisor::job_uids::JobUidRange;
 use crate::supervisor::server::{MAX_SOCKET_PATH, socket_path};
 use crate::supervisor::wire::{JobUserIds, Report, Request, RunningJob, Spawn, encode};
@@ -28,6 +38,12 @@ use tracing::Instrument;
 /// How long a worker waits for a supervisor it started to listen, and for the
 /// first answer of any supervisor.
 const READY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long past its grace a stop waits for the job's end before it asks again.
+const STOP_CONFIRM_WAIT: Duration = Duration::from_secs(2);
+/// How long past its grace a stop keeps trying before the job ends lost
+/// (`StopUnconfirmed`).
+pub const STOP_PATIENCE: Duration = Duration::from_secs(10);
 
 /// Why the supervisor cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -70,6 +86,15 @@ pub enum SupervisorError {
     },
 }
 
+/// A link the supervisor answered: the jobs it runs, and the reports of jobs it
+/// sent before that answer.
+struct Greeted {
+    reader: BufReader<OwnedReadHalf>,
+    writer: OwnedWriteHalf,
+    running: Vec<RunningJob>,
+    early: Vec<Report>,
+}
+
 /// Why one attempt to greet the supervisor failed.
 enum Greeting {
     /// The connection went before the answer came: worth another attempt.
@@ -106,6 +131,9 @@ pub enum LaunchFailure {
 /// What the worker learns of a job from the supervisor.
 struct Route {
     started: Option<oneshot::Sender<Result<u32, SpawnRefusal>>>,
+    /// The launch request, until its start is known: sent again over a new
+    /// link if the supervisor never read it.
+    launch: Option<Spawn>,
     observe: mpsc::Sender<Observation>,
     /// The connection the job's launch went over (or that found it running):
     /// the job is lost with that connection's supervisor, not with an older one.
@@ -144,6 +172,9 @@ struct Inner {
     /// takes them.
     found: Mutex<HashMap<String, mpsc::Receiver<Observation>>>,
     generations: std::sync::atomic::AtomicU64,
+    /// The worker said goodbye: a link that drops now is not connected again
+    /// (that would start a supervisor for a worker that has left).
+    left: std::sync::atomic::AtomicBool,
 }
 
 /// A worker's handle on its supervisor.
@@ -183,6 +214,7 @@ impl Supervisor {
                 routes: Mutex::new(HashMap::new()),
                 found: Mutex::new(HashMap::new()),
                 generations: std::sync::atomic::AtomicU64::new(0),
+                left: std::sync::atomic::AtomicBool::new(false),
             }),
         };
         let mut link = supervisor.inner.link.lock().await;
@@ -211,7 +243,7 @@ impl Supervisor {
     /// this worker's predecessor), and the next attempt starts a new one.
     async fn connect(&self, link: &mut Option<Link>) -> Result<Vec<RunningJob>, SupervisorError> {
         let deadline = tokio::time::Instant::now() + READY_TIMEOUT;
-        let (reader, writer, running) = loop {
+        let greeted = loop {
             match self.greet().await {
                 Ok(greeted) => break greeted,
                 Err(Greeting::Dropped(reason)) if tokio::time::Instant::now() < deadline => {
@@ -227,27 +259,81 @@ impl Supervisor {
                 Err(Greeting::Failed(error)) => return Err(error),
             }
         };
+        let Greeted {
+            reader,
+            writer,
+            running,
+            early,
+        } = greeted;
         let generation = self
             .inner
             .generations
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        // What happened before the list: the list is as it left things.
+        for report in early {
+            self.dispatch(report);
+        }
         // Routed before any report is read: a job that ends now is not missed.
         let mut found = lock(&self.inner.found);
+        let mut routes = self.routes();
         for job in &running {
-            let (observe, observations) = mpsc::channel(4);
-            let _ = observe.try_send(Observation::Running);
-            self.routes().insert(
-                job.job_id.clone(),
-                Route {
-                    started: None,
-                    observe,
-                    generation,
-                },
-            );
-            found.insert(job.job_id.clone(), observations);
+            match routes.get_mut(&job.job_id) {
+                // Followed over an older link: the same supervisor runs it still.
+                Some(route) => {
+                    route.generation = generation;
+                    if let Some(pid) = job.pid
+                        && let Some(started) = route.started.take()
+                    {
+                        route.launch = None;
+                        // Its start went out while no link was there.
+                        let _ = route.observe.try_send(Observation::Running);
+                        let _ = started.send(Ok(pid));
+                    }
+                }
+                // The worker's first link: the jobs its predecessor left. (Later,
+                // a job without a route is one whose launch was given up and
+                // stopped.)
+                None if generation == 0 => {
+                    let (observe, observations) = mpsc::channel(4);
+                    let _ = observe.try_send(Observation::Running);
+                    routes.insert(
+                        job.job_id.clone(),
+                        Route {
+                            started: None,
+                            launch: None,
+                            observe,
+                            generation,
+                        },
+                    );
+                    found.insert(job.job_id.clone(), observations);
+                }
+                None => {}
+            }
         }
+        // Followed over an older link, and no longer run: they ended while no
+        // link was there to say so, or the supervisor is another one.
+        let unlisted: Vec<(String, Route)> = routes
+            .extract_if(|job_id, route| {
+                route.generation != generation && !running.iter().any(|job| &job.job_id == job_id)
+            })
+            .collect();
+        let reattached = routes
+            .values()
+            .filter(|r| r.generation == generation)
+            .count();
+        drop(routes);
         drop(found);
+        if generation > 0 {
+            tracing::info!(
+                jobs = reattached,
+                "connected to the job supervisor again; its jobs follow the new link"
+            );
+        }
+        let resend = self.end_unlisted(unlisted, generation);
         let (lines, queued) = mpsc::unbounded_channel();
+        for spawn in resend {
+            let _ = lines.send(encode(&Request::Launch(spawn)));
+        }
         *link = Some(Link { lines, generation });
         tokio::spawn(write_lines(writer, queued));
         tokio::spawn(self.clone().read_reports(reader, generation));
@@ -256,9 +342,7 @@ impl Supervisor {
 
     /// One attempt: connects (starting a supervisor if none listens), says hello
     /// and reads the list of the jobs the supervisor runs.
-    async fn greet(
-        &self,
-    ) -> Result<(BufReader<OwnedReadHalf>, OwnedWriteHalf, Vec<RunningJob>), Greeting> {
+    async fn greet(&self) -> Result<Greeted, Greeting> {
         let dir = &self.inner.dir;
         let socket = socket_path(dir);
         let stream = match UnixStream::connect(&socket).await {
@@ -285,28 +369,40 @@ impl Supervisor {
                 reason,
             })
         };
-        let answer = tokio::time::timeout(READY_TIMEOUT, reader.read_line(&mut line)).await;
-        let running = match answer {
-            Ok(Ok(n)) if n > 0 => match serde_json::from_str::<Report>(&line) {
-                Ok(Report::Jobs { running, job_uids }) => {
-                    if job_uids != self.job_uids() {
-                        return Err(Greeting::Failed(SupervisorError::NoJobUids {
-                            dir: dir.clone(),
-                        }));
+        // Reports of jobs may come before the answer: the supervisor sends them
+        // on a link as soon as it accepts it.
+        let mut early = Vec::new();
+        let deadline = tokio::time::Instant::now() + READY_TIMEOUT;
+        let running = loop {
+            line.clear();
+            let answer = tokio::time::timeout_at(deadline, reader.read_line(&mut line)).await;
+            match answer {
+                Ok(Ok(n)) if n > 0 => match serde_json::from_str::<Report>(&line) {
+                    Ok(Report::Jobs { running, job_uids }) => {
+                        if job_uids != self.job_uids() {
+                            return Err(Greeting::Failed(SupervisorError::NoJobUids {
+                                dir: dir.clone(),
+                            }));
+                        }
+                        break running;
                     }
-                    running
-                }
-                Ok(Report::Refused { error }) => {
-                    return Err(Greeting::Failed(SupervisorError::Refused(error)));
-                }
-                Ok(other) => return Err(unresponsive(format!("unexpected answer {other:?}"))),
-                Err(e) => return Err(unresponsive(format!("unreadable answer: {e}"))),
-            },
-            Ok(Ok(_)) => return Err(Greeting::Dropped("it closed the connection".into())),
-            Ok(Err(e)) => return Err(Greeting::Dropped(e.to_string())),
-            Err(_) => return Err(unresponsive(format!("no answer within {READY_TIMEOUT:?}"))),
+                    Ok(Report::Refused { error }) => {
+                        return Err(Greeting::Failed(SupervisorError::Refused(error)));
+                    }
+                    Ok(report) => early.push(report),
+                    Err(e) => return Err(unresponsive(format!("unreadable answer: {e}"))),
+                },
+                Ok(Ok(_)) => return Err(Greeting::Dropped("it closed the connection".into())),
+                Ok(Err(e)) => return Err(Greeting::Dropped(e.to_string())),
+                Err(_) => return Err(unresponsive(format!("no answer within {READY_TIMEOUT:?}"))),
+            }
         };
-        Ok((reader, writer, running))
+        Ok(Greeted {
+            reader,
+            writer,
+            running,
+            early,
+        })
     }
 
     fn spawn_supervisor(&self) -> Result<(), SupervisorError> {
@@ -361,21 +457,30 @@ impl Supervisor {
         }
     }
 
-    async fn read_reports(self, mut reader: BufReader<OwnedReadHalf>, generation: u64) {
-        let mut line = String::new();
-        loop {
-            line.clear();
-            match reader.read_line(&mut line).await {
-                Ok(0) | Err(_) => break,
-                Ok(_) => match serde_json::from_str::<Report>(&line) {
-                    Ok(report) => self.dispatch(report),
-                    Err(e) => {
-                        tracing::error!(error = %error_chain(&e), "unreadable report from the supervisor")
-                    }
-                },
+    /// Reads a link's reports until it drops, then connects again (see
+    /// [`Supervisor::lost`]). Boxed, with its type named: connecting again
+    /// spawns the reading of the new link.
+    fn read_reports(
+        self,
+        mut reader: BufReader<OwnedReadHalf>,
+        generation: u64,
+    ) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send>> {
+        Box::pin(async move {
+            let mut line = String::new();
+            loop {
+                line.clear();
+                match reader.read_line(&mut line).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => match serde_json::from_str::<Report>(&line) {
+                        Ok(report) => self.dispatch(report),
+                        Err(e) => {
+                            tracing::error!(error = %error_chain(&e), "unreadable report from the supervisor")
+                        }
+                    },
+                }
             }
-        }
-        self.lost(generation).await;
+            self.lost(generation).await;
+        })
     }
 
     fn dispatch(&self, report: Report) {
@@ -383,6 +488,7 @@ impl Supervisor {
         match report {
             Report::Started { job_id, pid } => {
                 if let Some(route) = routes.get_mut(&job_id) {
+                    route.launch = None;
                     // Room for it: the channel is fresh.
                     let _ = route.observe.try_send(Observation::Running);
                     if let Some(started) = route.started.take() {
@@ -416,13 +522,83 @@ impl Supervisor {
         }
     }
 
-    /// The connection of `generation` is gone: so is its supervisor, and with it
-    /// every job it had. Jobs launched over a newer connection stay.
+    /// Ends the routes of jobs an older link followed that the supervisor no
+    /// longer runs: as their job files say, else (no end kept: the supervisor
+    /// is another one) as lost with their owner. A launch among them whose
+    /// start is not known and that left no file went with the old link before
+    /// the supervisor read it: its route moves to the link of `generation`, and
+    /// its request is returned, to be sent again.
+    fn end_unlisted(&self, unlisted: Vec<(String, Route)>, generation: u64) -> Vec<Spawn> {
+        let mut lost = 0;
+        let mut resend = Vec::new();
+        for (job_id, mut route) in unlisted {
+            let file = JobFile::read(&self.inner.dir, &job_id).ok().flatten();
+            let end = match file {
+                Some(JobFile {
+                    end: Some(end),
+                    pid,
+                    ..
+                }) => {
+                    if let Some(started) = route.started.take() {
+                        // It started and ended while no link was there.
+                        let _ = route.observe.try_send(Observation::Running);
+                        let _ = started.send(Ok(pid));
+                    }
+                    end
+                }
+                _ => {
+                    if let Some(spawn) = route.launch.take() {
+                        route.generation = generation;
+                        self.routes().insert(job_id, route);
+                        resend.push(spawn);
+                        continue;
+                    }
+                    JobEnd::OwnerLost
+                }
+            };
+            match (route.started, end) {
+                (Some(started), JobEnd::NotStarted { error }) => {
+                    let _ = started.send(Err(SpawnRefusal::Failed(error)));
+                }
+                (Some(started), _) => {
+                    let _ = started.send(Err(SpawnRefusal::SupervisorGone));
+                }
+                (None, end) => {
+                    lost += usize::from(end == JobEnd::OwnerLost);
+                    let _ = route.observe.try_send(observation_of(end));
+                }
+            }
+        }
+        if lost > 0 {
+            tracing::error!(
+                jobs = lost,
+                "the job supervisor went away; its jobs are lost"
+            );
+        }
+        resend
+    }
+
+    /// The link of `generation` is gone. If routes are still of it, it is
+    /// connected again at once: a supervisor that lives on keeps its jobs, which
+    /// follow the new link. Only when no supervisor can be reached are the
+    /// routes of this generation ended as lost; a newer link's are never touched.
     async fn lost(&self, generation: u64) {
         // Under the link's lock: no launch is between connecting and routing.
         let mut link = self.inner.link.lock().await;
         if link.as_ref().is_some_and(|l| l.generation == generation) {
             *link = None;
+        }
+        let orphaned = self.routes().values().any(|r| r.generation == generation);
+        let left = self.inner.left.load(std::sync::atomic::Ordering::Relaxed);
+        if orphaned && link.is_none() && !left {
+            match self.reconnect(&mut link).await {
+                // The new link re-attached the routes, or ended them as their
+                // job files say.
+                Ok(()) => return,
+                Err(e) => {
+                    tracing::warn!(error = %error_chain(&e), "could not connect to the job supervisor again")
+                }
+            }
         }
         let routes: Vec<Route> = self
             .routes()
@@ -441,6 +617,21 @@ impl Supervisor {
                 let _ = started.send(Err(SpawnRefusal::SupervisorGone));
             }
             let _ = route.observe.try_send(observation_of(JobEnd::OwnerLost));
+        }
+    }
+
+    /// Connects again after a link dropped. The supervisor may refuse a new
+    /// link for an instant, until it has seen the old one close.
+    async fn reconnect(&self, link: &mut Option<Link>) -> Result<(), SupervisorError> {
+        let deadline = tokio::time::Instant::now() + READY_TIMEOUT;
+        loop {
+            match self.connect(link).await {
+                Ok(_) => return Ok(()),
+                Err(SupervisorError::Refused(_)) if tokio::time::Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                Err(e) => return Err(e),
+            }
         }
     }
 
@@ -476,6 +667,10 @@ impl Supervisor {
                 Entry::Occupied(_) => return Err(Routing::Taken),
                 Entry::Vacant(vacant) => vacant.insert(Route {
                     started: Some(started),
+                    launch: match request {
+                        Request::Launch(spawn) => Some(spawn.clone()),
+                        _ => None,
+                    },
                     observe,
                     generation: live.generation,
                 }),
@@ -547,14 +742,75 @@ impl Supervisor {
     }
 
     /// Asks for a job to stop: SIGTERM now, SIGKILL after `grace`. Returns once
-    /// the request is sent.
+    /// the request is sent (or could not be); a task of its own then waits for
+    /// the job's end and tries again until it comes (see [`Supervisor::confirm_stop`]).
     pub async fn stop(&self, job_id: &str, grace: Duration) {
-        let request = Request::Stop {
-            job_id: job_id.to_owned(),
-            grace_ms: u64::try_from(grace.as_millis()).unwrap_or(u64::MAX),
+        let sent = match self.send(&stop_request(job_id, grace)).await {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!(tries = 1, error = %error_chain(&e), "could not ask the supervisor to stop the job; trying again");
+                false
+            }
         };
-        if let Err(e) = self.send(&request).await {
-            tracing::warn!(error = %error_chain(&e), "could not ask the supervisor to stop a job");
+        let confirm = self.clone().confirm_stop(job_id.to_owned(), grace, sent);
+        tokio::spawn(confirm.instrument(tracing::Span::current()));
+    }
+
+    /// Waits for the end of a job told to stop (its route gone: its end went to
+    /// the job); asks again when a try failed, and forcefully once the grace and
+    /// [`STOP_CONFIRM_WAIT`] are over. Past the grace and [`STOP_PATIENCE`], the
+    /// job ends `Vanished` (`StopUnconfirmed`). A job without a route (a launch
+    /// given up) needs only the request to go.
+    async fn confirm_stop(self, job_id: String, grace: Duration, mut sent: bool) {
+        let began = tokio::time::Instant::now();
+        let give_up = began + grace + STOP_PATIENCE;
+        let mut delays = crate::retry::Delays::default();
+        let mut next_try = if sent {
+            began + grace + STOP_CONFIRM_WAIT
+        } else {
+            began + delays.next_delay()
+        };
+        let mut tries = 1;
+        loop {
+            let routed = self.routes().contains_key(&job_id);
+            if sent && !routed {
+                return;
+            }
+            let now = tokio::time::Instant::now();
+            if now >= give_up {
+                break;
+            }
+            if now >= next_try {
+                tries += 1;
+                if sent {
+                    tracing::warn!(tries, "the job did not end after its stop; asking again");
+                }
+                let grace_left = (began + grace).saturating_duration_since(now);
+                match self.send(&stop_request(&job_id, grace_left)).await {
+                    Ok(()) => {
+                        sent = true;
+                        next_try = now + grace_left + STOP_CONFIRM_WAIT;
+                    }
+                    Err(e) => {
+                        tracing::warn!(tries, error = %error_chain(&e), "could not ask the supervisor to stop the job; trying again");
+                        next_try = now + delays.next_delay();
+                    }
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        if let Some(route) = self.routes().remove(&job_id) {
+            tracing::error!(
+                tries,
+                "the job's end after its stop was never confirmed; it may still run"
+            );
+            let _ = route.observe.try_send(Observation::Vanished {
+                reason: reason::STOP_UNCONFIRMED,
+                message: format!(
+                    "its supervisor did not confirm the job's end within {:?} of its stop; it may still run",
+                    grace + STOP_PATIENCE
+                ),
+            });
         }
     }
 
@@ -572,6 +828,9 @@ impl Supervisor {
     /// killed, and the supervisor exits once nothing runs.
     pub async fn leave(&self) {
         let link = self.inner.link.lock().await;
+        self.inner
+            .left
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         if let Some(live) = link.as_ref()
             && live.lines.send(encode(&Request::Bye)).is_err()
         {
@@ -582,6 +841,14 @@ impl Supervisor {
     /// The directory the supervisor serves.
     pub fn dir(&self) -> &Path {
         &self.inner.dir
+    }
+}
+
+/// The request to stop `job_id`, SIGKILL after `grace`.
+fn stop_request(job_id: &str, grace: Duration) -> Request {
+    Request::Stop {
+        job_id: job_id.to_owned(),
+        grace_ms: u64::try_from(grace.as_millis()).unwrap_or(u64::MAX),
     }
 }
 

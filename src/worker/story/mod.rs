@@ -34,6 +34,8 @@ use rejected::minimal_record;
 use crate::backend::Progress;
 use crate::nats::setup::Layout;
 use crate::nats::subjects::Subjects;
+use crate::pool::lease::LeaseHandle;
+use crate::pool::owners::OwnerIndex;
 use crate::protocol::{BackendKind, BackendRef, JobEvent, JobId, JobRecord, reason};
 use crate::report::error_chain;
 use crate::state::JobState;
@@ -116,29 +118,47 @@ impl Opening {
 /// The one writer of every job's record and events, for one worker.
 pub struct Author {
     store: JobStore,
+    owners: OwnerIndex,
+    lease: LeaseHandle,
     events: EventPublisher,
     worker_id: String,
     pool: String,
+}
+
+/// What an [`Author`] writes with.
+pub struct AuthorParts {
+    /// The job records.
+    pub store: JobStore,
+    /// The index of unfinished jobs by owner.
+    pub owners: OwnerIndex,
+    /// The worker's lease, which every write waits for.
+    pub lease: LeaseHandle,
+    /// The JetStream context events are published with.
+    pub js: jetstream::Context,
+    /// The events stream.
+    pub events: jetstream::stream::Stream,
+    /// Subject names.
+    pub subjects: Subjects,
+    /// The streams and buckets, to create them again should they go.
+    pub layout: Layout,
+    /// The worker.
+    pub worker_id: String,
+    /// Its pool.
+    pub pool: String,
 }
 
 impl Author {
     /// The author for the worker `worker_id` of `pool`, writing records into
     /// `store` and publishing events on `js` into the events `stream` of
     /// `layout`, under `subjects`.
-    pub fn new(
-        store: JobStore,
-        js: jetstream::Context,
-        stream: jetstream::stream::Stream,
-        subjects: Subjects,
-        layout: Layout,
-        worker_id: &str,
-        pool: &str,
-    ) -> Self {
+    pub fn new(parts: AuthorParts) -> Self {
         Author {
-            store,
-            events: EventPublisher::new(js, stream, subjects, layout),
-            worker_id: worker_id.to_owned(),
-            pool: pool.to_owned(),
+            store: parts.store,
+            owners: parts.owners,
+            lease: parts.lease,
+            events: EventPublisher::new(parts.js, parts.events, parts.subjects, parts.layout),
+            worker_id: parts.worker_id,
+            pool: parts.pool,
         }
     }
 
@@ -188,6 +208,16 @@ impl Author {
     /// # Errors
     /// The [`StoreError`] when no record could be created or read back.
     pub async fn claim(self: &Arc<Self>, opening: Opening) -> Result<Claimed, StoreError> {
+        // Indexed before the record exists, so that no unfinished job is
+        // missing from the index (see `crate::pool::owners`).
+        let indexed = !opening.record.state.is_terminal();
+        if indexed {
+            self.owners
+                .add(&self.pool, &self.worker_id, opening.job_id.as_str())
+                .await
+                .map_err(|e| StoreError::Unavailable(Box::new(e)))?;
+        }
+        self.lease.held().await;
         let (opening, claim) = match Box::pin(self.store.claim(&opening.record)).await {
             Err(refused @ StoreError::Rejected { .. }) => {
                 let refused = Refusal::from(refused);
@@ -207,11 +237,74 @@ impl Author {
                 opening.record,
                 revision,
             ))),
-            Claim::Exists { record, revision } => Claimed::Found {
-                found: Box::new(self.story(opening.job_id.clone(), *record, revision)),
-                opening: Box::new(opening),
-            },
+            Claim::Exists { record, revision } => {
+                let still_mine = record.worker == self.worker_id
+                    && !record.tombstone
+                    && !record.state.is_terminal();
+                if indexed && !still_mine {
+                    self.unindex(&self.worker_id, &opening.job_id).await;
+                }
+                Claimed::Found {
+                    found: Box::new(self.story(opening.job_id.clone(), *record, revision)),
+                    opening: Box::new(opening),
+                }
+            }
         })
+    }
+
+    /// Takes over the unfinished job of `story`, whose owner is gone (its lease
+    /// lapsed or was released), by compare-and-set on its record: the record
+    /// names this worker from now on, and the job's story goes on from here
+    /// (its `seq` continues; nothing is published for the take-over itself).
+    ///
+    /// # Errors
+    /// [`Superseded`] when someone else wrote the record first (another worker
+    /// of the pool took the job over, or its owner came back).
+    pub async fn take_over(self: &Arc<Self>, mut story: Story) -> Result<Story, Superseded> {
+        let previous = story.record.worker.clone();
+        if previous != self.worker_id
+            && let Err(e) = self
+                .owners
+                .add(&self.pool, &self.worker_id, story.job_id.as_str())
+                .await
+        {
+            tracing::error!(error = %error_chain(&e), "cannot index the job under this worker; it is not taken over now");
+            return Err(Superseded {
+                job_id: story.job_id.clone(),
+                found: None,
+            });
+        }
+        story.record.worker = self.worker_id.clone();
+        story.behind = false;
+        match story.write().await {
+            Ok(()) => {
+                if previous != self.worker_id {
+                    self.unindex(&previous, &story.job_id).await;
+                }
+                Ok(story)
+            }
+            Err(written) => {
+                if previous != self.worker_id {
+                    self.unindex(&self.worker_id, &story.job_id).await;
+                }
+                Err(match written {
+                    Written::Superseded(superseded) => superseded,
+                    Written::Refused(refusal) => {
+                        tracing::error!(error = %error_chain(&refusal), "the server refused the taken-over record");
+                        Superseded {
+                            job_id: story.job_id.clone(),
+                            found: None,
+                        }
+                    }
+                })
+            }
+        }
+    }
+
+    /// Removes `owner`'s index entry of `job_id` (one whose record says the
+    /// job ended or is another's).
+    pub async fn unindex(&self, owner: &str, job_id: &JobId) {
+        self.owners.remove(&self.pool, owner, job_id.as_str()).await;
     }
 
     /// Records a terminate for `job_id`, of which no record exists, as a
@@ -243,30 +336,46 @@ impl Author {
             .map(|(record, revision)| self.story(job_id.clone(), record, revision)))
     }
 
-    /// The stories this worker owns that have not ended (see
-    /// [`JobStore::unfinished_of`]); a record whose job id is not one is passed
-    /// over.
+    /// The stories `owner` (this worker, or one that went) owns that have not
+    /// ended, found through the owner index; an entry whose record ended, went
+    /// or names another owner is removed from the index, and a record whose
+    /// job id is not one is passed over.
     ///
     /// # Errors
-    /// [`StoreError::Unavailable`] when the bucket cannot be read.
-    pub async fn unfinished(self: &Arc<Self>) -> Result<Vec<Story>, StoreError> {
-        let records = self.store.unfinished_of(&self.worker_id).await?;
-        Ok(records
-            .into_iter()
-            .filter_map(
-                |(record, revision)| match JobId::new(record.job_id.as_str()) {
-                    Ok(job_id) => Some(self.story(job_id, record, revision)),
-                    Err(error) => {
-                        tracing::warn!(error = %error_chain(&error), "a record whose job id is not one is passed over");
-                        None
-                    }
-                },
-            )
-            .collect())
+    /// [`StoreError::Unavailable`] when the index or a record cannot be read.
+    pub async fn unfinished_of(self: &Arc<Self>, owner: &str) -> Result<Vec<Story>, StoreError> {
+        let indexed = self
+            .owners
+            .jobs_of(&self.pool, owner)
+            .await
+            .map_err(|e| StoreError::Unavailable(Box::new(e)))?;
+        let mut stories = Vec::new();
+        for job_id in indexed {
+            let job_id = match JobId::new(job_id.as_str()) {
+                Ok(job_id) => job_id,
+                Err(error) => {
+                    tracing::warn!(error = %error_chain(&error), "an index entry whose job id is not one is passed over");
+                    continue;
+                }
+            };
+            match self.open(&job_id).await? {
+                Some(story)
+                    if story.record.worker == owner
+                        && !story.record.tombstone
+                        && !story.record.state.is_terminal() =>
+                {
+                    stories.push(story);
+                }
+                _ => self.unindex(owner, &job_id).await,
+            }
+        }
+        Ok(stories)
     }
 
     fn story(self: &Arc<Self>, job_id: JobId, record: JobRecord, revision: u64) -> Story {
         Story {
+            epoch: self.lease.epoch(),
+            workload_stored: record.backend_ref.is_some(),
             author: self.clone(),
             job_id,
             record,
@@ -318,6 +427,10 @@ pub struct Story {
     job_id: JobId,
     record: JobRecord,
     revision: u64,
+    /// The lease's epoch when this story last knew the record was its own.
+    epoch: u64,
+    /// The stored record names the job's workload.
+    workload_stored: bool,
     /// The record holds a change not yet written (see [`Persist::WithNext`]).
     behind: bool,
 }
@@ -376,6 +489,52 @@ impl Story {
             self.end_refused(&refusal).await?;
         }
         Ok(true)
+    }
+
+    /// Makes sure the job is still this worker's before it acts on the workload:
+    /// when the worker's lease was lost since the story last wrote or read the
+    /// record, the record is read again, and must be the one this story wrote.
+    ///
+    /// # Errors
+    /// [`Superseded`] when someone else wrote the record meanwhile.
+    pub async fn confirm_owned(&mut self) -> Result<(), Superseded> {
+        let epoch = self.author.lease.held().await;
+        if epoch == self.epoch {
+            return Ok(());
+        }
+        let found = Box::pin(self.author.store.get_with_revision(self.job_id.as_str())).await;
+        match found {
+            Ok(Some((record, revision)))
+                if revision == self.revision && record.worker == self.author.worker_id =>
+            {
+                tracing::info!("the job's record is still this worker's after its lease was lost");
+                self.epoch = epoch;
+                Ok(())
+            }
+            Ok(found) => Err(Superseded {
+                job_id: self.job_id.clone(),
+                found: found.map(|(record, _)| Box::new(record)),
+            }),
+            Err(e) => {
+                tracing::error!(error = %error_chain(&e), "cannot read the job's record to confirm it is still this worker's; leaving the job");
+                Err(Superseded {
+                    job_id: self.job_id.clone(),
+                    found: None,
+                })
+            }
+        }
+    }
+
+    /// Whether the stored record names the job's workload, or ends the job: its
+    /// launch request is no longer needed.
+    pub fn launch_settled(&self) -> bool {
+        self.workload_stored || (self.record.state.is_terminal() && !self.behind)
+    }
+
+    /// Gives the job the GPUs this worker placed it on (a launch taken over
+    /// from a worker that went); written with the next change.
+    pub fn assign_gpus(&mut self, gpus: Option<Vec<crate::protocol::AssignedGpu>>) {
+        self.record.gpus = gpus;
     }
 
     /// Names the job's workload; written with the next change.
@@ -545,11 +704,16 @@ impl Story {
         // module: they are large (retries, backoff, the client's request), and a
         // job task awaits them at many points, so inline they would keep room for
         // the largest in every job's task for its whole life (about 4 KiB a job).
+        self.author.lease.held().await;
         let store = &self.author.store;
         let replaced = Box::pin(store.replace(&self.record, self.revision)).await;
         let found = match replaced.map_err(|e| self.refused_or_superseded(e))? {
             Replaced::Done { revision } => {
                 self.revision = revision;
+                self.workload_stored = self.record.backend_ref.is_some();
+                if self.record.state.is_terminal() {
+                    self.author.unindex(&self.record.worker, &self.job_id).await;
+                }
                 return Ok(());
             }
             Replaced::Lost(found) => found,
@@ -561,6 +725,9 @@ impl Story {
             {
                 Claim::Created { revision } => {
                     self.revision = revision;
+                    if self.record.state.is_terminal() {
+                        self.author.unindex(&self.record.worker, &self.job_id).await;
+                    }
                     return Ok(());
                 }
                 Claim::Exists { record, .. } => {

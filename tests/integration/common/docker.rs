@@ -64,6 +64,22 @@ pub fn test_image() -> &'static str {
     TEST_IMAGE
 }
 
+/// Gives the test image the name `image` too, so that a job naming it finds
+/// it on the engine.
+pub fn tag_test_image(image: &str) {
+    let tagged = Command::new("docker")
+        .args(["tag", test_image(), image])
+        .output()
+        .expect("docker tag runs");
+    assert!(tagged.status.success(), "tagging {image}");
+}
+
+/// Removes the name [`tag_test_image`] gave.
+pub fn untag_test_image(image: &str) {
+    // Best effort: a name left behind costs nothing but a line in `docker images`.
+    let _ = Command::new("docker").args(["rmi", image]).output();
+}
+
 fn image_present() -> bool {
     Command::new("docker")
         .args(["image", "inspect", TEST_IMAGE])
@@ -133,11 +149,15 @@ impl RestartableWorker {
 
     /// Starts the worker process (killed when dropped).
     pub fn spawn(&self) -> tokio::process::Child {
-        self.system.spawn_worker_process(
-            &self.worker_id,
-            &self.data_dir,
-            &[("FLARE_BACKEND", "docker")],
-        )
+        self.spawn_with(&[])
+    }
+
+    /// Starts the worker process with `env` added (killed when dropped).
+    pub fn spawn_with(&self, env: &[(&str, &str)]) -> tokio::process::Child {
+        let mut env = env.to_vec();
+        env.push(("FLARE_BACKEND", "docker"));
+        self.system
+            .spawn_worker_process(&self.worker_id, &self.data_dir, &env)
     }
 }
 

@@ -16,6 +16,7 @@ use flare_launcher::worker::job::JobSupport;
 use flare_launcher::worker::placement::Census;
 use flare_launcher::worker::registry::Registry;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -46,6 +47,7 @@ impl FakeWorker {
             client: nats.clone(),
             subjects: bench.subjects.clone(),
             worker_id,
+            members: bench.members.clone(),
         };
         tokio::spawn(control::run(
             Arc::new(control),
@@ -70,6 +72,8 @@ impl FakeWorker {
                 subject: bench.subjects.invalid(),
             },
             max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
+            members: bench.members.clone(),
+            ack_wait: Duration::from_secs(30),
         };
         tokio::spawn(intake::run(
             Arc::new(intake),

@@ -21,17 +21,34 @@ pub const TEST_IMAGE: &str = "flare-launcher-test:1";
 pub const PATIENCE: Duration = Duration::from_secs(60);
 
 /// The user the worker talks to kube-sim as: the service account the project
-/// ships (`deploy/k8s/`), bound to its Role and nothing else, so a request that
-/// Role does not allow fails the test.
+/// ships (`deploy/k8s/`), bound to its Role and its ClusterRole (nodes) and
+/// nothing else, so a request they do not allow fails the test.
 pub const WORKER_USER: &str = "system:serviceaccount:default:flare-launcher";
 const WORKER_TOKEN: &str = "flare-launcher-worker-token";
 
-/// The shipped RBAC files kube-sim loads at start.
-pub fn shipped_rbac() -> Vec<PathBuf> {
-    ["role.yaml", "rolebinding.yaml"]
+/// The folder of the shipped manifests.
+const DEPLOY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/k8s");
+
+/// The shipped RBAC files kube-sim loads at start: the Role and its binding,
+/// and, with `nodes`, the ClusterRole that reads nodes and its binding (a copy
+/// in `dir` naming the tests' namespace, `default`, for the shipped `flare`).
+pub fn shipped_rbac(dir: &std::path::Path, nodes: bool) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = ["role.yaml", "rolebinding.yaml"]
         .iter()
-        .map(|file| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/k8s")).join(file))
-        .collect()
+        .map(|file| PathBuf::from(DEPLOY).join(file))
+        .collect();
+    if nodes {
+        let binding =
+            std::fs::read_to_string(PathBuf::from(DEPLOY).join("clusterrolebinding.yaml"))
+                .expect("the shipped ClusterRoleBinding");
+        let ours = binding.replace("namespace: flare", "namespace: default");
+        assert_ne!(ours, binding, "the shipped binding names its namespace");
+        let copy = dir.join("clusterrolebinding.yaml");
+        std::fs::write(&copy, ours).expect("the binding's copy");
+        files.push(PathBuf::from(DEPLOY).join("clusterrole.yaml"));
+        files.push(copy);
+    }
+    files
 }
 
 /// A running kube-sim and the worker's kubeconfig file.
@@ -43,8 +60,15 @@ pub struct Cluster {
 }
 
 impl Cluster {
-    /// A cluster on the defaults, with `edit` applied.
+    /// A cluster on the defaults, with `edit` applied; the worker may read
+    /// nodes.
     pub async fn start(edit: impl FnOnce(&mut Config)) -> Cluster {
+        Cluster::start_with_rbac(true, edit).await
+    }
+
+    /// A cluster on the defaults, with `edit` applied; the worker may read
+    /// nodes only if `nodes`.
+    pub async fn start_with_rbac(nodes: bool, edit: impl FnOnce(&mut Config)) -> Cluster {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut config = Config {
             // Quick pull retries keep the back-off reasons coming.
@@ -54,7 +78,7 @@ impl Cluster {
                 name: WORKER_USER.into(),
                 token: WORKER_TOKEN.into(),
             }],
-            rbac_files: shipped_rbac(),
+            rbac_files: shipped_rbac(dir.path(), nodes),
             ..Config::default()
         };
         edit(&mut config);

@@ -1,5 +1,6 @@
 //! Helpers shared by the integration tests.
 
+pub mod chaos;
 pub mod docker;
 pub mod fake_backend;
 pub mod fake_worker;

@@ -10,12 +10,17 @@
 //! tests running in parallel never race for a port. `restart()` then reuses the
 //! same ports (retrying for a while if the old socket is not yet released).
 //!
+//! A [`NatsCluster`] is three such servers joined by cluster routes, JetStream on
+//! each: their client and monitoring ports are picked by the servers as above;
+//! their route ports are chosen free before they start, since each names the
+//! others'.
+//!
 //! Everything here is blocking and std-only, so it can be used from plain tests and
 //! from inside `#[tokio::test]` alike.
 
 use std::fs::{self, File};
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::thread::sleep;
@@ -104,6 +109,12 @@ impl NatsServer {
     /// The JetStream store directory (kept across `restart()`).
     pub fn store_dir(&self) -> &Path {
         &self.store
+    }
+
+    /// Whether the server says it is healthy, JetStream included (in a cluster:
+    /// it knows the JetStream leader and is current with it).
+    pub fn healthy(&self) -> bool {
+        self.child.is_some() && http_status(self.monitor_port, "/healthz") == Some(200)
     }
 
     /// The server's log (stderr) of the current or last run.
@@ -302,6 +313,79 @@ impl Drop for NatsServer {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// How long a cluster may take to elect its JetStream leader.
+const CLUSTER_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Servers joined by cluster routes, JetStream on each, each with a store of its own.
+pub struct NatsCluster {
+    /// The servers, named `n0`, `n1`, ... (their `server_name`).
+    pub servers: Vec<NatsServer>,
+}
+
+impl NatsCluster {
+    /// Starts `size` servers routed to each other and waits until every one is
+    /// healthy (the JetStream leader elected).
+    pub fn start(size: usize) -> NatsCluster {
+        let route_ports: Vec<u16> = (0..size).map(|_| free_port()).collect();
+        let routes: Vec<String> = route_ports
+            .iter()
+            .map(|port| format!("\"nats-route://127.0.0.1:{port}\""))
+            .collect();
+        let servers = route_ports
+            .iter()
+            .enumerate()
+            .map(|(n, port)| {
+                NatsServer::start_with_config(&format!(
+                    "server_name: n{n}\ncluster {{\n  name: flare-test\n  listen: \"127.0.0.1:{port}\"\n  routes: [{}]\n}}",
+                    routes.join(", ")
+                ))
+            })
+            .collect();
+        let cluster = NatsCluster { servers };
+        cluster.wait_until_healthy();
+        cluster
+    }
+
+    /// The client URLs of the servers, comma-separated (as `--nats-url` takes them).
+    pub fn urls(&self) -> String {
+        let urls: Vec<String> = self.servers.iter().map(NatsServer::url).collect();
+        urls.join(",")
+    }
+
+    /// The server named `name` (`n0`, ...).
+    pub fn server_named(&mut self, name: &str) -> &mut NatsServer {
+        let n: usize = name
+            .strip_prefix('n')
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no server named {name}"));
+        &mut self.servers[n]
+    }
+
+    /// Waits until every running server is healthy; panics with their logs if not.
+    pub fn wait_until_healthy(&self) {
+        let deadline = Instant::now() + CLUSTER_TIMEOUT;
+        let running = || self.servers.iter().filter(|s| s.child.is_some());
+        while !running().all(NatsServer::healthy) {
+            if Instant::now() >= deadline {
+                let logs: Vec<String> = self.servers.iter().map(NatsServer::log).collect();
+                panic!(
+                    "the cluster is not healthy within {CLUSTER_TIMEOUT:?}:\n{}",
+                    logs.join("\n---\n")
+                );
+            }
+            sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+/// A TCP port on 127.0.0.1 that nobody listens on now.
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("a free port")
+        .port()
 }
 
 /// The nats-server program: `$NATS_SERVER_BIN`, else `nats-server` on `PATH`.

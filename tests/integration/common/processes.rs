@@ -1,8 +1,11 @@
 //! Looking at processes from a test: whether one lives, waiting for it to go,
-//! and what the supervisor of process jobs recorded of them.
+//! what the supervisor of process jobs recorded of them, a worker process's
+//! log, and cutting the link of a worker running in the test to its
+//! supervisor, neither killed.
 
 use flare_launcher::supervisor::job_file::{JobEnd, JobFile};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// Fails the test unless it runs as root, which `what` needs (a build as
@@ -73,4 +76,58 @@ pub async fn wait_for_recorded_end(dir: &Path, job_id: &str) -> JobEnd {
         assert!(Instant::now() < deadline, "{job_id}: no end recorded");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// Collects a worker process's log lines as they come.
+pub fn collect_lines(stderr: tokio::process::ChildStderr) -> Arc<Mutex<Vec<String>>> {
+    use tokio::io::AsyncBufReadExt;
+    let lines = Arc::new(Mutex::new(Vec::new()));
+    let collected = lines.clone();
+    tokio::spawn(async move {
+        let mut reader = tokio::io::BufReader::new(stderr).lines();
+        while let Ok(Some(line)) = reader.next_line().await {
+            collected.lock().unwrap().push(line);
+        }
+    });
+    lines
+}
+
+/// Shuts down every connection this process has to the Unix socket `socket`
+/// (the link of a worker running in the test to its supervisor, which both ends
+/// then see close); returns how many.
+pub fn cut_connections_to(socket: &Path) -> usize {
+    use std::os::unix::ffi::OsStrExt;
+    let mut cut = 0;
+    for entry in std::fs::read_dir("/proc/self/fd").unwrap().flatten() {
+        let Ok(fd) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let is_socket = std::fs::read_link(entry.path())
+            .is_ok_and(|target| target.as_os_str().as_bytes().starts_with(b"socket:"));
+        if !is_socket {
+            continue;
+        }
+        // SAFETY: a zeroed sockaddr_un is a valid value of it.
+        let mut peer: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+        let mut len = std::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t;
+        // SAFETY: `peer` and `len` are valid for writes of the lengths given; an
+        // fd closed meanwhile only makes the call fail.
+        let found =
+            unsafe { libc::getpeername(fd, (&raw mut peer).cast::<libc::sockaddr>(), &mut len) };
+        if found != 0 || i32::from(peer.sun_family) != libc::AF_UNIX {
+            continue;
+        }
+        let path: Vec<u8> = peer
+            .sun_path
+            .iter()
+            .take_while(|byte| **byte != 0)
+            .map(|byte| *byte as u8)
+            .collect();
+        if Path::new(std::ffi::OsStr::from_bytes(&path)) == socket {
+            // SAFETY: plain system call on an fd of this process.
+            unsafe { libc::shutdown(fd, libc::SHUT_RDWR) };
+            cut += 1;
+        }
+    }
+    cut
 }

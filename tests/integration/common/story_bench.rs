@@ -6,12 +6,21 @@ use super::nats_server::NatsServer;
 use async_nats::jetstream::{self, stream};
 use flare_launcher::nats::setup::Layout;
 use flare_launcher::nats::subjects::Subjects;
-use flare_launcher::protocol::{BackendKind, JobEvent, JobId, JobRecord};
+use flare_launcher::pool::lease::LeaseKeeper;
+use flare_launcher::pool::members::Members;
+use flare_launcher::pool::owners::OwnerIndex;
+use flare_launcher::protocol::{
+    BackendKind, JobEvent, JobId, JobRecord, LaunchRequest, WorkerLease, random_suffix,
+    timestamp_now,
+};
 use flare_launcher::state::JobState;
 use flare_launcher::store::JobStore;
-use flare_launcher::worker::story::{Author, Change, Claimed, Opening, Story};
+use flare_launcher::worker::request_ack::RequestAck;
+use flare_launcher::worker::story::{Author, AuthorParts, Change, Claimed, Opening, Story};
+use futures::StreamExt;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio_util::sync::CancellationToken;
 
 /// How long a job is waited for before a test gives up on it.
 const JOB_WAIT: Duration = Duration::from_secs(60);
@@ -19,6 +28,7 @@ const JOB_WAIT: Duration = Duration::from_secs(60);
 /// The author of worker `worker`, with the store it writes into and the
 /// JetStream context to look at what it wrote.
 pub struct Bench {
+    pub members: Members,
     pub author: Arc<Author>,
     pub store: JobStore,
     pub js: jetstream::Context,
@@ -28,7 +38,7 @@ pub struct Bench {
 
 pub async fn bench(nats: &NatsServer, worker: &str) -> Bench {
     let client = async_nats::connect(nats.url()).await.unwrap();
-    let js = jetstream::new(client);
+    let js = jetstream::new(client.clone());
     let subjects = Subjects::new("flare.jobs");
     let layout = Layout::new(
         js.clone(),
@@ -38,16 +48,36 @@ pub async fn bench(nats: &NatsServer, worker: &str) -> Bench {
     );
     let prepared = layout.prepare().await.unwrap();
     let store = JobStore::new(prepared.bucket, layout.clone());
-    let author = Arc::new(Author::new(
-        store.clone(),
-        js.clone(),
-        prepared.events,
-        subjects.clone(),
-        layout.clone(),
-        worker,
-        "default",
-    ));
+    let lease = WorkerLease {
+        worker: worker.to_owned(),
+        host: "bench".into(),
+        pool: "default".into(),
+        backends: vec![BackendKind::Process],
+        capacity: 1,
+        running: 0,
+        version: "bench".into(),
+        started: timestamp_now(),
+        lease_s: 30,
+        instance: random_suffix(8),
+    };
+    let members = Members::new(prepared.workers.clone(), client.clone());
+    let (keeper, lease) = LeaseKeeper::take(prepared.workers, js.clone(), lease, Arc::new(|| 0))
+        .await
+        .unwrap();
+    tokio::spawn(keeper.run(CancellationToken::new()));
+    let author = Arc::new(Author::new(AuthorParts {
+        store: store.clone(),
+        owners: OwnerIndex::new(prepared.owners, client.clone()),
+        lease,
+        js: js.clone(),
+        events: prepared.events,
+        subjects: subjects.clone(),
+        layout: layout.clone(),
+        worker_id: worker.to_owned(),
+        pool: "default".to_owned(),
+    }));
     Bench {
+        members,
         author,
         store,
         js,
@@ -61,6 +91,22 @@ pub fn id(job_id: &str) -> JobId {
 }
 
 impl Bench {
+    /// `request` published on the pool's launch subject and pulled from its
+    /// consumer, as intake gets it: the delivery a launched job acknowledges.
+    pub async fn delivery(&self, request: &LaunchRequest) -> RequestAck {
+        let payload = serde_json::to_vec(request).unwrap();
+        self.js
+            .publish(self.subjects.launch("default"), payload.into())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+        let consumer = self.layout.launch_consumer().await.unwrap();
+        let mut batch = consumer.fetch().max_messages(1).messages().await.unwrap();
+        let message = batch.next().await.unwrap().unwrap();
+        RequestAck::new(message, Duration::from_secs(30))
+    }
+
     /// Claims `job_id` on the process backend in `starting`; the claim must win.
     pub async fn claimed(&self, job_id: &str) -> Story {
         self.claim(self.opening(job_id)).await

@@ -394,9 +394,14 @@ impl CoreEvents {
     }
 }
 
-/// A client on `url` for the default prefix and pool.
+/// A client on `url` (comma-separated URLs: servers of one cluster) for the
+/// default prefix and pool.
 pub async fn connect_client(url: &str) -> Client {
-    let nats = async_nats::connect(url).await.expect("client connects");
+    let servers: Vec<async_nats::ServerAddr> = url
+        .split(',')
+        .map(|url| url.parse().expect("a server URL"))
+        .collect();
+    let nats = async_nats::connect(servers).await.expect("client connects");
     Client::new(nats, Subjects::new("flare.jobs"), "default")
 }
 

@@ -47,6 +47,13 @@ struct Args {
     /// Seconds between watch bookmarks.
     #[arg(long, env = "KUBE_SIM_BOOKMARK_SECONDS", default_value_t = 60)]
     bookmark_seconds: u64,
+    /// Seconds a pod tolerates a lost node before it is evicted, unless it says.
+    #[arg(
+        long,
+        env = "KUBE_SIM_DEFAULT_TOLERATION_SECONDS",
+        default_value_t = 300
+    )]
+    default_toleration_seconds: u64,
 }
 
 fn parse_user(text: &str) -> Result<UserConfig, String> {
@@ -81,6 +88,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         users: args.users,
         rbac_files: args.rbac_files,
         bookmark_interval: Duration::from_secs(args.bookmark_seconds.max(1)),
+        default_toleration_seconds: args.default_toleration_seconds,
         ..Config::default()
     };
     let sim = KubeSim::start(config).await?;

@@ -1,0 +1,340 @@
+//! The pool survives a worker: leases list the live pool; the jobs of a worker
+//! that is killed (its lease lapses) or stopped (it hands them over) are taken
+//! over by a survivor and finished once; a terminate sent meanwhile is not
+//! lost; a worker frozen past its lease acts on none of the jobs taken from it;
+//! a process job, which no other host can follow, ends `lost` once its worker
+//! has been gone too long, and its worker stops it when it comes back.
+//!
+//! The worker that goes runs as a process of its own (the binary), so that it
+//! can be killed, stopped and frozen for real; the survivor runs in the test.
+//! Every count is printed with the checks on it.
+
+use crate::common::docker::{
+    containers_of, docker_worker, in_container, test_image, unique, wait_until_removed,
+};
+use crate::common::processes::{is_alive, read_pid, wait_until_gone};
+use crate::common::system::{System, assert_well_formed, sh, states};
+use flare_launcher::protocol::{BackendKind, JobEvent, JobRecord, reason};
+use flare_launcher::state::JobState;
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use std::time::{Duration, Instant};
+
+/// The lease of the workers of these tests, in seconds.
+const LEASE_S: u64 = 3;
+
+/// Sends `signal` to the worker process `child`.
+fn signal(child: &tokio::process::Child, signal: Signal) {
+    let pid = child.id().expect("the worker runs") as i32;
+    kill(Pid::from_raw(pid), signal).expect("the signal is sent");
+}
+
+/// Waits until `done` holds of the live pool's ids, for at most `limit`.
+async fn pool_until(system: &System, limit: Duration, done: impl Fn(&[String]) -> bool) {
+    let deadline = Instant::now() + limit;
+    loop {
+        let ids: Vec<String> = match system.client.workers().await {
+            Ok(leases) => leases.into_iter().map(|lease| lease.worker).collect(),
+            Err(_) => Vec::new(),
+        };
+        if done(&ids) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the pool never got there: {ids:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Waits until the record of `job_id` satisfies `done`, for at most `limit`.
+async fn record_until(
+    system: &System,
+    job_id: &str,
+    limit: Duration,
+    done: impl Fn(&JobRecord) -> bool,
+) -> JobRecord {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Ok(record) = system.client.status(job_id).await
+            && done(&record)
+        {
+            return record;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "job {job_id}: the record never got there"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Checks that the stream holds exactly one terminal event of each job,
+/// and prints the count.
+fn assert_one_terminal(job_id: &str, events: &[JobEvent]) {
+    let terminal = events.iter().filter(|e| e.state.is_terminal()).count();
+    println!("{job_id}: {} events, {terminal} terminal", events.len());
+    assert_eq!(terminal, 1, "{events:?}");
+    assert_well_formed(events);
+}
+
+/// A Docker system whose worker (the survivor, not started yet) has a short
+/// lease, and the environment of a Docker worker process with the same lease.
+async fn docker_pool() -> System {
+    test_image();
+    System::without_worker(|config| {
+        docker_worker(config);
+        config.lease = Duration::from_secs(LEASE_S);
+    })
+    .await
+}
+
+const LEASE_ENV: (&str, &str) = ("FLARE_LEASE_S", "3");
+const DOCKER_ENV: (&str, &str) = ("FLARE_BACKEND", "docker");
+
+/// Starts the survivor and waits until it may adopt (its lease held a whole
+/// period).
+async fn start_survivor(system: &mut System) {
+    system.start_worker().await;
+    let survivor = system.config.worker_id.clone();
+    pool_until(system, Duration::from_secs(30), |ids| {
+        ids.contains(&survivor)
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(LEASE_S + 1)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pool_lists_its_live_workers_and_forgets_one_whose_lease_lapsed() {
+    let system = System::start_with(|c| c.lease = Duration::from_secs(LEASE_S)).await;
+    let data_dir = system.path("w2");
+    let mut w2 = system.spawn_worker_process("w2", &data_dir, &[LEASE_ENV]);
+    pool_until(&system, Duration::from_secs(30), |ids| ids == ["w1", "w2"]).await;
+    let leases = system.client.workers().await.unwrap();
+    let w2_lease = leases.iter().find(|lease| lease.worker == "w2").unwrap();
+    assert_eq!(
+        (
+            w2_lease.pool.as_str(),
+            w2_lease.backends.as_slice(),
+            w2_lease.capacity,
+            w2_lease.lease_s
+        ),
+        ("default", [BackendKind::Process].as_slice(), 64, LEASE_S)
+    );
+    assert_eq!(w2_lease.version, env!("CARGO_PKG_VERSION"));
+    // The command line lists the same pool.
+    let listed = std::process::Command::new(env!("CARGO_BIN_EXE_flare-launcher"))
+        .args(["--nats-url", &system.nats.url(), "workers", "--json"])
+        .output()
+        .unwrap();
+    assert!(listed.status.success(), "{listed:?}");
+    let listed: Vec<serde_json::Value> = serde_json::from_slice(&listed.stdout).unwrap();
+    let ids: Vec<&str> = listed.iter().filter_map(|l| l["worker"].as_str()).collect();
+    assert_eq!(ids, ["w1", "w2"]);
+
+    w2.start_kill().unwrap();
+    let killed = Instant::now();
+    pool_until(&system, Duration::from_secs(30), |ids| ids == ["w1"]).await;
+    println!(
+        "w2's lease lapsed {:?} after it was killed",
+        killed.elapsed()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(no_docker, ignore = "no Docker engine answers")]
+async fn a_docker_job_of_a_killed_worker_is_adopted_and_finished_once() {
+    let mut system = docker_pool().await;
+    let doomed = unique("doomed");
+    let doomed_worker =
+        system.spawn_worker_process(&doomed, &system.path("doomed"), &[DOCKER_ENV, LEASE_ENV]);
+    pool_until(&system, Duration::from_secs(30), |ids| {
+        ids.contains(&doomed)
+    })
+    .await;
+    let job_id = unique("adopted");
+    system
+        .launch_until_running(&in_container(&job_id, "sleep 12; exit 3"))
+        .await;
+    assert_eq!(system.client.status(&job_id).await.unwrap().worker, doomed);
+    start_survivor(&mut system).await;
+    let survivor = system.config.worker_id.clone();
+
+    signal(&doomed_worker, Signal::SIGKILL);
+    let killed = Instant::now();
+    record_until(&system, &job_id, Duration::from_secs(60), |r| {
+        r.worker == survivor
+    })
+    .await;
+    println!(
+        "adopted {:?} after the kill (lease {LEASE_S} s)",
+        killed.elapsed()
+    );
+    let events = system.events_until_terminal(&job_id).await;
+    assert_one_terminal(&job_id, &events);
+    assert_eq!(states(&events), ["starting", "running", "failed"]);
+    let last = events.last().unwrap();
+    assert_eq!(
+        (last.exit_code, last.worker.as_str()),
+        (Some(3), survivor.as_str())
+    );
+    wait_until_removed(&[&job_id]).await;
+    assert!(containers_of(&job_id).is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(no_docker, ignore = "no Docker engine answers")]
+async fn a_stopped_worker_hands_its_docker_job_over_without_waiting_for_its_lease() {
+    let mut system = docker_pool().await;
+    let leaving = unique("leaving");
+    // A lease far longer than the test waits: only a hand-over lets the
+    // survivor take the job in time.
+    let leaving_worker = system.spawn_worker_process(
+        &leaving,
+        &system.path("leaving"),
+        &[DOCKER_ENV, ("FLARE_LEASE_S", "600")],
+    );
+    pool_until(&system, Duration::from_secs(30), |ids| {
+        ids.contains(&leaving)
+    })
+    .await;
+    let job_id = unique("handed");
+    system
+        .launch_until_running(&in_container(&job_id, "sleep 8; exit 0"))
+        .await;
+    start_survivor(&mut system).await;
+    let survivor = system.config.worker_id.clone();
+
+    signal(&leaving_worker, Signal::SIGTERM);
+    let stopped = Instant::now();
+    record_until(&system, &job_id, Duration::from_secs(30), |r| {
+        r.worker == survivor
+    })
+    .await;
+    println!("handed over {:?} after SIGTERM", stopped.elapsed());
+    let events = system.events_until_terminal(&job_id).await;
+    assert_one_terminal(&job_id, &events);
+    assert_eq!(states(&events), ["starting", "running", "succeeded"]);
+    assert_eq!(events.last().unwrap().worker, survivor);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(no_docker, ignore = "no Docker engine answers")]
+async fn a_terminate_sent_while_a_killed_workers_job_awaits_adoption_is_carried_out() {
+    let mut system = docker_pool().await;
+    let doomed = unique("doomed");
+    let doomed_worker =
+        system.spawn_worker_process(&doomed, &system.path("doomed"), &[DOCKER_ENV, LEASE_ENV]);
+    pool_until(&system, Duration::from_secs(30), |ids| {
+        ids.contains(&doomed)
+    })
+    .await;
+    let job_id = unique("stopped");
+    system
+        .launch_until_running(&in_container(&job_id, "sleep 600"))
+        .await;
+    start_survivor(&mut system).await;
+    signal(&doomed_worker, Signal::SIGKILL);
+    // Sent at once: the dead worker's lease still holds.
+    let reply = system.client.terminate(&job_id, Some(1)).await.unwrap();
+    println!("terminate reply: {reply:?}");
+    assert!(reply.accepted, "{reply:?}");
+    let events = system.events_until_terminal(&job_id).await;
+    assert_one_terminal(&job_id, &events);
+    let last = events.last().unwrap();
+    assert_eq!(last.state, JobState::Terminated, "{events:?}");
+    assert_eq!(last.reason.as_deref(), Some(reason::TERMINATE_REQUESTED));
+    assert_eq!(last.worker, system.config.worker_id);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(no_docker, ignore = "no Docker engine answers")]
+async fn a_worker_frozen_past_its_lease_acts_on_none_of_the_jobs_taken_from_it() {
+    let mut system = docker_pool().await;
+    let frozen = unique("frozen");
+    let frozen_worker =
+        system.spawn_worker_process(&frozen, &system.path("frozen"), &[DOCKER_ENV, LEASE_ENV]);
+    pool_until(&system, Duration::from_secs(30), |ids| {
+        ids.contains(&frozen)
+    })
+    .await;
+    // Its run_s runs out while the worker is frozen: a worker acting on timing
+    // alone would stop it on waking.
+    let job_id = unique("kept");
+    let mut request = in_container(&job_id, "sleep 600");
+    request.timeouts = Some(flare_launcher::protocol::Timeouts {
+        start_s: None,
+        run_s: Some(8),
+    });
+    system.launch_until_running(&request).await;
+    start_survivor(&mut system).await;
+    let survivor = system.config.worker_id.clone();
+
+    signal(&frozen_worker, Signal::SIGSTOP);
+    record_until(&system, &job_id, Duration::from_secs(60), |r| {
+        r.worker == survivor
+    })
+    .await;
+    signal(&frozen_worker, Signal::SIGCONT);
+    // The survivor follows the job to its run_s; the woken worker writes and
+    // publishes nothing for it.
+    let events = system.events_until_terminal(&job_id).await;
+    assert_one_terminal(&job_id, &events);
+    let last = events.last().unwrap();
+    assert_eq!(
+        (last.state, last.reason.as_deref(), last.worker.as_str()),
+        (
+            JobState::Terminated,
+            Some(reason::RUN_TIMEOUT),
+            survivor.as_str()
+        ),
+        "{events:?}"
+    );
+    let by_frozen: Vec<&JobEvent> = events
+        .iter()
+        .filter(|e| e.worker == frozen && e.seq > 2)
+        .collect();
+    assert!(by_frozen.is_empty(), "{by_frozen:?}");
+    // The woken worker takes its lease anew.
+    pool_until(&system, Duration::from_secs(30), |ids| {
+        ids.contains(&frozen)
+    })
+    .await;
+    wait_until_removed(&[&job_id]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_process_job_of_a_worker_gone_too_long_ends_lost_and_its_return_stops_it() {
+    let mut system = System::without_worker(|c| {
+        c.lease = Duration::from_secs(LEASE_S);
+        c.owner_lost_after = Duration::from_secs(2);
+    })
+    .await;
+    let data_dir = system.path("host-a");
+    let host_a = system.spawn_worker_process("host-a", &data_dir, &[LEASE_ENV]);
+    pool_until(&system, Duration::from_secs(30), |ids| ids == ["host-a"]).await;
+    let pid_file = system.path("job.pid");
+    let script = format!("echo $$ > {}; exec sleep 600", pid_file.display());
+    system.launch_until_running(&sh("stranded", &script)).await;
+    let pid = read_pid(&pid_file).await;
+    start_survivor(&mut system).await;
+
+    signal(&host_a, Signal::SIGKILL);
+    let events = system.events_until_terminal("stranded").await;
+    assert_one_terminal("stranded", &events);
+    let last = events.last().unwrap();
+    assert_eq!(
+        (last.state, last.reason.as_deref()),
+        (JobState::Lost, Some(reason::OWNER_LOST)),
+        "{events:?}"
+    );
+    assert_eq!(last.worker, "w1");
+    // Its supervisor kept it running on its host; the worker that comes back
+    // there finds it declared lost and stops it.
+    assert!(is_alive(pid), "the job ran on under its supervisor");
+    let _back = system.spawn_worker_process("host-a", &data_dir, &[LEASE_ENV]);
+    wait_until_gone(pid, Duration::from_secs(60)).await;
+    let again = system.events_until_terminal("stranded").await;
+    assert_eq!(again.len(), events.len(), "nothing published after the end");
+}
