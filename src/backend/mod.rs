@@ -233,8 +233,19 @@ pub trait Backend: Send + Sync {
     /// Lets go of a job's workload once its end is recorded.
     async fn release(&self, job_id: &str);
 
-    /// The worker leaves in order: the backend lets go of whatever it still holds.
-    async fn close(&self);
+    /// The worker leaves in order, `leaving` its workloads to the pool or giving
+    /// them up: the backend lets go of whatever it still holds.
+    async fn close(&self, leaving: Leaving);
+}
+
+/// How a worker leaves its backends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Leaving {
+    /// It handed its jobs over: their workloads go on for whoever follows them
+    /// next (another worker of the pool, or the next worker on this host).
+    HandingOver,
+    /// It drained, and gives up on whatever still runs.
+    GivingUp,
 }
 
 /// A workload found again after the worker restarted. The GPUs it was given

@@ -29,7 +29,7 @@ use crate::backend::process::ProcessSettings;
 use crate::backend::process::job_env::{JobEnvError, JobEnvPolicy};
 use crate::backend::process::job_user::{JobUser, JobUserError};
 use crate::backend::registry::{self as backend_registry, BackendSetup, BackendStartError};
-use crate::backend::{Backend, Backends};
+use crate::backend::{Backend, Backends, Leaving};
 use crate::config::{InvalidConfig, WorkerConfig};
 use crate::nats::connect::{self, ConnectError};
 use crate::nats::replicas::Replicas;
@@ -465,7 +465,13 @@ impl Worker {
         }
         // Whatever still runs now, the worker gave up on or handed over.
         for backend in jobs.backends.all() {
-            backend.close().await;
+            backend
+                .close(if drain {
+                    Leaving::GivingUp
+                } else {
+                    Leaving::HandingOver
+                })
+                .await;
         }
         answers.close();
         if tokio::time::timeout(control::ANSWER_TIMEOUT, answers.wait())

@@ -6,10 +6,12 @@
 //! in one terminal event. Ignored in a build that found no engine.
 
 use crate::common::docker::{
-    EngineProxy, containers_of, docker_cli, launch_until_ready, system_through_proxy, unique,
+    EngineProxy, containers_of, docker_cli, in_container, launch_until_ready, system_through_proxy,
+    unique,
 };
 use crate::common::system::{System, assert_lost_after_running, assert_well_formed, states};
 use flare_launcher::protocol::reason;
+use flare_launcher::state::JobState;
 use std::time::Duration;
 
 const RUNS_UNTIL_KILLED: &str = "echo ready; while true; do sleep 0.1; done";
@@ -76,8 +78,9 @@ async fn an_engine_away_for_good_ends_the_job_lost_unconfirmed_once() {
     );
     proxy.resume();
     docker_cli(&["kill", &container]);
-    // Its `die` reaches the worker before a later job's container runs.
-    launch_until_ready(&system, &unique("after"), "echo ready; exit 0").await;
+    // Its `die` reaches the worker before a later job's container has run.
+    let later = system.run(&in_container(&unique("after"), "exit 0")).await;
+    assert_eq!(later.last().unwrap().state, JobState::Succeeded);
     let events = system.events_until_terminal(&job_id).await;
     assert_lost_after_running(&events, "StopUnconfirmed", "SIGKILL");
     for name in containers_of(&job_id) {

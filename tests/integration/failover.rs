@@ -70,6 +70,23 @@ async fn record_until(
     }
 }
 
+/// Waits until the server has dropped the subscriptions of the worker `worker`
+/// (its forwarded terminates find no responders).
+async fn until_unsubscribed(system: &System, worker: &str) {
+    let subject = system.client.subjects().worker_terminate(worker, "probe");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let ask = system.client.nats().request(subject.clone(), "".into());
+        if let Ok(Err(e)) = tokio::time::timeout(Duration::from_millis(200), ask).await
+            && e.kind() == async_nats::RequestErrorKind::NoResponders
+        {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{worker} stayed subscribed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// Checks that the stream holds exactly one terminal event of each job,
 /// and prints the count.
 fn assert_one_terminal(job_id: &str, events: &[JobEvent]) {
@@ -236,10 +253,16 @@ async fn a_terminate_sent_while_a_killed_workers_job_awaits_adoption_is_carried_
         .await;
     start_survivor(&mut system).await;
     signal(&doomed_worker, Signal::SIGKILL);
-    // Sent at once: the dead worker's lease still holds.
+    // Sent once the server has dropped the dead worker's subscriptions (a
+    // request that met one would go unanswered), while its lease still holds.
+    until_unsubscribed(&system, &doomed).await;
     let reply = system.client.terminate(&job_id, Some(1)).await.unwrap();
     println!("terminate reply: {reply:?}");
     assert!(reply.accepted, "{reply:?}");
+    assert!(
+        reply.message.contains("does not answer") || reply.message.contains(" went"),
+        "answered while the job awaited its adoption: {reply:?}"
+    );
     let events = system.events_until_terminal(&job_id).await;
     assert_one_terminal(&job_id, &events);
     let last = events.last().unwrap();

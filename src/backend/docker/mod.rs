@@ -16,6 +16,7 @@ mod mounts;
 mod spec;
 mod watch;
 
+use super::Leaving;
 use super::container::followers::Following;
 use super::container::given_up::GivenUp;
 use super::container::kept::Kept;
@@ -462,7 +463,7 @@ impl Backend for DockerBackend {
             .await;
     }
 
-    async fn close(&self) {
+    async fn close(&self, _leaving: Leaving) {
         // The containers go on; a worker with the same id finds them again.
         self.events.abort();
     }

@@ -21,6 +21,7 @@ mod watch;
 
 pub use cluster::{ClusterError, MAX_REQUESTS_IN_FLIGHT};
 
+use super::Leaving;
 use super::container::followers::Following;
 use super::container::given_up::GivenUp;
 use super::container::kept::Kept;
@@ -305,7 +306,7 @@ impl Backend for K8sBackend {
             .await;
     }
 
-    async fn close(&self) {
+    async fn close(&self, _leaving: Leaving) {
         // The pods go on; a worker with the same id finds them again.
         self.watching.abort();
     }

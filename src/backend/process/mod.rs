@@ -10,6 +10,7 @@ pub mod job_env;
 pub mod job_user;
 mod supervisor_link;
 
+use super::Leaving;
 use super::{
     Adopt, Backend, Failure, GpuAssignment, LaunchError, LaunchProgress, Launched, LogDirError,
     Observation, Recover, Recovered, Sweep, WorkloadControl, create_log_dir, new_log_file,
@@ -168,8 +169,13 @@ impl Backend for ProcessBackend {
         self.supervisor.forget(job_id).await;
     }
 
-    async fn close(&self) {
-        self.supervisor.leave().await;
+    async fn close(&self, leaving: Leaving) {
+        match leaving {
+            // The supervisor keeps the jobs for the worker that next starts
+            // on this host, as it does when a worker dies.
+            Leaving::HandingOver => self.supervisor.detach().await,
+            Leaving::GivingUp => self.supervisor.leave().await,
+        }
     }
 
     fn recovery(&self) -> Option<&dyn Recover> {

@@ -240,7 +240,8 @@ impl Supervisor {
     ///
     /// A connection dropped before the answer is tried again until
     /// [`READY_TIMEOUT`]: it met a supervisor on its way out (told goodbye by
-    /// this worker's predecessor), and the next attempt starts a new one.
+    /// this worker's predecessor), and the next attempt starts a new one; so is
+    /// one refused while the supervisor has yet to see the previous link close.
     async fn connect(&self, link: &mut Option<Link>) -> Result<Vec<RunningJob>, SupervisorError> {
         let deadline = tokio::time::Instant::now() + READY_TIMEOUT;
         let greeted = loop {
@@ -248,6 +249,13 @@ impl Supervisor {
                 Ok(greeted) => break greeted,
                 Err(Greeting::Dropped(reason)) if tokio::time::Instant::now() < deadline => {
                     tracing::debug!(%reason, "the supervisor dropped the connection; connecting again");
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                // Refused for an instant, until the supervisor has seen the
+                // previous link (this worker's, or its predecessor's) close.
+                Err(Greeting::Failed(SupervisorError::Refused(_)))
+                    if tokio::time::Instant::now() < deadline =>
+                {
                     tokio::time::sleep(Duration::from_millis(20)).await;
                 }
                 Err(Greeting::Dropped(reason)) => {
@@ -620,19 +628,9 @@ impl Supervisor {
         }
     }
 
-    /// Connects again after a link dropped. The supervisor may refuse a new
-    /// link for an instant, until it has seen the old one close.
+    /// Connects again after a link dropped.
     async fn reconnect(&self, link: &mut Option<Link>) -> Result<(), SupervisorError> {
-        let deadline = tokio::time::Instant::now() + READY_TIMEOUT;
-        loop {
-            match self.connect(link).await {
-                Ok(_) => return Ok(()),
-                Err(SupervisorError::Refused(_)) if tokio::time::Instant::now() < deadline => {
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
-                Err(e) => return Err(e),
-            }
-        }
+        self.connect(link).await.map(|_| ())
     }
 
     /// Sends one request, connecting first if there is no connection. Returns
@@ -822,6 +820,17 @@ impl Supervisor {
         if let Err(e) = self.send(&request).await {
             tracing::debug!(error = %error_chain(&e), "could not tell the supervisor a job's end is recorded");
         }
+    }
+
+    /// Lets go of the supervisor without a goodbye, as a worker that dies does:
+    /// it keeps running its jobs for the worker that next connects.
+    pub async fn detach(&self) {
+        let mut link = self.inner.link.lock().await;
+        self.inner
+            .left
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        // Its writer ends with the queue, closing the connection.
+        link.take();
     }
 
     /// Tells the supervisor the worker leaves in order: whatever still runs is

@@ -12,7 +12,7 @@
 
 use async_trait::async_trait;
 use flare_launcher::backend::{
-    Adopt, AdoptionScope, Backend, GpuAssignment, LaunchError, LaunchProgress, Launched,
+    Adopt, AdoptionScope, Backend, GpuAssignment, LaunchError, LaunchProgress, Launched, Leaving,
     LookupError, Observation, Recover, Recovered, Sweep, WorkloadControl,
 };
 use flare_launcher::protocol::{BackendKind, BackendRef, JobRecord, LaunchRequest};
@@ -193,7 +193,7 @@ impl Backend for FakeBackend {
 
     async fn release(&self, _job_id: &str) {}
 
-    async fn close(&self) {}
+    async fn close(&self, _leaving: Leaving) {}
 }
 
 #[async_trait]
