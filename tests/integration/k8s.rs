@@ -640,6 +640,7 @@ async fn the_deploy_manifests_apply_with_kubectl() {
         "clusterrolebinding.rbac.authorization.k8s.io/flare-launcher-nodes",
         "secret/flare-launcher-nats",
         "deployment.apps/flare-launcher",
+        "poddisruptionbudget.policy/flare-launcher",
     ] {
         assert!(out.contains(applied), "{applied} in {out}");
     }
