@@ -15,6 +15,8 @@ use crate::common::system::{
 use flare_launcher::protocol::{LaunchRequest, Mount, Resources, Timeouts};
 use flare_launcher::state::JobState;
 use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Secret};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::Api;
 use kube::api::{DeleteParams, PostParams};
 use kube_sim::{ContainerName, ErrorFault, Faults};
@@ -640,6 +642,7 @@ async fn the_deploy_manifests_apply_with_kubectl() {
         "clusterrolebinding.rbac.authorization.k8s.io/flare-launcher-nodes",
         "secret/flare-launcher-nats",
         "deployment.apps/flare-launcher",
+        "poddisruptionbudget.policy/flare-launcher",
     ] {
         assert!(out.contains(applied), "{applied} in {out}");
     }
@@ -648,8 +651,22 @@ async fn the_deploy_manifests_apply_with_kubectl() {
             .get("flare-launcher")
             .await
             .expect("the deployment is there");
-    let spec = deployment.spec.unwrap().template.spec.unwrap();
+    let template = deployment.spec.unwrap().template;
+    let spec = template.spec.unwrap();
     assert_eq!(spec.service_account_name.as_deref(), Some("flare-launcher"));
+    // The disruption budget covers the workers, one at a time.
+    let budget: PodDisruptionBudget = Api::namespaced(cluster.client().await, "default")
+        .get("flare-launcher")
+        .await
+        .expect("the budget is there");
+    let budget = budget.spec.unwrap();
+    assert_eq!(budget.max_unavailable, Some(IntOrString::Int(1)));
+    let labels = template.metadata.unwrap().labels.unwrap();
+    let selected = budget.selector.unwrap().match_labels.unwrap();
+    assert!(
+        !selected.is_empty() && selected.iter().all(|(k, v)| labels.get(k) == Some(v)),
+        "the budget selects {selected:?}, not the workers ({labels:?})"
+    );
     // Jobs run under that Role in every other test of this file; here, a job
     // through a worker as that service account, end to end.
     let system = k8s_system(&cluster).await;

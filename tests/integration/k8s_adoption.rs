@@ -6,57 +6,22 @@
 //! that for an end, and neither stops nor deletes it.
 
 use crate::common::docker::unique;
-use crate::common::k8s::{Cluster, PATIENCE, in_pod, wait_for_file};
+use crate::common::k8s::{Cluster, PATIENCE, SECOND_USER, in_pod, wait_for_file};
 use flare_launcher::backend::container::ContainerSettings;
 use flare_launcher::backend::k8s::K8sBackend;
 use flare_launcher::backend::{Backend, GpuAssignment, LaunchProgress, Launched, Observation};
 use flare_launcher::config::K8sArgs;
 use flare_launcher::protocol::{BackendRef, JobRecord, LaunchRequest};
 use flare_launcher::state::Exit;
-use k8s_openapi::api::rbac::v1::RoleBinding;
-use kube::Api;
-use kube::api::PostParams;
 use serde_json::json;
 use std::path::Path;
 use std::time::Duration;
 use tokio::sync::mpsc::error::TryRecvError;
 
-/// The second worker's user, bound to the shipped Role like the first.
-const SECOND_USER: &str = "flare-launcher-second";
-const SECOND_TOKEN: &str = "flare-launcher-second-token";
-
-/// A cluster that knows a second worker's user, and that user's kubeconfig.
-async fn cluster_of_two(dir: &Path) -> (Cluster, std::path::PathBuf) {
-    let cluster = Cluster::start(|config| {
-        config.users.push(kube_sim::UserConfig {
-            name: SECOND_USER.into(),
-            token: SECOND_TOKEN.into(),
-        });
-    })
-    .await;
-    let binding: RoleBinding = serde_json::from_value(json!({
-        "metadata": {"name": "flare-launcher-second"},
-        "subjects": [{"kind": "User", "name": SECOND_USER, "apiGroup": "rbac.authorization.k8s.io"}],
-        "roleRef": {"kind": "Role", "name": "flare-launcher", "apiGroup": "rbac.authorization.k8s.io"},
-    }))
-    .unwrap();
-    Api::<RoleBinding>::namespaced(cluster.client().await, "default")
-        .create(&PostParams::default(), &binding)
-        .await
-        .expect("binding created");
-    let kubeconfig = dir.join("second-kubeconfig");
-    std::fs::write(
-        &kubeconfig,
-        cluster.sim.kubeconfig_for(SECOND_USER, SECOND_TOKEN),
-    )
-    .unwrap();
-    (cluster, kubeconfig)
-}
-
 /// Two Kubernetes backends, `first` and `second`, each a worker of its own
 /// on one cluster, their job logs in `dir`.
 async fn two_backends(dir: &Path) -> (Cluster, K8sBackend, K8sBackend) {
-    let (cluster, second_kubeconfig) = cluster_of_two(dir).await;
+    let (cluster, second_kubeconfig) = Cluster::start_with_second_user(dir, false).await;
     let first = backend(&cluster.kubeconfig, "first", dir).await;
     let second = backend(&second_kubeconfig, "second", dir).await;
     (cluster, first, second)

@@ -28,6 +28,7 @@ mod jobs;
 mod k8s;
 mod k8s_adoption;
 mod k8s_nodes;
+mod k8s_rollout;
 mod k8s_stops;
 mod nats_connect;
 mod poison;

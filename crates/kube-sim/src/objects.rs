@@ -8,6 +8,7 @@ use serde_json::Value;
 
 use k8s_openapi::api::apps::v1 as apps;
 use k8s_openapi::api::core::v1 as core;
+use k8s_openapi::api::policy::v1 as policy;
 use k8s_openapi::api::rbac::v1 as rbac;
 
 use crate::resources::Resource;
@@ -130,6 +131,7 @@ pub fn normalize(resource: &Resource, value: Value) -> Result<Value, ApiError> {
         "persistentvolumeclaims" => through::<core::PersistentVolumeClaim>(value),
         "serviceaccounts" => through::<core::ServiceAccount>(value),
         "deployments" => through::<apps::Deployment>(value),
+        "poddisruptionbudgets" => through::<policy::PodDisruptionBudget>(value),
         "roles" => through::<rbac::Role>(value),
         "rolebindings" => through::<rbac::RoleBinding>(value),
         "clusterroles" => through::<rbac::ClusterRole>(value),

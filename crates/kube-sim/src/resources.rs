@@ -178,6 +178,20 @@ pub static DEPLOYMENTS: Resource = Resource {
     subresources: &[],
 };
 
+/// PodDisruptionBudgets are stored and served (so manifests apply), but no
+/// eviction API consults them.
+pub static POD_DISRUPTION_BUDGETS: Resource = Resource {
+    name: "poddisruptionbudgets",
+    singular: "poddisruptionbudget",
+    kind: "PodDisruptionBudget",
+    group: "policy",
+    namespaced: true,
+    verbs: ALL_VERBS,
+    short_names: &["pdb"],
+    selectable_fields: &[],
+    subresources: &[],
+};
+
 pub static ROLES: Resource = Resource {
     name: "roles",
     singular: "role",
@@ -237,6 +251,7 @@ pub static ALL: &[&Resource] = &[
     &PVCS,
     &SERVICE_ACCOUNTS,
     &DEPLOYMENTS,
+    &POD_DISRUPTION_BUDGETS,
     &ROLES,
     &ROLE_BINDINGS,
     &CLUSTER_ROLES,
@@ -244,7 +259,7 @@ pub static ALL: &[&Resource] = &[
 ];
 
 /// The API groups besides core; each serves version `v1` only.
-const GROUPS: &[&str] = &["apps", "rbac.authorization.k8s.io"];
+const GROUPS: &[&str] = &["apps", "policy", "rbac.authorization.k8s.io"];
 
 /// The resource `name` of `group`, if served.
 pub fn find(group: &str, name: &str) -> Option<&'static Resource> {

@@ -7,10 +7,12 @@ use super::system::System;
 use flare_launcher::config::WorkerConfig;
 use flare_launcher::protocol::{BackendKind, LaunchRequest};
 use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::rbac::v1::{ClusterRoleBinding, RoleBinding};
 use kube::Api;
-use kube::api::ListParams;
+use kube::api::{ListParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube_sim::{Config, KubeSim, UserConfig};
+use serde_json::json;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -26,8 +28,13 @@ pub const PATIENCE: Duration = Duration::from_secs(60);
 pub const WORKER_USER: &str = "system:serviceaccount:default:flare-launcher";
 const WORKER_TOKEN: &str = "flare-launcher-worker-token";
 
+/// A second user of the cluster, for a second worker (or a second generation
+/// of workers) whose requests are counted apart from the first's.
+pub const SECOND_USER: &str = "flare-launcher-second";
+const SECOND_TOKEN: &str = "flare-launcher-second-token";
+
 /// The folder of the shipped manifests.
-const DEPLOY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/k8s");
+pub const DEPLOY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/k8s");
 
 /// The shipped RBAC files kube-sim loads at start: the Role and its binding,
 /// and, with `nodes`, the ClusterRole that reads nodes and its binding (a copy
@@ -91,6 +98,51 @@ impl Cluster {
             kubeconfig,
             _dir: dir,
         }
+    }
+
+    /// A cluster on the defaults (the worker may read nodes) that also knows
+    /// [`SECOND_USER`], bound to the shipped Role (and, with `nodes`, to the
+    /// shipped ClusterRole that reads nodes); and that user's kubeconfig, in
+    /// `dir`.
+    pub async fn start_with_second_user(dir: &std::path::Path, nodes: bool) -> (Cluster, PathBuf) {
+        let cluster = Cluster::start(|config| {
+            config.users.push(UserConfig {
+                name: SECOND_USER.into(),
+                token: SECOND_TOKEN.into(),
+            });
+        })
+        .await;
+        let subjects =
+            json!([{"kind": "User", "name": SECOND_USER, "apiGroup": "rbac.authorization.k8s.io"}]);
+        let binding: RoleBinding = serde_json::from_value(json!({
+            "metadata": {"name": "flare-launcher-second"},
+            "subjects": subjects,
+            "roleRef": {"kind": "Role", "name": "flare-launcher", "apiGroup": "rbac.authorization.k8s.io"},
+        }))
+        .unwrap();
+        Api::<RoleBinding>::namespaced(cluster.client().await, "default")
+            .create(&PostParams::default(), &binding)
+            .await
+            .expect("binding created");
+        if nodes {
+            let binding: ClusterRoleBinding = serde_json::from_value(json!({
+                "metadata": {"name": "flare-launcher-nodes-second"},
+                "subjects": subjects,
+                "roleRef": {"kind": "ClusterRole", "name": "flare-launcher-nodes", "apiGroup": "rbac.authorization.k8s.io"},
+            }))
+            .unwrap();
+            Api::<ClusterRoleBinding>::all(cluster.client().await)
+                .create(&PostParams::default(), &binding)
+                .await
+                .expect("cluster binding created");
+        }
+        let kubeconfig = dir.join("second-kubeconfig");
+        std::fs::write(
+            &kubeconfig,
+            cluster.sim.kubeconfig_for(SECOND_USER, SECOND_TOKEN),
+        )
+        .unwrap();
+        (cluster, kubeconfig)
     }
 
     /// A client of the admin.
