@@ -10,7 +10,7 @@
 //! Every count is printed with the checks on it.
 
 use crate::common::docker::{
-    containers_of, docker_worker, in_container, test_image, unique, wait_until_removed,
+    containers_of, docker_cli, docker_worker, in_container, test_image, unique, wait_until_removed,
 };
 use crate::common::processes::{is_alive, read_pid, wait_until_gone};
 use crate::common::system::{System, assert_well_formed, sh, states};
@@ -276,21 +276,28 @@ async fn a_terminate_sent_while_a_killed_workers_job_awaits_adoption_is_carried_
 async fn a_worker_frozen_past_its_lease_acts_on_none_of_the_jobs_taken_from_it() {
     let mut system = docker_pool().await;
     let frozen = unique("frozen");
-    let frozen_worker =
-        system.spawn_worker_process(&frozen, &system.path("frozen"), &[DOCKER_ENV, LEASE_ENV]);
+    // It drains when stopped, and gives up on its jobs at once: woken, then
+    // stopped, a worker acting on what it last knew would stop the job.
+    let frozen_worker = system.spawn_worker_process(
+        &frozen,
+        &system.path("frozen"),
+        &[
+            DOCKER_ENV,
+            LEASE_ENV,
+            ("FLARE_DRAIN", "true"),
+            ("FLARE_DRAIN_TIMEOUT_S", "0"),
+        ],
+    );
     pool_until(&system, Duration::from_secs(30), |ids| {
         ids.contains(&frozen)
     })
     .await;
-    // Its run_s runs out while the worker is frozen: a worker acting on timing
-    // alone would stop it on waking.
+    // The job ends at the first SIGTERM it gets.
     let job_id = unique("kept");
-    let mut request = in_container(&job_id, "sleep 600");
-    request.timeouts = Some(flare_launcher::protocol::Timeouts {
-        start_s: None,
-        run_s: Some(8),
-    });
-    system.launch_until_running(&request).await;
+    let script = "trap 'exit 0' TERM; while true; do sleep 0.1; done";
+    system
+        .launch_until_running(&in_container(&job_id, script))
+        .await;
     start_survivor(&mut system).await;
     let survivor = system.config.worker_id.clone();
 
@@ -300,8 +307,24 @@ async fn a_worker_frozen_past_its_lease_acts_on_none_of_the_jobs_taken_from_it()
     })
     .await;
     signal(&frozen_worker, Signal::SIGCONT);
-    // The survivor follows the job to its run_s; the woken worker writes and
-    // publishes nothing for it.
+    // Woken, it finds its lease lost and takes it anew; then it is stopped.
+    pool_until(&system, Duration::from_secs(30), |ids| {
+        ids.contains(&frozen)
+    })
+    .await;
+    signal(&frozen_worker, Signal::SIGTERM);
+    let mut frozen_worker = frozen_worker;
+    let exited = tokio::time::timeout(Duration::from_secs(60), frozen_worker.wait()).await;
+    assert!(exited.is_ok(), "the woken worker did not stop");
+    // It left the job alone: the container runs on, and the survivor stops it.
+    let container = format!("flare-{job_id}");
+    assert_eq!(
+        docker_cli(&["inspect", "-f", "{{.State.Running}}", &container]).trim(),
+        "true",
+        "the woken worker stopped a job it no longer owned"
+    );
+    let reply = system.client.terminate(&job_id, Some(5)).await.unwrap();
+    assert!(reply.accepted, "{reply:?}");
     let events = system.events_until_terminal(&job_id).await;
     assert_one_terminal(&job_id, &events);
     let last = events.last().unwrap();
@@ -309,7 +332,7 @@ async fn a_worker_frozen_past_its_lease_acts_on_none_of_the_jobs_taken_from_it()
         (last.state, last.reason.as_deref(), last.worker.as_str()),
         (
             JobState::Terminated,
-            Some(reason::RUN_TIMEOUT),
+            Some(reason::TERMINATE_REQUESTED),
             survivor.as_str()
         ),
         "{events:?}"
@@ -319,11 +342,6 @@ async fn a_worker_frozen_past_its_lease_acts_on_none_of_the_jobs_taken_from_it()
         .filter(|e| e.worker == frozen && e.seq > 2)
         .collect();
     assert!(by_frozen.is_empty(), "{by_frozen:?}");
-    // The woken worker takes its lease anew.
-    pool_until(&system, Duration::from_secs(30), |ids| {
-        ids.contains(&frozen)
-    })
-    .await;
     wait_until_removed(&[&job_id]).await;
 }
 
