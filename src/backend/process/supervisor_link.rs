@@ -645,6 +645,11 @@ impl Supervisor {
     /// Sends one request as [`Supervisor::send`] does; with a job's channels,
     /// the job's reports go to them from the connection the request goes over.
     /// The route is gone again when the request could not be sent.
+    ///
+    /// A link whose writing side has gone (it dropped, and its reader has yet to
+    /// see it) is replaced at once: connecting again sends a routed launch anew
+    /// (its start unknown, no file of it), and any other request goes over the
+    /// new link.
     async fn send_routed(
         &self,
         request: &Request,
@@ -659,7 +664,7 @@ impl Supervisor {
         let Some(live) = link.as_ref() else {
             unreachable!("connected just above");
         };
-        let routed = job.as_ref().map(|(job_id, _)| *job_id);
+        let routed = job.as_ref().map(|(job_id, _)| (*job_id).to_owned());
         if let Some((job_id, (started, observe))) = job {
             match self.routes().entry(job_id.to_owned()) {
                 Entry::Occupied(_) => return Err(Routing::Taken),
@@ -674,17 +679,27 @@ impl Supervisor {
                 }),
             };
         }
-        if live.lines.send(encode(request)).is_err() {
-            *link = None;
-            if let Some(job_id) = routed {
+        if live.lines.send(encode(request)).is_ok() {
+            return Ok(());
+        }
+        *link = None;
+        let sent_again = routed.is_some() && matches!(request, Request::Launch(_));
+        let connected = self
+            .connect(&mut link)
+            .await
+            .and_then(|_| match link.as_ref() {
+                Some(live) if sent_again || live.lines.send(encode(request)).is_ok() => Ok(()),
+                _ => Err(SupervisorError::Unresponsive {
+                    dir: self.inner.dir.clone(),
+                    reason: "the connection is gone".into(),
+                }),
+            });
+        connected.map_err(|e| {
+            if let Some(job_id) = &routed {
                 self.routes().remove(job_id);
             }
-            return Err(Routing::Unavailable(SupervisorError::Unresponsive {
-                dir: self.inner.dir.clone(),
-                reason: "the connection is gone".into(),
-            }));
-        }
-        Ok(())
+            Routing::Unavailable(e)
+        })
     }
 
     /// Launches a job; returns its first process's pid and its observations (the

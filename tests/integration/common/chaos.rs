@@ -113,7 +113,24 @@ pub async fn tally_when_ended(client: &Client, jobs: &[String], limit: Duration)
         .expect("the events stream reads");
     let tally = Tally::of(jobs, &stored);
     println!("{tally:?}");
+    print_unclean(jobs, &stored);
     tally
+}
+
+/// Prints the story of each job that did not end `succeeded` with one event per
+/// step: what a failing tally is made of.
+fn print_unclean(jobs: &[String], stored: &BTreeMap<String, Vec<JobEvent>>) {
+    for job_id in jobs {
+        let events = stored.get(job_id).map(Vec::as_slice).unwrap_or_default();
+        let clean = Tally::of(std::slice::from_ref(job_id), stored);
+        if clean != Tally::clean(1, events.len()) {
+            let story: Vec<String> = events
+                .iter()
+                .map(|e| format!("{} {:?} {:?} {:?}", e.seq, e.state, e.reason, e.message))
+                .collect();
+            println!("{job_id}: {story:?}");
+        }
+    }
 }
 
 /// Every event the events stream holds, by job, in the order stored.
