@@ -12,63 +12,16 @@
 use crate::common::docker::{
     containers_of, docker_cli, docker_worker, in_container, test_image, unique, wait_until_removed,
 };
+use crate::common::pool::{pool_until, record_until, signal};
 use crate::common::processes::{is_alive, read_pid, wait_until_gone};
 use crate::common::system::{System, assert_well_formed, sh, states};
-use flare_launcher::protocol::{BackendKind, JobEvent, JobRecord, reason};
+use flare_launcher::protocol::{BackendKind, JobEvent, reason};
 use flare_launcher::state::JobState;
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
+use nix::sys::signal::Signal;
 use std::time::{Duration, Instant};
 
 /// The lease of the workers of these tests, in seconds.
 const LEASE_S: u64 = 3;
-
-/// Sends `signal` to the worker process `child`.
-fn signal(child: &tokio::process::Child, signal: Signal) {
-    let pid = child.id().expect("the worker runs") as i32;
-    kill(Pid::from_raw(pid), signal).expect("the signal is sent");
-}
-
-/// Waits until `done` holds of the live pool's ids, for at most `limit`.
-async fn pool_until(system: &System, limit: Duration, done: impl Fn(&[String]) -> bool) {
-    let deadline = Instant::now() + limit;
-    loop {
-        let ids: Vec<String> = match system.client.workers().await {
-            Ok(leases) => leases.into_iter().map(|lease| lease.worker).collect(),
-            Err(_) => Vec::new(),
-        };
-        if done(&ids) {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the pool never got there: {ids:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-/// Waits until the record of `job_id` satisfies `done`, for at most `limit`.
-async fn record_until(
-    system: &System,
-    job_id: &str,
-    limit: Duration,
-    done: impl Fn(&JobRecord) -> bool,
-) -> JobRecord {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Ok(record) = system.client.status(job_id).await
-            && done(&record)
-        {
-            return record;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "job {job_id}: the record never got there"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
 
 /// Waits until the server has dropped the subscriptions of the worker `worker`
 /// (its forwarded terminates find no responders).
