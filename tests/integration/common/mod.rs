@@ -10,3 +10,4 @@ pub mod pool;
 pub mod processes;
 pub mod story_bench;
 pub mod system;
+pub mod workloads;
