@@ -155,6 +155,70 @@ async fn a_docker_job_of_a_killed_worker_is_adopted_and_finished_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[cfg_attr(no_docker, ignore = "no Docker engine answers")]
+async fn a_full_survivor_adopts_a_killed_workers_job_before_it_takes_a_new_request() {
+    let mut system = docker_pool().await;
+    system.config.max_jobs = 1;
+    let doomed = unique("doomed");
+    let doomed_worker = system.spawn_worker_process(
+        &doomed,
+        &system.path("doomed"),
+        &[DOCKER_ENV, LEASE_ENV, ("FLARE_MAX_JOBS", "1")],
+    );
+    pool_until(&system, Duration::from_secs(30), |ids| {
+        ids.contains(&doomed)
+    })
+    .await;
+    let orphaned = unique("orphaned");
+    system
+        .launch_until_running(&in_container(&orphaned, "sleep 600"))
+        .await;
+    start_survivor(&mut system).await;
+    let survivor = system.config.worker_id.clone();
+    // The survivor's one slot is taken past the kill's adoption look, and a
+    // request waits behind it.
+    let busy = unique("busy");
+    system
+        .launch_until_running(&in_container(&busy, "sleep 15"))
+        .await;
+    assert_eq!(system.client.status(&busy).await.unwrap().worker, survivor);
+    let queued = unique("queued");
+    system
+        .client
+        .launch(&in_container(&queued, "sleep 1"))
+        .await
+        .unwrap();
+
+    signal(&doomed_worker, Signal::SIGKILL);
+    record_until(&system, &orphaned, Duration::from_secs(60), |r| {
+        r.worker == survivor
+    })
+    .await;
+    let queued_then = system.client.status(&queued).await;
+    println!("when the survivor adopted {orphaned}, {queued}: {queued_then:?}");
+    assert!(
+        queued_then.is_err(),
+        "the new request was taken before the adoption: {queued_then:?}"
+    );
+    let reply = system.client.terminate(&orphaned, Some(1)).await.unwrap();
+    assert!(reply.accepted, "{reply:?}");
+    let events = system.events_until_terminal(&orphaned).await;
+    assert_one_terminal(&orphaned, &events);
+    assert_eq!(events.last().unwrap().worker, survivor);
+    // Then the request, with the room the adopted job left.
+    let events = system.events_until_terminal(&queued).await;
+    assert_one_terminal(&queued, &events);
+    assert_eq!(
+        (
+            events.last().unwrap().state,
+            events.last().unwrap().worker.as_str()
+        ),
+        (JobState::Succeeded, survivor.as_str())
+    );
+    wait_until_removed(&[&orphaned, &busy, &queued]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(no_docker, ignore = "no Docker engine answers")]
 async fn a_stopped_worker_hands_its_docker_job_over_without_waiting_for_its_lease() {
     let mut system = docker_pool().await;
     let leaving = unique("leaving");
