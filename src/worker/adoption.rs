@@ -12,7 +12,9 @@
 //! its record ([`super::story::Author::take_over`]), so exactly one survivor gets
 //! it; each survivor takes at most its share (the jobs over the live workers of
 //! the pool), within its capacity, and leaves the rest to the others or its next
-//! look. What it does with a job depends on its backend:
+//! look. While it has no room for its share, its intake takes no new request,
+//! so the room that frees goes to these jobs first. What it does with a job
+//! depends on its backend:
 //!
 //! - a workload any worker can adopt (Docker, Kubernetes) is looked up by its
 //!   name and followed on ([`super::job::Job::reattach`]): its `seq`, run
@@ -41,7 +43,7 @@ use futures::StreamExt;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -72,6 +74,9 @@ pub struct Adoption {
     pub lease_ttl: Duration,
     /// How long a process job's worker may be gone before the job ends `lost`.
     pub owner_lost_after: Duration,
+    /// Whether jobs of gone workers wait for room here: intake takes no new
+    /// request meanwhile, so that they come first.
+    pub waiting: watch::Sender<bool>,
 }
 
 /// Takes over the jobs of the workers that go, until `stop` is cancelled.
@@ -107,6 +112,15 @@ pub async fn run(adoption: Adoption, stop: CancellationToken) {
 
 /// Takes over what is due of the jobs of the workers that went.
 async fn look(adoption: &Adoption, gone_since: &mut HashMap<String, Instant>) {
+    let waiting = look_for_room(adoption, gone_since).await;
+    adoption
+        .waiting
+        .send_if_modified(|was| std::mem::replace(was, waiting) != waiting);
+}
+
+/// Takes over what is due of the jobs of the workers that went; whether some
+/// of them are left waiting for room here.
+async fn look_for_room(adoption: &Adoption, gone_since: &mut HashMap<String, Instant>) -> bool {
     // Until its own lease has been held a whole period, a worker cannot tell a
     // worker that went from one that is taking its lease anew after an outage.
     if adoption
@@ -114,20 +128,20 @@ async fn look(adoption: &Adoption, gone_since: &mut HashMap<String, Instant>) {
         .held_for()
         .is_none_or(|held| held < adoption.lease_ttl)
     {
-        return;
+        return false;
     }
     let live = match adoption.members.live().await {
         Ok(live) => live,
         Err(e) => {
             tracing::warn!(error = %error_chain(&e), "cannot read the pool's leases; looking again later");
-            return;
+            return false;
         }
     };
     let owners = match adoption.owners.owners(&adoption.pool).await {
         Ok(owners) => owners,
         Err(e) => {
             tracing::warn!(error = %error_chain(&e), "cannot read the owner index; looking again later");
-            return;
+            return false;
         }
     };
     let me = adoption.recovery.author.worker_id();
@@ -138,13 +152,15 @@ async fn look(adoption: &Adoption, gone_since: &mut HashMap<String, Instant>) {
         .max(1);
     let is_live = |worker: &str| live.iter().any(|lease| lease.worker == worker);
     gone_since.retain(|worker, _| owners.contains_key(worker) && !is_live(worker));
+    let mut waiting = false;
     for (owner, jobs) in owners {
         if owner == me || is_live(&owner) {
             continue;
         }
         let since = *gone_since.entry(owner.clone()).or_insert_with(Instant::now);
-        take_over(adoption, &owner, jobs, since.elapsed(), peers).await;
+        waiting |= take_over(adoption, &owner, jobs, since.elapsed(), peers).await;
     }
+    waiting
 }
 
 /// What becomes of one job of a worker that went.
@@ -155,14 +171,15 @@ enum Fate {
     End(JobState, Change),
 }
 
-/// Takes over this worker's share of `owner`'s `jobs`, `owner` gone for `gone`.
+/// Takes over this worker's share of `owner`'s `jobs`, `owner` gone for `gone`;
+/// whether some of that share is left for want of room.
 async fn take_over(
     adoption: &Adoption,
     owner: &str,
     mut jobs: Vec<String>,
     gone: Duration,
     peers: usize,
-) {
+) -> bool {
     let share = jobs.len().div_ceil(peers);
     // Survivors start at different places, so that they contend less.
     if !jobs.is_empty() {
@@ -204,7 +221,9 @@ async fn take_over(
         };
         let permit = match &fate {
             // No room here: the pool's other workers, or a later look, take it.
-            Fate::Follow(_) if adoption.recovery.registry.count() > adoption.max_jobs => break,
+            Fate::Follow(_) if adoption.recovery.registry.count() > adoption.max_jobs => {
+                return true;
+            }
             // The permits intake holds while it waits for requests are not
             // jobs: an adopted job takes one when one is free, and counts
             // against the capacity in the registry all the same.
@@ -244,6 +263,7 @@ async fn take_over(
             }
         }
     }
+    false
 }
 
 /// What becomes of `story`'s job, its worker `owner` gone for `gone`; `None`:

@@ -6,7 +6,9 @@
 //!
 //! Capacity is a semaphore of `max_jobs` permits: a permit is taken before a
 //! request is pulled and moves into the job's task, so a full worker stops pulling
-//! and the pool's other workers get the requests.
+//! and the pool's other workers get the requests. While jobs of a gone worker
+//! wait for room here (see [`super::adoption`]), no request is pulled: the room
+//! that frees up goes to them first.
 //!
 //! Before the claim, the request is placed under the worker's resource policy:
 //! one that does not fit now is handed back with a delay (see [`super::placement`])
@@ -38,7 +40,7 @@ use async_nats::jetstream::{Message, consumer::PullConsumer};
 use futures::StreamExt;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{AcquireError, OwnedSemaphorePermit, Semaphore, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
@@ -102,7 +104,8 @@ impl InvalidReports {
     }
 }
 
-/// Pulls and dispatches launch requests until `stop` is cancelled.
+/// Pulls and dispatches launch requests until `stop` is cancelled, while
+/// `adoption_waits` does not say that jobs of gone workers wait for room.
 /// After a failed pull, the consumer is looked up again through `layout`, and
 /// created again if an operator removed it.
 pub async fn run(
@@ -110,6 +113,7 @@ pub async fn run(
     mut consumer: PullConsumer,
     layout: Layout,
     capacity: Arc<Semaphore>,
+    mut adoption_waits: watch::Receiver<bool>,
     stop: CancellationToken,
     tracker: TaskTracker,
 ) {
@@ -117,7 +121,7 @@ pub async fn run(
     'pulling: loop {
         let first = tokio::select! {
             () = stop.cancelled() => break,
-            permit = capacity.clone().acquire_owned() => match permit {
+            permit = permit_after_adoption(&capacity, &mut adoption_waits) => match permit {
                 Ok(permit) => permit,
                 Err(_) => break,
             },
@@ -176,6 +180,22 @@ pub async fn run(
         }
     }
     tracing::info!("stopped taking launch requests");
+}
+
+/// A permit to pull a request with, once no job of a gone worker waits for
+/// room here (those take the room first).
+async fn permit_after_adoption(
+    capacity: &Arc<Semaphore>,
+    adoption_waits: &mut watch::Receiver<bool>,
+) -> Result<OwnedSemaphorePermit, AcquireError> {
+    loop {
+        // Adoption gone (the worker stopping) holds nothing back.
+        let _ = adoption_waits.wait_for(|waits| !*waits).await;
+        let permit = capacity.clone().acquire_owned().await?;
+        if !*adoption_waits.borrow() {
+            return Ok(permit);
+        }
+    }
 }
 
 /// Opens the pool's consumer again `delay` after a failed pull, creating it (and

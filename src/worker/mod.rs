@@ -283,6 +283,7 @@ impl Worker {
             resources: resources.clone(),
         };
         recovery::resume_jobs(&recovery, &capacity, &tasks).await;
+        let (adoption_waiting, adoption_waits) = tokio::sync::watch::channel(false);
         let adoption = tokio::spawn(adoption::run(
             adoption::Adoption {
                 recovery,
@@ -295,6 +296,7 @@ impl Worker {
                 pool: config.pool.clone(),
                 lease_ttl: config.lease,
                 owner_lost_after: config.owner_lost_after,
+                waiting: adoption_waiting,
             },
             stop_intake.clone(),
         ));
@@ -349,6 +351,7 @@ impl Worker {
             prepared.consumer,
             layout,
             capacity,
+            adoption_waits,
             stop_intake.clone(),
             tasks.clone(),
         ));

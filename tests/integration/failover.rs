@@ -12,63 +12,16 @@
 use crate::common::docker::{
     containers_of, docker_cli, docker_worker, in_container, test_image, unique, wait_until_removed,
 };
+use crate::common::pool::{pool_until, record_until, signal};
 use crate::common::processes::{is_alive, read_pid, wait_until_gone};
 use crate::common::system::{System, assert_well_formed, sh, states};
-use flare_launcher::protocol::{BackendKind, JobEvent, JobRecord, reason};
+use flare_launcher::protocol::{BackendKind, JobEvent, reason};
 use flare_launcher::state::JobState;
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
+use nix::sys::signal::Signal;
 use std::time::{Duration, Instant};
 
 /// The lease of the workers of these tests, in seconds.
 const LEASE_S: u64 = 3;
-
-/// Sends `signal` to the worker process `child`.
-fn signal(child: &tokio::process::Child, signal: Signal) {
-    let pid = child.id().expect("the worker runs") as i32;
-    kill(Pid::from_raw(pid), signal).expect("the signal is sent");
-}
-
-/// Waits until `done` holds of the live pool's ids, for at most `limit`.
-async fn pool_until(system: &System, limit: Duration, done: impl Fn(&[String]) -> bool) {
-    let deadline = Instant::now() + limit;
-    loop {
-        let ids: Vec<String> = match system.client.workers().await {
-            Ok(leases) => leases.into_iter().map(|lease| lease.worker).collect(),
-            Err(_) => Vec::new(),
-        };
-        if done(&ids) {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the pool never got there: {ids:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-/// Waits until the record of `job_id` satisfies `done`, for at most `limit`.
-async fn record_until(
-    system: &System,
-    job_id: &str,
-    limit: Duration,
-    done: impl Fn(&JobRecord) -> bool,
-) -> JobRecord {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Ok(record) = system.client.status(job_id).await
-            && done(&record)
-        {
-            return record;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "job {job_id}: the record never got there"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
 
 /// Waits until the server has dropped the subscriptions of the worker `worker`
 /// (its forwarded terminates find no responders).
@@ -198,6 +151,70 @@ async fn a_docker_job_of_a_killed_worker_is_adopted_and_finished_once() {
     );
     wait_until_removed(&[&job_id]).await;
     assert!(containers_of(&job_id).is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(no_docker, ignore = "no Docker engine answers")]
+async fn a_full_survivor_adopts_a_killed_workers_job_before_it_takes_a_new_request() {
+    let mut system = docker_pool().await;
+    system.config.max_jobs = 1;
+    let doomed = unique("doomed");
+    let doomed_worker = system.spawn_worker_process(
+        &doomed,
+        &system.path("doomed"),
+        &[DOCKER_ENV, LEASE_ENV, ("FLARE_MAX_JOBS", "1")],
+    );
+    pool_until(&system, Duration::from_secs(30), |ids| {
+        ids.contains(&doomed)
+    })
+    .await;
+    let orphaned = unique("orphaned");
+    system
+        .launch_until_running(&in_container(&orphaned, "sleep 600"))
+        .await;
+    start_survivor(&mut system).await;
+    let survivor = system.config.worker_id.clone();
+    // The survivor's one slot is taken past the kill's adoption look, and a
+    // request waits behind it.
+    let busy = unique("busy");
+    system
+        .launch_until_running(&in_container(&busy, "sleep 15"))
+        .await;
+    assert_eq!(system.client.status(&busy).await.unwrap().worker, survivor);
+    let queued = unique("queued");
+    system
+        .client
+        .launch(&in_container(&queued, "sleep 1"))
+        .await
+        .unwrap();
+
+    signal(&doomed_worker, Signal::SIGKILL);
+    record_until(&system, &orphaned, Duration::from_secs(60), |r| {
+        r.worker == survivor
+    })
+    .await;
+    let queued_then = system.client.status(&queued).await;
+    println!("when the survivor adopted {orphaned}, {queued}: {queued_then:?}");
+    assert!(
+        queued_then.is_err(),
+        "the new request was taken before the adoption: {queued_then:?}"
+    );
+    let reply = system.client.terminate(&orphaned, Some(1)).await.unwrap();
+    assert!(reply.accepted, "{reply:?}");
+    let events = system.events_until_terminal(&orphaned).await;
+    assert_one_terminal(&orphaned, &events);
+    assert_eq!(events.last().unwrap().worker, survivor);
+    // Then the request, with the room the adopted job left.
+    let events = system.events_until_terminal(&queued).await;
+    assert_one_terminal(&queued, &events);
+    assert_eq!(
+        (
+            events.last().unwrap().state,
+            events.last().unwrap().worker.as_str()
+        ),
+        (JobState::Succeeded, survivor.as_str())
+    );
+    wait_until_removed(&[&orphaned, &busy, &queued]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

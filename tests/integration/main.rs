@@ -4,6 +4,7 @@
 
 mod common;
 
+mod chaos;
 mod cli;
 mod cli_bench;
 mod cli_dev;

@@ -89,24 +89,7 @@ impl Tally {
 /// them all once more a moment later (so that an event stored after the
 /// terminal one counts), prints the tally and returns it.
 pub async fn tally_when_ended(client: &Client, jobs: &[String], limit: Duration) -> Tally {
-    let deadline = Instant::now() + limit;
-    loop {
-        let tally = match stored_events(client).await {
-            Ok(stored) => Tally::of(jobs, &stored),
-            Err(e) => {
-                eprintln!("reading the events stream: {e}; trying again");
-                Tally::default()
-            }
-        };
-        if tally.ended == jobs.len() {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "not every job ended within {limit:?}: {tally:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    until_ended(client, jobs, jobs.len(), limit).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let stored = stored_events(client)
         .await
@@ -133,8 +116,34 @@ fn print_unclean(jobs: &[String], stored: &BTreeMap<String, Vec<JobEvent>>) {
     }
 }
 
+/// Waits until at least `count` of `jobs` have a terminal event in the events
+/// stream, for at most `limit`; returns the tally then.
+pub async fn until_ended(client: &Client, jobs: &[String], count: usize, limit: Duration) -> Tally {
+    let deadline = Instant::now() + limit;
+    loop {
+        let tally = match stored_events(client).await {
+            Ok(stored) => Tally::of(jobs, &stored),
+            Err(e) => {
+                eprintln!("reading the events stream: {e}; trying again");
+                Tally::default()
+            }
+        };
+        if tally.ended >= count {
+            return tally;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "fewer than {count} jobs ended within {limit:?}: {tally:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
 /// Every event the events stream holds, by job, in the order stored.
-async fn stored_events(
+///
+/// # Errors
+/// When the stream cannot be read (the server away, a read that stalls).
+pub async fn stored_events(
     client: &Client,
 ) -> Result<BTreeMap<String, Vec<JobEvent>>, Box<dyn std::error::Error + Send + Sync>> {
     use async_nats::jetstream::consumer;

@@ -80,6 +80,8 @@ impl FakeWorker {
             bench.layout.launch_consumer().await.unwrap(),
             bench.layout.clone(),
             Arc::new(Semaphore::new(MAX_JOBS)),
+            // No adoption here: nothing ever waits for room.
+            tokio::sync::watch::channel(false).1,
             CancellationToken::new(),
             TaskTracker::new(),
         ));

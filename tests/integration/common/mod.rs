@@ -6,6 +6,8 @@ pub mod fake_backend;
 pub mod fake_worker;
 pub mod k8s;
 pub mod nats_server;
+pub mod pool;
 pub mod processes;
 pub mod story_bench;
 pub mod system;
+pub mod workloads;
