@@ -9,7 +9,7 @@ use async_nats::jetstream::stream::RawMessageErrorKind;
 use flare_launcher::client::Client;
 use flare_launcher::config::WorkerConfig;
 use flare_launcher::nats::subjects::Subjects;
-use flare_launcher::protocol::{JobEvent, LaunchRequest};
+use flare_launcher::protocol::{JobEvent, JobRecord, LaunchRequest};
 use flare_launcher::state::JobState;
 use flare_launcher::worker::Worker;
 use futures::{FutureExt, StreamExt};
@@ -149,6 +149,23 @@ impl System {
                 stored: message.time,
             });
         }
+    }
+
+    /// Every revision of `job_id`'s record the bucket keeps, oldest first (read
+    /// from the bucket, with or without a worker to ask).
+    pub async fn record_history(&self, job_id: &str) -> Vec<JobRecord> {
+        let js = async_nats::jetstream::new(self.client.nats().clone());
+        let kv = js
+            .get_key_value(self.client.subjects().jobs_bucket())
+            .await
+            .expect("the jobs bucket");
+        let mut history = kv.history(job_id).await.expect("the record's history");
+        let mut records = Vec::new();
+        while let Some(entry) = history.next().await {
+            let entry = entry.expect("a revision");
+            records.push(serde_json::from_slice(&entry.value).expect("a JobRecord"));
+        }
+        records
     }
 
     /// Replays a job's events until one satisfies `done`.
