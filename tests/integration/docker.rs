@@ -338,7 +338,7 @@ async fn a_container_being_removed_does_not_hold_the_workers_capacity() {
         1,
         "the first container was removed"
     );
-    proxy.let_removals_through();
+    proxy.let_through();
     wait_until_removed(&[&first, &second]).await;
 }
 

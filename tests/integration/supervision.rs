@@ -1,19 +1,21 @@
 //! Supervised process jobs: a job's whole tree is contained (`setsid` and double
 //! forks do not escape), time limits hold under a long grace, a worker that dies
 //! finds its jobs again when it restarts (also at once, after an orderly
-//! shutdown), a worker whose link to a living supervisor drops follows its jobs
+//! shutdown), a job whose worker died while its supervisor spawned it runs
+//! once, a worker whose link to a living supervisor drops follows its jobs
 //! over a new link, a job whose supervisor dies is lost, and so is one whose
 //! stop its supervisor never confirms.
 
 use crate::common::chaos::{Tally, tally_when_ended};
 use crate::common::processes::{
-    assert_root, cut_connections_to, is_alive, parent_of, read_pid, supervisor_dir,
-    wait_for_recorded_end, wait_until_gone,
+    assert_root, cut_connections_to, is_alive, parent_of, read_pid, signal, supervisor_dir,
+    supervisor_of, wait_for_recorded_end, wait_until_gone,
 };
 use crate::common::system::{System, assert_well_formed, sh, states};
 use flare_launcher::protocol::{BackendRef, LaunchRequest, MAX_DURATION_S, Timeouts};
 use flare_launcher::state::JobState;
 use flare_launcher::supervisor::job_file::{JobEnd, JobFile};
+use nix::sys::signal::Signal;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -165,11 +167,99 @@ async fn sleeper_and_its_supervisor(system: &System, job_id: &str) -> (i32, i32)
 }
 
 fn kill(pid: i32) {
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(pid),
-        nix::sys::signal::Signal::SIGKILL,
-    )
-    .unwrap();
+    signal(pid, Signal::SIGKILL);
+}
+
+/// What becomes of a spawn a worker asked of its supervisor, which was frozen,
+/// when the worker is killed before the answer.
+struct SpawnLeft {
+    step: &'static str,
+    /// What the frozen supervisor is sent once the worker is gone.
+    then: Signal,
+    /// Whether the job ran before the worker's next run.
+    made: bool,
+}
+
+/// The steps of a process job's launch between its claim and its `running`
+/// that a frozen supervisor holds a worker at.
+const SPAWNS_LEFT: [SpawnLeft; 2] = [
+    SpawnLeft {
+        step: "claimed, the spawn never carried out (its supervisor died too)",
+        then: Signal::SIGKILL,
+        made: false,
+    },
+    SpawnLeft {
+        step: "claimed, the job spawned once its worker was gone, the record not naming it",
+        then: Signal::SIGCONT,
+        made: true,
+    },
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_killed_while_its_supervisor_spawns_a_job_leaves_a_job_that_runs_once() {
+    let system = System::without_worker(|_| {}).await;
+    for (n, left) in SPAWNS_LEFT.iter().enumerate() {
+        let worker_id = format!("spawner-{n}");
+        let data_dir = system.path(&worker_id);
+        let env = [("FLARE_ACK_WAIT_S", "2")];
+        let mut worker = system.spawn_worker_process(&worker_id, &data_dir, &env);
+        let warm_up = system.run(&sh(&format!("warm-up-{n}"), "exit 0")).await;
+        assert_eq!(states(&warm_up), ["starting", "running", "succeeded"]);
+        let supervisor = supervisor_of(&supervisor_dir(&data_dir, &worker_id)).unwrap();
+
+        signal(supervisor, Signal::SIGSTOP);
+        let job_id = format!("spawned-{n}");
+        let runs = system.path(&format!("{job_id}-runs"));
+        let request = sh(&job_id, &format!("echo ran >> {}", runs.display()));
+        system.client.launch(&request).await.unwrap();
+        let claimed = system
+            .events_until(&job_id, |e| e.state == JobState::Starting)
+            .await;
+        assert_eq!(states(&claimed), ["starting"]);
+        // Time for the worker to ask the frozen supervisor for the spawn, which
+        // waits unread in its socket.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        worker.kill().await.unwrap();
+        signal(supervisor, left.then);
+        if left.made {
+            wait_until_ran(&runs).await;
+        } else {
+            wait_until_gone(supervisor, Duration::from_secs(10)).await;
+        }
+        let record = system.record_history(&job_id).await.pop().unwrap();
+        assert_eq!(
+            (record.state, record.backend_ref),
+            (JobState::Starting, None),
+            "{}",
+            left.step
+        );
+
+        // The worker's next run finds the job with the supervisor, or its
+        // request comes again and it launches it: either way it runs once.
+        let mut worker = system.spawn_worker_process(&worker_id, &data_dir, &env);
+        let events = system.events_until_terminal(&job_id).await;
+        assert_well_formed(&events);
+        assert_eq!(
+            states(&events),
+            ["starting", "running", "succeeded"],
+            "{}",
+            left.step
+        );
+        system.wait_until_intake_idle().await;
+        let ran = std::fs::read_to_string(&runs).unwrap_or_default();
+        println!("{}: ran {} time(s)", left.step, ran.lines().count());
+        assert_eq!(ran, "ran\n", "{}", left.step);
+        worker.kill().await.unwrap();
+    }
+}
+
+/// Waits until a job appending to `runs` has run.
+async fn wait_until_ran(runs: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !runs.exists() {
+        assert!(Instant::now() < deadline, "{} never ran", runs.display());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 #[tokio::test]

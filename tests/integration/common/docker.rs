@@ -259,6 +259,36 @@ pub async fn wait_for_output(job_id: &str, text: &str) {
     }
 }
 
+/// The engine's clock now, as `docker events --since` takes it.
+pub fn engine_time() -> String {
+    docker_cli(&["info", "--format", "{{.SystemTime}}"])
+        .trim()
+        .to_owned()
+}
+
+/// What the engine did (`create`, `start`, `die`, ...) to the containers of
+/// `job_id` since `since` (an [`engine_time`]), in order.
+pub fn engine_actions(job_id: &str, since: &str) -> Vec<String> {
+    let until = engine_time();
+    let label = format!("label=flare-launcher/job-id={job_id}");
+    docker_cli(&[
+        "events",
+        "--since",
+        since,
+        "--until",
+        &until,
+        "--filter",
+        "type=container",
+        "--filter",
+        &label,
+        "--format",
+        "{{.Action}}",
+    ])
+    .lines()
+    .map(str::to_owned)
+    .collect()
+}
+
 /// Waits until the containers of `job_ids` are removed.
 pub async fn wait_until_removed(job_ids: &[&str]) {
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
@@ -276,26 +306,55 @@ pub async fn wait_until_removed(job_ids: &[&str]) {
 
 /// A TCP proxy in front of the engine's socket, whose connections a test can
 /// cut (the engine itself cannot be restarted under a test), which notes every
-/// request it forwards, and which can hold removals back: a worker given
-/// [`EngineProxy::host`] reaches its engine only through it.
+/// request it forwards, and which can hold requests, or their answers, back: a
+/// worker given [`EngineProxy::host`] reaches its engine only through it.
 pub struct EngineProxy {
     port: u16,
     open: std::sync::Arc<std::sync::atomic::AtomicBool>,
     connections: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
     requests: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
-    removals_held: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    hold: Hold,
     accept: tokio::task::JoinHandle<()>,
 }
 
+/// What the proxy holds back: the requests whose line (`METHOD PATH`) holds a
+/// text, or the answers to them.
+type Hold = std::sync::Arc<std::sync::Mutex<Option<(String, Held)>>>;
+
+/// Which part of a request [`EngineProxy::hold`] holds back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Held {
+    /// The request: the engine does not get it.
+    Request,
+    /// The answer: the engine carries the request out, its client never hears.
+    Answer,
+}
+
+/// Whether `hold` holds `request` back, and how.
+fn held(hold: &Hold, request: &str) -> Option<Held> {
+    match &*hold.lock().unwrap() {
+        Some((part, how)) if request.contains(part.as_str()) => Some(*how),
+        _ => None,
+    }
+}
+
+/// Waits while `hold` holds anything back.
+async fn while_held(hold: &Hold) {
+    while hold.lock().unwrap().is_some() {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
 /// Copies a client's bytes to the engine, noting the request line (`METHOD
-/// PATH`) of each request in `requests`, and holding a `DELETE` back while
-/// `removals_held` is set. Bodies (JSON) hold no line ends, so a request line
-/// is the end of a line ending in ` HTTP/1.1`.
+/// PATH`) of each request in `requests`; a request `hold` names waits while it
+/// holds, or, held for its answer, sets `answers_held`. Bodies (JSON) hold no
+/// line ends, so a request line is the end of a line ending in ` HTTP/1.1`.
 async fn forward_requests(
     mut from: tokio::net::tcp::OwnedReadHalf,
     mut to: tokio::net::unix::OwnedWriteHalf,
     requests: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
-    removals_held: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    hold: Hold,
+    answers_held: std::sync::Arc<std::sync::atomic::AtomicBool>,
 ) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut line = Vec::new();
@@ -305,7 +364,7 @@ async fn forward_requests(
             Ok(0) | Err(_) => return,
             Ok(n) => n,
         };
-        let mut removal = false;
+        let mut request_held = false;
         for &byte in &buffer[..n] {
             line.push(byte);
             if line.ends_with(b"\r\n") {
@@ -316,15 +375,46 @@ async fn forward_requests(
                         .filter_map(|method| head.rfind(method))
                         .max();
                     if let Some(start) = start {
-                        removal |= head[start..].starts_with("DELETE /");
-                        requests.lock().unwrap().push(head[start..].to_owned());
+                        let request = &head[start..];
+                        match held(&hold, request) {
+                            Some(Held::Request) => request_held = true,
+                            Some(Held::Answer) => {
+                                answers_held.store(true, std::sync::atomic::Ordering::SeqCst);
+                            }
+                            None => {}
+                        }
+                        requests.lock().unwrap().push(request.to_owned());
                     }
                 }
                 line.clear();
             }
         }
-        while removal && removals_held.load(std::sync::atomic::Ordering::SeqCst) {
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        if request_held {
+            while_held(&hold).await;
+        }
+        if to.write_all(&buffer[..n]).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Copies the engine's answers to its client, from the answer to a request held
+/// for its answer (`answers_held`) on only once the hold is lifted.
+async fn forward_answers(
+    mut from: tokio::net::unix::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    hold: Hold,
+    answers_held: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buffer = vec![0u8; 64 * 1024];
+    loop {
+        let n = match from.read(&mut buffer).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        if answers_held.load(std::sync::atomic::Ordering::SeqCst) {
+            while_held(&hold).await;
         }
         if to.write_all(&buffer[..n]).await.is_err() {
             return;
@@ -344,12 +434,12 @@ impl EngineProxy {
         let open = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
         let connections = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let requests = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-        let removals_held = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let hold = Hold::default();
         let accept = tokio::spawn({
             let open = open.clone();
             let connections = connections.clone();
             let requests = requests.clone();
-            let removals_held = removals_held.clone();
+            let hold = hold.clone();
             async move {
                 while let Ok((client, _)) = listener.accept().await {
                     if !open.load(std::sync::atomic::Ordering::SeqCst) {
@@ -357,16 +447,17 @@ impl EngineProxy {
                     }
                     let socket = socket.clone();
                     let requests = requests.clone();
-                    let removals_held = removals_held.clone();
+                    let hold = hold.clone();
                     let forward = tokio::spawn(async move {
                         let Ok(engine) = tokio::net::UnixStream::connect(&socket).await else {
                             return;
                         };
-                        let (client_in, mut client_out) = client.into_split();
-                        let (mut engine_in, engine_out) = engine.into_split();
+                        let (client_in, client_out) = client.into_split();
+                        let (engine_in, engine_out) = engine.into_split();
+                        let answers_held = std::sync::Arc::default();
                         tokio::select! {
-                            () = forward_requests(client_in, engine_out, requests, removals_held) => {}
-                            _ = tokio::io::copy(&mut engine_in, &mut client_out) => {}
+                            () = forward_requests(client_in, engine_out, requests, hold.clone(), std::sync::Arc::clone(&answers_held)) => {}
+                            () = forward_answers(engine_in, client_out, hold, answers_held) => {}
                         }
                     });
                     connections.lock().unwrap().push(forward);
@@ -378,22 +469,26 @@ impl EngineProxy {
             open,
             connections,
             requests,
-            removals_held,
+            hold,
             accept,
         }
     }
 
-    /// Holds every container removal back (`DELETE`) until
-    /// [`EngineProxy::let_removals_through`].
-    pub fn hold_removals(&self) {
-        self.removals_held
-            .store(true, std::sync::atomic::Ordering::SeqCst);
+    /// Holds back, until [`EngineProxy::let_through`], the requests whose line
+    /// (`METHOD PATH`) holds `part`, or their answers.
+    pub fn hold(&self, part: &str, how: Held) {
+        *self.hold.lock().unwrap() = Some((part.to_owned(), how));
     }
 
-    /// Passes removals on again, those held too.
-    pub fn let_removals_through(&self) {
-        self.removals_held
-            .store(false, std::sync::atomic::Ordering::SeqCst);
+    /// Holds every container removal back (`DELETE`) until
+    /// [`EngineProxy::let_through`].
+    pub fn hold_removals(&self) {
+        self.hold("DELETE /", Held::Request);
+    }
+
+    /// Passes everything on again, what was held too.
+    pub fn let_through(&self) {
+        *self.hold.lock().unwrap() = None;
     }
 
     /// The requests forwarded so far (`METHOD PATH`), in order.

@@ -5,6 +5,7 @@ pub mod docker;
 pub mod fake_backend;
 pub mod fake_worker;
 pub mod k8s;
+pub mod malformed;
 pub mod nats_server;
 pub mod pool;
 pub mod processes;

@@ -1,5 +1,6 @@
 //! Looking at processes from a test: whether one lives, waiting for it to go,
-//! what the supervisor of process jobs recorded of them, a worker process's
+//! signalling it, the supervisor of a worker's process jobs and what it
+//! recorded of them, a worker process's
 //! log, and cutting the link of a worker running in the test to its
 //! supervisor, neither killed.
 
@@ -64,6 +65,26 @@ pub async fn read_pid(file: &Path) -> i32 {
 /// The supervisor directory of a worker.
 pub fn supervisor_dir(data_dir: &Path, worker_id: &str) -> PathBuf {
     data_dir.join("supervisor").join(worker_id)
+}
+
+/// The pid of the supervisor serving `dir` (a [`supervisor_dir`]), if one runs.
+pub fn supervisor_of(dir: &Path) -> Option<i32> {
+    let wanted: Vec<&[u8]> = vec![b"supervise", b"--dir", dir.as_os_str().as_encoded_bytes()];
+    std::fs::read_dir("/proc")
+        .ok()?
+        .flatten()
+        .find_map(|entry| {
+            let pid: i32 = entry.file_name().to_str()?.parse().ok()?;
+            let cmdline = std::fs::read(entry.path().join("cmdline")).ok()?;
+            let args: Vec<&[u8]> = cmdline.split(|byte| *byte == 0).collect();
+            (args.windows(3).any(|window| window == wanted.as_slice()) && is_alive(pid))
+                .then_some(pid)
+        })
+}
+
+/// Sends `signal` to `pid`.
+pub fn signal(pid: i32, signal: nix::sys::signal::Signal) {
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), signal).unwrap();
 }
 
 /// Waits until the job's file records its end.

@@ -9,11 +9,11 @@ use async_nats::jetstream::stream::RawMessageErrorKind;
 use flare_launcher::client::Client;
 use flare_launcher::config::WorkerConfig;
 use flare_launcher::nats::subjects::Subjects;
-use flare_launcher::protocol::{JobEvent, LaunchRequest};
+use flare_launcher::protocol::{JobEvent, JobRecord, LaunchRequest};
 use flare_launcher::state::JobState;
 use flare_launcher::worker::Worker;
 use futures::{FutureExt, StreamExt};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -149,6 +149,23 @@ impl System {
                 stored: message.time,
             });
         }
+    }
+
+    /// Every revision of `job_id`'s record the bucket keeps, oldest first (read
+    /// from the bucket, with or without a worker to ask).
+    pub async fn record_history(&self, job_id: &str) -> Vec<JobRecord> {
+        let js = async_nats::jetstream::new(self.client.nats().clone());
+        let kv = js
+            .get_key_value(self.client.subjects().jobs_bucket())
+            .await
+            .expect("the jobs bucket");
+        let mut history = kv.history(job_id).await.expect("the record's history");
+        let mut records = Vec::new();
+        while let Some(entry) = history.next().await {
+            let entry = entry.expect("a revision");
+            records.push(serde_json::from_slice(&entry.value).expect("a JobRecord"));
+        }
+        records
     }
 
     /// Replays a job's events until one satisfies `done`.
@@ -308,8 +325,8 @@ pub struct CoreEvents {
     subscriber: async_nats::Subscriber,
     /// How often each (job, seq) arrived.
     copies: HashMap<(String, u64), usize>,
-    /// How many terminal events arrived per job.
-    terminal: HashMap<String, usize>,
+    /// The terminal events of each job, as they arrived.
+    ends: HashMap<String, Vec<JobEvent>>,
 }
 
 impl CoreEvents {
@@ -322,57 +339,61 @@ impl CoreEvents {
             .await
             .expect("subscribe to events");
         // A round trip: the server has the subscription once it answers.
-        Self::round_trip(client).await;
+        round_trip(client).await;
         CoreEvents {
             client: client.clone(),
             subscriber,
             copies: HashMap::new(),
-            terminal: HashMap::new(),
+            ends: HashMap::new(),
         }
     }
 
-    /// A JetStream API request and its answer on the subscriber's connection.
-    async fn round_trip(client: &Client) {
-        async_nats::jetstream::new(client.nats().clone())
-            .query_account()
-            .await
-            .expect("the server answers");
-    }
-
-    fn count(&mut self, message: &async_nats::Message) {
+    /// Counts an event; returns its job when it is terminal.
+    fn count(&mut self, message: &async_nats::Message) -> Option<String> {
         let event: JobEvent = serde_json::from_slice(&message.payload)
             .unwrap_or_else(|e| panic!("unreadable event on {}: {e}", message.subject));
-        if event.state.is_terminal() {
-            *self.terminal.entry(event.job_id.clone()).or_default() += 1;
-        }
-        *self.copies.entry((event.job_id, event.seq)).or_default() += 1;
+        *self
+            .copies
+            .entry((event.job_id.clone(), event.seq))
+            .or_default() += 1;
+        event.state.is_terminal().then(|| {
+            let job_id = event.job_id.clone();
+            self.ends.entry(job_id.clone()).or_default().push(event);
+            job_id
+        })
     }
 
     /// Receives events until each of `jobs` has had a terminal one.
     pub async fn until_terminal(&mut self, jobs: &[String], timeout: Duration) {
+        let mut waiting: HashSet<&str> = jobs
+            .iter()
+            .map(String::as_str)
+            .filter(|job| !self.ends.contains_key(*job))
+            .collect();
         let receive = async {
-            while jobs.iter().any(|job| !self.terminal.contains_key(job)) {
+            while !waiting.is_empty() {
                 let message = self.subscriber.next().await.expect("subscribed");
-                self.count(&message);
+                if let Some(ended) = self.count(&message) {
+                    waiting.remove(ended.as_str());
+                }
             }
         };
         if tokio::time::timeout(timeout, receive).await.is_err() {
-            let missing = jobs
-                .iter()
-                .filter(|job| !self.terminal.contains_key(*job))
-                .count();
+            let missing = waiting.len();
             panic!("{missing} jobs without a terminal event within {timeout:?}");
         }
     }
 
-    /// Takes in every event published before this call: the server routed them
-    /// to this connection before it answers a request made now, and the client
-    /// reads its connection in order.
+    /// Takes in every event published before this call.
     async fn catch_up(&mut self) {
-        Self::round_trip(&self.client).await;
-        while let Some(Some(message)) = self.subscriber.next().now_or_never() {
+        for message in received_so_far(&self.client, &mut self.subscriber).await {
             self.count(&message);
         }
+    }
+
+    /// The first terminal event of a job, if one arrived.
+    pub fn end(&self, job_id: &str) -> Option<&JobEvent> {
+        self.ends.get(job_id).and_then(|ends| ends.first())
     }
 
     /// Takes in every event published so far, then asserts that no (job, seq)
@@ -388,10 +409,34 @@ impl CoreEvents {
         repeated.sort_unstable();
         assert_eq!(repeated, [], "((job, seq), copies) received more than once");
         for job_id in jobs.iter().map(AsRef::as_ref) {
-            let terminal = self.terminal.get(job_id).copied().unwrap_or(0);
+            let terminal = self.ends.get(job_id).map_or(0, Vec::len);
             assert_eq!(terminal, 1, "terminal events of {job_id}");
         }
     }
+}
+
+/// A JetStream API request and its answer on `client`'s connection.
+async fn round_trip(client: &Client) {
+    async_nats::jetstream::new(client.nats().clone())
+        .query_account()
+        .await
+        .expect("the server answers");
+}
+
+/// Every message `subscriber` (a subscription of `client`) has not taken yet
+/// of those published before this call: the server routed them to the
+/// connection before it answers a request made now, and the client reads its
+/// connection in order.
+pub async fn received_so_far(
+    client: &Client,
+    subscriber: &mut async_nats::Subscriber,
+) -> Vec<async_nats::Message> {
+    round_trip(client).await;
+    let mut received = Vec::new();
+    while let Some(Some(message)) = subscriber.next().now_or_never() {
+        received.push(message);
+    }
+    received
 }
 
 /// A client on `url` (comma-separated URLs: servers of one cluster) for the
