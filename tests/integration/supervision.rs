@@ -410,7 +410,8 @@ async fn a_killed_job_supervisor_takes_its_jobs_whole_tree_with_it() {
         pidfile.display(),
         pidfile.display()
     );
-    system.client.launch(&sh("deep", &script)).await.unwrap();
+    // Its pid is in its record once it runs (its processes may start before).
+    system.launch_until_running(&sh("deep", &script)).await;
     let grandchild = read_pid(&pidfile).await;
     let pid = job_pid(&system, "deep").await;
     kill(parent_of(pid).unwrap());
