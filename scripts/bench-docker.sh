@@ -16,8 +16,10 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 source scripts/ensure-nats-server.sh
 # shellcheck source=scripts/ensure-docker-test-tools.sh
 source scripts/ensure-docker-test-tools.sh
+# shellcheck source=scripts/ensure-bench-image.sh
+source scripts/ensure-bench-image.sh
 
-image=flare-launcher-test-busybox:1
+image=$BENCH_IMAGE
 profile=${BENCH_PROFILE:-release}
 bin=target/$profile/flare-launcher
 work=$(mktemp -d)
@@ -28,13 +30,6 @@ cleanup() {
     rm -rf "$work"
 }
 trap cleanup EXIT
-
-if ! docker image inspect "$image" >/dev/null 2>&1; then
-    mkdir "$work/image"
-    cp /bin/busybox "$work/image/busybox"
-    printf 'FROM scratch\nCOPY busybox /bin/busybox\nRUN ["/bin/busybox", "--install", "-s", "/bin"]\n' >"$work/image/Dockerfile"
-    docker build -q -t "$image" "$work/image" >/dev/null
-fi
 
 "$NATS_SERVER_BIN" -js -a 127.0.0.1 -p "$port" -sd "$work/js" >"$work/nats.log" 2>&1 &
 nats=$!

@@ -1,10 +1,19 @@
 //! Start-up checks against real nats-servers: a server without JetStream is
 //! refused with a plain explanation, a bad configuration never connects, and the
 //! shared consumer follows the newest worker's settings; each subject prefix has
-//! its own streams; more replicas than a lone server keeps are refused.
+//! its own streams; more replicas than a lone server keeps are refused; a
+//! restart reads its unfinished jobs' records and none of its ended ones.
 
 use crate::common::nats_server::NatsServer;
+use crate::common::system::{System, sh};
+use flare_launcher::nats::setup::Layout;
+use flare_launcher::nats::wiretap::Wiretap;
+use flare_launcher::protocol::JobId;
+use flare_launcher::state::JobState;
+use flare_launcher::store::{Claim, JobStore};
+use flare_launcher::worker::story::fresh_record;
 use flare_launcher::worker::{Worker, WorkerError};
+use futures::StreamExt;
 
 #[tokio::test]
 async fn a_server_without_jetstream_is_refused_plainly() {
@@ -129,5 +138,70 @@ async fn more_replicas_than_a_lone_server_keeps_stop_the_worker_with_the_servers
     assert!(
         message.contains("raise the replicas of stream FLARE_JOBS to 3"),
         "{message}"
+    );
+}
+
+/// Ended records naming the restarting worker.
+const ENDED_RECORDS: usize = 2_000;
+
+#[tokio::test]
+async fn a_restart_reads_the_record_of_its_running_job_and_none_of_its_many_ended_ones() {
+    let mut system = System::start().await;
+    system
+        .launch_until_running(&sh("still-running", "sleep 300"))
+        .await;
+    let js = async_nats::jetstream::new(system.client.nats().clone());
+    let layout = Layout::new(
+        js,
+        system.client.subjects().clone(),
+        &system.config.pool,
+        system.config.ack_wait,
+    );
+    let store = JobStore::new(layout.prepare().await.unwrap().bucket, layout);
+    futures::stream::iter(0..ENDED_RECORDS)
+        .for_each_concurrent(64, |n| {
+            let store = store.clone();
+            async move {
+                let job_id = JobId::new(format!("ended-{n}")).unwrap();
+                let record = fresh_record(&job_id, "w1", JobState::Succeeded);
+                assert!(matches!(
+                    store.claim(&record).await.unwrap(),
+                    Claim::Created { .. }
+                ));
+            }
+        })
+        .await;
+    // Handed over: the process job stays with its supervisor for the restart.
+    system.shutdown_worker().await;
+
+    let tap = Wiretap::start(&async_nats::connect(system.nats.url()).await.unwrap())
+        .await
+        .unwrap();
+    system.start_worker().await;
+    let requests = tap.take().await.unwrap();
+    let stream = format!("KV_{}", system.client.subjects().jobs_bucket());
+    let listings = requests.get(&format!("CONSUMER.CREATE {stream}"));
+    let reads = requests.get(&format!("DIRECT.GET {stream}"));
+    println!(
+        "start-up with 1 running and {ENDED_RECORDS} ended jobs: {listings} listings and {reads} reads of the record bucket\n{}",
+        requests.text(1)
+    );
+    assert_eq!(listings, 0, "nothing lists the record bucket");
+    assert!(
+        (1..=4).contains(&reads),
+        "the running job's record is read, no ended one: {reads} reads"
+    );
+
+    system
+        .client
+        .terminate("still-running", Some(1))
+        .await
+        .unwrap();
+    let events = system.events_until_terminal("still-running").await;
+    let end = events.last().unwrap();
+    assert_eq!(
+        (end.state, end.worker.as_str()),
+        (JobState::Terminated, "w1"),
+        "the restarted worker followed its job on"
     );
 }

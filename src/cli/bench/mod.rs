@@ -16,11 +16,15 @@
 //! the latency from a workload's exit to its terminal event on any backend; with
 //! `--kube-sim-kubeconfig` the API requests of the measured jobs are read from
 //! kube-sim's counter ([`api_requests`]).
+//!
+//! `bench failover` measures a worker's start-up and an adoption instead
+//! ([`failover`]).
 
 mod api_requests;
 mod container_exits;
 mod engine_floor;
 mod exit_stamps;
+mod failover;
 
 use super::{CliError, client};
 use crate::client::Client;
@@ -46,7 +50,11 @@ const RSS_SAMPLE_INTERVAL: Duration = Duration::from_millis(250);
 const MIB: f64 = 1024.0 * 1024.0;
 
 #[derive(Debug, clap::Args)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct BenchArgs {
+    /// Another measurement than the jobs'
+    #[command(subcommand)]
+    measurement: Option<Measurement>,
     /// Jobs measured
     #[arg(long, default_value_t = 1000)]
     jobs: usize,
@@ -83,6 +91,13 @@ pub struct BenchArgs {
     /// Each job's argv
     #[arg(last = true, default_value = "true")]
     command: Vec<String>,
+}
+
+/// The measurements besides the jobs' own.
+#[derive(Debug, clap::Subcommand)]
+enum Measurement {
+    /// Time a worker's start-up and the adoption of a killed worker's Docker jobs, with an empty job-record bucket and then with many ended records
+    Failover(failover::FailoverArgs),
 }
 
 /// A job published and not yet finished.
@@ -396,6 +411,9 @@ async fn engine_floor(args: &BenchArgs, measured: Measured) -> Result<Vec<Floor>
 
 /// Runs the bench; exits 0 when every measured job succeeded, 1 otherwise.
 pub async fn run(settings: &Settings, args: BenchArgs) -> Result<i32, CliError> {
+    if let Some(Measurement::Failover(failover)) = args.measurement {
+        return failover::run(settings, failover).await;
+    }
     let client = client(settings).await?;
     client.ensure_streams().await?;
     let mut events = client
