@@ -545,10 +545,15 @@ impl Job {
                 reason: exit_reason,
             } => {
                 let to = state::state_after_exit(exit, stopped);
-                // A workload seen only after it ended did run: say so before the end.
+                // A workload seen only after it ended did run: say so before the
+                // end, with what a `running` event says of it (where its output is).
                 if !self.story.record().state.can_become(to) && JobState::Running.can_become(to) {
+                    let late = "the workload ended before it was seen running";
                     let change = Change {
-                        message: Some("the workload ended before it was seen running".into()),
+                        message: Some(match detail {
+                            Some(detail) => format!("{late}; {detail}"),
+                            None => late.to_owned(),
+                        }),
                         ..Change::default()
                     };
                     self.advance(JobState::Running, change, Persist::WithNext)
