@@ -19,12 +19,14 @@ pub mod docker;
 mod gpu_assignment;
 pub mod k8s;
 mod launch_error;
+mod launch_progress;
 pub mod process;
 pub mod registry;
 
 pub use capabilities::{Adopt, AdoptionScope, Recover, Sweep};
 pub use gpu_assignment::GpuAssignment;
 pub use launch_error::{Cause, Failure, LaunchError};
+pub use launch_progress::{LaunchProgress, Progress, ProgressReports, Unrecorded, started_on_host};
 
 use crate::protocol::bounded::bounded;
 use crate::protocol::{BackendKind, BackendRef, LaunchRequest};
@@ -34,7 +36,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 
 /// What a backend saw happen to a workload.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -103,46 +105,6 @@ pub trait WorkloadControl: Send + Sync {
     /// reason and message of the job's `error` event when `start_s` runs out.
     async fn start_blocker(&self) -> Option<(String, String)> {
         None
-    }
-}
-
-/// How a launch is going, as far as the job's record should know: the
-/// workload's name once it exists, and what the backend is doing meanwhile.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Progress {
-    /// The workload, as soon as it exists (before it is started).
-    pub backend_ref: Option<BackendRef>,
-    /// What the launch is doing now (e.g. `pulling image IMAGE`).
-    pub step: Option<String>,
-}
-
-/// Where a backend reports a launch's [`Progress`]; the job keeps only the
-/// latest, so reporting never waits.
-pub struct LaunchProgress {
-    progress: watch::Sender<Progress>,
-}
-
-impl LaunchProgress {
-    /// A reporter, and the receiver the job reads it from.
-    pub fn channel() -> (LaunchProgress, watch::Receiver<Progress>) {
-        let (progress, receiver) = watch::channel(Progress::default());
-        (LaunchProgress { progress }, receiver)
-    }
-
-    /// The workload exists (before it is started).
-    pub fn created(&self, backend_ref: BackendRef) {
-        self.progress
-            .send_modify(|progress| progress.backend_ref = Some(backend_ref));
-    }
-
-    /// The launch is now doing `step` (kept short: it is bounded).
-    pub fn step(&self, step: &str) {
-        let step = bounded(step);
-        self.progress.send_if_modified(|progress| {
-            let changed = progress.step.as_deref() != Some(step.as_str());
-            progress.step = Some(step);
-            changed
-        });
     }
 }
 
@@ -226,6 +188,14 @@ pub trait Backend: Send + Sync {
 
     /// Adopting one job's workload by its name, if it can.
     fn adoption(&self) -> Option<&dyn Adopt>;
+
+    /// Whether any worker of the pool can adopt this backend's workloads
+    /// ([`AdoptionScope::AnyWorker`]); one no other can is bound to its
+    /// worker's host.
+    fn adoptable_anywhere(&self) -> bool {
+        self.adoption()
+            .is_some_and(|adopt| adopt.scope() == AdoptionScope::AnyWorker)
+    }
 
     /// Listing its workloads and removing those no job claims, if it can.
     fn sweep(&self) -> Option<&dyn Sweep>;

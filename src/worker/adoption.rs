@@ -24,7 +24,9 @@
 //!   [`super::request_ack`]);
 //! - a local process, which no other host can follow, stays its host's: once
 //!   its worker has been gone for `--owner-lost-after` without a worker of its
-//!   host taking it back, the job ends `lost` (reason `OwnerLost`).
+//!   host taking it back, the job ends `lost` (reason `OwnerLost`). So does a
+//!   launch that went as far as handing its process to the host's supervisor
+//!   ([`crate::backend::started_on_host`]): the process may run there.
 //!
 //! GPUs: an adopter takes a Docker job's GPUs into its own accounting (its
 //! resource policy holds only devices it manages); a pod's belong to the cluster.
@@ -32,7 +34,7 @@
 use super::job::{Job, Reattach};
 use super::recovery::Recovery;
 use super::story::{Change, Story};
-use crate::backend::{AdoptionScope, Backend};
+use crate::backend::{Backend, started_on_host};
 use crate::pool::lease::LeaseHandle;
 use crate::pool::members::Members;
 use crate::pool::owners::OwnerIndex;
@@ -273,17 +275,16 @@ fn fate_of(adoption: &Adoption, story: &Story, owner: &str, gone: Duration) -> O
     let backend = record
         .backend
         .and_then(|kind| adoption.recovery.jobs.backends.get(kind))?;
-    let adoptable = backend
-        .adoption()
-        .is_some_and(|adopt| adopt.scope() == AdoptionScope::AnyWorker);
     let launching = record.state == JobState::Starting && record.backend_ref.is_none();
-    if adoptable && !launching {
+    if backend.adoptable_anywhere() && !launching {
         return Some(Fate::Follow(backend));
     }
     if gone < adoption.owner_lost_after {
         return None;
     }
-    if launching {
+    // A launch that went as far as starting its workload on its worker's host
+    // may have started it there: it ends as a workload nobody can follow.
+    if launching && !started_on_host(record) {
         // Its request never came again (removed from the queue by hand?).
         return Some(Fate::End(
             JobState::Error,

@@ -2,7 +2,9 @@
 //! job by creating its record, and starts the job's task, which acknowledges
 //! the request once the record names the job's workload or ends the job (see
 //! [`super::request_ack`]); a request whose job was claimed by a worker that went
-//! before that point is taken over and launched here.
+//! before that point is taken over and launched here, unless that worker had
+//! handed the job's process to its host's supervisor: then it is left to that
+//! host (see `take_over_launch`).
 //!
 //! Capacity is a semaphore of `max_jobs` permits: a permit is taken before a
 //! request is pulled and moves into the job's task, so a full worker stops pulling
@@ -24,11 +26,12 @@ use super::placement::{self, Census, Verdict};
 use super::registry::{Registration, Registry};
 use super::request_ack::{RequestAck, ack, hand_back};
 use super::story::{Author, Change, Claimed, Opening, Story, TombstoneEnded};
+use crate::backend::started_on_host;
 use crate::nats::setup::Layout;
 use crate::pool::members::Members;
 use crate::protocol::bounded::{bounded, one_line};
 use crate::protocol::{
-    InvalidRequest, LaunchDecodeError, LaunchRequest, decode_launch_within, reason,
+    InvalidRequest, JobRecord, LaunchDecodeError, LaunchRequest, decode_launch_within, reason,
 };
 use crate::report::error_chain;
 use crate::resources::ResourcePolicy;
@@ -396,7 +399,10 @@ struct TakenRequest {
 /// request goes back and comes again later. Once that worker went (or it was
 /// this worker, before a restart), this worker takes the claim over by
 /// compare-and-set and launches the job, adopting its workload by name should
-/// the first launch have created it.
+/// the first launch have created it; unless the workload may run on the gone
+/// worker's host, which no other can follow: then the request goes back until
+/// the job ends there (its worker back) or by adoption (`lost`, once its worker
+/// has been gone for `--owner-lost-after`), and then comes as a duplicate.
 async fn take_over_launch(intake: &Intake, found: Story, taken: TakenRequest) {
     let owner = found.record().worker.clone();
     let owner_gone = owner == intake.author.worker_id()
@@ -409,6 +415,10 @@ async fn take_over_launch(intake: &Intake, found: Story, taken: TakenRequest) {
         };
     if !owner_gone {
         tracing::info!(%owner, retry_in = ?CLAIM_IN_PROGRESS_RETRY, "launch request of a job another worker is launching; it comes back later");
+        return hand_back(&taken.message, Some(CLAIM_IN_PROGRESS_RETRY)).await;
+    }
+    if owner != intake.author.worker_id() && may_run_on_owners_host(intake, found.record()) {
+        tracing::info!(%owner, retry_in = ?CLAIM_IN_PROGRESS_RETRY, "launch request of a job whose workload may run on the host of its worker, which went; left to that host or to adoption, it comes back later");
         return hand_back(&taken.message, Some(CLAIM_IN_PROGRESS_RETRY)).await;
     }
     let mut found = found;
@@ -433,6 +443,18 @@ async fn take_over_launch(intake: &Intake, found: Story, taken: TakenRequest) {
         RequestAck::new(taken.message, intake.ack_wait),
     )
     .await;
+}
+
+/// Whether the launch of `record`, left by a worker that went, may have
+/// started a workload that only that worker's host can follow: its record says
+/// it was being started there ([`started_on_host`]), and its backend cannot
+/// be adopted from elsewhere.
+fn may_run_on_owners_host(intake: &Intake, record: &JobRecord) -> bool {
+    started_on_host(record)
+        && !record
+            .backend
+            .and_then(|kind| intake.jobs.backends.get(kind))
+            .is_some_and(|backend| backend.adoptable_anywhere())
 }
 
 /// The verdict on a request this worker could not place, from how long ago it

@@ -11,7 +11,7 @@ use super::registry::{JobCommand, Registration};
 use super::request_ack::RequestAck;
 use super::story::{Change, Persist, Story, Superseded};
 use crate::backend::{
-    Backend, Backends, GpuAssignment, LaunchProgress, Launched, Observation, Progress,
+    Backend, Backends, GpuAssignment, LaunchProgress, Launched, Observation, ProgressReports,
     WorkloadControl,
 };
 use crate::protocol::{
@@ -23,7 +23,7 @@ use crate::resources::gpu_pool::GpuLease;
 use crate::state::{self, JobState};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{OwnedSemaphorePermit, mpsc, watch};
+use tokio::sync::{OwnedSemaphorePermit, mpsc};
 use tokio::time::{Instant, sleep_until};
 use tokio_util::sync::CancellationToken;
 
@@ -674,11 +674,11 @@ impl Launch<'_> {
 /// launch is over.
 async fn record_progress(
     story: &mut Story,
-    mut reports: watch::Receiver<Progress>,
+    mut reports: ProgressReports,
 ) -> Result<(), Superseded> {
-    while reports.changed().await.is_ok() {
-        let progress = reports.borrow_and_update().clone();
-        story.record_progress(progress).await?;
+    while let Some(progress) = reports.next().await {
+        let stored = story.record_progress(progress.clone()).await?;
+        reports.recorded(progress, stored);
     }
     Ok(())
 }

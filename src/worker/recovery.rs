@@ -22,7 +22,7 @@
 use super::job::{Job, JobSupport, Reattach};
 use super::registry::Registry;
 use super::story::{Author, Story};
-use crate::backend::{AdoptionScope, Backend, Recovered};
+use crate::backend::{Backend, Recovered};
 use crate::protocol::JobId;
 use crate::report::error_chain;
 use crate::resources::ResourcePolicy;
@@ -162,9 +162,7 @@ async fn resume(
     let adopted_elsewhere = story
         .as_ref()
         .is_some_and(|s| !mine && !s.record().tombstone && !s.record().state.is_terminal())
-        && backend
-            .adoption()
-            .is_some_and(|adopt| adopt.scope() == AdoptionScope::AnyWorker);
+        && backend.adoptable_anywhere();
     if adopted_elsewhere {
         // Another worker of the pool took the job over while this one was away.
         tracing::info!("a workload of this worker that another worker has taken over; left to it");

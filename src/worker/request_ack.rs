@@ -6,7 +6,10 @@
 //! names it, so a worker that dies anywhere between pulling a request and that
 //! point loses nothing: the request comes again (after the ack wait, or at once
 //! when handed back), and whichever worker takes it takes the claim over and
-//! launches the job, adopting the workload by its name if it was created.
+//! launches the job, adopting the workload by its name if it was created. A
+//! process, which has no such name, may run on its worker's host once the
+//! launch handed it to the supervisor: the record says so, and the job is left
+//! to that host (see [`super::intake`]).
 
 use crate::report::error_chain;
 use async_nats::jetstream::{AckKind, Message};

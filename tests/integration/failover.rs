@@ -3,7 +3,10 @@
 //! over by a survivor and finished once; a terminate sent meanwhile is not
 //! lost; a worker frozen past its lease acts on none of the jobs taken from it;
 //! a process job, which no other host can follow, ends `lost` once its worker
-//! has been gone too long, and its worker stops it when it comes back.
+//! has been gone too long, and its worker stops it when it comes back; a
+//! process launch whose worker died once it had handed the process to its
+//! supervisor starts once: a survivor leaves it to the worker's host, where the
+//! worker back takes it up, or ends it `lost` when the worker never returns.
 //!
 //! The worker that goes runs as a process of its own (the binary), so that it
 //! can be killed, stopped and frozen for real; the survivor runs in the test.
@@ -13,11 +16,15 @@ use crate::common::docker::{
     containers_of, docker_cli, docker_worker, in_container, test_image, unique, wait_until_removed,
 };
 use crate::common::pool::{pool_until, record_until, signal};
-use crate::common::processes::{is_alive, read_pid, wait_until_gone};
+use crate::common::processes::{
+    is_alive, read_pid, signal as signal_pid, supervisor_dir, supervisor_of, wait_until_gone,
+};
 use crate::common::system::{System, assert_well_formed, sh, states};
+use flare_launcher::backend::started_on_host;
 use flare_launcher::protocol::{BackendKind, JobEvent, reason};
 use flare_launcher::state::JobState;
 use nix::sys::signal::Signal;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 /// The lease of the workers of these tests, in seconds.
@@ -61,6 +68,9 @@ async fn docker_pool() -> System {
 }
 
 const LEASE_ENV: (&str, &str) = ("FLARE_LEASE_S", "3");
+/// A short ack wait, for requests to come again soon after their worker died.
+const ACK_WAIT: Duration = Duration::from_secs(2);
+const ACK_WAIT_ENV: (&str, &str) = ("FLARE_ACK_WAIT_S", "2");
 const DOCKER_ENV: (&str, &str) = ("FLARE_BACKEND", "docker");
 
 /// Starts the survivor and waits until it may adopt (its lease held a whole
@@ -395,4 +405,139 @@ async fn a_process_job_of_a_worker_gone_too_long_ends_lost_and_its_return_stops_
     wait_until_gone(pid, Duration::from_secs(60)).await;
     let again = system.events_until_terminal("stranded").await;
     assert_eq!(again.len(), events.len(), "nothing published after the end");
+}
+
+/// A process job whose worker, `host-a`, was killed while its supervisor held
+/// its launch, once the job's record said its process was being started there.
+struct Stranded {
+    /// `host-a`'s data directory.
+    data_dir: PathBuf,
+    /// The file the job's process waits for before it exits 0.
+    go: PathBuf,
+    /// The file each start of the job's process adds its pid to.
+    started: PathBuf,
+    /// The process, which the supervisor started after the worker died.
+    pid: i32,
+}
+
+/// Runs `host-a`, launches `job_id` on it while its supervisor hangs (stopped),
+/// starts the survivor, then kills `host-a` once the job's record says its
+/// process is being started, and wakes the supervisor, which starts it.
+async fn kill_at_the_supervisor(system: &mut System, job_id: &str) -> Stranded {
+    let data_dir = system.path("host-a");
+    let host_a = system.spawn_worker_process("host-a", &data_dir, &[LEASE_ENV, ACK_WAIT_ENV]);
+    pool_until(system, Duration::from_secs(30), |ids| ids == ["host-a"]).await;
+    // Its supervisor hangs: the launch goes no further than the link to it.
+    let supervisor = supervisor_of(&supervisor_dir(&data_dir, "host-a")).unwrap();
+    signal_pid(supervisor, Signal::SIGSTOP);
+    let go = system.path("go");
+    let started = system.path("started");
+    let script = format!(
+        "echo $$ >> {}; while [ ! -e {} ]; do sleep 0.05; done",
+        started.display(),
+        go.display()
+    );
+    system.client.launch(&sh(job_id, &script)).await.unwrap();
+    let record = record_until(system, job_id, Duration::from_secs(30), started_on_host).await;
+    assert_eq!(record.worker, "host-a");
+    start_survivor(system).await;
+    assert!(
+        starts(&started) == 0,
+        "the process started before its supervisor woke"
+    );
+    signal(&host_a, Signal::SIGKILL);
+    signal_pid(supervisor, Signal::SIGCONT);
+    let pid = read_pid(&started).await;
+    Stranded {
+        data_dir,
+        go,
+        started,
+        pid,
+    }
+}
+
+/// How often the job's process started.
+fn starts(started: &Path) -> usize {
+    std::fs::read_to_string(started).map_or(0, |pids| pids.lines().count())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_process_launch_whose_worker_died_at_its_supervisor_is_taken_back_on_its_host_once() {
+    let mut system = System::without_worker(|c| {
+        c.lease = Duration::from_secs(LEASE_S);
+        c.ack_wait = ACK_WAIT;
+    })
+    .await;
+    let stranded = kill_at_the_supervisor(&mut system, "once").await;
+    // With host-a's lease gone, the request comes to the survivor, which
+    // leaves the job to host-a's host: it hands the request back, and the
+    // request comes again.
+    pool_until(&system, Duration::from_secs(30), |ids| ids == ["w1"]).await;
+    let before = system.deliveries().await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while system.deliveries().await < before + 2 {
+        assert!(
+            Instant::now() < deadline,
+            "the request did not come back: the survivor took it"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let record = system.client.status("once").await.unwrap();
+    println!(
+        "after {} deliveries to the survivor: {} {}, {} start(s)",
+        system.deliveries().await - before,
+        record.worker,
+        record.state,
+        starts(&stranded.started)
+    );
+    assert_eq!(
+        (record.worker.as_str(), record.state),
+        ("host-a", JobState::Starting)
+    );
+    assert_eq!(starts(&stranded.started), 1);
+
+    // host-a, back on its host, takes the process up and follows it to its end.
+    let _back =
+        system.spawn_worker_process("host-a", &stranded.data_dir, &[LEASE_ENV, ACK_WAIT_ENV]);
+    record_until(&system, "once", Duration::from_secs(60), |r| {
+        r.state == JobState::Running
+    })
+    .await;
+    std::fs::write(&stranded.go, "").unwrap();
+    let events = system.events_until_terminal("once").await;
+    assert_one_terminal("once", &events);
+    assert_eq!(states(&events), ["starting", "running", "succeeded"]);
+    assert_eq!(events.last().unwrap().worker, "host-a");
+    // The request is acknowledged as the duplicate it now is.
+    system.wait_until_intake_idle().await;
+    println!("starts: {}", starts(&stranded.started));
+    assert_eq!(starts(&stranded.started), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_process_launch_whose_worker_died_at_its_supervisor_and_never_returned_ends_lost_once() {
+    let mut system = System::without_worker(|c| {
+        c.lease = Duration::from_secs(LEASE_S);
+        c.ack_wait = ACK_WAIT;
+        c.owner_lost_after = Duration::from_secs(2);
+    })
+    .await;
+    let stranded = kill_at_the_supervisor(&mut system, "stranded-launch").await;
+    let events = system.events_until_terminal("stranded-launch").await;
+    assert_one_terminal("stranded-launch", &events);
+    assert_eq!(states(&events), ["starting", "lost"]);
+    let last = events.last().unwrap();
+    assert_eq!(
+        (last.reason.as_deref(), last.worker.as_str()),
+        (Some(reason::OWNER_LOST), "w1"),
+        "{events:?}"
+    );
+    // The request is acknowledged as the duplicate it now is.
+    system.wait_until_intake_idle().await;
+    println!("starts: {}", starts(&stranded.started));
+    assert_eq!(starts(&stranded.started), 1);
+    // It ran on its host all along, under its supervisor.
+    assert!(is_alive(stranded.pid));
+    std::fs::write(&stranded.go, "").unwrap();
+    wait_until_gone(stranded.pid, Duration::from_secs(30)).await;
 }

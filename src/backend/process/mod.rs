@@ -3,7 +3,9 @@
 //! file per job, under a job supervisor (see [`crate::supervisor`]; `supervisor_link` is the
 //! worker's side of it) that contains
 //! its whole tree and outlives a worker that dies. Stopping it sends SIGTERM to
-//! the group and SIGKILL to the whole tree after the grace.
+//! the group and SIGKILL to the whole tree after the grace. A launch goes to the
+//! supervisor only once the job's record says it does (see
+//! [`LaunchProgress::starting_on_host`]): no other host can follow the process.
 
 pub mod gpu_env;
 pub mod job_env;
@@ -128,7 +130,7 @@ impl Backend for ProcessBackend {
         &self,
         request: &LaunchRequest,
         gpus: &GpuAssignment,
-        _progress: &LaunchProgress,
+        progress: &LaunchProgress,
     ) -> Result<Launched, LaunchError> {
         if !request.mounts.is_empty() {
             return Err(LaunchError::Unsupported(
@@ -153,6 +155,12 @@ impl Backend for ProcessBackend {
             workdir: request.workdir.clone(),
             log: log.clone(),
         };
+        // Recorded first: a worker that finds the launch left by this one,
+        // gone, then knows the process may run here, and does not start it again.
+        progress
+            .starting_on_host()
+            .await
+            .map_err(|unrecorded| LaunchError::Spawn(Failure::of(unrecorded)))?;
         let (pid, observations) = self.supervisor.launch(spawn).await.map_err(|e| match e {
             LaunchFailure::Spawn(refusal) => LaunchError::Spawn(Failure::of(refusal)),
             LaunchFailure::Unavailable(e) => LaunchError::Unavailable(Failure::of(e)),

@@ -558,16 +558,16 @@ impl Story {
     pub async fn record_stop(&mut self, reason: &str) -> Result<(), Superseded> {
         self.record.stop_reason = Some(reason.to_owned());
         self.behind = false;
-        self.write_or_log().await
+        self.write_or_log().await.map(drop)
     }
 
     /// Records how the launch goes (the workload's name as soon as it exists,
     /// what the launch is doing), refusals only logged as for
-    /// [`Story::record_stop`].
+    /// [`Story::record_stop`]. Returns whether the stored record holds it.
     ///
     /// # Errors
     /// [`Superseded`] when someone else wrote the record meanwhile.
-    pub async fn record_progress(&mut self, progress: Progress) -> Result<(), Superseded> {
+    pub async fn record_progress(&mut self, progress: Progress) -> Result<bool, Superseded> {
         self.record.backend_ref = progress.backend_ref;
         self.record.message = progress.step;
         self.behind = false;
@@ -584,7 +584,7 @@ impl Story {
             return Ok(());
         }
         self.behind = false;
-        self.write_or_log().await
+        self.write_or_log().await.map(drop)
     }
 
     /// The event of the record's current state, to be published while the
@@ -683,15 +683,15 @@ impl Story {
         }
     }
 
-    /// Writes the record, logging a refusal for good.
-    async fn write_or_log(&mut self) -> Result<(), Superseded> {
+    /// Writes the record, logging a refusal for good; whether it was written.
+    async fn write_or_log(&mut self) -> Result<bool, Superseded> {
         match self.write().await {
-            Ok(()) => Ok(()),
+            Ok(()) => Ok(true),
             Err(Written::Superseded(superseded)) => Err(superseded),
             Err(Written::Refused(error)) => {
                 // The job's next change writes it again, and ends the job if refused.
                 tracing::error!(error = %error_chain(&error), "could not write the job's record");
-                Ok(())
+                Ok(false)
             }
         }
     }

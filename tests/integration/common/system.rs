@@ -215,16 +215,27 @@ impl System {
         subscriber
     }
 
+    /// What the pool's consumer of launch requests says of itself.
+    pub async fn intake_info(&self) -> async_nats::jetstream::consumer::Info {
+        let js = async_nats::jetstream::new(self.client.nats().clone());
+        let mut consumer: async_nats::jetstream::consumer::PullConsumer = js
+            .get_consumer_from_stream(Subjects::consumer(&self.config.pool), "FLARE_JOBS")
+            .await
+            .expect("consumer");
+        consumer.info().await.expect("consumer info").clone()
+    }
+
+    /// How many deliveries of launch requests the pool's consumer has made
+    /// (redeliveries counted).
+    pub async fn deliveries(&self) -> u64 {
+        self.intake_info().await.delivered.consumer_sequence
+    }
+
     /// Waits until the pool's consumer has handed out and settled every request.
     pub async fn wait_until_intake_idle(&self) {
-        let js = async_nats::jetstream::new(self.client.nats().clone());
         let deadline = tokio::time::Instant::now() + JOB_TIMEOUT;
         loop {
-            let mut consumer: async_nats::jetstream::consumer::PullConsumer = js
-                .get_consumer_from_stream(Subjects::consumer(&self.config.pool), "FLARE_JOBS")
-                .await
-                .expect("consumer");
-            let info = consumer.info().await.expect("consumer info");
+            let info = self.intake_info().await;
             if info.num_pending == 0 && info.num_ack_pending == 0 {
                 return;
             }
