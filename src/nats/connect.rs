@@ -128,6 +128,14 @@ crate::config::options::options! {
             default: value(DEFAULT_CONNECT_TIMEOUT_S),
             clap: (global = true),
         },
+        /// Subject prefix of this client's reply inboxes, so that NATS permissions can keep each party to its own replies (deploy/nats-roles.conf)
+        inbox_prefix: String {
+            flag: "nats-inbox-prefix",
+            env: "FLARE_NATS_INBOX_PREFIX",
+            default: text("_INBOX"),
+            example: "\"_INBOX_worker\"",
+            clap: (global = true),
+        },
     }
 }
 
@@ -146,6 +154,7 @@ impl fmt::Debug for NatsArgs {
             .field("tls_key", &self.tls_key)
             .field("tls_required", &self.tls_required)
             .field("connect_timeout_s", &self.connect_timeout_s)
+            .field("inbox_prefix", &self.inbox_prefix)
             .finish()
     }
 }
@@ -335,7 +344,25 @@ fn validate(args: &NatsArgs) -> Result<(), ConnectError> {
     if args.user.as_deref().is_some_and(str::is_empty) {
         return invalid("--nats-user is empty");
     }
+    if let Some(prefix) = &args.inbox_prefix
+        && !is_subject(prefix)
+    {
+        return Err(ConnectError::InvalidSettings(format!(
+            "--nats-inbox-prefix {prefix:?} is not a subject without wildcards"
+        )));
+    }
     Ok(())
+}
+
+/// Whether `text` is a subject a client may publish to: dot-separated tokens, none
+/// empty, without wildcards or white space.
+fn is_subject(text: &str) -> bool {
+    text.split('.').all(|token| {
+        !token.is_empty()
+            && token
+                .chars()
+                .all(|c| !c.is_whitespace() && c != '*' && c != '>')
+    })
 }
 
 /// Builds the client options: authentication, TLS, timeouts, reconnect policy, events.
@@ -356,6 +383,9 @@ async fn options(
     }
     if let Some(token) = &args.token {
         options = options.token(token.clone());
+    }
+    if let Some(prefix) = &args.inbox_prefix {
+        options = options.custom_inbox_prefix(prefix);
     }
     if let Some(path) = &args.nkey_seed_file {
         options = options.nkey(read_nkey_seed(path).await?);
@@ -492,6 +522,14 @@ mod tests {
         assert!(second > Duration::from_millis(74) && second <= BACKOFF_MIN);
         let late = reconnect_delay(100);
         assert!(late >= BACKOFF_MAX.mul_f64(0.75) && late <= BACKOFF_MAX);
+    }
+
+    #[test]
+    fn inbox_prefixes_are_subjects_without_wildcards() {
+        assert!(is_subject("_INBOX_worker") && is_subject("_I.engine-1"));
+        for bad in ["", "_I.", ".x", "a..b", "_I.*", "_I.>", "a b"] {
+            assert!(!is_subject(bad), "{bad:?}");
+        }
     }
 
     #[test]

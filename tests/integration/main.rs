@@ -32,6 +32,7 @@ mod k8s_nodes;
 mod k8s_rollout;
 mod k8s_stops;
 mod nats_connect;
+mod nats_roles;
 mod poison;
 mod recovery_paths;
 mod resilience;

@@ -73,6 +73,7 @@ fn flags(settings: &NatsArgs) -> Vec<String> {
         tls_key,
         tls_required,
         connect_timeout_s,
+        inbox_prefix,
     } = settings;
     let path = |file: &Option<PathBuf>| file.as_ref().map(|f| f.display().to_string());
     [
@@ -89,6 +90,7 @@ fn flags(settings: &NatsArgs) -> Vec<String> {
             "--nats-connect-timeout-s",
             connect_timeout_s.map(|s| s.to_string()),
         ),
+        ("--nats-inbox-prefix", inbox_prefix.clone()),
     ]
     .into_iter()
     .filter_map(|(flag, value)| Some([flag.to_owned(), value?]))
