@@ -72,6 +72,11 @@ async fn pods_mount_only_the_secrets_and_claims_the_operator_allows() {
         .run(&mounting(in_pod(&other, "true"), "pvc:scratch"))
         .await;
     assert_not_allowed(&events, "--k8s-allowed-claims");
+    let mut outside = in_pod(&unique("outside"), "true");
+    outside
+        .labels
+        .insert("example.org/app".into(), "web".into());
+    assert_not_allowed(&allowing.run(&outside).await, "--allowed-label-prefixes");
     assert_eq!(cluster.request_count("create", "pods"), 0, "no pod made");
 
     for source in ["pvc:data", "pvc:models-1", "secret:creds"] {
