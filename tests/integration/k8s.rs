@@ -270,7 +270,7 @@ async fn labels_kubernetes_refuses_end_the_job_as_an_invalid_request() {
     let mut request = in_pod(&job_id, "true");
     request
         .labels
-        .insert("team".into(), "not a label value".into());
+        .insert("nvflare-site".into(), "not a label value".into());
     let events = system.run(&request).await;
     assert_eq!(states(&events), ["starting", "error"]);
     assert_eq!(events[1].reason.as_deref(), Some("InvalidRequest"));
