@@ -249,6 +249,8 @@ impl Settings {
             job_env_allow: w.job_env_allow.clone(),
             job_env_deny: w.job_env_deny.clone(),
             job_cgroups: w.job_cgroups(),
+            allowed_label_prefixes: w.allowed_label_prefixes.clone().unwrap_or_default(),
+            allowed_label_keys: w.allowed_label_keys(),
             docker: self.worker.docker.config(),
             k8s: self.worker.k8s.config(),
             resources: self.worker.resources.config(),
@@ -391,6 +393,10 @@ pub struct WorkerConfig {
     pub job_env_deny: Option<Vec<String>>,
     /// Each process job in a cgroup of its own, where the host allows it.
     pub job_cgroups: bool,
+    /// A container job's label keys may start with these.
+    pub allowed_label_prefixes: Vec<String>,
+    /// A container job's labels may have these keys.
+    pub allowed_label_keys: Vec<String>,
     /// The Docker backend's options.
     pub docker: DockerConfig,
     /// The Kubernetes backend's options.

@@ -91,6 +91,10 @@ pub enum LaunchError {
     /// A mount the worker's configuration does not allow.
     #[error(transparent)]
     MountNotAllowed(Failure),
+    /// A Secret, claim, volume or label the operator's allow-lists do not
+    /// allow.
+    #[error(transparent)]
+    NotAllowed(Failure),
 }
 
 impl LaunchError {
@@ -103,6 +107,7 @@ impl LaunchError {
             LaunchError::ImageNotFound(_) => reason::IMAGE_NOT_FOUND,
             LaunchError::ImagePullFailed(_) => reason::IMAGE_PULL_FAILED,
             LaunchError::MountNotAllowed(_) => reason::MOUNT_NOT_ALLOWED,
+            LaunchError::NotAllowed(_) => reason::NOT_ALLOWED,
         }
     }
 
@@ -116,6 +121,7 @@ impl LaunchError {
             LaunchError::ImageNotFound(_) => "image_not_found",
             LaunchError::ImagePullFailed(_) => "image_pull",
             LaunchError::MountNotAllowed(_) => "mount_not_allowed",
+            LaunchError::NotAllowed(_) => "not_allowed",
         }
     }
 }

@@ -101,6 +101,14 @@ options! {
             example: "[\"/srv/flare/workspace\"]",
             clap: (value_delimiter = ','),
         },
+        /// Named volumes a job may mount (`pvc:NAME`), exact names or globs (`*`, `?`), comma-separated
+        allowed_volumes: Vec<String> {
+            flag: "docker-allowed-volumes",
+            env: "FLARE_DOCKER_ALLOWED_VOLUMES",
+            default: text("none, no volume mounts"),
+            example: "[\"fl-data\", \"fl-models-*\"]",
+            clap: (value_delimiter = ','),
+        },
         /// Directory whose files `secret:NAME` mounts give jobs, read-only
         secrets_dir: PathBuf {
             flag: "docker-secrets-dir",
@@ -188,6 +196,7 @@ impl DockerArgs {
             keep: Duration::from_secs(self.keep_s()),
             stop_patience: Duration::from_secs(self.stop_patience_s()),
             host_roots: self.host_roots.clone().unwrap_or_default(),
+            allowed_volumes: self.allowed_volumes.clone().unwrap_or_default(),
             secrets_dir: self.secrets_dir.clone(),
             user: self.user,
             shm_size_mb: self.shm_size_mb,
@@ -220,6 +229,8 @@ pub struct DockerConfig {
     pub stop_patience: Duration,
     /// Host directories below which jobs may mount host paths.
     pub host_roots: Vec<PathBuf>,
+    /// Named volumes jobs may mount: names or globs.
+    pub allowed_volumes: Vec<String>,
     /// Where `secret:NAME` mounts come from.
     pub secrets_dir: Option<PathBuf>,
     /// The user containers run as; `None`: the image's user.

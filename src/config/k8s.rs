@@ -74,6 +74,28 @@ options! {
             default: text("the image's, which must not be root"),
             example: "\"1000:1000\"",
         },
+        /// Secrets a job may mount (`secret:NAME`), exact names or globs (`*`, `?`), comma-separated; --k8s-nats-secret never
+        allowed_secrets: Vec<String> {
+            flag: "k8s-allowed-secrets",
+            env: "FLARE_K8S_ALLOWED_SECRETS",
+            default: text("none, no secret mounts"),
+            example: "[\"fl-job-*\"]",
+            clap: (value_delimiter = ','),
+        },
+        /// PersistentVolumeClaims a job may mount (`pvc:NAME`), exact names or globs (`*`, `?`), comma-separated
+        allowed_claims: Vec<String> {
+            flag: "k8s-allowed-claims",
+            env: "FLARE_K8S_ALLOWED_CLAIMS",
+            default: text("none, no claim mounts"),
+            example: "[\"fl-data\", \"fl-models-*\"]",
+            clap: (value_delimiter = ','),
+        },
+        /// Secret holding the worker's own NATS credentials, which no job may mount whatever --k8s-allowed-secrets says
+        nats_secret: String {
+            flag: "k8s-nats-secret",
+            env: "FLARE_K8S_NATS_SECRET",
+            default: value("flare-launcher-nats".into()),
+        },
         /// Size limit of an `emptydir:` mount, in MiB
         emptydir_size_mb: u64 {
             flag: "k8s-emptydir-size-mb",
@@ -121,6 +143,9 @@ impl K8sArgs {
             node_selector: self.node_selector.clone().unwrap_or_default(),
             tolerations: self.tolerations.clone().unwrap_or_default(),
             user: self.user,
+            allowed_secrets: self.allowed_secrets.clone().unwrap_or_default(),
+            allowed_claims: self.allowed_claims.clone().unwrap_or_default(),
+            nats_secret: self.nats_secret(),
             emptydir_size_mb: self.emptydir_size_mb,
             keep: Duration::from_secs(self.keep_s()),
             stop_patience: Duration::from_secs(self.stop_patience_s()),
@@ -149,6 +174,12 @@ pub struct K8sConfig {
     pub tolerations: Vec<Toleration>,
     /// The user containers run as; `None`: the image's (never root).
     pub user: Option<PodUser>,
+    /// Secrets jobs may mount: names or globs.
+    pub allowed_secrets: Vec<String>,
+    /// Claims jobs may mount: names or globs.
+    pub allowed_claims: Vec<String>,
+    /// The Secret of the worker's NATS credentials, never mounted.
+    pub nats_secret: String,
     /// Size limit of `emptydir:` mounts in MiB.
     pub emptydir_size_mb: Option<u64>,
     /// How long an ended job's pod is kept before it is deleted.

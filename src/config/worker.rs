@@ -175,6 +175,21 @@ options! {
             default: value(false),
             kind: switch,
         },
+        /// Prefixes a container job's label keys may start with (e.g. `example.org/`), comma-separated; a key matching neither these nor --allowed-label-keys is refused (NotAllowed)
+        allowed_label_prefixes: Vec<String> {
+            flag: "allowed-label-prefixes",
+            env: "FLARE_ALLOWED_LABEL_PREFIXES",
+            default: text("none"),
+            example: "[\"fl.example.org/\"]",
+            clap: (value_delimiter = ','),
+        },
+        /// Label keys a container job may set, comma-separated (the NVFlare launcher's by default)
+        allowed_label_keys: Vec<String> {
+            flag: "allowed-label-keys",
+            env: "FLARE_ALLOWED_LABEL_KEYS",
+            default: value(vec!["nvflare-job-id".into(), "nvflare-site".into()]),
+            clap: (value_delimiter = ','),
+        },
     }
 }
 

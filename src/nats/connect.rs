@@ -160,6 +160,19 @@ impl fmt::Debug for NatsArgs {
 }
 
 impl NatsArgs {
+    /// The files the worker's own credentials are read from, each with the
+    /// flag that names it.
+    pub fn secret_files(&self) -> Vec<(PathBuf, &'static str)> {
+        [
+            (&self.credentials_file, "nats-credentials-file"),
+            (&self.nkey_seed_file, "nats-nkey-seed-file"),
+            (&self.tls_key, "nats-tls-key"),
+        ]
+        .into_iter()
+        .filter_map(|(path, flag)| Some((path.clone()?, flag)))
+        .collect()
+    }
+
     /// The server URLs to use (default applied), split on commas, trimmed.
     ///
     /// Empty pieces (`"a,,b"`, a trailing comma) are dropped.

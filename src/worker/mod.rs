@@ -25,6 +25,7 @@ pub mod retention;
 pub mod story;
 
 use crate::backend::container::ContainerSettings;
+use crate::backend::container::allowed::LabelPolicy;
 use crate::backend::process::ProcessSettings;
 use crate::backend::process::job_env::{JobEnvError, JobEnvPolicy};
 use crate::backend::process::job_user::{JobUser, JobUserError};
@@ -217,6 +218,11 @@ impl Worker {
                 log_dir: log_dir.clone(),
                 worker_id: config.worker_id.clone(),
                 pool: config.pool.clone(),
+                labels: LabelPolicy {
+                    prefixes: config.allowed_label_prefixes.clone(),
+                    keys: config.allowed_label_keys.clone(),
+                },
+                worker_secrets: config.nats.secret_files(),
                 config: (),
             },
             docker: config.docker.clone(),

@@ -199,10 +199,11 @@ async fn every_mount_kind_is_seen_from_inside_the_container() {
     std::fs::write(secrets.join("token"), "s3cret\n").unwrap();
     system.config.docker.host_roots = vec![roots.clone()];
     system.config.docker.secrets_dir = Some(secrets);
+    let volume = unique("flare-test-volume");
+    system.config.docker.allowed_volumes = vec![volume.clone()];
     system.start_worker().await;
 
     let job_id = unique("mounts");
-    let volume = unique("flare-test-volume");
     let script = "cat /in/hello; cat /run/token; (echo no > /run/token) 2>/dev/null || echo read-only; \
                   echo scratch > /scratch/f && cat /scratch/f; echo kept > /vol/f && cat /vol/f";
     let mut request = in_container(&job_id, script);

@@ -14,7 +14,7 @@ use crate::common::system::{
 };
 use flare_launcher::protocol::{LaunchRequest, Mount, Resources, Timeouts};
 use flare_launcher::state::JobState;
-use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Secret};
+use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::Api;
@@ -30,26 +30,15 @@ async fn k8s_system(cluster: &Cluster) -> System {
 #[tokio::test]
 async fn the_pod_carries_gpus_every_claim_secrets_and_labels() {
     let cluster = Cluster::start(|_| {}).await;
-    let admin = cluster.client().await;
-    for claim in ["data", "models"] {
-        let pvc: PersistentVolumeClaim = serde_json::from_value(json!({
-            "metadata": {"name": claim},
-            "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}},
-        }))
-        .unwrap();
-        Api::<PersistentVolumeClaim>::namespaced(admin.clone(), "default")
-            .create(&PostParams::default(), &pvc)
-            .await
-            .expect("claim created");
-    }
-    let secret: Secret =
-        serde_json::from_value(json!({"metadata": {"name": "creds"}, "stringData": {"k": "v"}}))
-            .unwrap();
-    Api::<Secret>::namespaced(admin.clone(), "default")
-        .create(&PostParams::default(), &secret)
-        .await
-        .expect("secret created");
-    let system = k8s_system(&cluster).await;
+    cluster
+        .create_claims_and_secrets(&["data", "models"], &["creds"])
+        .await;
+    let system = System::start_with(|config| {
+        k8s_worker(config, &cluster);
+        config.k8s.allowed_claims = vec!["data".into(), "models".into()];
+        config.k8s.allowed_secrets = vec!["creds".into()];
+    })
+    .await;
     let job_id = unique("manifest");
     let mut request = in_pod(&job_id, "sleep 600");
     request.site = Some("site-1".into());
@@ -149,11 +138,15 @@ async fn an_unpullable_image_ends_in_error_with_the_kubelets_reason() {
 }
 
 /// A pod that mounts a secret that does not exist: bound to a node, it waits.
-/// A request whose pod waits for a secret that never comes.
+/// The secret no cluster holds.
+pub const MISSING_SECRET: &str = "missing";
+
+/// A request whose pod waits for a secret that never comes (the worker must
+/// allow [`MISSING_SECRET`]).
 pub fn needing_a_missing_secret(job_id: &str) -> LaunchRequest {
     let mut request = in_pod(job_id, "true");
     request.mounts = vec![Mount {
-        source: "secret:missing".into(),
+        source: format!("secret:{MISSING_SECRET}"),
         target: "/run/missing".into(),
         read_only: true,
     }];
@@ -163,7 +156,11 @@ pub fn needing_a_missing_secret(job_id: &str) -> LaunchRequest {
 #[tokio::test]
 async fn an_unschedulable_gpu_request_and_a_missing_secret_end_in_error_at_start_s() {
     let cluster = Cluster::start(|_| {}).await;
-    let system = k8s_system(&cluster).await;
+    let system = System::start_with(|config| {
+        k8s_worker(config, &cluster);
+        config.k8s.allowed_secrets = vec![MISSING_SECRET.into()];
+    })
+    .await;
     let timeouts = Some(Timeouts {
         start_s: Some(2),
         run_s: None,
@@ -273,7 +270,7 @@ async fn labels_kubernetes_refuses_end_the_job_as_an_invalid_request() {
     let mut request = in_pod(&job_id, "true");
     request
         .labels
-        .insert("team".into(), "not a label value".into());
+        .insert("nvflare-site".into(), "not a label value".into());
     let events = system.run(&request).await;
     assert_eq!(states(&events), ["starting", "error"]);
     assert_eq!(events[1].reason.as_deref(), Some("InvalidRequest"));

@@ -35,6 +35,8 @@ async fn backend(kubeconfig: &Path, worker: &str, logs: &Path) -> K8sBackend {
         log_dir: logs.join(worker),
         worker_id: worker.into(),
         pool: "default".into(),
+        labels: Default::default(),
+        worker_secrets: Vec::new(),
         config,
     })
     .await

@@ -12,7 +12,7 @@ use crate::common::k8s::{
 };
 use crate::common::processes::collect_lines;
 use crate::common::system::{System, assert_well_formed, states};
-use crate::k8s::needing_a_missing_secret;
+use crate::k8s::{MISSING_SECRET, needing_a_missing_secret};
 use flare_launcher::protocol::JobEvent;
 use std::time::Duration;
 
@@ -23,6 +23,7 @@ async fn system_losing_nodes_after(cluster: &Cluster, after: Duration) -> System
     System::start_with(|config| {
         k8s_worker(config, cluster);
         config.k8s.node_lost_after = after;
+        config.k8s.allowed_secrets = vec![MISSING_SECRET.into()];
     })
     .await
 }

@@ -4,6 +4,7 @@
 
 mod common;
 
+mod allow_lists;
 mod chaos;
 mod cli;
 mod cli_bench;

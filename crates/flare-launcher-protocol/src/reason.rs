@@ -38,6 +38,9 @@ pub const OOM_KILLED: &str = "OOMKilled";
 /// A mount the worker's configuration does not allow (a host path outside the
 /// allowed roots, a secret that is not there).
 pub const MOUNT_NOT_ALLOWED: &str = "MountNotAllowed";
+/// A Secret, claim or named volume to mount, or a label key, that the
+/// operator's allow-lists do not allow, or the worker's own credentials.
+pub const NOT_ALLOWED: &str = "NotAllowed";
 /// The worker went away while it launched the job, before the job's workload
 /// existed: the job never ran (a worker that restarts says so).
 pub const LAUNCH_INTERRUPTED: &str = "LaunchInterrupted";

@@ -2,7 +2,7 @@
 //! settings every one of them is started with ([`ContainerSettings`]), the
 //! image a request must name ([`container_image`]), the jobs
 //! that follow their workloads through the backend's one watch
-//! ([`followers`]), the launch given up half-way ([`given_up`]), the workloads
+//! ([`followers`]), what a request may mount and label ([`allowed`]), the launch given up half-way ([`given_up`]), the workloads
 //! of ended jobs kept for a while ([`kept`]), a stop tried until the
 //! workload's end is confirmed ([`stopping`]), a name already taken met as the
 //! job's own workload ([`claim_existing`]), the labels and names of workloads
@@ -10,6 +10,7 @@
 //! ([`job_output`]). Each backend keeps only what is its own: its API calls, and
 //! how it reads what its engine says into an [`super::Observation`].
 
+pub mod allowed;
 pub mod followers;
 pub mod given_up;
 pub mod job_output;
@@ -19,6 +20,7 @@ pub mod workload;
 
 use super::LaunchError;
 use crate::protocol::{BackendKind, LaunchRequest};
+use allowed::LabelPolicy;
 use std::path::PathBuf;
 
 /// What a container backend needs to know: `C` is its own configuration.
@@ -30,6 +32,11 @@ pub struct ContainerSettings<C> {
     pub worker_id: String,
     /// Its pool, on its workloads' labels.
     pub pool: String,
+    /// The label keys a request may set on its workload.
+    pub labels: LabelPolicy,
+    /// The files of the worker's own credentials, each with the flag naming
+    /// it: no mount may show them.
+    pub worker_secrets: Vec<(PathBuf, &'static str)>,
     /// The engine or cluster, and what workloads get.
     pub config: C,
 }
@@ -41,6 +48,8 @@ impl ContainerSettings<()> {
             log_dir: self.log_dir.clone(),
             worker_id: self.worker_id.clone(),
             pool: self.pool.clone(),
+            labels: self.labels.clone(),
+            worker_secrets: self.worker_secrets.clone(),
             config,
         }
     }

@@ -129,6 +129,8 @@ impl DockerBackend {
             ),
             mount_policy: MountPolicy {
                 host_roots: settings.config.host_roots.clone(),
+                volumes: settings.config.allowed_volumes.clone(),
+                worker_secrets: settings.worker_secrets.clone(),
                 secrets_dir: settings.config.secrets_dir.clone(),
                 workspace: settings.config.workspace.clone().map(|root| Workspace {
                     root,
@@ -403,6 +405,7 @@ impl Backend for DockerBackend {
         progress: &LaunchProgress,
     ) -> Result<Launched, LaunchError> {
         let image = container_image(request, self.kind())?;
+        self.settings.labels.check(&request.labels)?;
         let mounts = mounts::docker_mounts(&request.job_id, &request.mounts, &self.mount_policy)?;
         let log = new_log_file(&self.settings.log_dir, &request.job_id)?;
         let name = spec::container_name(request.site.as_deref(), &request.job_id);

@@ -6,6 +6,7 @@
 //! workspace, the job's own folder in it read-write and the listed folders
 //! read-only, each at its host path.
 
+use crate::backend::container::allowed::{NameList, never_mountable};
 use crate::backend::{Failure, LaunchError};
 use crate::protocol::bounded::quoted;
 use crate::protocol::{Mount, MountSource};
@@ -17,6 +18,11 @@ use std::path::{Component, Path, PathBuf};
 pub struct MountPolicy {
     /// Host directories below which `host:` mounts may be (resolved).
     pub host_roots: Vec<PathBuf>,
+    /// Named volumes `pvc:NAME` may mount: names or globs.
+    pub volumes: Vec<String>,
+    /// The files of the worker's own credentials and the flags naming them:
+    /// no bind may show them, whatever the roots allow.
+    pub worker_secrets: Vec<(PathBuf, &'static str)>,
     /// The directory `secret:NAME` mounts come from; `None`: none allowed.
     pub secrets_dir: Option<PathBuf>,
     /// The site's workspace, if jobs get it.
@@ -101,16 +107,30 @@ fn one(mount: &Mount, policy: &MountPolicy) -> Result<DockerMount, LaunchError> 
     let (typ, source, read_only) = match source {
         MountSource::Host(path) => (
             MountType::BIND,
-            Some(allowed_host_path(&path, &policy.host_roots)?),
+            Some(not_worker_secret(
+                "host path",
+                allowed_host_path(&path, &policy.host_roots)?,
+                &policy.worker_secrets,
+            )?),
             mount.read_only,
         ),
         MountSource::Pvc(name) => {
             check_volume_name(&name)?;
+            NameList {
+                what: "volumes",
+                option: "docker-allowed-volumes",
+                patterns: &policy.volumes,
+            }
+            .check(&name)?;
             (MountType::VOLUME, Some(name), mount.read_only)
         }
         MountSource::Secret(name) => (
             MountType::BIND,
-            Some(secret_path(&name, policy.secrets_dir.as_deref())?),
+            Some(not_worker_secret(
+                "secret",
+                secret_path(&name, policy.secrets_dir.as_deref())?,
+                &policy.worker_secrets,
+            )?),
             true,
         ),
         MountSource::EmptyDir => (MountType::TMPFS, None, mount.read_only),
@@ -149,6 +169,22 @@ fn allowed_host_path(path: &str, roots: &[PathBuf]) -> Result<String, LaunchErro
         .into_os_string()
         .into_string()
         .map_err(|_| refused("it resolves to a path that is not UTF-8"))
+}
+
+/// `resolved`, unless it is, or is a directory holding, one of the worker's
+/// own credential files.
+fn not_worker_secret(
+    what: &str,
+    resolved: String,
+    worker_secrets: &[(PathBuf, &'static str)],
+) -> Result<String, LaunchError> {
+    let shown = worker_secrets.iter().find(|(file, _)| {
+        std::fs::canonicalize(file).is_ok_and(|file| file.starts_with(&resolved))
+    });
+    match shown {
+        Some((_, flag)) => Err(never_mountable(what, &resolved, flag)),
+        None => Ok(resolved),
+    }
 }
 
 /// The file or directory `name` in the secrets directory; `name` must be one
@@ -253,8 +289,42 @@ mod tests {
     }
 
     #[test]
-    fn volumes_and_tmpfs() {
-        let policy = MountPolicy::default();
+    fn the_workers_own_credentials_are_never_mounted() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("nats")).unwrap();
+        std::fs::write(dir.path().join("nats/worker.creds"), "c").unwrap();
+        std::fs::write(dir.path().join("token"), "t").unwrap();
+        let policy = MountPolicy {
+            host_roots: vec![dir.path().to_owned()],
+            secrets_dir: Some(dir.path().to_owned()),
+            worker_secrets: vec![(
+                dir.path().join("nats/worker.creds"),
+                "nats-credentials-file",
+            )],
+            ..MountPolicy::default()
+        };
+        let root = dir.path().display();
+        for shows in [
+            "secret:nats".to_owned(),
+            format!("host:{root}"),
+            format!("host:{root}/nats/worker.creds"),
+        ] {
+            let refused = docker_mounts("j", &[mount(&shows)], &policy).unwrap_err();
+            assert_eq!(refused.reason(), "NotAllowed", "{shows}: {refused}");
+            assert!(
+                refused.to_string().contains("--nats-credentials-file"),
+                "{refused}"
+            );
+        }
+        assert!(docker_mounts("j", &[mount("secret:token")], &policy).is_ok());
+    }
+
+    #[test]
+    fn allowed_volumes_and_tmpfs() {
+        let policy = MountPolicy {
+            volumes: vec!["data-*".into()],
+            ..MountPolicy::default()
+        };
         let mounted =
             docker_mounts("j", &[mount("pvc:data-1"), mount("emptydir:")], &policy).unwrap();
         assert_eq!(mounted[0].typ, Some(MountType::VOLUME));
@@ -262,6 +332,14 @@ mod tests {
         assert_eq!(mounted[1].typ, Some(MountType::TMPFS));
         let bad = docker_mounts("j", &[mount("pvc:-x")], &policy).unwrap_err();
         assert_eq!(bad.reason(), "InvalidRequest");
+        let other = docker_mounts("j", &[mount("pvc:models")], &policy).unwrap_err();
+        assert_eq!(other.reason(), "NotAllowed");
+        assert!(
+            other.to_string().contains("--docker-allowed-volumes"),
+            "{other}"
+        );
+        let none = docker_mounts("j", &[mount("pvc:data-1")], &MountPolicy::default());
+        assert_eq!(none.unwrap_err().reason(), "NotAllowed");
     }
 
     #[test]

@@ -8,6 +8,7 @@
 //! functions, so every rule is checked without a cluster.
 
 use super::name::{self, is_dns_subdomain, is_label_key, is_label_value, label_value};
+use crate::backend::container::allowed::{NameList, never_mountable};
 use crate::backend::container::workload::{
     JOB_ID, MANAGED_BY, MANAGED_BY_VALUE, POOL, SITE, WORKER,
 };
@@ -230,10 +231,25 @@ fn volumes(
         let volume = match source {
             MountSource::Pvc(claim) => {
                 check_name("claim", &claim)?;
+                NameList {
+                    what: "claims",
+                    option: "k8s-allowed-claims",
+                    patterns: &config.allowed_claims,
+                }
+                .check(&claim)?;
                 json!({"name": name, "persistentVolumeClaim": {"claimName": claim, "readOnly": mount.read_only}})
             }
             MountSource::Secret(secret) => {
                 check_name("secret", &secret)?;
+                if secret == config.nats_secret {
+                    return Err(never_mountable("secret", &secret, "k8s-nats-secret"));
+                }
+                NameList {
+                    what: "secrets",
+                    option: "k8s-allowed-secrets",
+                    patterns: &config.allowed_secrets,
+                }
+                .check(&secret)?;
                 json!({"name": name, "secret": {"secretName": secret}})
             }
             MountSource::EmptyDir => match config.emptydir_size_mb {
@@ -480,6 +496,8 @@ mod tests {
         ];
         let mut config = K8sArgs::default().config();
         config.emptydir_size_mb = Some(100);
+        config.allowed_claims = vec!["data".into(), "model?".into()];
+        config.allowed_secrets = vec!["*".into()];
         let pod = build(&request, &config);
         assert_eq!(
             pod["spec"]["volumes"],
@@ -501,6 +519,31 @@ mod tests {
         assert!(pod_result(&request).is_err());
         request.mounts = vec![mount("pvc:Bad_Name", "/d", true)];
         assert!(pod_result(&request).is_err());
+    }
+
+    #[test]
+    fn claims_and_secrets_need_the_operators_leave() {
+        let mut config = K8sArgs::default().config();
+        config.allowed_claims = vec!["data-*".into()];
+        config.allowed_secrets = vec!["*".into()];
+        let refused = |source: &str, config: &K8sConfig| {
+            let mut request = request();
+            request.mounts = vec![Mount {
+                source: source.into(),
+                target: "/m".into(),
+                read_only: true,
+            }];
+            let volume = volumes(&request, config);
+            volume.expect_err(source).to_string()
+        };
+        let none = K8sArgs::default().config();
+        assert!(refused("secret:creds", &none).contains("--k8s-allowed-secrets"));
+        assert!(refused("pvc:data-1", &none).contains("--k8s-allowed-claims"));
+        assert!(refused("pvc:models", &config).contains("--k8s-allowed-claims"));
+        let own = refused("secret:flare-launcher-nats", &config);
+        assert!(own.contains("--k8s-nats-secret"), "{own}");
+        config.nats_secret = "site-nats".into();
+        assert!(refused("secret:site-nats", &config).contains("own credentials"));
     }
 
     fn pod_result(request: &LaunchRequest) -> Result<Value, LaunchError> {

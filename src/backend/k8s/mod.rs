@@ -237,6 +237,7 @@ impl Backend for K8sBackend {
         progress: &LaunchProgress,
     ) -> Result<Launched, LaunchError> {
         let image = container_image(request, self.kind())?;
+        self.settings.labels.check(&request.labels)?;
         let manifest = manifest::pod(
             request,
             gpus,

@@ -6,7 +6,7 @@
 use super::system::System;
 use flare_launcher::config::WorkerConfig;
 use flare_launcher::protocol::{BackendKind, LaunchRequest};
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Secret};
 use k8s_openapi::api::rbac::v1::{ClusterRoleBinding, RoleBinding};
 use kube::Api;
 use kube::api::{ListParams, PostParams};
@@ -153,6 +153,32 @@ impl Cluster {
                 .await
                 .expect("kubeconfig loads");
         kube::Client::try_from(config).expect("client builds")
+    }
+
+    /// Creates the claims and secrets named in `default`, as the admin.
+    pub async fn create_claims_and_secrets(&self, claims: &[&str], secrets: &[&str]) {
+        let admin = self.client().await;
+        for claim in claims {
+            let pvc: PersistentVolumeClaim = serde_json::from_value(json!({
+                "metadata": {"name": claim},
+                "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}},
+            }))
+            .unwrap();
+            Api::<PersistentVolumeClaim>::namespaced(admin.clone(), "default")
+                .create(&PostParams::default(), &pvc)
+                .await
+                .expect("claim created");
+        }
+        for secret in secrets {
+            let secret: Secret = serde_json::from_value(
+                json!({"metadata": {"name": secret}, "stringData": {"k": "v"}}),
+            )
+            .unwrap();
+            Api::<Secret>::namespaced(admin.clone(), "default")
+                .create(&PostParams::default(), &secret)
+                .await
+                .expect("secret created");
+        }
     }
 
     /// The pods in `default`.
