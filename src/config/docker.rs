@@ -3,7 +3,7 @@
 //! (flag > environment > file > default).
 
 use super::options::{options, value_by_choice, value_by_text};
-use super::values::{BadValue, NumericUser};
+use super::values::{BadValue, Capability, JobLimits, NumericUser};
 use serde::Deserialize;
 use std::fmt;
 use std::path::PathBuf;
@@ -120,9 +120,37 @@ options! {
         user: NumericUser {
             flag: "docker-user",
             env: "FLARE_DOCKER_USER",
-            default: text("the image's"),
+            default: text("the worker's own uid:gid"),
             example: "\"1000:1000\"",
             clap: (value_name = "UID[:GID]"),
+        },
+        /// Capabilities containers get back (all are dropped), comma-separated (NET_BIND_SERVICE)
+        cap_add: Vec<Capability> {
+            flag: "docker-cap-add",
+            env: "FLARE_DOCKER_CAP_ADD",
+            default: text("none"),
+            example: "[\"NET_BIND_SERVICE\"]",
+            clap: (value_delimiter = ','),
+        },
+        /// Containers get a read-only root file system, with a writable tmpfs at /tmp
+        read_only_root: bool {
+            flag: "docker-read-only-root",
+            env: "FLARE_DOCKER_READ_ONLY_ROOT",
+            default: value(false),
+        },
+        /// Memory limit in MiB of a container whose request names none (`resources.memory_mb`)
+        memory_mb: u64 {
+            flag: "docker-memory-mb",
+            env: "FLARE_DOCKER_MEMORY_MB",
+            default: text("none, no limit"),
+            example: "8192",
+        },
+        /// CPU limit of a container whose request names none (`resources.cpus`)
+        cpus: f64 {
+            flag: "docker-cpus",
+            env: "FLARE_DOCKER_CPUS",
+            default: text("none, no limit"),
+            example: "4.0",
         },
         /// Size of a container's /dev/shm in MiB
         shm_size_mb: u64 {
@@ -198,7 +226,13 @@ impl DockerArgs {
             host_roots: self.host_roots.clone().unwrap_or_default(),
             allowed_volumes: self.allowed_volumes.clone().unwrap_or_default(),
             secrets_dir: self.secrets_dir.clone(),
-            user: self.user,
+            user: self.user.unwrap_or_else(NumericUser::of_this_process),
+            cap_add: self.cap_add.clone().unwrap_or_default(),
+            read_only_root: self.read_only_root(),
+            default_limits: JobLimits {
+                memory_mb: self.memory_mb,
+                cpus: self.cpus,
+            },
             shm_size_mb: self.shm_size_mb,
             ipc: self.ipc,
             ulimits: self.ulimits.clone().unwrap_or_default(),
@@ -233,8 +267,14 @@ pub struct DockerConfig {
     pub allowed_volumes: Vec<String>,
     /// Where `secret:NAME` mounts come from.
     pub secrets_dir: Option<PathBuf>,
-    /// The user containers run as; `None`: the image's user.
-    pub user: Option<NumericUser>,
+    /// The user containers run as.
+    pub user: NumericUser,
+    /// Capabilities containers get back.
+    pub cap_add: Vec<Capability>,
+    /// Whether containers get a read-only root file system (and a tmpfs at /tmp).
+    pub read_only_root: bool,
+    /// The limits of a container whose request names none.
+    pub default_limits: JobLimits,
     /// Size of /dev/shm in MiB; `None`: the engine's.
     pub shm_size_mb: Option<u64>,
     /// IPC mode; `None`: the engine's.
@@ -272,6 +312,9 @@ pub enum InvalidDockerConfig {
     /// Containers are kept longer than the events stream keeps events.
     #[error("docker keep time must be at most {max} s", max = super::MAX_RETENTION_S)]
     Keep,
+    /// A default limit no container can be held to.
+    #[error("docker memory must be at least 1 MiB and docker cpus a number above 0")]
+    DefaultLimits,
 }
 
 impl DockerConfig {
@@ -296,6 +339,9 @@ impl DockerConfig {
         }
         if self.keep > Duration::from_secs(super::MAX_RETENTION_S) {
             return Err(InvalidDockerConfig::Keep);
+        }
+        if !self.default_limits.is_valid() {
+            return Err(InvalidDockerConfig::DefaultLimits);
         }
         Ok(())
     }
@@ -403,7 +449,7 @@ pub fn registry_host(name: &str) -> &str {
 /// The registry of images that name none.
 pub const DOCKER_HUB: &str = "docker.io";
 
-value_by_text!(NumericUser, Ulimit, RegistryLogin);
+value_by_text!(Ulimit, RegistryLogin);
 value_by_choice!(PullPolicy, IpcMode);
 
 #[cfg(test)]

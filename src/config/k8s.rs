@@ -4,7 +4,7 @@
 //! (flag > environment > file > default).
 
 use super::options::{options, value_by_text};
-use super::values::{BadValue, NumericUser};
+use super::values::{BadValue, Capability, JobLimits, NumericUser};
 use std::fmt;
 use std::path::PathBuf;
 use std::str::FromStr;
@@ -73,6 +73,34 @@ options! {
             env: "FLARE_K8S_USER",
             default: text("the image's, which must not be root"),
             example: "\"1000:1000\"",
+        },
+        /// Capabilities job containers get back (all are dropped), comma-separated (NET_BIND_SERVICE)
+        cap_add: Vec<Capability> {
+            flag: "k8s-cap-add",
+            env: "FLARE_K8S_CAP_ADD",
+            default: text("none"),
+            example: "[\"NET_BIND_SERVICE\"]",
+            clap: (value_delimiter = ','),
+        },
+        /// Job containers get a read-only root file system, with a writable emptyDir at /tmp
+        read_only_root: bool {
+            flag: "k8s-read-only-root",
+            env: "FLARE_K8S_READ_ONLY_ROOT",
+            default: value(false),
+        },
+        /// Memory limit in MiB of a pod whose request names none (`resources.memory_mb`)
+        memory_mb: u64 {
+            flag: "k8s-memory-mb",
+            env: "FLARE_K8S_MEMORY_MB",
+            default: text("none, the namespace's LimitRange if any"),
+            example: "8192",
+        },
+        /// CPU limit of a pod whose request names none (`resources.cpus`)
+        cpus: f64 {
+            flag: "k8s-cpus",
+            env: "FLARE_K8S_CPUS",
+            default: text("none, the namespace's LimitRange if any"),
+            example: "4.0",
         },
         /// Secrets a job may mount (`secret:NAME`), exact names or globs (`*`, `?`), comma-separated; --k8s-nats-secret never
         allowed_secrets: Vec<String> {
@@ -143,6 +171,12 @@ impl K8sArgs {
             node_selector: self.node_selector.clone().unwrap_or_default(),
             tolerations: self.tolerations.clone().unwrap_or_default(),
             user: self.user,
+            cap_add: self.cap_add.clone().unwrap_or_default(),
+            read_only_root: self.read_only_root(),
+            default_limits: JobLimits {
+                memory_mb: self.memory_mb,
+                cpus: self.cpus,
+            },
             allowed_secrets: self.allowed_secrets.clone().unwrap_or_default(),
             allowed_claims: self.allowed_claims.clone().unwrap_or_default(),
             nats_secret: self.nats_secret(),
@@ -174,6 +208,13 @@ pub struct K8sConfig {
     pub tolerations: Vec<Toleration>,
     /// The user containers run as; `None`: the image's (never root).
     pub user: Option<PodUser>,
+    /// Capabilities job containers get back.
+    pub cap_add: Vec<Capability>,
+    /// Whether job containers get a read-only root file system (and an
+    /// emptyDir at /tmp).
+    pub read_only_root: bool,
+    /// The limits of a pod whose request names none.
+    pub default_limits: JobLimits,
     /// Secrets jobs may mount: names or globs.
     pub allowed_secrets: Vec<String>,
     /// Claims jobs may mount: names or globs.
@@ -200,6 +241,9 @@ pub enum InvalidK8sConfig {
     /// Pods are kept longer than the events stream keeps events.
     #[error("k8s keep time must be at most {max} s", max = super::MAX_RETENTION_S)]
     Keep,
+    /// A default limit no pod can be held to.
+    #[error("k8s memory must be at least 1 MiB and k8s cpus a number above 0")]
+    DefaultLimits,
 }
 
 impl K8sConfig {
@@ -210,6 +254,9 @@ impl K8sConfig {
     pub fn validate(&self) -> Result<(), InvalidK8sConfig> {
         if self.keep > Duration::from_secs(super::MAX_RETENTION_S) {
             return Err(InvalidK8sConfig::Keep);
+        }
+        if !self.default_limits.is_valid() {
+            return Err(InvalidK8sConfig::DefaultLimits);
         }
         Ok(())
     }

@@ -1,7 +1,10 @@
 //! Values of options that are text with a shape of their own, shared by more
-//! than one table: a numeric user `UID[:GID]`, and [`BadValue`], the error of
-//! any option value that does not parse.
+//! than one table: a numeric user `UID[:GID]`, a Linux capability's name, the
+//! default limits of a job, and [`BadValue`], the error of any option value that
+//! does not parse.
 
+use super::options::value_by_text;
+use crate::protocol::Resources;
 use std::fmt;
 use std::str::FromStr;
 
@@ -58,6 +61,16 @@ impl FromStr for NumericUser {
     }
 }
 
+impl NumericUser {
+    /// The user and group this process runs as.
+    pub fn of_this_process() -> NumericUser {
+        NumericUser {
+            uid: nix::unistd::getuid().as_raw(),
+            gid: Some(nix::unistd::getgid().as_raw()),
+        }
+    }
+}
+
 impl fmt::Display for NumericUser {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.gid {
@@ -66,6 +79,73 @@ impl fmt::Display for NumericUser {
         }
     }
 }
+
+/// A Linux capability by its name without the `CAP_` prefix (`NET_BIND_SERVICE`),
+/// as Docker and Kubernetes take it; `CAP_NET_BIND_SERVICE` and lower case are
+/// taken too.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Capability(String);
+
+/// Longest name of a capability taken (the longest today has 18 letters).
+const MAX_CAPABILITY_NAME: usize = 32;
+
+impl FromStr for Capability {
+    type Err = BadValue;
+
+    fn from_str(text: &str) -> Result<Self, BadValue> {
+        let name = text.to_ascii_uppercase();
+        let name = name.strip_prefix("CAP_").unwrap_or(&name);
+        let well_formed = !name.is_empty()
+            && name.len() <= MAX_CAPABILITY_NAME
+            && name.starts_with(|c: char| c.is_ascii_uppercase())
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_');
+        if !well_formed {
+            return Err(BadValue::new(
+                text,
+                "must be the name of a Linux capability (NET_BIND_SERVICE)",
+            ));
+        }
+        Ok(Capability(name.to_owned()))
+    }
+}
+
+impl fmt::Display for Capability {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A job's CPU and memory limits: the site's defaults, or those a job gets.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct JobLimits {
+    /// Memory in MiB; `None`: no limit.
+    pub memory_mb: Option<u64>,
+    /// CPU cores, fractions allowed; `None`: no limit.
+    pub cpus: Option<f64>,
+}
+
+impl JobLimits {
+    /// The limits of a job whose request asks for `wanted`: each one the request
+    /// names (above 0), else the default these hold.
+    pub fn for_request(&self, wanted: Option<&Resources>) -> JobLimits {
+        let wanted = wanted.cloned().unwrap_or_default();
+        JobLimits {
+            memory_mb: wanted.memory_mb.filter(|mb| *mb > 0).or(self.memory_mb),
+            cpus: wanted.cpus.filter(|cpus| *cpus > 0.0).or(self.cpus),
+        }
+    }
+
+    /// Whether these are limits a job can be held to (memory above 0, CPUs a
+    /// finite number above 0).
+    pub fn is_valid(&self) -> bool {
+        self.memory_mb.is_none_or(|mb| mb > 0)
+            && self.cpus.is_none_or(|cpus| cpus.is_finite() && cpus > 0.0)
+    }
+}
+
+value_by_text!(NumericUser, Capability);
 
 #[cfg(test)]
 mod tests {
@@ -83,6 +163,72 @@ mod tests {
         assert_eq!("0".parse::<NumericUser>().unwrap().to_string(), "0");
         for bad in ["root", "1:", ":1", "1:2:3", "-1", "+1", "99999999999"] {
             assert!(bad.parse::<NumericUser>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn capabilities_are_named_without_their_prefix() {
+        for (text, name) in [
+            ("NET_BIND_SERVICE", "NET_BIND_SERVICE"),
+            ("cap_chown", "CHOWN"),
+            ("CAP_SYS_PTRACE", "SYS_PTRACE"),
+        ] {
+            assert_eq!(text.parse::<Capability>().unwrap().to_string(), name);
+        }
+        for bad in [
+            "",
+            "CAP_",
+            "NET BIND",
+            "1CHOWN",
+            "CHOWN;rm",
+            &"A".repeat(33),
+        ] {
+            assert!(bad.parse::<Capability>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_job_gets_the_limits_its_request_names_else_the_defaults() {
+        let defaults = JobLimits {
+            memory_mb: Some(512),
+            cpus: Some(2.0),
+        };
+        assert_eq!(defaults.for_request(None), defaults);
+        let wanted = Resources {
+            memory_mb: Some(64),
+            cpus: Some(0.0),
+            ..Resources::default()
+        };
+        assert_eq!(
+            defaults.for_request(Some(&wanted)),
+            JobLimits {
+                memory_mb: Some(64),
+                cpus: Some(2.0)
+            }
+        );
+        assert_eq!(
+            JobLimits::default().for_request(Some(&wanted)),
+            JobLimits {
+                memory_mb: Some(64),
+                cpus: None
+            }
+        );
+        assert!(defaults.is_valid());
+        for bad in [
+            JobLimits {
+                memory_mb: Some(0),
+                cpus: None,
+            },
+            JobLimits {
+                memory_mb: None,
+                cpus: Some(f64::NAN),
+            },
+            JobLimits {
+                memory_mb: None,
+                cpus: Some(-1.0),
+            },
+        ] {
+            assert!(!bad.is_valid(), "{bad:?}");
         }
     }
 }

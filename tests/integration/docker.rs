@@ -415,7 +415,7 @@ async fn with_pull_never_a_missing_image_is_not_found() {
 #[cfg_attr(no_docker, ignore = "no Docker engine answers")]
 async fn the_sites_user_shm_size_and_ulimits_hold_inside_the_container() {
     let system = docker_system_with(|config| {
-        config.docker.user = Some("1234:2345".parse().unwrap());
+        config.docker.user = "1234:2345".parse().unwrap();
         config.docker.shm_size_mb = Some(32);
         config.docker.ulimits = vec!["nofile=321:654".parse().unwrap()];
     })

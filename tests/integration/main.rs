@@ -17,6 +17,7 @@ mod control;
 mod control_paths;
 mod deploy;
 mod docker;
+mod docker_lockdown;
 mod docker_recovery;
 mod docker_registry;
 mod docker_stops;

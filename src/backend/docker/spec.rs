@@ -81,8 +81,12 @@ fn device_requests(
 }
 
 /// The create body of a job's container: its argv without a shell, environment,
-/// working directory, labels, limits and `mounts` (checked already). Never privileged, and on the network the
-/// worker's settings name (the engine's default bridge otherwise).
+/// working directory, labels, limits (the request's, else the site's) and
+/// `mounts` (checked already), on the network the worker's settings name (the
+/// engine's default bridge otherwise). Locked down: never privileged, no new
+/// privileges (a setuid binary gains nothing), every capability dropped but
+/// those the site gives back, run as the site's user, and with a read-only root
+/// file system (a tmpfs at /tmp) where the site asks for one.
 pub fn container(
     request: &LaunchRequest,
     gpus: &GpuAssignment,
@@ -91,24 +95,24 @@ pub fn container(
     config: &DockerConfig,
     mounts: Vec<Mount>,
 ) -> ContainerCreateBody {
-    let resources = request.resources.clone().unwrap_or_default();
+    let limits = config
+        .default_limits
+        .for_request(request.resources.as_ref());
     let host_config = HostConfig {
-        nano_cpus: resources
-            .cpus
-            .filter(|cpus| *cpus > 0.0)
-            .map(|cpus| (cpus * 1e9).round() as i64),
-        memory: resources
-            .memory_mb
-            .filter(|mb| *mb > 0)
-            .map(|mb| i64::try_from(mb.saturating_mul(1024 * 1024)).unwrap_or(i64::MAX)),
+        nano_cpus: limits.cpus.map(|cpus| (cpus * 1e9).round() as i64),
+        memory: limits.memory_mb.map(mebibytes),
         pids_limit: Some(config.pids_limit),
         network_mode: config.network.clone(),
         privileged: Some(false),
+        security_opt: Some(vec![NO_NEW_PRIVILEGES.to_owned()]),
+        cap_drop: Some(vec![ALL_CAPABILITIES.to_owned()]),
+        cap_add: (!config.cap_add.is_empty())
+            .then(|| config.cap_add.iter().map(ToString::to_string).collect()),
+        readonly_rootfs: Some(config.read_only_root),
+        tmpfs: writable_tmp(config, &mounts),
         init: Some(false),
         mounts: Some(mounts),
-        shm_size: config
-            .shm_size_mb
-            .map(|mb| i64::try_from(mb.saturating_mul(1024 * 1024)).unwrap_or(i64::MAX)),
+        shm_size: config.shm_size_mb.map(mebibytes),
         ipc_mode: config.ipc.map(|mode| mode.as_str().to_owned()),
         ulimits: Some(
             config
@@ -137,17 +141,43 @@ pub fn container(
                 .collect(),
         ),
         working_dir: request.workdir.clone(),
-        user: config.user.map(|user| user.to_string()),
+        user: Some(config.user.to_string()),
         labels: Some(labels(request, owner)),
         host_config: Some(host_config),
         ..ContainerCreateBody::default()
     }
 }
 
+/// The security option that keeps a container's processes from gaining
+/// privileges (setuid and file capabilities do nothing).
+const NO_NEW_PRIVILEGES: &str = "no-new-privileges";
+/// Every capability, as `cap_drop` names them.
+const ALL_CAPABILITIES: &str = "ALL";
+/// Where a container with a read-only root file system may write.
+const WRITABLE_TMP: &str = "/tmp";
+/// How the writable /tmp is mounted: nothing on it is a device or setuid.
+const WRITABLE_TMP_OPTIONS: &str = "rw,nosuid,nodev";
+
+/// The tmpfs at /tmp of a container whose root file system is read-only,
+/// unless one of its mounts is there already.
+fn writable_tmp(config: &DockerConfig, mounts: &[Mount]) -> Option<HashMap<String, String>> {
+    let taken = mounts
+        .iter()
+        .any(|mount| mount.target.as_deref() == Some(WRITABLE_TMP));
+    (config.read_only_root && !taken)
+        .then(|| HashMap::from([(WRITABLE_TMP.to_owned(), WRITABLE_TMP_OPTIONS.to_owned())]))
+}
+
+/// `mb` MiB in bytes, as the engine takes sizes.
+fn mebibytes(mb: u64) -> i64 {
+    i64::try_from(mb.saturating_mul(1024 * 1024)).unwrap_or(i64::MAX)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::config::DockerArgs;
+    use crate::config::values::JobLimits;
     use crate::protocol::AssignedGpu;
     use crate::protocol::Resources;
 
@@ -155,6 +185,20 @@ mod tests {
         worker: "w1",
         pool: "gpu",
     };
+
+    /// The host settings of `request`'s container, its GPUs unaccounted.
+    fn host_of(request: &LaunchRequest, config: &DockerConfig, mounts: Vec<Mount>) -> HostConfig {
+        container(
+            request,
+            &GpuAssignment::Unaccounted,
+            "i",
+            &OWNER,
+            config,
+            mounts,
+        )
+        .host_config
+        .unwrap()
+    }
 
     #[test]
     fn the_programs_labels_win_over_the_requests() {
@@ -214,18 +258,7 @@ mod tests {
         config.gpus = 2;
         config.ulimits = vec!["nofile=100:200".parse().unwrap()];
         let mut request = LaunchRequest::new("j1", vec!["x".into()]);
-        let host = |request: &LaunchRequest| {
-            container(
-                request,
-                &GpuAssignment::Unaccounted,
-                "i",
-                &OWNER,
-                &config,
-                Vec::new(),
-            )
-            .host_config
-            .unwrap()
-        };
+        let host = |request: &LaunchRequest| host_of(request, &config, Vec::new());
         let gpus = |request: &LaunchRequest| {
             host(request)
                 .device_requests
@@ -281,5 +314,59 @@ mod tests {
         );
         assert_eq!(by_id[0].count, None);
         assert_eq!(requests(&GpuAssignment::Devices(Vec::new())), None);
+    }
+
+    #[test]
+    fn a_container_is_locked_down_and_runs_as_the_sites_user() {
+        let mut config = DockerArgs::default().config();
+        config.user = "1000:1001".parse().unwrap();
+        let request = LaunchRequest::new("j1", vec!["x".into()]);
+        let body = container(
+            &request,
+            &GpuAssignment::Unaccounted,
+            "i",
+            &OWNER,
+            &config,
+            Vec::new(),
+        );
+        assert_eq!(body.user.as_deref(), Some("1000:1001"));
+        let host = body.host_config.unwrap();
+        assert_eq!(host.security_opt.unwrap(), ["no-new-privileges"]);
+        assert_eq!(host.cap_drop.unwrap(), ["ALL"]);
+        assert_eq!(host.cap_add, None);
+        assert_eq!(host.readonly_rootfs, Some(false));
+        assert_eq!(host.tmpfs, None);
+        assert_eq!((host.memory, host.nano_cpus), (None, None));
+    }
+
+    #[test]
+    fn the_site_gives_back_capabilities_a_read_only_root_and_default_limits() {
+        let mut config = DockerArgs::default().config();
+        config.cap_add = vec!["CHOWN".parse().unwrap(), "cap_kill".parse().unwrap()];
+        config.read_only_root = true;
+        config.default_limits = JobLimits {
+            memory_mb: Some(512),
+            cpus: Some(0.5),
+        };
+        let mut request = LaunchRequest::new("j1", vec!["x".into()]);
+        let host = |request: &LaunchRequest, mounts| host_of(request, &config, mounts);
+        let locked = host(&request, Vec::new());
+        assert_eq!(locked.cap_add.unwrap(), ["CHOWN", "KILL"]);
+        assert_eq!(locked.readonly_rootfs, Some(true));
+        assert_eq!(locked.tmpfs.unwrap()["/tmp"], "rw,nosuid,nodev");
+        assert_eq!(locked.memory, Some(512 * 1024 * 1024));
+        assert_eq!(locked.nano_cpus, Some(500_000_000));
+        request.resources = Some(Resources {
+            memory_mb: Some(64),
+            ..Resources::default()
+        });
+        let own_tmp = Mount {
+            target: Some("/tmp".into()),
+            ..Mount::default()
+        };
+        let asked = host(&request, vec![own_tmp]);
+        assert_eq!(asked.memory, Some(64 * 1024 * 1024));
+        assert_eq!(asked.nano_cpus, Some(500_000_000));
+        assert_eq!(asked.tmpfs, None, "the job's own mount at /tmp stays");
     }
 }

@@ -4,8 +4,11 @@
 //! expands nothing), environment, working directory, resources (GPUs only when
 //! asked for), one volume per mount, `activeDeadlineSeconds`, and the site's
 //! namespace, service account, pull secrets, node selector, tolerations and
-//! non-root security context, all merged onto the site's pod template. Pure
-//! functions, so every rule is checked without a cluster.
+//! locked-down security context (non-root, the runtime's seccomp profile, no
+//! privilege escalation, every capability dropped but those the site gives
+//! back, optionally a read-only root file system with an emptyDir at /tmp), all
+//! merged onto the site's pod template. Pure functions, so every rule is
+//! checked without a cluster.
 
 use super::name::{self, is_dns_subdomain, is_label_key, is_label_value, label_value};
 use crate::backend::container::allowed::{NameList, never_mountable};
@@ -14,6 +17,7 @@ use crate::backend::container::workload::{
 };
 use crate::backend::{Failure, GpuAssignment, LaunchError};
 use crate::config::K8sConfig;
+use crate::config::values::JobLimits;
 use crate::protocol::bounded::quoted;
 use crate::protocol::{DEFAULT_GRACE_S, LaunchRequest, MountSource};
 use serde_json::{Map, Value, json};
@@ -106,23 +110,31 @@ pub fn pod(
     config: &K8sConfig,
     template: &Value,
 ) -> Result<Value, LaunchError> {
-    let (volumes, mounts) = volumes(request, config)?;
+    let (mut volumes, mut mounts) = volumes(request, config)?;
+    if config.read_only_root
+        && !mounts
+            .iter()
+            .any(|mount| mount["mountPath"] == WRITABLE_TMP)
+    {
+        volumes.push(json!({"name": WRITABLE_TMP_VOLUME, "emptyDir": empty_dir(config)}));
+        mounts.push(json!({"name": WRITABLE_TMP_VOLUME, "mountPath": WRITABLE_TMP}));
+    }
+    let limits = config
+        .default_limits
+        .for_request(request.resources.as_ref());
     let mut container = json!({
         "name": CONTAINER,
         "image": image,
         "command": request.command.iter().map(|arg| escape(arg)).collect::<Vec<_>>(),
         "env": request.env.iter().map(|(name, value)| json!({"name": name, "value": escape(value)})).collect::<Vec<_>>(),
-        "resources": resources(request, gpus.count(request, 0)),
+        "resources": resources(&limits, gpus.count(request, 0)),
         "volumeMounts": mounts,
-        "securityContext": {
-            "allowPrivilegeEscalation": false,
-            "capabilities": {"drop": ["ALL"]},
-        },
+        "securityContext": container_security(config),
     });
     if let Some(workdir) = &request.workdir {
         container["workingDir"] = json!(workdir);
     }
-    let mut security = json!({"runAsNonRoot": true});
+    let mut security = json!({"runAsNonRoot": true, "seccompProfile": {"type": "RuntimeDefault"}});
     if let Some(user) = config.user {
         security["runAsUser"] = json!(user.0.uid);
         if let Some(gid) = user.0.gid {
@@ -193,18 +205,46 @@ pub fn pod(
     Ok(merged(template, generated))
 }
 
-/// Requests and limits: CPU and memory when asked for, `nvidia.com/gpu` only
-/// when the job gets more than 0 GPUs (an explicit 0 means none).
-fn resources(request: &LaunchRequest, gpus: u32) -> Value {
-    let wanted = request.resources.clone().unwrap_or_default();
+/// Where a container with a read-only root file system may write, and the
+/// name of the emptyDir volume there (request mounts are named `mount-N`).
+const WRITABLE_TMP: &str = "/tmp";
+const WRITABLE_TMP_VOLUME: &str = "tmp";
+
+/// The job container's security context: no privilege escalation (a setuid
+/// binary gains nothing), every capability dropped but those the site gives
+/// back, and the root file system read-only where the site asks for it.
+fn container_security(config: &K8sConfig) -> Value {
+    let mut capabilities = json!({"drop": ["ALL"]});
+    if !config.cap_add.is_empty() {
+        capabilities["add"] = config.cap_add.iter().map(ToString::to_string).collect();
+    }
+    json!({
+        "allowPrivilegeEscalation": false,
+        "capabilities": capabilities,
+        "readOnlyRootFilesystem": config.read_only_root,
+    })
+}
+
+/// An emptyDir, as large as the site lets one be.
+fn empty_dir(config: &K8sConfig) -> Value {
+    match config.emptydir_size_mb {
+        Some(mb) => json!({"sizeLimit": format!("{mb}Mi")}),
+        None => json!({}),
+    }
+}
+
+/// Requests and limits: CPU and memory when the job has a limit (its request's,
+/// else the site's), `nvidia.com/gpu` only when the job gets more than 0 GPUs
+/// (an explicit 0 means none).
+fn resources(limits: &JobLimits, gpus: u32) -> Value {
     let mut amounts = Map::new();
-    if let Some(cpus) = wanted.cpus.filter(|cpus| *cpus > 0.0) {
+    if let Some(cpus) = limits.cpus {
         amounts.insert(
             "cpu".into(),
             json!(format!("{}m", (cpus * 1000.0).ceil() as u64)),
         );
     }
-    if let Some(mb) = wanted.memory_mb.filter(|mb| *mb > 0) {
+    if let Some(mb) = limits.memory_mb {
         amounts.insert("memory".into(), json!(format!("{mb}Mi")));
     }
     if gpus > 0 {
@@ -252,10 +292,7 @@ fn volumes(
                 .check(&secret)?;
                 json!({"name": name, "secret": {"secretName": secret}})
             }
-            MountSource::EmptyDir => match config.emptydir_size_mb {
-                Some(mb) => json!({"name": name, "emptyDir": {"sizeLimit": format!("{mb}Mi")}}),
-                None => json!({"name": name, "emptyDir": {}}),
-            },
+            MountSource::EmptyDir => json!({"name": name, "emptyDir": empty_dir(config)}),
             MountSource::Host(path) => {
                 return Err(invalid(format!(
                     "the k8s backend does not mount host paths ({}); use pvc:, secret: or emptydir:",
@@ -625,5 +662,68 @@ mod tests {
         assert_eq!(mounts, ["/dev/shm", "/s"]);
         // The API types take it.
         serde_json::from_value::<k8s_openapi::api::core::v1::Pod>(pod).unwrap();
+    }
+
+    #[test]
+    fn a_pods_container_is_locked_down_unless_the_site_gives_something_back() {
+        let locked = build(&request(), &K8sArgs::default().config());
+        assert_eq!(
+            locked["spec"]["securityContext"]["seccompProfile"],
+            json!({"type": "RuntimeDefault"})
+        );
+        let container = &locked["spec"]["containers"][0];
+        assert_eq!(
+            container["securityContext"],
+            json!({
+                "allowPrivilegeEscalation": false,
+                "capabilities": {"drop": ["ALL"]},
+                "readOnlyRootFilesystem": false,
+            })
+        );
+        assert_eq!(locked["spec"]["volumes"], json!([]));
+        let mut config = K8sArgs::default().config();
+        config.cap_add = vec!["NET_BIND_SERVICE".parse().unwrap()];
+        config.read_only_root = true;
+        config.emptydir_size_mb = Some(64);
+        config.default_limits = JobLimits {
+            memory_mb: Some(512),
+            cpus: Some(0.5),
+        };
+        let opened = build(&request(), &config);
+        let container = &opened["spec"]["containers"][0];
+        assert_eq!(
+            container["securityContext"]["capabilities"],
+            json!({"drop": ["ALL"], "add": ["NET_BIND_SERVICE"]})
+        );
+        assert_eq!(container["securityContext"]["readOnlyRootFilesystem"], true);
+        assert_eq!(
+            container["volumeMounts"],
+            json!([{"name": "tmp", "mountPath": "/tmp"}])
+        );
+        assert_eq!(
+            opened["spec"]["volumes"],
+            json!([{"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}}])
+        );
+        let amounts = json!({"cpu": "500m", "memory": "512Mi"});
+        assert_eq!(
+            container["resources"],
+            json!({"requests": amounts, "limits": amounts})
+        );
+        let mut own_tmp = request();
+        own_tmp.mounts = vec![Mount {
+            source: "emptydir:".into(),
+            target: "/tmp".into(),
+            read_only: false,
+        }];
+        own_tmp.resources = Some(Resources {
+            memory_mb: Some(64),
+            ..Resources::default()
+        });
+        let own = build(&own_tmp, &config);
+        let container = &own["spec"]["containers"][0];
+        assert_eq!(container["volumeMounts"].as_array().unwrap().len(), 1);
+        assert_eq!(container["volumeMounts"][0]["name"], "mount-0");
+        assert_eq!(container["resources"]["limits"]["memory"], "64Mi");
+        assert_eq!(container["resources"]["limits"]["cpu"], "500m");
     }
 }

@@ -31,37 +31,60 @@ fn assert_engine_answers() {
 
 /// Builds the test image unless the engine has it; returns its name.
 pub fn test_image() -> &'static str {
-    assert_engine_answers();
-    let lock_path = std::env::temp_dir().join("flare-launcher-test-busybox.lock");
-    let lock_file = std::fs::File::create(&lock_path).expect("the image lock file");
-    let _lock = nix::fcntl::Flock::lock(lock_file, nix::fcntl::FlockArg::LockExclusive)
-        .map_err(|(_, e)| e)
-        .expect("the image lock");
-    if image_present() {
-        return TEST_IMAGE;
-    }
     assert!(
         Path::new(BUSYBOX).exists(),
         "{BUSYBOX} is missing: run scripts/ensure-docker-test-tools.sh"
     );
-    let context = tempfile::tempdir().expect("a build context");
-    std::fs::copy(BUSYBOX, context.path().join("busybox")).expect("busybox copied");
-    std::fs::write(
-        context.path().join("Dockerfile"),
+    built_once(
+        TEST_IMAGE,
         "FROM scratch\nCOPY busybox /bin/busybox\nRUN [\"/bin/busybox\", \"--install\", \"-s\", \"/bin\"]\n",
+        Some(Path::new(BUSYBOX)),
     )
-    .expect("Dockerfile written");
+}
+
+/// The test image with a setuid-root copy of busybox, `/suid/busybox`
+/// (multi-call: `/suid/busybox ping ...`), built unless the engine has it; its
+/// name.
+pub fn setuid_image() -> &'static str {
+    let dockerfile = format!(
+        "FROM {}\nRUN [\"mkdir\", \"/suid\"]\nRUN [\"cp\", \"/bin/busybox\", \"/suid/busybox\"]\nRUN [\"chmod\", \"4755\", \"/suid/busybox\"]\n",
+        test_image()
+    );
+    built_once(SETUID_IMAGE, &dockerfile, None)
+}
+
+/// The image of [`setuid_image`].
+const SETUID_IMAGE: &str = "flare-launcher-test-setuid:1";
+
+/// Builds `image` from `dockerfile` (with `busybox` in its context, if given)
+/// unless the engine has it, under a lock file so that parallel tests build it
+/// once; returns its name.
+fn built_once(image: &'static str, dockerfile: &str, busybox: Option<&Path>) -> &'static str {
+    assert_engine_answers();
+    let lock_path = std::env::temp_dir().join(format!("{}.lock", image.replace([':', '/'], "-")));
+    let lock_file = std::fs::File::create(&lock_path).expect("the image lock file");
+    let _lock = nix::fcntl::Flock::lock(lock_file, nix::fcntl::FlockArg::LockExclusive)
+        .map_err(|(_, e)| e)
+        .expect("the image lock");
+    if image_present(image) {
+        return image;
+    }
+    let context = tempfile::tempdir().expect("a build context");
+    if let Some(busybox) = busybox {
+        std::fs::copy(busybox, context.path().join("busybox")).expect("busybox copied");
+    }
+    std::fs::write(context.path().join("Dockerfile"), dockerfile).expect("Dockerfile written");
     let built = Command::new("docker")
-        .args(["build", "-q", "-t", TEST_IMAGE])
+        .args(["build", "-q", "-t", image])
         .arg(context.path())
         .output()
         .expect("docker build runs");
     assert!(
         built.status.success(),
-        "building {TEST_IMAGE}: {}",
+        "building {image}: {}",
         String::from_utf8_lossy(&built.stderr)
     );
-    TEST_IMAGE
+    image
 }
 
 /// Gives the test image the name `image` too, so that a job naming it finds
@@ -80,9 +103,9 @@ pub fn untag_test_image(image: &str) {
     let _ = Command::new("docker").args(["rmi", image]).output();
 }
 
-fn image_present() -> bool {
+fn image_present(image: &str) -> bool {
     Command::new("docker")
-        .args(["image", "inspect", TEST_IMAGE])
+        .args(["image", "inspect", image])
         .output()
         .is_ok_and(|out| out.status.success())
 }
