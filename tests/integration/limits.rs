@@ -3,7 +3,7 @@
 //! off), and a job that allocates past its memory is killed and ends
 //! `OOMKilled`, as on the container backends.
 
-use crate::common::processes::{assert_root, read_pid};
+use crate::common::processes::{assert_root, older_supervisor, read_pid, supervisor_dir};
 use crate::common::system::{System, sh};
 use flare_launcher::protocol::{LaunchRequest, Resources};
 use flare_launcher::state::JobState;
@@ -101,4 +101,30 @@ async fn a_job_that_allocates_past_its_memory_is_killed_and_ends_oom_killed() {
     assert_eq!(last.reason.as_deref(), Some("OOMKilled"), "{last:?}");
     let message = last.message.as_deref().unwrap_or_default();
     assert!(message.contains("more memory than its limit"), "{last:?}");
+}
+
+#[tokio::test]
+async fn a_job_with_limits_is_refused_by_a_supervisor_that_would_not_enforce_them() {
+    let mut system = System::without_worker(|_| {}).await;
+    // Where the worker looks for its supervisor, one that answers as a
+    // supervisor from before limits: the jobs, and nothing about limits.
+    let dir = supervisor_dir(&system.config.data_dir, &system.config.worker_id);
+    let (older, mut launched) = older_supervisor(&dir);
+    system.start_worker().await;
+    let events = system
+        .run(&limited(sh("unbounded", "true"), None, 64))
+        .await;
+    let last = events.last().unwrap();
+    assert_eq!(last.state, JobState::Error, "{events:?}");
+    assert_eq!(last.reason.as_deref(), Some("SpawnFailed"), "{last:?}");
+    let message = last.message.as_deref().unwrap_or_default();
+    assert!(
+        message.contains("cannot enforce cpus and memory_mb"),
+        "{last:?}"
+    );
+    assert!(
+        launched.try_recv().is_err(),
+        "the launch reached the supervisor"
+    );
+    older.abort();
 }
