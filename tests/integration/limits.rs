@@ -5,7 +5,7 @@
 
 use crate::common::processes::{assert_root, older_supervisor, read_pid, supervisor_dir};
 use crate::common::system::{System, sh};
-use flare_launcher::protocol::{LaunchRequest, Resources};
+use flare_launcher::protocol::{JobEvent, LaunchRequest, Resources};
 use flare_launcher::state::JobState;
 use std::path::{Path, PathBuf};
 
@@ -21,7 +21,7 @@ fn limited(mut request: LaunchRequest, cpus: Option<f64>, memory_mb: u64) -> Lau
 
 /// The folder of `pid`'s cgroup in the hierarchy of `controller` (`""`: the
 /// unified one), on a host whose hierarchies are mounted where they usually are.
-fn cgroup_of(pid: i32, controller: &str) -> Option<PathBuf> {
+fn cgroup_folder(pid: i32, controller: &str) -> Option<PathBuf> {
     let own = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
     own.lines().find_map(|line| {
         let mut fields = line.splitn(3, ':');
@@ -32,9 +32,15 @@ fn cgroup_of(pid: i32, controller: &str) -> Option<PathBuf> {
             let mount = Path::new("/sys/fs/cgroup").join(controller);
             (mount, controllers.split(',').any(|c| c == controller))
         };
-        (matches && path.contains("/flare-launcher/job-"))
-            .then(|| mount.join(path.trim_start_matches('/')))
+        matches.then(|| mount.join(path.trim_start_matches('/')))
     })
+}
+
+/// The folder of `pid`'s job cgroup in the hierarchy of `controller`, if it is
+/// in one.
+fn cgroup_of(pid: i32, controller: &str) -> Option<PathBuf> {
+    cgroup_folder(pid, controller)
+        .filter(|folder| folder.to_string_lossy().contains("/flare-launcher/job-"))
 }
 
 /// A system on its defaults (job cgroups off), whose supervisor may make
@@ -42,6 +48,17 @@ fn cgroup_of(pid: i32, controller: &str) -> Option<PathBuf> {
 async fn started_as_root() -> System {
     assert_root("making job cgroups");
     System::start().await
+}
+
+/// Asserts that a job ended refused, in `error` with reason `SpawnFailed` and a
+/// message that says `why`; returns the message.
+fn assert_refused(events: &[JobEvent], why: &str) -> String {
+    let last = events.last().unwrap();
+    assert_eq!(last.state, JobState::Error, "{events:?}");
+    assert_eq!(last.reason.as_deref(), Some("SpawnFailed"), "{last:?}");
+    let message = last.message.clone().unwrap_or_default();
+    assert!(message.contains(why), "{last:?}");
+    message
 }
 
 fn read(path: &Path) -> String {
@@ -114,17 +131,52 @@ async fn a_job_with_limits_is_refused_by_a_supervisor_that_would_not_enforce_the
     let events = system
         .run(&limited(sh("unbounded", "true"), None, 64))
         .await;
-    let last = events.last().unwrap();
-    assert_eq!(last.state, JobState::Error, "{events:?}");
-    assert_eq!(last.reason.as_deref(), Some("SpawnFailed"), "{last:?}");
-    let message = last.message.as_deref().unwrap_or_default();
-    assert!(
-        message.contains("cannot enforce cpus and memory_mb"),
-        "{last:?}"
-    );
+    assert_refused(&events, "cannot enforce cpus and memory_mb");
     assert!(
         launched.try_recv().is_err(),
         "the launch reached the supervisor"
     );
     older.abort();
+}
+
+/// The CPU quota of the jobs' folder in the v1 `cpu` hierarchy, taken off
+/// again when dropped.
+struct JobsQuota(PathBuf);
+
+impl JobsQuota {
+    /// Holds the jobs of supervisors in this process's cpu cgroup to one core
+    /// together.
+    fn one_core() -> JobsQuota {
+        let own = cgroup_folder(std::process::id() as i32, "cpu").expect("no v1 cpu hierarchy");
+        let jobs = own.join("flare-launcher");
+        std::fs::create_dir_all(&jobs).unwrap();
+        let quota = JobsQuota(jobs.join("cpu.cfs_quota_us"));
+        std::fs::write(jobs.join("cpu.cfs_period_us"), "100000").unwrap();
+        std::fs::write(&quota.0, "100000").unwrap();
+        quota
+    }
+}
+
+impl Drop for JobsQuota {
+    fn drop(&mut self) {
+        let _ = std::fs::write(&self.0, "-1");
+    }
+}
+
+#[tokio::test]
+#[cfg_attr(not_root, ignore = "job cgroups need root")]
+#[cfg_attr(no_cgroup_v1_cpu, ignore = "needs a v1 cpu hierarchy")]
+async fn a_job_whose_limits_its_cgroup_refuses_never_runs() {
+    let system = started_as_root().await;
+    // A v1 cgroup's quota may not be over its parent's: the job's cgroup
+    // cannot take 1.5 cores where all jobs together have one.
+    let _quota = JobsQuota::one_core();
+    let ran = system.path("ran");
+    let script = format!("touch {}", ran.display());
+    let events = system
+        .run(&limited(sh("overcommitted", &script), Some(1.5), 64))
+        .await;
+    let message = assert_refused(&events, "cannot enforce the job's cpus and memory_mb");
+    assert!(message.contains("cpu.cfs_quota_us"), "{message}");
+    assert!(!ran.exists(), "the job ran without its limits");
 }
