@@ -2,7 +2,8 @@
 //! it shows as ignored in the runner's summary instead of passing without having
 //! run: `no_docker` when no Docker engine answers, `not_root` when the build does
 //! not run as root (the tests that switch users need it), `no_setpriv` when
-//! util-linux's `setpriv` is missing. In CI (`CI=true`) none is set: there every
+//! util-linux's `setpriv` is missing, `no_cgroup_v1_cpu` when no cgroup v1
+//! hierarchy of the `cpu` controller is mounted. In CI (`CI=true`) none is set: there every
 //! test runs, and one whose dependency is missing fails.
 
 use std::path::PathBuf;
@@ -16,6 +17,7 @@ fn main() {
     println!("cargo::rustc-check-cfg=cfg(no_docker)");
     println!("cargo::rustc-check-cfg=cfg(not_root)");
     println!("cargo::rustc-check-cfg=cfg(no_setpriv)");
+    println!("cargo::rustc-check-cfg=cfg(no_cgroup_v1_cpu)");
     println!("cargo::rerun-if-changed=build.rs");
     println!("cargo::rerun-if-env-changed=CI");
     println!("cargo::rerun-if-env-changed=DOCKER_HOST");
@@ -38,6 +40,22 @@ fn main() {
     if Command::new("setpriv").arg("--version").output().is_err() {
         println!("cargo::rustc-cfg=no_setpriv");
     }
+    if !cgroup_v1_cpu() {
+        println!("cargo::rustc-cfg=no_cgroup_v1_cpu");
+    }
+}
+
+/// Whether a cgroup v1 hierarchy of the `cpu` controller is mounted.
+fn cgroup_v1_cpu() -> bool {
+    std::fs::read_to_string("/proc/self/mounts").is_ok_and(|mounts| {
+        mounts.lines().any(|line| {
+            let fields: Vec<&str> = line.split(' ').collect();
+            fields.get(2) == Some(&"cgroup")
+                && fields
+                    .get(3)
+                    .is_some_and(|options| options.split(',').any(|o| o == "cpu"))
+        })
+    })
 }
 
 /// The engine's Unix socket, as the tests' Docker client finds it.

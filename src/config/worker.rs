@@ -168,7 +168,7 @@ options! {
             example: "[\"AWS_*\"]",
             clap: (value_name = "NAMES", value_delimiter = ','),
         },
-        /// Run each process job in a cgroup of its own where the host allows it (costs throughput)
+        /// Run each process job in a cgroup of its own where the host allows it (costs throughput); a job that names cpus or memory_mb gets one, with its limits, regardless
         job_cgroups: bool {
             flag: "job-cgroups",
             env: "FLARE_JOB_CGROUPS",

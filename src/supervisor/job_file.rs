@@ -20,6 +20,10 @@ pub enum JobEnd {
         exit: Exit,
         /// Whether a stop had been asked for before it ended.
         stopped: bool,
+        /// Whether the out-of-memory killer killed a process of the job in its
+        /// cgroup (a file or peer older than limits says nothing: false).
+        #[serde(default)]
+        oom_killed: bool,
     },
     /// Its supervision ended before the job did (the supervisor died): the job
     /// was killed, and nobody can say how it would have ended.
@@ -143,6 +147,7 @@ mod tests {
         file.end = Some(JobEnd::Exited {
             exit: Exit::Code(3),
             stopped: false,
+            oom_killed: false,
         });
         file.write(dir.path()).unwrap();
         std::fs::write(jobs_dir(dir.path()).join("stranger.txt"), "x").unwrap();

@@ -16,7 +16,7 @@
 //! allocate; it leaves with `_exit` so nothing of the parent's state is flushed
 //! twice.
 
-use super::cgroup::{self, JobCgroup};
+use super::cgroup::JobCgroup;
 use super::job_file::{JobEnd, JobFile};
 use super::tree::{kill_children, kill_tree, signal_group};
 use super::wire::{JobUserIds, Spawn};
@@ -119,10 +119,20 @@ fn supervise(spawn: &Spawn, settings: &Settings<'_>) -> std::io::Result<()> {
     // SAFETY: the supervisor placed the note's pipe at NOTE_FD for this process,
     // which owns it from here on.
     let mut note = std::fs::File::from(unsafe { OwnedFd::from_raw_fd(NOTE_FD) });
-    let cgroup = settings
-        .cgroup
-        .then(|| JobCgroup::create(&spawn.job_id, getpid()))
-        .flatten();
+    // A job that names limits gets a cgroup in any case: they hold only there.
+    let limited = !spawn.limits.is_none();
+    let cgroup = match (settings.cgroup || limited)
+        .then(|| JobCgroup::create(&spawn.job_id, getpid(), &spawn.limits))
+    {
+        None => None,
+        Some(Ok(cgroup)) => Some(cgroup),
+        // The subreaper alone contains a job without limits.
+        Some(Err(_)) if !limited => None,
+        Some(Err(e)) => {
+            let error = short(&format!("cannot enforce the job's cpus and memory_mb: {e}"));
+            return not_started(spawn, dir, &mut note, error);
+        }
+    };
     let child = match start(spawn, base_env, user, cgroup.as_ref()) {
         Ok(child) => child,
         Err(e) => {
@@ -131,23 +141,10 @@ fn supervise(spawn: &Spawn, settings: &Settings<'_>) -> std::io::Result<()> {
                 None => String::new(),
             };
             let error = format!("could not start {}{place}: {e}", short(&spawn.argv[0]));
-            // Kept for a worker that is away now and asks after the job later.
-            let file = JobFile {
-                job_id: spawn.job_id.clone(),
-                pid: 0,
-                supervisor_pid: getpid().as_raw() as u32,
-                end: Some(JobEnd::NotStarted {
-                    error: error.clone(),
-                }),
-            };
-            if let Err(e) = file.write(dir) {
-                eprintln!("job {}: cannot write its file: {e}", spawn.job_id);
-            }
-            write_note(&mut note, None, Some(error))?;
             if let Some(cgroup) = cgroup {
                 cgroup.kill_all_and_remove();
             }
-            return Ok(());
+            return not_started(spawn, dir, &mut note, error);
         }
     };
     let pid = child.id();
@@ -162,13 +159,39 @@ fn supervise(spawn: &Spawn, settings: &Settings<'_>) -> std::io::Result<()> {
     }
     write_note(&mut note, Some(pid), None)?;
     drop(note);
-    let end = watch(Pid::from_raw(pid as i32), owner_lost, &signals);
+    let mut end = watch(Pid::from_raw(pid as i32), owner_lost, &signals);
     contain(Pid::from_raw(pid as i32));
     if let Some(cgroup) = cgroup {
+        // Read before the cgroup goes, with it its count.
+        if let JobEnd::Exited { oom_killed, .. } = &mut end {
+            *oom_killed = cgroup.oom_killed();
+        }
         cgroup.kill_all_and_remove();
     }
     file.end = Some(end);
     file.write(dir)
+}
+
+/// Ends a job that was not started: its file says why, for a worker that is
+/// away now and asks after the job later, and so does its note.
+fn not_started(
+    spawn: &Spawn,
+    dir: &Path,
+    note: &mut std::fs::File,
+    error: String,
+) -> std::io::Result<()> {
+    let file = JobFile {
+        job_id: spawn.job_id.clone(),
+        pid: 0,
+        supervisor_pid: getpid().as_raw() as u32,
+        end: Some(JobEnd::NotStarted {
+            error: error.clone(),
+        }),
+    };
+    if let Err(e) = file.write(dir) {
+        eprintln!("job {}: cannot write its file: {e}", spawn.job_id);
+    }
+    write_note(note, None, Some(error))
 }
 
 /// Starts the job's first process as the leader of its own process group, its
@@ -197,7 +220,7 @@ fn start(
         .stdout(log.try_clone()?)
         .stderr(log)
         .process_group(0);
-    let procs = cgroup.map(JobCgroup::procs_path);
+    let joining = cgroup.map(JobCgroup::joining);
     let user = user.map(Switch::to);
     // The job user enters the working directory itself, after the switch: a
     // directory it could not reach (under a root-only parent) stays out of reach.
@@ -212,14 +235,14 @@ fn start(
         }
         (None, _) => None,
     };
-    if procs.is_some() || user.is_some() {
+    if joining.is_some() || user.is_some() {
         // SAFETY: runs in the forked child before exec, calling only system
         // calls (nothing allocates): the cgroup first (as root still), then the
         // user, then the working directory.
         unsafe {
             command.pre_exec(move || {
-                if let Some(procs) = &procs {
-                    cgroup::join(procs);
+                if let Some(joining) = &joining {
+                    joining.join()?;
                 }
                 if let Some(user) = &user {
                     user.carry_out()?;
@@ -413,7 +436,11 @@ fn end_of(exit: Exit, stopped: bool, owner_lost: bool) -> JobEnd {
     if owner_lost {
         JobEnd::OwnerLost
     } else {
-        JobEnd::Exited { exit, stopped }
+        JobEnd::Exited {
+            exit,
+            stopped,
+            oom_killed: false,
+        }
     }
 }
 

@@ -12,7 +12,8 @@
 //! - [`wire`]: what the two say to each other.
 //! - [`job_file`]: the file per job that survives them both.
 //! - `tree`: finding and killing a job's processes.
-//! - `cgroup`: a cgroup per job, where the host lets the supervisor make one.
+//! - `cgroup`: a cgroup per job, where the host lets the supervisor make one, and
+//!   the job's `cpus` and `memory_mb` enforced in it.
 //! - [`job_uids`]: a user id of its own for every job, from the operator's range.
 
 mod cgroup;

@@ -403,7 +403,11 @@ impl Server {
                     })
                     .collect();
                 let job_uids = self.uids.as_ref().map(JobUids::range);
-                self.report(&Report::Jobs { running, job_uids });
+                self.report(&Report::Jobs {
+                    running,
+                    job_uids,
+                    limits: true,
+                });
             }
             Request::Bye => {
                 self.leaving = true;

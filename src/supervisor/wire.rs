@@ -4,6 +4,7 @@
 
 use super::job_file::JobEnd;
 use super::job_uids::JobUidRange;
+use crate::protocol::Resources;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
@@ -74,6 +75,39 @@ pub struct Spawn {
     pub workdir: Option<String>,
     /// The file its stdout and stderr go to (created, or truncated).
     pub log: PathBuf,
+    /// What it may use, enforced through a cgroup of its own (a worker older
+    /// than limits sends none).
+    #[serde(default, skip_serializing_if = "JobLimits::is_none")]
+    pub limits: JobLimits,
+}
+
+/// The CPU and memory a job may use: a launch request's `resources.cpus` and
+/// `resources.memory_mb`, where above 0 (0 means no limit, as on the container
+/// backends).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct JobLimits {
+    /// CPU cores, fractions allowed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpus: Option<f64>,
+    /// Memory in MiB.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_mb: Option<u64>,
+}
+
+impl JobLimits {
+    /// The limits a request's resources name.
+    pub fn of(resources: Option<&Resources>) -> JobLimits {
+        let resources = resources.cloned().unwrap_or_default();
+        JobLimits {
+            cpus: resources.cpus.filter(|cpus| *cpus > 0.0),
+            memory_mb: resources.memory_mb.filter(|mb| *mb > 0),
+        }
+    }
+
+    /// Whether there are none.
+    pub fn is_none(&self) -> bool {
+        self.cpus.is_none() && self.memory_mb.is_none()
+    }
 }
 
 /// What a supervisor tells its worker.
@@ -109,6 +143,10 @@ pub enum Report {
         /// runs as the job user (a supervisor older than `--job-uids` says none).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         job_uids: Option<JobUidRange>,
+        /// Whether it enforces a launch's [`JobLimits`] (a supervisor older
+        /// than limits says nothing: it would run jobs without them).
+        #[serde(default)]
+        limits: bool,
     },
     /// The supervisor will not serve this connection.
     Refused {
@@ -146,6 +184,10 @@ mod tests {
             env: vec![("A".into(), "1\n2".into())],
             workdir: None,
             log: "/tmp/j1.log".into(),
+            limits: JobLimits {
+                cpus: Some(0.5),
+                memory_mb: None,
+            },
         });
         let line = encode(&launch);
         assert_eq!(line.iter().filter(|b| **b == b'\n').count(), 1);
@@ -155,11 +197,55 @@ mod tests {
             end: JobEnd::Exited {
                 exit: Exit::Signal(9),
                 stopped: true,
+                oom_killed: true,
             },
         };
         assert_eq!(
             serde_json::from_slice::<Report>(&encode(&exited)).unwrap(),
             exited
         );
+    }
+
+    #[test]
+    fn what_an_older_peer_sends_reads_as_no_limits_and_no_oom() {
+        let launch =
+            r#"{"op":"launch","job_id":"j1","argv":["x"],"env":[],"workdir":null,"log":"/l"}"#;
+        let Request::Launch(spawn) = serde_json::from_str(launch).unwrap() else {
+            panic!("not a launch");
+        };
+        assert!(spawn.limits.is_none());
+        let jobs = r#"{"report":"jobs","running":[]}"#;
+        assert!(matches!(
+            serde_json::from_str(jobs).unwrap(),
+            Report::Jobs { limits: false, .. }
+        ));
+        let exited = r#"{"report":"exited","job_id":"j1","end":{"how":"exited","exit":{"code":1},"stopped":false}}"#;
+        assert!(matches!(
+            serde_json::from_str(exited).unwrap(),
+            Report::Exited {
+                end: JobEnd::Exited {
+                    oom_killed: false,
+                    ..
+                },
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn only_limits_above_zero_are_limits() {
+        let resources = Resources {
+            cpus: Some(0.0),
+            memory_mb: Some(64),
+            ..Resources::default()
+        };
+        assert_eq!(
+            JobLimits::of(Some(&resources)),
+            JobLimits {
+                cpus: None,
+                memory_mb: Some(64)
+            }
+        );
+        assert!(JobLimits::of(None).is_none());
     }
 }

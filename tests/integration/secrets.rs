@@ -6,7 +6,7 @@
 //! Switching users needs root: a build as another user ignores the tests that do
 //! (never in CI).
 
-use crate::common::processes::assert_root;
+use crate::common::processes::{assert_root, older_supervisor, supervisor_dir};
 use crate::common::system::{JOB_TIMEOUT, System, sh};
 use flare_launcher::config::WorkerConfig;
 use flare_launcher::protocol::{JobEvent, LaunchRequest};
@@ -380,27 +380,8 @@ async fn a_supervisor_that_would_not_give_jobs_uids_of_their_own_stops_the_worke
     .await;
     // Where the worker looks for its supervisor, one that answers as a
     // supervisor from before --job-uids: the jobs, and nothing about ids.
-    let dir = system
-        .config
-        .data_dir
-        .join("supervisor")
-        .join(&system.config.worker_id);
-    std::fs::create_dir_all(&dir).unwrap();
-    let listener = tokio::net::UnixListener::bind(dir.join("supervisor.sock")).unwrap();
-    let older = tokio::spawn(async move {
-        use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
-        let (stream, _) = listener.accept().await.unwrap();
-        let (reader, mut writer) = stream.into_split();
-        let mut lines = tokio::io::BufReader::new(reader).lines();
-        while let Ok(Some(line)) = lines.next_line().await {
-            if line.contains(r#""op":"list""#) {
-                writer
-                    .write_all(b"{\"report\":\"jobs\",\"running\":[]}\n")
-                    .await
-                    .unwrap();
-            }
-        }
-    });
+    let dir = supervisor_dir(&system.config.data_dir, &system.config.worker_id);
+    let (older, _) = older_supervisor(&dir);
     let message = system.worker_refusal().await;
     assert!(
         message.contains("would not run jobs under user ids of their own"),

@@ -20,7 +20,7 @@ use super::{
 use crate::config::resources::GpuNaming;
 use crate::protocol::{BackendKind, BackendRef, LaunchRequest, reason};
 use crate::supervisor::job_file::JobFile;
-use crate::supervisor::wire::{RunningJob, Spawn};
+use crate::supervisor::wire::{JobLimits, RunningJob, Spawn};
 use async_trait::async_trait;
 use job_env::JobEnvPolicy;
 use job_user::JobUser;
@@ -154,6 +154,7 @@ impl Backend for ProcessBackend {
             env: gpu_env::job_env(request, gpus, self.gpu_naming),
             workdir: request.workdir.clone(),
             log: log.clone(),
+            limits: JobLimits::of(request.resources.as_ref()),
         };
         // Recorded first: a worker that finds the launch left by this one,
         // gone, then knows the process may run here, and does not start it again.

@@ -115,6 +115,14 @@ pub enum SpawnRefusal {
     /// The supervisor went away before it answered.
     #[error("the job supervisor went away")]
     SupervisorGone,
+    /// The job names limits that the supervisor, an older program left
+    /// running over an upgrade, would not enforce.
+    #[error(
+        "the supervisor in {} is an older flare-launcher that cannot enforce cpus and \
+         memory_mb; stop it once its jobs have ended, then start the worker again",
+        .0.display()
+    )]
+    LimitsUnenforced(PathBuf),
 }
 
 /// Why a job could not be launched through the supervisor.
@@ -175,6 +183,9 @@ struct Inner {
     /// The worker said goodbye: a link that drops now is not connected again
     /// (that would start a supervisor for a worker that has left).
     left: std::sync::atomic::AtomicBool,
+    /// The supervisor last greeted enforces jobs' limits (an older one would
+    /// run them without).
+    enforces_limits: std::sync::atomic::AtomicBool,
 }
 
 /// A worker's handle on its supervisor.
@@ -215,6 +226,7 @@ impl Supervisor {
                 found: Mutex::new(HashMap::new()),
                 generations: std::sync::atomic::AtomicU64::new(0),
                 left: std::sync::atomic::AtomicBool::new(false),
+                enforces_limits: std::sync::atomic::AtomicBool::new(false),
             }),
         };
         let mut link = supervisor.inner.link.lock().await;
@@ -386,12 +398,19 @@ impl Supervisor {
             let answer = tokio::time::timeout_at(deadline, reader.read_line(&mut line)).await;
             match answer {
                 Ok(Ok(n)) if n > 0 => match serde_json::from_str::<Report>(&line) {
-                    Ok(Report::Jobs { running, job_uids }) => {
+                    Ok(Report::Jobs {
+                        running,
+                        job_uids,
+                        limits,
+                    }) => {
                         if job_uids != self.job_uids() {
                             return Err(Greeting::Failed(SupervisorError::NoJobUids {
                                 dir: dir.clone(),
                             }));
                         }
+                        self.inner
+                            .enforces_limits
+                            .store(limits, std::sync::atomic::Ordering::Relaxed);
                         break running;
                     }
                     Ok(Report::Refused { error }) => {
@@ -712,6 +731,14 @@ impl Supervisor {
         &self,
         spawn: Spawn,
     ) -> Result<(u32, mpsc::Receiver<Observation>), LaunchFailure> {
+        if !spawn.limits.is_none()
+            && !self
+                .inner
+                .enforces_limits
+                .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            return Err(SpawnRefusal::LimitsUnenforced(self.inner.dir.clone()).into());
+        }
         let job_id = spawn.job_id.clone();
         let (started, answer) = oneshot::channel();
         let (observe, observations) = mpsc::channel(4);
@@ -918,10 +945,14 @@ impl Drop for PendingLaunch {
 /// What a job's end means to its job task.
 pub fn observation_of(end: JobEnd) -> Observation {
     match end {
-        JobEnd::Exited { exit, stopped } => Observation::Exited {
+        JobEnd::Exited {
             exit,
             stopped,
-            reason: None,
+            oom_killed,
+        } => Observation::Exited {
+            exit,
+            stopped,
+            reason: oom_killed.then_some(reason::OOM_KILLED),
         },
         JobEnd::OwnerLost => Observation::Vanished {
             reason: reason::OWNER_LOST,

@@ -1,7 +1,7 @@
 //! Looking at processes from a test: whether one lives, waiting for it to go,
 //! signalling it, the supervisor of a worker's process jobs and what it
-//! recorded of them, a worker process's
-//! log, and cutting the link of a worker running in the test to its
+//! recorded of them, a stand-in for a supervisor of an older release, a
+//! worker process's log, and cutting the link of a worker running in the test to its
 //! supervisor, neither killed.
 
 use flare_launcher::supervisor::job_file::{JobEnd, JobFile};
@@ -65,6 +65,44 @@ pub async fn read_pid(file: &Path) -> i32 {
 /// The supervisor directory of a worker.
 pub fn supervisor_dir(data_dir: &Path, worker_id: &str) -> PathBuf {
     data_dir.join("supervisor").join(worker_id)
+}
+
+/// Listens in `dir` (a [`supervisor_dir`]) as a supervisor from before job
+/// uids and limits: it answers a worker's list with the jobs (none) and nothing
+/// else, and every launch with its failure, which it also passes on to the
+/// receiver returned.
+pub fn older_supervisor(
+    dir: &Path,
+) -> (
+    tokio::task::JoinHandle<()>,
+    tokio::sync::mpsc::UnboundedReceiver<String>,
+) {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+    std::fs::create_dir_all(dir).unwrap();
+    let listener = tokio::net::UnixListener::bind(dir.join("supervisor.sock")).unwrap();
+    let (launches, launched) = tokio::sync::mpsc::unbounded_channel();
+    let serving = tokio::spawn(async move {
+        let (stream, _) = listener.accept().await.unwrap();
+        let (reader, mut writer) = stream.into_split();
+        let mut lines = tokio::io::BufReader::new(reader).lines();
+        while let Ok(Some(line)) = lines.next_line().await {
+            let answer = match serde_json::from_str::<serde_json::Value>(&line) {
+                Ok(request) if request["op"] == "list" => {
+                    serde_json::json!({"report": "jobs", "running": []})
+                }
+                Ok(request) if request["op"] == "launch" => {
+                    let job_id = request["job_id"].clone();
+                    let _ = launches.send(line);
+                    serde_json::json!({"report": "spawn_failed", "job_id": job_id, "error": "launched"})
+                }
+                _ => continue,
+            };
+            let mut answer = answer.to_string().into_bytes();
+            answer.push(b'\n');
+            writer.write_all(&answer).await.unwrap();
+        }
+    });
+    (serving, launched)
 }
 
 /// The pid of the supervisor serving `dir` (a [`supervisor_dir`]), if one runs.
