@@ -12,6 +12,7 @@ use crate::common::k8s::{
 use crate::common::system::{
     System, assert_lost_after_running, assert_well_formed, log_path, states,
 };
+use flare_launcher::config::values::JobLimits;
 use flare_launcher::protocol::{LaunchRequest, Mount, Resources, Timeouts};
 use flare_launcher::state::JobState;
 use k8s_openapi::api::core::v1::ConfigMap;
@@ -106,6 +107,60 @@ async fn the_pod_carries_gpus_every_claim_secrets_and_labels() {
         .map(|m| m["mountPath"].as_str().unwrap())
         .collect();
     assert_eq!(paths, ["/data", "/models", "/run/creds"]);
+    system.client.terminate(&job_id, Some(0)).await.unwrap();
+    let events = system.events_until_terminal(&job_id).await;
+    assert_eq!(events.last().unwrap().state, JobState::Terminated);
+}
+
+#[tokio::test]
+async fn the_api_server_holds_the_pod_locked_down_with_what_the_site_gives_back() {
+    let cluster = Cluster::start(|_| {}).await;
+    let system = System::start_with(|config| {
+        k8s_worker(config, &cluster);
+        config.k8s.cap_add = vec!["NET_BIND_SERVICE".parse().unwrap()];
+        config.k8s.read_only_root = true;
+        config.k8s.default_limits = JobLimits {
+            memory_mb: Some(96),
+            cpus: Some(0.25),
+        };
+    })
+    .await;
+    let job_id = unique("locked");
+    system
+        .client
+        .launch(&in_pod(&job_id, "sleep 600"))
+        .await
+        .unwrap();
+    system
+        .events_until(&job_id, |e| e.state == JobState::Running)
+        .await;
+    let pods = cluster.pods_of(&job_id).await;
+    let pod = serde_json::to_value(&pods[0]).unwrap();
+    let spec = &pod["spec"];
+    assert_eq!(spec["securityContext"]["runAsNonRoot"], true);
+    assert_eq!(
+        spec["securityContext"]["seccompProfile"]["type"],
+        "RuntimeDefault"
+    );
+    assert_eq!(spec["automountServiceAccountToken"], false);
+    let container = &spec["containers"][0];
+    assert_eq!(
+        container["securityContext"],
+        json!({
+            "allowPrivilegeEscalation": false,
+            "capabilities": {"drop": ["ALL"], "add": ["NET_BIND_SERVICE"]},
+            "readOnlyRootFilesystem": true,
+        })
+    );
+    assert_eq!(
+        container["volumeMounts"],
+        json!([{"name": "tmp", "mountPath": "/tmp"}])
+    );
+    assert_eq!(spec["volumes"][0]["emptyDir"], json!({}));
+    assert_eq!(
+        container["resources"]["limits"],
+        json!({"cpu": "250m", "memory": "96Mi"})
+    );
     system.client.terminate(&job_id, Some(0)).await.unwrap();
     let events = system.events_until_terminal(&job_id).await;
     assert_eq!(events.last().unwrap().state, JobState::Terminated);
