@@ -251,6 +251,7 @@ impl Settings {
             job_cgroups: w.job_cgroups(),
             allowed_label_prefixes: w.allowed_label_prefixes.clone().unwrap_or_default(),
             allowed_label_keys: w.allowed_label_keys(),
+            metrics_listen: w.metrics_listen,
             docker: self.worker.docker.config(),
             k8s: self.worker.k8s.config(),
             resources: self.worker.resources.config(),
@@ -397,6 +398,8 @@ pub struct WorkerConfig {
     pub allowed_label_prefixes: Vec<String>,
     /// A container job's labels may have these keys.
     pub allowed_label_keys: Vec<String>,
+    /// Where the worker answers probes over HTTP; `None`: nowhere.
+    pub metrics_listen: Option<std::net::SocketAddr>,
     /// The Docker backend's options.
     pub docker: DockerConfig,
     /// The Kubernetes backend's options.

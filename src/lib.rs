@@ -23,6 +23,7 @@
 //! - [`supervisor`]: the process that supervises process jobs and outlives a
 //!   worker that dies.
 //! - [`telemetry`]: logs, for people or machines.
+//! - [`observe`]: the worker's HTTP endpoint for probes (`/healthz`, `/readyz`).
 //! - [`config`]: every option declared once (flag, environment, file key,
 //!   default, help) and typed when the configuration is loaded.
 //! - [`nats`]: connection options, subjects, streams and buckets.
@@ -38,6 +39,7 @@ pub mod client;
 pub mod config;
 pub mod job_logs;
 pub mod nats;
+pub mod observe;
 pub mod pool;
 pub mod report;
 pub mod resources;

@@ -203,6 +203,13 @@ pub trait Backend: Send + Sync {
     /// Lets go of a job's workload once its end is recorded.
     async fn release(&self, job_id: &str);
 
+    /// Whether the backend can run jobs now: its supervisor linked, its engine
+    /// or API server answering (for the worker's readiness).
+    ///
+    /// # Errors
+    /// A [`Failure`] saying what does not answer.
+    async fn answers(&self) -> Result<(), Failure>;
+
     /// The worker leaves in order, `leaving` its workloads to the pool or giving
     /// them up: the backend lets go of whatever it still holds.
     async fn close(&self, leaving: Leaving);

@@ -9,6 +9,7 @@ use super::{DEFAULT_POOL, DEFAULT_SUBJECT_PREFIX, LogFormat, MAX_RETENTION_S};
 use crate::protocol::BackendKind;
 use crate::supervisor::job_uids::JobUidRange;
 use std::fmt;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::str::FromStr;
 
@@ -183,6 +184,14 @@ options! {
             example: "[\"fl.example.org/\"]",
             clap: (value_delimiter = ','),
         },
+        /// Address of the worker's HTTP endpoint for probes: /healthz (the process lives) and /readyz (NATS connected, lease held, each backend answering), e.g. 0.0.0.0:9464
+        metrics_listen: SocketAddr {
+            flag: "metrics-listen",
+            env: "FLARE_METRICS_LISTEN",
+            default: text("none, no endpoint"),
+            example: "\"0.0.0.0:9464\"",
+            clap: (value_name = "ADDR"),
+        },
         /// Label keys a container job may set, comma-separated (the NVFlare launcher's by default)
         allowed_label_keys: Vec<String> {
             flag: "allowed-label-keys",
@@ -254,7 +263,7 @@ impl fmt::Display for UserSpec {
     }
 }
 
-value_by_text!(UserSpec, JobUidRange, BackendKind);
+value_by_text!(UserSpec, JobUidRange, BackendKind, SocketAddr);
 value_by_choice!(LogFormat);
 
 #[cfg(test)]

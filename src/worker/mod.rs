@@ -36,6 +36,7 @@ use crate::nats::connect::{self, ConnectError};
 use crate::nats::replicas::Replicas;
 use crate::nats::setup::{self, Layout, SetupError};
 use crate::nats::subjects::Subjects;
+use crate::observe::{Bound, Endpoint, ListenError, Readiness};
 use crate::pool::lease::{LeaseError, LeaseKeeper};
 use crate::pool::members::Members;
 use crate::pool::owners::OwnerIndex;
@@ -95,6 +96,9 @@ pub enum WorkerError {
     /// The worker's lease could not be taken.
     #[error("cannot take the worker's lease: {0}")]
     Lease(#[source] LeaseError),
+    /// The probe endpoint's address could not be bound.
+    #[error(transparent)]
+    Endpoint(#[from] ListenError),
 }
 
 /// The set of `started` backends, `default` the one for requests that name none.
@@ -147,6 +151,8 @@ pub struct Worker {
     tasks: TaskTracker,
     /// Control answers in flight, which shutdown lets finish after the jobs.
     answers: TaskTracker,
+    /// Answers probes, if asked to.
+    endpoint: Option<Endpoint>,
 }
 
 impl Worker {
@@ -162,6 +168,10 @@ impl Worker {
             tracing::warn!(error = %error_chain(&e), "cannot make the worker non-dumpable: same-user jobs can read its environment");
         }
         fd_limit::ensure_open_files(config.max_jobs).log();
+        let endpoint = match config.metrics_listen {
+            Some(address) => Some(Bound::bind(address).await?),
+            None => None,
+        };
         if config.keep_worker_id
             && let Err(e) = crate::config::keep_worker_id(&config.data_dir, &config.worker_id)
         {
@@ -266,6 +276,13 @@ impl Worker {
         let tasks = TaskTracker::new();
         let answers = TaskTracker::new();
         let stop_control = CancellationToken::new();
+        let stop_intake = CancellationToken::new();
+        let readiness = Readiness {
+            client: client.clone(),
+            lease: lease.clone(),
+            backends: jobs.backends.clone(),
+            leaving: stop_intake.clone(),
+        };
         let control = tokio::spawn(control::run(
             Arc::new(control::Control {
                 author: author.clone(),
@@ -280,7 +297,6 @@ impl Worker {
             stop_control.clone(),
             answers.clone(),
         ));
-        let stop_intake = CancellationToken::new();
         let capacity = Arc::new(Semaphore::new(config.max_jobs));
         let recovery = recovery::Recovery {
             author: author.clone(),
@@ -373,6 +389,7 @@ impl Worker {
             launch_subject = %subjects.launch(&config.pool),
             "worker ready"
         );
+        let endpoint = endpoint.map(|bound| bound.serve(readiness));
         Ok(Worker {
             jobs,
             registry,
@@ -391,7 +408,14 @@ impl Worker {
             orphan_sweeper,
             tasks,
             answers,
+            endpoint,
         })
+    }
+
+    /// Where the worker answers probes, if it does (the port the system chose
+    /// for port 0).
+    pub fn probe_address(&self) -> Option<std::net::SocketAddr> {
+        self.endpoint.as_ref().map(Endpoint::address)
     }
 
     /// Starts a worker, runs it until `shutdown` completes, then shuts it down.
@@ -433,6 +457,7 @@ impl Worker {
             orphan_sweeper,
             tasks,
             answers,
+            endpoint,
         } = self;
         let running = || registry.count();
         tracing::info!(
@@ -497,6 +522,9 @@ impl Worker {
             Err(_) => {
                 tracing::warn!("NATS did not take the last messages within {FLUSH_TIMEOUT:?}")
             }
+        }
+        if let Some(endpoint) = endpoint {
+            endpoint.stop().await;
         }
         tracing::info!("worker stopped");
     }

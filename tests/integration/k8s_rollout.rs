@@ -137,6 +137,8 @@ impl Place<'_> {
             .env("FLARE_DATA_DIR", self.system.path(name))
             .env("FLARE_NATS_URL", self.system.nats.url())
             .env("FLARE_KUBECONFIG", kubeconfig)
+            // Pods have a network of their own; here they share the host's.
+            .env("FLARE_METRICS_LISTEN", "127.0.0.1:0")
             .kill_on_drop(true)
             .spawn()
             .expect("the worker starts");

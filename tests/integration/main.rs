@@ -37,6 +37,7 @@ mod limits;
 mod nats_connect;
 mod nats_roles;
 mod poison;
+mod probes;
 mod recovery_paths;
 mod resilience;
 mod retention;

@@ -455,6 +455,14 @@ impl Backend for DockerBackend {
         }
     }
 
+    async fn answers(&self) -> Result<(), Failure> {
+        self.docker
+            .ping()
+            .await
+            .map(drop)
+            .map_err(|e| Failure::because("the Docker engine does not answer", e))
+    }
+
     async fn release(&self, job_id: &str) {
         let Some(followed) = self.watch.followers().forget(job_id) else {
             return;

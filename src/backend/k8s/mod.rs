@@ -294,6 +294,14 @@ impl Backend for K8sBackend {
         Ok(self.launched(&request.job_id, &name, uid, Some(detail), following))
     }
 
+    async fn answers(&self) -> Result<(), Failure> {
+        self.pods
+            .list_metadata(&ListParams::default().limit(1))
+            .await
+            .map(drop)
+            .map_err(|e| Failure::because("the Kubernetes API does not answer", e))
+    }
+
     async fn release(&self, job_id: &str) {
         let Some(released) = self.watch.forget(job_id) else {
             return;

@@ -174,6 +174,17 @@ impl Backend for ProcessBackend {
         })
     }
 
+    async fn answers(&self) -> Result<(), Failure> {
+        if self.supervisor.linked().await {
+            return Ok(());
+        }
+        Err(format!(
+            "no connection to the job supervisor in {}",
+            self.supervisor.dir().display()
+        )
+        .into())
+    }
+
     async fn release(&self, job_id: &str) {
         self.supervisor.forget(job_id).await;
     }

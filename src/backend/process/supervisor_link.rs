@@ -195,6 +195,16 @@ pub struct Supervisor {
 }
 
 impl Supervisor {
+    /// Whether a connection to the supervisor is up now.
+    pub async fn linked(&self) -> bool {
+        self.inner
+            .link
+            .lock()
+            .await
+            .as_ref()
+            .is_some_and(|link| !link.lines.is_closed())
+    }
+
     /// Connects to the supervisor serving `dir`, starting `program supervise
     /// --dir DIR` when none does, and introduces this worker. Returns the jobs
     /// that supervisor runs (a worker restarting finds its jobs this way).

@@ -12,8 +12,8 @@
 
 use async_trait::async_trait;
 use flare_launcher::backend::{
-    Adopt, AdoptionScope, Backend, GpuAssignment, LaunchError, LaunchProgress, Launched, Leaving,
-    LookupError, Observation, Recover, Recovered, Sweep, WorkloadControl,
+    Adopt, AdoptionScope, Backend, Failure, GpuAssignment, LaunchError, LaunchProgress, Launched,
+    Leaving, LookupError, Observation, Recover, Recovered, Sweep, WorkloadControl,
 };
 use flare_launcher::protocol::{BackendKind, BackendRef, JobRecord, LaunchRequest};
 use flare_launcher::state::Exit;
@@ -192,6 +192,10 @@ impl Backend for FakeBackend {
     }
 
     async fn release(&self, _job_id: &str) {}
+
+    async fn answers(&self) -> Result<(), Failure> {
+        Ok(())
+    }
 
     async fn close(&self, _leaving: Leaving) {}
 }

@@ -1,0 +1,120 @@
+//! The worker's probe endpoint (`--metrics-listen`), over real HTTP: `/healthz`
+//! answers while the process serves; `/readyz` turns unready, naming why, when
+//! NATS goes away or a backend stops answering, and ready again when they come
+//! back.
+
+use crate::common::docker::{Held, system_through_proxy};
+use crate::common::system::{System, sh};
+use std::net::SocketAddr;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// How long a probe may take to change its answer: NATS reconnects and the
+/// lease is taken anew within seconds; generous for a loaded machine.
+const CHANGE_WITHIN: Duration = Duration::from_secs(60);
+
+/// The status code and body of `GET path` at `address`.
+async fn get(address: SocketAddr, path: &str) -> (u16, String) {
+    let mut stream = TcpStream::connect(address)
+        .await
+        .expect("the endpoint accepts");
+    let request = format!("GET {path} HTTP/1.1\r\nHost: probe\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).await.unwrap();
+    let status = answer
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or_else(|| panic!("no status line in {answer:?}"));
+    let body = answer
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// Polls `/readyz` until its status is `status`; returns its body then.
+async fn readyz_until(address: SocketAddr, status: u16) -> String {
+    let deadline = tokio::time::Instant::now() + CHANGE_WITHIN;
+    loop {
+        let (now, body) = get(address, "/readyz").await;
+        if now == status {
+            return body;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "/readyz still {now} ({body:?}), not {status}, after {CHANGE_WITHIN:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn probe_address(system: &System) -> SocketAddr {
+    system
+        .worker
+        .as_ref()
+        .and_then(|worker| worker.probe_address())
+        .expect("the worker serves probes")
+}
+
+fn listening(config: &mut flare_launcher::config::WorkerConfig) {
+    config.metrics_listen = Some("127.0.0.1:0".parse().unwrap());
+}
+
+#[tokio::test]
+async fn readyz_is_unready_while_nats_is_away_and_ready_again_when_it_returns() {
+    let mut system = System::start_with(listening).await;
+    let address = probe_address(&system);
+    assert_eq!(get(address, "/healthz").await, (200, "ok\n".into()));
+    assert_eq!(readyz_until(address, 200).await, "ready\n");
+    assert_eq!(get(address, "/metrics-or-else").await.0, 404);
+
+    system.nats.stop();
+    let why = readyz_until(address, 503).await;
+    assert!(why.contains("nats: "), "{why}");
+    assert_eq!(get(address, "/healthz").await.0, 200, "it still lives");
+
+    system.nats.restart();
+    assert_eq!(readyz_until(address, 200).await, "ready\n");
+}
+
+#[tokio::test]
+#[cfg_attr(no_docker, ignore = "no Docker engine answers")]
+async fn readyz_names_a_backend_that_stops_answering() {
+    let (proxy, system) = system_through_proxy(listening).await;
+    let address = probe_address(&system);
+    readyz_until(address, 200).await;
+    proxy.hold("/_ping", Held::Request);
+    let why = readyz_until(address, 503).await;
+    assert!(why.contains("backend docker: "), "{why}");
+    assert!(!why.contains("nats: "), "{why}");
+    proxy.let_through();
+    readyz_until(address, 200).await;
+}
+
+#[tokio::test]
+async fn a_worker_draining_its_jobs_is_not_ready_and_its_endpoint_stops_with_it() {
+    let mut system = System::start_with(|config| {
+        listening(config);
+        config.drain = true;
+        config.drain_timeout = Duration::from_secs(120);
+    })
+    .await;
+    let address = probe_address(&system);
+    let job_id = "draining-job";
+    system.launch_until_running(&sh(job_id, "sleep 300")).await;
+    readyz_until(address, 200).await;
+    let worker = system.worker.take().unwrap();
+    let leaving = tokio::spawn(worker.shutdown());
+    let why = readyz_until(address, 503).await;
+    assert!(why.contains("worker: leaving"), "{why}");
+    assert_eq!(get(address, "/healthz").await.0, 200, "it still lives");
+    system.client.terminate(job_id, Some(0)).await.unwrap();
+    leaving.await.unwrap();
+    assert!(
+        TcpStream::connect(address).await.is_err(),
+        "the endpoint stops with the worker"
+    );
+}
