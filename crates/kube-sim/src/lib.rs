@@ -16,7 +16,8 @@
 //!   `objects` (decoding through the API types), `pods` (what the server does to
 //!   pods), `selectors`, `resources` (the served types and discovery).
 //! - The control plane's controllers: `scheduler`, `eviction` (evictions from
-//!   lost nodes, the pods of deleted nodes).
+//!   lost nodes, the pods of deleted nodes), `gc` (objects whose owners are
+//!   gone).
 //! - The node: `kubelet` (one task per pod), `container` (one
 //!   process per container), `env`, `podstatus`, `events`, `quantity`.
 //! - State: `store` (objects, the revision counter, the change log), `cluster`,
@@ -34,6 +35,7 @@ mod env;
 mod events;
 mod eviction;
 pub mod faults;
+mod gc;
 mod http;
 mod kubeconfig;
 mod kubelet;
@@ -173,6 +175,8 @@ impl KubeSim {
             .spawn(scheduler::run(cluster_of(&front), sim.shutdown.clone()));
         sim.tasks
             .spawn(eviction::run(cluster_of(&front), sim.shutdown.clone()));
+        sim.tasks
+            .spawn(gc::run(cluster_of(&front), sim.shutdown.clone()));
         sim.tasks.spawn(kubelet::run(
             cluster_of(&front),
             sim.shutdown.clone(),
