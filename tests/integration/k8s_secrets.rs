@@ -2,7 +2,8 @@
 //! job sees each value as an ordinary variable, read from a Secret of its own
 //! that its pod owns; the pod, as the API server holds it, carries no value;
 //! the Secret is gone once the job's pod is; one left without an owner goes
-//! when the job ends; one a launch that did not finish left is reused.
+//! when the job ends; one a launch that did not finish left is reused; one
+//! of that name someone else made is left as it is, and the launch fails.
 
 use crate::common::docker::unique;
 use crate::common::k8s::{Cluster, PATIENCE, in_pod, k8s_worker};
@@ -139,28 +140,66 @@ async fn a_secret_whose_owner_cannot_be_set_is_deleted_when_the_job_ends() {
     wait_until_gone(&cluster, &name).await;
 }
 
+/// Makes Secret `name` holding a stale `FLARE_TOKEN`, with `labels`.
+async fn make_secret(cluster: &Cluster, name: &str, labels: Value) {
+    let left: Secret = serde_json::from_value(json!({
+        "metadata": {"name": name, "labels": labels},
+        "type": "Opaque",
+        "data": {"FLARE_TOKEN": "c3RhbGU="},
+    }))
+    .unwrap();
+    secrets(cluster)
+        .await
+        .create(&PostParams::default(), &left)
+        .await
+        .unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_secret_left_by_a_launch_that_did_not_finish_is_given_the_jobs_values() {
     let cluster = Cluster::start(|_| {}).await;
     let system = System::start_with(|config| k8s_worker(config, &cluster)).await;
     let job_id = unique("left");
-    let request = checking_job(&system, &job_id);
     let name = flare_launcher::backend::k8s::name::pod_name(None, &job_id);
-    let left: Secret = serde_json::from_value(json!({
-        "metadata": {"name": name},
-        "type": "Opaque",
-        "data": {"FLARE_TOKEN": "c3RhbGU="},
-    }))
-    .unwrap();
-    secrets(&cluster)
-        .await
-        .create(&PostParams::default(), &left)
-        .await
-        .unwrap();
-    system.launch_until_running(&request).await;
+    let labels =
+        json!({"app.kubernetes.io/managed-by": "flare-launcher", "flare-launcher/job-id": job_id});
+    make_secret(&cluster, &name, labels).await;
+    system
+        .launch_until_running(&checking_job(&system, &job_id))
+        .await;
     finish(&system, &job_id).await;
     assert_eq!(cluster.request_count("create", "secrets"), 1);
     wait_until_gone(&cluster, &name).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_secret_of_the_jobs_name_someone_else_made_is_never_changed_and_the_launch_fails() {
+    let cluster = Cluster::start(|_| {}).await;
+    let system = System::start_with(|config| k8s_worker(config, &cluster)).await;
+    let job_id = unique("taken");
+    let name = flare_launcher::backend::k8s::name::pod_name(None, &job_id);
+    make_secret(&cluster, &name, json!({"team": "ops"})).await;
+    let before = secrets(&cluster).await.get(&name).await.unwrap();
+    let events = system.run(&checking_job(&system, &job_id)).await;
+    let last = events.last().unwrap();
+    assert_eq!(
+        (last.state, last.reason.as_deref()),
+        (JobState::Error, Some("SpawnFailed")),
+        "{last:?}"
+    );
+    assert!(
+        last.message
+            .as_deref()
+            .unwrap_or_default()
+            .contains("is not this job's"),
+        "{last:?}"
+    );
+    assert!(cluster.pods_of(&job_id).await.is_empty());
+    let after = secrets(&cluster).await.get(&name).await.unwrap();
+    assert_eq!(
+        (after.metadata.resource_version, after.data),
+        (before.metadata.resource_version, before.data)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -12,7 +12,7 @@
 //!   request counter), `oom` (OOM kills of containers), `node_loss` (a node
 //!   that stops reporting, and comes back), `admin` (the `/kube-sim/` API over
 //!   them and compaction).
-//! - The API: `api` (get, create, update, patch, delete), `list`, `watch`, `logs`,
+//! - The API: `api` (get, create, update, patch, delete), `jsonpatch`, `list`, `watch`, `logs`,
 //!   `objects` (decoding through the API types), `pods` (what the server does to
 //!   pods), `selectors`, `resources` (the served types and discovery).
 //! - The control plane's controllers: `scheduler`, `eviction` (evictions from
@@ -37,6 +37,7 @@ mod eviction;
 pub mod faults;
 mod gc;
 mod http;
+mod jsonpatch;
 mod kubeconfig;
 mod kubelet;
 mod list;

@@ -387,7 +387,7 @@ data: {TOKEN: czNjcmV0}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[cfg_attr(no_kubectl, ignore = "kubectl is not installed")]
-async fn kubectl_sees_a_secret_owned_by_a_pod_collected_with_it() {
+async fn kubectl_sees_a_secret_owned_by_a_pod_collected_with_it_and_json_patches_tested() {
     let sim = common::start(|_| {}).await;
     let dir = tempfile::tempdir().expect("tempdir");
     let kc = dir.path().join("kubeconfig");
@@ -413,6 +413,23 @@ async fn kubectl_sees_a_secret_owned_by_a_pod_collected_with_it() {
         // `delete` waits until the pod is removed; the collector follows.
         kubectl(&kc, &["delete", "pod", "ctl-owner"]);
         kubectl_until(&kc, &["get", "secrets", "-o", "name"], "secret/ctl-unowned");
+        // A JSON patch applies only when its tests hold.
+        let add = r#"{"op": "add", "path": "/data/MORE", "value": "bW9yZQ=="}"#;
+        let refused = kubectl_output(
+            &kc,
+            &["patch", "secret", "ctl-unowned", "--type", "json", "-p",
+              &format!(r#"[{{"op": "test", "path": "/type", "value": "other"}}, {add}]"#)],
+        );
+        assert!(!refused.status.success(), "{}", text(&refused));
+        let why = String::from_utf8_lossy(&refused.stderr);
+        assert!(why.contains("testing value /type failed"), "{why}");
+        kubectl(
+            &kc,
+            &["patch", "secret", "ctl-unowned", "--type", "json", "-p",
+              &format!(r#"[{{"op": "test", "path": "/type", "value": "Opaque"}}, {add}]"#)],
+        );
+        let data = text(&kubectl(&kc, &["get", "secret", "ctl-unowned", "-o", "jsonpath={.data.MORE}"]));
+        assert_eq!(data, "bW9yZQ==");
         // An owner reference to a pod that is gone already is collected at once.
         kubectl(
             &kc,

@@ -7,8 +7,8 @@
 //! first observation. An adoption costs two requests (the read and the patch;
 //! none for a pod of this worker already), and a third, the read of its
 //! output, for a pod that ended already. A job whose record names no pod and
-//! whose pod is not there costs a delete of the Secret its launch may have
-//! made ([`super::secret`]).
+//! whose pod is not there costs one patch that changes nothing, to find the
+//! Secret its launch may have made ([`super::secret`]), and its delete.
 
 use super::watch::job_of;
 use super::{K8sBackend, api, name};
@@ -61,7 +61,7 @@ impl Adopt for K8sBackend {
             Err(e) if api::status(&e) == Some(404) => {
                 if uid.is_none() {
                     // Its launch may have made the job's Secret and no pod.
-                    self.removal_of_secret(pod_name).await;
+                    self.remove_secret_left(job_id, pod_name).await;
                 }
                 return Ok(None);
             }

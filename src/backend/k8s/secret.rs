@@ -3,17 +3,23 @@
 //! one key per variable, which the job container takes through
 //! `env[].valueFrom.secretKeyRef`. It is made before the pod (a pod whose
 //! Secret is missing fails to start with `CreateContainerConfigError`), then
-//! owned by the pod (one merge patch of its `ownerReferences`) so that the
+//! owned by the pod (one patch of its `ownerReferences`) so that the
 //! cluster's garbage collector deletes it with the pod. A Secret of that name
-//! met on create is the job's own, left by a launch that did not finish: its
-//! data are replaced (one merge patch). It is also deleted by name once the
-//! job's end is recorded, when its launch fails or is given up, when the
-//! orphan sweep removes its pod, and when an adoption finds no pod: a Secret
+//! met on create may be the job's own, left by a launch that did not finish:
+//! its data are replaced (one JSON patch). Every patch first tests the
+//! Secret's labels (this program's, this job's), so a Secret of that name
+//! someone else made (the worker's own credentials, say, which a request
+//! could name through its site and job id) is never changed or owned: the
+//! launch fails. It is also deleted by name once the job's end is recorded,
+//! when its launch fails after it was made or is given up, and when the
+//! orphan sweep removes its pod; when an adoption finds no pod, it is
+//! deleted if a patch that changes nothing finds it the job's: a Secret
 //! whose owner was never set is not left behind. No request reads a Secret;
 //! the worker needs `create`, `patch` and `delete` on secrets, nothing more.
 
 use super::manifest::CONTAINER;
 use super::{K8sBackend, api};
+use crate::backend::container::workload::{JOB_ID, MANAGED_BY, MANAGED_BY_VALUE};
 use crate::backend::{Failure, LaunchError};
 use crate::protocol::LaunchRequest;
 use crate::report::error_chain;
@@ -24,7 +30,7 @@ use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{Pod, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Api;
-use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams, Preconditions};
 use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -92,9 +98,10 @@ pub fn of_pod(pod: &Pod) -> Option<String> {
         .then(|| name.to_owned())
 }
 
-/// Creates `secret`; one of its name that exists already (a launch of the
-/// job that did not finish made it) gets its labels and data. Transient
-/// failures are retried (the caller bounds the time).
+/// Creates `secret`; one of its name that exists already gets its data if it
+/// is this job's (a launch of the job that did not finish made it), else the
+/// API refuses the patch (422) and nothing of it changes. Transient failures
+/// are retried (the caller bounds the time).
 ///
 /// # Errors
 /// The API's refusal.
@@ -108,46 +115,108 @@ async fn put(api: &Api<Secret>, secret: &Secret) -> Result<(), kube::Error> {
     .await;
     match created {
         Err(e) if api::status(&e) == Some(409) => {
-            let name = secret.metadata.name.as_deref().unwrap_or_default();
-            let patch = Patch::Merge(json!({
-                "metadata": {"labels": secret.metadata.labels},
-                "data": secret.data,
-            }));
-            merge(api, name, &patch).await
+            let data = json!({"op": "add", "path": "/data", "value": secret.data});
+            patch_if_ours(api, &Mine::of(secret), Some(data))
+                .await
+                .map(drop)
         }
         other => other.map(drop),
     }
 }
 
-/// Makes `pod` the owner of Secret `name`, in place of any other.
+/// Makes `pod` the owner of `secret` (this job's), in place of any other.
 ///
 /// # Errors
 /// The API's refusal.
-async fn own(api: &Api<Secret>, name: &str, pod: &Pod) -> Result<(), kube::Error> {
-    let patch = Patch::Merge(json!({"metadata": {"ownerReferences": [{
+async fn own(api: &Api<Secret>, secret: &Secret, pod: &Pod) -> Result<(), kube::Error> {
+    let owner = json!({"op": "add", "path": "/metadata/ownerReferences", "value": [{
         "apiVersion": "v1",
         "kind": "Pod",
         "name": pod.metadata.name,
         "uid": pod.metadata.uid,
-    }]}}));
-    merge(api, name, &patch).await
+    }]});
+    patch_if_ours(api, &Mine::of(secret), Some(owner))
+        .await
+        .map(drop)
 }
 
-async fn merge(api: &Api<Secret>, name: &str, patch: &Patch<Value>) -> Result<(), kube::Error> {
+/// A Secret of a job, by its name and the job's label value.
+struct Mine {
+    name: String,
+    job: String,
+}
+
+impl Mine {
+    fn of(secret: &Secret) -> Mine {
+        let labels = secret.metadata.labels.as_ref();
+        Mine {
+            name: secret.metadata.name.clone().unwrap_or_default(),
+            job: labels
+                .and_then(|labels| labels.get(JOB_ID))
+                .cloned()
+                .unwrap_or_default(),
+        }
+    }
+}
+
+/// Applies `change` (one JSON patch operation, or none) to Secret `mine`
+/// only if it is that job's: the patch first tests the labels that say so
+/// (this program's, the job's), so that a Secret of the same name someone
+/// else made (the worker's own credentials, say) is never changed. Returns
+/// the Secret as patched.
+///
+/// # Errors
+/// The API's refusal (422 when the Secret is not the job's).
+async fn patch_if_ours(
+    api: &Api<Secret>,
+    mine: &Mine,
+    change: Option<Value>,
+) -> Result<Secret, kube::Error> {
+    let test = |key: &str, value: &str| {
+        let path = format!(
+            "/metadata/labels/{}",
+            key.replace('~', "~0").replace('/', "~1")
+        );
+        json!({"op": "test", "path": path, "value": value})
+    };
+    let operations: Vec<Value> = [test(MANAGED_BY, MANAGED_BY_VALUE), test(JOB_ID, &mine.job)]
+        .into_iter()
+        .chain(change)
+        .collect();
+    let patch: Patch<Value> = Patch::Json(
+        serde_json::from_value(Value::Array(operations)).map_err(kube::Error::SerdeError)?,
+    );
     let params = PatchParams::default();
     retry_transient(
         "patching a secret",
-        || api.patch(name, &params, patch),
+        || api.patch(&mine.name, &params, &patch),
         api::is_transient,
     )
     .await
-    .map(drop)
 }
 
-/// Deletes Secret `name`; one already gone counts as deleted, a failure is
-/// logged.
-async fn delete(api: Api<Secret>, name: String) {
-    let params = DeleteParams::default();
+/// Deletes Secret `mine` if it is that job's (one patch that changes
+/// nothing tells, and gives its uid for the delete's precondition).
+async fn delete_if_ours(api: Api<Secret>, mine: Mine) {
+    match patch_if_ours(&api, &mine, None).await {
+        Ok(found) => delete(api, mine.name, found.metadata.uid).await,
+        Err(e) if matches!(api::status(&e), Some(404 | 422)) => {}
+        Err(e) => {
+            tracing::warn!(secret = %mine.name, error = %error_chain(&e), "cannot tell whether a secret is a job's; it is left");
+        }
+    }
+}
+
+/// Deletes Secret `name` (if it still has `uid`, when given); one already
+/// gone or replaced counts as deleted, a failure is logged.
+async fn delete(api: Api<Secret>, name: String, uid: Option<String>) {
+    let params = DeleteParams {
+        preconditions: uid.map(|uid| Preconditions {
+            uid: Some(uid),
+            resource_version: None,
+        }),
+        ..DeleteParams::default()
+    };
     let deleted = tokio::time::timeout(
         api::CLEANUP_PATIENCE,
         retry_transient(
@@ -159,7 +228,7 @@ async fn delete(api: Api<Secret>, name: String) {
     .await;
     match deleted {
         Ok(Ok(_)) => {}
-        Ok(Err(e)) if api::status(&e) == Some(404) => {}
+        Ok(Err(e)) if matches!(api::status(&e), Some(404 | 409)) => {}
         Ok(Err(e)) => {
             tracing::warn!(secret = %name, error = %error_chain(&e), "cannot delete a job's secret");
         }
@@ -182,20 +251,23 @@ impl K8sBackend {
         secret: &Secret,
     ) -> Result<(), LaunchError> {
         let name = secret.metadata.name.as_deref().unwrap_or_default();
-        self.job_secrets.note(job_id, name);
         put(&self.secrets, secret).await.map_err(|e| {
-            LaunchError::Spawn(Failure::because(
-                format!("the cluster refused to create secret {name}"),
-                api::ApiError(e),
-            ))
-        })
+            let what = if api::status(&e) == Some(422) {
+                format!("secret {name} exists and is not this job's")
+            } else {
+                format!("the cluster refused to create secret {name}")
+            };
+            LaunchError::Spawn(Failure::because(what, api::ApiError(e)))
+        })?;
+        self.job_secrets.note(job_id, name);
+        Ok(())
     }
 
     /// Makes `pod` the owner of its job's Secret, if it has one. A refusal is
     /// logged: the Secret is deleted by name when the job ends.
     pub(super) async fn own_secret(&self, secret: &Secret, pod: &Pod) {
         let name = secret.metadata.name.as_deref().unwrap_or_default();
-        if let Err(e) = own(&self.secrets, name, pod).await {
+        if let Err(e) = own(&self.secrets, secret, pod).await {
             tracing::warn!(secret = %name, error = %error_chain(&e), "cannot make the pod the owner of its secret; it is deleted when the job ends");
         }
     }
@@ -216,7 +288,14 @@ impl K8sBackend {
 
     /// The deletion of Secret `name`.
     pub(super) fn removal_of_secret(&self, name: String) -> BoxFuture<'static, ()> {
-        delete(self.secrets.clone(), name).boxed()
+        delete(self.secrets.clone(), name, None).boxed()
+    }
+
+    /// Deletes the Secret a launch of `job_id` may have made as `name`
+    /// before it made no pod, if there is one and it is that job's.
+    pub(super) async fn remove_secret_left(&self, job_id: &str, name: String) {
+        let job = super::name::label_value(job_id);
+        delete_if_ours(self.secrets.clone(), Mine { name, job }).await;
     }
 }
 
