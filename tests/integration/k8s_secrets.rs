@@ -2,17 +2,20 @@
 //! job sees each value as an ordinary variable, read from a Secret of its own
 //! that its pod owns; the pod, as the API server holds it, carries no value;
 //! the Secret is gone once the job's pod is; one left without an owner goes
-//! when the job ends; one a launch that did not finish left is reused; one
-//! of that name someone else made is left as it is, and the launch fails.
+//! when the job ends, or when an adoption finds no pod; one a launch that
+//! did not finish left is reused; one of that name someone else made is left
+//! as it is (the launch fails); the worker may not read secrets.
 
 use crate::common::docker::unique;
-use crate::common::k8s::{Cluster, PATIENCE, in_pod, k8s_worker};
+use crate::common::k8s::{Cluster, PATIENCE, in_pod, k8s_backend, k8s_record, k8s_worker};
 use crate::common::system::System;
+use flare_launcher::backend::Backend;
 use flare_launcher::protocol::LaunchRequest;
 use flare_launcher::state::JobState;
 use k8s_openapi::api::core::v1::Secret;
 use kube::Api;
-use kube::api::PostParams;
+use kube::api::{DeleteParams, ListParams, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube_sim::{ErrorFault, Faults};
 use serde_json::{Value, json};
 use std::time::Duration;
@@ -228,4 +231,50 @@ async fn a_job_without_secrets_costs_three_requests_and_none_on_secrets() {
             ("get", "pods/log", 1)
         ]
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_worker_may_write_secrets_but_never_read_them() {
+    let cluster = Cluster::start(|_| {}).await;
+    make_secret(&cluster, "creds", json!({})).await;
+    let kubeconfig = Kubeconfig::read_from(&cluster.kubeconfig).unwrap();
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+        .await
+        .unwrap();
+    let worker: Api<Secret> = Api::namespaced(kube::Client::try_from(config).unwrap(), "default");
+    let refused = |result: Result<_, kube::Error>| match result {
+        Err(kube::Error::Api(status)) => status.code,
+        other => panic!("{:?}", other.map(drop)),
+    };
+    assert_eq!(refused(worker.get("creds").await.map(drop)), 403);
+    assert_eq!(
+        refused(worker.list(&ListParams::default()).await.map(drop)),
+        403
+    );
+    let delete = worker.delete("creds", &DeleteParams::default()).await;
+    assert!(delete.is_ok(), "{:?}", delete.map(drop));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_adoption_finding_no_pod_deletes_the_jobs_secret_and_no_one_elses() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = Cluster::start(|_| {}).await;
+    let backend = k8s_backend(&cluster.kubeconfig, "w2", dir.path()).await;
+    let (left, taken) = (unique("left"), unique("taken"));
+    let name = |job_id: &str| flare_launcher::backend::k8s::name::pod_name(None, job_id);
+    let labels =
+        json!({"app.kubernetes.io/managed-by": "flare-launcher", "flare-launcher/job-id": left});
+    make_secret(&cluster, &name(&left), labels).await;
+    make_secret(&cluster, &name(&taken), json!({"team": "ops"})).await;
+    let adopt = backend.adoption().unwrap();
+    for job_id in [&left, &taken] {
+        let found = adopt
+            .adopt(&k8s_record(job_id, "starting", None))
+            .await
+            .unwrap();
+        assert!(found.is_none());
+    }
+    let secrets = secrets(&cluster).await;
+    assert!(secrets.get_opt(&name(&left)).await.unwrap().is_none());
+    assert!(secrets.get_opt(&name(&taken)).await.unwrap().is_some());
 }
