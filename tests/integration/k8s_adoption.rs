@@ -6,14 +6,13 @@
 //! that for an end, and neither stops nor deletes it.
 
 use crate::common::docker::unique;
-use crate::common::k8s::{Cluster, PATIENCE, SECOND_USER, in_pod, wait_for_file};
-use flare_launcher::backend::container::ContainerSettings;
+use crate::common::k8s::{
+    Cluster, PATIENCE, SECOND_USER, in_pod, k8s_backend, k8s_record, wait_for_file,
+};
 use flare_launcher::backend::k8s::K8sBackend;
 use flare_launcher::backend::{Backend, GpuAssignment, LaunchProgress, Launched, Observation};
-use flare_launcher::config::K8sArgs;
-use flare_launcher::protocol::{BackendRef, JobRecord, LaunchRequest};
+use flare_launcher::protocol::LaunchRequest;
 use flare_launcher::state::Exit;
-use serde_json::json;
 use std::path::Path;
 use std::time::Duration;
 use tokio::sync::mpsc::error::TryRecvError;
@@ -22,25 +21,9 @@ use tokio::sync::mpsc::error::TryRecvError;
 /// on one cluster, their job logs in `dir`.
 async fn two_backends(dir: &Path) -> (Cluster, K8sBackend, K8sBackend) {
     let (cluster, second_kubeconfig) = Cluster::start_with_second_user(dir, false).await;
-    let first = backend(&cluster.kubeconfig, "first", dir).await;
-    let second = backend(&second_kubeconfig, "second", dir).await;
+    let first = k8s_backend(&cluster.kubeconfig, "first", dir).await;
+    let second = k8s_backend(&second_kubeconfig, "second", dir).await;
     (cluster, first, second)
-}
-
-/// A Kubernetes backend of `worker` on the cluster of `kubeconfig`.
-async fn backend(kubeconfig: &Path, worker: &str, logs: &Path) -> K8sBackend {
-    let mut config = K8sArgs::default().config();
-    config.kubeconfig = Some(kubeconfig.to_owned());
-    K8sBackend::start(ContainerSettings {
-        log_dir: logs.join(worker),
-        worker_id: worker.into(),
-        pool: "default".into(),
-        labels: Default::default(),
-        worker_secrets: Vec::new(),
-        config,
-    })
-    .await
-    .expect("the backend starts")
 }
 
 async fn launch(backend: &K8sBackend, request: &LaunchRequest) -> Launched {
@@ -56,17 +39,6 @@ async fn next(launched: &mut Launched) -> Observation {
         .await
         .expect("an observation in time")
         .expect("the observations go on")
-}
-
-/// The record a worker keeps of `job_id` running in `backend_ref`.
-fn running_record(job_id: &str, backend_ref: &BackendRef) -> JobRecord {
-    serde_json::from_value(json!({
-        "job_id": job_id, "state": "running", "return_code": null, "exit_code": null,
-        "reason": null, "message": null, "worker": "first", "backend": "k8s", "site": null,
-        "seq": 2, "created": "2026-01-01T00:00:00Z", "updated": "2026-01-01T00:00:01Z",
-        "backend_ref": backend_ref,
-    }))
-    .unwrap()
 }
 
 /// A pod that says it is ready, then runs until `go` exists and exits 3.
@@ -116,7 +88,7 @@ async fn another_worker_adopts_a_running_pod_and_follows_it_to_its_exit_code() {
 
     let before = second_requests(&cluster);
     let adoption = second.adoption().expect("the backend adopts");
-    let record = running_record(&job_id, &launched.backend_ref);
+    let record = k8s_record(&job_id, "running", Some(&launched.backend_ref));
     let mut adopted = adoption
         .adopt(&record)
         .await

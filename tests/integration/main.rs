@@ -32,6 +32,7 @@ mod k8s;
 mod k8s_adoption;
 mod k8s_nodes;
 mod k8s_rollout;
+mod k8s_secrets;
 mod k8s_stops;
 mod limits;
 mod nats_connect;

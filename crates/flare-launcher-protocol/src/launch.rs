@@ -139,6 +139,15 @@ pub enum InvalidLaunch {
         quoted(.0)
     )]
     Env(String),
+    /// An unusable secret environment variable, by name.
+    #[error(
+        "secret_env variable {} is invalid: names must be letters, digits and '_' (not first), at most {MAX_SECRET_NAME} characters; values without NUL",
+        quoted(.0)
+    )]
+    SecretEnv(String),
+    /// A variable both in `env` and in `secret_env`.
+    #[error("variable {} is in both env and secret_env", quoted(.0))]
+    SecretEnvTwice(String),
     /// A CPU count that is not a non-negative number.
     #[error("resources.cpus must be a non-negative number, got {0}")]
     Cpus(f64),
@@ -183,6 +192,12 @@ pub struct LaunchRequest {
     /// Environment variables.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub env: BTreeMap<String, String>,
+    /// Environment variables whose values are secret (credentials): the job
+    /// gets them, but no pod spec, container configuration, record, event or
+    /// log line holds them. Names are `[A-Za-z_][A-Za-z0-9_]*`, none also in
+    /// `env`.
+    #[serde(default, skip_serializing_if = "SecretEnv::is_empty")]
+    pub secret_env: SecretEnv,
     /// Working directory inside the job.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub workdir: Option<String>,
@@ -214,6 +229,7 @@ impl LaunchRequest {
             command,
             image: None,
             env: BTreeMap::new(),
+            secret_env: SecretEnv::default(),
             workdir: None,
             resources: None,
             mounts: Vec::new(),
@@ -269,6 +285,14 @@ impl LaunchRequest {
                 return Err(InvalidLaunch::Env(key.clone()));
             }
         }
+        for (name, value) in self.secret_env.iter() {
+            if !is_secret_name(name) || value.contains('\0') {
+                return Err(InvalidLaunch::SecretEnv(name.clone()));
+            }
+            if self.env.contains_key(name) {
+                return Err(InvalidLaunch::SecretEnvTwice(name.clone()));
+            }
+        }
         if let Some(cpus) = self.resources.as_ref().and_then(|r| r.cpus)
             && !(cpus.is_finite() && cpus >= 0.0)
         {
@@ -282,6 +306,52 @@ impl LaunchRequest {
         }
         Ok(())
     }
+}
+
+/// The secret environment variables of a request, by name. Its `Debug` shows
+/// the names only, so that no log line of a request holds a value.
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(transparent)]
+pub struct SecretEnv(BTreeMap<String, String>);
+
+impl SecretEnv {
+    /// Whether there is none.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl std::ops::Deref for SecretEnv {
+    type Target = BTreeMap<String, String>;
+
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for SecretEnv {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.0
+    }
+}
+
+impl std::fmt::Debug for SecretEnv {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_map()
+            .entries(self.0.keys().map(|name| (name, "<secret>")))
+            .finish()
+    }
+}
+
+/// Longest name of a secret environment variable.
+pub const MAX_SECRET_NAME: usize = 128;
+
+/// Whether `name` can name a secret environment variable: a portable
+/// variable name, usable as a file name and as the key of a Kubernetes Secret.
+fn is_secret_name(name: &str) -> bool {
+    name.len() <= MAX_SECRET_NAME
+        && name.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
 }
 
 /// Why a launch payload was refused.
@@ -427,6 +497,36 @@ mod tests {
         assert_eq!(req.run_timeout_s(), Some(60));
         let again = decode_launch(&serde_json::to_vec(&req).unwrap()).unwrap();
         assert_eq!(again, req);
+    }
+
+    #[test]
+    fn secret_env_is_checked_and_its_values_never_shown() {
+        let text =
+            r#"{"job_id":"j1","command":["x"],"env":{"A":"b"},"secret_env":{"TOKEN":"s3cret"}}"#;
+        let req = decode_launch(text.as_bytes()).unwrap();
+        assert_eq!(req.secret_env["TOKEN"], "s3cret");
+        let shown = format!("{req:?}");
+        assert!(
+            shown.contains("TOKEN") && !shown.contains("s3cret"),
+            "{shown}"
+        );
+        let again = decode_launch(&serde_json::to_vec(&req).unwrap()).unwrap();
+        assert_eq!(again, req);
+        for bad in ["1A", "A-B", "A=B", "", "A B", &"A".repeat(129)] {
+            let payload =
+                serde_json::json!({"job_id": "j1", "command": ["x"], "secret_env": {bad: "v"}});
+            let error = invalid(&payload.to_string());
+            assert!(error.contains("secret_env variable"), "{bad}: {error}");
+        }
+        let nul = r#"{"job_id":"j1","command":["x"],"secret_env":{"T":"a\u0000b"}}"#;
+        assert!(invalid(nul).contains("secret_env variable"));
+        let twice =
+            r#"{"job_id":"j1","command":["x"],"env":{"T":"a"},"secret_env":{"T":"s3cret"}}"#;
+        let error = invalid(twice);
+        assert!(
+            error.contains("both env and secret_env") && !error.contains("s3cret"),
+            "{error}"
+        );
     }
 
     #[test]

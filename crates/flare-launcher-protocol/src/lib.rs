@@ -53,7 +53,7 @@ pub mod state;
 pub use job_id::{JobId, JobIdError};
 pub use launch::{
     BadMountSource, InvalidLaunch, LaunchDecodeError, LaunchRequest, Mount, MountSource, Resources,
-    Timeouts, decode_launch, decode_launch_within,
+    SecretEnv, Timeouts, decode_launch, decode_launch_within,
 };
 pub use messages::{
     AssignedGpu, BackendRef, ErrorReply, GpuStatus, InvalidRequest, InvalidTerminate, JobEvent,

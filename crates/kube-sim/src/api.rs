@@ -10,6 +10,7 @@ use serde_json::{Value, json};
 
 use crate::cluster::Cluster;
 use crate::http::{self, Body};
+use crate::jsonpatch;
 use crate::objects;
 use crate::query::Query;
 use crate::router::Target;
@@ -298,9 +299,10 @@ fn merge_patch(target: &mut Value, patch: &Value) {
     }
 }
 
-/// `PATCH` with a merge or strategic-merge patch (the latter applied as a merge
-/// patch, which is what it does for the maps clients patch: labels, annotations,
-/// status fields).
+/// `PATCH` with a JSON patch, a merge or a strategic-merge patch (the latter
+/// applied as a merge patch, which is what it does for the maps clients
+/// patch: labels, annotations, status fields). A JSON patch that cannot be
+/// applied (a failed `test`) is refused with `422`.
 fn patch(
     cluster: &Cluster,
     t: &Target,
@@ -308,19 +310,25 @@ fn patch(
     content_type: &str,
     body: &[u8],
 ) -> Result<Value, ApiError> {
-    if !matches!(
-        media_type(content_type),
-        "application/merge-patch+json" | "application/strategic-merge-patch+json"
-    ) {
-        return Err(ApiError::UnsupportedMediaType(
-            "application/merge-patch+json, application/strategic-merge-patch+json",
-        ));
-    }
+    let json_patch = match media_type(content_type) {
+        "application/merge-patch+json" | "application/strategic-merge-patch+json" => false,
+        "application/json-patch+json" => true,
+        _ => {
+            return Err(ApiError::UnsupportedMediaType(
+                "application/json-patch+json, application/merge-patch+json, application/strategic-merge-patch+json",
+            ));
+        }
+    };
     let patch: Value = serde_json::from_slice(body)
         .map_err(|e| ApiError::BadRequest(format!("error decoding patch: {e}")))?;
     let current = get(cluster, t, name)?;
-    let mut next = current.clone();
-    merge_patch(&mut next, &patch);
+    let next = if json_patch {
+        jsonpatch::apply(&current, &patch).map_err(|e| ApiError::PatchRejected(e.to_string()))?
+    } else {
+        let mut next = current.clone();
+        merge_patch(&mut next, &patch);
+        next
+    };
     let mut next = objects::normalize(t.resource, next)?;
     if patch["metadata"]["resourceVersion"].is_null() {
         // A patch without a resourceVersion applies to whatever is current.

@@ -12,11 +12,12 @@
 //!   request counter), `oom` (OOM kills of containers), `node_loss` (a node
 //!   that stops reporting, and comes back), `admin` (the `/kube-sim/` API over
 //!   them and compaction).
-//! - The API: `api` (get, create, update, patch, delete), `list`, `watch`, `logs`,
+//! - The API: `api` (get, create, update, patch, delete), `jsonpatch`, `list`, `watch`, `logs`,
 //!   `objects` (decoding through the API types), `pods` (what the server does to
 //!   pods), `selectors`, `resources` (the served types and discovery).
 //! - The control plane's controllers: `scheduler`, `eviction` (evictions from
-//!   lost nodes, the pods of deleted nodes).
+//!   lost nodes, the pods of deleted nodes), `gc` (objects whose owners are
+//!   gone).
 //! - The node: `kubelet` (one task per pod), `container` (one
 //!   process per container), `env`, `podstatus`, `events`, `quantity`.
 //! - State: `store` (objects, the revision counter, the change log), `cluster`,
@@ -34,7 +35,9 @@ mod env;
 mod events;
 mod eviction;
 pub mod faults;
+mod gc;
 mod http;
+mod jsonpatch;
 mod kubeconfig;
 mod kubelet;
 mod list;
@@ -173,6 +176,8 @@ impl KubeSim {
             .spawn(scheduler::run(cluster_of(&front), sim.shutdown.clone()));
         sim.tasks
             .spawn(eviction::run(cluster_of(&front), sim.shutdown.clone()));
+        sim.tasks
+            .spawn(gc::run(cluster_of(&front), sim.shutdown.clone()));
         sim.tasks.spawn(kubelet::run(
             cluster_of(&front),
             sim.shutdown.clone(),

@@ -268,6 +268,14 @@ pub fn find(group: &str, name: &str) -> Option<&'static Resource> {
         .find(|r| r.group == group && r.name == name)
 }
 
+/// The resource whose objects have `kind` in `api_version` (`v1`,
+/// `GROUP/v1`), as an owner reference names it, if served.
+pub fn of_kind(api_version: &str, kind: &str) -> Option<&'static Resource> {
+    ALL.iter()
+        .copied()
+        .find(|r| r.kind == kind && r.api_version() == api_version)
+}
+
 /// `GET /version`.
 pub fn version() -> Value {
     json!({

@@ -59,6 +59,10 @@ pub enum ApiError {
     },
     #[error("{0}")]
     BadRequest(String),
+    /// A patch that cannot be applied (a JSON patch's failed `test`); carries
+    /// why, which the real server gives as the cause.
+    #[error("the server rejected our request due to an error in our request")]
+    PatchRejected(String),
     #[error("Unauthorized")]
     Unauthorized,
     #[error("{0}")]
@@ -145,7 +149,7 @@ impl ApiError {
         match self {
             ApiError::NotFound { .. } | ApiError::NoRoute => 404,
             ApiError::AlreadyExists { .. } | ApiError::Conflict { .. } => 409,
-            ApiError::Invalid { .. } => 422,
+            ApiError::Invalid { .. } | ApiError::PatchRejected(_) => 422,
             ApiError::BadRequest(_) => 400,
             ApiError::Unauthorized => 401,
             ApiError::Forbidden(_) | ApiError::ForbiddenPath { .. } => 403,
@@ -165,7 +169,7 @@ impl ApiError {
             ApiError::NotFound { .. } | ApiError::NoRoute => "NotFound",
             ApiError::AlreadyExists { .. } => "AlreadyExists",
             ApiError::Conflict { .. } => "Conflict",
-            ApiError::Invalid { .. } => "Invalid",
+            ApiError::Invalid { .. } | ApiError::PatchRejected(_) => "Invalid",
             ApiError::BadRequest(_) => "BadRequest",
             ApiError::Unauthorized => "Unauthorized",
             ApiError::Forbidden(_) | ApiError::ForbiddenPath { .. } => "Forbidden",
@@ -220,6 +224,9 @@ impl ApiError {
                 retry_after_seconds,
             } => json!({"retryAfterSeconds": retry_after_seconds}),
             ApiError::Internal(message) => json!({"causes": [{"message": message}]}),
+            ApiError::PatchRejected(why) => {
+                json!({"causes": [{"reason": "UnexpectedServerResponse", "message": why}]})
+            }
             ApiError::NoRoute | ApiError::ForbiddenPath { .. } => json!({}),
             _ => return None,
         };

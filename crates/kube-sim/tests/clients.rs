@@ -358,3 +358,85 @@ async fn kubectl_sees_a_lost_nodes_pod_running_unready_then_evicted_then_removed
     .await
     .expect("kubectl steps");
 }
+
+const OWNED_MANIFESTS: &str = "apiVersion: v1
+kind: Pod
+metadata:
+  name: ctl-owner
+spec:
+  restartPolicy: Never
+  containers:
+  - name: main
+    image: busybox:1.36
+    command: [sleep, '600']
+---
+apiVersion: v1
+kind: Secret
+metadata:
+  name: ctl-owned
+type: Opaque
+data: {TOKEN: czNjcmV0}
+---
+apiVersion: v1
+kind: Secret
+metadata:
+  name: ctl-unowned
+type: Opaque
+data: {TOKEN: czNjcmV0}
+";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(no_kubectl, ignore = "kubectl is not installed")]
+async fn kubectl_sees_a_secret_owned_by_a_pod_collected_with_it_and_json_patches_tested() {
+    let sim = common::start(|_| {}).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let kc = dir.path().join("kubeconfig");
+    sim.write_kubeconfig(&kc).expect("kubeconfig");
+    let manifest = dir.path().join("owned.yaml");
+    std::fs::write(&manifest, OWNED_MANIFESTS).expect("manifest");
+    tokio::task::spawn_blocking(move || {
+        kubectl(&kc, &["create", "-f", manifest.to_str().expect("path")]);
+        let uid = text(&kubectl(
+            &kc,
+            &["get", "pod", "ctl-owner", "-o", "jsonpath={.metadata.uid}"],
+        ));
+        let owner = serde_json::json!({"metadata": {"ownerReferences": [
+            {"apiVersion": "v1", "kind": "Pod", "name": "ctl-owner", "uid": uid}
+        ]}});
+        kubectl(
+            &kc,
+            &["patch", "secret", "ctl-owned", "--type", "merge", "-p", &owner.to_string()],
+        );
+        let owners = "jsonpath={.metadata.ownerReferences[*].kind}/{.metadata.ownerReferences[*].name}/{.metadata.ownerReferences[*].uid}";
+        let shown = text(&kubectl(&kc, &["get", "secret", "ctl-owned", "-o", owners]));
+        assert_eq!(shown, format!("Pod/ctl-owner/{uid}"));
+        // `delete` waits until the pod is removed; the collector follows.
+        kubectl(&kc, &["delete", "pod", "ctl-owner"]);
+        kubectl_until(&kc, &["get", "secrets", "-o", "name"], "secret/ctl-unowned");
+        // A JSON patch applies only when its tests hold.
+        let add = r#"{"op": "add", "path": "/data/MORE", "value": "bW9yZQ=="}"#;
+        let refused = kubectl_output(
+            &kc,
+            &["patch", "secret", "ctl-unowned", "--type", "json", "-p",
+              &format!(r#"[{{"op": "test", "path": "/type", "value": "other"}}, {add}]"#)],
+        );
+        assert!(!refused.status.success(), "{}", text(&refused));
+        let why = String::from_utf8_lossy(&refused.stderr);
+        assert!(why.contains("testing value /type failed"), "{why}");
+        kubectl(
+            &kc,
+            &["patch", "secret", "ctl-unowned", "--type", "json", "-p",
+              &format!(r#"[{{"op": "test", "path": "/type", "value": "Opaque"}}, {add}]"#)],
+        );
+        let data = text(&kubectl(&kc, &["get", "secret", "ctl-unowned", "-o", "jsonpath={.data.MORE}"]));
+        assert_eq!(data, "bW9yZQ==");
+        // An owner reference to a pod that is gone already is collected at once.
+        kubectl(
+            &kc,
+            &["patch", "secret", "ctl-unowned", "--type", "merge", "-p", &owner.to_string()],
+        );
+        kubectl_until(&kc, &["get", "secrets", "-o", "name"], "");
+    })
+    .await
+    .expect("kubectl steps");
+}

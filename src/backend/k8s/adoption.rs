@@ -6,7 +6,9 @@
 //! a move, not an end). It is followed as a launched pod is, its state now its
 //! first observation. An adoption costs two requests (the read and the patch;
 //! none for a pod of this worker already), and a third, the read of its
-//! output, for a pod that ended already.
+//! output, for a pod that ended already. A job whose record names no pod and
+//! whose pod is not there costs one patch that changes nothing, to find the
+//! Secret its launch may have made ([`super::secret`]), and its delete.
 
 use super::watch::job_of;
 use super::{K8sBackend, api, name};
@@ -56,7 +58,13 @@ impl Adopt for K8sBackend {
         };
         let found = match api::get(&self.pods, &pod_name).await {
             Ok(found) => found,
-            Err(e) if api::status(&e) == Some(404) => return Ok(None),
+            Err(e) if api::status(&e) == Some(404) => {
+                if uid.is_none() {
+                    // Its launch may have made the job's Secret and no pod.
+                    self.remove_secret_left(job_id, pod_name).await;
+                }
+                return Ok(None);
+            }
             Err(e) => return Err(LookupError(api::ApiError(e).into())),
         };
         let another_pod = uid.is_some_and(|uid| found.metadata.uid.as_deref() != Some(uid));

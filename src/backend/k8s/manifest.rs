@@ -1,7 +1,8 @@
 //! What a job's pod is made of, built from the launch request and the worker's
 //! settings as the JSON the API takes: `restartPolicy: Never`, the job's name,
 //! labels and annotation, its argv (no shell, `$(...)` escaped so Kubernetes
-//! expands nothing), environment, working directory, resources (GPUs only when
+//! expands nothing), environment (secret variables by reference to the job's
+//! Secret, [`super::secret`]), working directory, resources (GPUs only when
 //! asked for), one volume per mount, `activeDeadlineSeconds`, and the site's
 //! namespace, service account, pull secrets, node selector, tolerations and
 //! locked-down security context (non-root, the runtime's seccomp profile, no
@@ -11,6 +12,7 @@
 //! checked without a cluster.
 
 use super::name::{self, is_dns_subdomain, is_label_key, is_label_value, label_value};
+use super::secret;
 use crate::backend::container::allowed::{NameList, never_mountable};
 use crate::backend::container::workload::{
     JOB_ID, MANAGED_BY, MANAGED_BY_VALUE, POOL, SITE, WORKER,
@@ -110,6 +112,7 @@ pub fn pod(
     config: &K8sConfig,
     template: &Value,
 ) -> Result<Value, LaunchError> {
+    let pod_name = name::pod_name(request.site.as_deref(), &request.job_id);
     let (mut volumes, mut mounts) = volumes(request, config)?;
     if config.read_only_root
         && !mounts
@@ -126,7 +129,7 @@ pub fn pod(
         "name": CONTAINER,
         "image": image,
         "command": request.command.iter().map(|arg| escape(arg)).collect::<Vec<_>>(),
-        "env": request.env.iter().map(|(name, value)| json!({"name": name, "value": escape(value)})).collect::<Vec<_>>(),
+        "env": env(request, &pod_name),
         "resources": resources(&limits, gpus.count(request, 0)),
         "volumeMounts": mounts,
         "securityContext": container_security(config),
@@ -195,7 +198,7 @@ pub fn pod(
         "apiVersion": "v1",
         "kind": "Pod",
         "metadata": {
-            "name": name::pod_name(request.site.as_deref(), &request.job_id),
+            "name": pod_name,
             "namespace": owner.namespace,
             "labels": labels(request, owner)?,
             "annotations": {JOB_ID_ANNOTATION: request.job_id},
@@ -203,6 +206,17 @@ pub fn pod(
         "spec": spec,
     });
     Ok(merged(template, generated))
+}
+
+/// The job container's environment: the request's `env`, then each
+/// `secret_env` variable taken from the Secret named as the pod (no value).
+fn env(request: &LaunchRequest, pod_name: &str) -> Vec<Value> {
+    request
+        .env
+        .iter()
+        .map(|(name, value)| json!({"name": name, "value": escape(value)}))
+        .chain(secret::env(request, pod_name))
+        .collect()
 }
 
 /// Where a container with a read-only root file system may write, and the
@@ -437,6 +451,16 @@ mod tests {
         );
         assert!(container.get("args").is_none());
         assert_eq!(container["env"], json!([{"name": "A", "value": "$$(B)"}]));
+        request.secret_env.insert("TOKEN".into(), "s3cret".into());
+        let with_secret = build(&request, &K8sArgs::default().config());
+        assert_eq!(
+            with_secret["spec"]["containers"][0]["env"],
+            json!([
+                {"name": "A", "value": "$$(B)"},
+                {"name": "TOKEN", "valueFrom": {"secretKeyRef": {"name": "flare-site-1-j1", "key": "TOKEN"}}},
+            ])
+        );
+        assert!(!with_secret.to_string().contains("s3cret"));
         assert_eq!(container["workingDir"], "/w");
         assert_eq!(container["resources"], json!({}));
     }

@@ -16,6 +16,7 @@ pub mod manifest;
 pub mod name;
 mod nodes;
 mod recovery;
+mod secret;
 pub mod status;
 mod watch;
 
@@ -37,7 +38,8 @@ use crate::protocol::{BackendKind, BackendRef, LaunchRequest};
 use crate::report::error_chain;
 use async_trait::async_trait;
 use futures::FutureExt;
-use k8s_openapi::api::core::v1::{Event, Pod};
+use futures::future::BoxFuture;
+use k8s_openapi::api::core::v1::{Event, Pod, Secret};
 use kube::Api;
 use kube::api::ListParams;
 use serde_json::Value;
@@ -100,6 +102,9 @@ pub enum TemplateError {
 pub struct K8sBackend {
     pods: Api<Pod>,
     events: Api<Event>,
+    secrets: Api<Secret>,
+    /// The jobs whose pods take variables from a Secret of their own.
+    job_secrets: secret::JobSecrets,
     namespace: String,
     settings: K8sSettings,
     template: Value,
@@ -143,7 +148,9 @@ impl K8sBackend {
         );
         let watching = tokio::spawn(watch.clone().run(Api::all(client.clone())));
         Ok(K8sBackend {
-            events: Api::namespaced(client, &namespace),
+            events: Api::namespaced(client.clone(), &namespace),
+            secrets: Api::namespaced(client, &namespace),
+            job_secrets: secret::JobSecrets::default(),
             pods,
             namespace,
             settings,
@@ -224,6 +231,53 @@ impl K8sBackend {
     }
 }
 
+impl K8sBackend {
+    /// Creates the pod, after its job's Secret when it has one, and makes it
+    /// the Secret's owner.
+    async fn create_with_secret(
+        &self,
+        request: &LaunchRequest,
+        pod: &Pod,
+        secret: Option<&Secret>,
+    ) -> Result<Pod, LaunchError> {
+        if let Some(secret) = secret {
+            self.put_secret(&request.job_id, secret).await?;
+        }
+        let name = pod.metadata.name.as_deref().unwrap_or_default();
+        let created = self.create(&request.job_id, pod, name).await?;
+        if let Some(secret) = secret {
+            self.own_secret(secret, &created).await;
+        }
+        Ok(created)
+    }
+
+    /// What undoes a launch of `job_id` given up: the job no longer
+    /// followed, its pod (once made) and its Secret deleted.
+    fn removal_of(&self, job_id: &str) -> impl FnOnce() -> Option<BoxFuture<'static, ()>> + '_ {
+        let job_id = job_id.to_owned();
+        move || {
+            let released = self.watch.forget(&job_id);
+            let secret = self.secret_removal(&job_id);
+            let pods = self.pods.clone();
+            if released.is_none() && secret.is_none() {
+                return None;
+            }
+            Some(
+                async move {
+                    if let Some(released) = released {
+                        tracing::warn!(pod = %released.pod, "launch given up; deleting its pod");
+                        api::delete(&pods, &released.pod, &released.uid, Duration::ZERO).await;
+                    }
+                    if let Some(secret) = secret {
+                        secret.await;
+                    }
+                }
+                .boxed(),
+            )
+        }
+    }
+}
+
 #[async_trait]
 impl Backend for K8sBackend {
     fn kind(&self) -> BackendKind {
@@ -253,27 +307,22 @@ impl Backend for K8sBackend {
             ))
         })?;
         let name = pod.metadata.name.clone().unwrap_or_default();
+        let secret = secret::manifest(request, &pod);
         let log = new_log_file(&self.settings.log_dir, &request.job_id)?;
         let following = self.watch.follow(&request.job_id, &name, log.clone());
-        let (pods, watch, job_id) = (
-            self.pods.clone(),
-            self.watch.clone(),
-            request.job_id.clone(),
-        );
-        let given_up = GivenUp::new((), move |()| {
-            let released = watch.forget(&job_id)?;
-            tracing::warn!(pod = %released.pod, "launch given up; deleting its pod");
-            Some(
-                async move { api::delete(&pods, &released.pod, &released.uid, Duration::ZERO).await }
-                    .boxed(),
-            )
-        });
-        let created = self.create(&request.job_id, &pod, &name).await;
+        let removal = self.removal_of(&request.job_id);
+        let given_up = GivenUp::new((), move |()| removal());
+        let created = self
+            .create_with_secret(request, &pod, secret.as_ref())
+            .await;
         given_up.disarm();
         let created = match created {
             Ok(created) => created,
             Err(e) => {
                 self.watch.forget(&request.job_id);
+                if let Some(removal) = self.secret_removal(&request.job_id) {
+                    removal.await;
+                }
                 return Err(e);
             }
         };
@@ -303,6 +352,9 @@ impl Backend for K8sBackend {
     }
 
     async fn release(&self, job_id: &str) {
+        if let Some(removal) = self.secret_removal(job_id) {
+            removal.await;
+        }
         let Some(released) = self.watch.forget(job_id) else {
             return;
         };
@@ -365,6 +417,9 @@ impl Sweep for K8sBackend {
     async fn remove(&self, workload: &Workload) {
         if let BackendRef::K8s { pod, uid, .. } = &workload.backend_ref {
             api::delete(&self.pods, pod, uid, Duration::ZERO).await;
+            if let Some(secret) = self.watch.seen().remove(pod).and_then(|seen| seen.secret) {
+                self.removal_of_secret(secret).await;
+            }
         }
     }
 }

@@ -10,7 +10,8 @@ use k8s_openapi::api::core::v1::Pod;
 
 impl K8sBackend {
     /// Follows `pod` (named `name`) of `job_id`, found rather than launched:
-    /// its output goes to the log of the day it was created.
+    /// its output goes to the log of the day it was created; its Secret, if
+    /// it takes variables from one of its own, is deleted when the job ends.
     pub(super) fn follow_found(&self, job_id: &str, name: &str, pod: &Pod) -> Following {
         let created = pod
             .metadata
@@ -18,6 +19,7 @@ impl K8sBackend {
             .as_ref()
             .map(|at| at.0.as_second());
         let log = crate::job_logs::of_job_created(&self.settings.log_dir, created, job_id);
+        self.note_secret_of(job_id, pod);
         self.watch.follow(job_id, name, log)
     }
 }

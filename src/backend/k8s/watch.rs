@@ -129,6 +129,8 @@ pub struct SeenPod {
     pub uid: String,
     /// When it was created.
     pub created: Option<SystemTime>,
+    /// The Secret of its own it takes variables from, if any.
+    pub secret: Option<String>,
 }
 
 impl SeenPod {
@@ -142,6 +144,7 @@ impl SeenPod {
                 .creation_timestamp
                 .as_ref()
                 .map(|at| SystemTime::from(at.0)),
+            secret: super::secret::of_pod(pod),
         };
         Some((pod.metadata.name.clone()?, seen))
     }

@@ -4,8 +4,10 @@
 //! builders for requests and worker configurations.
 
 use super::system::System;
-use flare_launcher::config::WorkerConfig;
-use flare_launcher::protocol::{BackendKind, LaunchRequest};
+use flare_launcher::backend::container::ContainerSettings;
+use flare_launcher::backend::k8s::K8sBackend;
+use flare_launcher::config::{K8sArgs, WorkerConfig};
+use flare_launcher::protocol::{BackendKind, BackendRef, JobRecord, LaunchRequest};
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Secret};
 use k8s_openapi::api::rbac::v1::{ClusterRoleBinding, RoleBinding};
 use kube::Api;
@@ -308,4 +310,37 @@ pub fn spawn_k8s_worker(
         ("FLARE_KUBECONFIG", kubeconfig.as_str()),
     ];
     system.spawn_worker_process(worker_id, &system.path("data"), &env)
+}
+
+/// A Kubernetes backend of `worker` on the cluster of `kubeconfig`, driven
+/// directly (no worker around it), its job logs under `logs`.
+pub async fn k8s_backend(
+    kubeconfig: &std::path::Path,
+    worker: &str,
+    logs: &std::path::Path,
+) -> K8sBackend {
+    let mut config = K8sArgs::default().config();
+    config.kubeconfig = Some(kubeconfig.to_owned());
+    K8sBackend::start(ContainerSettings {
+        log_dir: logs.join(worker),
+        worker_id: worker.into(),
+        pool: "default".into(),
+        labels: Default::default(),
+        worker_secrets: Vec::new(),
+        config,
+    })
+    .await
+    .expect("the backend starts")
+}
+
+/// The record the worker `first` keeps of `job_id` in `state`, its workload
+/// `backend_ref` (none: the worker went before it made a pod).
+pub fn k8s_record(job_id: &str, state: &str, backend_ref: Option<&BackendRef>) -> JobRecord {
+    serde_json::from_value(json!({
+        "job_id": job_id, "state": state, "return_code": null, "exit_code": null,
+        "reason": null, "message": null, "worker": "first", "backend": "k8s", "site": null,
+        "seq": 2, "created": "2026-01-01T00:00:00Z", "updated": "2026-01-01T00:00:01Z",
+        "backend_ref": backend_ref,
+    }))
+    .unwrap()
 }
