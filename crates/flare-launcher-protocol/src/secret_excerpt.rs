@@ -1,0 +1,76 @@
+//! The excerpt of an unusable launch payload that a report on `P.invalid`
+//! echoes, without the values of its `secret_env`.
+//!
+//! A payload that is a JSON object is echoed re-encoded, each `secret_env`
+//! value (or the whole field, when it is no object) replaced by
+//! [`HIDDEN`]. Any other payload is echoed only up to the first place where a
+//! `secret_env` key could start: its literal name, or a backslash (any other
+//! spelling of the name in JSON needs an escape); what follows is left out.
+
+use serde_json::Value;
+
+/// What stands for a secret value in an excerpt.
+pub const HIDDEN: &str = "<secret>";
+/// The field whose values are never echoed.
+const SECRET_FIELD: &str = "secret_env";
+
+/// `payload` without any `secret_env` value.
+pub fn without_secrets(payload: &[u8]) -> Vec<u8> {
+    match serde_json::from_slice::<Value>(payload) {
+        Ok(Value::Object(mut object)) => {
+            if let Some(secrets) = object.get_mut(SECRET_FIELD) {
+                hide(secrets);
+            }
+            serde_json::to_vec(&object).expect("a JSON value always serializes")
+        }
+        Ok(_) => payload.to_vec(),
+        Err(_) => {
+            let end = payload
+                .windows(SECRET_FIELD.len())
+                .position(|window| window == SECRET_FIELD.as_bytes())
+                .into_iter()
+                .chain(payload.iter().position(|b| *b == b'\\'))
+                .min()
+                .unwrap_or(payload.len());
+            payload[..end].to_vec()
+        }
+    }
+}
+
+/// Replaces every value of a `secret_env` field by [`HIDDEN`].
+fn hide(secrets: &mut Value) {
+    match secrets {
+        Value::Object(values) => values
+            .values_mut()
+            .for_each(|value| *value = Value::String(HIDDEN.into())),
+        other => *other = Value::String(HIDDEN.into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn excerpt(payload: &str) -> String {
+        String::from_utf8(without_secrets(payload.as_bytes())).unwrap()
+    }
+
+    #[test]
+    fn values_of_a_json_object_are_hidden_and_names_kept() {
+        let shown = excerpt(r#"{"command":["x"],"secret_env":{"TOKEN":"s3cret"}}"#);
+        assert!(shown.contains("TOKEN") && shown.contains(HIDDEN), "{shown}");
+        assert!(!shown.contains("s3cret"), "{shown}");
+        let shown = excerpt(r#"{"secret_env":"s3cret","secret_env":["s3cret"]}"#);
+        assert!(!shown.contains("s3cret"), "{shown}");
+        assert_eq!(excerpt(r#"{"job_id":1}"#), r#"{"job_id":1}"#);
+    }
+
+    #[test]
+    fn broken_json_is_cut_where_a_secret_could_start() {
+        let shown = excerpt(r#"{"job_id":"a b","secret_env":{"T":"s3cret"}"#);
+        assert_eq!(shown, r#"{"job_id":"a b",""#);
+        let escaped = excerpt(r#"{"secret\u005fenv":{"T":"s3cret"}"#);
+        assert_eq!(escaped, r#"{"secret"#);
+        assert_eq!(excerpt("{oops"), "{oops");
+    }
+}
