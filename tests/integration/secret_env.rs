@@ -12,8 +12,8 @@
 //! that the value itself is in no command line and in no output.
 
 use crate::common::docker::{
-    containers_of, docker_cli, docker_worker, in_container, system_through_proxy, test_image,
-    unique,
+    containers_of, docker_cli, docker_system_with, docker_worker, in_container,
+    system_through_proxy, test_image, unique,
 };
 use crate::common::system::{JOB_TIMEOUT, System, log_path, sh};
 use flare_launcher::protocol::{InvalidRequest, JobEvent, LaunchRequest};
@@ -327,4 +327,26 @@ async fn a_docker_worker_whose_secrets_folder_is_on_a_disk_does_not_start() {
     .await;
     let refusal = system.worker_refusal().await;
     assert!(refusal.contains("is not on a tmpfs"), "{refusal}");
+}
+
+#[tokio::test]
+#[cfg_attr(no_docker, ignore = "no Docker engine answers")]
+async fn a_failed_docker_launch_leaves_no_secret_files() {
+    let tmpfs = secrets_tmpfs();
+    let system = docker_system_with(|config| {
+        config.docker.secrets_tmpfs = tmpfs.path().to_owned();
+    })
+    .await;
+    let job_id = unique("nosecretimage");
+    let mut request = with_secret(in_container(&job_id, "true"), &unique_secret());
+    // Nothing listens on port 1: the pull fails at once, after the files were written.
+    request.image = Some("127.0.0.1:1/flare-launcher/missing:1".into());
+    let events = system.run(&request).await;
+    let end = events.last().unwrap();
+    assert_eq!(end.reason.as_deref(), Some("ImagePullFailed"), "{end:?}");
+    let folder = tmpfs
+        .path()
+        .join(format!("worker-{}", system.config.worker_id))
+        .join(format!("job-{job_id}"));
+    wait_until_gone(&folder, "the secret files of a launch that failed").await;
 }
