@@ -137,9 +137,8 @@ async fn assert_invalid_requests_hide(system: &System, secret: &str, bad_job: &s
     let nats = system.client.nats();
     let no_id = format!(r#"{{"command":["true"],"secret_env":{{"TOKEN":"{secret}"}}}}"#);
     let broken = format!(r#"{{"command":["true"],"secret_env":{{"TOKEN":"{secret}"}}"#);
-    let bad_shape = format!(
-        r#"{{"job_id":"{bad_job}","command":["true"],"secret_env":{{"TOKEN":["{secret}"]}}}}"#
-    );
+    let bad_shape =
+        format!(r#"{{"job_id":"{bad_job}","command":["true"],"secret_env":"{secret}"}}"#);
     for payload in [no_id, broken, bad_shape] {
         nats.publish(subject.clone(), payload.into()).await.unwrap();
     }
@@ -167,6 +166,7 @@ async fn assert_invalid_requests_hide(system: &System, secret: &str, bad_job: &s
         "{shown:?}"
     );
     let events = system.events_until_terminal(bad_job).await;
+    assert_hidden_in_story(system, secret, bad_job).await;
     let end = events.last().unwrap();
     assert_eq!(end.state, JobState::Error, "{events:?}");
     assert!(
@@ -176,7 +176,6 @@ async fn assert_invalid_requests_hide(system: &System, secret: &str, bad_job: &s
             .contains("secret_env"),
         "{end:?}"
     );
-    assert_hidden_in_story(system, secret, bad_job).await;
 }
 
 #[tokio::test]
