@@ -87,3 +87,23 @@ def test_the_job_credentials_go_in_secret_env_and_nowhere_else(tmp_path, monkeyp
         image=None, resources=None, start_timeout_s=1, labels={},
     )
     assert request["secret_env"] == secret_env
+
+
+def test_a_container_job_gets_its_secret_files_back_as_variables(tmp_path) -> None:
+    import subprocess
+
+    (tmp_path / "NVFLARE_JOB_AUTH_TOKEN").write_text("tok en")
+    command = ["sh", "-c", 'printf "%s|%s" "$NVFLARE_JOB_AUTH_TOKEN" "$1"', "x", "arg 1"]
+    request = launch_request(
+        job_id="j", site="s", command=command, env={}, secret_env={"NVFLARE_JOB_AUTH_TOKEN": "tok en"},
+        backend="docker", image="img", resources=None, start_timeout_s=1, labels={},
+    )
+    assert "tok en" not in " ".join(request["command"]), "the value is in no command line"
+    ran = subprocess.run(request["command"], env={"FLARE_SECRETS_DIR": str(tmp_path), "PATH": "/usr/bin:/bin"},
+                         capture_output=True, text=True, check=True)
+    assert ran.stdout == "tok en|arg 1"
+    process = launch_request(
+        job_id="j", site="s", command=command, env={}, secret_env={"T": "v"},
+        backend=None, image=None, resources=None, start_timeout_s=1, labels={},
+    )
+    assert process["command"] == command, "a process job gets its secrets as variables already"

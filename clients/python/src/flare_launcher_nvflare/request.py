@@ -63,6 +63,25 @@ def job_env(nvflare_job_id: str, fl_ctx: FLContext, pass_env: Sequence[str]) -> 
     return env, secret_env
 
 
+#: A shell line that sets a variable per file of `$FLARE_SECRETS_DIR`, where a
+#: Docker worker puts a job's `secret_env` (one file per variable, named after
+#: it), then runs its arguments: NVFlare's job process reads its credentials
+#: from its environment. Without the folder it only runs them.
+SECRETS_AS_VARIABLES = (
+    'if [ -n "$FLARE_SECRETS_DIR" ]; then for f in "$FLARE_SECRETS_DIR"/*; do '
+    '[ -f "$f" ] && export "${f##*/}=$(cat "$f")"; done; fi; exec "$@"'
+)
+
+
+def job_command(command: list[str], backend: Optional[str], secret_env: dict[str, str]) -> list[str]:
+    """The request's argv: `command`, run through `sh` with
+    SECRETS_AS_VARIABLES when a container job has secrets (the image needs a
+    shell, as NVFlare's images have)."""
+    if backend in CONTAINER_BACKENDS and secret_env:
+        return ["sh", "-c", SECRETS_AS_VARIABLES, "flare-secrets", *command]
+    return command
+
+
 def job_resources(job_meta: dict, site: str) -> Optional[dict]:
     """The site's share of the job's `resource_spec` in the protocol's terms
     (`gpus`, `gpu_memory_mb`, `cpus`, `memory_mb`), or None when it asks for nothing."""
@@ -103,7 +122,7 @@ def launch_request(
         "v": PROTOCOL_VERSION,
         "job_id": job_id,
         "site": site,
-        "command": command,
+        "command": job_command(command, backend, secret_env),
         "env": env,
         "timeouts": {"start_s": start_timeout_s},
         "labels": {k: v[:MAX_LABEL_LEN] for k, v in labels.items()},
