@@ -497,6 +497,7 @@ impl Backend for DockerBackend {
     async fn close(&self, _leaving: Leaving) {
         // The containers go on; a worker with the same id finds them again.
         self.events.abort();
+        self.secret_files.close();
     }
 
     fn recovery(&self) -> Option<&dyn Recover> {

@@ -233,6 +233,11 @@ impl SecretFiles {
         }
     }
 
+    /// The worker leaves: its folder goes when no job's files are left in it.
+    pub fn close(&self) {
+        let _ = std::fs::remove_dir(self.worker_folder(&self.worker_id));
+    }
+
     fn lock_adopted(&self) -> std::sync::MutexGuard<'_, HashMap<String, String>> {
         self.adopted
             .lock()
@@ -316,6 +321,8 @@ mod tests {
                 .unwrap()
                 .is_none()
         );
+        files.close();
+        assert!(!tmpfs.path().join("worker-w%2F1").exists());
     }
 
     #[test]
