@@ -3,9 +3,10 @@
 //!
 //! A payload that is a JSON object is echoed re-encoded, each `secret_env`
 //! value (or the whole field, when it is no object) replaced by
-//! [`HIDDEN`]. Any other payload is echoed only up to the first place where a
-//! `secret_env` key could start: its literal name, or a backslash (any other
-//! spelling of the name in JSON needs an escape); what follows is left out.
+//! [`HIDDEN`]. Any other payload (broken JSON, or JSON that is no object) is
+//! echoed only up to the first place where a `secret_env` key could start: its
+//! literal name, or a backslash (any other spelling of the name in JSON needs
+//! an escape); what follows is left out.
 
 use serde_json::Value;
 
@@ -23,8 +24,7 @@ pub fn without_secrets(payload: &[u8]) -> Vec<u8> {
             }
             serde_json::to_vec(&object).expect("a JSON value always serializes")
         }
-        Ok(_) => payload.to_vec(),
-        Err(_) => {
+        _ => {
             let end = payload
                 .windows(SECRET_FIELD.len())
                 .position(|window| window == SECRET_FIELD.as_bytes())
@@ -72,5 +72,7 @@ mod tests {
         let escaped = excerpt(r#"{"secret\u005fenv":{"T":"s3cret"}"#);
         assert_eq!(escaped, r#"{"secret"#);
         assert_eq!(excerpt("{oops"), "{oops");
+        let listed = excerpt(r#"[{"secret_env":{"T":"s3cret"}}]"#);
+        assert_eq!(listed, r#"[{""#);
     }
 }
