@@ -1,9 +1,9 @@
 //! The excerpt of an unusable launch payload that a report on `P.invalid`
 //! echoes, without the values of its `secret_env`.
 //!
-//! A payload that is a JSON object is echoed re-encoded, each `secret_env`
-//! value (or the whole field, when it is no object) replaced by
-//! [`HIDDEN`]. Any other payload (broken JSON, or JSON that is no object) is
+//! A JSON object with a `secret_env` is echoed re-encoded, each of its values
+//! (or the whole field, when it is no object) replaced by [`HIDDEN`]; one
+//! without is echoed as it came. Any other payload (broken JSON, or JSON that is no object) is
 //! echoed only up to the first place where a `secret_env` key could start: its
 //! literal name, or a backslash (any other spelling of the name in JSON needs
 //! an escape); what follows is left out.
@@ -18,12 +18,13 @@ const SECRET_FIELD: &str = "secret_env";
 /// `payload` without any `secret_env` value.
 pub fn without_secrets(payload: &[u8]) -> Vec<u8> {
     match serde_json::from_slice::<Value>(payload) {
-        Ok(Value::Object(mut object)) => {
-            if let Some(secrets) = object.get_mut(SECRET_FIELD) {
+        Ok(Value::Object(mut object)) => match object.get_mut(SECRET_FIELD) {
+            Some(secrets) => {
                 hide(secrets);
+                serde_json::to_vec(&object).expect("a JSON value always serializes")
             }
-            serde_json::to_vec(&object).expect("a JSON value always serializes")
-        }
+            None => payload.to_vec(),
+        },
         _ => {
             let end = payload
                 .windows(SECRET_FIELD.len())
@@ -62,7 +63,8 @@ mod tests {
         assert!(!shown.contains("s3cret"), "{shown}");
         let shown = excerpt(r#"{"secret_env":"s3cret","secret_env":["s3cret"]}"#);
         assert!(!shown.contains("s3cret"), "{shown}");
-        assert_eq!(excerpt(r#"{"job_id":1}"#), r#"{"job_id":1}"#);
+        let plain = r#"{"job_id": 1, "command": ["a\"b"]}"#;
+        assert_eq!(excerpt(plain), plain);
     }
 
     #[test]
