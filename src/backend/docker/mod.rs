@@ -500,6 +500,10 @@ impl Backend for DockerBackend {
         self.secret_files.close();
     }
 
+    fn gives_secrets(&self) -> bool {
+        true
+    }
+
     fn recovery(&self) -> Option<&dyn Recover> {
         Some(self)
     }
