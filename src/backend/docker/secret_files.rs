@@ -129,10 +129,15 @@ impl SecretFiles {
         self.tmpfs.join(format!("worker-{name}"))
     }
 
+    /// The folder of a job of a worker.
+    fn job_folder_of(&self, worker_id: &str, job_id: &str) -> PathBuf {
+        self.worker_folder(worker_id)
+            .join(format!("{JOB_PREFIX}{job_id}"))
+    }
+
     /// The folder of a job of this worker.
     fn job_folder(&self, job_id: &str) -> PathBuf {
-        self.worker_folder(&self.worker_id)
-            .join(format!("{JOB_PREFIX}{job_id}"))
+        self.job_folder_of(&self.worker_id, job_id)
     }
 
     /// Writes a job's secret files (again, over those of an earlier launch of
@@ -211,11 +216,7 @@ impl SecretFiles {
         self.remove(job_id);
         let adopted_from = self.lock_adopted().remove(job_id);
         if let Some(worker_id) = adopted_from {
-            remove_folder(
-                &self
-                    .worker_folder(&worker_id)
-                    .join(format!("{JOB_PREFIX}{job_id}")),
-            );
+            remove_folder(&self.job_folder_of(&worker_id, job_id));
         }
     }
 
