@@ -183,6 +183,13 @@ pub trait Backend: Send + Sync {
         progress: &LaunchProgress,
     ) -> Result<Launched, LaunchError>;
 
+    /// Whether it gives a job its request's `secret_env`. A request with
+    /// secrets never reaches a backend that does not: the job would run
+    /// without them (see [`Backends::for_request`]).
+    fn gives_secrets(&self) -> bool {
+        false
+    }
+
     /// Finding this backend's workloads again after a restart, if it can.
     fn recovery(&self) -> Option<&dyn Recover>;
 
@@ -289,10 +296,12 @@ impl Backends {
     /// The backend for `request`.
     ///
     /// # Errors
-    /// [`LaunchError::Unavailable`] when this worker does not have it.
+    /// [`LaunchError::Unavailable`] when this worker does not have it;
+    /// [`LaunchError::Unsupported`] when the request has secrets the backend
+    /// cannot give the job.
     pub fn for_request(&self, request: &LaunchRequest) -> Result<Arc<dyn Backend>, LaunchError> {
         let kind = self.kind_for(request);
-        self.available.get(&kind).cloned().ok_or_else(|| {
+        let backend = self.available.get(&kind).cloned().ok_or_else(|| {
             LaunchError::Unavailable(
                 format!(
                     "this worker has no {kind} backend (it runs {})",
@@ -300,6 +309,12 @@ impl Backends {
                 )
                 .into(),
             )
-        })
+        })?;
+        if !request.secret_env.is_empty() && !backend.gives_secrets() {
+            return Err(LaunchError::Unsupported(
+                format!("the {kind} backend of this worker cannot give a job its secret_env; the job was not started").into(),
+            ));
+        }
+        Ok(backend)
     }
 }

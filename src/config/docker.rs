@@ -49,6 +49,10 @@ impl IpcMode {
     }
 }
 
+/// Where jobs' secret values are written by default: on the tmpfs Linux
+/// mounts at /dev/shm.
+const DEFAULT_SECRETS_TMPFS: &str = "/dev/shm/flare-launcher-secrets";
+
 options! {
     /// The Docker options as each layer gives them (flags and environment, or the
     /// `[docker]` table).
@@ -115,6 +119,12 @@ options! {
             env: "FLARE_DOCKER_SECRETS_DIR",
             default: text("none, no secret mounts"),
             example: "\"/etc/flare-launcher/job-secrets\"",
+        },
+        /// Folder on a tmpfs of the worker's host where each job's `secret_env` is written, one file per variable, for its container to mount read-only; the worker refuses to start when it is not on a tmpfs
+        secrets_tmpfs: PathBuf {
+            flag: "docker-secrets-tmpfs",
+            env: "FLARE_DOCKER_SECRETS_TMPFS",
+            default: value(PathBuf::from(DEFAULT_SECRETS_TMPFS)),
         },
         /// User containers run as, UID[:GID]
         user: NumericUser {
@@ -226,6 +236,7 @@ impl DockerArgs {
             host_roots: self.host_roots.clone().unwrap_or_default(),
             allowed_volumes: self.allowed_volumes.clone().unwrap_or_default(),
             secrets_dir: self.secrets_dir.clone(),
+            secrets_tmpfs: self.secrets_tmpfs(),
             user: self.user.unwrap_or_else(NumericUser::of_this_process),
             cap_add: self.cap_add.clone().unwrap_or_default(),
             read_only_root: self.read_only_root(),
@@ -267,6 +278,8 @@ pub struct DockerConfig {
     pub allowed_volumes: Vec<String>,
     /// Where `secret:NAME` mounts come from.
     pub secrets_dir: Option<PathBuf>,
+    /// Where jobs' secret values are written, on a tmpfs.
+    pub secrets_tmpfs: PathBuf,
     /// The user containers run as.
     pub user: NumericUser,
     /// Capabilities containers get back.
@@ -306,6 +319,9 @@ pub enum InvalidDockerConfig {
     /// The workspace is relative.
     #[error("docker workspace {} must be an absolute path", .0.display())]
     RelativeWorkspace(PathBuf),
+    /// The secrets folder is relative.
+    #[error("docker secrets tmpfs {} must be an absolute path", .0.display())]
+    RelativeSecretsTmpfs(PathBuf),
     /// A read-only workspace folder is not one plain folder name.
     #[error("docker workspace folder {0:?} must be one plain folder name")]
     WorkspaceFolder(String),
@@ -331,6 +347,11 @@ impl DockerConfig {
         }
         if let Some(root) = self.workspace.as_ref().filter(|root| !root.is_absolute()) {
             return Err(InvalidDockerConfig::RelativeWorkspace(root.clone()));
+        }
+        if !self.secrets_tmpfs.is_absolute() {
+            return Err(InvalidDockerConfig::RelativeSecretsTmpfs(
+                self.secrets_tmpfs.clone(),
+            ));
         }
         if let Some(name) = self.workspace_read_only.iter().find(|name| {
             name.is_empty() || name.contains('/') || matches!(name.as_str(), "." | "..")

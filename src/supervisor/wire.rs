@@ -62,8 +62,10 @@ pub enum Request {
     Bye,
 }
 
-/// How to start one job.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// How to start one job. It travels only over the supervisor's socket and is
+/// never written to a file: its `env` holds the request's secret values, which
+/// its `Debug` leaves out (it shows the names).
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 pub struct Spawn {
     /// The job.
     pub job_id: String,
@@ -79,6 +81,20 @@ pub struct Spawn {
     /// than limits sends none).
     #[serde(default, skip_serializing_if = "JobLimits::is_none")]
     pub limits: JobLimits,
+}
+
+impl std::fmt::Debug for Spawn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<&str> = self.env.iter().map(|(name, _)| name.as_str()).collect();
+        f.debug_struct("Spawn")
+            .field("job_id", &self.job_id)
+            .field("argv", &self.argv)
+            .field("env", &names)
+            .field("workdir", &self.workdir)
+            .field("log", &self.log)
+            .field("limits", &self.limits)
+            .finish()
+    }
 }
 
 /// The CPU and memory a job may use: a launch request's `resources.cpus` and
@@ -189,6 +205,7 @@ mod tests {
                 memory_mb: None,
             },
         });
+        assert!(!format!("{launch:?}").contains("1\n2"));
         let line = encode(&launch);
         assert_eq!(line.iter().filter(|b| **b == b'\n').count(), 1);
         assert_eq!(serde_json::from_slice::<Request>(&line).unwrap(), launch);

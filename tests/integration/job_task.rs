@@ -1,7 +1,8 @@
 //! The job task's state machine, driven by an in-process fake backend, with its
 //! story told into a real nats-server: observations in odd orders, a terminate
 //! that comes while the launch is under way, a run timeout, the worker giving
-//! up on its jobs (also while a slow stop's long grace runs), a failed launch.
+//! up on its jobs (also while a slow stop's long grace runs), a failed launch,
+//! a request with secrets on a backend that cannot give them.
 
 use crate::common::fake_backend::{FakeBackend, Script, request};
 use crate::common::nats_server::NatsServer;
@@ -254,4 +255,34 @@ async fn a_failed_launch_ends_the_job_in_error_with_the_backends_reason() {
     );
     assert_eq!(events[1].reason.as_deref(), Some(reason::SPAWN_FAILED));
     assert_eq!(events[1].message.as_deref(), Some("no such program"));
+}
+
+#[tokio::test]
+async fn secrets_are_never_handed_to_a_backend_that_cannot_give_them() {
+    let nats = NatsServer::start();
+    let bench = bench(&nats, "w1").await;
+    // The fake backend, like any that does not say otherwise, gives no secrets.
+    let backend = Arc::new(FakeBackend::new(Script::Run {
+        observations: Vec::new(),
+    }));
+    let mut with_secret = request("j6");
+    with_secret
+        .secret_env
+        .insert("TOKEN".into(), "s3cret".into());
+    let (task, _registry) = launch(&bench, backend.clone(), with_secret).await;
+    task.await.unwrap();
+    assert!(
+        backend.launches.lock().unwrap().is_empty(),
+        "it was launched"
+    );
+    let events = bench.events("j6").await;
+    assert_eq!(
+        states(&events),
+        [(1, JobState::Starting), (2, JobState::Error)]
+    );
+    assert_eq!(events[1].reason.as_deref(), Some(reason::INVALID_REQUEST));
+    assert!(
+        events[1].message.as_deref().unwrap().contains("secret_env"),
+        "{events:?}"
+    );
 }

@@ -43,6 +43,7 @@ mod recovery_paths;
 mod resilience;
 mod retention;
 mod schemas;
+mod secret_env;
 mod secrets;
 mod startup;
 mod store;

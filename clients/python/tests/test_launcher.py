@@ -61,7 +61,7 @@ def test_a_job_that_succeeds_returns_success(launchers: Callable[..., ClientJobL
     handle.wait()
     assert handle.poll() == JobReturnCode.SUCCESS
     seen = site.seen(meta)
-    assert seen["token"] == AUTH_TOKEN, "the job credentials travel in the environment"
+    assert seen["token"] == AUTH_TOKEN, "the job credentials travel in secret_env, as a variable of the job"
     assert AUTH_TOKEN not in seen["argv"], "and not on the command line"
     assert seen["cwd"] == str(Path.cwd())
     assert not [line for line in worker.process.lines if AUTH_TOKEN in line], "the worker logs no env value"

@@ -7,8 +7,10 @@ import re
 
 import pytest
 
+from nvflare.apis.job_def import JobMetaKey
+
 from flare_launcher_nvflare.protocol import MAX_JOB_ID_LEN, job_id_for
-from flare_launcher_nvflare.request import job_resources, launch_request
+from flare_launcher_nvflare.request import job_env, job_resources, launch_request
 
 WORKER_JOB_ID = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
 NVFLARE_JOB_ID = "0b9bd0ad-5c1d-4bd1-a8a4-1d2f0e7c6f11"
@@ -52,6 +54,7 @@ def test_every_request_carries_the_resources_and_only_a_container_one_an_image()
         site="site-1",
         command=["python", "-m", "x"],
         env={},
+        secret_env={},
         resources={"gpus": 1},
         start_timeout_s=120,
         labels={"nvflare-site": "site-1"},
@@ -60,8 +63,47 @@ def test_every_request_carries_the_resources_and_only_a_container_one_an_image()
     assert (container["image"], container["resources"]) == ("img:1", {"gpus": 1})
     assert "workdir" not in container
     process = launch_request(backend=None, image=None, **common)
-    assert "image" not in process and "backend" not in process
+    assert "image" not in process and "backend" not in process and "secret_env" not in process
     # A process worker with the gpu policy hands the job its GPUs from these.
     assert process["resources"] == {"gpus": 1}
     assert process["workdir"]
     assert "resources" not in launch_request(backend="process", image=None, **{**common, "resources": None})
+
+
+def test_the_job_credentials_go_in_secret_env_and_nowhere_else(tmp_path, monkeypatch) -> None:
+    from fake_site import AUTH_TOKEN, FakeSite
+
+    site = FakeSite(tmp_path)
+    meta, ctx = site.job("exit=0")
+    # The site's own environment may hold a credential's name: it is not sent in env.
+    monkeypatch.setenv("NVFLARE_JOB_AUTH_TOKEN", "the-sites-own")
+    monkeypatch.setenv("NVFLARE_OTHER", "kept")
+    env, secret_env = job_env(meta[JobMetaKey.JOB_ID.value], ctx, ("NVFLARE_*",))
+    assert secret_env == {"NVFLARE_JOB_AUTH_TOKEN": AUTH_TOKEN}
+    assert env["NVFLARE_OTHER"] == "kept"
+    assert AUTH_TOKEN not in env.values() and "NVFLARE_JOB_AUTH_TOKEN" not in env
+    request = launch_request(
+        job_id="j", site="site-1", command=["x"], env=env, secret_env=secret_env, backend=None,
+        image=None, resources=None, start_timeout_s=1, labels={},
+    )
+    assert request["secret_env"] == secret_env
+
+
+def test_a_container_job_gets_its_secret_files_back_as_variables(tmp_path) -> None:
+    import subprocess
+
+    (tmp_path / "NVFLARE_JOB_AUTH_TOKEN").write_text("tok en")
+    command = ["sh", "-c", 'printf "%s|%s" "$NVFLARE_JOB_AUTH_TOKEN" "$1"', "x", "arg 1"]
+    request = launch_request(
+        job_id="j", site="s", command=command, env={}, secret_env={"NVFLARE_JOB_AUTH_TOKEN": "tok en"},
+        backend="docker", image="img", resources=None, start_timeout_s=1, labels={},
+    )
+    assert "tok en" not in " ".join(request["command"]), "the value is in no command line"
+    ran = subprocess.run(request["command"], env={"FLARE_SECRETS_DIR": str(tmp_path), "PATH": "/usr/bin:/bin"},
+                         capture_output=True, text=True, check=True)
+    assert ran.stdout == "tok en|arg 1"
+    process = launch_request(
+        job_id="j", site="s", command=command, env={}, secret_env={"T": "v"},
+        backend=None, image=None, resources=None, start_timeout_s=1, labels={},
+    )
+    assert process["command"] == command, "a process job gets its secrets as variables already"

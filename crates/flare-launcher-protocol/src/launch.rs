@@ -343,6 +343,10 @@ impl std::fmt::Debug for SecretEnv {
     }
 }
 
+/// Why a `secret_env` that is not an object of strings was refused; it quotes
+/// nothing of what the field holds.
+const SECRET_ENV_SHAPE: &str = "secret_env must be an object whose values are strings";
+
 /// Longest name of a secret environment variable.
 pub const MAX_SECRET_NAME: usize = 128;
 
@@ -430,9 +434,9 @@ fn decode_identified(payload: &[u8]) -> Result<(JobId, LaunchRequest), LaunchDec
     let unidentifiable = |error: String| LaunchDecodeError::Unidentifiable {
         error: bounded(&error),
     };
-    let value: Value = serde_json::from_slice(payload)
+    let mut value: Value = serde_json::from_slice(payload)
         .map_err(|e| unidentifiable(format!("payload is not valid JSON: {e}")))?;
-    let Value::Object(object) = &value else {
+    let Value::Object(object) = &mut value else {
         return Err(unidentifiable("payload is not a JSON object".into()));
     };
     let job_id = match object.get("job_id") {
@@ -446,8 +450,16 @@ fn decode_identified(payload: &[u8]) -> Result<(JobId, LaunchRequest), LaunchDec
         job_id: job_id.clone(),
         error: bounded(&error),
     };
-    let request: LaunchRequest =
+    // Decoded apart: serde's errors quote the values they could not take.
+    let secret_env = object
+        .remove("secret_env")
+        .map(serde_json::from_value::<SecretEnv>)
+        .transpose()
+        .map_err(|_| invalid(SECRET_ENV_SHAPE.into()))?
+        .unwrap_or_default();
+    let mut request: LaunchRequest =
         serde_json::from_value(value).map_err(|e| invalid(e.to_string()))?;
+    request.secret_env = secret_env;
     request.validate().map_err(|e| invalid(e.to_string()))?;
     Ok((job_id, request))
 }
@@ -517,6 +529,18 @@ mod tests {
                 serde_json::json!({"job_id": "j1", "command": ["x"], "secret_env": {bad: "v"}});
             let error = invalid(&payload.to_string());
             assert!(error.contains("secret_env variable"), "{bad}: {error}");
+        }
+        for shape in [
+            r#"{"T":["s3cret"]}"#,
+            r#""s3cret""#,
+            r#"{"T":{"s3cret":1}}"#,
+        ] {
+            let payload = format!(r#"{{"job_id":"j1","command":["x"],"secret_env":{shape}}}"#);
+            let error = invalid(&payload);
+            assert!(
+                error.contains("secret_env must be") && !error.contains("s3cret"),
+                "{shape}: {error}"
+            );
         }
         let nul = r#"{"job_id":"j1","command":["x"],"secret_env":{"T":"a\u0000b"}}"#;
         assert!(invalid(nul).contains("secret_env variable"));

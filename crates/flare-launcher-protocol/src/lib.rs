@@ -48,6 +48,7 @@ mod launch;
 mod messages;
 pub mod reason;
 pub mod schema;
+mod secret_excerpt;
 pub mod state;
 
 pub use job_id::{JobId, JobIdError};

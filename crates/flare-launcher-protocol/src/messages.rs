@@ -2,6 +2,7 @@
 //! unusable requests, error replies) and the terminate request they answer.
 
 use super::bounded::{bounded, lossy_prefix};
+use super::secret_excerpt::without_secrets;
 use super::{
     BackendKind, DEFAULT_GRACE_S, DurationOutOfRange, MAX_ECHOED_PAYLOAD, PROTOCOL_VERSION,
     check_duration, timestamp_now,
@@ -290,7 +291,8 @@ pub struct InvalidRequest {
     pub v: u32,
     /// What is wrong with the payload.
     pub error: String,
-    /// The raw payload, cut at 4 KiB.
+    /// The raw payload, cut at 4 KiB, without the values of its `secret_env`
+    /// (each shown as `<secret>`).
     #[schemars(length(max = MAX_ECHOED_PAYLOAD))]
     pub payload: String,
     /// RFC 3339 UTC time it was seen.
@@ -299,13 +301,14 @@ pub struct InvalidRequest {
 }
 
 impl InvalidRequest {
-    /// Reports `payload`, cut at [`MAX_ECHOED_PAYLOAD`] bytes (on a character
-    /// boundary), and `error`, bounded.
+    /// Reports `payload` without its secret values, cut at
+    /// [`MAX_ECHOED_PAYLOAD`] bytes (on a character boundary), and `error`,
+    /// bounded.
     pub fn new(error: &str, payload: &[u8]) -> Self {
         InvalidRequest {
             v: PROTOCOL_VERSION,
             error: bounded(error),
-            payload: lossy_prefix(payload, MAX_ECHOED_PAYLOAD),
+            payload: lossy_prefix(&without_secrets(payload), MAX_ECHOED_PAYLOAD),
             ts: timestamp_now(),
         }
     }

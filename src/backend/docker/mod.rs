@@ -13,6 +13,7 @@ pub mod credentials;
 mod ending;
 mod image;
 mod mounts;
+mod secret_files;
 mod spec;
 mod watch;
 
@@ -40,6 +41,7 @@ pub use spec::{JOB_ID as JOB_ID_LABEL, MANAGED_BY, MANAGED_BY_VALUE};
 use credentials::CredentialSources;
 use image::{ImageError, Puller};
 use mounts::{MountPolicy, Workspace};
+use secret_files::{SecretFiles, SecretFilesError, SecretsTmpfsError};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -56,6 +58,9 @@ pub enum DockerBackendError {
     /// The log directory cannot be created.
     #[error(transparent)]
     LogDir(#[from] LogDirError),
+    /// The folder for jobs' secret files cannot be used.
+    #[error(transparent)]
+    SecretsTmpfs(#[from] SecretsTmpfsError),
     /// The engine cannot be reached or does not answer.
     #[error("cannot reach the Docker engine{}: {source}", .host.as_deref().map(|h| format!(" at {h}")).unwrap_or_default())]
     Engine {
@@ -73,6 +78,7 @@ pub struct DockerBackend {
     settings: DockerSettings,
     puller: Puller,
     mount_policy: MountPolicy,
+    secret_files: SecretFiles,
     watch: Arc<Watch>,
     events: JoinHandle<()>,
     /// Containers of ended jobs kept for `--docker-keep-s`.
@@ -98,6 +104,12 @@ impl DockerBackend {
     /// A [`DockerBackendError`] saying what is missing.
     pub async fn start(settings: DockerSettings) -> Result<Self, DockerBackendError> {
         create_log_dir(&settings.log_dir)?;
+        let secret_files = SecretFiles::open(
+            &settings.config.secrets_tmpfs,
+            &settings.worker_id,
+            settings.config.user,
+            settings.config.host.as_deref(),
+        )?;
         let engine_error = |source| DockerBackendError::Engine {
             host: settings.config.host.clone(),
             source,
@@ -137,6 +149,7 @@ impl DockerBackend {
                     read_only: settings.config.workspace_read_only.clone(),
                 }),
             },
+            secret_files,
             docker,
             settings,
             watch,
@@ -406,20 +419,33 @@ impl Backend for DockerBackend {
     ) -> Result<Launched, LaunchError> {
         let image = container_image(request, self.kind())?;
         self.settings.labels.check(&request.labels)?;
-        let mounts = mounts::docker_mounts(&request.job_id, &request.mounts, &self.mount_policy)?;
+        let mut mounts =
+            mounts::docker_mounts(&request.job_id, &request.mounts, &self.mount_policy)?;
         let log = new_log_file(&self.settings.log_dir, &request.job_id)?;
         let name = spec::container_name(request.site.as_deref(), &request.job_id);
         let Following { observations } =
             self.watch
                 .followers()
                 .follow(&request.job_id, &name, log.clone());
-        let (docker, watch, job_id) = (
+        match self
+            .secret_files
+            .write(&request.job_id, &request.secret_env)
+        {
+            Ok(secrets) => mounts.extend(secrets),
+            Err(e) => {
+                self.watch.followers().forget(&request.job_id);
+                return Err(secrets_error(e));
+            }
+        }
+        let (docker, watch, job_id, secret_files) = (
             self.docker.clone(),
             self.watch.clone(),
             request.job_id.clone(),
+            self.secret_files.clone(),
         );
         let mut given_up = GivenUp::new(None, move |created: Option<String>| {
             watch.followers().forget(&job_id);
+            secret_files.remove(&job_id);
             let container = created?;
             tracing::warn!(%container, "launch given up; removing its container");
             Some(async move { remove_container(&docker, &container).await }.boxed())
@@ -450,6 +476,7 @@ impl Backend for DockerBackend {
             }),
             Err(e) => {
                 self.watch.followers().forget(&request.job_id);
+                self.secret_files.remove(&request.job_id);
                 Err(e)
             }
         }
@@ -464,6 +491,7 @@ impl Backend for DockerBackend {
     }
 
     async fn release(&self, job_id: &str) {
+        self.secret_files.release(job_id);
         let Some(followed) = self.watch.followers().forget(job_id) else {
             return;
         };
@@ -477,6 +505,11 @@ impl Backend for DockerBackend {
     async fn close(&self, _leaving: Leaving) {
         // The containers go on; a worker with the same id finds them again.
         self.events.abort();
+        self.secret_files.close();
+    }
+
+    fn gives_secrets(&self) -> bool {
+        true
     }
 
     fn recovery(&self) -> Option<&dyn Recover> {
@@ -502,6 +535,11 @@ impl Recover for DockerBackend {
                 return Vec::new();
             }
         };
+        let jobs = containers
+            .iter()
+            .map(|found| found.job_id.clone())
+            .collect();
+        self.secret_files.keep_only(&jobs);
         let mut recovered = Vec::new();
         for found in containers {
             let job_id = found.job_id.clone();
@@ -534,6 +572,9 @@ impl Adopt for DockerBackend {
         let labels = config.labels.unwrap_or_default();
         if labels.get(spec::JOB_ID) != Some(&record.job_id) {
             return Ok(None);
+        }
+        if let Some(worker) = labels.get(spec::WORKER) {
+            self.secret_files.adopted(&record.job_id, worker);
         }
         let created = inspected
             .created
@@ -582,6 +623,7 @@ impl Sweep for DockerBackend {
         if let BackendRef::Docker { container_id, .. } = &workload.backend_ref {
             remove_container(&self.docker, container_id).await;
         }
+        self.secret_files.remove(&workload.job_id);
     }
 }
 
@@ -645,6 +687,15 @@ fn engine_message(error: &DockerError) -> String {
 #[derive(Debug, thiserror::Error)]
 #[error("{}", engine_message(.0))]
 pub struct EngineError(#[source] pub DockerError);
+
+/// A launch whose secrets cannot reach its container: refused, never run
+/// without them.
+fn secrets_error(error: SecretFilesError) -> LaunchError {
+    match error {
+        SecretFilesError::RemoteEngine(_) => LaunchError::Unsupported(Failure::of(error)),
+        SecretFilesError::Write { .. } => LaunchError::Spawn(Failure::of(error)),
+    }
+}
 
 fn image_error(error: ImageError) -> LaunchError {
     match error {

@@ -2,6 +2,7 @@
 //! the create body the Engine API takes, built from the launch request and the
 //! worker's settings. Pure functions, so every rule is checked without an engine.
 
+use super::secret_files::{SECRETS_DIR_VAR, SECRETS_TARGET};
 use crate::backend::GpuAssignment;
 use crate::config::DockerConfig;
 use crate::protocol::LaunchRequest;
@@ -133,19 +134,27 @@ pub fn container(
         cmd: Some(request.command.clone()),
         // The command is the whole argv: no entrypoint of the image wraps it.
         entrypoint: Some(Vec::new()),
-        env: Some(
-            request
-                .env
-                .iter()
-                .map(|(name, value)| format!("{name}={value}"))
-                .collect(),
-        ),
+        env: Some(env(request)),
         working_dir: request.workdir.clone(),
         user: Some(config.user.to_string()),
         labels: Some(labels(request, owner)),
         host_config: Some(host_config),
         ..ContainerCreateBody::default()
     }
+}
+
+/// The environment of a job's container: the request's `env`, and, when it has
+/// secrets, the variable naming the folder of their files (never a value).
+fn env(request: &LaunchRequest) -> Vec<String> {
+    let secrets_dir = (!request.secret_env.is_empty()).then_some((SECRETS_DIR_VAR, SECRETS_TARGET));
+    request
+        .env
+        .iter()
+        .map(|(name, value)| (name.as_str(), value.as_str()))
+        .filter(|(name, _)| secrets_dir.is_none_or(|(taken, _)| taken != *name))
+        .chain(secrets_dir)
+        .map(|(name, value)| format!("{name}={value}"))
+        .collect()
 }
 
 /// The security option that keeps a container's processes from gaining
@@ -250,6 +259,42 @@ mod tests {
         assert_eq!(host.privileged, Some(false));
         assert_eq!(host.network_mode, None);
         assert_eq!(host.device_requests, None);
+    }
+
+    #[test]
+    fn secrets_are_named_by_their_folder_never_given_as_values() {
+        let mut request = LaunchRequest::new("j1", vec!["x".into()]);
+        request.env.insert("A".into(), "1".into());
+        request
+            .env
+            .insert(SECRETS_DIR_VAR.into(), "/elsewhere".into());
+        let config = DockerArgs::default().config();
+        let env_of = |request: &LaunchRequest| {
+            let body = container(
+                request,
+                &GpuAssignment::Unaccounted,
+                "i",
+                &OWNER,
+                &config,
+                Vec::new(),
+            );
+            (
+                body.env.clone().unwrap(),
+                serde_json::to_string(&body).unwrap(),
+            )
+        };
+        let (plain, _) = env_of(&request);
+        assert!(plain.contains(&format!("{SECRETS_DIR_VAR}=/elsewhere")));
+        request.secret_env.insert("TOKEN".into(), "s3cret".into());
+        let (env, body) = env_of(&request);
+        assert_eq!(
+            env,
+            [
+                "A=1".to_owned(),
+                format!("{SECRETS_DIR_VAR}={SECRETS_TARGET}")
+            ]
+        );
+        assert!(!body.contains("s3cret"), "{body}");
     }
 
     #[test]

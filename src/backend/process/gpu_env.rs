@@ -2,7 +2,8 @@
 //! `CUDA_VISIBLE_DEVICES` and `NVIDIA_VISIBLE_DEVICES` name the GPUs it was
 //! given (by index or by UUID, as the worker is configured), and a job given
 //! none, or asking for none, gets `CUDA_VISIBLE_DEVICES=""` so that it cannot
-//! take one by accident. They override whatever the request's `env` says.
+//! take one by accident. They override whatever the request's `env` (or
+//! `secret_env`) says.
 
 use crate::backend::GpuAssignment;
 use crate::config::resources::GpuNaming;
@@ -45,7 +46,8 @@ pub fn gpu_env(
     }
 }
 
-/// The request's environment with the GPU variables set over it.
+/// The request's environment, its `env` and its `secret_env` (which share no
+/// name), with the GPU variables set over it.
 pub fn job_env(
     request: &LaunchRequest,
     gpus: &GpuAssignment,
@@ -55,6 +57,7 @@ pub fn job_env(
     request
         .env
         .iter()
+        .chain(request.secret_env.iter())
         .filter(|(name, _)| !set.iter().any(|(taken, _)| taken == *name))
         .map(|(name, value)| (name.clone(), value.clone()))
         .chain(set.iter().cloned())
@@ -107,6 +110,10 @@ mod tests {
             .filter(|(n, _)| n == CUDA_VISIBLE_DEVICES)
             .count();
         assert_eq!(cuda_count, 1);
+        let mut request = request;
+        request.secret_env.insert("TOKEN".into(), "s3cret".into());
+        let with_secret = job_env(&request, &gpus, GpuNaming::Index);
+        assert_eq!(var(&with_secret, "TOKEN"), Some("s3cret"));
         let by_uuid = job_env(&request, &gpus, GpuNaming::Uuid);
         assert_eq!(var(&by_uuid, CUDA_VISIBLE_DEVICES), Some("GPU-c,0"));
     }

@@ -198,6 +198,10 @@ impl Backend for ProcessBackend {
         }
     }
 
+    fn gives_secrets(&self) -> bool {
+        true
+    }
+
     fn recovery(&self) -> Option<&dyn Recover> {
         Some(self)
     }

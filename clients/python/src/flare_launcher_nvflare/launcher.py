@@ -137,11 +137,13 @@ class FlareJobLauncher(JobLauncherSpec):
     def launch_job(self, job_meta: dict, fl_ctx: FLContext) -> FlareJobHandle:
         nvflare_job_id = job_meta.get(JobConstants.JOB_ID)
         site = fl_ctx.get_identity_name()
+        env, secret_env = job_env(nvflare_job_id, fl_ctx, self._pass_env)
         request = launch_request(
             job_id=job_id_for(site, nvflare_job_id),
             site=site,
             command=shlex.split(self.get_command(job_meta, fl_ctx), True),
-            env=job_env(nvflare_job_id, fl_ctx, self._pass_env),
+            env=env,
+            secret_env=secret_env,
             backend=self._backend,
             image=self._image,
             resources=job_resources(job_meta, site),

@@ -42,22 +42,44 @@ def passed_env(patterns: Sequence[str]) -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if k in exact or (prefixes and k.startswith(prefixes))}
 
 
-def job_env(nvflare_job_id: str, fl_ctx: FLContext, pass_env: Sequence[str]) -> dict[str, str]:
-    """The job's environment: the variables `pass_env` names, NVFlare's job
-    credentials and, as NVFlare sets it for its own job processes, PYTHONPATH
-    with the app's custom dir added.
+def job_env(nvflare_job_id: str, fl_ctx: FLContext, pass_env: Sequence[str]) -> tuple[dict[str, str], dict[str, str]]:
+    """The job's environment as the request's `env` and `secret_env`: in `env`,
+    the variables `pass_env` names and, as NVFlare sets it for its own job
+    processes, PYTHONPATH with the app's custom dir added; in `secret_env`,
+    NVFlare's job credentials (its auth token, token signature and SSID), whose
+    values no worker shows in a record, an event, a log line or a container's
+    configuration. A credential's name is never also in `env`.
 
     Nothing else of this process's environment is sent: the worker's own
     environment is the base a job starts from.
     """
-    env = passed_env(pass_env)
+    secret_env = get_credential_env(fl_ctx.get_prop(FLContextKey.JOB_PROCESS_ARGS) or {})
+    env = {k: v for k, v in passed_env(pass_env).items() if k not in secret_env}
     workspace: Optional[Workspace] = fl_ctx.get_prop(FLContextKey.WORKSPACE_OBJECT)
     if workspace is not None:
         custom_dir = workspace.get_app_custom_dir(nvflare_job_id)
         if custom_dir != "":
             add_custom_dir_to_path(custom_dir, env)
-    env.update(get_credential_env(fl_ctx.get_prop(FLContextKey.JOB_PROCESS_ARGS) or {}))
-    return env
+    return env, secret_env
+
+
+#: A shell line that sets a variable per file of `$FLARE_SECRETS_DIR`, where a
+#: Docker worker puts a job's `secret_env` (one file per variable, named after
+#: it), then runs its arguments: NVFlare's job process reads its credentials
+#: from its environment. Without the folder it only runs them.
+SECRETS_AS_VARIABLES = (
+    'if [ -n "$FLARE_SECRETS_DIR" ]; then for f in "$FLARE_SECRETS_DIR"/*; do '
+    '[ -f "$f" ] && export "${f##*/}=$(cat "$f")"; done; fi; exec "$@"'
+)
+
+
+def job_command(command: list[str], backend: Optional[str], secret_env: dict[str, str]) -> list[str]:
+    """The request's argv: `command`, run through `sh` with
+    SECRETS_AS_VARIABLES when a container job has secrets (the image needs a
+    shell, as NVFlare's images have)."""
+    if backend in CONTAINER_BACKENDS and secret_env:
+        return ["sh", "-c", SECRETS_AS_VARIABLES, "flare-secrets", *command]
+    return command
 
 
 def job_resources(job_meta: dict, site: str) -> Optional[dict]:
@@ -84,6 +106,7 @@ def launch_request(
     site: str,
     command: list[str],
     env: dict[str, str],
+    secret_env: dict[str, str],
     backend: Optional[str],
     image: Optional[str],
     resources: Optional[dict],
@@ -94,16 +117,18 @@ def launch_request(
     backend (a process worker with the `gpu` policy gives the job its GPUs from
     them). A process job starts in this process's working directory, as NVFlare's
     own child processes do; a container job gets its image (and the image's
-    working directory)."""
+    working directory). `secret_env` is sent only when there is one."""
     request: dict = {
         "v": PROTOCOL_VERSION,
         "job_id": job_id,
         "site": site,
-        "command": command,
+        "command": job_command(command, backend, secret_env),
         "env": env,
         "timeouts": {"start_s": start_timeout_s},
         "labels": {k: v[:MAX_LABEL_LEN] for k, v in labels.items()},
     }
+    if secret_env:
+        request["secret_env"] = secret_env
     if backend is not None:
         request["backend"] = backend
     if resources:
