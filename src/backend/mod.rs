@@ -186,9 +186,7 @@ pub trait Backend: Send + Sync {
     /// Whether it gives a job its request's `secret_env`. A request with
     /// secrets never reaches a backend that does not: the job would run
     /// without them (see [`Backends::for_request`]).
-    fn gives_secrets(&self) -> bool {
-        false
-    }
+    fn gives_secrets(&self) -> bool;
 
     /// Finding this backend's workloads again after a restart, if it can.
     fn recovery(&self) -> Option<&dyn Recover>;

@@ -261,7 +261,7 @@ async fn a_failed_launch_ends_the_job_in_error_with_the_backends_reason() {
 async fn secrets_are_never_handed_to_a_backend_that_cannot_give_them() {
     let nats = NatsServer::start();
     let bench = bench(&nats, "w1").await;
-    // The fake backend, like any that does not say otherwise, gives no secrets.
+    // The fake backend gives no secrets.
     let backend = Arc::new(FakeBackend::new(Script::Run {
         observations: Vec::new(),
     }));

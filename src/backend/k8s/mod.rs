@@ -284,6 +284,10 @@ impl Backend for K8sBackend {
         BackendKind::K8s
     }
 
+    fn gives_secrets(&self) -> bool {
+        true
+    }
+
     async fn launch(
         &self,
         request: &LaunchRequest,

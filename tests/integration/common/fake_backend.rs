@@ -179,6 +179,11 @@ impl Backend for FakeBackend {
         Ok(launched)
     }
 
+    /// A stand-in for a backend that cannot hand a job its secrets.
+    fn gives_secrets(&self) -> bool {
+        false
+    }
+
     fn recovery(&self) -> Option<&dyn Recover> {
         self.found.as_ref().map(|_| self as &dyn Recover)
     }
