@@ -1,5 +1,8 @@
 //! `flare-launcher launch -- ARGV...`: publishes a launch request built from
-//! flags, follows its events, and exits with the job's return code.
+//! flags, follows its events, and exits with the job's return code. A secret
+//! variable (`--secret-env NAME`) is named on the command line and its value
+//! taken from this command's environment, never from its arguments, which every
+//! local user can read.
 
 use super::output::print_event;
 use super::{CliError, client};
@@ -25,6 +28,9 @@ pub struct LaunchArgs {
     /// Environment variable, NAME=VALUE (repeatable)
     #[arg(long = "env", value_parser = key_value)]
     env: Vec<(String, String)>,
+    /// Secret environment variable of the job (`secret_env`), by NAME: its value is this command's variable NAME (repeatable)
+    #[arg(long = "secret-env", value_name = "NAME")]
+    secret_env: Vec<String>,
     /// Working directory of the job
     #[arg(long)]
     workdir: Option<String>,
@@ -103,14 +109,36 @@ fn mount(text: &str) -> Result<Mount, NotOfForm> {
     })
 }
 
+/// A `--secret-env NAME` whose variable this command does not have.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "--secret-env {name}: this command has no environment variable {name} (set it; its value is the secret)"
+)]
+pub struct MissingSecret {
+    name: String,
+}
+
+/// The values of the secret variables `names`, from this command's environment.
+fn secrets_from_environment(names: Vec<String>) -> Result<Vec<(String, String)>, MissingSecret> {
+    names
+        .into_iter()
+        .map(|name| match std::env::var(&name) {
+            Ok(value) => Ok((name, value)),
+            Err(_) => Err(MissingSecret { name }),
+        })
+        .collect()
+}
+
 impl LaunchArgs {
-    fn request(self) -> LaunchRequest {
+    fn request(self) -> Result<LaunchRequest, MissingSecret> {
+        let secret_env = secrets_from_environment(self.secret_env)?;
         let job_id = self.job_id.unwrap_or_else(random_job_id);
         let mut request = LaunchRequest::new(job_id, self.command);
         request.site = self.site;
         request.backend = self.backend;
         request.image = self.image;
         request.env = self.env.into_iter().collect::<BTreeMap<_, _>>();
+        request.secret_env.extend(secret_env);
         request.workdir = self.workdir;
         if self.gpus.is_some()
             || self.gpu_memory_mb.is_some()
@@ -132,7 +160,7 @@ impl LaunchArgs {
             });
         }
         request.labels = self.labels.into_iter().collect();
-        request
+        Ok(request)
     }
 }
 
@@ -142,7 +170,7 @@ fn random_job_id() -> String {
 
 pub async fn run(settings: &Settings, args: LaunchArgs) -> Result<i32, CliError> {
     let (follow, json) = (!args.no_follow, args.json);
-    let request = args.request();
+    let request = args.request()?;
     request.validate()?;
     let client = client(settings).await?;
     client.ensure_streams().await?;

@@ -97,6 +97,9 @@ pub enum CliError {
     /// The launch request built from the flags breaks a rule.
     #[error("invalid launch request: {0}")]
     InvalidRequest(#[from] crate::protocol::InvalidLaunch),
+    /// A secret variable named on the command line is not in its environment.
+    #[error(transparent)]
+    MissingSecret(#[from] launch::MissingSecret),
     /// Anything else, said plainly.
     #[error("{0}")]
     Other(String),

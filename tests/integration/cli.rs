@@ -44,6 +44,44 @@ async fn launch_exits_with_the_jobs_return_code() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn launch_takes_a_secret_from_its_environment_and_never_from_its_arguments() {
+    let system = System::start().await;
+    // The job checks the value against its two halves, so that the whole
+    // value is on no command line.
+    let (first, second) = ("half-one-", "half-two");
+    let launch = |job_id: &'static str, secret: Option<String>| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_flare-launcher"));
+        command.args([
+            "--nats-url",
+            &system.nats.url(),
+            "launch",
+            "--job-id",
+            job_id,
+        ]);
+        command.args(["--secret-env", "CLI_TOKEN", "--env", &format!("A={first}")]);
+        command.args(["--env", &format!("B={second}"), "--"]);
+        command.args(["sh", "-c", r#"test "$CLI_TOKEN" = "$A$B""#]);
+        command.env_remove("CLI_TOKEN");
+        if let Some(secret) = secret {
+            command.env("CLI_TOKEN", secret);
+        }
+        command
+    };
+    let ran = launch("cli-secret", Some(format!("{first}{second}")))
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(ran.status.code(), Some(0), "{ran:?}");
+    let record = system.client.status("cli-secret").await.unwrap();
+    assert!(!format!("{record:?}").contains(&format!("{first}{second}")));
+
+    let missing = launch("cli-no-secret", None).output().await.unwrap();
+    assert_eq!(missing.status.code(), Some(2), "{missing:?}");
+    let said = String::from_utf8_lossy(&missing.stderr);
+    assert!(said.contains("--secret-env CLI_TOKEN"), "{said}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_terminate_and_events_speak_json() {
     let system = System::start().await;
     let output = cli(
