@@ -184,7 +184,7 @@ options! {
             example: "[\"fl.example.org/\"]",
             clap: (value_delimiter = ','),
         },
-        /// Address of the worker's HTTP endpoint for probes: /healthz (the process lives) and /readyz (NATS connected, lease held, each backend answering), e.g. 0.0.0.0:9464
+        /// Address of the worker's HTTP endpoint: /metrics (Prometheus), /healthz (the process lives) and /readyz (NATS connected, lease held, each backend answering), e.g. 0.0.0.0:9464
         metrics_listen: SocketAddr {
             flag: "metrics-listen",
             env: "FLARE_METRICS_LISTEN",

@@ -1,9 +1,10 @@
-//! The worker's HTTP endpoint (`--metrics-listen`): `GET /healthz` answers 200
-//! while the process serves at all; `GET /readyz` answers 200 when the worker
-//! is ready ([`Readiness`]), else 503 with one line per problem. Anything else
-//! is 404 (405 for another method). HTTP/1 only, one task per connection,
-//! stopped with the worker.
+//! The worker's HTTP endpoint (`--metrics-listen`): `GET /metrics` answers its
+//! [`Metrics`]; `GET /healthz` answers 200 while the process serves at all;
+//! `GET /readyz` answers 200 when the worker is ready ([`Readiness`]), else
+//! 503 with one line per problem. Anything else is 404 (405 for another
+//! method). HTTP/1 only, one task per connection, stopped with the worker.
 
+use super::metrics::{Metrics, Now};
 use super::readiness::Readiness;
 use crate::report::error_chain;
 use bytes::Bytes;
@@ -15,6 +16,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -28,6 +30,17 @@ pub struct ListenError {
     /// The operating system's error.
     #[source]
     source: std::io::Error,
+}
+
+/// What the endpoint answers from.
+#[derive(Clone)]
+pub struct Probes {
+    /// What `/readyz` looks at.
+    pub readiness: Readiness,
+    /// What `/metrics` shows.
+    pub metrics: Arc<Metrics>,
+    /// The jobs the worker follows now.
+    pub running: Arc<dyn Fn() -> usize + Send + Sync>,
 }
 
 /// The endpoint, serving.
@@ -60,11 +73,11 @@ impl Bound {
         Ok(Bound { listener, address })
     }
 
-    /// Serves the probes of `readiness` until [`Endpoint::stop`].
-    pub fn serve(self, readiness: Readiness) -> Endpoint {
+    /// Serves `probes` until [`Endpoint::stop`].
+    pub fn serve(self, probes: Probes) -> Endpoint {
         let stop = CancellationToken::new();
-        let serving = tokio::spawn(serve(self.listener, readiness, stop.clone()));
-        tracing::info!(address = %self.address, "serving /healthz and /readyz");
+        let serving = tokio::spawn(serve(self.listener, probes, stop.clone()));
+        tracing::info!(address = %self.address, "serving /metrics, /healthz and /readyz");
         Endpoint {
             address: self.address,
             stop,
@@ -87,7 +100,7 @@ impl Endpoint {
 }
 
 /// Accepts connections until `stop`, each served by a task of its own.
-async fn serve(listener: TcpListener, readiness: Readiness, stop: CancellationToken) {
+async fn serve(listener: TcpListener, probes: Probes, stop: CancellationToken) {
     loop {
         let (stream, _) = tokio::select! {
             () = stop.cancelled() => return,
@@ -99,11 +112,11 @@ async fn serve(listener: TcpListener, readiness: Readiness, stop: CancellationTo
                 }
             },
         };
-        let (readiness, stop) = (readiness.clone(), stop.clone());
+        let (probes, stop) = (probes.clone(), stop.clone());
         tokio::spawn(async move {
             let service = service_fn(move |request| {
-                let readiness = readiness.clone();
-                async move { Ok::<_, Infallible>(answer(&request, &readiness).await) }
+                let probes = probes.clone();
+                async move { Ok::<_, Infallible>(answer(&request, &probes).await) }
             });
             let connection = http1::Builder::new().serve_connection(TokioIo::new(stream), service);
             tokio::select! {
@@ -117,28 +130,44 @@ async fn serve(listener: TcpListener, readiness: Readiness, stop: CancellationTo
 }
 
 /// The answer to one request.
-async fn answer(request: &Request<Incoming>, readiness: &Readiness) -> Response<Full<Bytes>> {
+async fn answer(request: &Request<Incoming>, probes: &Probes) -> Response<Full<Bytes>> {
     let path = request.uri().path();
-    if !matches!(path, "/healthz" | "/readyz") {
+    if !matches!(path, "/metrics" | "/healthz" | "/readyz") {
         return text(
             StatusCode::NOT_FOUND,
-            "not found: /healthz or /readyz\n".into(),
+            "not found: /metrics, /healthz or /readyz\n".into(),
         );
     }
     if request.method() != Method::GET && request.method() != Method::HEAD {
         return text(StatusCode::METHOD_NOT_ALLOWED, "GET only\n".into());
     }
-    if path == "/healthz" {
-        return text(StatusCode::OK, "ok\n".into());
+    match path {
+        "/healthz" => text(StatusCode::OK, "ok\n".into()),
+        "/metrics" => {
+            let now = Now {
+                running: (probes.running)(),
+                lease_held: probes.readiness.lease.held_for().is_some(),
+            };
+            let mut response = text(StatusCode::OK, probes.metrics.render(now));
+            response.headers_mut().insert(
+                http::header::CONTENT_TYPE,
+                http::HeaderValue::from_static(
+                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                ),
+            );
+            response
+        }
+        _ => {
+            let problems = probes.readiness.problems().await;
+            if problems.is_empty() {
+                return text(StatusCode::OK, "ready\n".into());
+            }
+            text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("not ready\n{}\n", problems.join("\n")),
+            )
+        }
     }
-    let problems = readiness.problems().await;
-    if problems.is_empty() {
-        return text(StatusCode::OK, "ready\n".into());
-    }
-    text(
-        StatusCode::SERVICE_UNAVAILABLE,
-        format!("not ready\n{}\n", problems.join("\n")),
-    )
 }
 
 fn text(status: StatusCode, body: String) -> Response<Full<Bytes>> {

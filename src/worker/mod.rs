@@ -36,7 +36,7 @@ use crate::nats::connect::{self, ConnectError};
 use crate::nats::replicas::Replicas;
 use crate::nats::setup::{self, Layout, SetupError};
 use crate::nats::subjects::Subjects;
-use crate::observe::{Bound, Endpoint, ListenError, Readiness};
+use crate::observe::{Bound, Endpoint, ListenError, Metrics, Probes, Readiness};
 use crate::pool::lease::{LeaseError, LeaseKeeper};
 use crate::pool::members::Members;
 use crate::pool::owners::OwnerIndex;
@@ -258,6 +258,7 @@ impl Worker {
         .map_err(WorkerError::Lease)?;
         let stop_lease = CancellationToken::new();
         let lease_keeper = tokio::spawn(keeper.run(stop_lease.clone()));
+        let metrics = Arc::new(Metrics::new(config.max_jobs));
         let author = Arc::new(Author::new(AuthorParts {
             store: store.clone(),
             owners: owners.clone(),
@@ -268,6 +269,7 @@ impl Worker {
             layout: layout.clone(),
             worker_id: config.worker_id.clone(),
             pool: config.pool.clone(),
+            metrics: metrics.clone(),
         }));
         let jobs = Arc::new(JobSupport {
             backends,
@@ -389,7 +391,16 @@ impl Worker {
             launch_subject = %subjects.launch(&config.pool),
             "worker ready"
         );
-        let endpoint = endpoint.map(|bound| bound.serve(readiness));
+        let endpoint = endpoint.map(|bound| {
+            bound.serve(Probes {
+                readiness,
+                metrics,
+                running: Arc::new({
+                    let registry = registry.clone();
+                    move || registry.count()
+                }),
+            })
+        });
         Ok(Worker {
             jobs,
             registry,

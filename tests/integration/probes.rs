@@ -1,7 +1,7 @@
-//! The worker's probe endpoint (`--metrics-listen`), over real HTTP: `/healthz`
-//! answers while the process serves; `/readyz` turns unready, naming why, when
-//! NATS goes away or a backend stops answering, and ready again when they come
-//! back.
+//! The worker's endpoint (`--metrics-listen`), over real HTTP: `/metrics`
+//! counts the jobs that really ran; `/healthz` answers while the process
+//! serves; `/readyz` turns unready, naming why, when NATS goes away or a backend
+//! stops answering, and ready again when they come back.
 
 use crate::common::docker::{Held, system_through_proxy};
 use crate::common::system::{System, sh};
@@ -63,13 +63,78 @@ fn listening(config: &mut flare_launcher::config::WorkerConfig) {
     config.metrics_listen = Some("127.0.0.1:0".parse().unwrap());
 }
 
+/// The value of the sample `series` (name and labels, as the text shows them).
+fn sample(metrics: &str, series: &str) -> Option<f64> {
+    metrics.lines().find_map(|line| {
+        let value = line.strip_prefix(series)?.strip_prefix(' ')?;
+        value.parse().ok()
+    })
+}
+
+#[tokio::test]
+async fn metrics_count_the_jobs_that_ran_by_their_end_and_show_the_running_ones() {
+    let system = System::start_with(|config| {
+        listening(config);
+        config.max_jobs = 7;
+    })
+    .await;
+    let address = probe_address(&system);
+    for (job_id, script) in [
+        ("m-ok-1", "exit 0"),
+        ("m-ok-2", "exit 0"),
+        ("m-three", "exit 3"),
+    ] {
+        system.run(&sh(job_id, script)).await;
+    }
+    system
+        .launch_until_running(&sh("m-runs", "sleep 300"))
+        .await;
+    let (status, metrics) = get(address, "/metrics").await;
+    assert_eq!(status, 200, "{metrics}");
+    for (series, value) in [
+        (
+            "flare_launcher_jobs_ended_total{state=\"succeeded\",reason=\"\",backend=\"process\"}",
+            2.0,
+        ),
+        (
+            "flare_launcher_job_events_total{state=\"starting\",backend=\"process\"}",
+            4.0,
+        ),
+        (
+            "flare_launcher_job_events_total{state=\"running\",backend=\"process\"}",
+            4.0,
+        ),
+        (
+            "flare_launcher_job_events_total{state=\"failed\",backend=\"process\"}",
+            1.0,
+        ),
+        ("flare_launcher_jobs_running", 1.0),
+        ("flare_launcher_capacity_jobs", 7.0),
+        ("flare_launcher_lease_held", 1.0),
+    ] {
+        assert_eq!(
+            sample(&metrics, series),
+            Some(value),
+            "{series} in\n{metrics}"
+        );
+    }
+    let failed: f64 = metrics
+        .lines()
+        .filter(|line| line.starts_with("flare_launcher_jobs_ended_total{state=\"failed\""))
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert_eq!(failed, 1.0, "{metrics}");
+    system.client.terminate("m-runs", Some(0)).await.unwrap();
+    system.events_until_terminal("m-runs").await;
+}
+
 #[tokio::test]
 async fn readyz_is_unready_while_nats_is_away_and_ready_again_when_it_returns() {
     let mut system = System::start_with(listening).await;
     let address = probe_address(&system);
     assert_eq!(get(address, "/healthz").await, (200, "ok\n".into()));
     assert_eq!(readyz_until(address, 200).await, "ready\n");
-    assert_eq!(get(address, "/metrics-or-else").await.0, 404);
+    assert_eq!(get(address, "/elsewhere").await.0, 404);
 
     system.nats.stop();
     let why = readyz_until(address, 503).await;

@@ -34,6 +34,7 @@ use rejected::minimal_record;
 use crate::backend::Progress;
 use crate::nats::setup::Layout;
 use crate::nats::subjects::Subjects;
+use crate::observe::Metrics;
 use crate::pool::lease::LeaseHandle;
 use crate::pool::owners::OwnerIndex;
 use crate::protocol::{BackendKind, BackendRef, JobEvent, JobId, JobRecord, reason};
@@ -121,6 +122,7 @@ pub struct Author {
     owners: OwnerIndex,
     lease: LeaseHandle,
     events: EventPublisher,
+    metrics: Arc<Metrics>,
     worker_id: String,
     pool: String,
 }
@@ -145,6 +147,8 @@ pub struct AuthorParts {
     pub worker_id: String,
     /// Its pool.
     pub pool: String,
+    /// Where each event published is counted.
+    pub metrics: Arc<Metrics>,
 }
 
 impl Author {
@@ -157,6 +161,7 @@ impl Author {
             owners: parts.owners,
             lease: parts.lease,
             events: EventPublisher::new(parts.js, parts.events, parts.subjects, parts.layout),
+            metrics: parts.metrics,
             worker_id: parts.worker_id,
             pool: parts.pool,
         }
@@ -397,12 +402,14 @@ impl Author {
         self.events.settle_final_event(&event_of(ended)?).await
     }
 
-    /// Publishes the event of `record`.
+    /// Publishes the event of `record`, and counts it.
     async fn publish(&self, record: &JobRecord) -> Result<(), EventRejected> {
-        match event_of(record) {
-            Some(event) => Box::pin(self.events.publish(&event)).await,
-            None => Ok(()),
-        }
+        let Some(event) = event_of(record) else {
+            return Ok(());
+        };
+        Box::pin(self.events.publish(&event)).await?;
+        self.metrics.job_event(record);
+        Ok(())
     }
 }
 

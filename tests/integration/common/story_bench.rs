@@ -6,6 +6,7 @@ use super::nats_server::NatsServer;
 use async_nats::jetstream::{self, stream};
 use flare_launcher::nats::setup::Layout;
 use flare_launcher::nats::subjects::Subjects;
+use flare_launcher::observe::Metrics;
 use flare_launcher::pool::lease::LeaseKeeper;
 use flare_launcher::pool::members::Members;
 use flare_launcher::pool::owners::OwnerIndex;
@@ -75,6 +76,7 @@ pub async fn bench(nats: &NatsServer, worker: &str) -> Bench {
         layout: layout.clone(),
         worker_id: worker.to_owned(),
         pool: "default".to_owned(),
+        metrics: Arc::new(Metrics::new(1)),
     }));
     Bench {
         members,
