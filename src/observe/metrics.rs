@@ -5,6 +5,9 @@
 //!   worker published (a job's launch is its `starting` event);
 //! - `flare_launcher_jobs_ended_total{state, reason, backend}`: the terminal
 //!   ones, by end and reason (`reason` empty when the event has none);
+//! - `flare_launcher_adoptions_total{backend, outcome}`: jobs of gone workers
+//!   this worker took over, `followed` (their workloads adopted) or `ended`
+//!   (`lost`, for a process job no other host can follow);
 //! - `flare_launcher_jobs_running`: the jobs this worker follows now;
 //! - `flare_launcher_capacity_jobs`: its `--max-jobs`;
 //! - `flare_launcher_lease_held`: 1 while it holds its lease.
@@ -12,6 +15,7 @@
 //! Counting costs an atomic increment per event; the gauges are read when
 //! scraped.
 
+use crate::protocol::BackendKind;
 use crate::protocol::JobRecord;
 use crate::protocol::bounded::bounded_to;
 use prometheus_client::encoding::EncodeLabelSet;
@@ -40,6 +44,32 @@ struct EndLabels {
     backend: String,
 }
 
+/// What became of a job taken over from a gone worker.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Adopted {
+    /// Its workload is followed here now.
+    Followed,
+    /// It was ended (no worker of this host can follow it).
+    Ended,
+}
+
+impl Adopted {
+    /// Its label value.
+    fn as_str(self) -> &'static str {
+        match self {
+            Adopted::Followed => "followed",
+            Adopted::Ended => "ended",
+        }
+    }
+}
+
+/// An adoption's labels.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AdoptionLabels {
+    backend: String,
+    outcome: String,
+}
+
 /// What the gauges show when scraped.
 #[derive(Debug, Clone, Copy)]
 pub struct Now {
@@ -55,6 +85,7 @@ pub struct Metrics {
     registry: Registry,
     events: Family<EventLabels, Counter>,
     ended: Family<EndLabels, Counter>,
+    adoptions: Family<AdoptionLabels, Counter>,
     running: Gauge,
     lease_held: Gauge,
 }
@@ -74,6 +105,12 @@ impl Metrics {
             "jobs_ended",
             "Jobs this worker ended, by final state, reason and backend",
             ended.clone(),
+        );
+        let adoptions = Family::<AdoptionLabels, Counter>::default();
+        registry.register(
+            "adoptions",
+            "Jobs of gone workers this worker took over, by backend and outcome",
+            adoptions.clone(),
         );
         let running = Gauge::default();
         registry.register(
@@ -98,9 +135,21 @@ impl Metrics {
             registry,
             events,
             ended,
+            adoptions,
             running,
             lease_held,
         }
+    }
+
+    /// Counts a job of `backend` taken over from a gone worker.
+    pub fn adopted(&self, backend: Option<BackendKind>, outcome: Adopted) {
+        let backend = backend.map(|kind| kind.to_string()).unwrap_or_default();
+        self.adoptions
+            .get_or_create(&AdoptionLabels {
+                backend,
+                outcome: outcome.as_str().to_owned(),
+            })
+            .inc();
     }
 
     /// Counts the event of `record`, just published.
@@ -144,7 +193,7 @@ impl Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::{BackendKind, JobId};
+    use crate::protocol::JobId;
     use crate::state::JobState;
     use crate::worker::story::fresh_record;
 
@@ -161,6 +210,7 @@ mod tests {
         metrics.job_event(&event(JobState::Starting, None));
         metrics.job_event(&event(JobState::Failed, Some("OOMKilled")));
         metrics.job_event(&event(JobState::Failed, Some("OOMKilled")));
+        metrics.adopted(Some(BackendKind::Process), Adopted::Ended);
         let text = metrics.render(Now {
             running: 3,
             lease_held: true,
@@ -169,6 +219,7 @@ mod tests {
             "flare_launcher_job_events_total{state=\"starting\",backend=\"docker\"} 1",
             "flare_launcher_job_events_total{state=\"failed\",backend=\"docker\"} 2",
             "flare_launcher_jobs_ended_total{state=\"failed\",reason=\"OOMKilled\",backend=\"docker\"} 2",
+            "flare_launcher_adoptions_total{backend=\"process\",outcome=\"ended\"} 1",
             "flare_launcher_jobs_running 3",
             "flare_launcher_capacity_jobs 8",
             "flare_launcher_lease_held 1",

@@ -35,6 +35,7 @@ use super::job::{Job, Reattach};
 use super::recovery::Recovery;
 use super::story::{Change, Story};
 use crate::backend::{Backend, started_on_host};
+use crate::observe::metrics::{Adopted, Metrics};
 use crate::pool::lease::LeaseHandle;
 use crate::pool::members::Members;
 use crate::pool::owners::OwnerIndex;
@@ -79,6 +80,8 @@ pub struct Adoption {
     /// Whether jobs of gone workers wait for room here: intake takes no new
     /// request meanwhile, so that they come first.
     pub waiting: watch::Sender<bool>,
+    /// Where each job taken over is counted.
+    pub metrics: Arc<Metrics>,
 }
 
 /// Takes over the jobs of the workers that go, until `stop` is cancelled.
@@ -252,6 +255,9 @@ async fn take_over(
                     })
                     .flatten();
                 span.in_scope(|| tracing::info!(%owner, "taking over a job whose worker went"));
+                adoption
+                    .metrics
+                    .adopted(Some(backend.kind()), Adopted::Followed);
                 let job =
                     Job::new(recovery.jobs.clone(), story, registration, permit).holding(gpus);
                 adoption
@@ -260,6 +266,9 @@ async fn take_over(
             }
             Fate::End(to, change) => {
                 span.in_scope(|| tracing::warn!(%owner, ended = %to, "ending a job whose worker went and that no other host can follow"));
+                adoption
+                    .metrics
+                    .adopted(story.record().backend, Adopted::Ended);
                 let job = Job::new(recovery.jobs.clone(), story, registration, None);
                 adoption.tracker.spawn(job.end(to, change).instrument(span));
             }

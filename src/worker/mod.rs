@@ -321,6 +321,7 @@ impl Worker {
                 lease_ttl: config.lease,
                 owner_lost_after: config.owner_lost_after,
                 waiting: adoption_waiting,
+                metrics: metrics.clone(),
             },
             stop_intake.clone(),
         ));

@@ -16,6 +16,7 @@ use crate::common::docker::{
     containers_of, docker_cli, docker_worker, in_container, test_image, unique, wait_until_removed,
 };
 use crate::common::pool::{pool_until, record_until, signal};
+use crate::common::probe::{get, sample};
 use crate::common::processes::{
     is_alive, read_pid, signal as signal_pid, supervisor_dir, supervisor_of, wait_until_gone,
 };
@@ -252,6 +253,7 @@ async fn a_stopped_worker_hands_its_docker_job_over_without_waiting_for_its_leas
     system
         .launch_until_running(&in_container(&job_id, "sleep 8; exit 0"))
         .await;
+    system.config.metrics_listen = Some("127.0.0.1:0".parse().unwrap());
     start_survivor(&mut system).await;
     let survivor = system.config.worker_id.clone();
 
@@ -262,6 +264,16 @@ async fn a_stopped_worker_hands_its_docker_job_over_without_waiting_for_its_leas
     })
     .await;
     println!("handed over {:?} after SIGTERM", stopped.elapsed());
+    let address = system.worker.as_ref().unwrap().probe_address().unwrap();
+    let (_, metrics) = get(address, "/metrics").await;
+    assert_eq!(
+        sample(
+            &metrics,
+            "flare_launcher_adoptions_total{backend=\"docker\",outcome=\"followed\"}"
+        ),
+        Some(1.0),
+        "{metrics}"
+    );
     let events = system.events_until_terminal(&job_id).await;
     assert_one_terminal(&job_id, &events);
     assert_eq!(states(&events), ["starting", "running", "succeeded"]);

@@ -4,36 +4,15 @@
 //! stops answering, and ready again when they come back.
 
 use crate::common::docker::{Held, system_through_proxy};
+use crate::common::probe::{get, sample};
 use crate::common::system::{System, sh};
 use std::net::SocketAddr;
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 /// How long a probe may take to change its answer: NATS reconnects and the
 /// lease is taken anew within seconds; generous for a loaded machine.
 const CHANGE_WITHIN: Duration = Duration::from_secs(60);
-
-/// The status code and body of `GET path` at `address`.
-async fn get(address: SocketAddr, path: &str) -> (u16, String) {
-    let mut stream = TcpStream::connect(address)
-        .await
-        .expect("the endpoint accepts");
-    let request = format!("GET {path} HTTP/1.1\r\nHost: probe\r\nConnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut answer = String::new();
-    stream.read_to_string(&mut answer).await.unwrap();
-    let status = answer
-        .split_whitespace()
-        .nth(1)
-        .and_then(|code| code.parse().ok())
-        .unwrap_or_else(|| panic!("no status line in {answer:?}"));
-    let body = answer
-        .split_once("\r\n\r\n")
-        .map(|(_, body)| body.to_owned())
-        .unwrap_or_default();
-    (status, body)
-}
 
 /// Polls `/readyz` until its status is `status`; returns its body then.
 async fn readyz_until(address: SocketAddr, status: u16) -> String {
@@ -61,14 +40,6 @@ fn probe_address(system: &System) -> SocketAddr {
 
 fn listening(config: &mut flare_launcher::config::WorkerConfig) {
     config.metrics_listen = Some("127.0.0.1:0".parse().unwrap());
-}
-
-/// The value of the sample `series` (name and labels, as the text shows them).
-fn sample(metrics: &str, series: &str) -> Option<f64> {
-    metrics.lines().find_map(|line| {
-        let value = line.strip_prefix(series)?.strip_prefix(' ')?;
-        value.parse().ok()
-    })
 }
 
 #[tokio::test]

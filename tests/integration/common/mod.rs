@@ -8,6 +8,7 @@ pub mod k8s;
 pub mod malformed;
 pub mod nats_server;
 pub mod pool;
+pub mod probe;
 pub mod processes;
 pub mod story_bench;
 pub mod system;
