@@ -5,6 +5,7 @@
 
 use super::options::value_by_text;
 use crate::protocol::Resources;
+use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::str::FromStr;
 
@@ -117,24 +118,42 @@ impl fmt::Display for Capability {
     }
 }
 
-/// A job's CPU and memory limits: the site's defaults, or those a job gets.
-#[derive(Debug, Clone, Copy, PartialEq, Default)]
+/// A job's CPU and memory limits: those a launch request names, the site's
+/// defaults, or those a job gets (and a process job's supervisor is handed).
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
 pub struct JobLimits {
     /// Memory in MiB; `None`: no limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub memory_mb: Option<u64>,
     /// CPU cores, fractions allowed; `None`: no limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cpus: Option<f64>,
 }
 
 impl JobLimits {
+    /// The limits a request's resources name: each where above 0 (0 means no
+    /// limit, as on the container backends).
+    pub fn of(wanted: Option<&Resources>) -> JobLimits {
+        let wanted = wanted.cloned().unwrap_or_default();
+        JobLimits {
+            memory_mb: wanted.memory_mb.filter(|mb| *mb > 0),
+            cpus: wanted.cpus.filter(|cpus| *cpus > 0.0),
+        }
+    }
+
     /// The limits of a job whose request asks for `wanted`: each one the request
     /// names (above 0), else the default these hold.
     pub fn for_request(&self, wanted: Option<&Resources>) -> JobLimits {
-        let wanted = wanted.cloned().unwrap_or_default();
+        let asked = JobLimits::of(wanted);
         JobLimits {
-            memory_mb: wanted.memory_mb.filter(|mb| *mb > 0).or(self.memory_mb),
-            cpus: wanted.cpus.filter(|cpus| *cpus > 0.0).or(self.cpus),
+            memory_mb: asked.memory_mb.or(self.memory_mb),
+            cpus: asked.cpus.or(self.cpus),
         }
+    }
+
+    /// Whether there are none.
+    pub fn is_none(&self) -> bool {
+        self.cpus.is_none() && self.memory_mb.is_none()
     }
 
     /// Whether these are limits a job can be held to (memory above 0, CPUs a

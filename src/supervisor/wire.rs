@@ -4,7 +4,7 @@
 
 use super::job_file::JobEnd;
 use super::job_uids::JobUidRange;
-use crate::protocol::Resources;
+pub use crate::config::values::JobLimits;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
@@ -97,35 +97,6 @@ impl std::fmt::Debug for Spawn {
     }
 }
 
-/// The CPU and memory a job may use: a launch request's `resources.cpus` and
-/// `resources.memory_mb`, where above 0 (0 means no limit, as on the container
-/// backends).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
-pub struct JobLimits {
-    /// CPU cores, fractions allowed.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cpus: Option<f64>,
-    /// Memory in MiB.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub memory_mb: Option<u64>,
-}
-
-impl JobLimits {
-    /// The limits a request's resources name.
-    pub fn of(resources: Option<&Resources>) -> JobLimits {
-        let resources = resources.cloned().unwrap_or_default();
-        JobLimits {
-            cpus: resources.cpus.filter(|cpus| *cpus > 0.0),
-            memory_mb: resources.memory_mb.filter(|mb| *mb > 0),
-        }
-    }
-
-    /// Whether there are none.
-    pub fn is_none(&self) -> bool {
-        self.cpus.is_none() && self.memory_mb.is_none()
-    }
-}
-
 /// What a supervisor tells its worker.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "report", rename_all = "snake_case")]
@@ -190,6 +161,7 @@ pub fn encode<T: Serialize>(message: &T) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::protocol::Resources;
     use crate::state::Exit;
 
     #[test]
