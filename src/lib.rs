@@ -31,6 +31,7 @@
 //!   and the job state machine with NVFlare's return codes, from the
 //!   `flare-launcher-protocol` crate.
 //! - [`retry`]: the retry policy.
+//! - [`locked`]: a mutex's lock that outlives a panic elsewhere.
 //! - [`report`]: errors with their causes, on one line, for people and logs.
 
 pub mod backend;
@@ -38,6 +39,7 @@ pub mod cli;
 pub mod client;
 pub mod config;
 pub mod job_logs;
+pub mod locked;
 pub mod nats;
 pub mod observe;
 pub mod pool;

@@ -5,6 +5,7 @@
 //! can leak one. GPUs are given to one job at a time, lowest index first.
 
 use super::inventory::InventoryGpu;
+use crate::locked::lock;
 use crate::protocol::AssignedGpu;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -79,9 +80,7 @@ impl GpuPool {
     }
 
     fn held(&self) -> std::sync::MutexGuard<'_, BTreeMap<u32, String>> {
-        self.held
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        lock(&self.held)
     }
 
     /// Gives `job_id` the GPUs `need` asks for, if free.

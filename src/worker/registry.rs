@@ -43,10 +43,7 @@ pub struct Registry {
 
 impl Registry {
     fn lock(&self) -> MutexGuard<'_, HashMap<String, mpsc::Sender<JobCommand>>> {
-        // A panic while holding this lock leaves the map itself intact.
-        self.jobs
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        crate::locked::lock(&self.jobs)
     }
 
     /// Registers a job, or returns `None` when it is registered already.

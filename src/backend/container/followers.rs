@@ -52,10 +52,7 @@ impl<S: Default> Default for Followers<S> {
 impl<S: Default> Followers<S> {
     /// Every follower, by job id, locked.
     pub fn lock(&self) -> MutexGuard<'_, HashMap<String, Follower<S>>> {
-        // A panic while holding the lock leaves the map itself intact.
-        self.followed
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        crate::locked::lock(&self.followed)
     }
 
     /// Starts following the workload `name` of `job_id`, its output to go to `log`.

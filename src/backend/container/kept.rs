@@ -2,6 +2,7 @@
 //! debugging, `--docker-keep-s`, `--k8s-keep-s`) before it removes them: by
 //! name, so that the orphan sweep passes them over meanwhile.
 
+use crate::locked::lock;
 use std::collections::HashSet;
 use std::future::Future;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -15,10 +16,7 @@ pub struct Kept {
 
 impl Kept {
     fn names(&self) -> MutexGuard<'_, HashSet<String>> {
-        // A panic while holding the lock leaves the set itself intact.
-        self.names
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        lock(&self.names)
     }
 
     /// The names kept now.

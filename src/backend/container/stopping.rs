@@ -12,6 +12,7 @@
 
 use super::followers::{Follower, Followers, send};
 use crate::backend::Observation;
+use crate::locked::lock;
 use crate::protocol::bounded::bounded;
 use crate::protocol::reason;
 use crate::retry::Delays;
@@ -70,16 +71,11 @@ impl Stopping {
     }
 
     fn polite_until(&self) -> MutexGuard<'_, Instant> {
-        // A panic while holding the lock leaves the instant itself intact.
-        self.polite_until
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        lock(&self.polite_until)
     }
 
     fn renewed(&self) -> MutexGuard<'_, bool> {
-        self.renewed
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        lock(&self.renewed)
     }
 
     /// A later stop with `grace`: everything is sent again now, the grace

@@ -5,6 +5,7 @@
 
 use super::credentials::CredentialSources;
 use super::{EngineError, engine_message, status};
+use crate::locked::lock;
 use bollard::Docker;
 use bollard::auth::DockerCredentials;
 use bollard::errors::Error as DockerError;
@@ -75,7 +76,7 @@ impl Puller {
     /// An [`ImageError`] saying why the image cannot be had.
     pub async fn pull(&self, image: &str) -> Result<(), ImageError> {
         let pull = {
-            let mut pulls = self.pulls.lock().unwrap_or_else(|p| p.into_inner());
+            let mut pulls = lock(&self.pulls);
             pulls
                 .entry(image.to_owned())
                 .or_insert_with(|| {
@@ -91,10 +92,7 @@ impl Puller {
                                 source: Arc::new(e),
                             }),
                         };
-                        pulls
-                            .lock()
-                            .unwrap_or_else(|p| p.into_inner())
-                            .remove(&image);
+                        lock(&pulls).remove(&image);
                         pulled
                     }
                     .boxed()

@@ -12,6 +12,7 @@
 //! engine reached over a Unix socket, which runs on the worker's host.
 
 use crate::config::values::NumericUser;
+use crate::locked::lock;
 use crate::protocol::SecretEnv;
 use crate::report::error_chain;
 use bollard::models::{Mount as DockerMount, MountType};
@@ -206,15 +207,14 @@ impl SecretFiles {
     /// worker's folder, for [`SecretFiles::release`] to remove them.
     pub fn adopted(&self, job_id: &str, worker_id: &str) {
         if worker_id != self.worker_id {
-            self.lock_adopted()
-                .insert(job_id.to_owned(), worker_id.to_owned());
+            lock(&self.adopted).insert(job_id.to_owned(), worker_id.to_owned());
         }
     }
 
     /// Removes the folder of a job that ended, wherever it was written.
     pub fn release(&self, job_id: &str) {
         self.remove(job_id);
-        let adopted_from = self.lock_adopted().remove(job_id);
+        let adopted_from = lock(&self.adopted).remove(job_id);
         if let Some(worker_id) = adopted_from {
             remove_folder(&self.job_folder_of(&worker_id, job_id));
         }
@@ -237,12 +237,6 @@ impl SecretFiles {
     /// The worker leaves: its folder goes when no job's files are left in it.
     pub fn close(&self) {
         let _ = std::fs::remove_dir(self.worker_folder(&self.worker_id));
-    }
-
-    fn lock_adopted(&self) -> std::sync::MutexGuard<'_, HashMap<String, String>> {
-        self.adopted
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 

@@ -33,6 +33,7 @@ use super::{
     new_log_file,
 };
 use crate::config::K8sConfig;
+use crate::locked::lock;
 use crate::protocol::bounded::{bounded, bounded_to};
 use crate::protocol::{BackendKind, BackendRef, LaunchRequest};
 use crate::report::error_chain;
@@ -44,7 +45,7 @@ use kube::Api;
 use kube::api::ListParams;
 use serde_json::Value;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::task::JoinHandle;
 use watch::{Released, Watch};
@@ -489,11 +490,4 @@ fn read_template(path: &std::path::Path) -> Result<Value, K8sBackendError> {
         path: path.to_owned(),
         source,
     })
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    // A panic while holding the lock leaves the data itself intact.
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }

@@ -10,6 +10,7 @@
 //! (a ClusterRole): a worker that is refused says so once and carries on
 //! without (its jobs then end only when the cluster ends their pods).
 
+use crate::locked::lock;
 use crate::protocol::bounded::bounded;
 use crate::protocol::reason;
 use crate::report::error_chain;
@@ -35,7 +36,7 @@ impl Nodes {
     fn unready(&self) -> std::sync::MutexGuard<'_, HashMap<String, Instant>> {
         // Every change is one insert or removal: a poisoned lock holds a
         // consistent map.
-        self.unready.lock().unwrap_or_else(|e| e.into_inner())
+        lock(&self.unready)
     }
 
     /// How long node `node` has been seen not ready; `None` if it is ready or

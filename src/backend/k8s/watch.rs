@@ -31,6 +31,7 @@ use crate::backend::Observation;
 use crate::backend::container::followers::{Follower, Followers, Following, send};
 use crate::backend::container::stopping::{self, Sent, StopNotes, Stopping};
 use crate::backend::container::workload::WORKER;
+use crate::locked::lock;
 use crate::protocol::bounded::bounded;
 use crate::protocol::reason;
 use crate::report::error_chain;
@@ -196,9 +197,7 @@ impl Watch {
     }
 
     fn seen_pods(&self) -> MutexGuard<'_, HashMap<String, SeenPod>> {
-        self.seen
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        lock(&self.seen)
     }
 
     /// Every pod of this worker the watch shows now, by name.

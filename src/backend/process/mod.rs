@@ -18,6 +18,7 @@ use super::{
     Observation, Recover, Recovered, Sweep, WorkloadControl, create_log_dir, new_log_file,
 };
 use crate::config::resources::GpuNaming;
+use crate::locked::lock;
 use crate::protocol::{BackendKind, BackendRef, LaunchRequest, reason};
 use crate::supervisor::job_file::JobFile;
 use crate::supervisor::wire::{JobLimits, RunningJob, Spawn};
@@ -218,12 +219,7 @@ impl Backend for ProcessBackend {
 #[async_trait]
 impl Recover for ProcessBackend {
     async fn recover(&self) -> Vec<Recovered> {
-        let running = self
-            .found_running
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .take()
-            .unwrap_or_default();
+        let running = lock(&self.found_running).take().unwrap_or_default();
         let files = JobFile::read_all(self.supervisor.dir());
         let mut recovered = Vec::new();
         for file in &files {

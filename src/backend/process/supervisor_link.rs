@@ -17,6 +17,7 @@
 //! `StopUnconfirmed`: its process may still run.
 
 use crate::backend::Observation;
+use crate::locked::lock;
 use crate::protocol::bounded::one_line;
 use crate::protocol::reason;
 use crate::report::error_chain;
@@ -921,13 +922,6 @@ async fn write_lines(mut writer: OwnedWriteHalf, mut queued: mpsc::UnboundedRece
             return;
         }
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    // A panic while holding the lock leaves the map itself intact.
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// A launch that has not been answered: if it is given up (its future dropped,
