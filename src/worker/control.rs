@@ -12,8 +12,9 @@
 //! hand-over is not lost.
 
 use super::registry::{JobCommand, Registry};
+use super::service::{Registration, ServiceError};
 use super::story::{Author, Tombstoned};
-use crate::nats::subjects::{CONTROL_QUEUE_GROUP, Subjects};
+use crate::nats::subjects::Subjects;
 use crate::pool::members::Members;
 use crate::protocol::bounded::{bounded, one_line};
 use crate::protocol::{
@@ -23,7 +24,9 @@ use crate::protocol::{
 use crate::report::error_chain;
 use crate::state::JobState;
 use crate::store::{JobStore, StoreError};
-use async_nats::{HeaderMap, Message, Subscriber};
+use async_nats::HeaderMap;
+use async_nats::service::Request as ServiceRequest;
+use async_nats::service::endpoint::Endpoint;
 use futures::StreamExt;
 use std::sync::Arc;
 use std::time::Duration;
@@ -74,9 +77,9 @@ impl ControlError {
 
 /// The subscriptions control requests arrive on.
 pub struct ControlSubscriptions {
-    status: Subscriber,
-    terminate: Subscriber,
-    forwarded: Subscriber,
+    status: Endpoint,
+    terminate: Endpoint,
+    forwarded: Endpoint,
 }
 
 impl ControlSubscriptions {
@@ -85,21 +88,22 @@ impl ControlSubscriptions {
     /// has processed the subscriptions, so it answers requests once it is ready.
     ///
     /// # Errors
-    /// The client's error when a subscription fails.
+    /// The [`ServiceError`] when an endpoint cannot be opened.
     pub async fn subscribe(
-        client: &async_nats::Client,
+        service: &Registration,
         subjects: &Subjects,
         worker_id: &str,
-    ) -> Result<Self, async_nats::SubscribeError> {
+    ) -> Result<Self, ServiceError> {
         Ok(ControlSubscriptions {
-            status: client
-                .queue_subscribe(subjects.all("status"), CONTROL_QUEUE_GROUP.into())
+            status: service.shared("status", subjects.all("status")).await?,
+            terminate: service
+                .shared("terminate", subjects.all("terminate"))
                 .await?,
-            terminate: client
-                .queue_subscribe(subjects.all("terminate"), CONTROL_QUEUE_GROUP.into())
-                .await?,
-            forwarded: client
-                .subscribe(subjects.worker_terminate_all(worker_id))
+            forwarded: service
+                .own(
+                    "terminate_forwarded",
+                    subjects.worker_terminate_all(worker_id),
+                )
                 .await?,
         })
     }
@@ -146,7 +150,7 @@ pub async fn run(
                 Err(_) => break,
             },
         };
-        let (message, kind) = tokio::select! {
+        let (request, kind) = tokio::select! {
             () = stop.cancelled() => break,
             Some(m) = subs.status.next() => (m, Request::Status),
             Some(m) = subs.terminate.next() => (m, Request::Terminate),
@@ -158,10 +162,10 @@ pub async fn run(
             Request::Terminate => &terminate_head,
             Request::Forwarded => &forwarded_head,
         };
-        let job_id = Subjects::job_id_after(&message.subject, head).map(str::to_owned);
+        let job_id = Subjects::job_id_after(&request.message.subject, head).map(str::to_owned);
         let control = control.clone();
         tracker.spawn(async move {
-            answer(&control, message, kind, job_id).await;
+            answer(&control, request, kind, job_id).await;
             drop(permit);
         });
     }
@@ -174,7 +178,13 @@ enum Request {
     Forwarded,
 }
 
-async fn answer(control: &Arc<Control>, message: Message, kind: Request, job_id: Option<String>) {
+async fn answer(
+    control: &Arc<Control>,
+    request: ServiceRequest,
+    kind: Request,
+    job_id: Option<String>,
+) {
+    let message = &request.message;
     let work = async {
         let job_id =
             job_id.ok_or_else(|| ControlError::BadRequest("the subject names no job".into()))?;
@@ -205,22 +215,19 @@ async fn answer(control: &Arc<Control>, message: Message, kind: Request, job_id:
         )))
     });
     // `nats pub` sends no reply subject: the request is acted on all the same.
-    let Some(reply_to) = message.reply.clone() else {
+    if message.reply.is_none() {
         if let Err(e) = result {
             tracing::warn!(subject = %message.subject, error = %error_chain(&e), "control request without a reply subject failed");
         }
         return;
+    }
+    // An error reply keeps its JSON body (the protocol's), with the service
+    // error headers: the service API's own error replies have none.
+    let (headers, body) = match result {
+        Ok(body) => (HeaderMap::new(), body),
+        Err(e) => error_reply(&e),
     };
-    let sent = match result {
-        Ok(body) => control.client.publish(reply_to, body.into()).await,
-        Err(e) => {
-            let (headers, body) = error_reply(&e);
-            control
-                .client
-                .publish_with_headers(reply_to, headers, body.into())
-                .await
-        }
-    };
+    let sent = request.respond_with_headers(Ok(body.into()), headers).await;
     if let Err(e) = sent {
         tracing::warn!(error = %error_chain(&e), "could not send a control reply");
     }

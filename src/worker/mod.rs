@@ -22,6 +22,7 @@ pub mod registry;
 pub mod request_ack;
 pub mod resource_status;
 pub mod retention;
+pub mod service;
 pub mod story;
 
 use crate::backend::container::ContainerSettings;
@@ -77,9 +78,10 @@ pub enum WorkerError {
     /// The server lacks something, or streams and buckets could not be prepared.
     #[error(transparent)]
     Setup(#[from] SetupError),
-    /// Control subjects could not be subscribed.
-    #[error("could not subscribe to control subjects: {0}")]
-    Subscribe(#[from] async_nats::SubscribeError),
+    /// The worker could not register as a NATS service, or subscribe to its
+    /// control subjects.
+    #[error(transparent)]
+    Service(#[from] service::ServiceError),
     /// A backend cannot be used (its log directory, its supervisor, engine or
     /// cluster).
     #[error(transparent)]
@@ -153,6 +155,8 @@ pub struct Worker {
     answers: TaskTracker,
     /// Answers probes, if asked to.
     endpoint: Option<Endpoint>,
+    /// Its registration in NATS's service discovery.
+    service: service::Registration,
 }
 
 impl Worker {
@@ -197,10 +201,13 @@ impl Worker {
         .await?;
         let js = async_nats::jetstream::new(client.clone());
         let subjects = Subjects::new(&config.subject_prefix);
+        let lease_record = lease_of(&config);
+        let service = service::Registration::start(&client, &lease_record).await?;
         let subscriptions =
-            control::ControlSubscriptions::subscribe(&client, &subjects, &config.worker_id).await?;
+            control::ControlSubscriptions::subscribe(&service, &subjects, &config.worker_id)
+                .await?;
         let resource_questions = resource_status::ResourceSubscriptions::subscribe(
-            &client,
+            &service,
             &subjects,
             &config.worker_id,
             &config.pool,
@@ -248,7 +255,7 @@ impl Worker {
         let (keeper, lease) = LeaseKeeper::take(
             prepared.workers,
             js.clone(),
-            lease_of(&config),
+            lease_record,
             Arc::new({
                 let registry = registry.clone();
                 move || registry.count()
@@ -333,7 +340,6 @@ impl Worker {
                 resources: resources.clone(),
                 worker_id: config.worker_id.clone(),
                 pool: config.pool.clone(),
-                client: client.clone(),
             },
             resource_questions,
             stop_control.clone(),
@@ -421,6 +427,7 @@ impl Worker {
             tasks,
             answers,
             endpoint,
+            service,
         })
     }
 
@@ -470,6 +477,7 @@ impl Worker {
             tasks,
             answers,
             endpoint,
+            service,
         } = self;
         let running = || registry.count();
         tracing::info!(
@@ -509,6 +517,7 @@ impl Worker {
         if let Err(e) = resource_answers.await {
             tracing::error!(error = %error_chain(&e), "resource answer task failed");
         }
+        service.stop().await;
         // Whatever still runs now, the worker gave up on or handed over.
         for backend in jobs.backends.all() {
             backend

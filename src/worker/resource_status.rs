@@ -2,17 +2,19 @@
 //! which, what is free) on `P.worker.WORKER.resources`, and on
 //! `P.resources.POOL`, where every worker of the pool answers for itself.
 
+use super::service::{Registration, ServiceError};
 use crate::nats::subjects::Subjects;
 use crate::report::error_chain;
 use crate::resources::ResourcePolicy;
-use async_nats::{Message, Subscriber};
+use async_nats::service::Request;
+use async_nats::service::endpoint::Endpoint;
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
 /// The subscriptions resource questions arrive on.
 pub struct ResourceSubscriptions {
-    worker: Subscriber,
-    pool: Subscriber,
+    worker: Endpoint,
+    pool: Endpoint,
 }
 
 impl ResourceSubscriptions {
@@ -20,18 +22,20 @@ impl ResourceSubscriptions {
     /// subscriptions, so it answers once it is ready).
     ///
     /// # Errors
-    /// The client's error when a subscription fails.
+    /// The [`ServiceError`] when an endpoint cannot be opened.
     pub async fn subscribe(
-        client: &async_nats::Client,
+        service: &Registration,
         subjects: &Subjects,
         worker_id: &str,
         pool: &str,
-    ) -> Result<Self, async_nats::SubscribeError> {
+    ) -> Result<Self, ServiceError> {
         Ok(ResourceSubscriptions {
-            worker: client
-                .subscribe(subjects.worker_resources(worker_id))
+            worker: service
+                .own("resources", subjects.worker_resources(worker_id))
                 .await?,
-            pool: client.subscribe(subjects.pool_resources(pool)).await?,
+            pool: service
+                .own("pool_resources", subjects.pool_resources(pool))
+                .await?,
         })
     }
 }
@@ -44,8 +48,6 @@ pub struct ResourceAnswers {
     pub worker_id: String,
     /// Its pool.
     pub pool: String,
-    /// The connection.
-    pub client: async_nats::Client,
 }
 
 /// Answers until `stop` is cancelled. An answer is computed from memory, at
@@ -66,13 +68,13 @@ pub async fn run(
     }
 }
 
-async fn answer(answers: &ResourceAnswers, message: Message) {
-    let Some(reply_to) = message.reply else {
+async fn answer(answers: &ResourceAnswers, request: Request) {
+    if request.message.reply.is_none() {
         return;
-    };
+    }
     let status = answers.resources.status(&answers.worker_id, &answers.pool);
     let body = serde_json::to_vec(&status).expect("a ResourceStatus always serializes");
-    if let Err(e) = answers.client.publish(reply_to, body.into()).await {
+    if let Err(e) = request.respond(Ok(body.into())).await {
         tracing::warn!(error = %error_chain(&e), "could not answer a resource question");
     }
 }

@@ -243,6 +243,18 @@ async fn each_role_keeps_to_its_subjects() {
     assert_eq!(keys, ["roles-done", "roles-stopped"]);
     let followed = events_until_terminal(&operator, "roles-stopped").await;
     assert_eq!(followed.len(), stopped.len(), "{followed:?}");
+    // The operator finds the worker through service discovery.
+    let pong = tokio::time::timeout(
+        JOB_TIMEOUT,
+        operator
+            .nats()
+            .request("$SRV.PING.flare-launcher", "".into()),
+    )
+    .await
+    .expect("a discovery answer in time")
+    .expect("the worker answers the operator's ping");
+    let pong: serde_json::Value = serde_json::from_slice(&pong.payload).expect("a JSON pong");
+    assert_eq!(pong["metadata"]["worker_id"], "roles-w1", "{pong}");
 
     // The operator cannot launch, terminate or write.
     let launch = operator.launch(&sh("roles-operator", "exit 0")).await;

@@ -9,12 +9,14 @@ use super::story_bench::Bench;
 use flare_launcher::backend::{Backend, Backends};
 use flare_launcher::client::Client;
 use flare_launcher::protocol::DEFAULT_MAX_REQUEST_BYTES;
+use flare_launcher::protocol::WorkerLease;
 use flare_launcher::resources::ResourcePolicy;
 use flare_launcher::worker::control::{self, Control, ControlSubscriptions};
 use flare_launcher::worker::intake::{self, Intake, InvalidReports};
 use flare_launcher::worker::job::JobSupport;
 use flare_launcher::worker::placement::Census;
 use flare_launcher::worker::registry::Registry;
+use flare_launcher::worker::service::Registration;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Semaphore;
@@ -28,6 +30,8 @@ const MAX_JOBS: usize = 4;
 pub struct FakeWorker {
     /// Publishes launches, asks for terminate and status.
     pub client: Client,
+    /// The control loop's endpoints, open while it lives.
+    _service: Registration,
 }
 
 impl FakeWorker {
@@ -36,7 +40,20 @@ impl FakeWorker {
     pub async fn start(bench: &Bench, backend: Arc<dyn Backend>) -> FakeWorker {
         let nats = bench.js.client();
         let worker_id = bench.author.worker_id().to_owned();
-        let subscriptions = ControlSubscriptions::subscribe(&nats, &bench.subjects, &worker_id)
+        let lease = WorkerLease {
+            worker: worker_id.clone(),
+            host: "test-host".into(),
+            pool: "default".into(),
+            backends: vec![backend.kind()],
+            capacity: MAX_JOBS as u64,
+            running: 0,
+            version: env!("CARGO_PKG_VERSION").into(),
+            started: String::new(),
+            lease_s: 10,
+            instance: worker_id.clone(),
+        };
+        let service = Registration::start(&nats, &lease).await.unwrap();
+        let subscriptions = ControlSubscriptions::subscribe(&service, &bench.subjects, &worker_id)
             .await
             .unwrap();
         let registry = Registry::default();
@@ -87,6 +104,7 @@ impl FakeWorker {
         ));
         FakeWorker {
             client: Client::new(nats, bench.subjects.clone(), "default"),
+            _service: service,
         }
     }
 }
