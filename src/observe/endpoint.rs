@@ -7,6 +7,7 @@
 use super::metrics::{Metrics, Now};
 use super::readiness::Readiness;
 use crate::report::error_chain;
+use crate::resources::ResourcePolicy;
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::Full;
@@ -41,6 +42,8 @@ pub struct Probes {
     pub metrics: Arc<Metrics>,
     /// The jobs the worker follows now.
     pub running: Arc<dyn Fn() -> usize + Send + Sync>,
+    /// Its GPUs, and which job holds which.
+    pub resources: ResourcePolicy,
 }
 
 /// The endpoint, serving.
@@ -144,9 +147,18 @@ async fn answer(request: &Request<Incoming>, probes: &Probes) -> Response<Full<B
     match path {
         "/healthz" => text(StatusCode::OK, "ok\n".into()),
         "/metrics" => {
+            let gpus = probes.resources.status("", "");
             let now = Now {
                 running: (probes.running)(),
                 lease_held: probes.readiness.lease.held_for().is_some(),
+                gpus_held: gpus.gpus.len() - gpus.free.len(),
+                gpus_free: gpus.free.len(),
+                nats_connects: probes
+                    .readiness
+                    .client
+                    .statistics()
+                    .connects
+                    .load(std::sync::atomic::Ordering::Relaxed),
             };
             let mut response = text(StatusCode::OK, probes.metrics.render(now));
             response.headers_mut().insert(

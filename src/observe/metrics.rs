@@ -8,8 +8,21 @@
 //! - `flare_launcher_adoptions_total{backend, outcome}`: jobs of gone workers
 //!   this worker took over, `followed` (their workloads adopted) or `ended`
 //!   (`lost`, for a process job no other host can follow);
+//! - `flare_launcher_launch_failures_total{backend, error}`: launches a
+//!   backend refused, by the kind of its error;
+//! - `flare_launcher_launch_seconds{backend}`: from a launch request's
+//!   publication to its job's `running` event (a histogram);
+//! - `flare_launcher_end_seconds{backend}`: from the moment the worker learns a
+//!   workload ended to its job's terminal event (a histogram);
+//! - `flare_launcher_api_requests_total{api, kind}` and
+//!   `flare_launcher_api_errors_total{api, kind}`: requests to the Docker engine
+//!   and the Kubernetes API server, and those that failed;
+//! - `flare_launcher_departures_total{how}`: workers of the pool seen going,
+//!   `handed_over` (their lease released) or `lapsed`;
+//! - `flare_launcher_nats_reconnects_total`: reconnections to NATS;
 //! - `flare_launcher_jobs_running`: the jobs this worker follows now;
 //! - `flare_launcher_capacity_jobs`: its `--max-jobs`;
+//! - `flare_launcher_gpus{state}`: its GPUs `held` by jobs and `free`;
 //! - `flare_launcher_lease_held`: 1 while it holds its lease.
 //!
 //! Counting costs an atomic increment per event; the gauges are read when
@@ -23,7 +36,9 @@ use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
+use std::time::Duration;
 
 /// Longest reason taken into a label: reasons are short names, and a backend's
 /// own (a kubelet's) is bounded before it is recorded anyway.
@@ -42,6 +57,90 @@ struct EndLabels {
     state: String,
     reason: String,
     backend: String,
+}
+
+/// Labels of a job's backend alone.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BackendLabels {
+    backend: String,
+}
+
+/// A refused launch's labels.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FailureLabels {
+    backend: String,
+    error: String,
+}
+
+/// An API request's labels.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ApiLabels {
+    api: String,
+    kind: String,
+}
+
+/// A departure's labels.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DepartureLabels {
+    how: String,
+}
+
+/// A GPU count's labels.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct GpuLabels {
+    state: String,
+}
+
+/// Upper bounds of the launch latency's buckets, in seconds: a process starts
+/// in milliseconds, a pod whose image is pulled in minutes.
+const LAUNCH_BUCKETS: [f64; 14] = [
+    0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0,
+];
+
+/// Upper bounds of the end latency's buckets, in seconds.
+const END_BUCKETS: [f64; 13] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// A histogram family's maker, for `Family::new_with_constructor`.
+type MakeHistogram = fn() -> Histogram;
+
+fn launch_histogram() -> Histogram {
+    Histogram::new(LAUNCH_BUCKETS)
+}
+
+fn end_histogram() -> Histogram {
+    Histogram::new(END_BUCKETS)
+}
+
+/// Counts one API's requests (the Docker engine's, or the Kubernetes API
+/// server's), by kind; cheap to clone.
+#[derive(Clone, Debug)]
+pub struct ApiCalls {
+    api: &'static str,
+    requests: Family<ApiLabels, Counter>,
+    errors: Family<ApiLabels, Counter>,
+}
+
+impl ApiCalls {
+    /// Counts a request of `kind` (e.g. `inspect_container`, `get pods`),
+    /// and whether it `failed`.
+    pub fn count(&self, kind: &str, failed: bool) {
+        let labels = ApiLabels {
+            api: self.api.to_owned(),
+            kind: kind.to_owned(),
+        };
+        if failed {
+            self.errors.get_or_create(&labels).inc();
+        }
+        self.requests.get_or_create(&labels).inc();
+    }
+
+    /// Counts a request of `kind` that gave `result`, and hands it back.
+    pub fn counted<T, E>(&self, kind: &str, result: Result<T, E>) -> Result<T, E> {
+        self.count(kind, result.is_err());
+        result
+    }
 }
 
 /// What became of a job taken over from a gone worker.
@@ -77,6 +176,12 @@ pub struct Now {
     pub running: usize,
     /// Whether it holds its lease.
     pub lease_held: bool,
+    /// Its GPUs held by jobs.
+    pub gpus_held: usize,
+    /// Its GPUs free.
+    pub gpus_free: usize,
+    /// How often its NATS connection was made, the first time included.
+    pub nats_connects: u64,
 }
 
 /// The worker's metrics.
@@ -86,8 +191,19 @@ pub struct Metrics {
     events: Family<EventLabels, Counter>,
     ended: Family<EndLabels, Counter>,
     adoptions: Family<AdoptionLabels, Counter>,
+    launch_failures: Family<FailureLabels, Counter>,
+    launch_seconds: Family<BackendLabels, Histogram, MakeHistogram>,
+    end_seconds: Family<BackendLabels, Histogram, MakeHistogram>,
+    api_requests: Family<ApiLabels, Counter>,
+    api_errors: Family<ApiLabels, Counter>,
+    departures: Family<DepartureLabels, Counter>,
+    nats_reconnects: Counter,
     running: Gauge,
+    gpus: Family<GpuLabels, Gauge>,
     lease_held: Gauge,
+    /// Held while the gauges are set and the counters caught up, so that two
+    /// scrapes at once count a reconnection once.
+    rendering: std::sync::Mutex<()>,
 }
 
 impl Metrics {
@@ -111,6 +227,58 @@ impl Metrics {
             "adoptions",
             "Jobs of gone workers this worker took over, by backend and outcome",
             adoptions.clone(),
+        );
+        let launch_failures = Family::<FailureLabels, Counter>::default();
+        registry.register(
+            "launch_failures",
+            "Launches a backend refused, by backend and kind of error",
+            launch_failures.clone(),
+        );
+        let launch_seconds =
+            Family::<BackendLabels, Histogram, MakeHistogram>::new_with_constructor(
+                launch_histogram,
+            );
+        registry.register(
+            "launch_seconds",
+            "From a launch request's publication to its job's running event",
+            launch_seconds.clone(),
+        );
+        let end_seconds =
+            Family::<BackendLabels, Histogram, MakeHistogram>::new_with_constructor(end_histogram);
+        registry.register(
+            "end_seconds",
+            "From the moment the worker learns a workload ended to its job's terminal event",
+            end_seconds.clone(),
+        );
+        let api_requests = Family::<ApiLabels, Counter>::default();
+        registry.register(
+            "api_requests",
+            "Requests to the Docker engine and the Kubernetes API server, by API and kind",
+            api_requests.clone(),
+        );
+        let api_errors = Family::<ApiLabels, Counter>::default();
+        registry.register(
+            "api_errors",
+            "Requests to the Docker engine and the Kubernetes API server that failed",
+            api_errors.clone(),
+        );
+        let departures = Family::<DepartureLabels, Counter>::default();
+        registry.register(
+            "departures",
+            "Workers of the pool seen going, handed_over or lapsed",
+            departures.clone(),
+        );
+        let nats_reconnects = Counter::default();
+        registry.register(
+            "nats_reconnects",
+            "Reconnections to NATS",
+            nats_reconnects.clone(),
+        );
+        let gpus = Family::<GpuLabels, Gauge>::default();
+        registry.register(
+            "gpus",
+            "This worker's GPUs, held by jobs or free",
+            gpus.clone(),
         );
         let running = Gauge::default();
         registry.register(
@@ -136,9 +304,68 @@ impl Metrics {
             events,
             ended,
             adoptions,
+            launch_failures,
+            launch_seconds,
+            end_seconds,
+            api_requests,
+            api_errors,
+            departures,
+            nats_reconnects,
             running,
+            gpus,
             lease_held,
+            rendering: std::sync::Mutex::new(()),
         }
+    }
+
+    /// What counts the requests to `api` (`docker`, `kubernetes`).
+    pub fn api_calls(&self, api: &'static str) -> ApiCalls {
+        ApiCalls {
+            api,
+            requests: self.api_requests.clone(),
+            errors: self.api_errors.clone(),
+        }
+    }
+
+    /// Counts a launch `backend` refused with an error of kind `error`.
+    pub fn launch_failed(&self, backend: BackendKind, error: &'static str) {
+        self.launch_failures
+            .get_or_create(&FailureLabels {
+                backend: backend.to_string(),
+                error: error.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Notes how long a job of `backend` took from its request's publication
+    /// to `running`.
+    pub fn launched_in(&self, backend: BackendKind, latency: Duration) {
+        self.launch_seconds
+            .get_or_create(&BackendLabels {
+                backend: backend.to_string(),
+            })
+            .observe(latency.as_secs_f64());
+    }
+
+    /// Notes how long a job of `backend` took from its workload's end, as the
+    /// worker learnt it, to its terminal event.
+    pub fn ended_in(&self, backend: BackendKind, latency: Duration) {
+        self.end_seconds
+            .get_or_create(&BackendLabels {
+                backend: backend.to_string(),
+            })
+            .observe(latency.as_secs_f64());
+    }
+
+    /// Counts a worker of the pool that went: `released` its lease (a
+    /// hand-over), or let it lapse.
+    pub fn departed(&self, released: bool) {
+        let how = if released { "handed_over" } else { "lapsed" };
+        self.departures
+            .get_or_create(&DepartureLabels {
+                how: how.to_owned(),
+            })
+            .inc();
     }
 
     /// Counts a job of `backend` taken over from a gone worker.
@@ -180,9 +407,23 @@ impl Metrics {
 
     /// The metrics as text, the gauges showing `now`.
     pub fn render(&self, now: Now) -> String {
-        self.running
-            .set(i64::try_from(now.running).unwrap_or(i64::MAX));
+        let _rendering = crate::locked::lock(&self.rendering);
+        let gauge = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+        self.running.set(gauge(now.running));
         self.lease_held.set(i64::from(now.lease_held));
+        for (state, n) in [("held", now.gpus_held), ("free", now.gpus_free)] {
+            self.gpus
+                .get_or_create(&GpuLabels {
+                    state: state.to_owned(),
+                })
+                .set(gauge(n));
+        }
+        // The counter only rises: it catches up with the connection's count.
+        let reconnects = now.nats_connects.saturating_sub(1);
+        let counted = self.nats_reconnects.get();
+        if reconnects > counted {
+            self.nats_reconnects.inc_by(reconnects - counted);
+        }
         let mut text = String::new();
         // Writing into a String cannot fail.
         let _ = encode(&mut text, &self.registry);
@@ -211,15 +452,40 @@ mod tests {
         metrics.job_event(&event(JobState::Failed, Some("OOMKilled")));
         metrics.job_event(&event(JobState::Failed, Some("OOMKilled")));
         metrics.adopted(Some(BackendKind::Process), Adopted::Ended);
-        let text = metrics.render(Now {
+        metrics.launch_failed(BackendKind::Docker, "image_not_found");
+        metrics.launched_in(BackendKind::Docker, Duration::from_millis(70));
+        metrics.ended_in(BackendKind::Docker, Duration::from_millis(3));
+        metrics.departed(true);
+        let calls = metrics.api_calls("docker");
+        calls.count("inspect_container", false);
+        let failed: Result<(), ()> = calls.counted("inspect_container", Err(()));
+        assert!(failed.is_err());
+        let now = Now {
             running: 3,
             lease_held: true,
-        });
+            gpus_held: 1,
+            gpus_free: 2,
+            nats_connects: 3,
+        };
+        metrics.render(now);
+        let text = metrics.render(now);
         for line in [
             "flare_launcher_job_events_total{state=\"starting\",backend=\"docker\"} 1",
             "flare_launcher_job_events_total{state=\"failed\",backend=\"docker\"} 2",
             "flare_launcher_jobs_ended_total{state=\"failed\",reason=\"OOMKilled\",backend=\"docker\"} 2",
             "flare_launcher_adoptions_total{backend=\"process\",outcome=\"ended\"} 1",
+            "flare_launcher_launch_failures_total{backend=\"docker\",error=\"image_not_found\"} 1",
+            "flare_launcher_launch_seconds_bucket{le=\"0.05\",backend=\"docker\"} 0",
+            "flare_launcher_launch_seconds_bucket{le=\"0.1\",backend=\"docker\"} 1",
+            "flare_launcher_end_seconds_bucket{le=\"0.0025\",backend=\"docker\"} 0",
+            "flare_launcher_end_seconds_bucket{le=\"0.005\",backend=\"docker\"} 1",
+            "flare_launcher_api_requests_total{api=\"docker\",kind=\"inspect_container\"} 2",
+            "flare_launcher_api_errors_total{api=\"docker\",kind=\"inspect_container\"} 1",
+            "flare_launcher_departures_total{how=\"handed_over\"} 1",
+            // Rendered twice, three connections are two reconnections.
+            "flare_launcher_nats_reconnects_total 2",
+            "flare_launcher_gpus{state=\"held\"} 1",
+            "flare_launcher_gpus{state=\"free\"} 2",
             "flare_launcher_jobs_running 3",
             "flare_launcher_capacity_jobs 8",
             "flare_launcher_lease_held 1",

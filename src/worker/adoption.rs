@@ -105,6 +105,7 @@ pub async fn run(adoption: Adoption, stop: CancellationToken) {
             departed = async { departures.as_mut()?.next().await }, if departures.is_some() => match departed {
                 Some(departed) => {
                     tracing::info!(worker = %departed.worker, released = departed.released, "a worker of the pool went");
+                    adoption.metrics.departed(departed.released);
                 }
                 None => departures = None,
             },

@@ -11,8 +11,8 @@ use super::registry::{JobCommand, Registration};
 use super::request_ack::RequestAck;
 use super::story::{Change, Persist, Story, Superseded};
 use crate::backend::{
-    Backend, Backends, GpuAssignment, LaunchProgress, Launched, Observation, ProgressReports,
-    WorkloadControl,
+    Backend, Backends, GpuAssignment, LaunchError, LaunchProgress, Launched, Observation,
+    ProgressReports, WorkloadControl,
 };
 use crate::protocol::{
     DEFAULT_GRACE_S, DEFAULT_START_TIMEOUT_S, JobRecord, LaunchRequest, reason, time_until,
@@ -146,6 +146,9 @@ impl Job {
         self.start_s = request.start_timeout_s();
         self.start_deadline = Instant::now() + Duration::from_secs(self.start_s);
         self.run_s = request.run_timeout_s();
+        if let Some(published) = delivery.published() {
+            self.story.note_requested_at(published);
+        }
         let starting = self.story.announcement();
         let (progress, reports) = LaunchProgress::channel();
         let launch = Launch {
@@ -192,11 +195,13 @@ impl Job {
                 let unended = self.follow(launched).await;
                 self.await_workload_end(unended).await;
             }
-            Err((backend, change)) => {
+            Err(failed) => {
                 // A backend that tried keeps what it knows of the attempt until
                 // the job's end is recorded.
-                self.backend = backend;
-                self.advance(JobState::Error, change, Persist::Now).await;
+                self.backend = failed.backend;
+                self.story.note_launch_failure(failed.error);
+                self.advance(JobState::Error, failed.change, Persist::Now)
+                    .await;
             }
         }
         self.finish().await;
@@ -407,6 +412,7 @@ impl Job {
                         {
                             workload_ended = true;
                             self.gpus = None;
+                            self.story.note_workload_ended();
                         }
                         // With the workload's end observed already, `running` is
                         // over at once: its event goes out, its record is written
@@ -639,34 +645,50 @@ struct Launch<'a> {
 }
 
 impl Launch<'_> {
-    /// Creates the workload within the start timeout; on failure, the change
-    /// that ends the job in `error`.
+    /// Creates the workload within the start timeout; on failure, what
+    /// ends the job in `error`.
     async fn create_workload(
         &self,
         request: &LaunchRequest,
         progress: &LaunchProgress,
-    ) -> Result<(Arc<dyn Backend>, Launched), (Option<Arc<dyn Backend>>, Change)> {
+    ) -> Result<(Arc<dyn Backend>, Launched), LaunchFailed> {
+        let refused = |backend, e: LaunchError| LaunchFailed {
+            backend,
+            change: Change::because(e.reason(), e.to_string()),
+            error: e.label(),
+        };
         let backend = self
             .backends
             .for_request(request)
-            .map_err(|e| (None, Change::because(e.reason(), e.to_string())))?;
+            .map_err(|e| refused(None, e))?;
         match tokio::time::timeout_at(self.deadline, backend.launch(request, &self.gpus, progress))
             .await
         {
             Ok(Ok(launched)) => Ok((backend, launched)),
-            Ok(Err(e)) => Err((Some(backend), Change::because(e.reason(), e.to_string()))),
-            Err(_) => Err((
-                Some(backend),
-                Change::because(
+            Ok(Err(e)) => Err(refused(Some(backend), e)),
+            Err(_) => Err(LaunchFailed {
+                backend: Some(backend),
+                change: Change::because(
                     reason::START_TIMEOUT,
                     format!(
                         "the backend did not create the workload within {} s",
                         self.start_s
                     ),
                 ),
-            )),
+                error: "start_timeout",
+            }),
         }
     }
+}
+
+/// A launch that failed.
+struct LaunchFailed {
+    /// The backend that tried, if one did.
+    backend: Option<Arc<dyn Backend>>,
+    /// The change that ends the job in `error`.
+    change: Change,
+    /// The kind of failure, to count it by.
+    error: &'static str,
 }
 
 /// Writes the job's record again at each change of its launch's progress (the

@@ -219,6 +219,7 @@ impl Worker {
         let layout = Layout::new(js.clone(), subjects.clone(), &config.pool, config.ack_wait)
             .with_replicas(replicas);
         let prepared = layout.prepare().await?;
+        let metrics = Arc::new(Metrics::new(config.max_jobs));
         // The backends come last: a worker that cannot reach NATS starts no
         // supervisor and watches no engine.
         let setup = BackendSetup {
@@ -240,6 +241,7 @@ impl Worker {
                     keys: config.allowed_label_keys.clone(),
                 },
                 worker_secrets: config.nats.secret_files(),
+                metrics: metrics.clone(),
                 config: (),
             },
             docker: config.docker.clone(),
@@ -265,7 +267,6 @@ impl Worker {
         .map_err(WorkerError::Lease)?;
         let stop_lease = CancellationToken::new();
         let lease_keeper = tokio::spawn(keeper.run(stop_lease.clone()));
-        let metrics = Arc::new(Metrics::new(config.max_jobs));
         let author = Arc::new(Author::new(AuthorParts {
             store: store.clone(),
             owners: owners.clone(),
@@ -361,6 +362,7 @@ impl Worker {
             config.orphan_grace,
             stop_intake.clone(),
         ));
+        let probe_resources = resources.clone();
         let intake = tokio::spawn(intake::run(
             Arc::new(intake::Intake {
                 author,
@@ -406,6 +408,7 @@ impl Worker {
                     let registry = registry.clone();
                     move || registry.count()
                 }),
+                resources: probe_resources,
             })
         });
         Ok(Worker {

@@ -35,6 +35,11 @@ impl RequestAck {
         }
     }
 
+    /// When the request was published, as the stream tells.
+    pub fn published(&self) -> Option<time::OffsetDateTime> {
+        self.message.info().ok().map(|info| info.published)
+    }
+
     /// Tells the server, again and again, that the request is being worked on,
     /// so that it is not delivered again meanwhile; never returns.
     pub async fn keep_in_progress(&self) {

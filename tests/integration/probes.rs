@@ -3,9 +3,12 @@
 //! serves; `/readyz` turns unready, naming why, when NATS goes away or a backend
 //! stops answering, and ready again when they come back.
 
-use crate::common::docker::{Held, system_through_proxy};
+use crate::common::docker::{Held, docker_system_with, in_container, system_through_proxy, unique};
+use crate::common::k8s::{Cluster, in_pod, k8s_worker};
 use crate::common::probe::{get, sample};
 use crate::common::system::{System, sh};
+use flare_launcher::config::PullPolicy;
+use flare_launcher::state::JobState;
 use std::net::SocketAddr;
 use std::time::Duration;
 use tokio::net::TcpStream;
@@ -57,6 +60,10 @@ async fn metrics_count_the_jobs_that_ran_by_their_end_and_show_the_running_ones(
     ] {
         system.run(&sh(job_id, script)).await;
     }
+    // A program that cannot be started: a launch the backend refuses.
+    let mut no_program = sh("m-no-program", "");
+    no_program.command = vec!["/no/such/program".into()];
+    system.run(&no_program).await;
     system
         .launch_until_running(&sh("m-runs", "sleep 300"))
         .await;
@@ -69,8 +76,20 @@ async fn metrics_count_the_jobs_that_ran_by_their_end_and_show_the_running_ones(
         ),
         (
             "flare_launcher_job_events_total{state=\"starting\",backend=\"process\"}",
+            5.0,
+        ),
+        (
+            "flare_launcher_launch_failures_total{backend=\"process\",error=\"spawn\"}",
+            1.0,
+        ),
+        // Each job that ran noted its launch; each that ended, its end.
+        (
+            "flare_launcher_launch_seconds_count{backend=\"process\"}",
             4.0,
         ),
+        ("flare_launcher_end_seconds_count{backend=\"process\"}", 3.0),
+        ("flare_launcher_gpus{state=\"free\"}", 0.0),
+        ("flare_launcher_nats_reconnects_total", 0.0),
         (
             "flare_launcher_job_events_total{state=\"running\",backend=\"process\"}",
             4.0,
@@ -114,6 +133,12 @@ async fn readyz_is_unready_while_nats_is_away_and_ready_again_when_it_returns() 
 
     system.nats.restart();
     assert_eq!(readyz_until(address, 200).await, "ready\n");
+    let (_, metrics) = get(address, "/metrics").await;
+    assert_eq!(
+        sample(&metrics, "flare_launcher_nats_reconnects_total"),
+        Some(1.0),
+        "{metrics}"
+    );
 }
 
 #[tokio::test]
@@ -153,4 +178,112 @@ async fn a_worker_draining_its_jobs_is_not_ready_and_its_endpoint_stops_with_it(
         TcpStream::connect(address).await.is_err(),
         "the endpoint stops with the worker"
     );
+}
+
+#[tokio::test]
+#[cfg_attr(no_docker, ignore = "no Docker engine answers")]
+async fn metrics_count_the_docker_engine_requests_and_the_launches_it_refused() {
+    let system = docker_system_with(|config| {
+        listening(config);
+        config.docker.pull = PullPolicy::Never;
+    })
+    .await;
+    let address = probe_address(&system);
+    let ran = unique("m-docker");
+    let events = system.run(&in_container(&ran, "exit 3")).await;
+    assert_eq!(events.last().unwrap().state, JobState::Failed, "{events:?}");
+    let missing = unique("m-no-image");
+    let mut no_image = in_container(&missing, "exit 0");
+    no_image.image = Some("flare-launcher-no-such-image:1".into());
+    let events = system.run(&no_image).await;
+    assert_eq!(events.last().unwrap().state, JobState::Error, "{events:?}");
+
+    let (_, metrics) = get(address, "/metrics").await;
+    for (series, value) in [
+        // Both jobs asked for a container; the engine refused the second.
+        (
+            "flare_launcher_api_requests_total{api=\"docker\",kind=\"create_container\"}",
+            2.0,
+        ),
+        (
+            "flare_launcher_api_errors_total{api=\"docker\",kind=\"create_container\"}",
+            1.0,
+        ),
+        (
+            "flare_launcher_api_requests_total{api=\"docker\",kind=\"start_container\"}",
+            1.0,
+        ),
+        (
+            "flare_launcher_launch_failures_total{backend=\"docker\",error=\"image_not_found\"}",
+            1.0,
+        ),
+        (
+            "flare_launcher_launch_seconds_count{backend=\"docker\"}",
+            1.0,
+        ),
+        ("flare_launcher_end_seconds_count{backend=\"docker\"}", 1.0),
+    ] {
+        assert_eq!(
+            sample(&metrics, series),
+            Some(value),
+            "{series} in\n{metrics}"
+        );
+    }
+    assert_eq!(
+        sample(
+            &metrics,
+            "flare_launcher_api_errors_total{api=\"docker\",kind=\"start_container\"}"
+        ),
+        None,
+        "{metrics}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_every_request_the_kubernetes_api_server_saw_from_the_worker() {
+    let cluster = Cluster::start(|_| {}).await;
+    let system = System::start_with(|config| {
+        listening(config);
+        k8s_worker(config, &cluster);
+    })
+    .await;
+    let address = probe_address(&system);
+    let job_id = unique("m-pod");
+    let events = system.run(&in_pod(&job_id, "exit 0")).await;
+    assert_eq!(events.last().unwrap().state, JobState::Succeeded);
+    cluster.wait_until_deleted(&job_id).await;
+    // The server counts a request before the worker has its answer: the two
+    // agree once the answers are in.
+    let deadline = tokio::time::Instant::now() + CHANGE_WITHIN;
+    loop {
+        let (_, metrics) = get(address, "/metrics").await;
+        let seen = cluster.requests();
+        let differing: Vec<String> = seen
+            .iter()
+            .filter_map(|(verb, resource, count)| {
+                let series = format!(
+                    "flare_launcher_api_requests_total{{api=\"kubernetes\",kind=\"{verb} {resource}\"}}"
+                );
+                let counted = sample(&metrics, &series);
+                (counted != Some(*count as f64))
+                    .then(|| format!("{verb} {resource}: server {count}, worker {counted:?}"))
+            })
+            .collect();
+        let kinds_counted = metrics
+            .lines()
+            .filter(|line| line.starts_with("flare_launcher_api_requests_total{api=\"kubernetes\""))
+            .count();
+        if differing.is_empty() && kinds_counted == seen.len() {
+            assert!(
+                seen.iter()
+                    .any(|(verb, resource, _)| verb == "create" && resource == "pods")
+            );
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{differing:?}, {kinds_counted} kinds counted, server saw {seen:?}\n{metrics}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }

@@ -19,9 +19,11 @@ pub mod stopping;
 pub mod workload;
 
 use super::LaunchError;
+use crate::observe::Metrics;
 use crate::protocol::{BackendKind, LaunchRequest};
 use allowed::LabelPolicy;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 /// What a container backend needs to know: `C` is its own configuration.
 #[derive(Debug, Clone)]
@@ -37,6 +39,8 @@ pub struct ContainerSettings<C> {
     /// The files of the worker's own credentials, each with the flag naming
     /// it: no mount may show them.
     pub worker_secrets: Vec<(PathBuf, &'static str)>,
+    /// The worker's metrics, where the backend counts its API requests.
+    pub metrics: Arc<Metrics>,
     /// The engine or cluster, and what workloads get.
     pub config: C,
 }
@@ -50,6 +54,7 @@ impl ContainerSettings<()> {
             pool: self.pool.clone(),
             labels: self.labels.clone(),
             worker_secrets: self.worker_secrets.clone(),
+            metrics: self.metrics.clone(),
             config,
         }
     }

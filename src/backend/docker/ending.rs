@@ -11,13 +11,13 @@
 //! is copied into the job's log file, so the log is complete when the end is
 //! reported.
 
+use super::engine::Engine;
 use crate::backend::Observation;
 use crate::backend::container::job_output::JobLog;
 use crate::protocol::bounded::bounded;
 use crate::protocol::reason;
 use crate::report::error_chain;
 use crate::state::Exit;
-use bollard::Docker;
 use bollard::container::LogOutput;
 use bollard::query_parameters::LogsOptions;
 use futures::StreamExt;
@@ -85,7 +85,7 @@ impl Seen {
 /// Reads the end of the container `name` (one inspect only when the events do
 /// not tell it), copies its output to `log`, and returns the observation to
 /// report; `None` when the container runs after all.
-pub async fn read(docker: &Docker, name: &str, log: &Path, seen: Seen) -> Option<Observation> {
+pub async fn read(docker: &Engine, name: &str, log: &Path, seen: Seen) -> Option<Observation> {
     let end = match seen.end() {
         Some(end) => end,
         None => match inspect(docker, name).await {
@@ -106,8 +106,9 @@ pub async fn read(docker: &Docker, name: &str, log: &Path, seen: Seen) -> Option
 }
 
 /// The end as the engine keeps it (`State.ExitCode`, `State.OOMKilled`).
-async fn inspect(docker: &Docker, name: &str) -> Result<End, Unreadable> {
-    match docker.inspect_container(name, None).await {
+async fn inspect(docker: &Engine, name: &str) -> Result<End, Unreadable> {
+    let inspected = docker.api.inspect_container(name, None).await;
+    match docker.counted("inspect_container", inspected) {
         Ok(inspected) => {
             let state = inspected.state.unwrap_or_default();
             if state.running == Some(true) {
@@ -128,11 +129,11 @@ async fn inspect(docker: &Docker, name: &str) -> Result<End, Unreadable> {
 }
 
 /// Appends the container's output (stdout and stderr, as they came) to `log`.
-async fn copy_logs(docker: &Docker, name: &str, log: &Path) {
+async fn copy_logs(docker: &Engine, name: &str, log: &Path) {
     let Some(mut file) = JobLog::open(log).await else {
         return;
     };
-    let mut output = docker.logs(
+    let mut output = docker.api.logs(
         name,
         Some(LogsOptions {
             stdout: true,
@@ -141,6 +142,7 @@ async fn copy_logs(docker: &Docker, name: &str, log: &Path) {
             ..LogsOptions::default()
         }),
     );
+    let mut failed = false;
     while let Some(chunk) = output.next().await {
         let bytes = match chunk {
             Ok(LogOutput::StdOut { message } | LogOutput::StdErr { message })
@@ -148,13 +150,17 @@ async fn copy_logs(docker: &Docker, name: &str, log: &Path) {
             Ok(LogOutput::StdIn { .. }) => continue,
             Err(e) => {
                 tracing::warn!(container = name, error = %error_chain(&e), "cannot read the container's output");
+                failed = true;
                 break;
             }
         };
         if !file.write(&bytes).await {
+            // Logged by the file; the engine's answer was fine.
+            docker.count("logs", false);
             return;
         }
     }
+    docker.count("logs", failed);
     file.finish().await;
 }
 

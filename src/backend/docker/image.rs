@@ -4,6 +4,7 @@
 //! and an image that cannot be had told apart from a pull that failed.
 
 use super::credentials::CredentialSources;
+use super::engine::Engine;
 use super::{EngineError, engine_message, status};
 use crate::locked::lock;
 use bollard::Docker;
@@ -53,7 +54,7 @@ type Pull = Shared<BoxFuture<'static, Result<(), ImageError>>>;
 /// The pulls under way, by image.
 #[derive(Clone)]
 pub struct Puller {
-    docker: Docker,
+    docker: Engine,
     /// Where registry credentials come from.
     credentials: Arc<CredentialSources>,
     pulls: Arc<Mutex<HashMap<String, Pull>>>,
@@ -62,7 +63,7 @@ pub struct Puller {
 impl Puller {
     /// No pull under way; credentials from `credentials` when they have some
     /// for the image's registry.
-    pub fn new(docker: Docker, credentials: CredentialSources) -> Self {
+    pub fn new(docker: Engine, credentials: CredentialSources) -> Self {
         Puller {
             docker,
             credentials: Arc::new(credentials),
@@ -86,7 +87,10 @@ impl Puller {
                     let credentials = self.credentials.clone();
                     async move {
                         let pulled = match credentials.for_image(&image).await {
-                            Ok(credentials) => pull_once(&docker, &image, credentials).await,
+                            Ok(credentials) => {
+                                let pulled = pull_once(&docker.api, &image, credentials).await;
+                                docker.counted("create_image", pulled)
+                            }
                             Err(e) => Err(ImageError::PullFailed {
                                 image: image.clone(),
                                 source: Arc::new(e),

@@ -11,6 +11,7 @@
 mod credential_helper;
 pub mod credentials;
 mod ending;
+mod engine;
 mod image;
 mod mounts;
 mod secret_files;
@@ -39,6 +40,7 @@ use futures::FutureExt;
 pub use spec::{JOB_ID as JOB_ID_LABEL, MANAGED_BY, MANAGED_BY_VALUE};
 
 use credentials::CredentialSources;
+use engine::Engine;
 use image::{ImageError, Puller};
 use mounts::{MountPolicy, Workspace};
 use secret_files::{SecretFiles, SecretFilesError, SecretsTmpfsError};
@@ -74,7 +76,7 @@ pub enum DockerBackendError {
 
 /// Runs jobs as containers.
 pub struct DockerBackend {
-    docker: Docker,
+    docker: Engine,
     settings: DockerSettings,
     puller: Puller,
     mount_policy: MountPolicy,
@@ -120,7 +122,9 @@ impl DockerBackend {
         }
         .map_err(engine_error)?;
         let docker = docker.negotiate_version().await.map_err(engine_error)?;
-        docker.ping().await.map_err(engine_error)?;
+        let docker = Engine::new(docker, settings.metrics.api_calls("docker"));
+        let pinged = docker.api.ping().await;
+        docker.counted("ping", pinged).map_err(engine_error)?;
         let watch = Watch::new(
             docker.clone(),
             &settings.worker_id,
@@ -287,10 +291,14 @@ impl DockerBackend {
                 ..CreateContainerOptions::default()
             })
         };
-        let created = match self.docker.create_container(options(), body.clone()).await {
+        let create = |body| async {
+            let created = self.docker.api.create_container(options(), body).await;
+            self.docker.counted("create_container", created)
+        };
+        let created = match create(body.clone()).await {
             Err(e) if status(&e) == Some(404) && pull == PullPolicy::IfMissing => {
                 pull_image().await?;
-                self.docker.create_container(options(), body).await
+                create(body).await
             }
             created => created,
         };
@@ -310,10 +318,10 @@ impl DockerBackend {
 
     /// The container named `name`, if it carries `job_id`'s label.
     async fn existing(&self, job_id: &str, name: &str) -> Result<Created, LaunchError> {
+        let inspected = self.docker.api.inspect_container(name, None).await;
         let inspected = self
             .docker
-            .inspect_container(name, None)
-            .await
+            .counted("inspect_container", inspected)
             .map_err(|e| {
                 LaunchError::Spawn(Failure::because(
                     format!("container {name} exists but cannot be inspected"),
@@ -339,7 +347,8 @@ impl DockerBackend {
 
     /// Starts a container this worker created; on failure it is removed.
     async fn start_container(&self, id: &str) -> Result<(), LaunchError> {
-        if let Err(e) = self.docker.start_container(id, None).await {
+        let started = self.docker.api.start_container(id, None).await;
+        if let Err(e) = self.docker.counted("start_container", started) {
             remove_container(&self.docker, id).await;
             return Err(LaunchError::Spawn(Failure::because(
                 "could not start the job's container",
@@ -483,9 +492,9 @@ impl Backend for DockerBackend {
     }
 
     async fn answers(&self) -> Result<(), Failure> {
+        let pinged = self.docker.api.ping().await;
         self.docker
-            .ping()
-            .await
+            .counted("ping", pinged)
             .map(drop)
             .map_err(|e| Failure::because("the Docker engine does not answer", e))
     }
@@ -563,7 +572,8 @@ impl Adopt for DockerBackend {
             Some(BackendRef::Docker { name, .. }) => name.clone(),
             _ => spec::container_name(record.site.as_deref(), &record.job_id),
         };
-        let inspected = match self.docker.inspect_container(&name, None).await {
+        let inspected = self.docker.api.inspect_container(&name, None).await;
+        let inspected = match self.docker.counted("inspect_container", inspected) {
             Ok(inspected) => inspected,
             Err(e) if status(&e) == Some(404) => return Ok(None),
             Err(e) => return Err(LookupError(EngineError(e).into())),
@@ -652,13 +662,14 @@ fn output_detail(name: &str, log: &std::path::Path) -> String {
 }
 
 /// Removes a container (and its anonymous volumes), running or not.
-async fn remove_container(docker: &Docker, container: &str) {
+async fn remove_container(docker: &Engine, container: &str) {
     let options = RemoveContainerOptions {
         force: true,
         v: true,
         ..RemoveContainerOptions::default()
     };
-    match docker.remove_container(container, Some(options)).await {
+    let removed = docker.api.remove_container(container, Some(options)).await;
+    match docker.counted("remove_container", removed) {
         Ok(()) => {}
         Err(e) if status(&e) == Some(404) => {}
         Err(e) => tracing::warn!(container, error = %error_chain(&e), "cannot remove a container"),

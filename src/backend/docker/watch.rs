@@ -11,13 +11,13 @@
 //! again), else ends its job lost (`StopUnconfirmed`).
 
 use super::ending::{self, Ending, Seen};
+use super::engine::Engine;
 use super::{engine_message, spec, status};
 use crate::backend::container::followers::{Follower, Followers};
 use crate::backend::container::stopping::{self, Sent, StopNotes, Stopping};
 use crate::protocol::bounded::bounded;
 use crate::report::error_chain;
 use backon::BackoffBuilder;
-use bollard::Docker;
 use bollard::models::{ContainerSummary, EventMessage};
 use bollard::query_parameters::{EventsOptions, KillContainerOptions, ListContainersOptions};
 use futures::StreamExt;
@@ -53,7 +53,7 @@ impl StopNotes for Noted {
 
 /// The containers this worker follows, by job id, and the engine they run on.
 pub struct Watch {
-    docker: Docker,
+    docker: Engine,
     worker: String,
     followed: Followers<Noted>,
     /// How long a stop tries past its grace.
@@ -63,7 +63,7 @@ pub struct Watch {
 impl Watch {
     /// Follows nothing yet: the containers of `worker`, stopped with
     /// `stop_patience` past their grace.
-    pub fn new(docker: Docker, worker: &str, stop_patience: Duration) -> Arc<Self> {
+    pub fn new(docker: Engine, worker: &str, stop_patience: Duration) -> Arc<Self> {
         Arc::new(Watch {
             docker,
             worker: worker.to_owned(),
@@ -97,7 +97,12 @@ impl Watch {
                     let options = KillContainerOptions {
                         signal: signal.to_owned(),
                     };
-                    match watch.docker.kill_container(container, Some(options)).await {
+                    let killed = watch
+                        .docker
+                        .api
+                        .kill_container(container, Some(options))
+                        .await;
+                    match watch.docker.counted("kill_container", killed) {
                         Ok(()) => Ok(sent),
                         Err(e) => {
                             // Gone (404), or not running (409, also said of a
@@ -224,13 +229,16 @@ impl Watch {
     /// # Errors
     /// The engine's error.
     pub async fn list(&self) -> Result<Vec<ContainerSummary>, bollard::errors::Error> {
-        self.docker
+        let listed = self
+            .docker
+            .api
             .list_containers(Some(ListContainersOptions {
                 all: true,
                 filters: Some(self.filters(false)),
                 ..ListContainersOptions::default()
             }))
-            .await
+            .await;
+        self.docker.counted("list_containers", listed)
     }
 
     /// The label filters of this worker's containers; for the event stream, the
@@ -257,7 +265,7 @@ impl Watch {
         let mut since = unix_now();
         let mut backoff = reconnect_backoff();
         loop {
-            let mut events = self.docker.events(Some(EventsOptions {
+            let mut events = self.docker.api.events(Some(EventsOptions {
                 since: Some(since.clone()),
                 filters: Some(self.filters(true)),
                 ..EventsOptions::default()
@@ -281,6 +289,8 @@ impl Watch {
                     }
                 }
             }
+            // However it ended, the stream is over: the engine went, or failed it.
+            self.docker.count("events", true);
             let delay = backoff.next().unwrap_or(Duration::from_secs(5));
             tracing::warn!(?delay, "the Docker event stream ended; reconnecting");
             tokio::time::sleep(delay).await;

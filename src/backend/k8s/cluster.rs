@@ -4,9 +4,12 @@
 //! go to, the configured one or the configuration's default. The client sends
 //! at most [`MAX_REQUESTS_IN_FLIGHT`] requests at once; the others wait their
 //! turn, so a burst of launches neither floods the API server nor opens a
-//! connection (with its buffers) per pod.
+//! connection (with its buffers) per pod. Every request is counted
+//! ([`super::counted`]).
 
+use super::counted::CountLayer;
 use crate::config::K8sConfig;
+use crate::observe::metrics::ApiCalls;
 use kube::client::ClientBuilder;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use tower::limit::ConcurrencyLimitLayer;
@@ -31,8 +34,12 @@ pub enum ClusterError {
     Client(#[source] Box<kube::Error>),
 }
 
-/// A client of the cluster, and the namespace of the jobs' pods.
-pub async fn connect(config: &K8sConfig) -> Result<(kube::Client, String), ClusterError> {
+/// A client of the cluster, counting its requests into `calls`, and the
+/// namespace of the jobs' pods.
+pub async fn connect(
+    config: &K8sConfig,
+    calls: ApiCalls,
+) -> Result<(kube::Client, String), ClusterError> {
     let options = KubeConfigOptions {
         context: config.context.clone(),
         ..KubeConfigOptions::default()
@@ -63,6 +70,7 @@ pub async fn connect(config: &K8sConfig) -> Result<(kube::Client, String), Clust
     let client = ClientBuilder::try_from(client_config)
         .map_err(|e| ClusterError::Client(Box::new(e)))?
         .with_layer(&ConcurrencyLimitLayer::new(MAX_REQUESTS_IN_FLIGHT))
+        .with_layer(&CountLayer::new(calls))
         .build();
     Ok((client, namespace))
 }

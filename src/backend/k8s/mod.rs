@@ -11,6 +11,7 @@
 mod adoption;
 mod api;
 mod cluster;
+mod counted;
 mod logs;
 pub mod manifest;
 pub mod name;
@@ -129,7 +130,8 @@ impl K8sBackend {
             Some(path) => read_template(path)?,
             None => Value::Object(serde_json::Map::new()),
         };
-        let (client, namespace) = cluster::connect(&settings.config).await?;
+        let (client, namespace) =
+            cluster::connect(&settings.config, settings.metrics.api_calls("kubernetes")).await?;
         let pods: Api<Pod> = Api::namespaced(client.clone(), &namespace);
         let selector = manifest::selector(&settings.worker_id);
         let found = pods

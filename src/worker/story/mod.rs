@@ -23,6 +23,7 @@
 mod change;
 mod events;
 mod rejected;
+mod timing;
 
 pub use change::{Change, fresh_record};
 pub use events::OWNER_PUBLISH_BOUND;
@@ -30,6 +31,7 @@ pub use rejected::Refusal;
 
 use change::apply;
 use rejected::minimal_record;
+use timing::Timing;
 
 use crate::backend::Progress;
 use crate::nats::setup::Layout;
@@ -386,6 +388,7 @@ impl Author {
             record,
             revision,
             behind: false,
+            timing: Timing::default(),
         }
     }
 
@@ -440,6 +443,8 @@ pub struct Story {
     workload_stored: bool,
     /// The record holds a change not yet written (see [`Persist::WithNext`]).
     behind: bool,
+    /// When the waits its events end began.
+    timing: Timing,
 }
 
 impl Story {
@@ -483,12 +488,14 @@ impl Story {
             Persist::WithNext => Ok(()),
         };
         let refusal = match written {
-            Ok(()) => self
-                .author
-                .publish(&self.record)
-                .await
-                .err()
-                .map(Refusal::from),
+            Ok(()) => match self.author.publish(&self.record).await {
+                Ok(()) => {
+                    self.timing
+                        .published(&self.author.metrics, self.record.backend, to);
+                    None
+                }
+                Err(rejected) => Some(Refusal::from(rejected)),
+            },
             Err(Written::Refused(refusal)) => Some(refusal),
             Err(Written::Superseded(superseded)) => return Err(superseded),
         };
@@ -496,6 +503,26 @@ impl Story {
             self.end_refused(&refusal).await?;
         }
         Ok(true)
+    }
+
+    /// The job's launch request was published at `at`: its `running` event
+    /// will note how long the launch took.
+    pub fn note_requested_at(&mut self, at: time::OffsetDateTime) {
+        self.timing.requested_at(at);
+    }
+
+    /// The worker learns now that the job's workload ended: its terminal
+    /// event will note how long it took to tell.
+    pub fn note_workload_ended(&mut self) {
+        self.timing.workload_ended();
+    }
+
+    /// Counts a launch the job's backend refused with an error of kind
+    /// `error` (see [`crate::backend::LaunchError::label`]).
+    pub fn note_launch_failure(&self, error: &'static str) {
+        if let Some(backend) = self.record.backend {
+            self.author.metrics.launch_failed(backend, error);
+        }
     }
 
     /// Makes sure the job is still this worker's before it acts on the workload:

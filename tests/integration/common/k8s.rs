@@ -327,6 +327,7 @@ pub async fn k8s_backend(
         pool: "default".into(),
         labels: Default::default(),
         worker_secrets: Vec::new(),
+        metrics: std::sync::Arc::new(flare_launcher::observe::Metrics::new(1)),
         config,
     })
     .await
