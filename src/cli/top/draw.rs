@@ -52,7 +52,7 @@ fn title_line(model: &Model, scope: &Scope) -> String {
         .map(|(state, n)| format!("{n} {state}"))
         .collect();
     format!(
-        "flare-launcher top   prefix {}   {} workers   jobs: {}",
+        "flare-launcher top   prefix {}   workers: {}   jobs: {}",
         scope.prefix,
         model.workers().count(),
         if counts.is_empty() {
