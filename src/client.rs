@@ -4,7 +4,7 @@
 use crate::nats::replicas::Replicas;
 use crate::nats::setup::{self, SetupError};
 use crate::nats::subjects::Subjects;
-use crate::pool::members::Members;
+use crate::pool::members::{LeaseChange, Members};
 use crate::protocol::{
     ErrorReply, JobEvent, JobRecord, LaunchRequest, ResourceStatus, TerminateReply,
     TerminateRequest, WorkerLease,
@@ -197,20 +197,12 @@ impl Client {
     /// [`ClientError::Leases`] when the leases' bucket cannot be read (no worker
     /// ever ran with this subject prefix, or NATS is away).
     pub async fn workers(&self) -> Result<Vec<WorkerLease>, ClientError> {
-        let bucket = self.subjects.workers_bucket();
-        let failed = |source: async_nats::Error| ClientError::Leases {
-            bucket: bucket.clone(),
-            source,
-        };
-        let kv = self
-            .js
-            .get_key_value(&bucket)
-            .await
-            .map_err(|e| failed(e.into()))?;
-        let mut live = Members::new(kv, self.nats.clone())
+        let mut live = self
+            .members()
+            .await?
             .live()
             .await
-            .map_err(|e| failed(e.into()))?;
+            .map_err(|e| self.leases_failed(e))?;
         live.sort_by(|a, b| (&a.pool, &a.worker).cmp(&(&b.pool, &b.worker)));
         Ok(live)
     }
@@ -259,23 +251,82 @@ impl Client {
         job_id: Option<&str>,
         replay: bool,
     ) -> Result<impl Stream<Item = Result<JobEvent, ClientError>> + use<>, ClientError> {
+        let filter = match job_id {
+            Some(id) => self.subjects.events(id),
+            None => self.subjects.all("events"),
+        };
+        let from = if replay {
+            consumer::DeliverPolicy::All
+        } else {
+            consumer::DeliverPolicy::New
+        };
+        self.follow_events(filter, from).await
+    }
+
+    /// Every job's latest event (the last message on each job's subject), then
+    /// each new event as it comes: the picture of every job the stream still
+    /// holds without asking about any one of them.
+    ///
+    /// # Errors
+    /// [`ClientError::Events`] when the events stream cannot be read.
+    pub async fn latest_events(
+        &self,
+    ) -> Result<impl Stream<Item = Result<JobEvent, ClientError>> + use<>, ClientError> {
+        self.follow_events(
+            self.subjects.all("events"),
+            consumer::DeliverPolicy::LastPerSubject,
+        )
+        .await
+    }
+
+    /// The leases of the live workers (of every pool), each as a change, then
+    /// every change as it comes (a lease written, released or lapsed).
+    ///
+    /// # Errors
+    /// [`ClientError::Leases`] when the leases' bucket cannot be watched.
+    pub async fn lease_changes(
+        &self,
+    ) -> Result<impl Stream<Item = LeaseChange> + use<>, ClientError> {
+        self.members()
+            .await?
+            .changes()
+            .await
+            .map_err(|e| self.leases_failed(e))
+    }
+
+    /// The leases' bucket, to read.
+    async fn members(&self) -> Result<Members, ClientError> {
+        let kv = self
+            .js
+            .get_key_value(self.subjects.workers_bucket())
+            .await
+            .map_err(|e| self.leases_failed(e))?;
+        Ok(Members::new(kv, self.nats.clone()))
+    }
+
+    /// Reading the leases' bucket failed for `source`.
+    fn leases_failed(&self, source: impl Into<async_nats::Error>) -> ClientError {
+        ClientError::Leases {
+            bucket: self.subjects.workers_bucket(),
+            source: source.into(),
+        }
+    }
+
+    /// Events on `filter` through an ordered consumer starting at `from`.
+    async fn follow_events(
+        &self,
+        filter: String,
+        from: consumer::DeliverPolicy,
+    ) -> Result<impl Stream<Item = Result<JobEvent, ClientError>> + use<>, ClientError> {
         let stream = self
             .js
             .get_stream(self.subjects.events_stream())
             .await
             .map_err(|e| ClientError::Events(e.to_string()))?;
-        let filter = match job_id {
-            Some(id) => self.subjects.events(id),
-            None => self.subjects.all("events"),
-        };
         let consumer = stream
             .create_consumer(consumer::pull::OrderedConfig {
                 filter_subject: filter,
-                deliver_policy: if replay {
-                    consumer::DeliverPolicy::All
-                } else {
-                    consumer::DeliverPolicy::New
-                },
+                deliver_policy: from,
                 ..Default::default()
             })
             .await

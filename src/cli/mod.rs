@@ -12,6 +12,7 @@ mod secret_flags;
 mod status;
 mod supervise;
 mod terminate;
+mod top;
 mod worker;
 mod workers;
 
@@ -36,6 +37,10 @@ pub struct Cli {
     /// Secrets whose value came from the command line (filled in by [`parse`]).
     #[arg(skip)]
     pub secrets_given_as_flags: Vec<SecretFlag>,
+    /// The global options given on the command line, written out again for a
+    /// child of the same program (filled in by [`parse`]).
+    #[arg(skip)]
+    pub global_flags: Vec<std::ffi::OsString>,
 }
 
 /// Parses the process's arguments (exiting with clap's message when they are
@@ -44,6 +49,7 @@ pub fn parse() -> Cli {
     let matches = Cli::command().get_matches();
     let mut cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     cli.secrets_given_as_flags = secret_flags::given_as_flags(&matches);
+    cli.global_flags = top::global_flags(&Cli::command(), &matches);
     cli
 }
 
@@ -62,6 +68,8 @@ pub enum Command {
     Events(events::EventsArgs),
     /// List the live workers of the pool, from their leases
     Workers(workers::WorkersArgs),
+    /// A live view of the pool: workers, jobs by state, failures by reason (Enter: a job's output)
+    Top(top::TopArgs),
     /// Start a local nats-server (if none is reachable) and a worker with the process backend
     Dev(WorkerArgs),
     /// Drive a running system with many jobs and print latency, throughput and worker memory
@@ -100,6 +108,9 @@ pub enum CliError {
     /// A secret variable named on the command line is not in its environment.
     #[error(transparent)]
     MissingSecret(#[from] launch::MissingSecret),
+    /// The live view could not go on.
+    #[error(transparent)]
+    Top(#[from] top::AppError),
     /// Anything else, said plainly.
     #[error("{0}")]
     Other(String),
@@ -126,10 +137,13 @@ pub async fn run(cli: Cli) -> Result<i32, CliError> {
     };
     let settings = Settings::load(cli.global, worker_args)?;
     let long_running = matches!(cli.command, Command::Worker(_) | Command::Dev(_));
-    crate::telemetry::init(
-        settings.log_format,
-        if long_running { "info" } else { "warn" },
-    );
+    // Log lines would be drawn over the live view: it shows problems itself.
+    if !matches!(cli.command, Command::Top(_)) {
+        crate::telemetry::init(
+            settings.log_format,
+            if long_running { "info" } else { "warn" },
+        );
+    }
     if long_running {
         secret_flags::warn(&cli.secrets_given_as_flags);
     }
@@ -141,6 +155,7 @@ pub async fn run(cli: Cli) -> Result<i32, CliError> {
         Command::Status(args) => status::run(&settings, args).await,
         Command::Events(args) => events::run(&settings, args).await,
         Command::Workers(args) => workers::run(&settings, args).await,
+        Command::Top(args) => top::run(&settings, args, cli.global_flags).await,
         Command::Bench(args) => bench::run(&settings, args).await,
         Command::Schemas(args) => schemas::run(args),
         Command::ConfigReference(args) => config_reference::run(args),

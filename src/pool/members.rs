@@ -1,6 +1,6 @@
 //! The live pool, read from the workers' leases (see [`super::lease`]): who is
-//! up now, whether one worker is, and a stream of the leases that went
-//! (released at a hand-over, or lapsed).
+//! up now, whether one worker is, a stream of the leases that went (released
+//! at a hand-over, or lapsed), and one of every change for a live view.
 
 use crate::nats::kv_latest::{self, ListingError};
 use crate::protocol::WorkerLease;
@@ -24,6 +24,15 @@ pub struct Departed {
     pub released: bool,
 }
 
+/// A change of the pool, as the leases show it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LeaseChange {
+    /// A worker's lease was written (taken or refreshed).
+    Written(Box<WorkerLease>),
+    /// A worker's lease went (released or lapsed).
+    Gone(String),
+}
+
 impl Members {
     /// The leases in `kv`.
     pub fn new(kv: kv::Store, client: async_nats::Client) -> Self {
@@ -38,14 +47,25 @@ impl Members {
         let entries = kv_latest::latest(&self.client, &self.kv, ">", true).await?;
         Ok(entries
             .iter()
-            .filter_map(|entry| match serde_json::from_slice(&entry.value) {
-                Ok(lease) => Some(lease),
-                Err(e) => {
-                    tracing::warn!(key = %entry.key, error = %error_chain(&e), "a lease that cannot be read is passed over");
-                    None
-                }
-            })
+            .filter_map(|entry| read_lease(&entry.key, &entry.value))
             .collect())
+    }
+
+    /// Every live lease, then every change as it comes; a value that is not a
+    /// lease is passed over.
+    ///
+    /// # Errors
+    /// The client's error when the watch cannot be started.
+    pub async fn changes(&self) -> Result<impl Stream<Item = LeaseChange> + use<>, kv::WatchError> {
+        let watch = self.kv.watch_with_history(">").await?;
+        Ok(watch.filter_map(|entry| async move {
+            let entry = entry.ok()?;
+            match entry.operation {
+                kv::Operation::Put => read_lease(&entry.key, &entry.value)
+                    .map(|lease| LeaseChange::Written(Box::new(lease))),
+                _ => Some(LeaseChange::Gone(entry.key)),
+            }
+        }))
     }
 
     /// Whether `worker` holds a lease now.
@@ -76,5 +96,16 @@ impl Members {
                 }),
             }
         }))
+    }
+}
+
+/// The lease in a key's value; `None`, with a warning, for one that is not.
+fn read_lease(key: &str, value: &[u8]) -> Option<WorkerLease> {
+    match serde_json::from_slice(value) {
+        Ok(lease) => Some(lease),
+        Err(e) => {
+            tracing::warn!(key = %key, error = %error_chain(&e), "a lease that cannot be read is passed over");
+            None
+        }
     }
 }

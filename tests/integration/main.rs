@@ -9,6 +9,7 @@ mod chaos;
 mod cli;
 mod cli_bench;
 mod cli_dev;
+mod cli_top;
 mod cluster;
 mod config;
 mod config_reference;

@@ -93,7 +93,13 @@ pub fn bounded_to(text: &str, max: usize) -> String {
 /// `text` for one line (a header value, a log field): control characters
 /// escaped, cut to [`MAX_TEXT`] bytes.
 pub fn one_line(text: &str) -> String {
-    cut(text, MAX_TEXT, Escape::Controls)
+    one_line_to(text, MAX_TEXT)
+}
+
+/// `text` for one line, control characters escaped, cut to `max` bytes
+/// (marker included): for a cell of a terminal's table.
+pub fn one_line_to(text: &str, max: usize) -> String {
+    cut(text, max, Escape::Controls)
 }
 
 /// `text` in quotes, escaped as `{:?}` writes it, its first [`MAX_QUOTED`] bytes

@@ -12,4 +12,5 @@ pub mod probe;
 pub mod processes;
 pub mod story_bench;
 pub mod system;
+pub mod tmux;
 pub mod workloads;
