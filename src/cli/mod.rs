@@ -7,6 +7,7 @@ mod dev;
 mod events;
 mod launch;
 mod output;
+mod probe;
 mod schemas;
 mod secret_flags;
 mod status;
@@ -72,6 +73,8 @@ pub enum Command {
     Top(top::TopArgs),
     /// Start a local nats-server (if none is reachable) and a worker with the process backend
     Dev(WorkerArgs),
+    /// Ask a worker's endpoint whether it is ready (exit 0) or not (exit 1): a container's health check
+    Probe(probe::ProbeArgs),
     /// Drive a running system with many jobs and print latency, throughput and worker memory
     Bench(bench::BenchArgs),
     /// Write the protocol's JSON Schemas into a directory
@@ -157,6 +160,7 @@ pub async fn run(cli: Cli) -> Result<i32, CliError> {
         Command::Workers(args) => workers::run(&settings, args).await,
         Command::Top(args) => top::run(&settings, args, cli.global_flags).await,
         Command::Bench(args) => bench::run(&settings, args).await,
+        Command::Probe(args) => probe::run(args).await,
         Command::Schemas(args) => schemas::run(args),
         Command::ConfigReference(args) => config_reference::run(args),
         Command::Supervise(_) => Err(CliError::Other(

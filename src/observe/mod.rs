@@ -4,6 +4,7 @@
 //! readiness probes. Off unless `--metrics-listen` names an address; the
 //! metrics are counted all the same.
 
+pub mod ask;
 pub mod endpoint;
 pub mod metrics;
 pub mod readiness;

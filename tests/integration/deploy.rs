@@ -1,5 +1,6 @@
 //! `deploy/docker/`: the images build here without a registry (FROM scratch),
-//! and the compose file's NATS and worker run a Docker job launched from the host.
+//! and the compose file's NATS and worker run a Docker job launched from the host;
+//! the worker's health check (`flare-launcher probe`) finds it healthy.
 //! Ignored in a build that found no Docker engine (never in CI).
 
 use crate::common::docker::{test_image, unique};
@@ -23,6 +24,29 @@ impl Compose {
             .env("FLARE_NATS_PORT", self.port.to_string())
             .env("FLARE_WORKER_ID", &self.project);
         command
+    }
+}
+
+impl Compose {
+    /// The worker container's health as the engine judges it, polled until it
+    /// is `wanted` (or two minutes passed: then what it was last).
+    fn worker_health_until(&self, wanted: &str) -> String {
+        let ps = self.command().args(["ps", "-q", "worker"]).output();
+        let id = String::from_utf8_lossy(&ps.expect("docker-compose ps runs").stdout)
+            .trim()
+            .to_owned();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+        loop {
+            let inspected = Command::new("docker")
+                .args(["inspect", "--format", "{{.State.Health.Status}}", &id])
+                .output()
+                .expect("docker inspect runs");
+            let health = String::from_utf8_lossy(&inspected.stdout).trim().to_owned();
+            if health == wanted || std::time::Instant::now() > deadline {
+                return health;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(500));
+        }
     }
 }
 
@@ -81,4 +105,5 @@ fn the_compose_files_worker_runs_a_docker_job() {
         stdout.contains(&format!("[docker on {}]", compose.project)),
         "{stdout}"
     );
+    assert_eq!(compose.worker_health_until("healthy"), "healthy");
 }
