@@ -16,6 +16,7 @@ mod config_reference;
 mod conformance;
 mod control;
 mod control_paths;
+mod dashboard;
 mod deploy;
 mod docker;
 mod docker_lockdown;
