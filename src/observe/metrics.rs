@@ -113,6 +113,19 @@ fn end_histogram() -> Histogram {
     Histogram::new(END_BUCKETS)
 }
 
+/// Notes `latency` of a job of `backend` in the histogram family `family`.
+fn observe(
+    family: &Family<BackendLabels, Histogram, MakeHistogram>,
+    backend: BackendKind,
+    latency: Duration,
+) {
+    family
+        .get_or_create(&BackendLabels {
+            backend: backend.to_string(),
+        })
+        .observe(latency.as_secs_f64());
+}
+
 /// Counts one API's requests (the Docker engine's, or the Kubernetes API
 /// server's), by kind; cheap to clone.
 #[derive(Clone, Debug)]
@@ -340,21 +353,13 @@ impl Metrics {
     /// Notes how long a job of `backend` took from its request's publication
     /// to `running`.
     pub fn launched_in(&self, backend: BackendKind, latency: Duration) {
-        self.launch_seconds
-            .get_or_create(&BackendLabels {
-                backend: backend.to_string(),
-            })
-            .observe(latency.as_secs_f64());
+        observe(&self.launch_seconds, backend, latency);
     }
 
     /// Notes how long a job of `backend` took from its workload's end, as the
     /// worker learnt it, to its terminal event.
     pub fn ended_in(&self, backend: BackendKind, latency: Duration) {
-        self.end_seconds
-            .get_or_create(&BackendLabels {
-                backend: backend.to_string(),
-            })
-            .observe(latency.as_secs_f64());
+        observe(&self.end_seconds, backend, latency);
     }
 
     /// Counts a worker of the pool that went: `released` its lease (a
