@@ -225,9 +225,14 @@ async fn take_over(
         let Some(registration) = adoption.recovery.registry.register(&job_id) else {
             continue;
         };
+        // A job with a stop recorded is taken for that stop, room or not: it
+        // ends at once, and frees what its workload holds.
+        let stopping = story.record().stop_reason.is_some();
         let permit = match &fate {
             // No room here: the pool's other workers, or a later look, take it.
-            Fate::Follow(_) if adoption.recovery.registry.count() > adoption.max_jobs => {
+            Fate::Follow(_)
+                if !stopping && adoption.recovery.registry.count() > adoption.max_jobs =>
+            {
                 return true;
             }
             // The permits intake holds while it waits for requests are not

@@ -317,6 +317,42 @@ async fn a_terminate_sent_while_a_killed_workers_job_awaits_adoption_is_carried_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[cfg_attr(no_docker, ignore = "no Docker engine answers")]
+async fn a_full_survivor_still_takes_over_and_stops_a_job_whose_terminate_it_recorded() {
+    let mut system = docker_pool().await;
+    system.config.max_jobs = 1;
+    start_survivor(&mut system).await;
+    // The survivor's one place is taken for the whole test.
+    let own = unique("own");
+    system
+        .launch_until_running(&in_container(&own, "sleep 600"))
+        .await;
+    let doomed = unique("doomed");
+    let doomed_worker =
+        system.spawn_worker_process(&doomed, &system.path("doomed"), &[DOCKER_ENV, LEASE_ENV]);
+    pool_until(&system, Duration::from_secs(30), |ids| {
+        ids.contains(&doomed)
+    })
+    .await;
+    let job_id = unique("stopped");
+    system
+        .launch_until_running(&in_container(&job_id, "sleep 600"))
+        .await;
+    signal(&doomed_worker, Signal::SIGKILL);
+    until_unsubscribed(&system, &doomed).await;
+    let reply = system.client.terminate(&job_id, Some(1)).await.unwrap();
+    assert!(reply.accepted, "{reply:?}");
+    // Taken over for its stop, though the survivor has no room to run it.
+    let events = system.events_until_terminal(&job_id).await;
+    assert_one_terminal(&job_id, &events);
+    let last = events.last().unwrap();
+    assert_eq!(last.state, JobState::Terminated, "{events:?}");
+    assert_eq!(last.worker, system.config.worker_id);
+    system.client.terminate(&own, Some(0)).await.unwrap();
+    system.events_until_terminal(&own).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(no_docker, ignore = "no Docker engine answers")]
 async fn a_worker_frozen_past_its_lease_acts_on_none_of_the_jobs_taken_from_it() {
     let mut system = docker_pool().await;
     let frozen = unique("frozen");

@@ -35,6 +35,9 @@ pub struct Noted {
     oom: bool,
     /// The stop under way, which a later stop renews.
     stopping: Option<Arc<Stopping>>,
+    /// The grace of a stop asked while its end was being read: sent if the
+    /// read finds it running after all.
+    deferred_stop: Option<Duration>,
 }
 
 impl StopNotes for Noted {
@@ -78,7 +81,14 @@ impl Watch {
     /// stop under way is renewed.
     pub fn stop(self: &Arc<Self>, job_id: &str, container: &str, grace: Duration) {
         let stopping = match self.followed().get_mut(job_id) {
-            Some(entry) => stopping::begin(entry, grace, self.stop_patience),
+            Some(entry) => {
+                if entry.noted.ending && entry.noted.stopping.is_none() {
+                    // Its end is being read (a container adopted or found
+                    // again is inspected first): what the read finds decides.
+                    entry.noted.deferred_stop = Some(grace);
+                }
+                stopping::begin(entry, grace, self.stop_patience)
+            }
             None => None,
         };
         let Some(stopping) = stopping else {
@@ -154,7 +164,7 @@ impl Watch {
         tokio::spawn(async move { watch.report_end(&job_id, ending).await });
     }
 
-    async fn report_end(&self, job_id: &str, ending: Ending) {
+    async fn report_end(self: &Arc<Self>, job_id: &str, ending: Ending) {
         let Some((name, log, seen)) = self.followed().get(job_id).map(|f| {
             let seen = Seen {
                 ending,
@@ -167,10 +177,16 @@ impl Watch {
         };
         match ending::read(&self.docker, &name, &log, seen).await {
             Some(observation) => self.followed.tell(job_id, observation),
-            // Seen by a re-list an instant before it started again: not over.
+            // Seen by a re-list an instant before it started again, or
+            // inspected when adopted: not over. A stop asked meanwhile goes now.
             None => {
-                if let Some(entry) = self.followed().get_mut(job_id) {
+                let deferred = self.followed().get_mut(job_id).and_then(|entry| {
                     entry.noted.ending = false;
+                    let grace = entry.noted.deferred_stop.take()?;
+                    Some((grace, entry.name.clone()))
+                });
+                if let Some((grace, name)) = deferred {
+                    self.stop(job_id, &name, grace);
                 }
             }
         }
