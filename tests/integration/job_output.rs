@@ -46,23 +46,13 @@ async fn a_process_jobs_output_is_followed_to_its_end_then_read_again_and_tailed
         go.display()
     );
     system.launch_until_running(&sh("followed", &script)).await;
-    let mut follower = logs_command(&system, &["followed", "-f"])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(follower.stdout.take().unwrap()).lines();
+    let mut follower = Follower::start(&system, "followed");
     // The first line comes while the job still runs (it waits for `go`).
-    assert_eq!(lines.next_line().await.unwrap().as_deref(), Some("first"));
+    follower.until("first").await;
     std::fs::write(&go, "").unwrap();
-    let mut rest = String::new();
-    while let Some(line) = lines.next_line().await.unwrap() {
-        rest.push_str(&line);
-        rest.push('\n');
-    }
-    assert!(follower.wait().await.unwrap().success());
-    assert_eq!(rest, numbered(1, 200));
-
     let whole = format!("first\n{}", numbered(1, 200));
+    assert_eq!(follower.rest().await, whole);
+
     assert_eq!(logs(&system, &["followed"]).await, whole);
     assert_eq!(logs(&system, &["followed", "-f"]).await, whole);
     assert_eq!(
@@ -255,19 +245,69 @@ async fn a_large_output_streams_without_the_workers_memory_growing() {
     drop(worker);
 }
 
+/// A follower's output, line by line, as `logs -f` prints it.
+struct Follower {
+    child: tokio::process::Child,
+    lines: tokio::io::Lines<BufReader<tokio::process::ChildStdout>>,
+    read: String,
+}
+
+impl Follower {
+    fn start(system: &System, job_id: &str) -> Follower {
+        let mut child = logs_command(system, &[job_id, "-f"])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        Follower {
+            child,
+            lines,
+            read: String::new(),
+        }
+    }
+
+    /// Reads lines until `line` comes.
+    async fn until(&mut self, line: &str) {
+        loop {
+            let next = self.lines.next_line().await.unwrap();
+            let next = next.unwrap_or_else(|| panic!("no {line:?} in {:?}", self.read));
+            self.read.push_str(&next);
+            self.read.push('\n');
+            if next == line {
+                return;
+            }
+        }
+    }
+
+    /// Reads to the end; returns all that was printed.
+    async fn rest(mut self) -> String {
+        while let Some(line) = self.lines.next_line().await.unwrap() {
+            self.read.push_str(&line);
+            self.read.push('\n');
+        }
+        assert!(self.child.wait().await.unwrap().success());
+        self.read
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[cfg_attr(no_docker, ignore = "no Docker engine answers")]
-async fn a_docker_jobs_output_is_read_from_its_worker() {
+async fn a_docker_jobs_output_is_followed_while_it_runs_and_read_after() {
     test_image();
     let system = System::start_with(docker_worker).await;
     let job_id = unique("said");
     // Docker keeps the order within a stream, not across its two.
-    let script = "for i in $(seq 1 50); do echo line $i; done; sleep 1; echo oops >&2";
+    let script = "for i in $(seq 1 50); do echo line $i; done; sleep 1; echo oops >&2; sleep 600";
     system
         .launch_until_running(&in_container(&job_id, script))
         .await;
-    let followed = logs(&system, &[&job_id, "-f"]).await;
-    assert_eq!(followed, format!("{}oops\n", numbered(1, 50)));
+    let mut follower = Follower::start(&system, &job_id);
+    // Printed while the container runs.
+    follower.until("oops").await;
+    system.client.terminate(&job_id, Some(0)).await.unwrap();
+    let whole = format!("{}oops\n", numbered(1, 50));
+    assert_eq!(follower.rest().await, whole);
+    assert_eq!(logs(&system, &[&job_id]).await, whole);
     assert_eq!(
         logs(&system, &[&job_id, "--tail", "2"]).await,
         "line 50\noops\n"
@@ -294,14 +334,13 @@ async fn a_followed_docker_job_is_followed_on_across_its_hand_over() {
     })
     .await;
     let job_id = unique("handed");
-    let script = "for i in $(seq 1 60); do echo line $i; sleep 0.2; done";
+    let script = "for i in $(seq 1 80); do echo line $i; sleep 0.2; done";
     system
         .launch_until_running(&in_container(&job_id, script))
         .await;
-    let follower = logs_command(&system, &[&job_id, "-f"])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut follower = Follower::start(&system, &job_id);
+    // Read live from the worker that leaves.
+    follower.until("line 3").await;
     system.start_worker().await;
     let survivor = system.config.worker_id.clone();
     pool_until(&system, Duration::from_secs(30), |ids| {
@@ -314,9 +353,12 @@ async fn a_followed_docker_job_is_followed_on_across_its_hand_over() {
         r.worker == survivor
     })
     .await;
-    let output = follower.wait_with_output().await.unwrap();
-    assert!(output.status.success(), "{output:?}");
-    assert_eq!(String::from_utf8(output.stdout).unwrap(), numbered(1, 60));
+    // Every line once, in order, across the two workers.
+    assert_eq!(follower.rest().await, numbered(1, 80));
     let events = system.events_until_terminal(&job_id).await;
     assert_eq!(events.last().unwrap().worker, survivor);
+    println!(
+        "the survivor's log: {:?} bytes",
+        logs(&system, &[&job_id]).await.len()
+    );
 }
