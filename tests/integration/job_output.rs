@@ -266,8 +266,15 @@ impl Follower {
         }
     }
 
-    /// Reads lines until `line` comes.
+    /// Reads lines until `line` comes (within a minute, however slow the
+    /// machine: it comes at once when the output is served live).
     async fn until(&mut self, line: &str) {
+        tokio::time::timeout(Duration::from_secs(60), self.lines_until(line))
+            .await
+            .unwrap_or_else(|_| panic!("no {line:?} within a minute after {:?}", self.read));
+    }
+
+    async fn lines_until(&mut self, line: &str) {
         loop {
             let next = self.lines.next_line().await.unwrap();
             let next = next.unwrap_or_else(|| panic!("no {line:?} in {:?}", self.read));
