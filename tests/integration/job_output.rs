@@ -49,6 +49,8 @@ async fn a_process_jobs_output_is_followed_to_its_end_then_read_again_and_tailed
     let mut follower = Follower::start(&system, "followed");
     // The first line comes while the job still runs (it waits for `go`).
     follower.until("first").await;
+    // A quiet spell longer than a follower's request is held.
+    tokio::time::sleep(Duration::from_secs(6)).await;
     std::fs::write(&go, "").unwrap();
     let whole = format!("first\n{}", numbered(1, 200));
     assert_eq!(follower.rest().await, whole);
