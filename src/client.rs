@@ -1,5 +1,8 @@
 //! The engine's side of the protocol: publish launch requests, ask for terminate
-//! and status, follow events. The CLI, the benchmark and the tests use it.
+//! and status, follow events, read a job's output ([`output`]). The CLI, the
+//! benchmark and the tests use it.
+
+pub mod output;
 
 use crate::nats::replicas::Replicas;
 use crate::nats::setup::{self, SetupError};
@@ -212,9 +215,25 @@ impl Client {
         subject: String,
         body: Bytes,
     ) -> Result<T, ClientError> {
+        self.request_within(subject, body, None).await
+    }
+
+    /// A request answered within `timeout` (the connection's request timeout
+    /// when `None`), its answer decoded, an error reply as
+    /// [`ClientError::Refused`].
+    async fn request_within<T: serde::de::DeserializeOwned>(
+        &self,
+        subject: String,
+        body: Bytes,
+        timeout: Option<Duration>,
+    ) -> Result<T, ClientError> {
+        let mut request = async_nats::Request::new().payload(body);
+        if timeout.is_some() {
+            request = request.timeout(timeout);
+        }
         let answer = self
             .nats
-            .request(subject.clone(), body)
+            .send_request(subject.clone(), request)
             .await
             .map_err(|e| match e.kind() {
                 async_nats::RequestErrorKind::NoResponders => {

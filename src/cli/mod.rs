@@ -6,6 +6,7 @@ mod config_reference;
 mod dev;
 mod events;
 mod launch;
+mod logs;
 mod output;
 mod probe;
 mod schemas;
@@ -65,6 +66,8 @@ pub enum Command {
     Terminate(terminate::TerminateArgs),
     /// Print a job's record
     Status(status::StatusArgs),
+    /// Print a job's output, from whichever host runs it; -f follows it to the job's end
+    Logs(logs::LogsArgs),
     /// Follow job events (of one job, or all)
     Events(events::EventsArgs),
     /// List the live workers of the pool, from their leases
@@ -156,6 +159,7 @@ pub async fn run(cli: Cli) -> Result<i32, CliError> {
         Command::Launch(args) => launch::run(&settings, args).await,
         Command::Terminate(args) => terminate::run(&settings, args).await,
         Command::Status(args) => status::run(&settings, args).await,
+        Command::Logs(args) => logs::run(&settings, args).await,
         Command::Events(args) => events::run(&settings, args).await,
         Command::Workers(args) => workers::run(&settings, args).await,
         Command::Top(args) => top::run(&settings, args, cli.global_flags).await,

@@ -124,6 +124,12 @@ impl Subjects {
         format!("{}.worker.{worker}.resources", self.prefix)
     }
 
+    /// `P.worker.WORKER.logs`: the output of the jobs `worker` owns, a chunk per
+    /// request (an addition to the protocol).
+    pub fn worker_logs(&self, worker: &str) -> String {
+        format!("{}.worker.{worker}.logs", self.prefix)
+    }
+
     /// `P.resources.POOL`: the resources of every worker of `pool`, each answering
     /// for itself (an addition to the protocol).
     pub fn pool_resources(&self, pool: &str) -> String {
@@ -212,6 +218,7 @@ mod tests {
         assert_eq!(s.status("j1"), "flare.jobs.status.j1");
         assert_eq!(s.events("j1"), "flare.jobs.events.j1");
         assert_eq!(s.invalid(), "flare.jobs.invalid");
+        assert_eq!(s.worker_logs("w1"), "flare.jobs.worker.w1.logs");
         assert_eq!(s.all("events"), "flare.jobs.events.>");
     }
 

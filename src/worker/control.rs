@@ -12,11 +12,11 @@
 //! hand-over is not lost.
 
 use super::registry::{JobCommand, Registry};
+use super::reply::{self, Refused};
 use super::service::{Registration, ServiceError};
 use super::story::{Author, Tombstoned};
 use crate::nats::subjects::Subjects;
 use crate::pool::members::Members;
-use crate::protocol::bounded::{bounded, one_line};
 use crate::protocol::{
     DEFAULT_GRACE_S, ErrorReply, InvalidTerminate, JobId, JobRecord, TerminateReply,
     TerminateRequest,
@@ -24,7 +24,6 @@ use crate::protocol::{
 use crate::report::error_chain;
 use crate::state::JobState;
 use crate::store::{JobStore, StoreError};
-use async_nats::HeaderMap;
 use async_nats::service::Request as ServiceRequest;
 use async_nats::service::endpoint::Endpoint;
 use futures::StreamExt;
@@ -71,6 +70,15 @@ impl ControlError {
             ControlError::BadRequest(_) | ControlError::BadTerminate(_) => ("bad_request", 400),
             ControlError::NotFound(_) => ("not_found", 404),
             ControlError::Store(_) | ControlError::Unavailable(_) => ("unavailable", 503),
+        }
+    }
+
+    fn refused(&self) -> Refused {
+        let (error, code) = self.kind();
+        Refused {
+            error,
+            code,
+            message: self.to_string(),
         }
     }
 }
@@ -143,12 +151,8 @@ pub async fn run(
     );
     let in_flight = Arc::new(Semaphore::new(MAX_ANSWERS_IN_FLIGHT));
     loop {
-        let permit = tokio::select! {
-            () = stop.cancelled() => break,
-            permit = in_flight.clone().acquire_owned() => match permit {
-                Ok(permit) => permit,
-                Err(_) => break,
-            },
+        let Some(permit) = reply::place(&in_flight, &stop).await else {
+            break;
         };
         let (request, kind) = tokio::select! {
             () = stop.cancelled() => break,
@@ -221,33 +225,10 @@ async fn answer(
         }
         return;
     }
-    // An error reply keeps its JSON body (the protocol's), with the service
-    // error headers: the service API's own error replies have none.
-    let (headers, body) = match result {
-        Ok(body) => (HeaderMap::new(), body),
-        Err(e) => error_reply(&e),
-    };
-    let sent = request.respond_with_headers(Ok(body.into()), headers).await;
-    if let Err(e) = sent {
+    let answer = result.map_err(|e| e.refused());
+    if let Err(e) = reply::send(&request, answer).await {
         tracing::warn!(error = %error_chain(&e), "could not send a control reply");
     }
-}
-
-/// The NATS service error headers and the body of an error reply. The message
-/// may echo the request (serde names an unknown field of a terminate body), so
-/// it is bounded, and in the header it is on one line: a header value cannot
-/// hold CR or LF.
-fn error_reply(e: &ControlError) -> (HeaderMap, Vec<u8>) {
-    let (error, code) = e.kind();
-    let message = e.to_string();
-    let mut headers = HeaderMap::new();
-    headers.insert("Nats-Service-Error", one_line(&message).as_str());
-    headers.insert("Nats-Service-Error-Code", code.to_string().as_str());
-    let body = to_json(&ErrorReply {
-        error: error.into(),
-        message: bounded(&message),
-    });
-    (headers, body)
 }
 
 fn to_json<T: serde::Serialize>(value: &T) -> Vec<u8> {
@@ -569,7 +550,7 @@ mod tests {
     fn error_replies_have_one_line_bounded_headers() {
         let refused =
             ControlError::BadRequest(format!("unknown field `a\r\nb{}`", "c".repeat(100_000)));
-        let (headers, body) = error_reply(&refused);
+        let (headers, body) = reply::error_reply(&refused.refused());
         let header = headers.get("Nats-Service-Error").unwrap().as_str();
         assert!(!header.contains(['\r', '\n']), "{header}");
         assert!(header.starts_with("unknown field `a\\r\\nb"), "{header}");

@@ -15,10 +15,12 @@ pub mod fd_limit;
 pub mod intake;
 pub mod job;
 pub mod orphans;
+pub mod output;
 pub mod placement;
 pub mod reaper;
 pub mod recovery;
 pub mod registry;
+pub mod reply;
 pub mod request_ack;
 pub mod resource_status;
 pub mod retention;
@@ -145,6 +147,8 @@ pub struct Worker {
     control: JoinHandle<()>,
     /// Answers questions about the worker's resources.
     resource_answers: JoinHandle<()>,
+    /// Answers readers of the jobs' output.
+    output_answers: JoinHandle<()>,
     /// Removes old job logs.
     sweeper: JoinHandle<()>,
     /// Removes workloads no job claims.
@@ -213,6 +217,7 @@ impl Worker {
             &config.pool,
         )
         .await?;
+        let output_requests = output::subscribe(&service, &subjects, &config.worker_id).await?;
         setup::check_server(&client, &js).await?;
         // Validated above: a count out of range never gets here.
         let replicas = Replicas::new(config.replicas).unwrap_or_default();
@@ -345,6 +350,17 @@ impl Worker {
             resource_questions,
             stop_control.clone(),
         ));
+        let output_answers = tokio::spawn(output::run(
+            output::OutputAnswers {
+                store: store.clone(),
+                client: client.clone(),
+                worker_id: config.worker_id.clone(),
+                log_dir: log_dir.clone(),
+            },
+            output_requests,
+            stop_control.clone(),
+            answers.clone(),
+        ));
         // After the recovery, so that re-attached jobs' logs are spared; stops
         // with the intake.
         let sweeper = tokio::spawn(retention::run(
@@ -425,6 +441,7 @@ impl Worker {
             intake,
             control,
             resource_answers,
+            output_answers,
             sweeper,
             orphan_sweeper,
             tasks,
@@ -475,6 +492,7 @@ impl Worker {
             intake,
             control,
             resource_answers,
+            output_answers,
             sweeper,
             orphan_sweeper,
             tasks,
@@ -519,6 +537,9 @@ impl Worker {
         }
         if let Err(e) = resource_answers.await {
             tracing::error!(error = %error_chain(&e), "resource answer task failed");
+        }
+        if let Err(e) = output_answers.await {
+            tracing::error!(error = %error_chain(&e), "output answer task failed");
         }
         service.stop().await;
         // Whatever still runs now, the worker gave up on or handed over.

@@ -28,6 +28,7 @@ mod gpus;
 mod harness;
 mod intake;
 mod intake_paths;
+mod job_output;
 mod job_task;
 mod jobs;
 mod k8s;

@@ -6,8 +6,8 @@
 //! `schemas/examples/invalid/` are named the same way and must be refused.
 
 use flare_launcher::protocol::{
-    ErrorReply, InvalidRequest, JobEvent, JobRecord, LaunchRequest, ResourceStatus, TerminateReply,
-    TerminateRequest, WorkerLease, decode_launch,
+    ErrorReply, InvalidRequest, JobEvent, JobRecord, LaunchRequest, OutputChunk, OutputRequest,
+    ResourceStatus, TerminateReply, TerminateRequest, WorkerLease, decode_launch,
 };
 use flare_launcher::schema;
 use flare_launcher::state::return_code_for;
@@ -277,6 +277,11 @@ fn decode_example(stem: &str, bytes: &[u8]) -> Result<Value, String> {
         "error_reply" => round_trip::<ErrorReply>(bytes).map(|(_, value)| value),
         "resource_status" => round_trip::<ResourceStatus>(bytes).map(|(_, value)| value),
         "worker_lease" => round_trip::<WorkerLease>(bytes).map(|(_, value)| value),
+        "output_request" => {
+            OutputRequest::decode(bytes).map_err(|e| format!("is refused: {e}"))?;
+            round_trip::<OutputRequest>(bytes).map(|(_, value)| value)
+        }
+        "output_chunk" => round_trip::<OutputChunk>(bytes).map(|(_, value)| value),
         other => Err(format!(
             "no Rust type is known for schema stem {other:?}: add it to this test"
         )),
@@ -316,6 +321,7 @@ fn examples_decode_with_the_rust_types() {
             "terminate_request" => TerminateRequest::decode(&bytes)
                 .ok()
                 .map(|r| format!("{r:?}")),
+            "output_request" => OutputRequest::decode(&bytes).ok().map(|r| format!("{r:?}")),
             // The other messages are written by workers; their Rust types read them
             // leniently, so only the schema refuses these examples.
             _ => None,

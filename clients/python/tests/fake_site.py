@@ -28,6 +28,10 @@ with open(os.path.join(workspace, job + ".seen.json"), "w") as f:
                "cuda": os.environ.get("CUDA_VISIBLE_DEVICES")}, f)
 if behaviour.startswith("exit="):
     sys.exit(int(behaviour[len("exit="):]))
+if behaviour.startswith("say="):
+    for i in range(1, int(behaviour[len("say="):]) + 1):
+        print(f"line {i}", flush=True)
+    sys.exit(0)
 if behaviour.startswith("until="):
     while not os.path.exists(behaviour[len("until="):]):
         time.sleep(0.05)
@@ -49,7 +53,7 @@ class FakeSite:
         self.workspace = Workspace(str(self.root), name)
 
     def job(self, behaviour: str, resource_spec: Optional[dict] = None) -> tuple[dict, FLContext]:
-        """A new job's meta and context; `behaviour` is `exit=N`, `until=PATH` or `block`;
+        """A new job's meta and context; `behaviour` is `exit=N`, `say=N` (N lines, then exit 0), `until=PATH` or `block`;
         `resource_spec` is this site's share of the job's resource spec."""
         job_id = str(uuid.uuid4())
         custom = Path(self.workspace.get_app_custom_dir(job_id))

@@ -38,6 +38,8 @@
 //!   events, replies, headers and logs.
 //! - `messages`: what workers send (events, records, replies, reports) and the
 //!   terminate request.
+//! - `output`: reading a job's output from its worker, a bounded chunk at a
+//!   time.
 //! - [`reason`]: the machine-readable causes events carry.
 //! - [`state`]: the job state machine and NVFlare's return codes.
 //! - [`schema`]: the JSON Schema of every message.
@@ -46,6 +48,7 @@ pub mod bounded;
 mod job_id;
 mod launch;
 mod messages;
+mod output;
 pub mod reason;
 pub mod schema;
 mod secret_excerpt;
@@ -59,6 +62,10 @@ pub use launch::{
 pub use messages::{
     AssignedGpu, BackendRef, ErrorReply, GpuStatus, InvalidRequest, InvalidTerminate, JobEvent,
     JobRecord, ResourceStatus, TerminateReply, TerminateRequest, WorkerLease,
+};
+pub use output::{
+    DEFAULT_OUTPUT_CHUNK, InvalidOutputRequest, MAX_OUTPUT_CHUNK, MAX_OUTPUT_REQUEST_BYTES,
+    MAX_OUTPUT_WAIT_MS, OutputChunk, OutputRequest,
 };
 
 use schemars::JsonSchema;

@@ -7,8 +7,8 @@
 //! they always write, `null` or not, is required.
 
 use crate::{
-    ErrorReply, InvalidRequest, JobEvent, JobRecord, LaunchRequest, ResourceStatus, TerminateReply,
-    TerminateRequest, WorkerLease,
+    ErrorReply, InvalidRequest, JobEvent, JobRecord, LaunchRequest, OutputChunk, OutputRequest,
+    ResourceStatus, TerminateReply, TerminateRequest, WorkerLease,
 };
 use schemars::generate::SchemaSettings;
 use schemars::{JsonSchema, Schema};
@@ -47,6 +47,8 @@ pub fn all() -> Vec<(&'static str, String)> {
         ("error_reply.json", render(written::<ErrorReply>())),
         ("resource_status.json", render(written::<ResourceStatus>())),
         ("worker_lease.json", render(written::<WorkerLease>())),
+        ("output_request.json", render(read::<OutputRequest>())),
+        ("output_chunk.json", render(written::<OutputChunk>())),
     ]
 }
 

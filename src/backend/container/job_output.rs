@@ -1,5 +1,5 @@
 //! A workload's output appended to its job's log file, as the container
-//! backends copy it from their engine once the workload ended: the file opened
+//! backends copy it from their engine: the file opened
 //! for appending, each chunk written as it comes, and every failure logged once
 //! with the file's path (the job's end is reported whatever became of its log).
 
@@ -45,10 +45,14 @@ impl JobLog {
         }
     }
 
-    /// Flushes what was written.
-    pub async fn finish(mut self) {
-        if let Err(e) = self.file.flush().await {
-            tracing::error!(log = %self.path.display(), error = %error_chain(&e), "cannot write the job's log file");
+    /// Flushes what was written; `false`, logged, when the file refuses it.
+    pub async fn finish(mut self) -> bool {
+        match self.file.flush().await {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::error!(log = %self.path.display(), error = %error_chain(&e), "cannot write the job's log file");
+                false
+            }
         }
     }
 }

@@ -7,21 +7,13 @@
 //! failure (non-zero exit) that neither the worker asked for nor an `oom` event
 //! explained: the out-of-memory killer may have killed another process of the
 //! container, and the engine may report it after the `die` (the memory events
-//! and the exits reach it by different paths). Then the container's output
-//! is copied into the job's log file, so the log is complete when the end is
-//! reported.
+//! and the exits reach it by different paths).
 
 use super::engine::Engine;
 use crate::backend::Observation;
-use crate::backend::container::job_output::JobLog;
 use crate::protocol::bounded::bounded;
 use crate::protocol::reason;
-use crate::report::error_chain;
 use crate::state::Exit;
-use bollard::container::LogOutput;
-use bollard::query_parameters::LogsOptions;
-use futures::StreamExt;
-use std::path::Path;
 
 /// What the worker knows of a container's end before it reads anything.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -83,9 +75,9 @@ impl Seen {
 }
 
 /// Reads the end of the container `name` (one inspect only when the events do
-/// not tell it), copies its output to `log`, and returns the observation to
-/// report; `None` when the container runs after all.
-pub async fn read(docker: &Engine, name: &str, log: &Path, seen: Seen) -> Option<Observation> {
+/// not tell it) and returns the observation to report; `None` when the
+/// container runs after all.
+pub async fn read(docker: &Engine, name: &str, seen: Seen) -> Option<Observation> {
     let end = match seen.end() {
         Some(end) => end,
         None => match inspect(docker, name).await {
@@ -97,7 +89,6 @@ pub async fn read(docker: &Engine, name: &str, log: &Path, seen: Seen) -> Option
             Err(Unreadable::Vanished(observation)) => return Some(observation),
         },
     };
-    copy_logs(docker, name, log).await;
     Some(Observation::Exited {
         exit: Exit::Code(i32::try_from(end.code).unwrap_or(-1)),
         stopped: seen.stopped,
@@ -126,42 +117,6 @@ async fn inspect(docker: &Engine, name: &str) -> Result<End, Unreadable> {
             )),
         })),
     }
-}
-
-/// Appends the container's output (stdout and stderr, as they came) to `log`.
-async fn copy_logs(docker: &Engine, name: &str, log: &Path) {
-    let Some(mut file) = JobLog::open(log).await else {
-        return;
-    };
-    let mut output = docker.api.logs(
-        name,
-        Some(LogsOptions {
-            stdout: true,
-            stderr: true,
-            tail: "all".into(),
-            ..LogsOptions::default()
-        }),
-    );
-    let mut failed = false;
-    while let Some(chunk) = output.next().await {
-        let bytes = match chunk {
-            Ok(LogOutput::StdOut { message } | LogOutput::StdErr { message })
-            | Ok(LogOutput::Console { message }) => message,
-            Ok(LogOutput::StdIn { .. }) => continue,
-            Err(e) => {
-                tracing::warn!(container = name, error = %error_chain(&e), "cannot read the container's output");
-                failed = true;
-                break;
-            }
-        };
-        if !file.write(&bytes).await {
-            // Logged by the file; the engine's answer was fine.
-            docker.count("logs", false);
-            return;
-        }
-    }
-    docker.count("logs", failed);
-    file.finish().await;
 }
 
 #[cfg(test)]

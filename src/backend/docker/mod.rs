@@ -3,8 +3,8 @@
 //! and job id, so that a repeated launch meets the existing container and adopts
 //! it rather than starting a second. One event stream per worker ([`watch`])
 //! reports every end; a stop runs in the background; the output is copied into
-//! the job's log file once the container ended, and the container is removed once
-//! the job's end is recorded. After a restart, containers are found again by
+//! the job's log file while the container runs ([`output`]), and the container
+//! is removed once the job's end is recorded. After a restart, containers are found again by
 //! label ([`Recover`], [`Sweep`]) or by name ([`Adopt`]), a container of any
 //! worker on the same engine.
 
@@ -14,6 +14,7 @@ mod ending;
 mod engine;
 mod image;
 mod mounts;
+mod output;
 mod secret_files;
 mod spec;
 mod watch;
@@ -205,7 +206,7 @@ impl DockerBackend {
         let following = self.watch.followers().follow(&job_id, &name, log);
         match state.as_str() {
             "created" => match self.start_container(&id).await {
-                Ok(()) => self.watch.followers().tell(&job_id, Observation::Running),
+                Ok(()) => self.watch.running(&job_id),
                 Err(e) => self.watch.followers().tell(
                     &job_id,
                     Observation::StartFailed {
@@ -214,9 +215,7 @@ impl DockerBackend {
                     },
                 ),
             },
-            "running" | "restarting" | "paused" => {
-                self.watch.followers().tell(&job_id, Observation::Running);
-            }
+            "running" | "restarting" | "paused" => self.watch.running(&job_id),
             _ => {}
         }
         self.watch.ended(&job_id);
@@ -377,18 +376,14 @@ impl DockerBackend {
             Created::New(id) => {
                 *created = Some(id.clone());
                 self.start_container(&id).await?;
-                self.watch
-                    .followers()
-                    .tell(&request.job_id, Observation::Running);
+                self.watch.running(&request.job_id);
                 Ok(id)
             }
             Created::Existing { id, started } => {
                 if !started {
                     self.start_container(&id).await?;
                 }
-                self.watch
-                    .followers()
-                    .tell(&request.job_id, Observation::Running);
+                self.watch.running(&request.job_id);
                 // Should it have ended already, its end is read now.
                 self.watch.ended(&request.job_id);
                 Ok(id)

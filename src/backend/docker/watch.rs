@@ -2,8 +2,8 @@
 //! stream (filtered by the managed-by label) notes each `oom` and hands each
 //! `die` to the job that follows the container without ever waiting on it; a
 //! short task then reads the end (see [`super::ending`]: from the events, an
-//! inspect only when they cannot tell), copies the container's output into the
-//! job's log file and reports the exit. A dropped stream reconnects with
+//! inspect only when they cannot tell), lets the copy of the container's output
+//! into the job's log file finish (see [`super::output`]) and reports the exit. A dropped stream reconnects with
 //! backoff, replaying the events it missed (`since`), and a re-list after each
 //! connection repairs whatever the replay lacks. A running container costs no
 //! request while it runs. A stop signals the container until its end is seen
@@ -12,7 +12,9 @@
 
 use super::ending::{self, Ending, Seen};
 use super::engine::Engine;
+use super::output;
 use super::{engine_message, spec, status};
+use crate::backend::Observation;
 use crate::backend::container::followers::{Follower, Followers};
 use crate::backend::container::stopping::{self, Sent, StopNotes, Stopping};
 use crate::protocol::bounded::bounded;
@@ -38,6 +40,18 @@ pub struct Noted {
     /// The grace of a stop asked while its end was being read: sent if the
     /// read finds it running after all.
     deferred_stop: Option<Duration>,
+    /// The copy of its output into the job's log, while it runs.
+    copier: Option<tokio::task::JoinHandle<bool>>,
+}
+
+impl Drop for Noted {
+    /// A container no longer followed here (let go, handed over) is no longer
+    /// copied here either.
+    fn drop(&mut self) {
+        if let Some(copier) = self.copier.take() {
+            copier.abort();
+        }
+    }
 }
 
 impl StopNotes for Noted {
@@ -142,6 +156,18 @@ impl Watch {
         self.followed.lock()
     }
 
+    /// The container of `job_id` runs: tells its job, and copies its output
+    /// into the job's log as it comes (unless that copy runs already).
+    pub fn running(&self, job_id: &str) {
+        self.followed.tell(job_id, Observation::Running);
+        if let Some(entry) = self.followed().get_mut(job_id)
+            && entry.noted.copier.is_none()
+        {
+            let copier = output::follow(&self.docker, &entry.name, entry.log.clone());
+            entry.noted.copier = Some(copier);
+        }
+    }
+
     /// The container of `job_id` ended (or may have): unless its end is being
     /// read already, reads it (with an inspect) and reports it, in a task of its own.
     pub fn ended(self: &Arc<Self>, job_id: &str) {
@@ -175,8 +201,15 @@ impl Watch {
         }) else {
             return;
         };
-        match ending::read(&self.docker, &name, &log, seen).await {
-            Some(observation) => self.followed.tell(job_id, observation),
+        match ending::read(&self.docker, &name, seen).await {
+            Some(observation) => {
+                let copier = self
+                    .followed()
+                    .get_mut(job_id)
+                    .and_then(|entry| entry.noted.copier.take());
+                output::finish(&self.docker, &name, &log, copier).await;
+                self.followed.tell(job_id, observation);
+            }
             // Seen by a re-list an instant before it started again, or
             // inspected when adopted: not over. A stop asked meanwhile goes now.
             None => {

@@ -8,6 +8,7 @@ Replace a site's `process_launcher` component in `local/resources.json` with
 from .connection import NatsUnreachable
 from .handle import FlareJobHandle
 from .launcher import ClientJobLauncher, FlareJobLauncher, JobLaunchError, ServerJobLauncher
+from .output import Output, OutputUnavailable
 
 __all__ = [
     "ClientJobLauncher",
@@ -15,5 +16,7 @@ __all__ = [
     "FlareJobLauncher",
     "JobLaunchError",
     "NatsUnreachable",
+    "Output",
+    "OutputUnavailable",
     "ServerJobLauncher",
 ]

@@ -27,8 +27,10 @@ from nvflare.apis.fl_context import FLContext
 from nvflare.apis.job_launcher_spec import JobLauncherSpec, add_launcher
 from nvflare.utils.job_launcher_utils import generate_client_command, generate_server_command
 
+from . import output
 from .connection import ConnectOptions, NatsLink
 from .handle import CALL_TIMEOUT_S, TRANSIENT_NATS_ERRORS, FlareJobHandle
+from .output import Output
 from .protocol import DEFAULT_POOL, DEFAULT_PREFIX, Subjects, bounded, job_id_for
 from .request import CONTAINER_BACKENDS, DEFAULT_PASS_ENV, job_env, job_resources, launch_request
 
@@ -187,6 +189,18 @@ class FlareJobLauncher(JobLauncherSpec):
         _, handle = self._track(job_id)
         handle.resync()
         return handle
+
+    def fetch_output(self, job_id: str, limit: int = 1024 * 1024, from_end: bool = True) -> Output:
+        """Up to `limit` bytes of a job's output, its last by default (for an admin
+        command showing a job's log), from whichever worker runs or ran it, for as
+        long as the workers keep the job's log. `job_id` is flare-launcher's
+        (`FlareJobHandle.job_id`). Raises `OutputUnavailable` for an unknown job
+        or when no worker answers for it."""
+        link = self._connection()
+        return link.run(
+            lambda nc: output.fetch(nc, self._subjects, job_id, limit, from_end, CALL_TIMEOUT_S),
+            CALL_TIMEOUT_S * (output.OWNER_TRIES + 2),
+        )
 
     def _track(self, job_id: str) -> tuple[NatsLink, FlareJobHandle]:
         """A handle subscribed to the job's events, replayed after reconnections."""

@@ -38,6 +38,13 @@ class Subjects:
     def events(self, job_id: str) -> str:
         return f"{self.prefix}.events.{job_id}"
 
+    def status(self, job_id: str) -> str:
+        return f"{self.prefix}.status.{job_id}"
+
+    def worker_logs(self, worker: str) -> str:
+        """Where `worker` answers for the output of the jobs it owns."""
+        return f"{self.prefix}.worker.{worker}.logs"
+
     def events_stream(self) -> str:
         """`FLARE_JOB_EVENTS`, or that name with the prefix appended for any other prefix."""
         if self.prefix == DEFAULT_PREFIX:
