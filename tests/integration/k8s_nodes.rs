@@ -71,7 +71,7 @@ async fn a_job_on_a_lost_node_ends_lost_after_node_lost_after_and_its_pod_is_for
     let last = events.last().unwrap();
     assert_eq!(
         (last.reason.as_deref(), last.return_code),
-        (Some("NodeLost"), Some(127)),
+        (Some("NodeLost"), Some(104)),
         "{last:?}"
     );
     let message = last.message.as_deref().unwrap();

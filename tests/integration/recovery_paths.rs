@@ -129,7 +129,7 @@ async fn a_running_job_whose_backend_cannot_adopt_ends_lost_saying_so() {
     let ended = bench.ended("r3").await;
     assert_eq!(
         (ended.state, ended.seq, ended.return_code),
-        (JobState::Lost, 3, Some(return_code::UNKNOWN))
+        (JobState::Lost, 3, Some(return_code::INFRASTRUCTURE_ERROR))
     );
     assert_eq!(ended.reason.as_deref(), Some(reason::WORKLOAD_VANISHED));
     let message = ended.message.unwrap_or_default();

@@ -270,7 +270,7 @@ async fn a_job_whose_supervisor_dies_is_lost_and_the_next_job_runs() {
     let events = system.events_until_terminal("orphaned").await;
     let last = events.last().unwrap();
     assert_eq!(last.state, JobState::Lost, "{events:#?}");
-    assert_eq!(last.return_code, Some(127));
+    assert_eq!(last.return_code, Some(104));
     assert_eq!(last.reason.as_deref(), Some("OwnerLost"));
     wait_until_gone(pid, Duration::from_secs(10)).await;
     // A new supervisor takes the next job.

@@ -105,10 +105,84 @@ class NatsServer:
         self.start()
 
 
+class TcpProxy:
+    """Forwards connections on a port of its own to `target_port` on localhost.
+
+    `cut()` drops every connection and refuses new ones (the port is closed)
+    until `restore()`: a link through it is cut as a network would cut it.
+    """
+
+    def __init__(self, target_port: int) -> None:
+        self.port = free_port()
+        self.url = f"nats://127.0.0.1:{self.port}"
+        self._target_port = target_port
+        self._lock = threading.Lock()
+        self._listener: Optional[socket.socket] = None
+        self._links: list[socket.socket] = []
+        self.restore()
+
+    def restore(self) -> None:
+        """Opens the port again."""
+        listener = socket.socket()
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", self.port))
+        listener.listen()
+        with self._lock:
+            self._listener = listener
+        threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
+
+    def cut(self) -> None:
+        """Closes the port and every connection through it."""
+        with self._lock:
+            listener, self._listener = self._listener, None
+            links, self._links = self._links, []
+        for s in ([listener] if listener else []) + links:
+            _shut(s)
+            s.close()
+
+    def _accept(self, listener: socket.socket) -> None:
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return
+            try:
+                upstream = socket.create_connection(("127.0.0.1", self._target_port))
+            except OSError:
+                client.close()
+                continue
+            with self._lock:
+                if self._listener is not listener:
+                    client.close()
+                    upstream.close()
+                    return
+                self._links += [client, upstream]
+            for src, dst in ((client, upstream), (upstream, client)):
+                threading.Thread(target=_pipe, args=(src, dst), daemon=True).start()
+
+
+def _pipe(src: socket.socket, dst: socket.socket) -> None:
+    """Copies `src` to `dst` until either ends; then ends both."""
+    try:
+        while data := src.recv(65536):
+            dst.sendall(data)
+    except OSError:
+        pass
+    _shut(src)
+    _shut(dst)
+
+
+def _shut(s: socket.socket) -> None:
+    try:
+        s.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+
+
 class Worker:
     """A flare-launcher worker with the process backend, with a data directory of its own."""
 
-    def __init__(self, nats: NatsServer, workdir: Path, worker_id: str, *extra: str) -> None:
+    def __init__(self, nats: NatsServer | TcpProxy, workdir: Path, worker_id: str, *extra: str) -> None:
         data_dir = workdir / f"worker-{worker_id}"
         argv = [
             flare_launcher_bin(),

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import nats
 import pytest
 from fake_site import AUTH_TOKEN, FakeSite
-from harness import NatsServer, Worker, free_port
+from harness import NatsServer, TcpProxy, Worker, free_port
 from nvflare.apis.event_type import EventType
 from nvflare.apis.fl_constant import FLContextKey
 from nvflare.apis.fl_context import FLContext
@@ -143,14 +144,14 @@ def test_wait_survives_a_nats_restart(launchers: Callable[..., ClientJobLauncher
     assert handle.poll() == JobReturnCode.SUCCESS
 
 
-def test_wait_gives_up_when_nats_stays_away(launchers: Callable[..., ClientJobLauncher], nats_server: NatsServer, worker: Worker, site: FakeSite) -> None:
+def test_wait_gives_up_when_nats_stays_away_and_reports_an_infrastructure_error(launchers: Callable[..., ClientJobLauncher], nats_server: NatsServer, worker: Worker, site: FakeSite) -> None:
     meta, ctx = site.job("block")
     handle = launchers(nats_give_up=2).launch_job(meta, ctx)
     nats_server.stop()
     waiting = wait_in_thread(handle)
     waiting.join(TIMEOUT_S)
     assert not waiting.is_alive()
-    assert handle.poll() == JobReturnCode.UNKNOWN
+    assert handle.poll() == JobReturnCode.INFRASTRUCTURE_ERROR, "a job given up on is a failure NVFlare reports"
     nats_server.start()  # so that the worker can end the job at the test's end
 
 
@@ -183,3 +184,32 @@ def test_a_launch_without_nats_says_where_it_could_not_connect(site: FakeSite) -
         launcher.launch_job(meta, ctx)
     assert "secret" not in str(raised.value)
     launcher.close()
+
+
+def test_a_terminate_sent_while_the_jobs_worker_is_cut_off_returns_at_once_and_ends_the_job(
+    launchers: Callable[..., ClientJobLauncher], nats_server: NatsServer, site: FakeSite, tmp_path: Path
+) -> None:
+    """The owner's link to NATS is cut while NVFlare terminates its process job:
+    terminate() returns at once (nobody answers), the handle keeps sending the
+    terminate, and once the link is back the owner (a process job stays with its
+    host) carries it out."""
+    link = TcpProxy(nats_server.port)
+    owner = Worker(link, tmp_path, "w1", "--lease-s", "3", "--drain-timeout", "5")
+    try:
+        meta, ctx = site.job("block")
+        handle = launchers(terminate_grace=5, nats_give_up=TIMEOUT_S).launch_job(meta, ctx)
+        waiting = wait_in_thread(handle)
+        link.cut()
+        started = time.monotonic()
+        handle.terminate()
+        assert time.monotonic() - started < 10, "terminate() does not wait for the cut-off worker"
+        time.sleep(8)  # past the owner's lease
+        assert waiting.is_alive(), "nobody could stop the job while its host's worker was cut off"
+        link.restore()
+        waiting.join(TIMEOUT_S)
+        assert not waiting.is_alive()
+        assert handle.events.state == "terminated", handle.events.message
+        assert handle.poll() == JobReturnCode.ABORTED
+    finally:
+        owner.stop()
+        link.cut()

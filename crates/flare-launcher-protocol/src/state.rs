@@ -22,10 +22,9 @@ pub mod return_code {
     pub const UNSAFE_COMPONENT: i32 = 102;
     /// NVFlare found the job's configuration invalid.
     pub const CONFIG_ERROR: i32 = 103;
-    /// The job could not be started or run by the infrastructure.
+    /// The job could not be started or run by the infrastructure, or its
+    /// workload was lost (since revision 2 of the protocol; see docs/protocol.md).
     pub const INFRASTRUCTURE_ERROR: i32 = 104;
-    /// Nobody knows what became of the job.
-    pub const UNKNOWN: i32 = 127;
 }
 
 /// Where a job is in its life.
@@ -167,8 +166,7 @@ pub fn return_code_for(state: JobState, exit_code: Option<i32>) -> Option<i32> {
             _ => EXECUTION_ERROR,
         }),
         JobState::Terminated => Some(ABORTED),
-        JobState::Error => Some(INFRASTRUCTURE_ERROR),
-        JobState::Lost => Some(UNKNOWN),
+        JobState::Error | JobState::Lost => Some(INFRASTRUCTURE_ERROR),
     }
 }
 
@@ -228,7 +226,7 @@ mod tests {
         assert_eq!(return_code_for(Failed, None), Some(1));
         assert_eq!(return_code_for(Terminated, Some(143)), Some(9));
         assert_eq!(return_code_for(Error, None), Some(104));
-        assert_eq!(return_code_for(Lost, None), Some(127));
+        assert_eq!(return_code_for(Lost, None), Some(104));
         assert_eq!(return_code_for(Running, None), None);
         assert_eq!(return_code_for(Starting, None), None);
     }

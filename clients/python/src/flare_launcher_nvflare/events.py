@@ -28,6 +28,7 @@ class JobEvents:
         self._cond = threading.Condition()
         self._seq = 0
         self._event: Optional[dict] = None
+        self._given_up = False
 
     def apply_payload(self, payload: bytes) -> None:
         """Takes one JobEvent as received; ignores what is not one of this job's events."""
@@ -70,14 +71,22 @@ class JobEvents:
         return bounded(f"{event.get('reason') or ''}: {event.get('message') or ''}")
 
     def return_code(self) -> int:
-        """The terminal event's return code; UNKNOWN while the job has not ended."""
+        """The terminal event's return code; INFRASTRUCTURE_ERROR for a `lost` job
+        (whatever a worker of an earlier protocol revision sent, which was
+        UNKNOWN) and for one given up on before its end (see `give_up`);
+        UNKNOWN while the job has not ended."""
         event = self._event
         if not event or event.get("state") not in TERMINAL_STATES:
-            return JobReturnCode.UNKNOWN
+            return JobReturnCode.INFRASTRUCTURE_ERROR if self._given_up else JobReturnCode.UNKNOWN
         code = event.get("return_code")
-        if not isinstance(code, int) or isinstance(code, bool):
-            return JobReturnCode.UNKNOWN
+        if event.get("state") == "lost" or not isinstance(code, int) or isinstance(code, bool):
+            return JobReturnCode.INFRASTRUCTURE_ERROR
         return code
+
+    def give_up(self) -> None:
+        """Marks the job as given up on (its end could not be learnt): from now on
+        its return code says so, unless its terminal event came first."""
+        self._given_up = True
 
     def wait_for(self, states: frozenset[str], timeout: float) -> bool:
         """Blocks up to `timeout` seconds until the job is in one of `states` or has

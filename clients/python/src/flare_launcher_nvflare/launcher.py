@@ -60,8 +60,8 @@ class FlareJobLauncher(JobLauncherSpec):
         image: the container image, for the docker and k8s backends.
         start_timeout: seconds a job may take from its request to running.
         terminate_grace: seconds a job gets between SIGTERM and the kill.
-        nats_give_up: seconds `wait()` and `terminate()` keep trying while NATS
-            cannot be reached.
+        nats_give_up: seconds `wait()` keeps trying while NATS cannot be
+            reached, and `terminate()` (in the background) until the job ends.
         pass_env: variables of this process's environment that jobs get (names, or
             prefixes ending in `*`); NVFlare's own (`NVFL_*`, `NVFLARE_*`) by default.
     """
