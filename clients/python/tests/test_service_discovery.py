@@ -76,6 +76,7 @@ def test_every_worker_answers_ping_and_info_with_its_id_and_endpoints(nats_serve
             assert endpoints["status"]["queue_group"] == endpoints["terminate"]["queue_group"] == "flare-launcher"
             assert endpoints["terminate_forwarded"]["subject"] == f"flare.jobs.worker.{worker_id}.terminate.>"
             assert endpoints["resources"]["subject"] == f"flare.jobs.worker.{worker_id}.resources"
+            assert endpoints["logs"]["subject"] == f"flare.jobs.worker.{worker_id}.logs"
             # Every worker of the pool answers a pool question: each in a queue group of its own.
             assert endpoints["pool_resources"]["queue_group"] == f"{SERVICE}-{worker_id}"
     finally:
