@@ -213,3 +213,35 @@ def test_a_terminate_sent_while_the_jobs_worker_is_cut_off_returns_at_once_and_e
     finally:
         owner.stop()
         link.cut()
+
+
+def test_a_terminate_recorded_by_another_worker_while_the_owner_was_cut_off_is_carried_out_by_the_owner(
+    launchers: Callable[..., ClientJobLauncher], nats_server: NatsServer, site: FakeSite, tmp_path: Path
+) -> None:
+    """As above with a second worker: it writes the stop into the job's record
+    once the cut-off owner's lease lapses (a process job stays with its host, so
+    it cannot take the job over); the owner, back, keeps the job despite that
+    write and carries the stop out."""
+    link = TcpProxy(nats_server.port)
+    owner = Worker(link, tmp_path, "w1", "--lease-s", "3", "--drain-timeout", "5")
+    other = None
+    try:
+        meta, ctx = site.job("block")
+        handle = launchers(terminate_grace=5, nats_give_up=TIMEOUT_S).launch_job(meta, ctx)
+        waiting = wait_in_thread(handle)
+        # Started once the job runs on w1: the launch was w1's to take.
+        other = Worker(nats_server, tmp_path, "w2", "--lease-s", "3", "--drain-timeout", "5")
+        link.cut()
+        handle.terminate()
+        time.sleep(8)  # past the owner's lease: w2 records the stop
+        assert waiting.is_alive()
+        link.restore()
+        waiting.join(TIMEOUT_S)
+        assert not waiting.is_alive(), "the owner never carried out the stop recorded meanwhile"
+        assert handle.events.state == "terminated", handle.events.message
+        assert handle.poll() == JobReturnCode.ABORTED
+    finally:
+        if other is not None:
+            other.stop()
+        owner.stop()
+        link.cut()

@@ -545,6 +545,16 @@ impl Story {
                 self.epoch = epoch;
                 Ok(())
             }
+            // Meanwhile another worker recorded a stop for the job (its
+            // terminate found this worker gone) and nothing else: the job is
+            // still this worker's, and the stop is its to carry out.
+            Ok(Some((record, revision))) if self.only_stop_recorded_in(&record) => {
+                tracing::info!(stop_reason = ?record.stop_reason, "the job's record is still this worker's after its lease was lost, with a stop recorded meanwhile");
+                self.record.stop_reason = record.stop_reason;
+                self.revision = revision;
+                self.epoch = epoch;
+                Ok(())
+            }
             Ok(found) => Err(Superseded {
                 job_id: self.job_id.clone(),
                 found: found.map(|(record, _)| Box::new(record)),
@@ -557,6 +567,18 @@ impl Story {
                 })
             }
         }
+    }
+
+    /// Whether `found`, the stored record, is this story's with nothing but a
+    /// stop added by another worker (the one way a record changes under a
+    /// worker without taking the job from it).
+    fn only_stop_recorded_in(&self, found: &JobRecord) -> bool {
+        if self.behind || found.stop_reason.is_none() || self.record.stop_reason.is_some() {
+            return false;
+        }
+        let mut without_stop = found.clone();
+        without_stop.stop_reason = None;
+        without_stop == self.record
     }
 
     /// Whether the stored record names the job's workload, or ends the job: its
