@@ -112,6 +112,20 @@ def test_poll_says_unknown_until_the_end_and_terminate_aborts(launchers: Callabl
     assert handle.events.state == "terminated"
 
 
+def test_a_terminate_for_heartbeat_cleanup_aborts_the_job_too(launchers: Callable[..., ClientJobLauncher],
+    nats_server: NatsServer, worker: Worker, site: FakeSite
+) -> None:
+    """NVFlare 2.9's client executor calls `terminate(heartbeat_cleanup=True)` on
+    some of its abort paths (the server no longer knows the job)."""
+    meta, ctx = site.job("block")
+    handle = launchers(terminate_grace=5).launch_job(meta, ctx)
+    waiting = wait_in_thread(handle)
+    handle.terminate(heartbeat_cleanup=True)
+    waiting.join(TIMEOUT_S)
+    assert not waiting.is_alive()
+    assert handle.poll() == JobReturnCode.ABORTED
+
+
 def test_an_abort_that_comes_before_the_launch_is_not_lost(
     launchers: Callable[..., ClientJobLauncher], nats_server: NatsServer, worker: Worker, site: FakeSite
 ) -> None:

@@ -147,9 +147,12 @@ class FlareJobHandle(JobHandleSpec):
             log.warning("flare-launcher: job %s: cannot read its events: %s", self.job_id, bounded(e))
             return False
 
-    def terminate(self) -> None:
+    def terminate(self, heartbeat_cleanup: bool = False) -> None:
         """Asks the job's worker to stop it (SIGTERM, the kill after `grace_s`),
         and returns within FIRST_TRY_WAIT_S seconds: NVFlare calls it on its abort path.
+        NVFlare 2.9's client executor passes `heartbeat_cleanup=True` on some of
+        those paths (its server no longer knows the job): the job is stopped all
+        the same.
 
         The first try is awaited that long, so a terminate sent before the launch
         reaches the workers first (they keep it, and the launch then starts
