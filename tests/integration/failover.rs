@@ -74,6 +74,16 @@ const ACK_WAIT: Duration = Duration::from_secs(2);
 const ACK_WAIT_ENV: (&str, &str) = ("FLARE_ACK_WAIT_S", "2");
 const DOCKER_ENV: (&str, &str) = ("FLARE_BACKEND", "docker");
 
+/// Starts a Docker worker with a short lease, to be killed, as a process of
+/// its own; returns its id and process once it is in the pool.
+async fn start_doomed(system: &System) -> (String, tokio::process::Child) {
+    let doomed = unique("doomed");
+    let worker =
+        system.spawn_worker_process(&doomed, &system.path("doomed"), &[DOCKER_ENV, LEASE_ENV]);
+    pool_until(system, Duration::from_secs(30), |ids| ids.contains(&doomed)).await;
+    (doomed, worker)
+}
+
 /// Starts the survivor and waits until it may adopt (its lease held a whole
 /// period).
 async fn start_survivor(system: &mut System) {
@@ -127,13 +137,7 @@ async fn the_pool_lists_its_live_workers_and_forgets_one_whose_lease_lapsed() {
 #[cfg_attr(no_docker, ignore = "no Docker engine answers")]
 async fn a_docker_job_of_a_killed_worker_is_adopted_and_finished_once() {
     let mut system = docker_pool().await;
-    let doomed = unique("doomed");
-    let doomed_worker =
-        system.spawn_worker_process(&doomed, &system.path("doomed"), &[DOCKER_ENV, LEASE_ENV]);
-    pool_until(&system, Duration::from_secs(30), |ids| {
-        ids.contains(&doomed)
-    })
-    .await;
+    let (doomed, doomed_worker) = start_doomed(&system).await;
     let job_id = unique("adopted");
     system
         .launch_until_running(&in_container(&job_id, "sleep 12; exit 3"))
@@ -284,13 +288,7 @@ async fn a_stopped_worker_hands_its_docker_job_over_without_waiting_for_its_leas
 #[cfg_attr(no_docker, ignore = "no Docker engine answers")]
 async fn a_terminate_sent_while_a_killed_workers_job_awaits_adoption_is_carried_out() {
     let mut system = docker_pool().await;
-    let doomed = unique("doomed");
-    let doomed_worker =
-        system.spawn_worker_process(&doomed, &system.path("doomed"), &[DOCKER_ENV, LEASE_ENV]);
-    pool_until(&system, Duration::from_secs(30), |ids| {
-        ids.contains(&doomed)
-    })
-    .await;
+    let (doomed, doomed_worker) = start_doomed(&system).await;
     let job_id = unique("stopped");
     system
         .launch_until_running(&in_container(&job_id, "sleep 600"))
@@ -326,13 +324,7 @@ async fn a_full_survivor_still_takes_over_and_stops_a_job_whose_terminate_it_rec
     system
         .launch_until_running(&in_container(&own, "sleep 600"))
         .await;
-    let doomed = unique("doomed");
-    let doomed_worker =
-        system.spawn_worker_process(&doomed, &system.path("doomed"), &[DOCKER_ENV, LEASE_ENV]);
-    pool_until(&system, Duration::from_secs(30), |ids| {
-        ids.contains(&doomed)
-    })
-    .await;
+    let (doomed, doomed_worker) = start_doomed(&system).await;
     let job_id = unique("stopped");
     system
         .launch_until_running(&in_container(&job_id, "sleep 600"))
